@@ -1,0 +1,148 @@
+//! The booking domain: events, booking requests and bookings, shared by every stage.
+//! These are also the HTTP bodies (serde + utoipa), so the API and the stages speak one language.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Longest accepted `user_id`, in bytes.
+pub const MAX_USER_ID_LEN: usize = 128;
+/// Largest quantity one booking may ask for.
+pub const MAX_QUANTITY: i32 = 100;
+/// Largest `tickets` an event may have.
+pub const MAX_TICKETS: i64 = 100_000_000;
+
+/// Which inventory implementation decides bookings. Configuration, not a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// One Postgres transaction per booking, inventory row locked `FOR UPDATE`.
+    Postgres,
+    /// A Lua script in Redis decides; a syncer writes behind to Postgres.
+    Redis,
+    /// Requests are queued in Kafka and decided in order by workers.
+    Kafka,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Postgres => "postgres",
+            Stage::Redis => "redis",
+            Stage::Kafka => "kafka",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /events` body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvent {
+    pub name: String,
+    pub tickets: i64,
+    /// Most tickets one user may hold for this event; unlimited when absent.
+    #[serde(default)]
+    pub per_user_limit: Option<i32>,
+}
+
+/// An event and its inventory as the stage's source of truth sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Event {
+    pub id: Uuid,
+    pub name: String,
+    pub tickets: i64,
+    pub remaining: i64,
+    pub per_user_limit: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `POST /events/{id}/bookings` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookingRequest {
+    pub user_id: String,
+    pub quantity: i32,
+}
+
+/// Where a booking is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BookingStatus {
+    /// Accepted for later decision (stage kafka).
+    Pending,
+    /// The tickets are the user's.
+    Confirmed,
+    /// Decided against; `reason` says why.
+    Rejected,
+}
+
+impl BookingStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingStatus::Pending => "pending",
+            BookingStatus::Confirmed => "confirmed",
+            BookingStatus::Rejected => "rejected",
+        }
+    }
+}
+
+/// Why a booking was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Fewer tickets left than the quantity asked for.
+    SoldOut,
+    /// The user would hold more than the event's per-user limit.
+    PerUserLimit,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::SoldOut => "sold_out",
+            RejectReason::PerUserLimit => "per_user_limit",
+        }
+    }
+}
+
+/// A booking as `GET /bookings/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Booking {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub user_id: String,
+    pub quantity: i32,
+    pub status: BookingStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RejectReason>,
+    /// Stage kafka, while pending: requests ahead of this one that are not decided yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a stage answered to a booking request that it accepted for processing.
+/// Refusals (sold out, per-user limit) are errors (`StageError::Rejected`) for stages that decide
+/// at once, and a `Rejected` status later for stage kafka.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BookingOutcome {
+    /// Decided now: 201.
+    Confirmed(Booking),
+    /// Queued for a worker: 202.
+    Pending(Booking),
+}
+
+impl BookingOutcome {
+    pub fn booking(&self) -> &Booking {
+        match self {
+            BookingOutcome::Confirmed(b) | BookingOutcome::Pending(b) => b,
+        }
+    }
+}

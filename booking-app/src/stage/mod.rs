@@ -1,0 +1,63 @@
+//! The inventory stages behind one trait. The HTTP layer holds an `Arc<dyn Inventory>` and never
+//! knows which stage decides; `build()` picks the implementation from configuration.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use uuid::Uuid;
+
+use crate::domain::{Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage};
+
+/// An opaque client-chosen key (`Idempotency-Key` header): a repeated key returns the first
+/// answer and books nothing more.
+pub type IdempotencyKey = String;
+
+/// Everything a stage can fail with. Mapped once to HTTP in `http::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("event {0} not found")]
+    EventNotFound(Uuid),
+    #[error("booking {0} not found")]
+    BookingNotFound(Uuid),
+    /// The request was decided against at once (stages postgres and redis).
+    #[error("booking refused: {reason:?}: {detail}")]
+    Rejected { reason: RejectReason, detail: String },
+    /// The same idempotency key was used before with a different request.
+    #[error("idempotency key was already used for a different request")]
+    IdempotencyKeyReused,
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// A store did not answer in time or refused the connection: 503, retry later.
+    #[error("{store} unavailable: {detail}")]
+    Unavailable { store: &'static str, detail: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("kafka error: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// One inventory implementation. Implementations must be safe under any number of concurrent
+/// calls from any number of processes: nothing oversold, no user above the limit, idempotency
+/// keys honoured.
+#[async_trait]
+pub trait Inventory: Send + Sync + 'static {
+    fn stage(&self) -> Stage;
+    async fn create_event(&self, new: NewEvent) -> Result<Event, StageError>;
+    /// The event as the stage's source of truth sees it (`remaining` included).
+    async fn get_event(&self, id: Uuid) -> Result<Event, StageError>;
+    async fn book(
+        &self,
+        event_id: Uuid,
+        request: BookingRequest,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<BookingOutcome, StageError>;
+    async fn get_booking(&self, id: Uuid) -> Result<Booking, StageError>;
+    /// A stream of the booking's states, ending after the first final one (confirmed/rejected).
+    /// Stages that decide at once yield the booking and end.
+    async fn watch_booking(&self, id: Uuid) -> Result<BoxStream<'static, Booking>, StageError>;
+    /// Ok when every store this stage needs answers (for `/readyz`).
+    async fn ready(&self) -> Result<(), StageError>;
+}
