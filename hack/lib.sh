@@ -3,6 +3,7 @@
 # Source it: `. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"`. It sets REPO_ROOT and FLASHSALE_CACHE.
 set -euo pipefail
 
+# shellcheck disable=SC2034 # used by the scripts that source this file
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Everything installed or built lives outside the checkout, so a fresh clone reuses it.
 FLASHSALE_CACHE="${FLASHSALE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flashsale}"
@@ -20,7 +21,7 @@ wait_until() {
   local timeout="$1" what="$2" pid="$3"; shift 3
   local start=$SECONDS
   until "$@" >/dev/null 2>&1; do
-    if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+    if [[ -n "$pid" ]] && ! pid_alive "$pid"; then
       die "$what: process $pid exited while starting"
     fi
     if (( SECONDS - start >= timeout )); then
@@ -31,8 +32,60 @@ wait_until() {
   log "$what ready after $((SECONDS - start))s"
 }
 
+# pid_alive PID: true while the process runs. A zombie counts as dead: where init does not
+# reap orphans (some VM and container inits do not), a killed server stays a zombie for good and
+# `kill -0` would keep saying it is alive.
+pid_alive() {
+  local stat
+  if [[ -d /proc/self ]]; then
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != [ZX] ]]
+  else
+    kill -0 "$1" 2>/dev/null
+  fi
+}
+
+# wait_gone TIMEOUT_SECONDS PID...: wait until every PID has exited; false on timeout.
+wait_gone() {
+  local timeout="$1" start=$SECONDS p; shift
+  for p in "$@"; do
+    while pid_alive "$p"; do
+      if (( SECONDS - start >= timeout )); then return 1; fi
+      sleep 0.1
+    done
+  done
+}
+
 # port_busy PORT: true when something listens on 127.0.0.1:PORT.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# port_owner PORT: who listens on PORT (for error messages), or "unknown".
+port_owner() {
+  local who=""
+  who=$(ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'users:.*' | head -1) || true
+  echo "${who:-unknown}"
+}
+
+# detached CMD...: run CMD in its own session, stdin from /dev/null and every descriptor above 2
+# closed, so a server outlives the caller's Ctrl-C and holds none of its pipes or locks.
+detached() {
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  setsid -w bash -c 'for fd in $(ls /proc/$$/fd); do ((fd > 2)) && eval "exec $fd>&-"; done; exec "$@"' \
+    detached "$@" </dev/null
+}
+
+# spawn_daemon PIDFILE LOGFILE CMD...: start CMD detached in the background, output appended to
+# LOGFILE, its PID written to PIDFILE (by the process itself, before exec, so it is exact).
+spawn_daemon() {
+  local pidfile="$1" logfile="$2" i; shift 2
+  rm -f "$pidfile"
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  setsid bash -c 'for fd in $(ls /proc/$$/fd); do ((fd > 2)) && eval "exec $fd>&-"; done
+    echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidfile" "$@" </dev/null >>"$logfile" 2>&1 &
+  for ((i = 0; i < 100; i++)); do [[ -s "$pidfile" ]] && return 0; sleep 0.05; done
+  die "could not start $1 (see $logfile)"
+}
 
 # apt_install PKG...: install Debian packages once (apt-get update only when needed).
 apt_install() {
