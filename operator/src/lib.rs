@@ -1,1 +1,14 @@
+//! flashsale-operator: reconciles `FlashSale` resources into a running booking system
+//! (stores, booking-app, worker) sized for the sale's target request rate.
 
+pub mod context;
+pub mod contract;
+pub mod controller;
+pub mod crd;
+pub mod crdgen;
+pub mod error;
+pub mod fixtures;
+pub mod metrics;
+pub mod reconcile;
+pub mod server;
+pub mod stage;

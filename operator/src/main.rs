@@ -1,1 +1,82 @@
-fn main() {}
+//! `flashsale-operator run | crd | plan`: the controller, the CRD manifest, and the capacity
+//! plan for a target (issue 7).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use flashsale_operator::{context::Context, controller, crdgen, metrics::Metrics, reconcile::validate::Defaults, server};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "flashsale-operator", version, about = "Kubernetes operator for FlashSale resources")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller (uses the in-cluster config or $KUBECONFIG).
+    Run(RunArgs),
+    /// Print the FlashSale CustomResourceDefinition (YAML).
+    Crd,
+    /// Print the capacity plan for a target request rate.
+    Plan,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// booking-app image for sales that do not name one.
+    #[arg(long, env = "BOOKING_APP_IMAGE", default_value_t = Defaults::default().booking_app_image)]
+    booking_app_image: String,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd => print!("{}", crdgen::crd_yaml()?),
+        Command::Plan => anyhow::bail!("`plan` is not implemented yet (capacity engine, issue 7)"),
+        Command::Run(args) => run(args).await?,
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let state = server::ServerState { metrics: metrics.clone(), ready: Arc::default() };
+    let shutdown = CancellationToken::new();
+    let http = tokio::spawn(server::serve(args.http_addr, state.clone(), shutdown.clone()));
+
+    controller::check_crd(&client).await?;
+    state.ready.store(true, Ordering::Relaxed);
+    let ctx = Arc::new(Context::new(client, metrics, Defaults { booking_app_image: args.booking_app_image }));
+    tracing::info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting FlashSale controller");
+    controller::run_controller(ctx, args.namespace.as_deref()).await;
+
+    shutdown.cancel();
+    http.await??;
+    Ok(())
+}

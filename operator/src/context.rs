@@ -1,0 +1,69 @@
+//! What every reconcile shares: the client, the event recorder, metrics, operator defaults and
+//! the per-sale failure counts behind the exponential backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use crate::metrics::Metrics;
+use crate::reconcile::validate::Defaults;
+
+/// First retry delay after a failed reconcile; doubles per consecutive failure.
+const BACKOFF_BASE: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub defaults: Defaults,
+    /// Consecutive failures per sale ("namespace/name").
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, defaults: Defaults) -> Self {
+        let reporter = Reporter {
+            controller: crate::reconcile::desired::labels::MANAGER.into(),
+            // The pod name when running in a cluster (downward API), else the host's.
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, defaults, failures: Mutex::default() }
+    }
+
+    /// Record a failure of `key` and return how long to wait before retrying it.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff_delay(*n)
+    }
+
+    /// A success resets the backoff of `key`.
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+/// 2 s, 4 s, 8 s, … capped at 5 minutes.
+pub fn backoff_delay(consecutive_failures: u32) -> Duration {
+    let exp = consecutive_failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff_delay(1), Duration::from_secs(2));
+        assert_eq!(backoff_delay(2), Duration::from_secs(4));
+        assert_eq!(backoff_delay(5), Duration::from_secs(32));
+        assert_eq!(backoff_delay(30), BACKOFF_MAX);
+        assert_eq!(backoff_delay(u32::MAX), BACKOFF_MAX);
+    }
+}

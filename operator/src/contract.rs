@@ -1,0 +1,93 @@
+//! booking-app's configuration contract as the operator writes it into pods: environment
+//! variable names, subcommands, port and probe paths. Defined once here; a test reads
+//! booking-app's `config.rs` so a rename on either side fails the build's tests.
+
+/// Inventory stage: `postgres | redis | kafka`.
+pub const STAGE: &str = "STAGE";
+/// Address the HTTP API (and /healthz, /readyz, /metrics) listens on.
+pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
+pub const DATABASE_URL: &str = "DATABASE_URL";
+/// Postgres connections per pod.
+pub const DB_POOL_SIZE: &str = "DB_POOL_SIZE";
+pub const REDIS_URL: &str = "REDIS_URL";
+/// Comma-separated bootstrap servers.
+pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
+pub const KAFKA_TOPIC: &str = "KAFKA_TOPIC";
+/// Partitions booking-app creates the topic with (>= worker replicas).
+pub const KAFKA_PARTITIONS: &str = "KAFKA_PARTITIONS";
+pub const MIGRATE_ON_START: &str = "MIGRATE_ON_START";
+/// Runs the stage's worker inside `serve`; the operator runs a worker Deployment instead.
+pub const RUN_WORKER: &str = "RUN_WORKER";
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
+
+/// Every variable above: what the operator may set on a booking-app container.
+pub const ENV_VARS: [&str; 11] = [
+    STAGE,
+    LISTEN_ADDR,
+    DATABASE_URL,
+    DB_POOL_SIZE,
+    REDIS_URL,
+    KAFKA_BROKERS,
+    KAFKA_TOPIC,
+    KAFKA_PARTITIONS,
+    MIGRATE_ON_START,
+    RUN_WORKER,
+    LOG_FORMAT,
+];
+
+/// Subcommands of the `booking-app` binary the operator runs.
+pub const CMD_SERVE: &str = "serve";
+pub const CMD_WORKER: &str = "worker";
+/// `booking-app worker --drain`: process the stage's backlog (redis: every stream entry written
+/// behind and acknowledged; kafka: every request decided, group lag 0), then exit 0. The
+/// operator runs it as a Job before switching a live sale to another stage.
+pub const WORKER_DRAIN_FLAG: &str = "--drain";
+
+/// The one port of a booking-app pod: API, probes and metrics.
+pub const HTTP_PORT: i32 = 8080;
+pub const HTTP_PORT_NAME: &str = "http";
+/// Liveness: the process answers.
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// Readiness: its stores answer.
+pub const READYZ_PATH: &str = "/readyz";
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Values booking-app parses.
+pub const LOG_FORMAT_JSON: &str = "json";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn booking_app_config() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../booking-app/src/config.rs");
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+    }
+
+    /// Every `env = "NAME"` booking-app declares.
+    fn declared_env_vars(source: &str) -> BTreeSet<String> {
+        source
+            .split("env = \"")
+            .skip(1)
+            .map(|rest| rest.split('"').next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_variable_the_operator_sets_is_declared_by_booking_app() {
+        let declared = declared_env_vars(&booking_app_config());
+        for name in ENV_VARS {
+            assert!(declared.contains(name), "booking-app/src/config.rs declares no env = \"{name}\"; declared: {declared:?}");
+        }
+    }
+
+    #[test]
+    fn the_declared_defaults_the_operator_relies_on_still_hold() {
+        let source = booking_app_config();
+        assert!(source.contains(&format!("default_value = \"0.0.0.0:{HTTP_PORT}\"")), "LISTEN_ADDR default port changed");
+        for subcommand in ["Serve(Config)", "Worker(Config)"] {
+            assert!(source.contains(subcommand), "booking-app lost the `{subcommand}` subcommand");
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The kube-runtime Controller: watches FlashSales (through `DeserializeGuard`, so one malformed
+//! object cannot break the watch) and the children they own, runs the reconcile pipeline, and
+//! retries failures with exponential backoff.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::context::Context;
+use crate::crd::FlashSale;
+use crate::error::{Error, Result};
+use crate::reconcile::{self, desired::labels};
+
+/// Reconcile one watched object: malformed ones are reported, valid ones go through the pipeline.
+async fn reconcile(guarded: Arc<DeserializeGuard<FlashSale>>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started();
+    let key = format!("{}/{}", guarded.namespace().unwrap_or_default(), guarded.name_any());
+    let result = match &guarded.0 {
+        Ok(fs) => reconcile::reconcile_sale(fs, &ctx).await,
+        Err(invalid) => {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "Malformed".into(),
+                note: Some(format!("FlashSale does not match this operator's schema: {}", invalid.error)),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &guarded.object_ref(&())).await {
+                warn!(error = %e, "publishing event failed");
+            }
+            Err(Error::Malformed(invalid.error.clone()))
+        }
+    };
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+fn error_policy(guarded: Arc<DeserializeGuard<FlashSale>>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", guarded.namespace().unwrap_or_default(), guarded.name_any());
+    ctx.metrics.reconcile_failed(&key, error);
+    if error.needs_spec_change() {
+        warn!(sale = %key, %error, "waiting for the FlashSale to change");
+        return Action::await_change();
+    }
+    let delay = ctx.backoff(&key);
+    warn!(sale = %key, %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Fail fast, with the fix, when the CRD is not installed.
+pub async fn check_crd(client: &Client) -> anyhow::Result<()> {
+    let api: Api<FlashSale> = Api::all(client.clone());
+    if let Err(e) = api.list(&ListParams::default().limit(1)).await {
+        anyhow::bail!(
+            "cannot list FlashSales ({e}). Is the CRD installed? \
+             Install it with: flashsale-operator crd | kubectl apply --server-side -f -  (or helm install the chart)"
+        );
+    }
+    Ok(())
+}
+
+/// Run the controller until `shutdown_on_signal` (SIGTERM/SIGINT) or the future is dropped.
+/// `namespace` limits it to one namespace (tests run one controller per namespace).
+pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
+    let client = ctx.client.clone();
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    // Children are watched by the operator's label only: no cache of every Secret in the cluster.
+    let owned = watcher::Config::default().labels(&labels::managed());
+    Controller::new(api::<DeserializeGuard<FlashSale>>(&client, namespace), watcher::Config::default())
+        .owns(api::<StatefulSet>(&client, namespace), owned.clone())
+        .owns(api::<Deployment>(&client, namespace), owned.clone())
+        .owns(api::<Service>(&client, namespace), owned.clone())
+        .owns(api::<Secret>(&client, namespace), owned.clone())
+        .owns(api::<Job>(&client, namespace), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, namespace), owned)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(sale = %object.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "controller event"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+}

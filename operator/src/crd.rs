@@ -1,0 +1,465 @@
+//! The `FlashSale` custom resource: what a user asks for (spec) and what the operator saw (status).
+//! Cross-field rules are CEL (`x-kubernetes-validations`) so the API server refuses bad sales
+//! before they reach the reconciler; `crds/flashsale.yaml` is generated from these types.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use crate::stage::Stage;
+
+/// A flash sale: one event sold at a target request rate, served by the booking system at `stage`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "flashsale.dev",
+    version = "v1alpha1",
+    kind = "FlashSale",
+    plural = "flashsales",
+    shortname = "fs",
+    namespaced,
+    status = "FlashSaleStatus",
+    derive = "PartialEq",
+    doc = "A flash sale: the booking system for one event, at one inventory stage, sized for a target request rate.",
+    cel,
+    printcolumn(name = "Stage", type_ = "string", json_path = ".spec.stage"),
+    printcolumn(name = "Target RPS", type_ = "integer", json_path = ".spec.targetRps"),
+    printcolumn(name = "Per-Pod RPS", type_ = "number", json_path = ".status.perPodRps"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 40")
+        .message("metadata.name must be a DNS label of at most 40 characters starting with a letter: it prefixes the names of the sale's Services and StatefulSets")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FlashSaleSpec {
+    /// Which inventory stage serves the sale: postgres (row locking), redis (Lua counter with
+    /// write-behind to Postgres) or kafka (queue, decided by workers). Changing it on a live sale
+    /// drains the old stage first (see README, "Changing the stage").
+    pub stage: Stage,
+
+    /// Requests per second the sale must sustain at its peak.
+    #[schemars(range(min = 1))]
+    pub target_rps: u32,
+
+    /// What is sold.
+    pub event: EventSpec,
+
+    /// When the sale is open; capacity is scaled up `warmup` before it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSpec>,
+
+    /// How booking-app replicas are sized.
+    #[serde(default)]
+    pub capacity: CapacitySpec,
+
+    /// The booking service pods.
+    #[serde(default)]
+    pub booking_app: BookingAppSpec,
+
+    /// The database every stage writes bookings to.
+    #[serde(default)]
+    pub postgres: PostgresSpec,
+
+    /// Used by stage redis. Ignored by the other stages.
+    #[serde(default)]
+    pub redis: RedisSpec,
+
+    /// Used by stage kafka. Ignored by the other stages.
+    #[serde(default)]
+    pub kafka: KafkaSpec,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSpec {
+    /// Display name of the event.
+    #[schemars(length(min = 1, max = 200))]
+    pub name: String,
+    /// Tickets on sale.
+    #[schemars(range(min = 1))]
+    pub tickets: u32,
+    /// Most tickets one user may book.
+    #[serde(default = "default_per_user_limit")]
+    #[schemars(range(min = 1))]
+    pub per_user_limit: u32,
+}
+
+fn default_per_user_limit() -> u32 {
+    2
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("self.endsAt > self.startsAt").message("window.endsAt must be after window.startsAt")
+)]
+pub struct WindowSpec {
+    /// When the sale opens (RFC 3339).
+    pub starts_at: Time,
+    /// When the sale closes (RFC 3339).
+    pub ends_at: Time,
+    /// How long before `startsAt` to be at full size, as a Go duration ("10m", "1h30m").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("window.warmup must be a duration such as 10m or 1h30m"))]
+    pub warmup: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("self.minReplicas <= self.maxReplicas").message("capacity.minReplicas must not exceed capacity.maxReplicas")
+)]
+pub struct CapacitySpec {
+    /// Requests per second one booking-app pod sustains within the SLO. Pin it to skip
+    /// calibration; leave it out and the operator measures it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0").message("capacity.perPodRps must be greater than 0"))]
+    pub per_pod_rps: Option<f64>,
+    /// Fraction of a pod's measured capacity to plan for, in (0, 1]: headroom for spikes.
+    #[serde(default = "default_target_utilization")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("capacity.targetUtilization must be greater than 0 and at most 1"))]
+    pub target_utilization: f64,
+    /// Fewest booking-app replicas, also used outside the sale window.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1))]
+    pub min_replicas: i32,
+    /// Most booking-app replicas, whatever the target.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1))]
+    pub max_replicas: i32,
+    /// Latency objective for calibration: a pod's capacity is the rate it serves with p99 at or
+    /// under this many milliseconds.
+    #[serde(default = "default_slo_p99_ms")]
+    #[schemars(range(min = 1))]
+    pub slo_p99_ms: u32,
+}
+
+fn default_target_utilization() -> f64 {
+    0.7
+}
+fn default_min_replicas() -> i32 {
+    2
+}
+fn default_max_replicas() -> i32 {
+    100
+}
+fn default_slo_p99_ms() -> u32 {
+    200
+}
+
+impl Default for CapacitySpec {
+    fn default() -> Self {
+        Self {
+            per_pod_rps: None,
+            target_utilization: default_target_utilization(),
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            slo_p99_ms: default_slo_p99_ms(),
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BookingAppSpec {
+    /// booking-app container image (the same image runs the API, the worker and calibration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Image pull policy for booking-app containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Requests and limits of each booking-app pod; calibration measures a pod of this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Postgres connections per booking-app pod; derived from the replica count when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub db_pool_size: Option<u32>,
+    /// How the booking API is exposed.
+    #[serde(default)]
+    pub service: ServiceSpec,
+    /// The stage's background worker (kafka consumer, redis write-behind syncer).
+    #[serde(default)]
+    pub worker: WorkerSpec,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("!has(self.nodePort) || self.type != 'ClusterIP'").message("bookingApp.service.nodePort needs type NodePort or LoadBalancer")
+)]
+pub struct ServiceSpec {
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Fixed node port (30000-32767), e.g. the one a kind cluster maps to the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port: Option<i32>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerSpec {
+    /// Worker replicas; derived (partitions, drain rate) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// A managed store outside the cluster's control: the app reads its URL from a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalStore {
+    pub secret_ref: SecretKeyRef,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret in the FlashSale's namespace.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key holding the connection URL (postgres://…, redis://…, or host:port[,host:port] for Kafka).
+    #[serde(default = "default_secret_key")]
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+fn default_secret_key() -> String {
+    "url".into()
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("!has(self.external) || !(has(self.image) || has(self.storage) || has(self.storageClassName) || has(self.resources))")
+        .message("postgres: use either external (a managed database) or in-cluster settings (image, storage, storageClassName, resources), not both")
+)]
+pub struct PostgresSpec {
+    /// Use this database instead of deploying one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalStore>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Size of the data volume (default 10Gi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("!has(self.external) || !(has(self.image) || has(self.storage) || has(self.storageClassName) || has(self.resources))")
+        .message("redis: use either external (a managed Redis) or in-cluster settings (image, storage, storageClassName, resources), not both")
+)]
+pub struct RedisSpec {
+    /// Use this Redis instead of deploying one. It must persist with AOF `appendfsync always`
+    /// or a crash can lose bookings the client was told are confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalStore>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Size of the AOF volume (default 2Gi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("!has(self.external) || !(has(self.image) || has(self.storage) || has(self.storageClassName) || has(self.resources))")
+        .message("kafka: use either external (a managed cluster) or in-cluster settings (image, storage, storageClassName, resources), not both")
+)]
+pub struct KafkaSpec {
+    /// Use these brokers instead of deploying one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalStore>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Size of the log volume (default 10Gi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Topic the booking requests go to (default: the sale's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 249))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9._-]{1,249}$')").message("kafka.topic may only contain letters, digits, '.', '_' and '-' (at most 249)"))]
+    pub topic: Option<String>,
+    /// Partitions of the topic; at least the worker replicas (derived when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub partitions: Option<i32>,
+}
+
+/// Lifecycle of a sale as `kubectl get fs` shows it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted, nothing observed yet.
+    Pending,
+    /// Stores or booking-app pods are starting.
+    Provisioning,
+    /// Everything runs, but no per-pod capacity is known yet: sized at minReplicas.
+    Calibrating,
+    /// Moving between stages: the old stage's backlog is being written to Postgres.
+    Draining,
+    /// Serving at the planned size.
+    Ready,
+    /// Something that ran is not ready now, or the spec cannot be served.
+    Degraded,
+}
+
+/// Everything here is recomputed each reconcile from what the operator observes, except the
+/// calibration record and the serving stage, which are carried over until replaced.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FlashSaleStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The stage the booking pods currently serve; differs from spec.stage while draining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// Ready booking-app pods.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Booking-app pods the sizing asks for.
+    #[serde(default)]
+    pub desired_replicas: i32,
+    /// Per-pod capacity the sizing used: pinned in the spec or measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_pod_rps: Option<f64>,
+    /// Latest calibration result for the current stage and image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_per_pod_rps: Option<f64>,
+    /// How measuredPerPodRps was obtained; a measurement is valid only for this stage and image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationRecord>,
+    /// The calibration being run or retried, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_attempt: Option<CalibrationAttempt>,
+    /// Requests per second the booking pods served recently (sum over pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_rps: Option<f64>,
+    /// observedRps divided by ready pods, to compare with perPodRps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_per_pod_rps: Option<f64>,
+    /// Why desiredReplicas is what it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<SizingStatus>,
+    /// In-cluster URL of the booking API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Ready, StoresReady, BookingAppReady, WorkerReady, StageSettled, Calibrated.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CalibrationRecord {
+    pub stage: Stage,
+    pub image: String,
+    pub slo_p99_ms: u32,
+    pub per_pod_rps: f64,
+    pub measured_at: Time,
+    /// The Job that measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// The `flashsale.dev/recalibrate` annotation value this measurement answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibrate: Option<String>,
+}
+
+/// A calibration under way or failing, carried between reconciles for its retry backoff.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CalibrationAttempt {
+    pub stage: Stage,
+    pub image: String,
+    pub slo_p99_ms: u32,
+    /// The `flashsale.dev/recalibrate` annotation value being answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibrate: Option<String>,
+    /// Failed attempts so far; the current attempt is number failures + 1.
+    #[serde(default)]
+    pub failures: u32,
+    /// When the current attempt's scratch pod was first asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// No new attempt before this instant (exponential backoff after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SizingStatus {
+    /// CamelCase cause: Computed, ClampedToMin, ClampedToMax, NotCalibrated, OutsideWindow, …
+    pub reason: String,
+    /// A sentence for humans, e.g. "clamped by maxReplicas: the sale gets only 28000 rps".
+    pub message: String,
+    /// Requests per second the desired replicas can serve at the target utilization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_rps: Option<f64>,
+    /// When desiredReplicas last changed (for scale-down cooldowns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+}
+
+impl FlashSale {
+    /// The condition of this type in the current status, if any.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+#[cfg(test)]
+#[path = "crd_tests.rs"]
+mod tests;

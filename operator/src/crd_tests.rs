@@ -1,0 +1,115 @@
+//! The CRD's CEL rules, evaluated client-side with kube's `validate_cel` (the same rules the
+//! API server runs; the integration tests check the server refuses them too).
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::*;
+use crate::fixtures::FlashSaleBuilder;
+
+fn refusal(fs: &FlashSale) -> String {
+    match fs.validate_cel() {
+        Ok(()) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn valid() -> FlashSale {
+    FlashSaleBuilder::new("summer-tour", Stage::Redis).build()
+}
+
+fn window(start: i64, end: i64, warmup: Option<&str>) -> Option<WindowSpec> {
+    Some(WindowSpec {
+        starts_at: Time(Timestamp::from_second(start).unwrap()),
+        ends_at: Time(Timestamp::from_second(end).unwrap()),
+        warmup: warmup.map(Into::into),
+    })
+}
+
+#[test]
+fn a_plain_sale_passes_every_rule() {
+    assert_eq!(refusal(&valid()), "");
+    let mut fs = valid();
+    fs.spec.window = window(1_000, 2_000, Some("1h30m"));
+    fs.spec.capacity.per_pod_rps = Some(4000.0);
+    fs.spec.capacity.target_utilization = 1.0;
+    fs.spec.booking_app.service = ServiceSpec { type_: ServiceType::NodePort, node_port: Some(30080) };
+    assert_eq!(refusal(&fs), "");
+}
+
+#[test]
+fn min_replicas_above_max_is_refused() {
+    let mut fs = valid();
+    fs.spec.capacity.min_replicas = 10;
+    fs.spec.capacity.max_replicas = 3;
+    assert!(refusal(&fs).contains("capacity.minReplicas must not exceed capacity.maxReplicas"), "{}", refusal(&fs));
+}
+
+#[test]
+fn a_window_that_ends_before_it_starts_is_refused() {
+    let mut fs = valid();
+    fs.spec.window = window(2_000, 1_000, None);
+    assert!(refusal(&fs).contains("window.endsAt must be after window.startsAt"), "{}", refusal(&fs));
+    fs.spec.window = window(1_000, 1_000, None);
+    assert!(refusal(&fs).contains("endsAt"), "equal instants are refused too");
+}
+
+#[test]
+fn a_warmup_that_is_not_a_duration_is_refused() {
+    let mut fs = valid();
+    fs.spec.window = window(1_000, 2_000, Some("ten minutes"));
+    assert!(refusal(&fs).contains("window.warmup must be a duration"), "{}", refusal(&fs));
+}
+
+#[test]
+fn utilization_outside_zero_to_one_is_refused() {
+    for bad in [0.0, -0.5, 1.01] {
+        let mut fs = valid();
+        fs.spec.capacity.target_utilization = bad;
+        assert!(refusal(&fs).contains("targetUtilization"), "{bad}: {}", refusal(&fs));
+    }
+}
+
+#[test]
+fn a_zero_per_pod_rps_is_refused() {
+    let mut fs = valid();
+    fs.spec.capacity.per_pod_rps = Some(0.0);
+    assert!(refusal(&fs).contains("capacity.perPodRps must be greater than 0"), "{}", refusal(&fs));
+}
+
+#[test]
+fn external_and_in_cluster_store_settings_together_are_refused() {
+    let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).external_postgres("pg", "url").build();
+    assert_eq!(refusal(&fs), "");
+    fs.spec.postgres.storage = Some(Quantity("5Gi".into()));
+    assert!(refusal(&fs).contains("postgres: use either external"), "{}", refusal(&fs));
+
+    let mut fs = valid();
+    fs.spec.redis.external = Some(ExternalStore { secret_ref: SecretKeyRef { name: "r".into(), key: "url".into() } });
+    fs.spec.redis.image = Some("redis:7".into());
+    assert!(refusal(&fs).contains("redis: use either external"), "{}", refusal(&fs));
+}
+
+#[test]
+fn a_node_port_on_a_cluster_ip_service_is_refused() {
+    let mut fs = valid();
+    fs.spec.booking_app.service.node_port = Some(30080);
+    assert!(refusal(&fs).contains("nodePort needs type NodePort"), "{}", refusal(&fs));
+}
+
+#[test]
+fn names_that_cannot_prefix_child_names_are_refused() {
+    for bad in ["9lives", "a".repeat(41).as_str()] {
+        let fs = FlashSaleBuilder::new(bad, Stage::Postgres).build();
+        assert!(refusal(&fs).contains("metadata.name must be a DNS label"), "{bad}: {}", refusal(&fs));
+    }
+    assert_eq!(refusal(&FlashSaleBuilder::new(&"a".repeat(40), Stage::Postgres).build()), "");
+}
+
+#[test]
+fn a_bad_topic_name_is_refused() {
+    let mut fs = valid();
+    fs.spec.kafka.topic = Some("bookings/2026".into());
+    assert!(refusal(&fs).contains("kafka.topic"), "{}", refusal(&fs));
+}

@@ -1,0 +1,100 @@
+//! Step 4 of a reconcile: make the cluster match the desired children. Server-side apply with
+//! one field manager, in a fixed order (credentials and Services before the workloads that use
+//! them), then delete what this sale owns but no longer wants (e.g. Kafka after moving back to
+//! stage redis). Jobs are created once and never patched: their pod template is immutable.
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{debug, info};
+
+use super::desired::Children;
+use super::desired::labels::MANAGER;
+use super::observe::Observed;
+use super::validate::Sale;
+use crate::error::{Error, Result};
+
+trait Child: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug {}
+impl<K> Child for K where K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug {}
+
+pub async fn apply(client: &Client, sale: &Sale, children: Children, observed: &Observed) -> Result<()> {
+    let Children { secrets, services, stateful_sets, pdbs, deployments, jobs } = children;
+    let ns = sale.namespace.as_str();
+    apply_all(client, ns, &secrets).await?;
+    apply_all(client, ns, &services).await?;
+    apply_all(client, ns, &stateful_sets).await.map_err(immutable_as_invalid_spec)?;
+    apply_all(client, ns, &pdbs).await?;
+    apply_all(client, ns, &deployments).await?;
+    create_missing(client, ns, &jobs, &observed.jobs).await?;
+
+    let uid = sale.owner.uid.as_str();
+    delete_orphans(client, ns, uid, &observed.jobs, &jobs).await?;
+    delete_orphans(client, ns, uid, &observed.deployments, &deployments).await?;
+    delete_orphans(client, ns, uid, &observed.pdbs, &pdbs).await?;
+    delete_orphans(client, ns, uid, &observed.stateful_sets, &stateful_sets).await?;
+    delete_orphans(client, ns, uid, &observed.services, &services).await?;
+    delete_orphans(client, ns, uid, &observed.secrets, &secrets).await?;
+    Ok(())
+}
+
+async fn apply_all<K: Child>(client: &Client, ns: &str, objects: &[K]) -> Result<()> {
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    // force: this operator is the only rightful owner of the fields it sets.
+    let params = PatchParams::apply(MANAGER).force();
+    for object in objects {
+        let name = object.name_any();
+        api.patch(&name, &params, &Patch::Apply(object)).await?;
+        debug!(kind = %K::kind(&()), %name, "applied");
+    }
+    Ok(())
+}
+
+async fn create_missing<K: Child>(client: &Client, ns: &str, objects: &[K], existing: &[K]) -> Result<()> {
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    for object in objects {
+        let name = object.name_any();
+        if existing.iter().any(|e| e.name_any() == name) {
+            continue;
+        }
+        match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() }, object).await {
+            Ok(_) => info!(kind = %K::kind(&()), %name, "created"),
+            // Created by a reconcile that raced this one; same content.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Delete `observed` objects owned by the sale (`uid`) that are not `desired`.
+async fn delete_orphans<K: Child>(client: &Client, ns: &str, uid: &str, observed: &[K], desired: &[K]) -> Result<()> {
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    // Background: the Job's pods, the Deployment's ReplicaSets go with it.
+    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    for object in observed {
+        let name = object.name_any();
+        let owned = object.owner_references().iter().any(|o| o.uid == uid);
+        let wanted = desired.iter().any(|d| d.name_any() == name);
+        if owned && !wanted && object.meta().deletion_timestamp.is_none() {
+            match api.delete(&name, &params).await {
+                Ok(_) => info!(kind = %K::kind(&()), %name, "deleted, no longer part of the sale"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A StatefulSet refuses changes to its volume template (e.g. a new storage size): that is the
+/// spec asking for the impossible, not a reason to retry.
+fn immutable_as_invalid_spec(e: Error) -> Error {
+    match e {
+        Error::Kube(kube::Error::Api(s)) if s.code == 422 => {
+            Error::InvalidSpec(format!("a store cannot change this way once created (storage and storageClassName are fixed): {}", s.message))
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,256 @@
+//! booking-app's API Deployment (one per stage, see `names::booking_deployment`) and the
+//! Service in front of the serving stage's pods; `app_env` is the configuration contract
+//! (`crate::contract`) filled in for a stage, shared with the worker and the drain Job.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::kafka;
+use super::labels::{self, Component};
+use super::names::{self, secret_keys};
+use super::pod::{container_security, env, env_from_secret, http_probe, meta, pod_security, resources};
+use crate::contract;
+use crate::crd::{PullPolicy, ServiceType};
+use crate::reconcile::sizing::Sizing;
+use crate::reconcile::validate::{Sale, Store};
+use crate::stage::Stage;
+
+/// UID booking-app images run as (the distroless `nonroot` user).
+pub const UID: i64 = 65532;
+
+/// The environment of every booking-app container of `stage`.
+pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
+    let secret = names::credentials_secret(&sale.name);
+    let from_store = |var: &str, store: &Store, generated_key: &str| match store {
+        Store::InCluster(_) => env_from_secret(var, &secret, generated_key),
+        Store::External(r) => env_from_secret(var, &r.name, &r.key),
+    };
+    let mut vars = vec![
+        env(contract::STAGE, stage.as_str()),
+        env(contract::LISTEN_ADDR, format!("0.0.0.0:{}", contract::HTTP_PORT)),
+        from_store(contract::DATABASE_URL, &sale.postgres, secret_keys::DATABASE_URL),
+        env(contract::DB_POOL_SIZE, sizing.db_pool_size.to_string()),
+        env(contract::MIGRATE_ON_START, "true"),
+        // The worker runs in its own Deployment, sized on its own.
+        env(contract::RUN_WORKER, "false"),
+        env(contract::LOG_FORMAT, contract::LOG_FORMAT_JSON),
+    ];
+    if stage.uses_redis() {
+        vars.push(from_store(contract::REDIS_URL, &sale.redis, secret_keys::REDIS_URL));
+    }
+    if stage.uses_kafka() {
+        vars.push(match &sale.kafka {
+            Store::InCluster(_) => env(contract::KAFKA_BROKERS, kafka::bootstrap(sale)),
+            Store::External(r) => env_from_secret(contract::KAFKA_BROKERS, &r.name, &r.key),
+        });
+        vars.push(env(contract::KAFKA_TOPIC, sale.kafka_topic.clone()));
+        vars.push(env(contract::KAFKA_PARTITIONS, sizing.kafka_partitions.to_string()));
+    }
+    vars
+}
+
+/// A booking-app container running `args`; probes only for long-running ones.
+pub fn container(sale: &Sale, stage: Stage, sizing: &Sizing, args: Vec<String>, probes: bool) -> Container {
+    let spec = &sale.spec.booking_app;
+    let given = if args.first().map(String::as_str) == Some(contract::CMD_SERVE) {
+        spec.resources.as_ref()
+    } else {
+        spec.worker.resources.as_ref()
+    };
+    Container {
+        name: "booking-app".into(),
+        image: Some(sale.booking_image.clone()),
+        image_pull_policy: sale.pull_policy.map(|p| match p {
+            PullPolicy::Always => "Always".into(),
+            PullPolicy::IfNotPresent => "IfNotPresent".into(),
+            PullPolicy::Never => "Never".into(),
+        }),
+        command: Some(vec!["booking-app".into()]),
+        args: Some(args),
+        env: Some(app_env(sale, stage, sizing)),
+        ports: probes.then(|| {
+            vec![ContainerPort {
+                name: Some(contract::HTTP_PORT_NAME.into()),
+                container_port: contract::HTTP_PORT,
+                ..ContainerPort::default()
+            }]
+        }),
+        readiness_probe: probes.then(|| http_probe(contract::READYZ_PATH, contract::HTTP_PORT_NAME, 5, 3)),
+        liveness_probe: probes.then(|| http_probe(contract::HEALTHZ_PATH, contract::HTTP_PORT_NAME, 10, 3)),
+        // Migrations run before the server listens: give start-up a minute before liveness counts.
+        startup_probe: probes.then(|| http_probe(contract::HEALTHZ_PATH, contract::HTTP_PORT_NAME, 2, 30)),
+        // CPU request = limit: calibration measures a pod of exactly this size.
+        resources: Some(resources(given, ("1", "256Mi"), ("1", "512Mi"))),
+        security_context: Some(container_security(true)),
+        volume_mounts: Some(vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() }]),
+        ..Container::default()
+    }
+}
+
+pub fn pod_spec(container: Container, restart_policy: Option<&str>) -> PodSpec {
+    PodSpec {
+        containers: vec![container],
+        restart_policy: restart_policy.map(Into::into),
+        security_context: Some(pod_security(UID, false)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(30),
+        volumes: Some(vec![Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]),
+        ..PodSpec::default()
+    }
+}
+
+/// A long-running booking-app Deployment (API or worker) of `stage`.
+pub fn deployment(sale: &Sale, name: String, component: Component, stage: Stage, replicas: i32, container: Container) -> Deployment {
+    let annotations = BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), contract::HTTP_PORT.to_string()),
+        ("prometheus.io/path".to_string(), contract::METRICS_PATH.to_string()),
+    ]);
+    Deployment {
+        metadata: meta(sale, name, component, Some(stage)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels::selector(&sale.name, component, Some(stage))),
+                ..LabelSelector::default()
+            },
+            // Surge, never dip: a sale must not lose capacity during a rollout.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::String("25%".into())),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels::labels(&sale.name, component, Some(stage))),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(container, None)),
+            },
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    }
+}
+
+/// The API pods of `stage`.
+pub fn api_deployment(sale: &Sale, stage: Stage, replicas: i32, sizing: &Sizing) -> Deployment {
+    let container = container(sale, stage, sizing, vec![contract::CMD_SERVE.into()], true);
+    deployment(sale, names::booking_deployment(&sale.name, stage), Component::BookingApi, stage, replicas, container)
+}
+
+/// The booking API Service, selecting the pods of the stage being served.
+pub fn service(sale: &Sale, serving: Stage) -> Service {
+    let type_ = match sale.service.type_ {
+        ServiceType::ClusterIP => "ClusterIP",
+        ServiceType::NodePort => "NodePort",
+        ServiceType::LoadBalancer => "LoadBalancer",
+    };
+    Service {
+        metadata: meta(sale, names::booking_service(&sale.name), Component::BookingApi, None),
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(labels::selector(&sale.name, Component::BookingApi, Some(serving))),
+            ports: Some(vec![ServicePort {
+                name: Some(contract::HTTP_PORT_NAME.into()),
+                port: contract::HTTP_PORT,
+                target_port: Some(IntOrString::String(contract::HTTP_PORT_NAME.into())),
+                node_port: sale.service.node_port,
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+/// Where the booking API answers inside the cluster.
+pub fn endpoint(sale: &Sale) -> String {
+    format!("http://{}:{}", names::service_host(&names::booking_service(&sale.name), &sale.namespace), contract::HTTP_PORT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{FlashSaleBuilder, sale, sale_from, sizing};
+
+    fn env_of(c: &Container) -> BTreeMap<String, EnvVar> {
+        c.env.clone().unwrap().into_iter().map(|e| (e.name.clone(), e)).collect()
+    }
+
+    #[test]
+    fn api_pods_get_the_contract_for_their_stage() {
+        let sale = sale("s", Stage::Kafka);
+        let d = api_deployment(&sale, Stage::Kafka, 7, &sizing(7));
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(7));
+        let c = &spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.args.as_deref(), Some(&["serve".to_string()][..]));
+        let env = env_of(c);
+        assert_eq!(env["STAGE"].value.as_deref(), Some("kafka"));
+        assert_eq!(env["LISTEN_ADDR"].value.as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(env["KAFKA_BROKERS"].value.as_deref(), Some("s-kafka.ns.svc:9092"));
+        assert_eq!(env["KAFKA_TOPIC"].value.as_deref(), Some("s"));
+        assert_eq!(env["RUN_WORKER"].value.as_deref(), Some("false"));
+        assert!(!env.contains_key("REDIS_URL"), "stage kafka does not use redis");
+        let db = env["DATABASE_URL"].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((db.name.as_str(), db.key.as_str()), ("s-credentials", "database-url"));
+        assert!(env.keys().all(|k| contract::ENV_VARS.contains(&k.as_str())), "only contract variables");
+    }
+
+    #[test]
+    fn api_pods_are_probed_hardened_and_sized() {
+        let sale = sale("s", Stage::Postgres);
+        let d = api_deployment(&sale, Stage::Postgres, 2, &sizing(2));
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let c = &pod.containers[0];
+        let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone().unwrap();
+        assert_eq!(path(&c.readiness_probe), "/readyz");
+        assert_eq!(path(&c.liveness_probe), "/healthz");
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert!(c.resources.as_ref().unwrap().limits.as_ref().unwrap().contains_key("cpu"));
+    }
+
+    #[test]
+    fn external_stores_are_read_from_the_users_secret() {
+        let fs = FlashSaleBuilder::new("s", Stage::Redis).external_postgres("managed-pg", "uri").build();
+        let sale = sale_from(&fs);
+        let env = env_of(&container(&sale, Stage::Redis, &sizing(1), vec!["serve".into()], true));
+        let db = env["DATABASE_URL"].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((db.name.as_str(), db.key.as_str()), ("managed-pg", "uri"));
+        let redis = env["REDIS_URL"].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((redis.name.as_str(), redis.key.as_str()), ("s-credentials", "redis-url"));
+    }
+
+    #[test]
+    fn service_selects_the_serving_stage_and_can_pin_a_node_port() {
+        let mut fs = FlashSaleBuilder::new("s", Stage::Redis).build();
+        fs.spec.booking_app.service = crate::crd::ServiceSpec { type_: ServiceType::NodePort, node_port: Some(30080) };
+        let sale = sale_from(&fs);
+        let spec = service(&sale, Stage::Postgres).spec.unwrap();
+        assert_eq!(spec.selector.unwrap()[labels::STAGE], "postgres");
+        assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+        assert_eq!(spec.ports.unwrap()[0].node_port, Some(30080));
+        assert_eq!(endpoint(&sale), "http://s-booking-app.ns.svc:8080");
+    }
+}

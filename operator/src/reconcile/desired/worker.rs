@@ -1,0 +1,80 @@
+//! The stage's background worker: `booking-app worker` as its own Deployment (stage kafka: the
+//! consumer group that decides queued requests; stage redis: the write-behind syncer), and the
+//! drain Job, the same worker run with `--drain` until the stage's backlog is empty.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::booking_app::{container, deployment, pod_spec};
+use super::labels::{self, Component};
+use super::names;
+use super::pod::meta;
+use crate::contract;
+use crate::reconcile::sizing::Sizing;
+use crate::reconcile::validate::Sale;
+use crate::stage::Stage;
+
+/// Retries of the drain pod before the Job is Failed (and the stage change stops, visibly).
+const DRAIN_BACKOFF_LIMIT: i32 = 6;
+
+pub fn worker_deployment(sale: &Sale, stage: Stage, sizing: &Sizing) -> Deployment {
+    let container = container(sale, stage, sizing, vec![contract::CMD_WORKER.into()], true);
+    deployment(sale, names::worker_deployment(&sale.name, stage), Component::Worker, stage, sizing.worker_replicas, container)
+}
+
+pub fn drain_job(sale: &Sale, stage: Stage, sizing: &Sizing) -> Job {
+    let args = vec![contract::CMD_WORKER.into(), contract::WORKER_DRAIN_FLAG.into()];
+    let container = container(sale, stage, sizing, args, false);
+    Job {
+        metadata: meta(sale, names::drain_job(&sale.name, stage), Component::Drain, Some(stage)),
+        spec: Some(JobSpec {
+            backoff_limit: Some(DRAIN_BACKOFF_LIMIT),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels::labels(&sale.name, Component::Drain, Some(stage))),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(container, Some("OnFailure"))),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{sale, sizing};
+
+    #[test]
+    fn worker_runs_the_worker_subcommand_for_its_stage() {
+        let sale = sale("s", Stage::Kafka);
+        let mut sz = sizing(3);
+        sz.worker_replicas = 4;
+        let d = worker_deployment(&sale, Stage::Kafka, &sz);
+        assert_eq!(d.metadata.name.as_deref(), Some("s-worker-kafka"));
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(4));
+        let c = &spec.template.spec.unwrap().containers[0];
+        assert_eq!(c.args.as_deref(), Some(&["worker".to_string()][..]));
+        assert!(c.readiness_probe.is_some());
+        assert_eq!(spec.selector.match_labels.unwrap()[labels::COMPONENT], "worker");
+    }
+
+    #[test]
+    fn drain_job_runs_the_worker_until_the_backlog_is_empty() {
+        let sale = sale("s", Stage::Redis);
+        let job = drain_job(&sale, Stage::Redis, &sizing(1));
+        assert_eq!(job.metadata.name.as_deref(), Some("s-drain-redis"));
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("OnFailure"));
+        let c = &pod.containers[0];
+        assert_eq!(c.args.as_deref(), Some(&["worker".to_string(), "--drain".to_string()][..]));
+        let stage = c.env.as_ref().unwrap().iter().find(|e| e.name == "STAGE").unwrap();
+        assert_eq!(stage.value.as_deref(), Some("redis"));
+        assert!(c.readiness_probe.is_none(), "a Job's pod is not probed");
+    }
+}

@@ -1,0 +1,114 @@
+//! One reconcile of a FlashSale, as a pipeline:
+//! `validate -> observe -> plan (stage transition) + size -> build -> apply -> status`.
+//! Only `observe`, `apply` and the status write do I/O; `validate`, `transition::plan`,
+//! `sizing::decide`, `desired::build` and `status::compute` are pure and unit-tested.
+
+pub mod apply;
+pub mod desired;
+pub mod events;
+pub mod observe;
+pub mod sizing;
+pub mod status;
+pub mod transition;
+pub mod validate;
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::context::Context;
+use crate::crd::{FlashSale, FlashSaleStatus};
+use crate::error::{Error, Result};
+use desired::credentials::Credentials;
+use desired::labels::MANAGER;
+
+/// How soon to look again when something outside the watched children is awaited
+/// (an external store's Secret, which the operator does not watch).
+const WAIT_FOR_EXTERNAL: Duration = Duration::from_secs(30);
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Reconcile one FlashSale.
+#[instrument(skip_all, fields(sale = %fs.name_any(), namespace = fs.namespace().unwrap_or_default()))]
+pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
+    let previous = fs.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let sale = match validate::validate(fs, &ctx.defaults) {
+        Ok(sale) => sale,
+        Err(e @ Error::InvalidSpec(_)) => {
+            warn!(error = %e, "spec cannot be served");
+            let status = status::compute_invalid(&previous, fs.metadata.generation, &e, &now);
+            write_status(ctx, fs, &previous, &status).await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+
+    let observed = observe::observe(&ctx.client, &sale, previous.stage).await?;
+    let drain = previous.stage.and_then(|s| observed.job(&desired::names::drain_job(&sale.name, s)));
+    let plan = transition::plan(sale.spec.stage, previous.stage, observed.serving_pods, drain);
+    // The switch is recorded before the new stage's pods are created: should this pass fail
+    // half-way, the next one must not mistake the new stage's pods for the old stage's.
+    if let Some(old) = previous.stage.filter(|s| *s != plan.serving) {
+        info!(from = %old, to = %plan.serving, "switching stage");
+        patch_status_stage(ctx, fs, plan.serving).await?;
+    }
+    let sizing = sizing::decide(&sale, &previous);
+
+    let credentials = observed.credentials(&sale).unwrap_or_else(Credentials::generate);
+    let children = desired::build(&sale, &plan, &sizing, &credentials);
+    match apply::apply(&ctx.client, &sale, children, &observed).await {
+        Ok(()) => {}
+        Err(e @ Error::InvalidSpec(_)) => {
+            warn!(error = %e, "spec cannot be applied");
+            let status = status::compute_invalid(&previous, fs.metadata.generation, &e, &now);
+            write_status(ctx, fs, &previous, &status).await?;
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    }
+
+    let status = status::compute(&previous, &sale, &plan, &sizing, &observed, &now);
+    write_status(ctx, fs, &previous, &status).await?;
+    let requeue = if observed.missing_external.is_empty() { sizing.requeue_after.unwrap_or(RESYNC) } else { WAIT_FOR_EXTERNAL };
+    Ok(Action::requeue(requeue))
+}
+
+/// Server-side apply of the whole status (one owner, so fields left out are removed), then the
+/// Events its transitions call for.
+async fn write_status(ctx: &Context, fs: &FlashSale, previous: &FlashSaleStatus, status: &FlashSaleStatus) -> Result<()> {
+    let api: Api<FlashSale> = Api::namespaced(ctx.client.clone(), &fs.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": FlashSale::api_version(&()),
+        "kind": FlashSale::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&fs.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let reference = fs.object_ref(&());
+    for event in events::transitions(previous, status) {
+        // An event lost is a log line lost, not a reason to reconcile again.
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            warn!(error = %e, reason = %event.reason, "publishing event failed");
+        }
+    }
+    Ok(())
+}
+
+async fn patch_status_stage(ctx: &Context, fs: &FlashSale, stage: crate::stage::Stage) -> Result<()> {
+    let api: Api<FlashSale> = Api::namespaced(ctx.client.clone(), &fs.namespace().unwrap_or_default());
+    let patch = json!({ "status": { "stage": stage } });
+    let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
+    api.patch_status(&fs.name_any(), &params, &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Entry point for tests and the controller: reconcile the sale as it is stored now.
+pub async fn reconcile_by_name(ctx: &Context, namespace: &str, name: &str) -> Result<Action> {
+    let api: Api<FlashSale> = Api::namespaced(ctx.client.clone(), namespace);
+    let fs = api.get(name).await?;
+    reconcile_sale(&fs, ctx).await
+}

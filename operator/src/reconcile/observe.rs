@@ -1,0 +1,153 @@
+//! Step 2 of a reconcile: read what exists. Lists the sale's children by label (for status and
+//! for finding orphans), the credentials it generated earlier, the pods of a stage being left,
+//! and the Secrets that external stores point at. The only reads of a reconcile.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+
+use super::desired::credentials::Credentials;
+use super::desired::labels::{self, Component};
+use super::desired::names;
+use super::transition::JobState;
+use super::validate::{Sale, Store};
+use crate::error::Result;
+use crate::stage::Stage;
+
+/// Everything a reconcile knows about the cluster, taken before it changes anything.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub secrets: Vec<Secret>,
+    pub services: Vec<Service>,
+    pub stateful_sets: Vec<StatefulSet>,
+    pub pdbs: Vec<PodDisruptionBudget>,
+    pub deployments: Vec<Deployment>,
+    pub jobs: Vec<Job>,
+    /// API pods of the stage in status.stage, terminating ones included (only counted while the
+    /// sale is moving to another stage).
+    pub serving_pods: usize,
+    /// External store Secrets (or keys) that do not exist: "secret/key".
+    pub missing_external: Vec<String>,
+}
+
+/// Readiness of a Deployment or StatefulSet as its controller reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Workload {
+    pub desired: i32,
+    pub ready: i32,
+    pub updated: i32,
+    /// The workload controller has seen the latest spec.
+    pub current: bool,
+}
+
+impl Workload {
+    pub fn is_ready(&self) -> bool {
+        self.current && self.ready >= self.desired && self.updated >= self.desired
+    }
+}
+
+fn find<'a, T: Resource>(objects: &'a [T], name: &str) -> Option<&'a T> {
+    objects.iter().find(|o| o.meta().name.as_deref() == Some(name))
+}
+
+impl Observed {
+    pub fn credentials(&self, sale: &Sale) -> Option<Credentials> {
+        find(&self.secrets, &names::credentials_secret(&sale.name)).and_then(Credentials::from_secret)
+    }
+
+    pub fn deployment(&self, name: &str) -> Option<Workload> {
+        let d = find(&self.deployments, name)?;
+        let status = d.status.clone().unwrap_or_default();
+        Some(Workload {
+            desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            ready: status.ready_replicas.unwrap_or(0),
+            updated: status.updated_replicas.unwrap_or(0),
+            current: status.observed_generation >= d.metadata.generation,
+        })
+    }
+
+    pub fn stateful_set(&self, name: &str) -> Option<Workload> {
+        let s = find(&self.stateful_sets, name)?;
+        let status = s.status.clone().unwrap_or_default();
+        Some(Workload {
+            desired: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            ready: status.ready_replicas.unwrap_or(0),
+            updated: status.updated_replicas.unwrap_or(0),
+            current: status.observed_generation >= s.metadata.generation,
+        })
+    }
+
+    pub fn job(&self, name: &str) -> Option<JobState> {
+        let status = find(&self.jobs, name)?.status.clone().unwrap_or_default();
+        let has = |type_: &str| {
+            status.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == "True")
+        };
+        Some(if has("Complete") || status.succeeded.unwrap_or(0) > 0 {
+            JobState::Succeeded
+        } else if has("Failed") {
+            JobState::Failed
+        } else {
+            JobState::Running
+        })
+    }
+
+    /// Nothing of the sale exists yet.
+    pub fn is_empty(&self) -> bool {
+        self.stateful_sets.is_empty() && self.deployments.is_empty()
+    }
+}
+
+async fn list<K>(client: &Client, namespace: &str, selector: &str) -> Result<Vec<K>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    Ok(api.list(&ListParams::default().labels(selector)).await?.items)
+}
+
+/// Read the sale's children; `serving` is status.stage, whose pods are counted when it differs
+/// from spec.stage.
+pub async fn observe(client: &Client, sale: &Sale, serving: Option<Stage>) -> Result<Observed> {
+    let ns = sale.namespace.as_str();
+    let selector = labels::children_of(&sale.name);
+    let mut observed = Observed {
+        secrets: list(client, ns, &selector).await?,
+        services: list(client, ns, &selector).await?,
+        stateful_sets: list(client, ns, &selector).await?,
+        pdbs: list(client, ns, &selector).await?,
+        deployments: list(client, ns, &selector).await?,
+        jobs: list(client, ns, &selector).await?,
+        ..Observed::default()
+    };
+    if let Some(old) = serving.filter(|s| *s != sale.spec.stage) {
+        let pods_selector = labels::selector(&sale.name, Component::BookingApi, Some(old))
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        observed.serving_pods = list::<Pod>(client, ns, &pods_selector).await?.len();
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let stages = [Some(sale.spec.stage), serving];
+    let needed = [
+        (true, &sale.postgres),
+        (stages.iter().flatten().any(|s| s.uses_redis()), &sale.redis),
+        (stages.iter().flatten().any(|s| s.uses_kafka()), &sale.kafka),
+    ];
+    for (_, store) in needed.into_iter().filter(|(needed, _)| *needed) {
+        if let Store::External(r) = store {
+            let present = secrets
+                .get_opt(&r.name)
+                .await?
+                .is_some_and(|s| s.data.is_some_and(|d| d.contains_key(&r.key)) || s.string_data.is_some_and(|d| d.contains_key(&r.key)));
+            if !present {
+                observed.missing_external.push(format!("{}/{}", r.name, r.key));
+            }
+        }
+    }
+    Ok(observed)
+}

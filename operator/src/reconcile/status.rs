@@ -1,0 +1,204 @@
+//! Step 5 of a reconcile: the status, computed from what was observed, never accumulated.
+//! Conditions: StoresReady, BookingAppReady, WorkerReady (stages with a worker), StageSettled,
+//! Calibrated, and Ready summing them up. `lastTransitionTime` changes only when a condition's
+//! status flips, so an unchanged sale writes an identical status (and no new resourceVersion).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::desired::{booking_app, names};
+use super::observe::Observed;
+use super::sizing::Sizing;
+use super::transition::{LeaveStep, StagePlan};
+use super::validate::{Sale, Store};
+use crate::crd::{FlashSaleStatus, Phase, SizingStatus};
+use crate::error::Error;
+
+pub mod types {
+    pub const READY: &str = "Ready";
+    pub const STORES_READY: &str = "StoresReady";
+    pub const BOOKING_APP_READY: &str = "BookingAppReady";
+    pub const WORKER_READY: &str = "WorkerReady";
+    pub const STAGE_SETTLED: &str = "StageSettled";
+    pub const CALIBRATED: &str = "Calibrated";
+}
+
+/// One condition before timestamps: (type, ok, reason, message).
+type Check = (&'static str, bool, String, String);
+
+/// The status of a sale that validated, from this pass's plan, sizing and observations.
+pub fn compute(previous: &FlashSaleStatus, sale: &Sale, plan: &StagePlan, sizing: &Sizing, observed: &Observed, now: &Time) -> FlashSaleStatus {
+    let checks = vec![
+        stores(sale, plan, observed),
+        booking_app(sale, plan, observed),
+        worker(sale, plan, observed),
+        stage_settled(sale, plan),
+        calibrated(sale, sizing),
+    ];
+    let checks: Vec<Check> = checks.into_iter().flatten().collect();
+    let failing = checks.iter().find(|c| !c.1);
+    let ready: Check = match failing {
+        None => (types::READY, true, "SaleReady".into(), format!("serving stage {} at {} replicas", plan.serving, sizing.booking_replicas)),
+        Some((_, _, reason, message)) => (types::READY, false, reason.clone(), message.clone()),
+    };
+    let ok = |t: &str| checks.iter().any(|c| c.0 == t && c.1);
+    let phase = if plan.leaving.is_some() {
+        Phase::Draining
+    } else if observed.is_empty() {
+        Phase::Pending
+    } else if ok(types::STORES_READY) && ok(types::BOOKING_APP_READY) && checks.iter().filter(|c| c.0 == types::WORKER_READY).all(|c| c.1) {
+        if failing.is_none() { Phase::Ready } else { Phase::Calibrating }
+    } else if matches!(previous.phase, Some(Phase::Ready | Phase::Degraded)) {
+        Phase::Degraded
+    } else {
+        Phase::Provisioning
+    };
+    let generation = sale.generation;
+    let mut conditions = vec![condition(previous, &ready, generation, now)];
+    conditions.extend(checks.iter().map(|c| condition(previous, c, generation, now)));
+    let api = observed.deployment(&names::booking_deployment(&sale.name, plan.serving));
+    let last_scale_time = match &previous.sizing {
+        Some(s) if previous.desired_replicas == sizing.booking_replicas => s.last_scale_time.clone(),
+        _ => Some(now.clone()),
+    };
+    FlashSaleStatus {
+        phase: Some(phase),
+        stage: Some(plan.serving),
+        replicas: api.map_or(0, |w| w.ready),
+        desired_replicas: sizing.booking_replicas,
+        per_pod_rps: sizing.per_pod_rps,
+        measured_per_pod_rps: sizing.measured_per_pod_rps,
+        calibration: sizing.calibration.clone(),
+        calibration_attempt: previous.calibration_attempt.clone(),
+        observed_rps: previous.observed_rps,
+        observed_per_pod_rps: previous.observed_per_pod_rps,
+        sizing: Some(SizingStatus {
+            reason: sizing.reason.clone(),
+            message: sizing.message.clone(),
+            planned_rps: sizing.planned_rps.map(f64::round),
+            last_scale_time,
+        }),
+        endpoint: Some(booking_app::endpoint(sale)),
+        conditions,
+        observed_generation: generation,
+    }
+}
+
+/// The status of a sale that cannot be served as written: the rest of the last status stays,
+/// Ready says why.
+pub fn compute_invalid(previous: &FlashSaleStatus, generation: Option<i64>, error: &Error, now: &Time) -> FlashSaleStatus {
+    let ready: Check = (types::READY, false, error.reason().into(), error.to_string());
+    let mut conditions: Vec<Condition> = previous.conditions.iter().filter(|c| c.type_ != types::READY).cloned().collect();
+    conditions.insert(0, condition(previous, &ready, generation, now));
+    FlashSaleStatus { phase: Some(Phase::Degraded), conditions, observed_generation: generation, ..previous.clone() }
+}
+
+fn condition(previous: &FlashSaleStatus, (type_, ok, reason, message): &Check, generation: Option<i64>, now: &Time) -> Condition {
+    let status = if *ok { "True" } else { "False" };
+    let last_transition_time = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == *type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: (*type_).into(),
+        status: status.into(),
+        reason: reason.clone(),
+        message: message.clone(),
+        last_transition_time,
+        observed_generation: generation,
+    }
+}
+
+fn stores(sale: &Sale, plan: &StagePlan, observed: &Observed) -> Option<Check> {
+    if let Some(missing) = observed.missing_external.first() {
+        return Some((types::STORES_READY, false, "ExternalSecretMissing".into(), format!("external store Secret key {missing} not found")));
+    }
+    let mut waiting = vec![];
+    let mut ready = vec![];
+    for (what, store, sts) in [
+        ("postgres", &sale.postgres, names::postgres(&sale.name)),
+        ("redis", &sale.redis, names::redis(&sale.name)),
+        ("kafka", &sale.kafka, names::kafka(&sale.name)),
+    ] {
+        let used = what == "postgres" || (what == "redis" && plan.serving.uses_redis()) || (what == "kafka" && plan.serving.uses_kafka());
+        match store {
+            _ if !used => {}
+            Store::External(_) => ready.push(format!("{what} (external)")),
+            Store::InCluster(_) => match observed.stateful_set(&sts) {
+                Some(w) if w.ready >= 1 && w.current => ready.push(what.to_string()),
+                Some(w) => waiting.push(format!("{what} {}/{} ready", w.ready, w.desired)),
+                None => waiting.push(format!("{what} not created yet")),
+            },
+        }
+    }
+    Some(if waiting.is_empty() {
+        (types::STORES_READY, true, "StoresReady".into(), format!("{} ready", ready.join(", ")))
+    } else {
+        (types::STORES_READY, false, "StoresStarting".into(), waiting.join("; "))
+    })
+}
+
+fn booking_app(sale: &Sale, plan: &StagePlan, observed: &Observed) -> Option<Check> {
+    if let Some(leaving) = plan.leaving {
+        let message = format!("booking stopped while the sale moves from stage {} to {}", leaving.from, leaving.to);
+        return Some((types::BOOKING_APP_READY, false, "StoppedForStageChange".into(), message));
+    }
+    let name = names::booking_deployment(&sale.name, plan.serving);
+    Some(match observed.deployment(&name) {
+        Some(w) if w.is_ready() => (types::BOOKING_APP_READY, true, "AllReplicasReady".into(), format!("{}/{} ready", w.ready, w.desired)),
+        Some(w) => (types::BOOKING_APP_READY, false, "ReplicasNotReady".into(), format!("{} {}/{} ready", name, w.ready, w.desired)),
+        None => (types::BOOKING_APP_READY, false, "NotCreated".into(), format!("{name} not created yet")),
+    })
+}
+
+fn worker(sale: &Sale, plan: &StagePlan, observed: &Observed) -> Option<Check> {
+    let stage = plan.leaving.map_or(plan.serving, |l| l.from);
+    if !stage.has_worker() {
+        return None;
+    }
+    let name = names::worker_deployment(&sale.name, stage);
+    Some(match observed.deployment(&name) {
+        Some(w) if w.is_ready() => (types::WORKER_READY, true, "AllReplicasReady".into(), format!("{}/{} ready", w.ready, w.desired)),
+        Some(w) => (types::WORKER_READY, false, "WorkerNotReady".into(), format!("{} {}/{} ready", name, w.ready, w.desired)),
+        None => (types::WORKER_READY, false, "NotCreated".into(), format!("{name} not created yet")),
+    })
+}
+
+fn stage_settled(sale: &Sale, plan: &StagePlan) -> Option<Check> {
+    let Some(l) = plan.leaving else {
+        return Some((types::STAGE_SETTLED, true, "Serving".into(), format!("serving stage {}", plan.serving)));
+    };
+    let job = names::drain_job(&sale.name, l.from);
+    Some(match l.step {
+        LeaveStep::StoppingPods { remaining } => (
+            types::STAGE_SETTLED,
+            false,
+            "StoppingOldStage".into(),
+            format!("waiting for {remaining} stage-{} booking pods to stop before stage {} starts", l.from, l.to),
+        ),
+        LeaveStep::Draining => (
+            types::STAGE_SETTLED,
+            false,
+            "DrainingBacklog".into(),
+            format!("Job {job} is writing the stage-{} backlog to Postgres; stage {} starts when it completes", l.from, l.to),
+        ),
+        LeaveStep::DrainFailed => (
+            types::STAGE_SETTLED,
+            false,
+            "DrainFailed".into(),
+            format!("Job {job} failed: booking stays stopped on stage {}; see `kubectl logs job/{job}`, then delete the Job to retry", l.from),
+        ),
+    })
+}
+
+fn calibrated(sale: &Sale, sizing: &Sizing) -> Option<Check> {
+    Some(match (sale.spec.capacity.per_pod_rps, sizing.calibrated) {
+        (Some(rps), _) => (types::CALIBRATED, true, "PinnedPerPodRps".into(), format!("capacity.perPodRps pinned at {rps}")),
+        (None, true) => (types::CALIBRATED, true, "Measured".into(), format!("measured {:.0} rps per pod", sizing.per_pod_rps.unwrap_or_default())),
+        (None, false) => (types::CALIBRATED, false, "NotCalibrated".into(), sizing.message.clone()),
+    })
+}
+
+#[cfg(test)]
+#[path = "status_tests.rs"]
+mod tests;

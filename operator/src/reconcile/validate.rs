@@ -1,0 +1,228 @@
+//! Step 1 of a reconcile: turn a FlashSale into a `Sale` whose every choice is resolved
+//! (defaults applied, in-cluster or external store decided) or refuse it with a reason a user
+//! can act on. Pure: what needs the API (do referenced Secrets exist?) is `observe`'s job.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{FlashSale, FlashSaleSpec, PullPolicy, SecretKeyRef, ServiceSpec};
+use crate::error::{Error, Result};
+use crate::stage::Stage;
+
+pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17";
+pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4";
+pub const DEFAULT_KAFKA_IMAGE: &str = "apache/kafka:4.1.0";
+
+/// Operator-wide defaults (flags of `flashsale-operator run`).
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    pub booking_app_image: String,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self { booking_app_image: concat!("flashsale/booking-app:", env!("CARGO_PKG_VERSION")).into() }
+    }
+}
+
+/// A FlashSale with every default resolved; what the builders read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sale {
+    pub name: String,
+    pub namespace: String,
+    /// Controller owner reference to the FlashSale, put on every child.
+    pub owner: OwnerReference,
+    pub generation: Option<i64>,
+    pub spec: FlashSaleSpec,
+    pub booking_image: String,
+    pub pull_policy: Option<PullPolicy>,
+    pub service: ServiceSpec,
+    pub postgres: Store,
+    pub redis: Store,
+    pub kafka: Store,
+    pub kafka_topic: String,
+}
+
+/// Where a store runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Store {
+    InCluster(InCluster),
+    /// The app reads the store's URL from this Secret key; the operator deploys nothing.
+    External(SecretKeyRef),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct InCluster {
+    pub image: String,
+    pub storage: Quantity,
+    pub storage_class_name: Option<String>,
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Store {
+    pub fn in_cluster(&self) -> Option<&InCluster> {
+        match self {
+            Store::InCluster(c) => Some(c),
+            Store::External(_) => None,
+        }
+    }
+}
+
+impl Sale {
+    /// Does this sale, serving `stage`, need the store deployed? Postgres always; Redis and Kafka
+    /// only for their stage.
+    pub fn stage_store(&self, stage: Stage) -> Vec<(&'static str, &Store)> {
+        let mut stores = vec![("postgres", &self.postgres)];
+        if stage.uses_redis() {
+            stores.push(("redis", &self.redis));
+        }
+        if stage.uses_kafka() {
+            stores.push(("kafka", &self.kafka));
+        }
+        stores
+    }
+}
+
+pub fn validate(fs: &FlashSale, defaults: &Defaults) -> Result<Sale> {
+    let name = fs.name_any();
+    let namespace = fs.namespace().ok_or_else(|| Error::InvalidSpec("FlashSale has no namespace".into()))?;
+    let owner = fs
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::InvalidSpec("FlashSale has no uid yet".into()))?;
+    let spec = fs.spec.clone();
+    // The API server enforces these through CEL; checked again because a reconcile can see an
+    // object stored before the CRD had the rule.
+    if spec.capacity.min_replicas > spec.capacity.max_replicas {
+        return Err(Error::InvalidSpec("capacity.minReplicas exceeds capacity.maxReplicas".into()));
+    }
+    if !(spec.capacity.target_utilization > 0.0 && spec.capacity.target_utilization <= 1.0) {
+        return Err(Error::InvalidSpec("capacity.targetUtilization must be in (0, 1]".into()));
+    }
+    if spec.capacity.per_pod_rps.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(Error::InvalidSpec("capacity.perPodRps must be a positive number".into()));
+    }
+    let postgres = store("postgres", &spec.postgres.external, || InCluster {
+        image: spec.postgres.image.clone().unwrap_or_else(|| DEFAULT_POSTGRES_IMAGE.into()),
+        storage: spec.postgres.storage.clone().unwrap_or_else(|| Quantity("10Gi".into())),
+        storage_class_name: spec.postgres.storage_class_name.clone(),
+        resources: spec.postgres.resources.clone(),
+    }, spec.postgres.image.is_some() || spec.postgres.storage.is_some() || spec.postgres.storage_class_name.is_some() || spec.postgres.resources.is_some())?;
+    let redis = store("redis", &spec.redis.external, || InCluster {
+        image: spec.redis.image.clone().unwrap_or_else(|| DEFAULT_REDIS_IMAGE.into()),
+        storage: spec.redis.storage.clone().unwrap_or_else(|| Quantity("2Gi".into())),
+        storage_class_name: spec.redis.storage_class_name.clone(),
+        resources: spec.redis.resources.clone(),
+    }, spec.redis.image.is_some() || spec.redis.storage.is_some() || spec.redis.storage_class_name.is_some() || spec.redis.resources.is_some())?;
+    let kafka = store("kafka", &spec.kafka.external, || InCluster {
+        image: spec.kafka.image.clone().unwrap_or_else(|| DEFAULT_KAFKA_IMAGE.into()),
+        storage: spec.kafka.storage.clone().unwrap_or_else(|| Quantity("10Gi".into())),
+        storage_class_name: spec.kafka.storage_class_name.clone(),
+        resources: spec.kafka.resources.clone(),
+    }, spec.kafka.image.is_some() || spec.kafka.storage.is_some() || spec.kafka.storage_class_name.is_some() || spec.kafka.resources.is_some())?;
+    for (what, store) in [("postgres", &postgres), ("redis", &redis), ("kafka", &kafka)] {
+        if let Store::InCluster(c) = store {
+            check_quantity(&format!("{what}.storage"), &c.storage)?;
+        }
+    }
+    Ok(Sale {
+        kafka_topic: spec.kafka.topic.clone().unwrap_or_else(|| name.clone()),
+        booking_image: spec.booking_app.image.clone().unwrap_or_else(|| defaults.booking_app_image.clone()),
+        pull_policy: spec.booking_app.image_pull_policy,
+        service: spec.booking_app.service.clone(),
+        generation: fs.metadata.generation,
+        name,
+        namespace,
+        owner,
+        spec,
+        postgres,
+        redis,
+        kafka,
+    })
+}
+
+fn store(what: &str, external: &Option<crate::crd::ExternalStore>, in_cluster: impl FnOnce() -> InCluster, has_in_cluster_settings: bool) -> Result<Store> {
+    match external {
+        Some(_) if has_in_cluster_settings => Err(Error::InvalidSpec(format!(
+            "{what}: use either external or in-cluster settings, not both"
+        ))),
+        Some(ext) => Ok(Store::External(ext.secret_ref.clone())),
+        None => Ok(Store::InCluster(in_cluster())),
+    }
+}
+
+/// A storage size the API server will accept in a PVC: a number with an optional binary or
+/// decimal suffix.
+fn check_quantity(field: &str, q: &Quantity) -> Result<()> {
+    let s = q.0.as_str();
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &s[digits.len()..];
+    let known = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E"];
+    let number_ok = !digits.is_empty() && digits.parse::<f64>().is_ok_and(|n| n > 0.0);
+    if number_ok && known.contains(&suffix) {
+        Ok(())
+    } else {
+        Err(Error::InvalidSpec(format!("{field} {s:?} is not a size such as 10Gi")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::FlashSaleBuilder;
+
+    #[test]
+    fn defaults_fill_every_in_cluster_store() {
+        let sale = validate(&FlashSaleBuilder::new("s", Stage::Redis).build(), &Defaults::default()).unwrap();
+        let pg = sale.postgres.in_cluster().unwrap();
+        assert_eq!(pg.image, DEFAULT_POSTGRES_IMAGE);
+        assert_eq!(pg.storage, Quantity("10Gi".into()));
+        assert_eq!(sale.redis.in_cluster().unwrap().image, DEFAULT_REDIS_IMAGE);
+        assert_eq!(sale.kafka_topic, "s");
+        assert!(sale.booking_image.starts_with("flashsale/booking-app:"));
+        assert_eq!(sale.owner.controller, Some(true));
+    }
+
+    #[test]
+    fn external_store_replaces_the_in_cluster_one() {
+        let fs = FlashSaleBuilder::new("s", Stage::Postgres).external_postgres("pg", "uri").build();
+        let sale = validate(&fs, &Defaults::default()).unwrap();
+        assert_eq!(sale.postgres, Store::External(SecretKeyRef { name: "pg".into(), key: "uri".into() }));
+    }
+
+    #[test]
+    fn external_with_in_cluster_settings_is_refused() {
+        let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).external_postgres("pg", "url").build();
+        fs.spec.postgres.storage = Some(Quantity("1Gi".into()));
+        let err = validate(&fs, &Defaults::default()).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn replica_bounds_and_utilization_are_checked() {
+        let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).build();
+        fs.spec.capacity.min_replicas = 5;
+        fs.spec.capacity.max_replicas = 2;
+        assert!(validate(&fs, &Defaults::default()).is_err());
+        let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).build();
+        fs.spec.capacity.target_utilization = 0.0;
+        assert!(validate(&fs, &Defaults::default()).is_err());
+    }
+
+    #[test]
+    fn storage_sizes_are_checked() {
+        for (size, ok) in [("10Gi", true), ("500M", true), ("1.5Gi", true), ("ten", false), ("10Gb", false), ("", false)] {
+            let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).build();
+            fs.spec.postgres.storage = Some(Quantity(size.into()));
+            assert_eq!(validate(&fs, &Defaults::default()).is_ok(), ok, "{size}");
+        }
+    }
+
+    #[test]
+    fn a_sale_without_uid_is_not_reconciled() {
+        let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).build();
+        fs.metadata.uid = None;
+        assert!(validate(&fs, &Defaults::default()).is_err());
+    }
+}
