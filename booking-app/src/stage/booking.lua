@@ -1,0 +1,64 @@
+-- booking.lua: decides one booking of stage redis, atomically inside Redis.
+-- Every key belongs to one event and carries its `{event_id}` hash tag, so the script runs
+-- unchanged on a Redis Cluster. Redis runs it without interleaving any other command, and with
+-- `appendfsync always` its effects are on disk before the caller reads the answer.
+--
+-- KEYS[1] event hash (remaining, limit, ...)   KEYS[2] holdings hash (user -> tickets)
+-- KEYS[3] idempotency hash (key -> answer)     KEYS[4] stream of decisions not yet in Postgres
+-- ARGV[1] user id   ARGV[2] quantity (>= 1)   ARGV[3] idempotency key ('' for none)
+-- ARGV[4] the booking as JSON, status confirmed (stored, replayed, streamed; a refusal stores a
+--         copy with status and reason changed)
+--
+-- Answers (arrays of strings, first element the verdict):
+--   {'missing'}                            the event is not loaded: load it from Postgres, retry
+--   {'replay', answer}                     the key was used before: the first answer, unchanged
+--   {'rejected', 'per_user_limit', held}   the user would hold more than the limit
+--   {'rejected', 'sold_out', remaining}    fewer tickets left than asked for
+--   {'confirmed', remaining}               booked; the stream entry is the syncer's work item
+
+local event, holdings, idempotency, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local user, quantity, key, answer = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+
+local inventory = redis.call('HMGET', event, 'remaining', 'limit')
+if not inventory[1] then
+  return {'missing'}
+end
+
+if key ~= '' then
+  local first = redis.call('HGET', idempotency, key)
+  if first then
+    return {'replay', first}
+  end
+end
+
+-- A refusal changes no inventory. Without a key it is not kept; with one it is the key's first
+-- answer, and goes to Postgres through the stream like a booking (as stage postgres stores it).
+local function refuse(reason, count)
+  if key ~= '' then
+    local refused = cjson.decode(answer)
+    refused['status'] = 'rejected'
+    refused['reason'] = reason
+    local encoded = cjson.encode(refused)
+    redis.call('XADD', stream, '*', 'booking', encoded, 'key', key)
+    redis.call('HSET', idempotency, key, encoded)
+  end
+  return {'rejected', reason, tostring(count)}
+end
+
+-- The user's limit first, then the stock: the same order as stage postgres.
+local remaining, limit = tonumber(inventory[1]), tonumber(inventory[2])
+local held = tonumber(redis.call('HGET', holdings, user) or '0')
+if limit >= 0 and held + quantity > limit then
+  return refuse('per_user_limit', held)
+end
+if remaining < quantity then
+  return refuse('sold_out', remaining)
+end
+
+redis.call('HINCRBY', event, 'remaining', -quantity)
+redis.call('HINCRBY', holdings, user, quantity)
+redis.call('XADD', stream, '*', 'booking', answer, 'key', key)
+if key ~= '' then
+  redis.call('HSET', idempotency, key, answer)
+end
+return {'confirmed', tostring(remaining - quantity)}

@@ -1,0 +1,320 @@
+//! Stage redis, "the fast cache": one Lua script decides each booking inside Redis and appends it
+//! to the event's stream; the write-behind syncer (`worker::redis_sync`) moves the stream into
+//! Postgres. No Postgres call on the booking path once the event is loaded.
+
+pub mod connection;
+pub mod keys;
+pub mod load;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use prometheus_client::metrics::gauge::Gauge;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use self::connection::classify;
+use self::keys::Keys;
+use self::load::Loader;
+use super::{IdempotencyKey, Inventory, StageError, idempotency, records};
+use crate::config::RedisConfig;
+use crate::domain::{Booking, BookingOutcome, BookingRequest, BookingStatus, Event, NewEvent, RejectReason, Stage};
+use crate::http::Metrics;
+
+/// The booking decision (see the script's header for its keys, arguments and answers).
+pub const BOOKING_SCRIPT: &str = include_str!("booking.lua");
+
+/// How long an `Idempotency-Key` stays bound to the event it was first used for. Within one event
+/// a key is honoured as long as the event is in Redis (and forever in Postgres).
+const KEY_CLAIM_TTL_SECS: u64 = 24 * 60 * 60;
+/// How long the copy of a confirmed booking waits for the syncer if it never deletes it.
+const BOOKING_COPY_TTL_SECS: u64 = 7 * 24 * 60 * 60;
+/// How often the stream-lag gauge is refreshed.
+const LAG_SAMPLE_PERIOD: Duration = Duration::from_secs(2);
+
+pub struct RedisInventory {
+    redis: ConnectionManager,
+    pool: PgPool,
+    keys: Keys,
+    booking_script: redis::Script,
+    loader: Loader,
+    /// Stops the lag sampler when the stage is dropped.
+    sampler: CancellationToken,
+}
+
+impl RedisInventory {
+    /// Connects, loads the scripts once (later calls are EVALSHA; a Redis that lost its script
+    /// cache gets them again on NOSCRIPT), and starts the stream-lag gauge.
+    pub async fn connect(config: &RedisConfig, pool: PgPool, metrics: Arc<Metrics>) -> Result<Self, StageError> {
+        let url = config.redis_url.as_deref().ok_or_else(|| {
+            StageError::Internal("stage redis needs REDIS_URL (--redis-url)".into())
+        })?;
+        let mut redis = connection::connect(url, config.response_timeout()).await?;
+        let keys = Keys::new(config.redis_key_prefix.clone());
+        let booking_script = redis::Script::new(BOOKING_SCRIPT);
+        booking_script.prepare_invoke().load_async(&mut redis).await.map_err(classify)?;
+        let loader = Loader::new(redis.clone(), pool.clone(), keys.clone());
+        loader.prepare(&mut redis).await?;
+
+        let lag = Gauge::default();
+        metrics.register("redis_stream_lag", "Confirmed bookings in Redis not yet written to Postgres", lag.clone());
+        let sampler = CancellationToken::new();
+        tokio::spawn(sample_lag(redis.clone(), keys.clone(), lag, sampler.clone()));
+
+        Ok(Self { redis, pool, keys, booking_script, loader, sampler })
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Binds `key` to `event_id` for a day; a key already bound to another event is a reuse.
+    /// Keys are unique across events (as in Postgres), which no single-event script can check.
+    async fn claim_key(&self, key: &str, event_id: Uuid) -> Result<(), StageError> {
+        let mut redis = self.redis.clone();
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(self.keys.key_claim(key))
+            .arg(event_id.to_string())
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(KEY_CLAIM_TTL_SECS)
+            .query_async(&mut redis)
+            .await
+            .map_err(classify)?;
+        match previous {
+            Some(other) if other != event_id.to_string() => Err(StageError::IdempotencyKeyReused),
+            _ => Ok(()),
+        }
+    }
+
+    async fn run_booking_script(&self, booking: &Booking, key: &str, answer: &str) -> Result<Verdict, StageError> {
+        let event_keys = self.keys.event(booking.event_id);
+        let mut invocation = self.booking_script.prepare_invoke();
+        for k in event_keys.as_array() {
+            invocation.key(k);
+        }
+        invocation
+            .arg(&booking.user_id)
+            .arg(booking.quantity)
+            .arg(key)
+            .arg(answer);
+        let mut redis = self.redis.clone();
+        let reply: Vec<String> = invocation.invoke_async(&mut redis).await.map_err(classify)?;
+        Verdict::parse(reply)
+    }
+}
+
+impl Drop for RedisInventory {
+    fn drop(&mut self) {
+        self.sampler.cancel();
+    }
+}
+
+/// What the booking script answered.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Missing,
+    Replay(String),
+    Rejected { reason: RejectReason, count: i64 },
+    Confirmed,
+}
+
+impl Verdict {
+    fn parse(reply: Vec<String>) -> Result<Self, StageError> {
+        let bad = || StageError::Internal(format!("booking script answered {reply:?}"));
+        let count = |i: usize| reply.get(i).and_then(|v| v.parse::<i64>().ok()).ok_or_else(bad);
+        match reply.first().map(String::as_str) {
+            Some("missing") => Ok(Verdict::Missing),
+            Some("replay") => Ok(Verdict::Replay(reply.get(1).ok_or_else(bad)?.clone())),
+            Some("confirmed") => Ok(Verdict::Confirmed),
+            Some("rejected") => {
+                let reason = reply.get(1).and_then(|r| records::parse_reason(r)).ok_or_else(bad)?;
+                Ok(Verdict::Rejected { reason, count: count(2)? })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Postgres stores microseconds: the booking answered now and the row read later must be equal.
+fn now_micros() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+fn rejection(reason: RejectReason, count: i64, request: &BookingRequest) -> StageError {
+    let detail = match reason {
+        RejectReason::SoldOut => format!("{count} tickets left, {} asked for", request.quantity),
+        RejectReason::PerUserLimit => {
+            format!("user {} holds {count} tickets, {} more would exceed the limit", request.user_id, request.quantity)
+        }
+    };
+    StageError::Rejected { reason, detail }
+}
+
+#[async_trait]
+impl Inventory for RedisInventory {
+    fn stage(&self) -> Stage {
+        Stage::Redis
+    }
+
+    /// Postgres keeps the event; Redis gets its inventory at once (and again whenever it is
+    /// missing, so a failed load here only costs the first booking a Postgres read).
+    async fn create_event(&self, new: NewEvent) -> Result<Event, StageError> {
+        let event = records::insert_event(&self.pool, &new).await?;
+        if let Err(err) = self.loader.load(event.id).await {
+            tracing::warn!(event = %event.id, error = %err, "event created; loading it into Redis failed, it loads on first use");
+        }
+        Ok(event)
+    }
+
+    /// Redis is this stage's truth for `remaining`: it knows bookings Postgres has not seen yet.
+    async fn get_event(&self, id: Uuid) -> Result<Event, StageError> {
+        for _ in 0..2 {
+            if let Some(event) = self.loader.read(id).await? {
+                return Ok(event);
+            }
+            self.loader.load(id).await?;
+        }
+        Err(StageError::Internal(format!("event {id} vanished from Redis right after loading")))
+    }
+
+    async fn book(
+        &self,
+        event_id: Uuid,
+        request: BookingRequest,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<BookingOutcome, StageError> {
+        crate::validation::validate_booking_request(&request).map_err(|e| StageError::Invalid(e.to_string()))?;
+        let key = idempotency_key.unwrap_or_default();
+        if !key.is_empty() {
+            crate::validation::validate_idempotency_key(&key).map_err(|e| StageError::Invalid(e.to_string()))?;
+            self.claim_key(&key, event_id).await?;
+        }
+        let booking = Booking {
+            id: Uuid::new_v4(),
+            event_id,
+            user_id: request.user_id.clone(),
+            quantity: request.quantity,
+            status: BookingStatus::Confirmed,
+            reason: None,
+            position: None,
+            created_at: now_micros(),
+        };
+        let answer = serde_json::to_string(&booking).map_err(|e| StageError::Internal(e.to_string()))?;
+
+        // A missing event is loaded and the script run again; twice missing means it vanished
+        // again in between (Redis restarted empty twice): let the client retry.
+        for _ in 0..2 {
+            match self.run_booking_script(&booking, &key, &answer).await? {
+                Verdict::Missing => self.loader.load(event_id).await?,
+                Verdict::Replay(first) => {
+                    let first: Booking = serde_json::from_str(&first)
+                        .map_err(|e| StageError::Internal(format!("stored answer: {e}")))?;
+                    return idempotency::replay(first, event_id, &request);
+                }
+                Verdict::Rejected { reason, count } => return Err(rejection(reason, count, &request)),
+                Verdict::Confirmed => {
+                    // The booking is decided and durable in the stream; this copy only lets
+                    // `GET /bookings/{id}` find it before the syncer writes it to Postgres.
+                    let mut redis = self.redis.clone();
+                    let copy: Result<(), _> =
+                        redis.set_ex(self.keys.booking(booking.id), &answer, BOOKING_COPY_TTL_SECS).await;
+                    if let Err(err) = copy {
+                        tracing::warn!(booking = %booking.id, error = %err, "booking confirmed; its lookup copy was not written");
+                    }
+                    return Ok(BookingOutcome::Confirmed(booking));
+                }
+            }
+        }
+        Err(StageError::Unavailable { store: "redis", detail: format!("event {event_id} keeps disappearing") })
+    }
+
+    /// Redis first (bookings not synced yet), then Postgres. In that order a booking the syncer
+    /// writes meanwhile is found in one place or the other: its copy is deleted after the commit.
+    async fn get_booking(&self, id: Uuid) -> Result<Booking, StageError> {
+        let mut redis = self.redis.clone();
+        let copy: Option<String> = redis.get(self.keys.booking(id)).await.map_err(classify)?;
+        if let Some(json) = copy {
+            return serde_json::from_str(&json).map_err(|e| StageError::Internal(format!("booking copy: {e}")));
+        }
+        records::fetch_booking(&self.pool, id).await
+    }
+
+    async fn watch_booking(&self, id: Uuid) -> Result<BoxStream<'static, Booking>, StageError> {
+        let booking = self.get_booking(id).await?;
+        Ok(Box::pin(futures::stream::once(async move { booking })))
+    }
+
+    async fn ready(&self) -> Result<(), StageError> {
+        let mut redis = self.redis.clone();
+        let _: String = redis::cmd("PING").query_async(&mut redis).await.map_err(classify)?;
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(records::pg_error)?;
+        Ok(())
+    }
+}
+
+/// Unsynced bookings = the length of every event's stream (synced entries are deleted).
+pub async fn stream_lag(redis: &mut ConnectionManager, keys: &Keys) -> Result<i64, redis::RedisError> {
+    let events: Vec<String> = redis.smembers(keys.event_index()).await?;
+    let mut pipe = redis::pipe();
+    for id in events.iter().filter_map(|e| e.parse::<Uuid>().ok()) {
+        pipe.xlen(keys.event(id).stream);
+    }
+    let lengths: Vec<i64> = pipe.query_async(redis).await?;
+    Ok(lengths.iter().sum())
+}
+
+async fn sample_lag(mut redis: ConnectionManager, keys: Keys, lag: Gauge, stop: CancellationToken) {
+    loop {
+        match stream_lag(&mut redis, &keys).await {
+            Ok(n) => {
+                lag.set(n);
+            }
+            Err(err) => tracing::debug!(error = %err, "stream lag not sampled"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(LAG_SAMPLE_PERIOD) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn script_answers_parse() {
+        assert_eq!(Verdict::parse(reply(&["missing"])).unwrap(), Verdict::Missing);
+        assert_eq!(Verdict::parse(reply(&["confirmed", "7"])).unwrap(), Verdict::Confirmed);
+        assert_eq!(Verdict::parse(reply(&["replay", "{}"])).unwrap(), Verdict::Replay("{}".into()));
+        assert_eq!(
+            Verdict::parse(reply(&["rejected", "sold_out", "0"])).unwrap(),
+            Verdict::Rejected { reason: RejectReason::SoldOut, count: 0 }
+        );
+        assert_eq!(
+            Verdict::parse(reply(&["rejected", "per_user_limit", "2"])).unwrap(),
+            Verdict::Rejected { reason: RejectReason::PerUserLimit, count: 2 }
+        );
+        assert!(Verdict::parse(reply(&["rejected", "weather", "1"])).is_err());
+        assert!(Verdict::parse(reply(&[])).is_err());
+    }
+
+    #[test]
+    fn answered_timestamps_survive_postgres_precision() {
+        let t = now_micros();
+        assert_eq!(t.timestamp_subsec_nanos() % 1000, 0);
+    }
+}

@@ -1,0 +1,49 @@
+//! Connecting to Redis and telling "Redis is down or busy, retry" (503) apart from real faults.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+use crate::stage::StageError;
+
+/// A self-healing multiplexed connection. While Redis is down, a command fails after at most
+/// about a second (two quick reconnect attempts) instead of queueing behind the reconnects, so
+/// callers answer 503 and clients retry with their idempotency key.
+pub async fn connect(url: &str, response_timeout: Duration) -> Result<ConnectionManager, StageError> {
+    let client = redis::Client::open(url).map_err(|e| StageError::Internal(format!("REDIS_URL: {e}")))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(response_timeout))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_with_config(client, config).await.map_err(classify)
+}
+
+/// Redis errors that mean "not now" become `Unavailable` (503, retry); the rest stay `Redis`
+/// (500, a bug or a broken deployment).
+pub fn classify(err: RedisError) -> StageError {
+    let transient = err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || matches!(
+            err.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+            )
+        )
+        // MISCONF: Redis refuses writes because it cannot persist them (disk full, AOF error).
+        // BUSY: a script runs too long. Both pass.
+        || matches!(err.code(), Some("MISCONF" | "BUSY"));
+    if transient {
+        StageError::Unavailable { store: "redis", detail: err.to_string() }
+    } else {
+        StageError::Redis(err)
+    }
+}

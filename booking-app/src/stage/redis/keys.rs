@@ -1,0 +1,111 @@
+//! Where stage redis keeps what: every Redis key name in one place, shared by the stage and the
+//! syncer. One event's keys share the `{event_id}` hash tag, so a Redis Cluster keeps them in one
+//! slot and one script may touch them all.
+
+use uuid::Uuid;
+
+/// The consumer group of the write-behind syncer on every event's stream.
+pub const SYNC_GROUP: &str = "syncer";
+
+/// Fields of a stream entry: the booking as JSON, and its idempotency key ('' for none).
+pub const ENTRY_BOOKING: &str = "booking";
+pub const ENTRY_KEY: &str = "key";
+
+/// Key names under one prefix, so several deployments (or test runs) can share one Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// The keys of one event, in the order the Lua scripts take them (`KEYS[1..4]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventKeys {
+    /// Hash: name, tickets, limit (-1: none), created_at, remaining.
+    pub inventory: String,
+    /// Hash: user id -> tickets the user holds.
+    pub holdings: String,
+    /// Hash: idempotency key -> the first answer (booking JSON).
+    pub idempotency: String,
+    /// Stream: confirmed bookings Postgres does not have yet (entries are deleted once synced).
+    pub stream: String,
+}
+
+impl EventKeys {
+    pub fn as_array(&self) -> [&str; 4] {
+        [&self.inventory, &self.holdings, &self.idempotency, &self.stream]
+    }
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn event(&self, id: Uuid) -> EventKeys {
+        let base = format!("{}:{{{id}}}", self.prefix);
+        EventKeys {
+            inventory: format!("{base}:inventory"),
+            holdings: format!("{base}:holdings"),
+            idempotency: format!("{base}:idempotency"),
+            stream: format!("{base}:bookings"),
+        }
+    }
+
+    /// Set of the ids of events loaded into Redis: the streams the syncer reads.
+    pub fn event_index(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    /// String: a confirmed booking as JSON until the syncer has written it to Postgres, so
+    /// `GET /bookings/{id}` finds it without knowing its event. Tagged by the booking's own id.
+    pub fn booking(&self, id: Uuid) -> String {
+        format!("{}:booking:{{{id}}}", self.prefix)
+    }
+
+    /// String: the event an `Idempotency-Key` was first used for. Keys are unique across
+    /// events, which a script confined to one event's slot cannot check; tagged by the key itself.
+    pub fn key_claim(&self, idempotency_key: &str) -> String {
+        format!("{}:idempotency-key:{{{idempotency_key}}}", self.prefix)
+    }
+
+    /// The event whose stream `key` is (`None` for any other key).
+    pub fn event_of_stream(&self, key: &str) -> Option<Uuid> {
+        let tagged = key.strip_prefix(&self.prefix)?.strip_prefix(":{")?.strip_suffix("}:bookings")?;
+        tagged.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slot Redis Cluster computes: the part between the first `{` and the next `}`.
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').expect("key has a hash tag");
+        let close = key[open + 1..].find('}').expect("hash tag is closed") + open + 1;
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn one_events_keys_share_one_hash_tag() {
+        let keys = Keys::new("flashsale");
+        let id = Uuid::new_v4();
+        for key in keys.event(id).as_array() {
+            assert_eq!(hash_tag(key), id.to_string(), "{key}");
+        }
+        assert_eq!(hash_tag(&keys.booking(id)), id.to_string());
+    }
+
+    #[test]
+    fn stream_key_names_its_event() {
+        let keys = Keys::new("test:run-1");
+        let id = Uuid::new_v4();
+        assert_eq!(keys.event_of_stream(&keys.event(id).stream), Some(id));
+        assert_eq!(keys.event_of_stream(&keys.event(id).inventory), None);
+        assert_eq!(Keys::new("other").event_of_stream(&keys.event(id).stream), None);
+    }
+}

@@ -1,0 +1,290 @@
+//! Stage redis's write-behind syncer: reads every event's booking stream with a consumer group,
+//! writes each batch to Postgres in one idempotent transaction, and only then acknowledges (and
+//! deletes) the entries. A crash anywhere re-delivers the batch; writing it twice changes nothing.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::{Config, RedisConfig};
+use crate::stage::StageError;
+use crate::stage::redis::connection::{self, classify};
+use crate::stage::redis::keys::{Keys, SYNC_GROUP};
+use crate::stage::redis::load::{StreamBooking, parse_entry};
+
+mod write;
+
+pub use write::{Written, write_batch};
+
+/// How the syncer paces itself (all from `RedisConfig`).
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    /// Consumer name in the group: unique per process, stable across restarts of one pod.
+    pub consumer: String,
+    /// Most entries read (and written in one transaction) per stream per pass.
+    pub batch_size: usize,
+    /// How long one read waits for new entries.
+    pub block: Duration,
+    /// Entries another consumer left unacknowledged this long are taken over (its crash).
+    pub claim_idle: Duration,
+}
+
+impl SyncSettings {
+    pub fn from_config(config: &RedisConfig) -> Self {
+        Self {
+            consumer: config.sync_consumer_name(),
+            batch_size: config.sync_batch_size.max(1),
+            block: Duration::from_millis(config.sync_block_ms),
+            claim_idle: Duration::from_millis(config.sync_claim_idle_ms),
+        }
+    }
+}
+
+/// Entries of one event's stream, delivered together.
+#[derive(Debug)]
+pub struct Batch {
+    pub event_id: Uuid,
+    pub entry_ids: Vec<String>,
+    pub bookings: Vec<StreamBooking>,
+}
+
+pub struct Syncer {
+    /// Its own connection: a blocking read holds the connection it is sent on.
+    redis: ConnectionManager,
+    pool: PgPool,
+    keys: Keys,
+    settings: SyncSettings,
+    /// Events whose stream has the group (created idempotently, once per process).
+    grouped: HashSet<Uuid>,
+    /// Entries may be delivered to this consumer and not acknowledged (start, failure, claim).
+    own_pending: bool,
+    last_claim: Option<Instant>,
+}
+
+impl Syncer {
+    pub async fn connect(config: &RedisConfig, pool: PgPool) -> Result<Self, StageError> {
+        let settings = SyncSettings::from_config(config);
+        let url = config.redis_url.as_deref().ok_or_else(|| {
+            StageError::Internal("the redis syncer needs REDIS_URL (--redis-url)".into())
+        })?;
+        let redis = connection::connect(url, settings.block + config.response_timeout()).await?;
+        Ok(Self::new(redis, pool, Keys::new(config.redis_key_prefix.clone()), settings))
+    }
+
+    pub fn new(redis: ConnectionManager, pool: PgPool, keys: Keys, settings: SyncSettings) -> Self {
+        Self { redis, pool, keys, settings, grouped: HashSet::new(), own_pending: true, last_claim: None }
+    }
+
+    pub fn settings(&self) -> &SyncSettings {
+        &self.settings
+    }
+
+    /// Syncs until `stop` is cancelled. Failures (Redis or Postgres down) are logged and retried
+    /// with backoff; nothing is acknowledged that is not committed.
+    pub async fn run(mut self, stop: CancellationToken) {
+        tracing::info!(consumer = %self.settings.consumer, batch = self.settings.batch_size, "redis syncer started");
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            let pass = tokio::select! {
+                () = stop.cancelled() => break,
+                pass = self.pass() => pass,
+            };
+            match pass {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "redis syncer pass failed");
+                    self.own_pending = true;
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::info!(consumer = %self.settings.consumer, "redis syncer stopped");
+    }
+
+    /// One pass: this consumer's unacknowledged entries first, then abandoned ones of others
+    /// (every `claim_idle / 2`), then new entries. Returns the number of bookings written.
+    pub async fn pass(&mut self) -> Result<usize, StageError> {
+        let events = self.events().await?;
+        if events.is_empty() {
+            tokio::time::sleep(self.settings.block).await;
+            return Ok(0);
+        }
+        if self.own_pending {
+            let batches = self.read(&events, "0", None).await?;
+            if batches.iter().all(|b| b.entry_ids.is_empty()) {
+                self.own_pending = false;
+            }
+            return self.sync(batches).await;
+        }
+        let claim_due = self.last_claim.is_none_or(|t| t.elapsed() >= self.settings.claim_idle / 2);
+        if claim_due {
+            self.last_claim = Some(Instant::now());
+            let batches = self.claim_abandoned(&events).await?;
+            if !batches.is_empty() {
+                return self.sync(batches).await;
+            }
+        }
+        let block = self.settings.block;
+        let batches = self.read(&events, ">", Some(block)).await?;
+        self.sync(batches).await
+    }
+
+    /// Writes, then acknowledges, each batch; then drops the lookup copies of its bookings.
+    async fn sync(&mut self, batches: Vec<Batch>) -> Result<usize, StageError> {
+        let mut written = 0;
+        for batch in batches.into_iter().filter(|b| !b.entry_ids.is_empty()) {
+            let outcome = write_batch(&self.pool, &batch).await?;
+            self.ack(&batch).await?;
+            written += outcome.inserted;
+            tracing::debug!(event = %batch.event_id, entries = batch.entry_ids.len(), inserted = outcome.inserted, "batch synced");
+        }
+        Ok(written)
+    }
+
+    /// Acknowledges and deletes the batch's entries in one MULTI: an entry is either still pending
+    /// (and will be written again, harmlessly) or gone, never acknowledged but left in the stream.
+    pub async fn ack(&mut self, batch: &Batch) -> Result<(), StageError> {
+        let stream = self.keys.event(batch.event_id).stream;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XACK")
+            .arg(&stream)
+            .arg(SYNC_GROUP)
+            .arg(&batch.entry_ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&stream)
+            .arg(&batch.entry_ids)
+            .ignore();
+        pipe.query_async::<()>(&mut self.redis).await.map_err(classify)?;
+        // The copies only served reads before the commit; a failure here leaves them to their TTL.
+        let mut copies = redis::pipe();
+        for booking in &batch.bookings {
+            copies.del(self.keys.booking(booking.booking.id)).ignore();
+        }
+        if let Err(err) = copies.query_async::<()>(&mut self.redis).await {
+            tracing::debug!(error = %err, "booking copies not deleted");
+        }
+        Ok(())
+    }
+
+    /// The events loaded into Redis, each with the group on its stream.
+    async fn events(&mut self) -> Result<Vec<Uuid>, StageError> {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.event_index())
+            .query_async(&mut self.redis)
+            .await
+            .map_err(classify)?;
+        let events: Vec<Uuid> = members.iter().filter_map(|m| m.parse().ok()).collect();
+        let new: Vec<Uuid> = events.iter().copied().filter(|id| !self.grouped.contains(id)).collect();
+        for id in new {
+            let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(self.keys.event(id).stream)
+                .arg(SYNC_GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut self.redis)
+                .await;
+            match created {
+                Ok(()) => {}
+                Err(err) if err.code() == Some("BUSYGROUP") => {}
+                Err(err) => return Err(classify(err)),
+            }
+            self.grouped.insert(id);
+        }
+        Ok(events)
+    }
+
+    /// XREADGROUP over every stream: `from` "0" re-reads this consumer's pending entries, ">"
+    /// takes new ones.
+    pub async fn read(&mut self, events: &[Uuid], from: &str, block: Option<Duration>) -> Result<Vec<Batch>, StageError> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(SYNC_GROUP).arg(&self.settings.consumer).arg("COUNT").arg(self.settings.batch_size);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS");
+        for &id in events {
+            cmd.arg(self.keys.event(id).stream);
+        }
+        for _ in events {
+            cmd.arg(from);
+        }
+        let reply: Option<StreamReadReply> = match cmd.query_async(&mut self.redis).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                if err.code() == Some("NOGROUP") {
+                    // Redis lost the group (and the stream): create them again next pass.
+                    self.grouped.clear();
+                }
+                return Err(classify(err));
+            }
+        };
+        let mut batches = Vec::new();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            let event_id = self.keys.event_of_stream(&stream.key).ok_or_else(|| {
+                StageError::Internal(format!("XREADGROUP answered for unknown stream {}", stream.key))
+            })?;
+            batches.push(self.batch(event_id, stream.ids)?);
+        }
+        Ok(batches)
+    }
+
+    /// Takes over entries other consumers left unacknowledged longer than `claim_idle`.
+    pub async fn claim_abandoned(&mut self, events: &[Uuid]) -> Result<Vec<Batch>, StageError> {
+        let min_idle = self.settings.claim_idle.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for &event_id in events {
+            pipe.cmd("XAUTOCLAIM")
+                .arg(self.keys.event(event_id).stream)
+                .arg(SYNC_GROUP)
+                .arg(&self.settings.consumer)
+                .arg(min_idle)
+                .arg("0-0")
+                .arg("COUNT")
+                .arg(self.settings.batch_size);
+        }
+        let replies: Vec<StreamAutoClaimReply> = pipe.query_async(&mut self.redis).await.map_err(classify)?;
+        let mut batches = Vec::new();
+        for (&event_id, reply) in events.iter().zip(replies) {
+            if !reply.claimed.is_empty() {
+                tracing::info!(event = %event_id, entries = reply.claimed.len(), "took over abandoned stream entries");
+                // Claimed entries are this consumer's pending ones now: if this batch fails they
+                // are read again with "0".
+                self.own_pending = true;
+                batches.push(self.batch(event_id, reply.claimed)?);
+            }
+        }
+        Ok(batches)
+    }
+
+    fn batch(&self, event_id: Uuid, entries: Vec<StreamId>) -> Result<Batch, StageError> {
+        let bookings = entries.iter().map(parse_entry).collect::<Result<Vec<_>, _>>()?;
+        Ok(Batch { event_id, entry_ids: entries.into_iter().map(|e| e.id).collect(), bookings })
+    }
+}
+
+/// `booking-app worker --stage redis` and `serve` with RUN_WORKER: the syncer until `stop`.
+/// One transaction at a time needs one connection (a second covers a stuck one being replaced).
+pub async fn run_from_config(config: &Config, stop: CancellationToken) -> Result<(), StageError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(config.postgres.acquire_timeout())
+        .connect(&config.postgres.database_url)
+        .await
+        .map_err(crate::stage::records::pg_error)?;
+    let syncer = Syncer::connect(&config.redis, pool).await?;
+    syncer.run(stop).await;
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! One batch of stream entries into Postgres: bookings (and the refusals kept for an idempotency
+//! key), the event's `remaining` and the users' holdings in one transaction. Idempotent by booking
+//! id: rows already there add nothing, so a batch delivered again after a crash changes nothing.
+
+use std::collections::HashSet;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Batch;
+use crate::domain::BookingStatus;
+use crate::stage::StageError;
+use crate::stage::records::pg_error;
+
+/// What one batch changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Bookings new to Postgres (the others were written by an earlier delivery).
+    pub inserted: usize,
+    /// Bookings whose idempotency key another booking already holds in Postgres; written
+    /// without the key.
+    pub keys_dropped: usize,
+}
+
+/// The inventory and holdings follow only the rows this statement inserted (`RETURNING`), which
+/// is what makes a second delivery a no-op.
+const WRITE_BATCH: &str = "
+WITH batch AS (
+    SELECT * FROM unnest($2::uuid[], $3::text[], $4::int4[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
+        AS b (id, user_id, quantity, status, reason, idempotency_key, created_at)
+), inserted AS (
+    INSERT INTO bookings (id, event_id, user_id, quantity, status, reason, idempotency_key, created_at, decided_at)
+    SELECT id, $1::uuid, user_id, quantity, status, reason, idempotency_key, created_at, created_at FROM batch
+    ON CONFLICT (id) DO NOTHING
+    RETURNING user_id, quantity, status
+), sold AS (
+    SELECT user_id, quantity FROM inserted WHERE status = 'confirmed'
+), inventory AS (
+    UPDATE events SET remaining = remaining - (SELECT sum(quantity) FROM sold)
+    WHERE id = $1::uuid AND EXISTS (SELECT 1 FROM sold)
+    RETURNING remaining
+), holdings AS (
+    INSERT INTO holdings (event_id, user_id, quantity)
+    SELECT $1::uuid, user_id, sum(quantity)::int4 FROM sold GROUP BY user_id
+    ON CONFLICT (event_id, user_id) DO UPDATE SET quantity = holdings.quantity + excluded.quantity
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM sold), (SELECT count(*) FROM inventory)";
+
+/// Bookings of the batch whose key belongs to another booking already (the key was used for
+/// another event after Redis forgot its claim): their tickets are real, the key cannot be theirs.
+const KEYS_TAKEN: &str = "
+SELECT b.id FROM unnest($1::uuid[], $2::text[]) AS b (id, idempotency_key)
+JOIN bookings x ON x.idempotency_key = b.idempotency_key AND x.id <> b.id";
+
+pub async fn write_batch(pool: &PgPool, batch: &Batch) -> Result<Written, StageError> {
+    let mut seen = HashSet::with_capacity(batch.bookings.len());
+    let mut ids = Vec::with_capacity(batch.bookings.len());
+    let mut users = Vec::with_capacity(batch.bookings.len());
+    let mut quantities = Vec::with_capacity(batch.bookings.len());
+    let mut statuses = Vec::with_capacity(batch.bookings.len());
+    let mut reasons = Vec::with_capacity(batch.bookings.len());
+    let mut keys = Vec::with_capacity(batch.bookings.len());
+    let mut created = Vec::with_capacity(batch.bookings.len());
+    for entry in &batch.bookings {
+        let b = &entry.booking;
+        if b.event_id != batch.event_id {
+            return Err(StageError::Internal(format!("booking {} of event {} in the stream of {}", b.id, b.event_id, batch.event_id)));
+        }
+        // A stream entry delivered twice in one batch (a claim racing a read) is written once.
+        if !seen.insert(b.id) {
+            continue;
+        }
+        if !matches!(b.status, BookingStatus::Confirmed | BookingStatus::Rejected) {
+            return Err(StageError::Internal(format!("booking {} streamed as {:?}", b.id, b.status)));
+        }
+        ids.push(b.id);
+        users.push(b.user_id.clone());
+        quantities.push(b.quantity);
+        statuses.push(b.status.as_str());
+        reasons.push(b.reason.map(|r| r.as_str()));
+        keys.push(entry.idempotency_key.clone());
+        created.push(b.created_at);
+    }
+
+    let mut tx = pool.begin().await.map_err(pg_error)?;
+    let taken: Vec<Uuid> = sqlx::query_scalar(KEYS_TAKEN)
+        .bind(&ids)
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+    for (id, key) in ids.iter().zip(keys.iter_mut()) {
+        if taken.contains(id) {
+            tracing::warn!(booking = %id, key = key.as_deref().unwrap_or(""), "idempotency key already used by another booking; writing the booking without it");
+            *key = None;
+        }
+    }
+    let (inserted, sold, updated): (i64, i64, i64) = sqlx::query_as(WRITE_BATCH)
+        .bind(batch.event_id)
+        .bind(&ids)
+        .bind(&users)
+        .bind(&quantities)
+        .bind(&statuses)
+        .bind(&reasons)
+        .bind(&keys)
+        .bind(&created)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pg_error)?;
+    if sold > 0 && updated != 1 {
+        // The foreign key makes this unreachable; if it ever is, nothing must be committed.
+        return Err(StageError::Internal(format!("event {} missing while syncing its bookings", batch.event_id)));
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(Written { inserted: inserted as usize, keys_dropped: taken.len() })
+}
