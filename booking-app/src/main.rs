@@ -1,1 +1,68 @@
-fn main() {}
+//! `booking-app serve | worker | migrate | loadgen`: configuration → logs → pool → migrations →
+//! stage → serve. Everything else lives in the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use booking_app::config::{Cli, Command, Config};
+use booking_app::http::{self, AppState, Metrics};
+use booking_app::{db, loadgen, server, stage, telemetry, worker};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log.log_format);
+    let result = match cli.command {
+        Command::Serve(config) => serve(config).await,
+        Command::Worker(config) => run_worker(config).await,
+        Command::Migrate(config) => migrate(config).await,
+        Command::Loadgen(args) => loadgen::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing::info!(stage = %config.stage, "starting");
+    let pool = db::connect(&config.postgres).await.context("connecting to Postgres")?;
+    if config.migrate_on_start {
+        db::migrate(&pool).await.context("migrating")?;
+    }
+    let metrics = Arc::new(Metrics::new());
+    let inventory = stage::build_inventory(&config, pool, metrics.clone()).await.context("building the stage")?;
+    let shutdown = server::shutdown_on_signal();
+    let worker = (config.run_worker && worker::needed(config.stage))
+        .then(|| tokio::spawn(worker::run(config.clone(), shutdown.child_token())));
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("binding {}", config.listen_addr))?;
+    let app = http::app(AppState { inventory, metrics, limits: config.http.clone() });
+    server::serve(listener, app, shutdown.clone().cancelled_owned()).await?;
+    if let Some(worker) = worker {
+        shutdown.cancel();
+        worker.await.context("worker panicked")??;
+    }
+    Ok(())
+}
+
+async fn run_worker(config: Config) -> anyhow::Result<()> {
+    let pool = db::connect(&config.postgres).await.context("connecting to Postgres")?;
+    if config.migrate_on_start {
+        db::migrate(&pool).await.context("migrating")?;
+    }
+    worker::run(config, server::shutdown_on_signal()).await
+}
+
+async fn migrate(config: booking_app::config::MigrateConfig) -> anyhow::Result<()> {
+    let pool = db::connect(&config.postgres).await.context("connecting to Postgres")?;
+    db::migrate(&pool).await.context("migrating")?;
+    tracing::info!(migrations = db::MIGRATOR.iter().count(), "schema up to date");
+    Ok(())
+}

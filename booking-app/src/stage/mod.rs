@@ -32,7 +32,7 @@ pub enum StageError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("redis error: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(#[from] ::redis::RedisError),
     #[error("kafka error: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("{0}")]
@@ -60,4 +60,23 @@ pub trait Inventory: Send + Sync + 'static {
     async fn watch_booking(&self, id: Uuid) -> Result<BoxStream<'static, Booking>, StageError>;
     /// Ok when every store this stage needs answers (for `/readyz`).
     async fn ready(&self) -> Result<(), StageError>;
+}
+
+pub mod idempotency;
+pub mod postgres;
+pub mod records;
+
+/// Builds the stage `config.stage` names over an open Postgres pool (every stage keeps its
+/// source of truth there). Stage-specific settings are checked here, once, at start-up.
+pub async fn build_inventory(
+    config: &crate::config::Config,
+    pool: sqlx::PgPool,
+    metrics: std::sync::Arc<crate::http::Metrics>,
+) -> Result<std::sync::Arc<dyn Inventory>, StageError> {
+    let _ = &metrics; // for stages that export their own series (e.g. stream lag)
+    match config.stage {
+        Stage::Postgres => Ok(std::sync::Arc::new(postgres::PostgresInventory::new(pool))),
+        Stage::Redis => Err(StageError::Internal("stage redis: not implemented yet".into())),
+        Stage::Kafka => Err(StageError::Internal("stage kafka: not implemented yet".into())),
+    }
 }

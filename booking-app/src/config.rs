@@ -1,0 +1,240 @@
+//! Every setting of booking-app, each a flag and an environment variable: this is the contract
+//! the operator writes into pods (README "Configuration contract"). One struct, one sub-struct per
+//! store, so a stage adds its settings next to its store's.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::Stage;
+
+/// `booking-app <command>`.
+#[derive(Debug, Parser)]
+#[command(name = "booking-app", version, about = "The flash-sale booking service")]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogConfig,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (migrates first unless MIGRATE_ON_START=false).
+    Serve(Config),
+    /// Run the stage's background worker (stage redis: write-behind syncer; stage kafka: consumer).
+    Worker(Config),
+    /// Apply the embedded database migrations and exit.
+    Migrate(MigrateConfig),
+    /// Drive load against a running booking-app and check the sale afterwards.
+    Loadgen(crate::loadgen::LoadgenArgs),
+}
+
+/// Settings of `serve` and `worker`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "booking-app")]
+pub struct Config {
+    /// Which inventory implementation decides bookings.
+    #[arg(long, env = "STAGE", value_enum, default_value_t = Stage::Postgres)]
+    pub stage: Stage,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// Apply the embedded migrations before serving.
+    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate_on_start: bool,
+
+    /// Also run the stage's background worker inside `serve` (stages redis and kafka).
+    #[arg(long, env = "RUN_WORKER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub run_worker: bool,
+
+    #[command(flatten)]
+    pub http: HttpConfig,
+    #[command(flatten)]
+    pub postgres: PostgresConfig,
+    #[command(flatten)]
+    pub redis: RedisConfig,
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+}
+
+/// Limits of the HTTP layer.
+#[derive(Debug, Clone, Args)]
+pub struct HttpConfig {
+    /// A request still running after this long is answered 503 `timeout`.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+
+    /// Largest accepted request body; larger ones are answered 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+impl HttpConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// PostgreSQL: the source of truth of every stage.
+#[derive(Debug, Clone, Args)]
+pub struct PostgresConfig {
+    /// postgres://user:password@host:port/database
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Connections this process keeps open (per pod: the operator divides max_connections).
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+
+    /// How long a request waits for a free connection before it is answered 503.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub db_acquire_timeout_ms: u64,
+}
+
+impl PostgresConfig {
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_acquire_timeout_ms)
+    }
+}
+
+/// Redis (stage redis).
+#[derive(Debug, Clone, Args)]
+pub struct RedisConfig {
+    /// redis://host:port/db — required by stage redis.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+}
+
+/// Kafka (stage kafka).
+#[derive(Debug, Clone, Args)]
+pub struct KafkaConfig {
+    /// Comma-separated bootstrap servers host:port — required by stage kafka.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Topic booking requests are queued on.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "booking-requests")]
+    pub kafka_topic: String,
+
+    /// Partitions of that topic when booking-app creates it (>= worker replicas).
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
+    pub kafka_partitions: i32,
+}
+
+/// Settings of `migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateConfig {
+    #[command(flatten)]
+    pub postgres: PostgresConfig,
+}
+
+/// How logs are written. `RUST_LOG` filters them (default `info`).
+#[derive(Debug, Clone, Args)]
+pub struct LogConfig {
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for pods).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_flags_override_defaults() {
+        let cli = Cli::try_parse_from([
+            "booking-app",
+            "serve",
+            "--stage",
+            "redis",
+            "--listen-addr",
+            "127.0.0.1:9000",
+            "--database-url",
+            "postgres://x@127.0.0.1/db",
+            "--db-pool-size",
+            "4",
+            "--migrate-on-start",
+            "false",
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+        ])
+        .unwrap();
+        let Command::Serve(config) = cli.command else { panic!("expected serve") };
+        assert_eq!(config.stage, Stage::Redis);
+        assert_eq!(config.listen_addr.port(), 9000);
+        assert_eq!(config.postgres.db_pool_size, 4);
+        assert!(!config.migrate_on_start);
+        assert_eq!(config.redis.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(config.http.max_body_bytes, 16 * 1024);
+    }
+
+    #[test]
+    fn database_url_is_required_and_read_from_the_environment() {
+        use clap::CommandFactory;
+        let command = Config::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "database_url")
+            .expect("database_url argument");
+        assert!(arg.is_required_set());
+        assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new("DATABASE_URL")));
+    }
+
+    /// The README's "Configuration contract" table lists exactly the variables (and their flags)
+    /// that `serve`/`worker` read: the operator writes pods from that table.
+    #[test]
+    fn readme_configuration_contract_matches_the_binary() {
+        use clap::CommandFactory;
+        use std::collections::BTreeSet;
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("## Configuration contract")
+            .nth(1)
+            .expect("README has a Configuration contract section");
+        let documented: BTreeSet<(String, String)> = table
+            .lines()
+            .take_while(|l| !l.starts_with("## "))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let var = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                let flag = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((var.to_owned(), flag.to_owned()))
+            })
+            .collect();
+        let serve = Config::command();
+        let log = LogConfig::augment_args(clap::Command::new("log"));
+        let read: BTreeSet<(String, String)> = serve
+            .get_arguments()
+            .chain(log.get_arguments())
+            .filter_map(|a| {
+                let env = a.get_env()?.to_str()?.to_owned();
+                Some((env, format!("--{}", a.get_long()?)))
+            })
+            .collect();
+        assert_eq!(documented, read, "README table (left) vs. the binary's settings (right)");
+    }
+
+    #[test]
+    fn unknown_stage_is_refused() {
+        let err = Config::try_parse_from(["booking-app", "--stage", "mysql", "--database-url", "x"])
+            .unwrap_err();
+        assert!(err.to_string().contains("postgres"), "{err}");
+    }
+}

@@ -1,0 +1,116 @@
+//! Bookings: `POST /events/{id}/bookings` asks the stage for tickets; `GET /bookings/{id}` reads
+//! one back; `GET /bookings/{id}/events` streams its states (SSE) until it is decided.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Json, Path};
+use crate::domain::{Booking, BookingOutcome, BookingRequest};
+use crate::stage::StageError;
+use crate::validation::{validate_booking_request, validate_idempotency_key};
+
+/// Header carrying the client's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// `POST /events/{id}/bookings`
+#[utoipa::path(post, path = "/events/{id}/bookings", tag = "bookings",
+    params(
+        ("id" = Uuid, Path, description = "Event id"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Repeating a key returns the first answer and books nothing more; \
+                           reusing it for a different request is 422"),
+    ),
+    request_body = BookingRequest,
+    responses(
+        (status = 201, description = "Confirmed (stages postgres, redis)", body = Booking,
+            headers(("Location" = String, description = "/bookings/{id}"))),
+        (status = 202, description = "Queued; poll or stream the booking (stage kafka)", body = Booking,
+            headers(("Location" = String, description = "/bookings/{id}"))),
+        (status = 400, description = "Malformed JSON, id or header", body = ErrorBody),
+        (status = 404, description = "No such event", body = ErrorBody),
+        (status = 409, description = "`sold_out` or `per_user_limit`", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Invalid values, or `idempotency_key_reused`", body = ErrorBody),
+        (status = 503, description = "A store is unavailable; retry", body = ErrorBody),
+    ))]
+pub async fn create_booking(
+    State(state): State<AppState>,
+    Path(event_id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(request): Json<BookingRequest>,
+) -> Result<(StatusCode, [(header::HeaderName, String); 1], axum::Json<Booking>), ApiError> {
+    let key = idempotency_key(&headers)?;
+    validate_booking_request(&request).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let stage = state.inventory.stage();
+    let outcome = state.inventory.book(event_id, request, key).await.inspect_err(|err| {
+        if let StageError::Rejected { reason, .. } = err {
+            state.metrics.record_booking(stage, reason.as_str());
+        }
+    })?;
+    let status = match outcome {
+        BookingOutcome::Confirmed(_) => StatusCode::CREATED,
+        BookingOutcome::Pending(_) => StatusCode::ACCEPTED,
+    };
+    let booking = match outcome {
+        BookingOutcome::Confirmed(b) | BookingOutcome::Pending(b) => b,
+    };
+    state.metrics.record_booking(stage, booking.status.as_str());
+    let location = format!("/bookings/{}", booking.id);
+    Ok((status, [(header::LOCATION, location)], axum::Json(booking)))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", message);
+    let key = value.to_str().map_err(|_| invalid("Idempotency-Key: must be ASCII".into()))?;
+    validate_idempotency_key(key).map_err(|e| invalid(e.to_string()))?;
+    Ok(Some(key.to_owned()))
+}
+
+/// `GET /bookings/{id}`
+#[utoipa::path(get, path = "/bookings/{id}", tag = "bookings",
+    params(("id" = Uuid, Path, description = "Booking id")),
+    responses(
+        (status = 200, description = "The booking; `reason` when rejected, `position` while queued", body = Booking),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such booking", body = ErrorBody),
+    ))]
+pub async fn get_booking(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<Booking>, ApiError> {
+    Ok(axum::Json(state.inventory.get_booking(id).await?))
+}
+
+/// `GET /bookings/{id}/events`
+#[utoipa::path(get, path = "/bookings/{id}/events", tag = "bookings",
+    params(("id" = Uuid, Path, description = "Booking id")),
+    responses(
+        (status = 200, description = "Server-sent events named `booking`, each a Booking as JSON; \
+                                      the stream ends after the first confirmed or rejected state",
+            content_type = "text/event-stream", body = Booking),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such booking", body = ErrorBody),
+    ))]
+pub async fn watch_booking(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let states = state.inventory.watch_booking(id).await?;
+    let events = states.map(|booking| {
+        let event = SseEvent::default().event("booking").json_data(&booking).unwrap_or_else(|err| {
+            tracing::error!(error = %err, "cannot encode booking");
+            SseEvent::default().event("error").data("internal error")
+        });
+        Ok(event)
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,80 @@
+//! The HTTP API: `app(state)` builds the whole router (handlers per resource, error mapping,
+//! metrics, limits). It knows the stage only as `Arc<dyn Inventory>`.
+
+pub mod bookings;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod openapi;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::HttpConfig;
+use crate::stage::Inventory;
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub inventory: Arc<dyn Inventory>,
+    pub metrics: Arc<Metrics>,
+    pub limits: HttpConfig,
+}
+
+impl axum::extract::FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
+}
+
+/// The whole API as one router, ready to serve.
+pub fn app(state: AppState) -> Router {
+    let (router, _doc) = openapi::routes().split_for_parts();
+    router
+        // Route layers see the matched route: the timeout sits inside the metrics so a timed-out
+        // request is still counted (as 503).
+        .route_layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.limits.request_timeout(),
+        ))
+        .route_layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn(json_errors))
+        .with_state(state)
+}
+
+async fn no_route(request: Request) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no_route", format!("no route for {}", request.uri().path()))
+}
+
+/// Safety net for answers produced outside our handlers (405 from the router, 503 from the
+/// timeout): every error leaves this service as `{"error":{...}}`.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let mut replaced = ApiError::from_status(status).into_response();
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    replaced.headers_mut().extend(parts.headers);
+    replaced
+}

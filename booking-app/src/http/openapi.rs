@@ -1,0 +1,87 @@
+//! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]` and the body types.
+//! Every route is registered through `routes()`, so the router and the document cannot diverge.
+
+use std::sync::OnceLock;
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AppState, bookings, events, health, metrics};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "booking-app",
+        description = "Flash-sale booking API. Every error is `{\"error\":{\"code\",\"message\"}}`."
+    ),
+    tags(
+        (name = "events", description = "Events and their inventory"),
+        (name = "bookings", description = "Booking requests and their outcome"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+    )
+)]
+struct ApiDoc;
+
+/// Every route of the API with its documentation.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(events::create_event))
+        .routes(routes!(events::get_event))
+        .routes(routes!(bookings::create_booking))
+        .routes(routes!(bookings::get_booking))
+        .routes(routes!(bookings::watch_booking))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi_json))
+}
+
+/// The whole document (e.g. for a client generator or an API fuzzer).
+pub fn document() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// `GET /openapi.json`
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "This OpenAPI document", content_type = "application/json")))]
+pub async fn openapi_json() -> Response {
+    static JSON: OnceLock<String> = OnceLock::new();
+    let json = JSON.get_or_init(|| document().to_json().expect("OpenAPI document serializes"));
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json.clone()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The routes the README documents; each must be in the generated document.
+    const DOCUMENTED: &[(&str, &str)] = &[
+        ("post", "/events"),
+        ("get", "/events/{id}"),
+        ("post", "/events/{id}/bookings"),
+        ("get", "/bookings/{id}"),
+        ("get", "/bookings/{id}/events"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+    ];
+
+    #[test]
+    fn every_route_is_in_the_document() {
+        let doc: serde_json::Value = serde_json::to_value(document()).unwrap();
+        let paths = doc["paths"].as_object().expect("paths");
+        for (method, path) in DOCUMENTED {
+            assert!(paths.get(*path).and_then(|p| p.get(*method)).is_some(), "{method} {path} missing");
+        }
+        let operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+        assert_eq!(operations, DOCUMENTED.len(), "document has routes the README does not list: {paths:?}");
+        assert!(doc["openapi"].as_str().unwrap().starts_with('3'));
+        for schema in ["Event", "NewEvent", "Booking", "BookingRequest", "ErrorBody"] {
+            assert!(doc["components"]["schemas"].get(schema).is_some(), "schema {schema} missing");
+        }
+    }
+}

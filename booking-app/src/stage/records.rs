@@ -1,0 +1,163 @@
+//! Rows of the shared Postgres schema (`migrations/`) as domain values: reading and writing
+//! events and bookings the same way from every stage and worker.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use super::StageError;
+use crate::domain::{Booking, BookingStatus, Event, NewEvent, RejectReason};
+
+/// Name of the unique constraint on `bookings.idempotency_key` (Postgres' default naming).
+pub const IDEMPOTENCY_KEY_CONSTRAINT: &str = "bookings_idempotency_key_key";
+
+// Macros rather than consts so the queries stay `&'static str` (sqlx 0.9 refuses built strings).
+macro_rules! event_columns {
+    () => {
+        "id, name, tickets, remaining, per_user_limit, created_at"
+    };
+}
+macro_rules! booking_columns {
+    () => {
+        "id, event_id, user_id, quantity, status, reason, created_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: Uuid,
+    name: String,
+    tickets: i64,
+    remaining: i64,
+    per_user_limit: Option<i32>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<EventRow> for Event {
+    fn from(r: EventRow) -> Self {
+        Event {
+            id: r.id,
+            name: r.name,
+            tickets: r.tickets,
+            remaining: r.remaining,
+            per_user_limit: r.per_user_limit,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct BookingRow {
+    id: Uuid,
+    event_id: Uuid,
+    user_id: String,
+    quantity: i32,
+    status: String,
+    reason: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<BookingRow> for Booking {
+    type Error = StageError;
+
+    fn try_from(r: BookingRow) -> Result<Self, StageError> {
+        let status = parse_status(&r.status)
+            .ok_or_else(|| StageError::Internal(format!("booking {} has status {:?}", r.id, r.status)))?;
+        let reason = match r.reason.as_deref() {
+            None => None,
+            Some(text) => Some(parse_reason(text).ok_or_else(|| {
+                StageError::Internal(format!("booking {} has reason {text:?}", r.id))
+            })?),
+        };
+        Ok(Booking {
+            id: r.id,
+            event_id: r.event_id,
+            user_id: r.user_id,
+            quantity: r.quantity,
+            status,
+            reason,
+            position: None,
+            created_at: r.created_at,
+        })
+    }
+}
+
+pub fn parse_status(text: &str) -> Option<BookingStatus> {
+    [BookingStatus::Pending, BookingStatus::Confirmed, BookingStatus::Rejected]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+}
+
+pub fn parse_reason(text: &str) -> Option<RejectReason> {
+    [RejectReason::SoldOut, RejectReason::PerUserLimit].into_iter().find(|r| r.as_str() == text)
+}
+
+/// Connection-level failures are the store being unavailable (503); the rest stays a database
+/// error (500).
+pub fn pg_error(err: sqlx::Error) -> StageError {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StageError::Unavailable { store: "postgres", detail: err.to_string() },
+        other => StageError::Database(other),
+    }
+}
+
+/// True when `err` is the unique violation of `constraint`.
+pub fn violates(err: &sqlx::Error, constraint: &str) -> bool {
+    err.as_database_error()
+        .is_some_and(|db| db.is_unique_violation() && db.constraint() == Some(constraint))
+}
+
+pub async fn insert_event(db: impl PgExecutor<'_>, new: &NewEvent) -> Result<Event, StageError> {
+    let sql = concat!(
+        "INSERT INTO events (id, name, tickets, remaining, per_user_limit) VALUES ($1, $2, $3, $3, $4) RETURNING ",
+        event_columns!()
+    );
+    let row: EventRow = sqlx::query_as(sql)
+        .bind(Uuid::new_v4())
+        .bind(&new.name)
+        .bind(new.tickets)
+        .bind(new.per_user_limit)
+        .fetch_one(db)
+        .await
+        .map_err(pg_error)?;
+    Ok(row.into())
+}
+
+pub async fn fetch_event(db: impl PgExecutor<'_>, id: Uuid) -> Result<Event, StageError> {
+    let sql = concat!("SELECT ", event_columns!(), " FROM events WHERE id = $1");
+    let row: Option<EventRow> = sqlx::query_as(sql).bind(id).fetch_optional(db).await.map_err(pg_error)?;
+    row.map(Event::from).ok_or(StageError::EventNotFound(id))
+}
+
+pub async fn fetch_booking(db: impl PgExecutor<'_>, id: Uuid) -> Result<Booking, StageError> {
+    let sql = concat!("SELECT ", booking_columns!(), " FROM bookings WHERE id = $1");
+    let row: Option<BookingRow> = sqlx::query_as(sql).bind(id).fetch_optional(db).await.map_err(pg_error)?;
+    row.ok_or(StageError::BookingNotFound(id))?.try_into()
+}
+
+/// The booking first made with this idempotency key, if any.
+pub async fn fetch_booking_by_key(db: impl PgExecutor<'_>, key: &str) -> Result<Option<Booking>, StageError> {
+    let sql = concat!("SELECT ", booking_columns!(), " FROM bookings WHERE idempotency_key = $1");
+    let row: Option<BookingRow> = sqlx::query_as(sql).bind(key).fetch_optional(db).await.map_err(pg_error)?;
+    row.map(Booking::try_from).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_reason_round_trip_through_their_column_text() {
+        for s in [BookingStatus::Pending, BookingStatus::Confirmed, BookingStatus::Rejected] {
+            assert_eq!(parse_status(s.as_str()), Some(s));
+        }
+        for r in [RejectReason::SoldOut, RejectReason::PerUserLimit] {
+            assert_eq!(parse_reason(r.as_str()), Some(r));
+        }
+        assert_eq!(parse_status("cancelled"), None);
+    }
+}

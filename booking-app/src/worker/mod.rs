@@ -1,0 +1,22 @@
+//! Background workers of the stages that decide or persist asynchronously: stage redis's
+//! write-behind syncer and stage kafka's consumer. Each runs until its token is cancelled.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::domain::Stage;
+
+/// Whether `stage` needs a worker running somewhere (in `serve` with RUN_WORKER, or `worker`).
+pub fn needed(stage: Stage) -> bool {
+    !matches!(stage, Stage::Postgres)
+}
+
+/// Runs the worker of `config.stage` until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let _ = (&config, &shutdown);
+    match config.stage {
+        Stage::Postgres => anyhow::bail!("stage postgres has no background worker"),
+        Stage::Redis => anyhow::bail!("redis write-behind syncer: not implemented yet"),
+        Stage::Kafka => anyhow::bail!("kafka consumer: not implemented yet"),
+    }
+}

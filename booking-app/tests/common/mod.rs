@@ -1,0 +1,171 @@
+//! Test harness: booking-app of a given stage, over the real services of `hack/services.sh`,
+//! served on a real TCP port so concurrency is real. A stage plugs in through
+//! `booking_app::stage::build_inventory` and, when `worker::needed(stage)`, its background worker
+//! is started here beside the server (the hook for stages redis and kafka).
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod checks;
+pub mod client;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use booking_app::config::Config;
+use booking_app::domain::Stage;
+use booking_app::http::{self, AppState, Metrics};
+use booking_app::{db, server, stage, worker};
+use clap::Parser;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Longest a test waits for something eventual (a queued booking decided, a write-behind landed).
+/// Only bounds a hang; never asserted as a performance number.
+pub const EVENTUAL: Duration = Duration::from_secs(60);
+
+/// The environment variable each stage needs from `hack/.services.env`.
+pub fn required_env(stage: Stage) -> &'static [&'static str] {
+    match stage {
+        Stage::Postgres => &["DATABASE_URL"],
+        Stage::Redis => &["DATABASE_URL", "REDIS_URL"],
+        Stage::Kafka => &["DATABASE_URL", "KAFKA_BROKERS"],
+    }
+}
+
+/// Panics, naming the fix, when a service's settings are missing: never skip silently.
+pub fn require_services(stage: Stage) {
+    for var in required_env(stage) {
+        if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+            panic!(
+                "{var} is not set: run `hack/services.sh up` and `. hack/.services.env` \
+                 (or just `make test`) before testing stage {stage}"
+            );
+        }
+    }
+}
+
+/// The configuration a test app runs with: the services from the environment, test-friendly
+/// limits, everything else at its production default.
+pub fn test_config(stage: Stage) -> Config {
+    require_services(stage);
+    Config::try_parse_from([
+        "booking-app",
+        "--stage",
+        stage.as_str(),
+        "--listen-addr",
+        "127.0.0.1:0",
+        "--db-pool-size",
+        "16",
+        // Hundreds of concurrent requests queue for 16 connections: wait rather than answer 503.
+        "--db-acquire-timeout-ms",
+        "60000",
+        "--request-timeout-ms",
+        "60000",
+    ])
+    .expect("test configuration parses")
+}
+
+/// A running booking-app: its base URL, an HTTP client, and a Postgres pool for checking
+/// invariants behind the API's back.
+pub struct TestApp {
+    pub stage: Stage,
+    pub config: Config,
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub pool: PgPool,
+    pub metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    worker: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+impl TestApp {
+    pub async fn spawn(stage: Stage) -> TestApp {
+        Self::spawn_with(stage, |_| {}).await
+    }
+
+    /// Like `spawn`, with the configuration adjusted first (e.g. a unique Kafka topic per test).
+    pub async fn spawn_with(stage: Stage, customize: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = test_config(stage);
+        customize(&mut config);
+        let pool = db::connect(&config.postgres)
+            .await
+            .expect("connect to Postgres at DATABASE_URL (is `hack/services.sh up` running?)");
+        // Once per test binary: concurrent first-time migrations would race on the catalog.
+        MIGRATED
+            .get_or_init(|| async { db::migrate(&pool).await.expect("migrations apply") })
+            .await;
+        let metrics = Arc::new(Metrics::new());
+        let inventory = stage::build_inventory(&config, pool.clone(), metrics.clone())
+            .await
+            .unwrap_or_else(|err| panic!("build stage {stage}: {err}"));
+        let shutdown = CancellationToken::new();
+        // Hook for asynchronous stages: their worker runs beside the server, stopped with it.
+        let worker = worker::needed(stage)
+            .then(|| tokio::spawn(worker::run(config.clone(), shutdown.child_token())));
+        let listener = tokio::net::TcpListener::bind(config.listen_addr).await.expect("bind a free port");
+        let addr = listener.local_addr().expect("local address");
+        let router = http::app(AppState { inventory, metrics: metrics.clone(), limits: config.http.clone() });
+        let server = tokio::spawn(server::serve(listener, router, shutdown.clone().cancelled_owned()));
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(512)
+            .timeout(EVENTUAL)
+            .build()
+            .expect("HTTP client");
+        TestApp {
+            stage,
+            config,
+            base_url: format!("http://{addr}"),
+            http,
+            pool,
+            metrics,
+            shutdown,
+            server: Some(server),
+            worker,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Panics when the stage's worker has stopped: a test waiting for it would only time out.
+    pub fn assert_worker_alive(&self) {
+        if let Some(worker) = &self.worker
+            && worker.is_finished()
+        {
+            panic!("the {} worker stopped while the test needed it (see its log above)", self.stage);
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, finish in-flight requests, stop the worker.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server stops cleanly");
+        }
+        if let Some(worker) = self.worker.take() {
+            worker.await.expect("worker task").expect("worker stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Logs of the app under test go to the test's captured output (`RUST_LOG` to adjust).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,175 @@
+//! The API contract, stage by stage: what a client sees for a booking's whole life.
+
+use booking_app::domain::{BookingStatus, Stage};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::common::TestApp;
+use crate::common::client::Decision;
+
+pub async fn event_round_trip_and_booking_read_back(stage: Stage) {
+    let app = TestApp::spawn(stage).await;
+    let name = format!("round-trip-{}", Uuid::new_v4());
+    let created = app.post_json("/events", &json!({"name": name, "tickets": 10, "per_user_limit": 4}), None).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id: Uuid = created.body["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(created.body["name"], name);
+    assert_eq!(created.body["tickets"], 10);
+    assert_eq!(created.body["remaining"], 10);
+    assert_eq!(created.body["per_user_limit"], 4);
+    assert_eq!(app.event(id).await.remaining, 10);
+
+    let answer = app.book(id, "alice", 3, None).await;
+    assert!(matches!(answer.status, StatusCode::CREATED | StatusCode::ACCEPTED), "{}", answer.body);
+    let Decision::Confirmed(booking) = app.settle(&answer).await else { panic!("not confirmed: {}", answer.body) };
+    assert_eq!((booking.event_id, booking.user_id.as_str(), booking.quantity), (id, "alice", 3));
+
+    let read = app.get(&format!("/bookings/{}", booking.id)).await;
+    assert_eq!(read.status, StatusCode::OK);
+    let read = read.booking();
+    assert_eq!(read.status, BookingStatus::Confirmed);
+    assert_eq!(read.reason, None);
+    assert_eq!((read.id, read.event_id, read.quantity), (booking.id, id, 3));
+    assert_eq!(app.event(id).await.remaining, 7);
+}
+
+pub async fn refusals_are_409_with_their_reason(stage: Stage) {
+    let app = TestApp::spawn(stage).await;
+    let event = app.create_event(3, Some(2)).await;
+    let first = app.book(event.id, "alice", 2, None).await;
+    assert!(matches!(app.settle(&first).await, Decision::Confirmed(_)));
+
+    // alice holds 2 of at most 2.
+    let over_limit = app.book(event.id, "alice", 1, None).await;
+    assert_eq!(app.settle(&over_limit).await, Decision::Rejected("per_user_limit".into()), "{}", over_limit.body);
+    // 1 ticket left, bob asks for 2.
+    let too_many = app.book(event.id, "bob", 2, None).await;
+    assert_eq!(app.settle(&too_many).await, Decision::Rejected("sold_out".into()), "{}", too_many.body);
+    let last = app.book(event.id, "bob", 1, None).await;
+    assert!(matches!(app.settle(&last).await, Decision::Confirmed(_)));
+    let none_left = app.book(event.id, "carol", 1, None).await;
+    assert_eq!(app.settle(&none_left).await, Decision::Rejected("sold_out".into()));
+    assert_eq!(app.event(event.id).await.remaining, 0);
+}
+
+pub async fn booking_status_streams_as_server_sent_events(stage: Stage) {
+    let app = TestApp::spawn(stage).await;
+    let event = app.create_event(5, None).await;
+    let answer = app.book(event.id, "alice", 1, None).await;
+    let id = answer.booking().id;
+
+    let mut response = app.http.get(app.url(&format!("/bookings/{id}/events"))).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+    // The stream ends after the final state; collect it whole.
+    let mut text = String::new();
+    while let Some(chunk) = response.chunk().await.expect("stream chunk") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let states: Vec<Value> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|data| serde_json::from_str(data.trim()).expect("booking JSON"))
+        .collect();
+    assert!(text.contains("event: booking"), "{text}");
+    let last = states.last().unwrap_or_else(|| panic!("no states in {text:?}"));
+    assert_eq!(last["id"], id.to_string());
+    assert_eq!(last["status"], "confirmed");
+    assert!(states.iter().all(|s| s["status"] == "pending" || s == last), "{states:?}");
+
+    let unknown = app.get(&format!("/bookings/{}/events", Uuid::new_v4())).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.error_code(), "not_found");
+}
+
+pub async fn idempotent_retries_book_once(stage: Stage) {
+    let app = TestApp::spawn(stage).await;
+    let event = app.create_event(10, None).await;
+    let key = format!("retry-{}", Uuid::new_v4());
+    // The same request, with the same key, 20 times at once and then twice more.
+    let concurrent = futures::future::join_all((0..20).map(|_| app.book(event.id, "alice", 2, Some(&key)))).await;
+    let later = [app.book(event.id, "alice", 2, Some(&key)).await, app.book(event.id, "alice", 2, Some(&key)).await];
+    let answers: Vec<_> = concurrent.iter().chain(&later).collect();
+    let first_id = answers[0].booking().id;
+    for answer in &answers {
+        assert!(matches!(answer.status, StatusCode::CREATED | StatusCode::ACCEPTED), "{}", answer.body);
+        assert_eq!(answer.booking().id, first_id, "a retry got a different booking");
+    }
+    let Decision::Confirmed(_) = app.settle(answers[0]).await else { panic!("not confirmed") };
+    assert_eq!(app.event(event.id).await.remaining, 8, "retries must book nothing more");
+    let stored = app.wait_confirmed_in_db(event.id, &[first_id].into()).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(app.rows_with_key(&key).await, 1);
+
+    // A refusal is replayed too: the key's first answer stays the answer.
+    let small = app.create_event(1, None).await;
+    let refused_key = format!("refused-{}", Uuid::new_v4());
+    let refused = app.book(small.id, "bob", 2, Some(&refused_key)).await;
+    assert_eq!(app.settle(&refused).await, Decision::Rejected("sold_out".into()));
+    let again = app.book(small.id, "bob", 2, Some(&refused_key)).await;
+    assert_eq!(app.settle(&again).await, Decision::Rejected("sold_out".into()));
+    assert_eq!(app.event(small.id).await.remaining, 1);
+}
+
+pub async fn reused_idempotency_key_is_refused(stage: Stage) {
+    let app = TestApp::spawn(stage).await;
+    let event = app.create_event(10, None).await;
+    let other = app.create_event(10, None).await;
+    let key = format!("reuse-{}", Uuid::new_v4());
+    let first = app.book(event.id, "alice", 1, Some(&key)).await;
+    let Decision::Confirmed(first) = app.settle(&first).await else { panic!("not confirmed") };
+    for (event_id, user, quantity) in [(event.id, "alice", 2), (event.id, "bob", 1), (other.id, "alice", 1)] {
+        let reused = app.book(event_id, user, quantity, Some(&key)).await;
+        assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reused.body);
+        assert_eq!(reused.error_code(), "idempotency_key_reused");
+    }
+    assert_eq!(app.event(event.id).await.remaining, 9);
+    assert_eq!(app.event(other.id).await.remaining, 10);
+    app.wait_confirmed_in_db(event.id, &[first.id].into()).await;
+    assert_eq!(app.bookings_in_db(other.id).await, 0);
+}
+
+pub async fn operations_endpoints_answer(stage: Stage) {
+    let app = TestApp::spawn(stage).await;
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body["stage"], stage.as_str());
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+    assert_eq!(ready.body["status"], "ready");
+
+    let event = app.create_event(1, None).await;
+    app.book(event.id, "alice", 1, None).await;
+    app.book(event.id, "bob", 1, None).await;
+    let metrics = app.get("/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = metrics.body.as_str().expect("metrics are text");
+    assert!(text.contains(r#"booking_http_requests_total{method="POST",route="/events/{id}/bookings",status="#), "{text}");
+    assert!(text.contains("booking_http_request_duration_seconds_bucket"), "{text}");
+    assert!(text.contains(&format!(r#"booking_bookings_total{{stage="{stage}",outcome="#)), "{text}");
+}
+
+pub async fn every_documented_route_is_served(stage: Stage) {
+    let app = TestApp::spawn(stage).await;
+    let doc = app.get("/openapi.json").await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."), "{}", doc.body["openapi"]);
+    let paths = doc.body["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 9, "{paths:?}");
+    for (path, item) in paths {
+        let concrete = path.replace("{id}", &Uuid::new_v4().to_string());
+        for method in item.as_object().unwrap().keys() {
+            let method: reqwest::Method = method.to_uppercase().parse().unwrap();
+            let answer = app.request(method.clone(), &concrete).await;
+            // Any answer but the router's own "no such route" proves the route exists.
+            let code = answer.body["error"]["code"].as_str();
+            assert!(
+                code != Some("no_route") && answer.status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but not served: {} {}",
+                answer.status,
+                answer.body
+            );
+        }
+    }
+}

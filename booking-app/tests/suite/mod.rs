@@ -1,0 +1,44 @@
+//! The behaviour every stage must show, written once and parameterised by stage:
+//! `stage_suite!(name, Stage::X)` instantiates all of it as `#[tokio::test]`s in module `name`.
+//! Each test makes its own events, so tests run in parallel on one database.
+
+pub mod api;
+pub mod bad_input;
+pub mod concurrency;
+
+/// One `#[tokio::test]` per suite function for `$stage`, in module `$name`.
+#[macro_export]
+macro_rules! stage_suite {
+    ($name:ident, $stage:expr) => {
+        mod $name {
+            use booking_app::domain::Stage;
+
+            const STAGE: Stage = $stage;
+
+            $crate::stage_suite!(@tests
+                api::event_round_trip_and_booking_read_back,
+                api::refusals_are_409_with_their_reason,
+                api::booking_status_streams_as_server_sent_events,
+                api::idempotent_retries_book_once,
+                api::reused_idempotency_key_is_refused,
+                api::operations_endpoints_answer,
+                api::every_documented_route_is_served,
+                bad_input::bad_booking_requests_are_4xx_and_write_nothing,
+                bad_input::bad_event_requests_are_4xx_and_write_nothing,
+                bad_input::bad_ids_and_routes_are_4xx_json,
+                concurrency::concurrent_bookings_never_oversell,
+                concurrency::last_ticket_is_sold_once,
+                concurrency::per_user_limit_holds_under_concurrency,
+            );
+        }
+    };
+    (@tests $($module:ident :: $test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                $crate::common::init_logs();
+                $crate::suite::$module::$test(STAGE).await;
+            }
+        )*
+    };
+}
