@@ -215,7 +215,7 @@ cmd_up() {
 
   apply_nodes
   kubectl apply -f "$KWOK_DIR/storage-class.yaml" >/dev/null
-  wait_started kwok 60 "${#NODES[@]} kwok nodes Ready" nodes_ready
+  wait_started kwok 60 "${#NODES[@]} kwok nodes" nodes_ready
   # Pods are refused until the controller-manager has made the namespace's default ServiceAccount.
   wait_started kube-controller-manager 60 "default ServiceAccount" \
     kubectl get serviceaccount default --namespace=default
