@@ -27,10 +27,43 @@ build: ## build the workspace
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: services-up ## services up, then every test of the workspace against them
+test: services-up ## services up, control plane up, every test of the workspace, the chart's checks
 	$(CONTROL_PLANE_UP)
 	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
+	hack/test-chart.sh
 
 .PHONY: run
 run: services-up ## run booking-app (STAGE=postgres by default) against the local services on :8080
 	. $(SERVICES_ENV); $(CARGO) run -p booking-app -- serve --listen-addr 127.0.0.1:8080
+
+# --- The kind quickstart and packaging (hack/cluster.sh; needs docker or podman, kind, helm, kubectl)
+
+.PHONY: up
+up: ## kind cluster, images, operator by Helm, examples/redis.yaml until Ready; API on localhost:8080
+	hack/cluster.sh up
+
+.PHONY: down
+down: ## delete the kind cluster
+	hack/cluster.sh down
+
+.PHONY: images
+images: ## build the booking-app and operator images (docker or podman)
+	hack/cluster.sh images
+
+.PHONY: deploy
+deploy: ## load the images built last into the kind cluster and helm upgrade the operator
+	hack/cluster.sh deploy
+
+.PHONY: stress
+stress: ## loadgen against the cluster's booking API (STRESS_URL, STRESS_RATE, STRESS_DURATION)
+	hack/cluster.sh stress
+
+.PHONY: crds
+crds: ## regenerate crds/flashsale.yaml from the Rust types, and the chart's copy of it
+	$(CARGO) run -q -p flashsale-operator -- crd > crds/flashsale.yaml.tmp
+	mv crds/flashsale.yaml.tmp crds/flashsale.yaml
+	cp crds/flashsale.yaml charts/flashsale-operator/files/flashsale.yaml
+
+.PHONY: test-chart
+test-chart: ## only the chart's checks (lint, server-side dry runs, RBAC with the real operator)
+	hack/test-chart.sh

@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# The Helm chart's checks, run by `make test` against the control plane of hack/control-plane.sh:
+#   1. helm lint; values.schema.json refuses what the chart cannot run (2 replicas)
+#   2. the chart's CRD is crds/flashsale.yaml (plus Helm's annotation and labels)
+#   3. the Deployment's env is what `flashsale-operator run` reads
+#   4. helm template output, under several value sets, accepted by a server-side dry run
+#   5. every file in examples/ accepted by a server-side dry run once the CRD is installed
+#      (and a broken FlashSale refused: the dry run does validate)
+#   6. RBAC: the chart installed (operator scaled to 0), the real operator run locally with its
+#      ServiceAccount's token reconciles sales (children, status, a stage change) with no
+#      "forbidden"; the same run with a ServiceAccount without the chart's role is refused.
+# Each check says what it checks; the first failure stops the script. Everything it creates (a
+# namespace, a Helm release, the operator process) is removed on exit.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+CHART="$REPO_ROOT/charts/flashsale-operator"
+CRD="$REPO_ROOT/crds/flashsale.yaml"
+CP_ENV="$REPO_ROOT/hack/.control-plane.env"
+# FLASHSALE_OPERATOR: an operator binary to use instead of building target/debug's.
+OPERATOR="${FLASHSALE_OPERATOR:-$REPO_ROOT/target/debug/flashsale-operator}"
+# Deadlines for the operator's work on the fake (kwok) nodes, generous for a busy 2-core machine.
+RECONCILE_TIMEOUT=180
+
+[[ -f "$CP_ENV" ]] || die "$CP_ENV missing: start the control plane first (hack/control-plane.sh up)"
+# shellcheck source=/dev/null
+. "$CP_ENV"
+[[ -n "${KUBECONFIG:-}" && -f "$KUBECONFIG" ]] || die "KUBECONFIG from $CP_ENV does not exist: hack/control-plane.sh up"
+ADMIN_KUBECONFIG="$KUBECONFIG"
+for tool in kubectl helm; do
+  [[ -x "$FLASHSALE_BIN/$tool" ]] || die "$tool missing from $FLASHSALE_BIN: hack/tools.sh builds it"
+done
+command -v jq >/dev/null || apt_install jq
+kubectl() { "$FLASHSALE_BIN/kubectl" --kubeconfig="$ADMIN_KUBECONFIG" --request-timeout=30s "$@"; }
+helm() { "$FLASHSALE_BIN/helm" --kubeconfig="$ADMIN_KUBECONFIG" "$@"; }
+kubectl get --raw /readyz >/dev/null || die "the API server in $ADMIN_KUBECONFIG does not answer: hack/control-plane.sh up"
+
+# One namespace (and Helm release of the same name) per run, so runs and other tests never meet.
+NS="chart-test-$(date +%s)-$$"
+RELEASE="$NS"
+FULLNAME="$RELEASE-flashsale-operator"
+WORK="$(mktemp -d)"
+OPERATOR_PID=""
+STEP=0
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [[ -n "$OPERATOR_PID" ]] && pid_alive "$OPERATOR_PID"; then
+    kill "$OPERATOR_PID"
+    wait_gone 10 "$OPERATOR_PID" || kill -9 "$OPERATOR_PID"
+  fi
+  if ((rc != 0)) && [[ -f "$WORK/operator.log" ]]; then
+    log "last lines of the operator's log:"
+    tail -n 30 "$WORK/operator.log" >&2
+  fi
+  helm uninstall "$RELEASE" --namespace "$NS" >/dev/null 2>&1
+  # The namespace controller deletes the sales and their children; nobody needs to wait for it.
+  kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1
+  rm -rf "$WORK"
+  if ((rc == 0)); then log "all chart checks passed"; else log "FAILED (exit $rc)"; fi
+}
+trap cleanup EXIT
+
+check() { STEP=$((STEP + 1)); log "check $STEP: $*"; }
+fail() { die "check $STEP failed: $*"; }
+
+# ---------------------------------------------------------------------------------------------
+check "helm lint --strict"
+helm lint --strict "$CHART" >"$WORK/lint.out" 2>&1 || { cat "$WORK/lint.out" >&2; fail "helm lint"; }
+
+check "values.schema.json refuses replicaCount=2 (no leader election)"
+if helm template x "$CHART" --set replicaCount=2 >/dev/null 2>"$WORK/schema.err"; then
+  fail "helm template accepted replicaCount=2"
+fi
+grep -q replicaCount "$WORK/schema.err" || { cat "$WORK/schema.err" >&2; fail "refused, but not for replicaCount"; }
+
+# ---------------------------------------------------------------------------------------------
+check "the chart's CRD is crds/flashsale.yaml (make crds keeps the copy in sync)"
+[[ -s "$CRD" ]] || fail "$CRD is empty or missing: make crds"
+cmp -s "$CRD" "$CHART/files/flashsale.yaml" || fail "charts/flashsale-operator/files/flashsale.yaml differs from $CRD: make crds"
+helm template "$RELEASE" "$CHART" --namespace "$NS" --show-only templates/crd.yaml >"$WORK/chart-crd.yaml"
+# as_json FILE: its objects as a stream of JSON documents, without the namespace kubectl fills in.
+as_json() { kubectl create --dry-run=client -o json -f "$1" | jq 'del(.metadata.namespace)'; }
+as_json "$WORK/chart-crd.yaml" >"$WORK/chart-crd.json"
+as_json "$CRD" >"$WORK/crd.json"
+[[ "$(jq -r '.metadata.annotations["helm.sh/resource-policy"]' "$WORK/chart-crd.json")" == keep ]] ||
+  fail "the chart's CRD lacks helm.sh/resource-policy: keep (helm uninstall would delete every sale)"
+strip='del(.metadata.annotations["helm.sh/resource-policy"]) | del(.metadata.labels)
+       | if .metadata.annotations == {} then del(.metadata.annotations) else . end'
+if ! diff <(jq -S "$strip" "$WORK/chart-crd.json") <(jq -S "$strip" "$WORK/crd.json") >"$WORK/crd.diff"; then
+  head -40 "$WORK/crd.diff" >&2
+  fail "the CRD rendered by the chart differs from $CRD (beyond Helm's annotation and labels)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+check "the Deployment's env is what \`flashsale-operator run\` reads"
+if [[ -z "${FLASHSALE_OPERATOR:-}" ]]; then
+  log "  building the operator (cargo build -p flashsale-operator; a no-op when make test built it)"
+  (cd "$REPO_ROOT" && cargo build -q -p flashsale-operator) || fail "cargo build -p flashsale-operator"
+fi
+"$OPERATOR" run --help >"$WORK/run-help.txt"
+helm template "$RELEASE" "$CHART" --namespace "$NS" --show-only templates/deployment.yaml >"$WORK/deployment.yaml"
+as_json "$WORK/deployment.yaml" >"$WORK/deployment.json"
+[[ "$(jq -c '.spec.template.spec.containers[0].args' "$WORK/deployment.json")" == '["run"]' ]] ||
+  fail "the operator container's args are not [\"run\"]"
+# RUST_LOG is read by tracing's EnvFilter and POD_NAME by the event recorder, not by clap.
+while read -r var; do
+  case "$var" in RUST_LOG | POD_NAME) continue ;; esac
+  grep -q "\[env: $var=" "$WORK/run-help.txt" || fail "the chart sets $var, which flashsale-operator run does not read"
+done < <(jq -r '.spec.template.spec.containers[0].env[].name' "$WORK/deployment.json")
+
+# ---------------------------------------------------------------------------------------------
+kubectl create namespace "$NS" >/dev/null
+VALUE_SETS=(
+  ""
+  "crds.install=false,replicaCount=0,logFormat=text,logLevel=debug"
+  "rbac.create=false,serviceAccount.create=false,serviceAccount.name=custom,metrics.service.enabled=false"
+)
+for values in "${VALUE_SETS[@]}"; do
+  check "helm template ${values:-(default values)} accepted by the API server (server-side dry run)"
+  helm template "$RELEASE" "$CHART" --namespace "$NS" ${values:+--set "$values"} >"$WORK/rendered.yaml"
+  # Server-side apply with --force-conflicts: the CRD may already exist, applied by other tests.
+  kubectl apply --dry-run=server --server-side --force-conflicts --field-manager=chart-test \
+    --namespace "$NS" -f "$WORK/rendered.yaml" >"$WORK/dry-run.out" 2>&1 ||
+    { cat "$WORK/dry-run.out" >&2; fail "the API server refused the rendered chart"; }
+  sed 's/^/    /' "$WORK/dry-run.out" >&2
+done
+
+# ---------------------------------------------------------------------------------------------
+check "install crds/flashsale.yaml and wait until it is Established"
+kubectl apply --server-side --force-conflicts --field-manager=chart-test -f "$CRD" >/dev/null
+kubectl wait --for=condition=Established --timeout=60s crd/flashsales.flashsale.dev >/dev/null
+
+for example in "$REPO_ROOT"/examples/*.yaml; do
+  check "examples/$(basename "$example") accepted by the API server (server-side dry run)"
+  kubectl apply --dry-run=server --namespace "$NS" -f "$example" >"$WORK/dry-run.out" 2>&1 ||
+    { cat "$WORK/dry-run.out" >&2; fail "the API server refused $example"; }
+  sed 's/^/    /' "$WORK/dry-run.out" >&2
+done
+
+check "a FlashSale breaking a CEL rule (minReplicas > maxReplicas) is refused by the same dry run"
+jq '.spec.capacity.minReplicas = 9 | .spec.capacity.maxReplicas = 3' \
+  <(as_json "$REPO_ROOT/examples/redis.yaml") >"$WORK/broken.json"
+if kubectl apply --dry-run=server --namespace "$NS" -f "$WORK/broken.json" >"$WORK/broken.out" 2>&1; then
+  fail "the API server accepted minReplicas > maxReplicas"
+fi
+grep -q "minReplicas must not exceed" "$WORK/broken.out" || { cat "$WORK/broken.out" >&2; fail "refused for another reason"; }
+
+# ---------------------------------------------------------------------------------------------
+# token_kubeconfig SERVICEACCOUNT FILE: a kubeconfig that authenticates as that ServiceAccount only.
+token_kubeconfig() {
+  local token server ca
+  token="$(kubectl create token "$1" --namespace "$NS" --duration=1h)"
+  server="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')"
+  ca="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')"
+  [[ -n "$ca" ]] || ca="$(base64 -w0 <"$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')")"
+  cat >"$2" <<EOF
+apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: "$server", certificate-authority-data: "$ca"}}]
+users: [{name: $1, user: {token: "$token"}}]
+contexts: [{name: test, context: {cluster: test, user: $1, namespace: $NS}}]
+current-context: test
+EOF
+}
+
+free_port() {
+  local p
+  for p in $(seq 18480 18499); do port_busy "$p" || { echo "$p"; return 0; }; done
+  die "no free port in 18480-18499 for the operator's HTTP endpoints"
+}
+
+check "negative control: the operator with a ServiceAccount the chart did not bind is refused (forbidden)"
+kubectl create serviceaccount nobody --namespace "$NS" >/dev/null
+token_kubeconfig nobody "$WORK/nobody.kubeconfig"
+if KUBECONFIG="$WORK/nobody.kubeconfig" WATCH_NAMESPACE="$NS" HTTP_ADDR="127.0.0.1:$(free_port)" \
+  timeout 60 "$OPERATOR" run >"$WORK/nobody.log" 2>&1; then
+  fail "the operator ran without any permission"
+fi
+grep -qi forbidden "$WORK/nobody.log" || { cat "$WORK/nobody.log" >&2; fail "it failed, but not with forbidden"; }
+
+check "helm install (RBAC, ServiceAccount; operator Deployment at 0 replicas, CRD already installed)"
+helm install "$RELEASE" "$CHART" --namespace "$NS" --set replicaCount=0 --set crds.install=false \
+  --wait --timeout 2m >"$WORK/install.out" 2>&1 || { cat "$WORK/install.out" >&2; fail "helm install"; }
+
+check "the real operator, authenticated as the chart's ServiceAccount, reconciles sales without a forbidden"
+token_kubeconfig "$FULLNAME" "$WORK/operator.kubeconfig"
+PORT="$(free_port)"
+# Limited to the test namespace: other tests' sales are not this operator's business.
+KUBECONFIG="$WORK/operator.kubeconfig" WATCH_NAMESPACE="$NS" HTTP_ADDR="127.0.0.1:$PORT" LOG_FORMAT=text \
+  RUST_LOG="info,flashsale_operator=debug" "$OPERATOR" run >"$WORK/operator.log" 2>&1 &
+OPERATOR_PID=$!
+wait_until 60 "operator /readyz on 127.0.0.1:$PORT" "$OPERATOR_PID" curl -sf "http://127.0.0.1:$PORT/readyz"
+
+# The examples as they are, but with ClusterIP Services: node port 30080 is cluster-wide and
+# not this test's to take.
+apply_example() {
+  as_json "$REPO_ROOT/examples/$1" | jq 'if .kind == "FlashSale" then del(.spec.bookingApp.service) else . end' |
+    kubectl apply --namespace "$NS" -f - >/dev/null
+}
+sale() { kubectl get flashsale "$1" --namespace "$NS" -o json; }
+no_forbidden() {
+  if grep -i forbidden "$WORK/operator.log" >&2; then fail "the operator was forbidden something (lines above)"; fi
+  pid_alive "$OPERATOR_PID" || fail "the operator exited"
+}
+# wait_for SECONDS DESCRIPTION CMD...: like wait_until, but also stops at the first forbidden.
+wait_for() {
+  local timeout="$1" what="$2" start=$SECONDS; shift 2
+  until "$@" >/dev/null 2>&1; do
+    no_forbidden
+    ((SECONDS - start < timeout)) || fail "$what: not after ${timeout}s"
+    sleep 1
+  done
+  log "  $what (${timeout}s allowed, took $((SECONDS - start))s)"
+}
+status_written() { sale "$1" | jq -e '.status.observedGeneration == .metadata.generation and .status.phase != null'; }
+phase_is() { sale "$1" | jq -e --arg p "$2" '.status.phase == $p'; }
+has() { # KIND NAME: the object exists in the test namespace
+  kubectl get "$1" "$2" --namespace "$NS"
+}
+children_of() { # SALE: kinds of the sale's children present, sorted, comma-joined
+  kubectl get secrets,services,statefulsets,deployments,poddisruptionbudgets --namespace "$NS" \
+    -l "app.kubernetes.io/instance=$1" -o json | jq -r '[.items[].kind] | unique | join(",")'
+}
+children_complete() { [[ "$(children_of "$1")" == "Deployment,PodDisruptionBudget,Secret,Service,StatefulSet" ]]; }
+
+apply_example redis.yaml
+apply_example external-postgres.yaml
+wait_for "$RECONCILE_TIMEOUT" "tour-redis: Secret, Services, StatefulSets, PDB, Deployments created" children_complete tour-redis
+wait_for "$RECONCILE_TIMEOUT" "tour-redis: status written for the current generation" status_written tour-redis
+wait_for "$RECONCILE_TIMEOUT" "tour-redis: Ready (pods Ready on the kwok nodes)" phase_is tour-redis Ready
+wait_for "$RECONCILE_TIMEOUT" "tour-external-db: status written (reads the external store's Secret)" status_written tour-external-db
+
+# A stage change drains the old stage with a Job and deletes what the new stage does not use:
+# the create and delete verbs the steps above never needed.
+kubectl patch flashsale tour-redis --namespace "$NS" --type=merge -p '{"spec":{"stage":"postgres"}}' >/dev/null
+stage_is() { sale "$1" | jq -e --arg s "$2" '.status.stage == $s'; }
+redis_gone() { ! has statefulset tour-redis-redis; }
+wait_for "$RECONCILE_TIMEOUT" "tour-redis moved to stage postgres (drain Job ran)" stage_is tour-redis postgres
+wait_for "$RECONCILE_TIMEOUT" "tour-redis: its Redis StatefulSet deleted" redis_gone
+wait_for "$RECONCILE_TIMEOUT" "tour-redis: Ready again" phase_is tour-redis Ready
+no_forbidden
+log "  the operator's log has no \"forbidden\" ($(wc -l <"$WORK/operator.log") lines)"
