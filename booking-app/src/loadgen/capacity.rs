@@ -165,7 +165,7 @@ where
         let measured = measure(rate).await?;
         let breach = breach(&slo, rate, &measured);
         let pass = breach.is_none();
-        tracing::info!(rate, p99_ms = measured.p99_ms, error_rate = measured.error_rate, pass, "capacity step");
+        tracing::debug!(rate, p99_ms = measured.p99_ms, error_rate = measured.error_rate, pass, "capacity step");
         search.observe(rate, pass);
         steps.push(Step { rate, measured, pass, breach });
     }

@@ -108,33 +108,89 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    fn violated(&self) -> bool {
+    pub fn violated(&self) -> bool {
         self.invariants.as_ref().is_some_and(|i| !i.ok)
     }
+}
+
+/// A capacity search, the calibration result derived from it, and every step's run.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapacityRun {
+    pub capacity: CapacityResult,
+    pub calibration: CalibrationResult,
+    pub runs: Vec<RunResult>,
 }
 
 /// Runs `booking-app loadgen` to completion and prints its results. A violated invariant or a
 /// capacity search with no answer is an error after the report is printed (see `exit_code`).
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
-    args.validate().map_err(LoadgenError::Invalid)?;
-    let pool = args.concurrency as usize;
-    let client = ApiClient::new(&args.url, pool, args.request_timeout).map_err(LoadgenError::from)?;
-    let session = Session { args, client };
-    if session.args.find_capacity {
-        session.find_capacity().await?;
+    let session = Session::new(args)?;
+    let a = &session.args;
+    if a.find_capacity {
+        let found = session.capacity().await?;
+        if let Some(path) = &a.termination_message_path {
+            let text = serde_json::to_string(&found.calibration).expect("a CalibrationResult always serializes");
+            std::fs::write(path, text).map_err(|source| LoadgenError::Write { path: path.clone(), source })?;
+        }
+        if a.json {
+            println!("{}", serde_json::json!({"url": a.url, "seed": a.seed, "result": found}));
+        } else {
+            let slo = found.capacity.slo;
+            match found.capacity.capacity_rps {
+                Some(rps) => println!(
+                    "capacity: {rps:.1} req/s within p99 <= {} ms and error rate <= {} (p99 there {:.2} ms)",
+                    slo.p99_ms, slo.max_error_rate, found.calibration.p99_ms
+                ),
+                None => println!("capacity: no rate met the SLO (p99 <= {} ms)", slo.p99_ms),
+            }
+            for run in found.runs.iter().filter(|r| r.violated()) {
+                if let Some(inv) = &run.invariants {
+                    print!("{inv}");
+                }
+            }
+        }
+        if found.runs.iter().any(RunResult::violated) {
+            return Err(LoadgenError::InvariantsViolated.into());
+        }
+        if found.capacity.capacity_rps.is_none() {
+            return Err(LoadgenError::NoCapacity.into());
+        }
     } else {
-        session.single_run().await?;
+        let result = session.sale().await?;
+        if a.json {
+            println!("{}", serde_json::json!({"url": a.url, "seed": a.seed, "run": result}));
+        } else {
+            print!("{}", result.report);
+            if let Some(inv) = &result.invariants {
+                print!("{inv}");
+            }
+        }
+        if result.violated() {
+            return Err(LoadgenError::InvariantsViolated.into());
+        }
     }
     Ok(())
 }
 
-struct Session {
+/// loadgen bound to one booking-app: the library entry point (`run` is the CLI around it).
+pub struct Session {
     args: LoadgenArgs,
     client: ApiClient,
 }
 
 impl Session {
-    async fn single_run(&self) -> Result<(), LoadgenError> {
+    pub fn new(args: LoadgenArgs) -> Result<Self, LoadgenError> {
+        args.validate().map_err(LoadgenError::Invalid)?;
+        let client = ApiClient::new(&args.url, args.concurrency as usize, args.request_timeout)?;
+        Ok(Self { args, client })
+    }
+
+    pub fn client(&self) -> &ApiClient {
+        &self.client
+    }
+
+    /// One sale at `--concurrency` (closed loop) or `--rate` (open loop), then its check.
+    pub async fn sale(&self) -> Result<RunResult, LoadgenError> {
         let a = &self.args;
         let shape = match a.rate {
             Some(rate) => LoadShape::Open { rate, max_in_flight: a.concurrency as usize },
@@ -152,20 +208,11 @@ impl Session {
                 a.seed
             );
         }
-        let result = self.measure(shape, event, "sale".into()).await?;
-        if a.json {
-            let doc = serde_json::json!({"url": a.url, "seed": a.seed, "run": result});
-            println!("{doc}");
-        } else {
-            print!("{}", result.report);
-            if let Some(inv) = &result.invariants {
-                print!("{inv}");
-            }
-        }
-        if result.violated() { Err(LoadgenError::InvariantsViolated) } else { Ok(()) }
+        self.measure(shape, event, "sale".into()).await
     }
 
-    async fn find_capacity(&self) -> Result<(), LoadgenError> {
+    /// `--find-capacity`: one open-loop run per step; each step's line is printed as it ends.
+    pub async fn capacity(&self) -> Result<CapacityRun, LoadgenError> {
         let a = &self.args;
         let slo = Slo { p99_ms: a.slo_p99_ms, max_error_rate: a.max_error_rate };
         let config = SearchConfig {
@@ -174,7 +221,7 @@ impl Session {
             ..SearchConfig::default()
         };
         let runs: Mutex<Vec<RunResult>> = Mutex::new(Vec::new());
-        let result = capacity::find_capacity(config, slo, |rate| {
+        let capacity = capacity::find_capacity(config, slo, |rate| {
             let runs = &runs;
             async move {
                 let shape = LoadShape::Open { rate, max_in_flight: a.concurrency as usize };
@@ -198,37 +245,8 @@ impl Session {
         })
         .await?;
         let runs = runs.into_inner().expect("no panics while holding it");
-        let calibration = CalibrationResult::from_capacity(&result);
-        if let Some(path) = &a.termination_message_path {
-            let text = serde_json::to_string(&calibration).expect("a CalibrationResult always serializes");
-            std::fs::write(path, text).map_err(|source| LoadgenError::Write { path: path.clone(), source })?;
-        }
-        if a.json {
-            let doc = serde_json::json!({
-                "url": a.url, "seed": a.seed, "capacity": result, "calibration": calibration, "runs": runs,
-            });
-            println!("{doc}");
-        } else {
-            match result.capacity_rps {
-                Some(rps) => println!(
-                    "capacity: {rps:.1} req/s within p99 <= {} ms and error rate <= {} (p99 there {:.2} ms)",
-                    slo.p99_ms, slo.max_error_rate, calibration.p99_ms
-                ),
-                None => println!("capacity: no rate down to {} req/s met the SLO", config.min_rate),
-            }
-            for run in runs.iter().filter(|r| r.violated()) {
-                if let Some(inv) = &run.invariants {
-                    print!("{inv}");
-                }
-            }
-        }
-        if runs.iter().any(RunResult::violated) {
-            Err(LoadgenError::InvariantsViolated)
-        } else if result.capacity_rps.is_none() {
-            Err(LoadgenError::NoCapacity)
-        } else {
-            Ok(())
-        }
+        let calibration = CalibrationResult::from_capacity(&capacity);
+        Ok(CapacityRun { capacity, calibration, runs })
     }
 
     /// The event to book: `--event-id` as it is now, or a new one.
