@@ -1,0 +1,317 @@
+//! Calibration: measuring what one booking-app pod sustains within the sale's p99 SLO. When the
+//! spec pins no `capacity.perPodRps` and status holds no measurement for the current stage, image
+//! and SLO (or `flashsale.dev/recalibrate` changed), the operator runs one scratch booking-app pod
+//! and a Job running `booking-app loadgen --find-capacity` against it; the Job's pod returns a
+//! `CalibrationResult` in its termination message. This file decides (pure); `objects` builds the
+//! pod, Service and Job; `observe` reads the Job back.
+
+pub mod objects;
+pub mod observe;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::crd::{CalibrationAttempt, CalibrationRecord};
+use crate::schedule::{from_time, to_time};
+use crate::stage::Stage;
+
+/// Changing this annotation's value asks for a new measurement (e.g. `kubectl annotate fs/x
+/// flashsale.dev/recalibrate="$(date +%s)" --overwrite`).
+pub const RECALIBRATE_ANNOTATION: &str = "flashsale.dev/recalibrate";
+
+/// First retry delay after a failed calibration; doubled per failure up to `MAX_BACKOFF`.
+pub const FIRST_BACKOFF: TimeDelta = TimeDelta::seconds(30);
+pub const MAX_BACKOFF: TimeDelta = TimeDelta::minutes(30);
+
+/// How long the scratch pod may take to become Ready before the attempt counts as failed.
+pub const SERVER_READY_TIMEOUT: TimeDelta = TimeDelta::minutes(10);
+
+/// What `booking-app loadgen --find-capacity --termination-message-path /dev/termination-log`
+/// writes (booking-app/src/loadgen/mod.rs has the writer's copy; a test here checks the two agree):
+/// one JSON object, `{"perPodRps":4210.5,"sloP99Ms":200,"p99Ms":183.2,"errorRate":0.001}`.
+/// Kubernetes keeps at most 4096 bytes of a termination message; this is under 100.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CalibrationResult {
+    /// Highest arrival rate one pod sustained within the SLO (0 when none did).
+    pub per_pod_rps: f64,
+    /// The SLO the search used (echoed, so a mismatch is caught).
+    pub slo_p99_ms: u64,
+    /// p99 latency at that rate.
+    pub p99_ms: f64,
+    /// Share of failed requests at that rate.
+    #[serde(default)]
+    pub error_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResultError {
+    #[error("the loadgen container ended without a termination message")]
+    Missing,
+    #[error("termination message is not a CalibrationResult: {0}")]
+    Unreadable(String),
+    #[error("loadgen measured against a p99 SLO of {got} ms, the sale asks for {want} ms")]
+    SloMismatch { got: u64, want: u32 },
+    #[error("no rate met the SLO: p99 {p99_ms} ms, error rate {error_rate} at the lowest rate tried")]
+    NoCapacity { p99_ms: f64, error_rate: f64 },
+    #[error("loadgen reported p99 {p99_ms} ms above the {slo_p99_ms} ms SLO")]
+    AboveSlo { p99_ms: f64, slo_p99_ms: u32 },
+}
+
+impl CalibrationResult {
+    /// Reads and checks a termination message; anything doubtful is an error, never a guess.
+    pub fn parse(message: &str, slo_p99_ms: u32) -> Result<Self, ResultError> {
+        let message = message.trim();
+        if message.is_empty() {
+            return Err(ResultError::Missing);
+        }
+        let result: CalibrationResult =
+            serde_json::from_str(message).map_err(|e| ResultError::Unreadable(e.to_string()))?;
+        if result.slo_p99_ms != u64::from(slo_p99_ms) {
+            return Err(ResultError::SloMismatch { got: result.slo_p99_ms, want: slo_p99_ms });
+        }
+        if !(result.per_pod_rps.is_finite() && result.per_pod_rps > 0.0) {
+            return Err(ResultError::NoCapacity { p99_ms: result.p99_ms, error_rate: result.error_rate });
+        }
+        if !(result.p99_ms.is_finite() && result.p99_ms >= 0.0 && result.p99_ms <= f64::from(slo_p99_ms)) {
+            return Err(ResultError::AboveSlo { p99_ms: result.p99_ms, slo_p99_ms });
+        }
+        Ok(result)
+    }
+}
+
+/// What a measurement is valid for: another stage, image or SLO measures another pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CalibrationKey {
+    pub stage: Stage,
+    pub image: String,
+    pub slo_p99_ms: u32,
+    /// The `flashsale.dev/recalibrate` annotation's value when asked.
+    pub recalibrate: Option<String>,
+}
+
+impl CalibrationKey {
+    /// The record measured this stage, image and SLO (whatever recalibration asked for).
+    pub fn same_pod(&self, record: &CalibrationRecord) -> bool {
+        record.stage == self.stage
+            && record.image == self.image
+            && record.slo_p99_ms == self.slo_p99_ms
+            && record.per_pod_rps.is_finite()
+            && record.per_pod_rps > 0.0
+    }
+
+    /// The record answers this key, including the latest recalibration request.
+    pub fn matches_record(&self, record: &CalibrationRecord) -> bool {
+        self.same_pod(record) && record.recalibrate == self.recalibrate
+    }
+
+    pub fn matches_attempt(&self, attempt: &CalibrationAttempt) -> bool {
+        attempt.stage == self.stage
+            && attempt.image == self.image
+            && attempt.slo_p99_ms == self.slo_p99_ms
+            && attempt.recalibrate == self.recalibrate
+    }
+
+    /// 8 hex digits naming the calibration objects of this key. FNV-1a: stable across Rust
+    /// releases, unlike `DefaultHasher`, so a new operator build finds the objects an old one made.
+    pub fn digest(&self) -> String {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let text = format!(
+            "{}\0{}\0{}\0{}",
+            self.stage,
+            self.image,
+            self.slo_p99_ms,
+            self.recalibrate.as_deref().unwrap_or("")
+        );
+        for byte in text.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{:08x}", hash >> 32)
+    }
+}
+
+/// Delay before retry number `failures` (1 = after the first failure): 30 s, 1 min, 2 min, …, 30 min.
+pub fn backoff(failures: u32) -> TimeDelta {
+    let doublings = failures.saturating_sub(1).min(16);
+    (FIRST_BACKOFF * (1_i32 << doublings)).min(MAX_BACKOFF)
+}
+
+/// How the calibration Job and its scratch pod look right now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobState {
+    /// No Job for the current attempt exists.
+    Absent,
+    Running,
+    Succeeded(CalibrationResult),
+    Failed(String),
+}
+
+/// What `observe` found for the current attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub server_ready: bool,
+    pub job: JobState,
+}
+
+/// Everything `assess` needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// The FlashSale's name (object names derive from it).
+    pub sale: &'a str,
+    pub key: &'a CalibrationKey,
+    pub pinned: Option<f64>,
+    pub record: Option<&'a CalibrationRecord>,
+    pub attempt: Option<&'a CalibrationAttempt>,
+    /// The stores the scratch pod needs answer (StoresReady).
+    pub stores_ready: bool,
+    pub observation: &'a Observation,
+    pub now: DateTime<Utc>,
+}
+
+/// What the reconcile does with calibration this pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// Capacity to size with; `None` means calibrate first.
+    pub per_pod_rps: Option<f64>,
+    /// Status `calibration` (kept when pinned, so unpinning reuses a valid measurement).
+    pub record: Option<CalibrationRecord>,
+    /// Status `calibrationAttempt`.
+    pub attempt: Option<CalibrationAttempt>,
+    /// Objects to keep applied; `None` lets the applier delete any leftovers.
+    pub run: Option<Run>,
+    /// The Calibrated condition.
+    pub calibrated: bool,
+    pub reason: &'static str,
+    pub message: String,
+    pub requeue_at: Option<DateTime<Utc>>,
+}
+
+/// The calibration objects to apply this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub key: CalibrationKey,
+    /// Attempt number (1-based), part of the object names so a retry never meets a dying Job.
+    pub attempt: u32,
+    /// Create the loadgen Job: only once the scratch pod is Ready, so loadgen measures a warm pod.
+    pub with_job: bool,
+}
+
+/// Decides this pass. Every value written to status is stable between passes while nothing
+/// changes (no "now" in it unless something happened), so a status write never wakes a loop.
+pub fn assess(inputs: &Inputs<'_>) -> Assessment {
+    let key = inputs.key;
+    let kept = inputs.record.cloned();
+    if let Some(pinned) = inputs.pinned {
+        return settled(
+            Some(pinned),
+            kept,
+            "Pinned",
+            format!("capacity.perPodRps pinned at {pinned} rps: no calibration"),
+        );
+    }
+    if let Some(record) = inputs.record.filter(|r| key.matches_record(r)) {
+        let message = format!(
+            "{} rps per pod at p99 <= {} ms, measured {} at stage {}",
+            record.per_pod_rps, record.slo_p99_ms, record.measured_at.0, record.stage
+        );
+        return settled(Some(record.per_pod_rps), kept, "Measured", message);
+    }
+    // A recalibration the user asked for keeps sizing with the old measurement of the same
+    // stage, image and SLO meanwhile: a live sale must not drop to minReplicas for a re-measure.
+    let per_pod_rps = inputs.record.filter(|r| key.same_pod(r)).map(|r| r.per_pod_rps);
+    let mut attempt = inputs.attempt.filter(|a| key.matches_attempt(a)).cloned().unwrap_or_else(|| fresh_attempt(key));
+    let pending = |attempt: CalibrationAttempt, run: Option<Run>, reason, message, requeue_at| Assessment {
+        per_pod_rps,
+        record: kept.clone(),
+        attempt: Some(attempt),
+        run,
+        calibrated: false,
+        reason,
+        message,
+        requeue_at,
+    };
+    if let Some(retry_at) = attempt.retry_at.as_ref().map(from_time) {
+        if inputs.now < retry_at {
+            let message = format!(
+                "calibration failed {} time(s), last: {}; retrying at {}",
+                attempt.failures,
+                attempt.last_error.as_deref().unwrap_or("unknown"),
+                to_time(retry_at).0
+            );
+            return pending(attempt, None, "CalibrationFailed", message, Some(retry_at));
+        }
+        attempt.retry_at = None;
+        attempt.started_at = None;
+    }
+    if !inputs.stores_ready {
+        return pending(attempt, None, "WaitingForStores", "calibration starts once the stores are ready".into(), None);
+    }
+    let number = attempt.failures + 1;
+    let started_at = attempt.started_at.as_ref().map_or(inputs.now, from_time);
+    attempt.started_at = Some(to_time(started_at));
+    let failure = match &inputs.observation.job {
+        JobState::Succeeded(result) => {
+            let record = CalibrationRecord {
+                stage: key.stage,
+                image: key.image.clone(),
+                slo_p99_ms: key.slo_p99_ms,
+                per_pod_rps: result.per_pod_rps,
+                measured_at: to_time(inputs.now),
+                job: Some(objects::job_name(inputs.sale, key, number)),
+                recalibrate: key.recalibrate.clone(),
+            };
+            let message = format!(
+                "{} rps per pod at p99 {} ms <= {} ms, measured at stage {}",
+                result.per_pod_rps, result.p99_ms, key.slo_p99_ms, key.stage
+            );
+            return settled(Some(result.per_pod_rps), Some(record), "Measured", message);
+        }
+        JobState::Failed(error) => Some(error.clone()),
+        JobState::Absent | JobState::Running => (!inputs.observation.server_ready
+            && inputs.now - started_at >= SERVER_READY_TIMEOUT)
+            .then(|| format!("the calibration pod was not Ready after {} minutes", SERVER_READY_TIMEOUT.num_minutes())),
+    };
+    if let Some(error) = failure {
+        attempt.failures = number;
+        let retry_at = inputs.now + backoff(number);
+        attempt.retry_at = Some(to_time(retry_at));
+        attempt.last_error = Some(error.clone());
+        let message = format!("calibration attempt {number} failed: {error}; retrying at {}", to_time(retry_at).0);
+        return pending(attempt, None, "CalibrationFailed", message, Some(retry_at));
+    }
+    let with_job = inputs.observation.server_ready;
+    let message = if with_job {
+        format!("loadgen is finding the rate one pod serves at stage {} with p99 <= {} ms", key.stage, key.slo_p99_ms)
+    } else {
+        format!("starting a scratch booking-app pod at stage {} to measure", key.stage)
+    };
+    // Without a Ready pod nothing may wake the reconcile in time to notice the timeout.
+    let requeue_at = (!with_job).then_some(started_at + SERVER_READY_TIMEOUT);
+    pending(attempt, Some(Run { key: key.clone(), attempt: number, with_job }), "Calibrating", message, requeue_at)
+}
+
+fn fresh_attempt(key: &CalibrationKey) -> CalibrationAttempt {
+    CalibrationAttempt {
+        stage: key.stage,
+        image: key.image.clone(),
+        slo_p99_ms: key.slo_p99_ms,
+        recalibrate: key.recalibrate.clone(),
+        failures: 0,
+        started_at: None,
+        retry_at: None,
+        last_error: None,
+    }
+}
+
+fn settled(
+    per_pod_rps: Option<f64>,
+    record: Option<CalibrationRecord>,
+    reason: &'static str,
+    message: String,
+) -> Assessment {
+    Assessment { per_pod_rps, record, attempt: None, run: None, calibrated: true, reason, message, requeue_at: None }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+//! The calibration objects, built without I/O: a one-replica booking-app Deployment exactly like
+//! the sale's API pods (same image, resources, stores, pool) but selected by no sale Service, a
+//! Service in front of it alone, and the Job running loadgen against that Service.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, ResourceRequirements, Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{CalibrationKey, Run};
+use crate::contract;
+use crate::reconcile::desired::booking_app;
+use crate::reconcile::desired::labels::{self, Component};
+use crate::reconcile::desired::names;
+use crate::reconcile::desired::pod::{container_security, meta};
+use crate::reconcile::sizing::Sizing;
+use crate::reconcile::validate::Sale;
+
+/// Pod label naming one calibration attempt, so its Service selects that attempt's pod only.
+pub const ATTEMPT_LABEL: &str = "flashsale.dev/calibration";
+
+/// The loadgen contract (booking-app/src/loadgen/args.rs; a test checks these flags exist there).
+pub const CMD_LOADGEN: &str = "loadgen";
+pub const FLAG_URL: &str = "--url";
+pub const FLAG_FIND_CAPACITY: &str = "--find-capacity";
+pub const FLAG_SLO_P99_MS: &str = "--slo-p99-ms";
+pub const FLAG_TERMINATION_MESSAGE_PATH: &str = "--termination-message-path";
+pub const FLAG_NO_PROGRESS: &str = "--no-progress";
+
+/// Where the kubelet reads a container's termination message (the Kubernetes default).
+pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+/// Name of the loadgen container, which `observe` reads the result from.
+pub const LOADGEN_CONTAINER: &str = "loadgen";
+/// A search of ~15 steps of 12 s each takes minutes; past this the Job fails and is retried.
+pub const JOB_DEADLINE_SECONDS: i64 = 30 * 60;
+
+/// `<sale>-cal-<8 hex>`: the digest covers the key and the attempt number, so a retry never
+/// meets the previous attempt's objects while they are being deleted. At most 52 characters.
+pub fn server_name(sale: &str, key: &CalibrationKey, attempt: u32) -> String {
+    format!("{sale}-cal-{}", attempt_digest(key, attempt))
+}
+
+/// `<sale>-cal-<8 hex>-lg`, at most 55 characters (a Job's name becomes a label value: <= 63).
+pub fn job_name(sale: &str, key: &CalibrationKey, attempt: u32) -> String {
+    format!("{}-lg", server_name(sale, key, attempt))
+}
+
+fn attempt_digest(key: &CalibrationKey, attempt: u32) -> String {
+    CalibrationKey {
+        recalibrate: Some(format!("{}#{attempt}", key.recalibrate.as_deref().unwrap_or(""))),
+        ..key.clone()
+    }
+    .digest()
+}
+
+/// Where loadgen finds the scratch pod.
+pub fn server_url(sale: &Sale, run: &Run) -> String {
+    let service = server_name(&sale.name, &run.key, run.attempt);
+    format!("http://{}:{}", names::service_host(&service, &sale.namespace), contract::HTTP_PORT)
+}
+
+/// The objects of `run`: the scratch Deployment and its Service, plus the Job once the pod is Ready.
+pub fn build(sale: &Sale, run: &Run, sizing: &Sizing) -> (Deployment, Service, Option<Job>) {
+    let stage = run.key.stage;
+    let name = server_name(&sale.name, &run.key, run.attempt);
+    let attempt = BTreeMap::from([(ATTEMPT_LABEL.to_string(), attempt_digest(&run.key, run.attempt))]);
+
+    let container = booking_app::container(sale, stage, sizing, vec![contract::CMD_SERVE.into()], true);
+    let mut deployment = booking_app::deployment(sale, name.clone(), Component::Calibration, stage, 1, container);
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.selector.match_labels.get_or_insert_with(BTreeMap::new).extend(attempt.clone());
+        if let Some(template_meta) = spec.template.metadata.as_mut() {
+            template_meta.labels.get_or_insert_with(BTreeMap::new).extend(attempt.clone());
+        }
+    }
+
+    let mut selector = labels::selector(&sale.name, Component::Calibration, Some(stage));
+    selector.extend(attempt);
+    let service = Service {
+        metadata: meta(sale, name, Component::Calibration, Some(stage)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![ServicePort {
+                name: Some(contract::HTTP_PORT_NAME.into()),
+                port: contract::HTTP_PORT,
+                target_port: Some(IntOrString::String(contract::HTTP_PORT_NAME.into())),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+
+    let job = run.with_job.then(|| loadgen_job(sale, run, sizing));
+    (deployment, service, job)
+}
+
+fn loadgen_job(sale: &Sale, run: &Run, sizing: &Sizing) -> Job {
+    let stage = run.key.stage;
+    // Image, pull policy and entrypoint as every booking-app container has them; nothing else.
+    let base = booking_app::container(sale, stage, sizing, vec![CMD_LOADGEN.into()], false);
+    let container = Container {
+        name: LOADGEN_CONTAINER.into(),
+        image: base.image,
+        image_pull_policy: base.image_pull_policy,
+        command: base.command,
+        args: Some(vec![
+            CMD_LOADGEN.into(),
+            FLAG_URL.into(),
+            server_url(sale, run),
+            FLAG_FIND_CAPACITY.into(),
+            FLAG_SLO_P99_MS.into(),
+            run.key.slo_p99_ms.to_string(),
+            FLAG_TERMINATION_MESSAGE_PATH.into(),
+            TERMINATION_MESSAGE_PATH.into(),
+            FLAG_NO_PROGRESS.into(),
+        ]),
+        termination_message_path: Some(TERMINATION_MESSAGE_PATH.into()),
+        termination_message_policy: Some("File".into()),
+        // The generator must not be what saturates: twice the CPU of the pod it measures, and no
+        // CPU limit so it can take more where the node has it.
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("2".into())),
+                ("memory".to_string(), Quantity("256Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([("memory".to_string(), Quantity("1Gi".into()))])),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(container_security(true)),
+        ..Container::default()
+    };
+    let name = job_name(&sale.name, &run.key, run.attempt);
+    Job {
+        metadata: meta(sale, name, Component::CalibrationLoad, Some(stage)),
+        spec: Some(JobSpec {
+            // Retries are the operator's, with backoff and a condition saying why.
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(JOB_DEADLINE_SECONDS),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels::labels(&sale.name, Component::CalibrationLoad, Some(stage))),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(booking_app::pod_spec(container, Some("Never"))),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{sale, sizing};
+    use crate::stage::Stage;
+
+    fn run(with_job: bool) -> Run {
+        let key = CalibrationKey { stage: Stage::Redis, image: "img:1".into(), slo_p99_ms: 150, recalibrate: None };
+        Run { key, attempt: 1, with_job }
+    }
+
+    #[test]
+    fn names_fit_dns_labels_and_differ_per_attempt() {
+        let key = run(false).key;
+        let long = "a".repeat(40);
+        assert!(job_name(&long, &key, u32::MAX).len() <= 63);
+        assert_ne!(server_name("s", &key, 1), server_name("s", &key, 2));
+        assert_eq!(job_name("s", &key, 1), format!("{}-lg", server_name("s", &key, 1)));
+    }
+
+    #[test]
+    fn scratch_pod_is_an_api_pod_that_no_sale_service_selects() {
+        let sale = sale("s", Stage::Redis);
+        let (deployment, service, job) = build(&sale, &run(false), &sizing(3));
+        assert!(job.is_none(), "loadgen waits for a Ready pod");
+        let spec = deployment.spec.unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
+        let container = &spec.template.spec.unwrap().containers[0];
+        assert_eq!(container.args.as_deref(), Some(&["serve".to_string()][..]));
+        let env: BTreeMap<_, _> = container.env.clone().unwrap().into_iter().map(|e| (e.name, e.value)).collect();
+        assert_eq!(env["STAGE"].as_deref(), Some("redis"));
+        let api_selector = labels::selector("s", Component::BookingApi, Some(Stage::Redis));
+        assert!(
+            !api_selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+            "the sale's Service must not route to it"
+        );
+        let own_selector = service.spec.unwrap().selector.unwrap();
+        assert!(own_selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "its own Service routes to it");
+        assert!(own_selector.contains_key(ATTEMPT_LABEL));
+    }
+
+    #[test]
+    fn loadgen_job_writes_its_result_as_the_termination_message() {
+        let sale = sale("s", Stage::Redis);
+        let (_, _, job) = build(&sale, &run(true), &sizing(3));
+        let job = job.unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some(job_name("s", &run(true).key, 1).as_str()));
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let c = &pod.containers[0];
+        assert_eq!(c.name, LOADGEN_CONTAINER);
+        assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
+        let args = c.args.clone().unwrap().join(" ");
+        assert!(args.starts_with("loadgen --url http://s-cal-"), "{args}");
+        assert!(args.contains(".ns.svc:8080 --find-capacity --slo-p99-ms 150"), "{args}");
+        assert!(args.contains("--termination-message-path /dev/termination-log"), "{args}");
+        assert!(c.env.as_ref().is_none_or(Vec::is_empty), "loadgen needs no store credentials");
+    }
+
+    #[test]
+    fn loadgen_flags_exist_in_booking_app() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../booking-app/src/loadgen/args.rs");
+        let source = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        for flag in [FLAG_URL, FLAG_FIND_CAPACITY, FLAG_SLO_P99_MS, FLAG_TERMINATION_MESSAGE_PATH, FLAG_NO_PROGRESS] {
+            let field = format!("pub {}:", flag.trim_start_matches("--").replace('-', "_"));
+            assert!(source.contains(&field), "booking-app loadgen has no {flag} (no `{field}` in {path})");
+        }
+    }
+}

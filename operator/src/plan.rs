@@ -1,0 +1,131 @@
+//! `flashsale-operator plan`: the roadmap's unit-capacity table for a target, from a per-pod rate
+//! measured by calibration or `make calibrate`. The same functions size a live sale.
+
+use crate::capacity::unit::{DerivedRequest, derive, table};
+use crate::capacity::{
+    CapacityError, DEFAULT_MAX_CONNECTIONS_CEILING, DEFAULT_TARGET_UTILIZATION, MAX_REPLICAS, SizingRequest,
+    size_replicas,
+};
+use crate::stage::Stage;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanArgs {
+    /// Requests per second the sale must sustain.
+    #[arg(long)]
+    pub target_rps: u64,
+    /// Requests per second one booking-app pod sustains within the SLO.
+    #[arg(long)]
+    pub per_pod_rps: f64,
+    /// Fraction of a pod's capacity to plan for, in (0, 1].
+    #[arg(long, default_value_t = DEFAULT_TARGET_UTILIZATION)]
+    pub utilization: f64,
+    /// Inventory stage: postgres, redis or kafka.
+    #[arg(long, default_value = "postgres", value_parser = parse_stage)]
+    pub stage: Stage,
+    #[arg(long, default_value_t = 1)]
+    pub min_replicas: u32,
+    /// Most booking-app pods allowed (default: as many as the target needs).
+    #[arg(long)]
+    pub max_replicas: Option<u32>,
+    /// Requests per second one worker decides (stage kafka) or writes behind (stage redis),
+    /// to size the workers; without it one worker is planned.
+    #[arg(long)]
+    pub worker_rps: Option<f64>,
+    /// Postgres connections per pod (default: by stage, shrunk to fit).
+    #[arg(long)]
+    pub db_pool_size: Option<u32>,
+    /// Largest Postgres max_connections to plan for.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS_CEILING)]
+    pub max_connections: u32,
+}
+
+fn parse_stage(text: &str) -> Result<Stage, String> {
+    Stage::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| format!("{text:?} is not postgres, redis or kafka"))
+}
+
+/// The table `plan` prints.
+pub fn render(args: &PlanArgs) -> Result<String, CapacityError> {
+    let max = args.max_replicas.unwrap_or(MAX_REPLICAS);
+    let api = size_replicas(&SizingRequest {
+        target_rps: args.target_rps,
+        per_pod_rps: Some(args.per_pod_rps),
+        utilization: args.utilization,
+        min_replicas: args.min_replicas,
+        max_replicas: max,
+    })?;
+    let workers = match (args.stage.has_worker(), args.worker_rps) {
+        (true, Some(rate)) => Some(size_replicas(&SizingRequest {
+            target_rps: args.target_rps,
+            per_pod_rps: Some(rate),
+            utilization: args.utilization,
+            min_replicas: 1,
+            max_replicas: MAX_REPLICAS,
+        })?),
+        _ => None,
+    };
+    let worker_count = match (args.stage.has_worker(), &workers) {
+        (false, _) => 0,
+        (true, Some(w)) => w.replicas,
+        (true, None) => 1,
+    };
+    let derived = derive(&DerivedRequest {
+        stage: args.stage,
+        // Pools are sized for the most pods the sale may run, as the operator does.
+        api_pods: args.max_replicas.unwrap_or(api.replicas),
+        workers: worker_count,
+        workers_any_stage: worker_count.max(1),
+        pinned_pool: args.db_pool_size,
+        pinned_partitions: None,
+        max_connections_ceiling: args.max_connections,
+    });
+    Ok(table(args.stage, &api, workers.as_ref(), &derived))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        plan: PlanArgs,
+    }
+
+    fn plan(args: &str) -> Result<String, CapacityError> {
+        let cli = Cli::try_parse_from(std::iter::once("plan").chain(args.split_whitespace())).unwrap();
+        render(&cli.plan)
+    }
+
+    #[test]
+    fn roadmap_numbers_come_out() {
+        let text = plan("--target-rps 1000000 --per-pod-rps 4000 --utilization 1").unwrap();
+        assert!(text.contains("ceil(1000000 / (4000 x 1.00)) = 250"), "{text}");
+        let redis = plan("--target-rps 1000000 --per-pod-rps 50000 --utilization 1 --stage redis").unwrap();
+        assert!(redis.contains("= 20"), "{redis}");
+        assert!(redis.contains("one worker"), "{redis}");
+    }
+
+    #[test]
+    fn kafka_plan_sizes_workers_and_partitions_from_the_drain_rate() {
+        let text = plan("--target-rps 100000 --per-pod-rps 20000 --stage kafka --worker-rps 5000").unwrap();
+        // 100000 / (5000 × 0.7) = 28.6 → 29 workers, and as many partitions.
+        assert!(text.contains("from the measured drain rate"), "{text}");
+        let partitions = text.lines().find(|l| l.contains("Kafka partitions")).unwrap();
+        assert!(partitions.contains(" 29 "), "{partitions}");
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_tables() {
+        assert_eq!(plan("--target-rps 1000 --per-pod-rps 0"), Err(CapacityError::InvalidPerPodRps(0.0)));
+        assert_eq!(plan("--target-rps 1000 --per-pod-rps 10 --utilization 1.5"), Err(CapacityError::InvalidUtilization(1.5)));
+        assert!(Cli::try_parse_from(["plan", "--target-rps", "1", "--per-pod-rps", "1", "--stage", "mongo"]).is_err());
+    }
+
+    #[test]
+    fn max_replicas_clamps_and_says_what_the_sale_gets() {
+        let text = plan("--target-rps 1000000 --per-pod-rps 4000 --max-replicas 100").unwrap();
+        assert!(text.contains("the sale will get only 280000 rps"), "{text}");
+    }
+}

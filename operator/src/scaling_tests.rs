@@ -1,0 +1,175 @@
+//! Unit tests of `scaling::decide`: calibration, target, window and observed load together.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::*;
+use crate::calibration::CalibrationResult;
+use crate::crd::{CalibrationRecord, FlashSale, SizingStatus, WindowSpec};
+use crate::fixtures::{FlashSaleBuilder, sale_from};
+use crate::schedule::to_time;
+use crate::stage::Stage;
+
+fn at(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+const NOW: &str = "2026-12-01T09:00:00Z";
+
+fn quiet() -> Inputs {
+    Inputs::at(at(NOW))
+}
+
+fn measured(fs: &FlashSale, rps: f64) -> FlashSaleStatus {
+    let sale = sale_from(fs);
+    FlashSaleStatus {
+        calibration: Some(CalibrationRecord {
+            stage: fs.spec.stage,
+            image: sale.booking_image,
+            slo_p99_ms: fs.spec.capacity.slo_p99_ms,
+            per_pod_rps: rps,
+            measured_at: to_time(at("2026-12-01T08:00:00Z")),
+            job: None,
+            recalibrate: None,
+        }),
+        ..FlashSaleStatus::default()
+    }
+}
+
+fn with_window(mut fs: FlashSale, starts: &str, ends: &str, warmup: &str) -> FlashSale {
+    let time = |s: &str| Time(s.parse().unwrap());
+    fs.spec.window = Some(WindowSpec { starts_at: time(starts), ends_at: time(ends), warmup: Some(warmup.into()) });
+    fs
+}
+
+#[test]
+fn pinned_capacity_sizes_for_the_target() {
+    let fs = FlashSaleBuilder::new("s", Stage::Postgres).target_rps(10_000).per_pod_rps(1_000.0).replicas(2, 100).build();
+    let s = decide(&sale_from(&fs), &FlashSaleStatus::default(), &quiet());
+    // 10000 / (1000 × 0.7) = 14.3 → 15
+    assert_eq!((s.booking_replicas, s.reason.as_str()), (15, "SizedForTarget"));
+    assert_eq!(s.planned_rps, Some(15.0 * 700.0));
+    assert_eq!((s.calibration.reason, s.calibration.run.clone()), ("Pinned", None));
+    assert_eq!(s.wake_at, None, "nothing changes by itself");
+}
+
+#[test]
+fn without_a_measurement_it_calibrates_and_holds_min_replicas() {
+    let fs = FlashSaleBuilder::new("s", Stage::Redis).target_rps(50_000).replicas(3, 100).build();
+    let s = decide(&sale_from(&fs), &FlashSaleStatus::default(), &quiet());
+    assert_eq!((s.booking_replicas, s.reason.as_str()), (3, "NotCalibrated"));
+    assert!(s.message.contains("calibrate first"), "{}", s.message);
+    let run = s.calibration.run.expect("a calibration runs");
+    assert_eq!((run.key.stage, run.attempt, run.with_job), (Stage::Redis, 1, false));
+    assert_eq!(s.planned_rps, None);
+}
+
+#[test]
+fn a_finished_calibration_sizes_the_sale_in_the_same_pass() {
+    let fs = FlashSaleBuilder::new("s", Stage::Redis).target_rps(50_000).replicas(3, 100).build();
+    let done = Observation {
+        server_ready: true,
+        job: JobState::Succeeded(CalibrationResult { per_pod_rps: 5000.0, slo_p99_ms: 200, p99_ms: 120.0, error_rate: 0.0 }),
+    };
+    let s = decide(&sale_from(&fs), &FlashSaleStatus::default(), &Inputs { calibration: done, ..quiet() });
+    // 50000 / 3500 = 14.3 → 15
+    assert_eq!(s.booking_replicas, 15);
+    assert_eq!(s.calibration.record.as_ref().map(|r| r.per_pod_rps), Some(5000.0));
+    assert_eq!(s.calibration.run, None);
+}
+
+#[test]
+fn changing_the_target_resizes_without_recalibrating() {
+    let fs = FlashSaleBuilder::new("s", Stage::Postgres).target_rps(7_000).replicas(1, 100).build();
+    let status = measured(&fs, 1_000.0);
+    assert_eq!(decide(&sale_from(&fs), &status, &quiet()).booking_replicas, 10);
+    let bigger = FlashSaleBuilder::new("s", Stage::Postgres).target_rps(14_000).replicas(1, 100).build();
+    let s = decide(&sale_from(&bigger), &status, &quiet());
+    assert_eq!(s.booking_replicas, 20);
+    assert_eq!((s.calibration.reason, s.calibration.run), ("Measured", None));
+}
+
+#[test]
+fn changing_the_stage_recalibrates() {
+    let fs = FlashSaleBuilder::new("s", Stage::Postgres).target_rps(7_000).replicas(2, 100).build();
+    let status = measured(&fs, 1_000.0);
+    let moved = FlashSaleBuilder::new("s", Stage::Kafka).target_rps(7_000).replicas(2, 100).build();
+    let s = decide(&sale_from(&moved), &status, &quiet());
+    assert_eq!((s.booking_replicas, s.reason.as_str()), (2, "NotCalibrated"));
+    assert_eq!(s.calibration.run.map(|r| r.key.stage), Some(Stage::Kafka));
+}
+
+#[test]
+fn the_recalibrate_annotation_measures_again_but_keeps_serving() {
+    let fs = FlashSaleBuilder::new("s", Stage::Postgres).target_rps(7_000).replicas(1, 100).build();
+    let status = measured(&fs, 1_000.0);
+    let s = decide(&sale_from(&fs), &status, &Inputs { recalibrate: Some("1".into()), ..quiet() });
+    assert_eq!(s.booking_replicas, 10, "still sized with the old measurement");
+    assert!(s.calibration.run.is_some());
+}
+
+#[test]
+fn a_future_window_holds_min_replicas_and_wakes_at_the_warmup() {
+    let fs = FlashSaleBuilder::new("s", Stage::Postgres).target_rps(7_000).per_pod_rps(1_000.0).replicas(2, 100).build();
+    let fs = with_window(fs, "2026-12-01T18:00:00Z", "2026-12-01T20:00:00Z", "10m");
+    let sale = sale_from(&fs);
+    let before = decide(&sale, &FlashSaleStatus::default(), &quiet());
+    assert_eq!((before.booking_replicas, before.reason.as_str()), (2, "BeforeWindow"));
+    assert_eq!(before.wake_at, Some(at("2026-12-01T17:50:00Z")));
+    assert!(before.message.contains("2026-12-01T17:50:00Z"), "{}", before.message);
+
+    let warm = decide(&sale, &FlashSaleStatus::default(), &Inputs::at(at("2026-12-01T17:50:00Z")));
+    assert_eq!((warm.booking_replicas, warm.window.phase), (10, WindowPhase::WarmingUp));
+    assert_eq!(warm.wake_at, Some(at("2026-12-01T18:00:00Z")));
+
+    let after = decide(&sale, &FlashSaleStatus::default(), &Inputs::at(at("2026-12-01T20:00:00Z")));
+    assert_eq!((after.booking_replicas, after.reason.as_str()), (2, "AfterWindow"));
+    assert_eq!(after.wake_at, None);
+}
+
+#[test]
+fn observed_load_above_plan_scales_up_and_wakes_to_read_again() {
+    let fs = FlashSaleBuilder::new("s", Stage::Redis).target_rps(7_000).per_pod_rps(1_000.0).replicas(2, 40).build();
+    let previous = FlashSaleStatus { desired_replicas: 10, ..FlashSaleStatus::default() };
+    let load = ObservedLoad { pods: 10, total_rps: 14_000.0 };
+    let s = decide(&sale_from(&fs), &previous, &Inputs { load: Some(Some(load)), ..quiet() });
+    assert_eq!((s.booking_replicas, s.reason.as_str()), (20, "ObservedLoad"));
+    assert!(s.message.contains("1400 rps per pod"), "{}", s.message);
+    assert_eq!(s.observed, Some(load));
+    assert_eq!(s.wake_at, Some(at(NOW) + OBSERVE_INTERVAL));
+}
+
+#[test]
+fn observed_quiet_scales_down_only_after_the_cooldown() {
+    let fs = FlashSaleBuilder::new("s", Stage::Redis).target_rps(7_000).per_pod_rps(1_000.0).replicas(2, 40).build();
+    let last = at(NOW) - TimeDelta::minutes(1);
+    let previous = FlashSaleStatus {
+        desired_replicas: 20,
+        sizing: Some(SizingStatus { last_scale_time: Some(to_time(last)), ..SizingStatus::default() }),
+        ..FlashSaleStatus::default()
+    };
+    let load = Some(Some(ObservedLoad { pods: 20, total_rps: 100.0 }));
+    let held = decide(&sale_from(&fs), &previous, &Inputs { load, ..quiet() });
+    assert_eq!((held.booking_replicas, held.reason.as_str()), (20, "CoolingDown"));
+    assert_eq!(held.wake_at, Some(at(NOW) + OBSERVE_INTERVAL));
+    let later = Inputs { load, ..Inputs::at(last + DEFAULT_SCALE_DOWN_COOLDOWN) };
+    assert_eq!(decide(&sale_from(&fs), &previous, &later).booking_replicas, 10);
+}
+
+#[test]
+fn pools_and_max_connections_follow_max_replicas_not_the_current_size() {
+    let small = FlashSaleBuilder::new("s", Stage::Postgres).target_rps(1_000).per_pod_rps(1_000.0).replicas(2, 20).build();
+    let big = FlashSaleBuilder::new("s", Stage::Postgres).target_rps(20_000).per_pod_rps(1_000.0).replicas(2, 20).build();
+    let a = decide(&sale_from(&small), &FlashSaleStatus::default(), &quiet());
+    let b = decide(&sale_from(&big), &FlashSaleStatus::default(), &quiet());
+    assert_ne!(a.booking_replicas, b.booking_replicas);
+    assert_eq!(a.derived, b.derived, "scaling must not roll pods or restart Postgres");
+    assert!(a.derived.connections.peak <= u64::from(a.derived.connections.max_connections));
+}
+
+#[test]
+fn stores_of_the_new_stage_gate_calibration() {
+    let fs = FlashSaleBuilder::new("s", Stage::Kafka).build();
+    let s = decide(&sale_from(&fs), &FlashSaleStatus::default(), &Inputs { stores_ready: false, ..quiet() });
+    assert_eq!((s.calibration.reason, s.calibration.run), ("WaitingForStores", None));
+}
