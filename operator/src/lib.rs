@@ -1,6 +1,9 @@
 //! flashsale-operator: reconciles `FlashSale` resources into a running booking system
 //! (stores, booking-app, worker) sized for the sale's target request rate.
 
+pub mod autoscale;
+pub mod calibration;
+pub mod capacity;
 pub mod context;
 pub mod contract;
 pub mod controller;
@@ -9,6 +12,9 @@ pub mod crdgen;
 pub mod error;
 pub mod fixtures;
 pub mod metrics;
+pub mod plan;
 pub mod reconcile;
+pub mod scaling;
+pub mod schedule;
 pub mod server;
 pub mod stage;

@@ -43,6 +43,8 @@ pub struct Sale {
     pub redis: Store,
     pub kafka: Store,
     pub kafka_topic: String,
+    /// `spec.window` with its warmup parsed.
+    pub window: Option<crate::schedule::SaleWindow>,
 }
 
 /// Where a store runs.
@@ -126,7 +128,14 @@ pub fn validate(fs: &FlashSale, defaults: &Defaults) -> Result<Sale> {
             check_quantity(&format!("{what}.storage"), &c.storage)?;
         }
     }
+    let window = spec
+        .window
+        .as_ref()
+        .map(crate::schedule::SaleWindow::from_spec)
+        .transpose()
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
     Ok(Sale {
+        window,
         kafka_topic: spec.kafka.topic.clone().unwrap_or_else(|| name.clone()),
         booking_image: spec.booking_app.image.clone().unwrap_or_else(|| defaults.booking_app_image.clone()),
         pull_policy: spec.booking_app.image_pull_policy,

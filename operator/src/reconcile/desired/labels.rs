@@ -27,6 +27,10 @@ pub enum Component {
     Worker,
     Drain,
     Credentials,
+    /// The scratch booking-app pod a calibration measures (selected by no sale Service).
+    Calibration,
+    /// The loadgen Job of a calibration.
+    CalibrationLoad,
 }
 
 impl Component {
@@ -35,7 +39,11 @@ impl Component {
             Component::Postgres => "postgres",
             Component::Redis => "redis",
             Component::Kafka => "kafka",
-            Component::BookingApi | Component::Worker | Component::Drain => "booking-app",
+            Component::BookingApi
+            | Component::Worker
+            | Component::Drain
+            | Component::Calibration
+            | Component::CalibrationLoad => "booking-app",
             Component::Credentials => "flashsale",
         }
     }
@@ -49,6 +57,8 @@ impl Component {
             Component::Worker => "worker",
             Component::Drain => "drain",
             Component::Credentials => "credentials",
+            Component::Calibration => "calibration",
+            Component::CalibrationLoad => "calibration-loadgen",
         }
     }
 }
