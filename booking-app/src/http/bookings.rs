@@ -95,7 +95,8 @@ pub async fn get_booking(
     params(("id" = Uuid, Path, description = "Booking id")),
     responses(
         (status = 200, description = "Server-sent events named `booking`, each a Booking as JSON; \
-                                      the stream ends after the first confirmed or rejected state",
+                                      the stream ends after the first confirmed or rejected state \
+                                      (or after REQUEST_TIMEOUT_MS: reconnect)",
             content_type = "text/event-stream", body = Booking),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 404, description = "No such booking", body = ErrorBody),
@@ -105,7 +106,10 @@ pub async fn watch_booking(
     Path(id): Path<Uuid>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let states = state.inventory.watch_booking(id).await?;
-    let events = states.map(|booking| {
+    // Bounded like any request, so an undecided booking cannot hold a graceful shutdown open;
+    // an SSE client reconnects and carries on.
+    let deadline = tokio::time::sleep(state.limits.request_timeout());
+    let events = states.take_until(deadline).map(|booking| {
         let event = SseEvent::default().event("booking").json_data(&booking).unwrap_or_else(|err| {
             tracing::error!(error = %err, "cannot encode booking");
             SseEvent::default().event("error").data("internal error")
