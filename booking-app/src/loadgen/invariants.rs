@@ -176,6 +176,8 @@ pub struct InvariantReport {
     pub event_id: uuid::Uuid,
     #[serde(flatten)]
     pub observed: Observed,
+    /// Tickets sold beyond `tickets` (0 when the invariants hold).
+    pub oversold: i64,
     pub confirmed_bookings: u64,
     pub rejected_bookings: u64,
     pub pending_total: u64,

@@ -64,6 +64,7 @@ pub async fn settle(
     let violations = check(&observed);
     Ok(InvariantReport {
         event_id,
+        oversold: observed.oversold(),
         observed,
         confirmed_bookings: ledger.confirmed_bookings,
         rejected_bookings: ledger.rejected_bookings,

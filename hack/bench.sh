@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# `make bench`: every inventory stage measured side by side, each next to the limit of its own
+# store measured in the same run, on the local services (hack/services.sh):
+#   stage postgres  booking-app + loadgen    vs  pgbench running the stage's transaction
+#   stage redis     booking-app + loadgen    vs  redis-benchmark EVALSHA of the stage's Lua script
+#   stage kafka     acceptance (202/s)       vs  a bare axum endpoint (booking-app bare-serve)
+#                   worker drain (decisions/s) next to the acceptance rate
+# Same concurrency everywhere. Writes bench/results.{md,json,svg} and prints the table.
+#
+# Knobs (environment): BENCH_SECONDS (measured seconds per run, default 10), BENCH_WARMUP (2),
+# BENCH_CONCURRENCY (16), BENCH_SEED (42), BENCH_STAGES ("postgres redis kafka"),
+# BENCH_OUT (bench/), BENCH_PERF=1 (also record `perf stat` of booking-app per stage).
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+BENCH_SECONDS="${BENCH_SECONDS:-10}"
+BENCH_WARMUP="${BENCH_WARMUP:-2}"
+BENCH_CONCURRENCY="${BENCH_CONCURRENCY:-16}"
+BENCH_SEED="${BENCH_SEED:-42}"
+BENCH_STAGES="${BENCH_STAGES:-postgres redis kafka}"
+BENCH_OUT="${BENCH_OUT:-$REPO_ROOT/bench}"
+BENCH_PERF="${BENCH_PERF:-0}"
+# The event is large enough never to sell out: the runs measure booking work, not 409s.
+BENCH_TICKETS=100000000
+BENCH_USERS=1000000
+APP_PORT=18181
+WORKER_PORT=18182
+BARE_PORT=18190
+
+WORK="$(mktemp -d)"
+RESULTS="$WORK/results.jsonl"
+PIDS=()
+declare -A PID_OF
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for port in $APP_PORT $WORKER_PORT $BARE_PORT; do
+  port_busy "$port" && die "port $port is busy ($(port_owner "$port")): another bench running?"
+done
+
+"$REPO_ROOT/hack/services.sh" up
+# shellcheck disable=SC1091
+. "$REPO_ROOT/hack/.services.env"
+
+log "building booking-app (release)"
+(cd "$REPO_ROOT" && cargo build --release --quiet -p booking-app --bin booking-app)
+BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/booking-app"
+"$BIN" migrate >/dev/null
+# Unique names per run, so no earlier test's backlog or keys are in the measurement.
+RUN_ID="bench-$(date +%s)"
+
+# ---------------------------------------------------------------- processes
+
+# start NAME URL CMD...: runs CMD in the background (log in $WORK/NAME.log) and waits until URL
+# answers.
+start() {
+  local name="$1" url="$2"; shift 2
+  ("$@") >>"$WORK/$name.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  PID_OF[$name]=$pid
+  ( wait_until 60 "$name" "$pid" curl -fsS -o /dev/null "$url" ) || { tail -20 "$WORK/$name.log" >&2; exit 1; }
+}
+
+# stop NAME: SIGTERM and wait.
+stop() {
+  local pid="${PID_OF[$1]}"
+  kill "$pid" 2>/dev/null || true
+  wait_gone 30 "$pid" || die "$1 (pid $pid) did not stop"
+}
+
+# app_env STAGE PORT CMD...: runs CMD (exec, so the PID is CMD's) with booking-app's settings,
+# listening on PORT (the API for serve, /healthz for worker).
+app_env() {
+  local stage="$1" port="$2"; shift 2
+  exec env STAGE="$stage" LISTEN_ADDR="127.0.0.1:$port" DB_POOL_SIZE="$BENCH_CONCURRENCY" RUN_WORKER=false \
+    REDIS_KEY_PREFIX="$RUN_ID" KAFKA_TOPIC="$RUN_ID" KAFKA_CONSUMER_GROUP="$RUN_ID-workers" \
+    LOG_FORMAT=text RUST_LOG=warn "$@"
+}
+
+APP_READY="http://127.0.0.1:$APP_PORT/readyz"
+WORKER_READY="http://127.0.0.1:$WORKER_PORT/healthz"
+
+# loadgen NAME PORT [FLAGS...]: closed loop at the bench concurrency; JSON in $WORK/NAME.json.
+loadgen() {
+  local name="$1" port="$2"; shift 2
+  log "loadgen $name: ${BENCH_SECONDS}s at concurrency $BENCH_CONCURRENCY"
+  "$BIN" loadgen --url "http://127.0.0.1:$port" --concurrency "$BENCH_CONCURRENCY" \
+    --duration "${BENCH_SECONDS}s" --warmup "${BENCH_WARMUP}s" --seed "$BENCH_SEED" \
+    --tickets "$BENCH_TICKETS" --users "$BENCH_USERS" --json --no-progress "$@" \
+    >"$WORK/$name.json" || {
+    local rc=$?
+    cat "$WORK/$name.json" >&2
+    die "loadgen $name failed (exit $rc)"
+  }
+}
+
+# perf_stat NAME PID: counts the server's instructions while loadgen runs (BENCH_PERF=1).
+perf_stat() {
+  [[ "$BENCH_PERF" == 1 ]] || return 0
+  perf stat -e task-clock,instructions,context-switches -p "$2" -o "$BENCH_OUT/perf-$1.txt" \
+    -- sleep "$((BENCH_WARMUP + BENCH_SECONDS))" >/dev/null 2>&1 &
+}
+
+# record KIND STAGE JSON: one result row (see hack/bench_report.py for the fields).
+record() { jq -c --arg kind "$1" --arg stage "$2" '. + {kind: $kind, stage: $stage}' <<<"$3" >>"$RESULTS"; }
+
+# From loadgen's JSON: the measured numbers of its run.
+loadgen_row() {
+  jq -c '.run | {rps: .report.throughput_rps, p50_ms: .report.latency_ms.p50, p99_ms: .report.latency_ms.p99,
+    requests: .report.requests, errors: .report.errors, answers: .report.answers,
+    drain_rps: (.invariants.drain_rps // null), invariants_ok: (.invariants.ok // null)}' "$1"
+}
+
+# percentiles FILE: p50 and p99 (ms) of one latency per line in microseconds.
+percentiles() {
+  sort -n "$1" | awk '{v[NR]=$1} END {
+    if (NR == 0) { print "{\"p50_ms\":null,\"p99_ms\":null}"; exit }
+    i50 = int(NR*0.50); if (i50 < 1) i50 = 1; i99 = int(NR*0.99); if (i99 < 1) i99 = 1
+    printf "{\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n", v[i50]/1000, v[i99]/1000 }'
+}
+
+# ---------------------------------------------------------------- stage postgres vs pgbench
+
+bench_postgres() {
+  start app-postgres "$APP_READY" app_env postgres "$APP_PORT" "$BIN" serve
+  perf_stat postgres "${PID_OF[app-postgres]}"
+  loadgen postgres "$APP_PORT"
+  record stage postgres "$(loadgen_row "$WORK/postgres.json")"
+  stop app-postgres
+
+  # The same transaction on the same schema, straight from pgbench, at the same concurrency.
+  local event pg_url="${DATABASE_URL}"
+  event=$(psql "$pg_url" -qtAX -c "INSERT INTO events (id, name, tickets, remaining) \
+    VALUES (gen_random_uuid(), 'pgbench $RUN_ID', $BENCH_TICKETS, $BENCH_TICKETS) RETURNING id" | head -1)
+  log "pgbench: ${BENCH_SECONDS}s at concurrency $BENCH_CONCURRENCY (bench/pgbench-booking.sql)"
+  (cd "$WORK" && pgbench "$pg_url" -n -M prepared -c "$BENCH_CONCURRENCY" -j 2 -T "$BENCH_SECONDS" \
+    -D event="$event" -D run="$RUN_ID" -f "$REPO_ROOT/bench/pgbench-booking.sql" -l --log-prefix=pglat \
+    >"$WORK/pgbench.out" 2>&1) || { cat "$WORK/pgbench.out" >&2; die "pgbench failed"; }
+  local tps
+  tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$WORK/pgbench.out" | head -1)
+  cat "$WORK"/pglat.* | awk '{print $3}' >"$WORK/pglat.txt"
+  record limit postgres "$(jq -c --argjson rps "$tps" '. + {rps: $rps, tool: "pgbench"}' <<<"$(percentiles "$WORK/pglat.txt")")"
+}
+
+# ---------------------------------------------------------------- stage redis vs redis-benchmark
+
+bench_redis() {
+  start app-redis "$APP_READY" app_env redis "$APP_PORT" "$BIN" serve
+  start worker-redis "$WORKER_READY" app_env redis "$WORKER_PORT" "$BIN" worker
+  perf_stat redis "${PID_OF[app-redis]}"
+  loadgen redis "$APP_PORT"
+  record stage redis "$(loadgen_row "$WORK/redis.json")"
+  stop worker-redis
+  stop app-redis
+
+  # The stage's own script, by EVALSHA, on keys laid out as the stage lays them out.
+  local host port sha script="$REPO_ROOT/booking-app/src/stage/booking.lua" base
+  host=$(sed -E 's#^redis://([^:/]+).*#\1#' <<<"$REDIS_URL")
+  port=$(sed -E 's#^redis://[^:/]+:([0-9]+).*#\1#' <<<"$REDIS_URL")
+  local cli=(redis-cli -h "$host" -p "$port")
+  sha=$("${cli[@]}" SCRIPT LOAD "$(cat "$script")")
+  base="$RUN_ID-rb:{00000000-0000-4000-8000-000000000001}"
+  "${cli[@]}" HSET "$base:inventory" remaining "$BENCH_TICKETS" limit -1 >/dev/null
+  local answer='{"id":"00000000-0000-4000-8000-000000000002","event_id":"00000000-0000-4000-8000-000000000001","user_id":"user-1","quantity":2,"status":"confirmed","created_at":"2026-11-25T12:00:00Z"}'
+  local cmd=(EVALSHA "$sha" 4 "$base:inventory" "$base:holdings" "$base:idempotency" "$base:bookings"
+    "user-__rand_int__" 2 "rb-__rand_int__" "$answer")
+  # redis-benchmark runs a request count, not a time: a short pilot sizes the real run.
+  local pilot n
+  pilot=$(redis-benchmark -h "$host" -p "$port" -c "$BENCH_CONCURRENCY" -n 5000 -r 100000000 --csv "${cmd[@]}" | tail -1 | cut -d, -f2 | tr -d '"')
+  n=$(awk -v r="$pilot" -v s="$BENCH_SECONDS" 'BEGIN { n = int(r*s); if (n < 10000) n = 10000; print n }')
+  log "redis-benchmark: EVALSHA booking.lua x $n at concurrency $BENCH_CONCURRENCY"
+  redis-benchmark -h "$host" -p "$port" -c "$BENCH_CONCURRENCY" -n "$n" -r 100000000 --csv "${cmd[@]}" \
+    >"$WORK/redis-benchmark.csv"
+  # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+  tail -1 "$WORK/redis-benchmark.csv" | tr -d '"' |
+    awk -F, '{printf "{\"rps\":%s,\"p50_ms\":%s,\"p99_ms\":%s,\"tool\":\"redis-benchmark\"}\n", $2, $5, $7}' >"$WORK/rb.json"
+  record limit redis "$(cat "$WORK/rb.json")"
+  "${cli[@]}" DEL "$base:inventory" "$base:holdings" "$base:idempotency" "$base:bookings" >/dev/null
+}
+
+# ---------------------------------------------------------------- stage kafka vs bare axum
+
+bench_kafka() {
+  start app-kafka "$APP_READY" app_env kafka "$APP_PORT" "$BIN" serve
+  start worker-kafka "$WORKER_READY" app_env kafka "$WORKER_PORT" "$BIN" worker
+  perf_stat kafka "${PID_OF[app-kafka]}"
+  # The wait for the last decision is the drain measurement: give it room.
+  loadgen kafka "$APP_PORT" --pending-timeout 600s
+  record stage kafka "$(loadgen_row "$WORK/kafka.json")"
+  stop worker-kafka
+  stop app-kafka
+
+  start bare "http://127.0.0.1:$BARE_PORT/readyz" "$BIN" bare-serve --listen "127.0.0.1:$BARE_PORT"
+  loadgen bare "$BARE_PORT" --no-invariants
+  record limit kafka "$(loadgen_row "$WORK/bare.json" | jq -c '. + {tool: "bare axum"}')"
+  stop bare
+}
+
+# ---------------------------------------------------------------- run and report
+
+mkdir -p "$BENCH_OUT"
+for stage in $BENCH_STAGES; do
+  case "$stage" in
+    postgres | redis | kafka) "bench_$stage" ;;
+    *) die "unknown stage $stage in BENCH_STAGES" ;;
+  esac
+done
+
+cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+jq -n --slurpfile rows "$RESULTS" \
+  --arg date "$(date -u +%Y-%m-%dT%H:%MZ)" --arg cores "$(nproc)" --arg cpu "${cpu_model:-unknown}" \
+  --arg kernel "$(uname -sr)" --arg commit "$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  --argjson seconds "$BENCH_SECONDS" --argjson warmup "$BENCH_WARMUP" --argjson concurrency "$BENCH_CONCURRENCY" \
+  --argjson seed "$BENCH_SEED" \
+  '{date: $date, machine: {cores: ($cores|tonumber), cpu: $cpu, kernel: $kernel}, commit: $commit,
+    parameters: {seconds: $seconds, warmup: $warmup, concurrency: $concurrency, seed: $seed}, rows: $rows}' \
+  >"$BENCH_OUT/results.json"
+python3 "$REPO_ROOT/hack/bench_report.py" "$BENCH_OUT/results.json" "$BENCH_OUT/results.md" "$BENCH_OUT/results.svg"
+cat "$BENCH_OUT/results.md"
