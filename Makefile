@@ -67,3 +67,18 @@ crds: ## regenerate crds/flashsale.yaml from the Rust types, and the chart's cop
 .PHONY: test-chart
 test-chart: ## only the chart's checks (lint, server-side dry runs, RBAC with the real operator)
 	hack/test-chart.sh
+
+# --- Measuring (hack/bench.sh, hack/demo.sh, hack/k6.sh; booking-app loadgen is the instrument)
+
+.PHONY: bench
+bench: ## every stage next to its store's limit (pgbench, redis-benchmark, bare axum) -> bench/results.md (BENCH_SECONDS)
+	hack/bench.sh
+
+.PHONY: demo
+demo: ## a sale on this machine, no cluster: services, booking-app of STAGE (postgres|redis|kafka), loadgen, invariants
+	STAGE=$(or $(STAGE),redis) hack/demo.sh
+
+URL ?= http://127.0.0.1:8080
+.PHONY: stress-k6
+stress-k6: ## loadtest/flashsale.js with k6 (built from its Go module, never linked) against URL (VUS, DURATION, TICKETS)
+	URL=$(URL) hack/k6.sh run
