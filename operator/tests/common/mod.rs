@@ -1,0 +1,169 @@
+//! Shared harness of the integration tests: a client for the control plane that
+//! `hack/control-plane.sh up` runs on loopback, the CRD installed, one fresh namespace and one
+//! in-process controller per test, and polling helpers that fail with the last state seen.
+
+#![allow(dead_code)]
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flashsale_operator::context::Context;
+use flashsale_operator::crd::FlashSale;
+use flashsale_operator::metrics::Metrics;
+use flashsale_operator::reconcile::validate::Defaults;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, CustomResourceExt, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+/// Long enough for a loaded 2-core machine; a wait that runs out fails the test with context.
+pub const WAIT: Duration = Duration::from_secs(120);
+
+/// The kubeconfig from $KUBECONFIG, else from hack/.control-plane.env; panics naming the fix.
+fn kubeconfig_path() -> String {
+    if let Ok(path) = std::env::var("KUBECONFIG") {
+        return path;
+    }
+    let env_file = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/.control-plane.env");
+    let text = std::fs::read_to_string(env_file).unwrap_or_else(|_| {
+        panic!("no KUBECONFIG and no {env_file}: start the test control plane with `hack/control-plane.sh up`")
+    });
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
+        .map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_string())
+        .next()
+        .unwrap_or_else(|| panic!("{env_file} has no `export KUBECONFIG=` line: rerun `hack/control-plane.sh up`"))
+}
+
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    let client = Client::try_from(config).expect("client");
+    client
+        .apiserver_version()
+        .await
+        .unwrap_or_else(|e| panic!("API server from {path} does not answer ({e}): is `hack/control-plane.sh up` running?"));
+    client
+}
+
+/// Apply the CRD (as `flashsale-operator crd` prints it) and wait until it is served.
+pub async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = FlashSale::crd();
+    let name = crd.name_any();
+    crds.patch(&name, &PatchParams::apply("flashsale-tests").force(), &Patch::Apply(&crd)).await.expect("apply CRD");
+    wait_until("CRD established", || async {
+        let crd = crds.get(&name).await.ok()?;
+        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+    // Established can precede discovery by a moment.
+    let sales: Api<FlashSale> = Api::all(client.clone());
+    wait_until("FlashSale API served", || async { sales.list(&Default::default()).await.ok().map(|_| ()) }).await;
+}
+
+/// A fresh namespace, deleted (with everything in it) when the guard drops.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        // Best effort on the test's runtime; the namespace's name is unique anyway.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
+            });
+        }
+    }
+}
+
+pub async fn namespace(client: &Client, test: &str) -> TestNamespace {
+    let suffix: u32 = rand::random::<u32>() % 1_000_000;
+    let name = format!("fs-{test}-{suffix}");
+    let ns = Namespace { metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    TestNamespace { name, client: client.clone() }
+}
+
+pub fn context(client: &Client) -> Arc<Context> {
+    Arc::new(Context::new(client.clone(), Arc::new(Metrics::default()), Defaults { booking_app_image: "flashsale/booking-app:test".into() }))
+}
+
+/// The controller, watching only `namespace`, until the handle is dropped.
+pub struct RunningController(tokio::task::JoinHandle<()>);
+
+impl Drop for RunningController {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub fn start_controller(client: &Client, namespace: &str) -> RunningController {
+    let ctx = context(client);
+    let ns = namespace.to_string();
+    RunningController(tokio::spawn(async move {
+        flashsale_operator::controller::run_controller(ctx, Some(&ns)).await;
+    }))
+}
+
+/// Poll `check` until it returns Some, or panic after `WAIT`.
+pub async fn wait_until<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {WAIT:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Wait until the object exists and satisfies `ok`; on timeout, show the last version seen.
+pub async fn wait_for<K, F>(api: &Api<K>, name: &str, what: &str, ok: F) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    F: Fn(&K) -> bool,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = None;
+    loop {
+        match api.get_opt(name).await {
+            Ok(Some(obj)) if ok(&obj) => return obj,
+            Ok(seen) => last = seen,
+            Err(e) => eprintln!("get {name}: {e}"),
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {WAIT:?} waiting for {name} to be {what}; last seen: {last:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Wait until the object is gone.
+pub async fn wait_gone<K>(api: &Api<K>, name: &str)
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    wait_until(&format!("{name} to be deleted"), || async {
+        match api.get_opt(name).await {
+            Ok(None) => Some(()),
+            _ => None,
+        }
+    })
+    .await
+}
