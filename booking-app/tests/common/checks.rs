@@ -77,6 +77,32 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// The schema's own bookkeeping agrees with the bookings: `events.remaining` is tickets minus
+    /// the confirmed quantity, and `holdings` is each user's confirmed quantity. Call it once the
+    /// confirmed bookings are all in Postgres (`wait_confirmed_in_db`).
+    pub async fn assert_store_consistent(&self, event_id: Uuid) {
+        let (tickets, remaining): (i64, i64) =
+            sqlx::query_as("SELECT tickets, remaining FROM events WHERE id = $1")
+                .bind(event_id)
+                .fetch_one(&self.pool)
+                .await
+                .expect("event row");
+        let stored = self.confirmed_in_db(event_id).await;
+        let sold: i64 = stored.iter().map(|b| i64::from(b.quantity)).sum();
+        assert!(remaining >= 0, "Postgres: remaining {remaining}");
+        assert_eq!(remaining, tickets - sold, "Postgres: events.remaining disagrees with the confirmed bookings");
+        let holdings: Vec<(String, i32)> =
+            sqlx::query_as("SELECT user_id, quantity FROM holdings WHERE event_id = $1 AND quantity > 0")
+                .bind(event_id)
+                .fetch_all(&self.pool)
+                .await
+                .expect("holdings");
+        let holdings: BTreeMap<&str, i64> = holdings.iter().map(|(u, q)| (u.as_str(), i64::from(*q))).collect();
+        assert_eq!(holdings, per_user(&stored), "Postgres: holdings disagree with the confirmed bookings");
+    }
+}
+
 /// Tickets per user among `bookings`.
 pub fn per_user(bookings: &[StoredBooking]) -> BTreeMap<&str, i64> {
     let mut held = BTreeMap::new();

@@ -121,6 +121,7 @@ pub async fn concurrent_bookings_never_oversell(stage: Stage) {
     let stored_sold: i64 = stored.iter().map(|b| i64::from(b.quantity)).sum();
     assert_eq!(stored_sold, sold);
     assert!(per_user(&stored).values().all(|&h| h <= i64::from(LIMIT)), "Postgres: a user above the limit");
+    app.assert_store_consistent(event.id).await;
     for attempt in attempts.iter().filter(|a| a.key.is_some()) {
         let rows = app.rows_with_key(attempt.key.as_deref().unwrap()).await;
         assert!(rows <= 1, "key {:?} stored {rows} times", attempt.key);
@@ -149,6 +150,7 @@ pub async fn last_ticket_is_sold_once(stage: Stage) {
     assert_eq!(winners.len(), 1, "the one ticket was sold {} times", winners.len());
     assert_eq!(app.event(event.id).await.remaining, 0);
     app.wait_confirmed_in_db(event.id, &winners.into_iter().collect()).await;
+    app.assert_store_consistent(event.id).await;
 }
 
 pub async fn per_user_limit_holds_under_concurrency(stage: Stage) {
@@ -177,4 +179,5 @@ pub async fn per_user_limit_holds_under_concurrency(stage: Stage) {
     assert_eq!(app.event(event.id).await.remaining, 1_000 - i64::from(LIMIT));
     let stored = app.wait_confirmed_in_db(event.id, &confirmed).await;
     assert_eq!(per_user(&stored).get("greedy"), Some(&i64::from(LIMIT)));
+    app.assert_store_consistent(event.id).await;
 }
