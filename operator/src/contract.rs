@@ -82,6 +82,18 @@ mod tests {
         }
     }
 
+    /// The drain Job runs `booking-app worker --drain`; without the flag a stage change off
+    /// redis or kafka stops at DrainFailed.
+    #[test]
+    fn booking_app_worker_accepts_the_drain_flag() {
+        let source = booking_app_config();
+        let flag = WORKER_DRAIN_FLAG.trim_start_matches("--");
+        assert!(
+            source.contains(&format!("pub {flag}: bool")) || source.contains(&format!("long = \"{flag}\"")),
+            "booking-app/src/config.rs declares no `{WORKER_DRAIN_FLAG}` for `booking-app worker`"
+        );
+    }
+
     #[test]
     fn the_declared_defaults_the_operator_relies_on_still_hold() {
         let source = booking_app_config();

@@ -64,6 +64,12 @@ pub fn container(sale: &Sale, stage: Stage, sizing: &Sizing, args: Vec<String>, 
     } else {
         spec.worker.resources.as_ref()
     };
+    // `serve` answers /readyz once its stores do; a standalone worker serves only /healthz.
+    let readiness_path = if args.first().map(String::as_str) == Some(contract::CMD_SERVE) {
+        contract::READYZ_PATH
+    } else {
+        contract::HEALTHZ_PATH
+    };
     Container {
         name: "booking-app".into(),
         image: Some(sale.booking_image.clone()),
@@ -82,7 +88,7 @@ pub fn container(sale: &Sale, stage: Stage, sizing: &Sizing, args: Vec<String>, 
                 ..ContainerPort::default()
             }]
         }),
-        readiness_probe: probes.then(|| http_probe(contract::READYZ_PATH, contract::HTTP_PORT_NAME, 5, 3)),
+        readiness_probe: probes.then(|| http_probe(readiness_path, contract::HTTP_PORT_NAME, 5, 3)),
         liveness_probe: probes.then(|| http_probe(contract::HEALTHZ_PATH, contract::HTTP_PORT_NAME, 10, 3)),
         // Migrations run before the server listens: give start-up a minute before liveness counts.
         startup_probe: probes.then(|| http_probe(contract::HEALTHZ_PATH, contract::HTTP_PORT_NAME, 2, 30)),

@@ -60,7 +60,8 @@ mod tests {
         assert_eq!(spec.replicas, Some(4));
         let c = &spec.template.spec.unwrap().containers[0];
         assert_eq!(c.args.as_deref(), Some(&["worker".to_string()][..]));
-        assert!(c.readiness_probe.is_some());
+        let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
+        assert_eq!(ready.as_deref(), Some("/healthz"), "a worker serves /healthz, not /readyz");
         assert_eq!(spec.selector.match_labels.unwrap()[labels::COMPONENT], "worker");
     }
 
