@@ -1,0 +1,282 @@
+//! Stage 3, the "spike absorber": a booking request is validated, given its id, produced to the
+//! requests topic (idempotent producer, `acks=all`, keyed by event) and answered 202 once the
+//! broker acknowledged it; workers decide it later (`worker::kafka_consumer`). Pending requests
+//! live in Kafka and in each pod's `Backlog`, never in Postgres on the hot path.
+
+pub mod backlog;
+pub mod client;
+pub mod metrics;
+pub mod record;
+pub mod tail;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::SubsecRound;
+use futures::stream::{self, BoxStream, StreamExt};
+use prometheus_client::metrics::counter::Counter;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use uuid::Uuid;
+
+use self::backlog::Backlog;
+use self::client::{KafkaSettings, partition_count, unavailable, watermarks};
+use self::metrics::GroupMetrics;
+use self::record::{BookingRecord, RECORD_VERSION, booking_id};
+use super::records::{self, pg_error};
+use super::{IdempotencyKey, Inventory, StageError, idempotency};
+use crate::domain::{Booking, BookingOutcome, BookingRequest, BookingStatus, Event, NewEvent, RejectReason, Stage};
+use crate::http::Metrics;
+use crate::validation::validate_booking_request;
+
+/// Longest a status read waits for this pod's tail to reach what other pods acknowledged.
+const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(3);
+/// A status watcher re-reads at least this often, even without a wake-up.
+const WATCH_POLL: Duration = Duration::from_secs(1);
+
+pub struct KafkaInventory {
+    inner: Arc<Inner>,
+    _tasks: DropGuard,
+}
+
+struct Inner {
+    settings: KafkaSettings,
+    pool: PgPool,
+    producer: FutureProducer,
+    backlog: Arc<Backlog>,
+    reader: Arc<BaseConsumer>,
+    /// Events known to exist (events are never deleted), so the hot path reads Postgres at most
+    /// once per event and pod.
+    known_events: Mutex<HashSet<Uuid>>,
+    produce_failures: Counter,
+}
+
+impl KafkaInventory {
+    /// Creates the topics if missing, positions this pod's tail at the group's committed offsets
+    /// and starts it; everything stops when the inventory is dropped.
+    pub async fn connect(settings: KafkaSettings, pool: PgPool, metrics: &Metrics) -> Result<Self, StageError> {
+        let partitions = settings.ensure_topics().await?;
+        let reader = Arc::new(settings.offsets_reader()?);
+        let backlog = Arc::new(Backlog::new(partitions));
+        let tasks = CancellationToken::new();
+        tail::start(&settings, backlog.clone(), reader.clone(), GroupMetrics::register(metrics), tasks.clone()).await?;
+        let produce_failures = Counter::default();
+        metrics.register(
+            "kafka_produce_failures",
+            "Booking requests answered 503 because the broker did not acknowledge them in time",
+            produce_failures.clone(),
+        );
+        let inner = Inner {
+            producer: settings.producer()?,
+            settings,
+            pool,
+            backlog,
+            reader,
+            known_events: Mutex::default(),
+            produce_failures,
+        };
+        Ok(Self { inner: Arc::new(inner), _tasks: tasks.drop_guard() })
+    }
+
+    /// Requests this pod sees queued and undecided.
+    pub fn queued(&self) -> usize {
+        self.inner.backlog.len()
+    }
+}
+
+impl Inner {
+    async fn require_event(&self, event_id: Uuid) -> Result<(), StageError> {
+        if self.known_events.lock().expect("lock poisoned").contains(&event_id) {
+            return Ok(());
+        }
+        let event = records::fetch_event(&self.pool, event_id).await?;
+        if event.remaining == 0 {
+            self.backlog.set_sold_out(event_id, true);
+        }
+        self.known_events.lock().expect("lock poisoned").insert(event_id);
+        Ok(())
+    }
+
+    /// Produces `record` and waits for the broker's acknowledgement (bounded by the producer's
+    /// `message.timeout.ms`, with a margin in case librdkafka itself stalls).
+    async fn produce(&self, record: &BookingRecord) -> Result<(i32, i64), StageError> {
+        let (key, payload) = (record.key(), record.encode());
+        let delivery = self
+            .producer
+            .send_result(FutureRecord::to(&self.settings.topic).key(&key).payload(&payload))
+            .map_err(|(err, _)| unavailable(format!("cannot queue the request: {err}")))?;
+        let result = tokio::time::timeout(self.settings.produce_timeout + Duration::from_secs(1), delivery).await;
+        match result {
+            Ok(Ok(Ok(delivery))) => Ok((delivery.partition, delivery.offset)),
+            Ok(Ok(Err((err, _)))) => Err(unavailable(format!("broker did not acknowledge: {err}"))),
+            Ok(Err(_)) => Err(unavailable("producer dropped the request")),
+            Err(_) => Err(unavailable("broker acknowledgement timed out")),
+        }
+    }
+
+    /// The booking as known now: queued (with its place in line), decided, or unknown. A miss
+    /// waits until this pod's tail has read everything the broker holds, so a booking another
+    /// pod just acknowledged is never reported missing.
+    async fn booking(&self, id: Uuid) -> Result<Booking, StageError> {
+        // The backlog first: a request leaves it only after its decision is in Postgres.
+        if let Some(pending) = self.backlog.pending(id) {
+            return Ok(pending);
+        }
+        match records::fetch_booking(&self.pool, id).await {
+            Err(StageError::BookingNotFound(_)) => {}
+            other => return other,
+        }
+        let partitions = self.backlog.partitions();
+        let high: Vec<i64> =
+            watermarks(&self.reader, &self.settings.topic, partitions).await?.into_iter().map(|(_, h)| h).collect();
+        tokio::time::timeout(READ_YOUR_WRITES_WAIT, self.backlog.wait_caught_up(&high))
+            .await
+            .map_err(|_| unavailable("this pod's view of the queue is behind"))?;
+        if let Some(pending) = self.backlog.pending(id) {
+            return Ok(pending);
+        }
+        records::fetch_booking(&self.pool, id).await
+    }
+
+    /// An earlier answer for `key`: the queued or decided booking it made, if any. Postgres is
+    /// asked only for keyed requests, and its failure is not fatal: the worker dedupes anyway.
+    async fn first_use_of(&self, id: Uuid, key: &str) -> Option<Booking> {
+        if let Some(pending) = self.backlog.pending(id) {
+            return Some(pending);
+        }
+        match records::fetch_booking_by_key(&self.pool, key).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::debug!(error = %err, "idempotency lookup failed; the worker will dedupe");
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Inventory for KafkaInventory {
+    fn stage(&self) -> Stage {
+        Stage::Kafka
+    }
+
+    async fn create_event(&self, new: NewEvent) -> Result<Event, StageError> {
+        let event = records::insert_event(&self.inner.pool, &new).await?;
+        self.inner.known_events.lock().expect("lock poisoned").insert(event.id);
+        Ok(event)
+    }
+
+    async fn get_event(&self, id: Uuid) -> Result<Event, StageError> {
+        records::fetch_event(&self.inner.pool, id).await
+    }
+
+    async fn book(
+        &self,
+        event_id: Uuid,
+        request: BookingRequest,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<BookingOutcome, StageError> {
+        let inner = &self.inner;
+        validate_booking_request(&request).map_err(|e| StageError::Invalid(e.to_string()))?;
+        inner.require_event(event_id).await?;
+        let id = booking_id(idempotency_key.as_deref());
+        if let Some(key) = &idempotency_key
+            && let Some(first) = inner.first_use_of(id, key).await
+        {
+            return idempotency::replay(first, event_id, &request);
+        }
+        // Only requests without a key are refused at the door: a keyed one may be the retry of
+        // an attempt still in flight on some pod, whose answer (queued, then decided) must be
+        // the answer to every retry. Queued, it is decided (or found a duplicate) by the worker.
+        if idempotency_key.is_none() && inner.backlog.is_sold_out(event_id) {
+            return Err(StageError::Rejected {
+                reason: RejectReason::SoldOut,
+                detail: "the event is sold out".into(),
+            });
+        }
+        let record = BookingRecord {
+            v: RECORD_VERSION,
+            id,
+            event_id,
+            user_id: request.user_id,
+            quantity: request.quantity,
+            idempotency_key,
+            // Postgres keeps microseconds: the pending and the decided booking show the same time.
+            accepted_at: chrono::Utc::now().trunc_subsecs(6),
+        };
+        let (partition, offset) = inner.produce(&record).await.inspect_err(|_| {
+            inner.produce_failures.inc();
+        })?;
+        inner.backlog.insert(partition, offset, record.clone());
+        let booking = inner.backlog.pending(id).unwrap_or_else(|| {
+            // Decided already (a fast worker, or a retry of a decided key): still pending to the
+            // client, whose next read shows the decision.
+            record.pending_booking(None)
+        });
+        Ok(BookingOutcome::Pending(booking))
+    }
+
+    async fn get_booking(&self, id: Uuid) -> Result<Booking, StageError> {
+        self.inner.booking(id).await
+    }
+
+    async fn watch_booking(&self, id: Uuid) -> Result<BoxStream<'static, Booking>, StageError> {
+        // The first read outside the stream, so an unknown id is a 404 rather than an empty stream.
+        let first = self.inner.booking(id).await?;
+        let watch = Watch { inner: self.inner.clone(), id, wake: self.inner.backlog.subscribe(), first: Some(first), last: None };
+        Ok(stream::unfold(watch, Watch::next).boxed())
+    }
+
+    async fn ready(&self) -> Result<(), StageError> {
+        sqlx::query("SELECT 1").execute(&self.inner.pool).await.map_err(pg_error)?;
+        if partition_count(&self.inner.reader, &self.inner.settings.topic).await? == 0 {
+            return Err(unavailable("the requests topic is missing or has no leader"));
+        }
+        Ok(())
+    }
+}
+
+/// A status push: the current state, then every change (place in line, decision), ending after
+/// the decision. Woken when the group's committed offsets move, and at least every `WATCH_POLL`.
+struct Watch {
+    inner: Arc<Inner>,
+    id: Uuid,
+    wake: watch::Receiver<u64>,
+    first: Option<Booking>,
+    last: Option<Booking>,
+}
+
+impl Watch {
+    async fn next(mut self) -> Option<(Booking, Self)> {
+        if self.last.as_ref().is_some_and(|b| b.status != BookingStatus::Pending) {
+            return None;
+        }
+        loop {
+            let state = match self.first.take() {
+                Some(first) => first,
+                None => {
+                    if let Ok(Err(_)) = tokio::time::timeout(WATCH_POLL, self.wake.changed()).await {
+                        // The stage is shutting down: keep polling slowly until the client goes.
+                        tokio::time::sleep(WATCH_POLL).await;
+                    }
+                    match self.inner.booking(self.id).await {
+                        Ok(state) => state,
+                        Err(err) => {
+                            tracing::debug!(id = %self.id, error = %err, "watch: cannot read the booking; retrying");
+                            continue;
+                        }
+                    }
+                }
+            };
+            if self.last.as_ref() != Some(&state) {
+                self.last = Some(state.clone());
+                return Some((state, self));
+            }
+        }
+    }
+}

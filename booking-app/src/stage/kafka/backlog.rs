@@ -1,0 +1,269 @@
+//! Each API pod's view of the queue: every request in the topic that the worker group has not
+//! decided yet (id → partition, offset, request), the group's committed offsets, and the set of
+//! sold-out events. Filled by the pod's tail of the topics; this is where "pending" lives, so the
+//! hot path never writes to Postgres. Pure bookkeeping: the tasks that feed it are in `tail.rs`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+use super::record::BookingRecord;
+use crate::domain::Booking;
+
+/// A queued request and where it sits in its partition.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub record: BookingRecord,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Debug)]
+struct State {
+    queued: HashMap<Uuid, Queued>,
+    /// Per partition, offset → id, to drop decided requests in offset order.
+    by_offset: Vec<BTreeMap<i64, Uuid>>,
+    /// Per partition, the group's committed offset: every record below it is decided (and so in
+    /// Postgres, because workers commit offsets only after the database commit).
+    decided_upto: Vec<i64>,
+    /// Per partition, the offset the tail will read next.
+    tailed: Vec<i64>,
+    sold_out: HashSet<Uuid>,
+}
+
+/// Shared between the stage (lookups, produced records), the tail and the refresher.
+#[derive(Debug)]
+pub struct Backlog {
+    state: Mutex<State>,
+    /// Bumped whenever the group's committed offsets move: watchers re-read their booking.
+    decided: watch::Sender<u64>,
+    /// Woken whenever the tail advances.
+    tail_progress: Notify,
+}
+
+impl Backlog {
+    pub fn new(partitions: i32) -> Self {
+        let n = partitions as usize;
+        Self {
+            state: Mutex::new(State {
+                queued: HashMap::new(),
+                by_offset: vec![BTreeMap::new(); n],
+                decided_upto: vec![0; n],
+                tailed: vec![0; n],
+                sold_out: HashSet::new(),
+            }),
+            decided: watch::Sender::new(0),
+            tail_progress: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("backlog lock poisoned")
+    }
+
+    pub fn partitions(&self) -> i32 {
+        self.lock().tailed.len() as i32
+    }
+
+    /// Where the tail starts (the committed offsets, or the oldest record where none).
+    pub fn start(&self, decided_upto: &[i64]) {
+        let mut state = self.lock();
+        for (p, &offset) in decided_upto.iter().enumerate().take(state.tailed.len()) {
+            state.decided_upto[p] = offset;
+            state.tailed[p] = offset;
+        }
+    }
+
+    /// Records a request seen in the topic (by the tail, or by this pod's producer when the
+    /// broker acknowledged it). Already decided or already known requests change nothing; a
+    /// second record with the same id (an idempotent retry) keeps the first one's place.
+    pub fn insert(&self, partition: i32, offset: i64, record: BookingRecord) {
+        let mut state = self.lock();
+        let p = partition as usize;
+        if p >= state.tailed.len() || offset < state.decided_upto[p] {
+            return;
+        }
+        state.by_offset[p].insert(offset, record.id);
+        state.queued.entry(record.id).or_insert(Queued { record, partition, offset });
+    }
+
+    /// The tail read up to `offset` (inclusive) of `partition`.
+    pub fn tailed(&self, partition: i32, offset: i64) {
+        {
+            let mut state = self.lock();
+            if let Some(t) = state.tailed.get_mut(partition as usize) {
+                *t = (*t).max(offset + 1);
+            }
+        }
+        self.tail_progress.notify_waiters();
+    }
+
+    /// Whether the tail has read every record below `high` in each partition.
+    pub fn caught_up(&self, high: &[i64]) -> bool {
+        let state = self.lock();
+        high.iter().zip(&state.tailed).all(|(h, t)| t >= h)
+    }
+
+    /// Waits until `caught_up(high)`; the caller bounds it with a timeout.
+    pub async fn wait_caught_up(&self, high: &[i64]) {
+        loop {
+            let notified = self.tail_progress.notified();
+            if self.caught_up(high) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The group decided everything below `offsets[p]`: forget those requests and wake watchers.
+    pub fn decided_upto(&self, offsets: &[Option<i64>]) {
+        let mut moved = false;
+        {
+            let mut state = self.lock();
+            let State { queued, by_offset, decided_upto, .. } = &mut *state;
+            for (p, committed) in offsets.iter().enumerate().take(decided_upto.len()) {
+                let Some(committed) = *committed else { continue };
+                if committed <= decided_upto[p] {
+                    continue;
+                }
+                decided_upto[p] = committed;
+                moved = true;
+                let still_queued = by_offset[p].split_off(&committed);
+                for (offset, id) in std::mem::replace(&mut by_offset[p], still_queued) {
+                    if queued.get(&id).is_some_and(|q| q.partition == p as i32 && q.offset == offset) {
+                        queued.remove(&id);
+                    }
+                }
+            }
+        }
+        if moved {
+            self.decided.send_modify(|generation| *generation += 1);
+        }
+    }
+
+    /// The booking if it is still queued, with its place in line: the undecided requests ahead
+    /// of it in its partition.
+    pub fn pending(&self, id: Uuid) -> Option<Booking> {
+        let state = self.lock();
+        let q = state.queued.get(&id)?;
+        let ahead = q.offset - state.decided_upto[q.partition as usize];
+        Some(q.record.pending_booking(Some(ahead.max(0))))
+    }
+
+    pub fn queued_record(&self, id: Uuid) -> Option<BookingRecord> {
+        self.lock().queued.get(&id).map(|q| q.record.clone())
+    }
+
+    /// Requests this pod knows to be queued and undecided.
+    pub fn len(&self) -> usize {
+        self.lock().queued.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn set_sold_out(&self, event_id: Uuid, sold_out: bool) {
+        let mut state = self.lock();
+        if sold_out {
+            state.sold_out.insert(event_id);
+        } else {
+            state.sold_out.remove(&event_id);
+        }
+    }
+
+    pub fn is_sold_out(&self, event_id: Uuid) -> bool {
+        self.lock().sold_out.contains(&event_id)
+    }
+
+    /// A receiver that changes whenever decisions happened.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.decided.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::BookingStatus;
+    use crate::stage::kafka::record::{RECORD_VERSION, booking_id};
+
+    fn record(key: Option<&str>) -> BookingRecord {
+        BookingRecord {
+            v: RECORD_VERSION,
+            id: booking_id(key),
+            event_id: Uuid::nil(),
+            user_id: "u".into(),
+            quantity: 1,
+            idempotency_key: key.map(Into::into),
+            accepted_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn position_counts_undecided_requests_ahead() {
+        let backlog = Backlog::new(2);
+        backlog.start(&[10, 0]);
+        let (a, b) = (record(None), record(None));
+        backlog.insert(0, 12, a.clone());
+        backlog.insert(0, 15, b.clone());
+        assert_eq!(backlog.pending(a.id).unwrap().position, Some(2));
+        assert_eq!(backlog.pending(b.id).unwrap().position, Some(5));
+        assert_eq!(backlog.pending(b.id).unwrap().status, BookingStatus::Pending);
+
+        let mut rx = backlog.subscribe();
+        backlog.decided_upto(&[Some(13), None]);
+        assert!(rx.has_changed().unwrap());
+        assert!(backlog.pending(a.id).is_none(), "decided requests leave the backlog");
+        assert_eq!(backlog.pending(b.id).unwrap().position, Some(2));
+        rx.mark_unchanged();
+        backlog.decided_upto(&[Some(13), None]);
+        assert!(!rx.has_changed().unwrap(), "no movement, no wake-up");
+    }
+
+    #[test]
+    fn decided_and_duplicate_records_are_not_queued_again() {
+        let backlog = Backlog::new(1);
+        backlog.start(&[5]);
+        let old = record(None);
+        backlog.insert(0, 4, old.clone());
+        assert!(backlog.pending(old.id).is_none(), "below the committed offset: already decided");
+
+        let retried = record(Some("k"));
+        backlog.insert(0, 6, retried.clone());
+        backlog.insert(0, 9, retried.clone());
+        assert_eq!(backlog.pending(retried.id).unwrap().position, Some(1), "first place kept");
+        backlog.decided_upto(&[Some(7)]);
+        assert!(backlog.pending(retried.id).is_none());
+        backlog.decided_upto(&[Some(10)]);
+        assert!(backlog.is_empty());
+    }
+
+    #[tokio::test]
+    async fn waits_for_the_tail() {
+        let backlog = std::sync::Arc::new(Backlog::new(2));
+        backlog.start(&[0, 3]);
+        assert!(backlog.caught_up(&[0, 3]));
+        assert!(!backlog.caught_up(&[1, 3]));
+        let waiter = tokio::spawn({
+            let backlog = backlog.clone();
+            async move { backlog.wait_caught_up(&[2, 3]).await }
+        });
+        backlog.tailed(0, 0);
+        backlog.tailed(0, 1);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn sold_out_set() {
+        let backlog = Backlog::new(1);
+        let event = Uuid::new_v4();
+        assert!(!backlog.is_sold_out(event));
+        backlog.set_sold_out(event, true);
+        assert!(backlog.is_sold_out(event));
+        backlog.set_sold_out(event, false);
+        assert!(!backlog.is_sold_out(event));
+    }
+}

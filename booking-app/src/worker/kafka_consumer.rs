@@ -1,0 +1,207 @@
+//! Stage kafka's worker: a member of the consumer group that decides queued booking requests in
+//! batches, one Postgres transaction per batch, and commits the batch's offsets only after that
+//! transaction committed. A crash in between redelivers the batch, which then changes nothing.
+
+pub mod decide;
+pub mod ledger;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::http::Metrics;
+use crate::stage::StageError;
+use crate::stage::kafka::client::KafkaSettings;
+use crate::stage::kafka::metrics::WorkerMetrics;
+use crate::stage::kafka::record::BookingRecord;
+
+/// Payload of a sold-out mark (a tombstone would lift it).
+pub const SOLD_OUT_PAYLOAD: &[u8] = b"sold_out";
+
+/// The records of one batch and the offsets to commit once they are decided.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub requests: Vec<BookingRecord>,
+    /// Highest offset read per partition.
+    pub last_offsets: BTreeMap<i32, i64>,
+    pub malformed: u64,
+}
+
+/// A worker: its group consumer, a producer for sold-out marks, and the database.
+pub struct KafkaWorker {
+    settings: KafkaSettings,
+    pool: PgPool,
+    consumer: StreamConsumer<DefaultConsumerContext>,
+    producer: FutureProducer,
+    metrics: WorkerMetrics,
+    sold_out_published: HashSet<Uuid>,
+    /// Test hook: abort the process after this many batches were committed to the database but
+    /// before their offsets are committed (the crash window the redelivery handles).
+    abort_after_batches: Option<u64>,
+    batches: u64,
+}
+
+/// `run` with the settings and database of `config`.
+pub async fn run_from_config(config: &Config, metrics: &Metrics, stop: CancellationToken) -> Result<(), StageError> {
+    let settings = KafkaSettings::from_config(&config.kafka)?;
+    let pool = crate::db::connect(&config.postgres).await.map_err(crate::stage::records::pg_error)?;
+    run(settings, pool, metrics, stop).await
+}
+
+/// Runs a worker until `stop` is cancelled, its series registered in `metrics`.
+pub async fn run(settings: KafkaSettings, pool: PgPool, metrics: &Metrics, stop: CancellationToken) -> Result<(), StageError> {
+    settings.ensure_topics().await?;
+    let worker = KafkaWorker::new(settings, pool, WorkerMetrics::register(metrics))?;
+    worker.run(stop).await;
+    Ok(())
+}
+
+impl KafkaWorker {
+    pub fn new(settings: KafkaSettings, pool: PgPool, metrics: WorkerMetrics) -> Result<Self, StageError> {
+        let consumer = settings.group_consumer(DefaultConsumerContext)?;
+        consumer.subscribe(&[&settings.topic])?;
+        let producer = settings.producer()?;
+        let abort_after_batches = std::env::var("KAFKA_WORKER_ABORT_AFTER_BATCHES").ok().and_then(|v| v.parse().ok());
+        Ok(Self {
+            settings,
+            pool,
+            consumer,
+            producer,
+            metrics,
+            sold_out_published: HashSet::new(),
+            abort_after_batches,
+            batches: 0,
+        })
+    }
+
+    /// Decides batches until `stop`; a batch in flight when it comes is left uncommitted (it is
+    /// redelivered to whichever member takes the partition).
+    pub async fn run(mut self, stop: CancellationToken) {
+        tracing::info!(topic = %self.settings.topic, group = %self.settings.group, "kafka worker started");
+        loop {
+            let batch = tokio::select! {
+                _ = stop.cancelled() => break,
+                batch = self.next_batch() => batch,
+            };
+            let started = Instant::now();
+            let Some(outcome) = self.decide_until_committed(&batch, &stop).await else { break };
+            self.batches += 1;
+            if self.abort_after_batches.is_some_and(|n| self.batches >= n) {
+                tracing::error!(batches = self.batches, "KAFKA_WORKER_ABORT_AFTER_BATCHES: aborting before the offset commit");
+                std::process::abort();
+            }
+            self.commit(&batch);
+            self.metrics.batch_took(started.elapsed().as_secs_f64());
+            self.count(&batch, &outcome.decided.verdicts);
+            self.publish_sold_out(&outcome.remaining_after).await;
+        }
+        tracing::info!("kafka worker stopped");
+    }
+
+    /// Waits for a first record, then takes what arrives within `batch_linger`, up to
+    /// `batch_size` records.
+    async fn next_batch(&self) -> Batch {
+        let mut batch = Batch::default();
+        let mut deadline = None;
+        while batch.requests.len() + (batch.malformed as usize) < self.settings.batch_size {
+            let message = match deadline {
+                None => self.consumer.recv().await,
+                Some(at) => match tokio::time::timeout_at(at, self.consumer.recv()).await {
+                    Ok(message) => message,
+                    Err(_) => break,
+                },
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(err) => {
+                    tracing::warn!(error = %err, "kafka worker: cannot read; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if batch.last_offsets.is_empty() { continue } else { break }
+                }
+            };
+            batch.last_offsets.insert(message.partition(), message.offset());
+            match BookingRecord::decode(message.payload()) {
+                Ok(record) => batch.requests.push(record),
+                Err(err) => {
+                    // Nothing can decide it: skipped, counted, and committed past.
+                    tracing::error!(partition = message.partition(), offset = message.offset(), error = %err,
+                        "kafka worker: skipping a record that is not a booking request");
+                    batch.malformed += 1;
+                }
+            }
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.settings.batch_linger);
+        }
+        batch
+    }
+
+    /// The batch's transaction, retried with backoff until it commits (`None`: stopped first).
+    async fn decide_until_committed(&self, batch: &Batch, stop: &CancellationToken) -> Option<ledger::Outcome> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match ledger::decide_batch(&self.pool, &batch.requests).await {
+                Ok(outcome) => return Some(outcome),
+                Err(err) => tracing::warn!(error = %err, records = batch.requests.len(),
+                    retry_in_ms = backoff.as_millis() as u64, "kafka worker: batch transaction failed"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Commits the offsets after the batch (asynchronously: a commit that is lost, say to a
+    /// crash or a rebalance, only redelivers records that are decided already).
+    fn commit(&self, batch: &Batch) {
+        let mut offsets = TopicPartitionList::with_capacity(batch.last_offsets.len());
+        for (partition, offset) in &batch.last_offsets {
+            if let Err(err) = offsets.add_partition_offset(&self.settings.topic, *partition, Offset::Offset(offset + 1)) {
+                tracing::error!(error = %err, "kafka worker: cannot build the offset list");
+                return;
+            }
+        }
+        if let Err(err) = self.consumer.commit(&offsets, CommitMode::Async) {
+            tracing::warn!(error = %err, "kafka worker: offset commit failed; the batch will be redelivered");
+        }
+    }
+
+    fn count(&self, batch: &Batch, verdicts: &[decide::Verdict]) {
+        let mut by_outcome: BTreeMap<&str, u64> = BTreeMap::new();
+        for verdict in verdicts {
+            *by_outcome.entry(verdict.outcome()).or_default() += 1;
+        }
+        for (outcome, n) in &by_outcome {
+            self.metrics.decided(outcome, *n);
+        }
+        self.metrics.decided("malformed", batch.malformed);
+        tracing::debug!(?by_outcome, malformed = batch.malformed, "kafka worker: batch committed");
+    }
+
+    /// Tells every API pod that these events are sold out, so they answer 409 at the door. After
+    /// a restart the mark is simply published again; a failure is retried with the next batch.
+    async fn publish_sold_out(&mut self, remaining_after: &std::collections::HashMap<Uuid, i64>) {
+        for (event, remaining) in remaining_after {
+            if *remaining > 0 || self.sold_out_published.contains(event) {
+                continue;
+            }
+            let key = event.to_string();
+            let record = FutureRecord::to(&self.settings.sold_out_topic).key(&key).payload(SOLD_OUT_PAYLOAD);
+            match self.producer.send(record, self.settings.produce_timeout).await {
+                Ok(_) => {
+                    tracing::info!(%event, "event sold out: published");
+                    self.sold_out_published.insert(*event);
+                }
+                Err((err, _)) => tracing::warn!(%event, error = %err, "cannot publish sold-out mark; will retry"),
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The decision rule of a batch, without I/O: given the locked inventory rows, the users'
+//! holdings and which requests were already decided, decide each request in offset order with
+//! the same rule as stage postgres (limit first, then stock).
+
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
+use crate::domain::RejectReason;
+use crate::stage::kafka::record::BookingRecord;
+use crate::stage::postgres::refusal;
+
+/// An event's inventory row as the batch transaction locked it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inventory {
+    pub remaining: i64,
+    pub per_user_limit: Option<i32>,
+}
+
+/// What happened to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Confirmed,
+    Rejected(RejectReason),
+    /// Already decided (a redelivered record, or a retry carrying the same idempotency key):
+    /// changes nothing.
+    Duplicate,
+    /// The event does not exist: the API checks this, so only a foreign record gets here.
+    UnknownEvent,
+}
+
+impl Verdict {
+    /// Label of `booking_kafka_decisions_total`.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Verdict::Confirmed => "confirmed",
+            Verdict::Rejected(reason) => reason.as_str(),
+            Verdict::Duplicate => "duplicate",
+            Verdict::UnknownEvent => "unknown_event",
+        }
+    }
+
+    /// Whether a booking row is written for it.
+    pub fn is_decision(self) -> bool {
+        matches!(self, Verdict::Confirmed | Verdict::Rejected(_))
+    }
+}
+
+/// The batch's verdicts (same order as the requests) and the writes they imply.
+#[derive(Debug, Default, PartialEq)]
+pub struct Decided {
+    pub verdicts: Vec<Verdict>,
+    /// New `remaining` of every event that sold tickets in this batch.
+    pub remaining: HashMap<Uuid, i64>,
+    /// Tickets confirmed per (event, user) in this batch, to add to `holdings`.
+    pub holdings_added: HashMap<(Uuid, String), i32>,
+}
+
+/// Decides `requests` in order. `known` holds the ids and idempotency keys already in the
+/// bookings table; `holdings` the tickets users already hold.
+pub fn decide(
+    requests: &[BookingRecord],
+    events: &HashMap<Uuid, Inventory>,
+    holdings: &HashMap<(Uuid, String), i32>,
+    known_ids: &HashSet<Uuid>,
+    known_keys: &HashSet<String>,
+) -> Decided {
+    let mut decided = Decided::default();
+    let mut remaining: HashMap<Uuid, i64> = HashMap::new();
+    let mut seen_ids: HashSet<Uuid> = HashSet::new();
+    for request in requests {
+        let duplicate = known_ids.contains(&request.id)
+            || request.idempotency_key.as_ref().is_some_and(|k| known_keys.contains(k))
+            || !seen_ids.insert(request.id);
+        let verdict = if duplicate {
+            Verdict::Duplicate
+        } else if let Some(event) = events.get(&request.event_id) {
+            let left = remaining.entry(request.event_id).or_insert(event.remaining);
+            let key = (request.event_id, request.user_id.clone());
+            let held = holdings.get(&key).copied().unwrap_or(0)
+                + decided.holdings_added.get(&key).copied().unwrap_or(0);
+            match refusal(*left, event.per_user_limit, held, request.quantity) {
+                Some((reason, _)) => Verdict::Rejected(reason),
+                None => {
+                    *left -= i64::from(request.quantity);
+                    *decided.holdings_added.entry(key).or_insert(0) += request.quantity;
+                    Verdict::Confirmed
+                }
+            }
+        } else {
+            Verdict::UnknownEvent
+        };
+        decided.verdicts.push(verdict);
+    }
+    decided.remaining = remaining
+        .into_iter()
+        .filter(|(event, left)| events.get(event).is_some_and(|e| e.remaining != *left))
+        .collect();
+    decided
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::kafka::record::{RECORD_VERSION, booking_id};
+
+    fn request(event: Uuid, user: &str, quantity: i32, key: Option<&str>) -> BookingRecord {
+        BookingRecord {
+            v: RECORD_VERSION,
+            id: booking_id(key),
+            event_id: event,
+            user_id: user.into(),
+            quantity,
+            idempotency_key: key.map(Into::into),
+            accepted_at: chrono::Utc::now(),
+        }
+    }
+
+    fn events(list: &[(Uuid, i64, Option<i32>)]) -> HashMap<Uuid, Inventory> {
+        list.iter().map(|&(id, remaining, per_user_limit)| (id, Inventory { remaining, per_user_limit })).collect()
+    }
+
+    #[test]
+    fn decides_in_order_until_sold_out() {
+        let e = Uuid::new_v4();
+        let requests =
+            [request(e, "a", 2, None), request(e, "b", 2, None), request(e, "c", 1, None), request(e, "d", 1, None)];
+        let d = decide(&requests, &events(&[(e, 5, None)]), &HashMap::new(), &HashSet::new(), &HashSet::new());
+        assert_eq!(
+            d.verdicts,
+            [Verdict::Confirmed, Verdict::Confirmed, Verdict::Confirmed, Verdict::Rejected(RejectReason::SoldOut)]
+        );
+        assert_eq!(d.remaining[&e], 0);
+        assert_eq!(d.holdings_added.values().sum::<i32>(), 5);
+    }
+
+    #[test]
+    fn a_smaller_request_still_fits_after_a_bigger_one_is_refused() {
+        let e = Uuid::new_v4();
+        let requests = [request(e, "a", 3, None), request(e, "b", 1, None)];
+        let d = decide(&requests, &events(&[(e, 2, None)]), &HashMap::new(), &HashSet::new(), &HashSet::new());
+        assert_eq!(d.verdicts, [Verdict::Rejected(RejectReason::SoldOut), Verdict::Confirmed]);
+        assert_eq!(d.remaining[&e], 1);
+    }
+
+    #[test]
+    fn per_user_limit_counts_earlier_holdings_and_this_batch() {
+        let e = Uuid::new_v4();
+        let holdings = HashMap::from([((e, "a".to_owned()), 1)]);
+        let requests = [request(e, "a", 1, None), request(e, "a", 1, None), request(e, "b", 2, None)];
+        let d = decide(&requests, &events(&[(e, 100, Some(2))]), &holdings, &HashSet::new(), &HashSet::new());
+        assert_eq!(d.verdicts, [Verdict::Confirmed, Verdict::Rejected(RejectReason::PerUserLimit), Verdict::Confirmed]);
+        assert_eq!(d.holdings_added[&(e, "a".to_owned())], 1);
+        assert_eq!(d.remaining[&e], 97);
+    }
+
+    #[test]
+    fn redelivered_and_retried_requests_change_nothing() {
+        let e = Uuid::new_v4();
+        let first = request(e, "a", 1, Some("k1"));
+        let retry = first.clone();
+        let decided_before = request(e, "b", 1, None);
+        let key_used_before = request(e, "c", 1, Some("k2"));
+        let requests = [first, retry, decided_before.clone(), key_used_before];
+        let d = decide(
+            &requests,
+            &events(&[(e, 10, None)]),
+            &HashMap::new(),
+            &HashSet::from([decided_before.id]),
+            &HashSet::from(["k2".to_owned()]),
+        );
+        assert_eq!(d.verdicts, [Verdict::Confirmed, Verdict::Duplicate, Verdict::Duplicate, Verdict::Duplicate]);
+        assert_eq!(d.remaining[&e], 9);
+    }
+
+    #[test]
+    fn unknown_events_and_untouched_inventory() {
+        let (e, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let requests = [request(other, "a", 1, None), request(e, "a", 5, None)];
+        let d = decide(&requests, &events(&[(e, 1, None)]), &HashMap::new(), &HashSet::new(), &HashSet::new());
+        assert_eq!(d.verdicts, [Verdict::UnknownEvent, Verdict::Rejected(RejectReason::SoldOut)]);
+        assert!(d.remaining.is_empty(), "nothing sold: no inventory write");
+        assert!(Verdict::Rejected(RejectReason::SoldOut).is_decision() && !Verdict::Duplicate.is_decision());
+        assert_eq!(Verdict::Rejected(RejectReason::PerUserLimit).outcome(), "per_user_limit");
+    }
+}

@@ -1,0 +1,342 @@
+//! Stage kafka beyond the shared suite: pending with a place in line until a worker decides,
+//! the status pushed over SSE, a booking visible on every pod once acknowledged, sold-out
+//! answered at the door of every pod, lag and decision metrics, and worker crashes (a
+//! redelivered batch, a worker process killed mid-sale) that lose nothing and decide nothing twice.
+
+mod common;
+mod kafka_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+
+use kafka_support::{ChildWorker, Pod, Worker, eventually, kafka_config, metric, pool};
+
+fn id_of(body: &Value) -> Uuid {
+    body["id"].as_str().unwrap_or_else(|| panic!("no id in {body}")).parse().unwrap()
+}
+
+/// Reads server-sent events until the stream ends, calling `on_event` with each `data` JSON.
+async fn read_sse(mut response: reqwest::Response, mut on_event: impl FnMut(&Value)) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    while let Some(chunk) = response.chunk().await.expect("SSE chunk") {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
+                let value: Value = serde_json::from_str(data.trim()).expect("SSE data is JSON");
+                on_event(&value);
+                events.push(value);
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_with_place_in_line_until_a_worker_decides_and_the_push_delivers_it() {
+    common::init_logs();
+    let config = kafka_config("line");
+    let pool = pool(&config).await;
+    let pod = Pod::start(&config, pool.clone()).await;
+    let event = pod.create_event(10, None).await;
+
+    // No worker yet: everything stays pending, in line behind the requests before it.
+    let mut ids = Vec::new();
+    for (i, position) in (0..5).zip(0..) {
+        let (status, body) = pod.book(event, &format!("fan-{i}"), 1, None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(body["status"], "pending");
+        assert_eq!(body["position"], position, "one event, one partition: {body}");
+        ids.push(id_of(&body));
+    }
+    let (status, body) = pod.booking(ids[4]).await;
+    assert_eq!((status, &body["status"], &body["position"]), (StatusCode::OK, &Value::from("pending"), &Value::from(4)));
+    assert_eq!(pod.remaining(event).await, 10, "nothing decided yet");
+    let lag = eventually("the pod reports 5 undecided requests", || {
+        let pod = &pod;
+        async move { metric(&pod.metrics_text().await, "booking_kafka_consumer_lag_total").filter(|&l| l == 5.0) }
+    })
+    .await;
+    assert_eq!(lag, 5.0);
+
+    // A client listening on the push channel while the booking waits...
+    let response = pod.http.get(pod.url(&format!("/bookings/{}/events", ids[4]))).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let listener = tokio::spawn(async move {
+        let mut first_tx = Some(first_tx);
+        read_sse(response, move |event| {
+            if let Some(tx) = first_tx.take() {
+                let _ = tx.send(event.clone());
+            }
+        })
+        .await
+    });
+    let first = first_rx.await.expect("a first state");
+    assert_eq!((&first["status"], &first["position"]), (&Value::from("pending"), &Value::from(4)));
+
+    // ...gets the decision once a worker makes it, and the stream ends.
+    let worker = Worker::start(&config, pool.clone());
+    let states = tokio::time::timeout(common::EVENTUAL, listener).await.expect("the stream ends").unwrap();
+    let last = states.last().unwrap();
+    assert_eq!((&last["id"], &last["status"]), (&Value::from(ids[4].to_string()), &Value::from("confirmed")));
+    assert!(states[..states.len() - 1].iter().all(|s| s["status"] == "pending"), "{states:?}");
+
+    for id in &ids {
+        let (status, body) = pod.booking(*id).await;
+        assert_eq!((status, &body["status"]), (StatusCode::OK, &Value::from("confirmed")), "{body}");
+        assert!(body.get("position").is_none(), "a decided booking has no place in line: {body}");
+    }
+    assert_eq!(pod.remaining(event).await, 5);
+    assert_eq!(worker.decisions("confirmed"), 5.0);
+    eventually("lag drops to 0 and a decision rate was seen", || {
+        let pod = &pod;
+        async move {
+            let text = pod.metrics_text().await;
+            (metric(&text, "booking_kafka_consumer_lag_total") == Some(0.0)).then_some(())?;
+            metric(&text, "booking_kafka_decision_rate").map(|_| ())
+        }
+    })
+    .await;
+    worker.stop().await;
+    pod.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_booking_acknowledged_by_one_pod_is_found_by_every_pod() {
+    common::init_logs();
+    let config = kafka_config("pods");
+    let pool = pool(&config).await;
+    let (a, b) = (Pod::start(&config, pool.clone()).await, Pod::start(&config, pool.clone()).await);
+    let event = a.create_event(100, None).await;
+    for i in 0..20 {
+        let (status, body) = a.book(event, &format!("fan-{i}"), 1, None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        // Asked at once on the other pod, whose tail may not have read it yet: never a 404.
+        let (status, seen) = b.booking(id_of(&body)).await;
+        assert_eq!(status, StatusCode::OK, "pod b: {seen}");
+        assert_eq!((&seen["status"], &seen["position"]), (&Value::from("pending"), &Value::from(i)));
+    }
+    let (status, body) = b.booking(Uuid::new_v4()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sold_out_event_is_refused_at_the_door_of_every_pod() {
+    common::init_logs();
+    let config = kafka_config("door");
+    let pool = pool(&config).await;
+    let (a, b) = (Pod::start(&config, pool.clone()).await, Pod::start(&config, pool.clone()).await);
+    let worker = Worker::start(&config, pool.clone());
+    let event = a.create_event(3, None).await;
+    for user in ["ann", "bea", "cat"] {
+        let (status, body) = a.book(event, user, 1, None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    // Until the sold-out mark reaches a pod it still queues requests (decided sold_out later);
+    // then it answers 409 itself, and so does every other pod.
+    for pod in [&b, &a] {
+        eventually("the pod refuses at the door", || async move {
+            let (status, body) = pod.book(event, "late", 1, None).await;
+            match status {
+                StatusCode::CONFLICT => {
+                    assert_eq!(body["error"]["code"], "sold_out", "{body}");
+                    Some(())
+                }
+                StatusCode::ACCEPTED => None,
+                other => panic!("unexpected {other}: {body}"),
+            }
+        })
+        .await;
+    }
+    let a_ref = &a;
+    eventually("every queued request is decided", || async move {
+        let lag = metric(&a_ref.metrics_text().await, "booking_kafka_consumer_lag_total");
+        (lag == Some(0.0)).then_some(())
+    })
+    .await;
+    let rows_before: i64 = count_rows(&pool, event).await;
+    for _ in 0..10 {
+        let (status, _) = b.book(event, "later", 1, None).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+    }
+    assert_eq!(count_rows(&pool, event).await, rows_before, "a request refused at the door is not queued");
+    let late_ones: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, reason FROM bookings WHERE event_id = $1 AND user_id = 'late'")
+            .bind(event)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(late_ones.iter().all(|(s, r)| s == "rejected" && r.as_deref() == Some("sold_out")), "{late_ones:?}");
+    assert_eq!(a.remaining(event).await, 0);
+    worker.stop().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn count_rows(pool: &sqlx::PgPool, event: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM bookings WHERE event_id = $1").bind(event).fetch_one(pool).await.unwrap()
+}
+
+/// What Postgres holds for an event: every row's status, the inventory, the holdings.
+#[derive(Debug, PartialEq)]
+struct Ledger {
+    bookings: BTreeMap<Uuid, (String, i32, String)>,
+    remaining: i64,
+    holdings: BTreeMap<String, i32>,
+}
+
+async fn ledger(pool: &sqlx::PgPool, event: Uuid) -> Ledger {
+    let rows: Vec<(Uuid, String, i32, String)> =
+        sqlx::query_as("SELECT id, user_id, quantity, status FROM bookings WHERE event_id = $1").bind(event).fetch_all(pool).await.unwrap();
+    let remaining = sqlx::query_scalar("SELECT remaining FROM events WHERE id = $1").bind(event).fetch_one(pool).await.unwrap();
+    let holdings: Vec<(String, i32)> =
+        sqlx::query_as("SELECT user_id, quantity FROM holdings WHERE event_id = $1").bind(event).fetch_all(pool).await.unwrap();
+    Ledger {
+        bookings: rows.into_iter().map(|(id, u, q, s)| (id, (u, q, s))).collect(),
+        remaining,
+        holdings: holdings.into_iter().collect(),
+    }
+}
+
+/// The stage's invariants on one event: every acknowledged request decided exactly once, the
+/// inventory and the holdings equal to the confirmed bookings, nobody above the limit.
+fn check_invariants(ledger: &Ledger, acknowledged: &BTreeSet<Uuid>, tickets: i64, limit: i32) {
+    let stored: BTreeSet<Uuid> = ledger.bookings.keys().copied().collect();
+    assert_eq!(&stored, acknowledged, "Postgres must hold exactly the acknowledged requests");
+    let mut held: BTreeMap<String, i32> = BTreeMap::new();
+    for (user, quantity, status) in ledger.bookings.values() {
+        assert!(status == "confirmed" || status == "rejected", "undecided: {status}");
+        if status == "confirmed" {
+            *held.entry(user.clone()).or_default() += quantity;
+        }
+    }
+    let sold: i64 = held.values().map(|&q| i64::from(q)).sum();
+    assert!(ledger.remaining >= 0);
+    assert_eq!(sold, tickets - ledger.remaining, "confirmed tickets != tickets - remaining");
+    let holdings: BTreeMap<String, i32> = ledger.holdings.iter().filter(|(_, q)| **q > 0).map(|(u, q)| (u.clone(), *q)).collect();
+    assert_eq!(holdings, held, "holdings != confirmed bookings per user");
+    assert!(held.values().all(|&q| q <= limit), "a user above the limit: {held:?}");
+}
+
+/// Books `n` requests concurrently through `pod` (users from a pool of `users`, 1-2 tickets);
+/// all must be acknowledged.
+async fn book_many(pod: &Arc<Pod>, event: Uuid, n: usize, users: usize) -> BTreeSet<Uuid> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let pod = pod.clone();
+            tokio::spawn(async move { pod.book(event, &format!("user-{}", i % users), 1 + (i % 2) as i32, None).await })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        ids.insert(id_of(&body));
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_redelivered_after_its_database_commit_changes_nothing() {
+    common::init_logs();
+    let config = kafka_config("redelivery");
+    let pool = pool(&config).await;
+    let pod = Arc::new(Pod::start(&config, pool.clone()).await);
+    let event = pod.create_event(50, Some(3)).await;
+    let ids = book_many(&pod, event, 60, 25).await;
+
+    // A worker that died between its database commit and its offset commit: its batch is in
+    // Postgres, the group's offsets are where they were.
+    let records = read_records(&config, ids.len()).await;
+    booking_app::worker::kafka_consumer::ledger::decide_batch(&pool, &records).await.expect("batch commits");
+    let before = ledger(&pool, event).await;
+    check_invariants(&before, &ids, 50, 3);
+
+    // The next member of the group gets the whole batch again.
+    let worker = Worker::start(&config, pool.clone());
+    let w = &worker;
+    eventually("the redelivered batch is seen", || async move { (w.decisions("duplicate") == 60.0).then_some(()) }).await;
+    assert_eq!(worker.decisions("confirmed") + worker.decisions("sold_out") + worker.decisions("per_user_limit"), 0.0);
+    assert_eq!(ledger(&pool, event).await, before, "a redelivered batch changed Postgres");
+    worker.stop().await;
+    Arc::into_inner(pod).unwrap().stop().await;
+}
+
+/// The first `n` records of the test's topic, in offset order per partition.
+async fn read_records(config: &booking_app::config::Config, n: usize) -> Vec<booking_app::stage::kafka::record::BookingRecord> {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", config.kafka.kafka_brokers.as_deref().unwrap())
+        .set("group.id", format!("reader-{}", Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&config.kafka.kafka_topic]).unwrap();
+    let mut records = Vec::new();
+    while records.len() < n {
+        let message = tokio::time::timeout(common::EVENTUAL, consumer.recv()).await.expect("records").unwrap();
+        records.push(booking_app::stage::kafka::record::BookingRecord::decode(message.payload()).unwrap());
+    }
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_process_killed_mid_sale_loses_nothing_and_decides_nothing_twice() {
+    common::init_logs();
+    let mut config = kafka_config("kill");
+    config.kafka.kafka_batch_size = 10;
+    let pool = pool(&config).await;
+    let pod = Arc::new(Pod::start(&config, pool.clone()).await);
+    let (tickets, limit) = (300, 3);
+    let event = pod.create_event(tickets, Some(limit)).await;
+    let ids = book_many(&pod, event, 400, 150).await;
+
+    // 1. A worker that dies right after its third database commit, before the offset commit.
+    let first = ChildWorker::spawn(&config, &[("KAFKA_WORKER_ABORT_AFTER_BATCHES", "3")]).await;
+    let mut child = first.child;
+    let status = tokio::time::timeout(common::EVENTUAL, child.wait()).await.expect("the worker aborts").unwrap();
+    assert!(!status.success(), "the failpoint must crash the worker: {status}");
+    let decided_by_first = ledger(&pool, event).await.bookings.len();
+    assert!(decided_by_first > 0 && decided_by_first < ids.len(), "decided {decided_by_first}");
+
+    // 2. Its successor gets the uncommitted batch again (duplicates), then is SIGKILLed while
+    //    it works through the rest.
+    let second = ChildWorker::spawn(&config, &[]).await;
+    let (s, p) = (&second, &pool);
+    eventually("the successor redelivers and decides more", || async move {
+        let text = s.metrics_text().await?;
+        let duplicates = metric(&text, "booking_kafka_decisions_total{outcome=\"duplicate\"}")?;
+        let decided = ledger(p, event).await.bookings.len();
+        (duplicates >= 1.0 && decided > decided_by_first).then_some(())
+    })
+    .await;
+    second.kill9().await;
+    let decided_by_second = ledger(&pool, event).await.bookings.len();
+    eprintln!("decided: {decided_by_first} before the abort, {decided_by_second} before the SIGKILL, of {}", ids.len());
+
+    // 3. A third worker finishes the sale.
+    let third = ChildWorker::spawn(&config, &[]).await;
+    let (p, n, api) = (&pool, ids.len(), &pod);
+    eventually("every acknowledged request is decided", || async move {
+        (ledger(p, event).await.bookings.len() == n).then_some(())
+    })
+    .await;
+    eventually("the group's lag is 0", || async move {
+        (metric(&api.metrics_text().await, "booking_kafka_consumer_lag_total") == Some(0.0)).then_some(())
+    })
+    .await;
+    check_invariants(&ledger(&pool, event).await, &ids, tickets, limit);
+    third.kill9().await;
+    Arc::into_inner(pod).unwrap().stop().await;
+}

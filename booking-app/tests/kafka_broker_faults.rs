@@ -1,0 +1,118 @@
+//! Stage kafka with its broker gone: requests are answered 503 (never 202, never a hang), and
+//! once the broker is back the same pod and worker recover by themselves and every acknowledged
+//! request is decided. It stops the shared broker, so it is `#[ignore]`d in the ordinary run and
+//! run alone by `make test-kafka-faults` (part of `make test`), after every other test binary.
+
+mod common;
+mod kafka_support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+
+use kafka_support::{Pod, Worker, eventually, kafka_config, pool};
+
+/// `hack/services.sh ACTION kafka`, from the repository root.
+fn services(action: &str) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new(root.join("hack/services.sh"))
+        .args([action, "kafka"])
+        .current_dir(&root)
+        .status()
+        .expect("run hack/services.sh");
+    assert!(status.success(), "hack/services.sh {action} kafka failed: {status}");
+}
+
+/// Puts the broker back even when an assertion fails halfway, so later runs find it up.
+struct BrokerGuard {
+    stopped: bool,
+}
+
+impl Drop for BrokerGuard {
+    fn drop(&mut self) {
+        if self.stopped {
+            services("start");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "stops the shared Kafka broker: run alone by `make test-kafka-faults`"]
+async fn broker_down_answers_503_and_recovery_loses_no_acknowledged_request() {
+    common::init_logs();
+    let mut config = kafka_config("broker");
+    config.kafka.kafka_produce_timeout_ms = 2_000;
+    let pool = pool(&config).await;
+    let pod = Pod::start(&config, pool.clone()).await;
+    let worker = Worker::start(&config, pool.clone());
+    let event = pod.create_event(10_000, None).await;
+    let mut acknowledged = BTreeSet::new();
+
+    for round in ["stop", "kill9"] {
+        for i in 0..20 {
+            let (status, body) = pod.book(event, &format!("{round}-before-{i}"), 1, None).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            acknowledged.insert(id_of(&body));
+        }
+
+        let mut guard = BrokerGuard { stopped: true };
+        services(round);
+        // Bounded: the producer gives up after KAFKA_PRODUCE_TIMEOUT_MS; the client's own
+        // timeout (EVENTUAL) turns a hang into a failure.
+        for i in 0..3 {
+            let (status, body) = pod.book(event, &format!("{round}-outage-{i}"), 1, None).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "broker down must be 503: {body}");
+            assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        }
+        // Acknowledged bookings stay readable while the broker is away.
+        let known = *acknowledged.iter().next().unwrap();
+        let (status, body) = pod.booking(known).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        services("start");
+        guard.stopped = false;
+        // The same pod recovers by itself: no restart, no reconnect by hand.
+        let id = eventually("the pod acknowledges requests again", || {
+            let pod = &pod;
+            async move {
+                let (status, body) = pod.book(event, &format!("{round}-after"), 1, None).await;
+                match status {
+                    StatusCode::ACCEPTED => Some(id_of(&body)),
+                    StatusCode::SERVICE_UNAVAILABLE => None,
+                    other => panic!("unexpected {other}: {body}"),
+                }
+            }
+        })
+        .await;
+        acknowledged.insert(id);
+    }
+
+    // Every acknowledged request is decided, and none of the refused ones was stored.
+    let (p, n) = (&pool, acknowledged.len() as i64);
+    eventually("the worker decides every acknowledged request", || async move {
+        let decided: i64 = sqlx::query_scalar("SELECT count(*) FROM bookings WHERE event_id = $1 AND user_id NOT LIKE '%-outage-%'")
+            .bind(event)
+            .fetch_one(p)
+            .await
+            .unwrap();
+        (decided == n).then_some(())
+    })
+    .await;
+    let stored: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, status FROM bookings WHERE event_id = $1")
+        .bind(event)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let stored_ids: BTreeSet<Uuid> = stored.iter().map(|(id, _)| *id).collect();
+    assert_eq!(stored_ids, acknowledged, "Postgres must hold exactly the acknowledged requests");
+    assert!(stored.iter().all(|(_, status)| status == "confirmed"), "{stored:?}");
+    worker.stop().await;
+    pod.stop().await;
+}
+
+fn id_of(body: &Value) -> Uuid {
+    body["id"].as_str().unwrap_or_else(|| panic!("no id in {body}")).parse().unwrap()
+}
