@@ -107,6 +107,53 @@ pub struct RedisConfig {
     /// redis://host:port/db — required by stage redis.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "flashsale")]
+    pub redis_key_prefix: String,
+
+    /// A Redis command unanswered this long fails (503); with `appendfsync always` a write waits
+    /// for its fsync.
+    #[arg(long, env = "REDIS_RESPONSE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub redis_response_timeout_ms: u64,
+
+    /// Write-behind syncer: most stream entries written to Postgres in one transaction.
+    #[arg(long, env = "SYNC_BATCH_SIZE", default_value_t = 500)]
+    pub sync_batch_size: usize,
+
+    /// Write-behind syncer: how long one read waits for new bookings.
+    #[arg(long, env = "SYNC_BLOCK_MS", default_value_t = 1_000)]
+    pub sync_block_ms: u64,
+
+    /// Write-behind syncer: entries another syncer left unacknowledged this long are taken over
+    /// (it crashed). Longer than the slowest batch write.
+    #[arg(long, env = "SYNC_CLAIM_IDLE_MS", default_value_t = 30_000)]
+    pub sync_claim_idle_ms: u64,
+
+    /// Write-behind syncer: consumer name in the stream's group. Default `$HOSTNAME-<pid>`, which
+    /// in a pod is the pod's name: a restarted container resumes its own unacknowledged entries.
+    #[arg(long, env = "SYNC_CONSUMER")]
+    pub sync_consumer: Option<String>,
+}
+
+impl RedisConfig {
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_response_timeout_ms)
+    }
+
+    /// `sync_consumer`, or `$HOSTNAME-<pid>`; a second syncer in one process gets a suffix.
+    pub fn sync_consumer_name(&self) -> String {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static SYNCERS: AtomicUsize = AtomicUsize::new(0);
+        let base = self.sync_consumer.clone().unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "syncer".into());
+            format!("{host}-{}", std::process::id())
+        });
+        match SYNCERS.fetch_add(1, Ordering::Relaxed) {
+            0 => base,
+            n => format!("{base}-{}", n + 1),
+        }
+    }
 }
 
 /// Kafka (stage kafka).

@@ -65,6 +65,7 @@ pub trait Inventory: Send + Sync + 'static {
 pub mod idempotency;
 pub mod postgres;
 pub mod records;
+pub mod redis;
 
 /// Builds the stage `config.stage` names over an open Postgres pool (every stage keeps its
 /// source of truth there). Stage-specific settings are checked here, once, at start-up.
@@ -76,7 +77,7 @@ pub async fn build_inventory(
     let _ = &metrics; // for stages that export their own series (e.g. stream lag)
     match config.stage {
         Stage::Postgres => Ok(std::sync::Arc::new(postgres::PostgresInventory::new(pool))),
-        Stage::Redis => Err(StageError::Internal("stage redis: not implemented yet".into())),
+        Stage::Redis => Ok(std::sync::Arc::new(redis::RedisInventory::connect(&config.redis, pool, metrics.clone()).await?)),
         Stage::Kafka => Err(StageError::Internal("stage kafka: not implemented yet".into())),
     }
 }

@@ -1,6 +1,8 @@
 //! Background workers of the stages that decide or persist asynchronously: stage redis's
 //! write-behind syncer and stage kafka's consumer. Each runs until its token is cancelled.
 
+pub mod redis_sync;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -16,7 +18,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let _ = (&config, &shutdown);
     match config.stage {
         Stage::Postgres => anyhow::bail!("stage postgres has no background worker"),
-        Stage::Redis => anyhow::bail!("redis write-behind syncer: not implemented yet"),
+        Stage::Redis => Ok(redis_sync::run_from_config(&config, &std::sync::Arc::new(crate::http::Metrics::new()), shutdown).await?),
         Stage::Kafka => anyhow::bail!("kafka consumer: not implemented yet"),
     }
 }

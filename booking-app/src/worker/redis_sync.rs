@@ -3,7 +3,11 @@
 //! deletes) the entries. A crash anywhere re-delivers the batch; writing it twice changes nothing.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
 use redis::aio::ConnectionManager;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
@@ -13,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{Config, RedisConfig};
+use crate::http::Metrics;
 use crate::stage::StageError;
 use crate::stage::redis::connection::{self, classify};
 use crate::stage::redis::keys::{Keys, SYNC_GROUP};
@@ -46,6 +51,30 @@ impl SyncSettings {
     }
 }
 
+/// The syncer's series (registered by `booking-app worker` on its own `/metrics`).
+#[derive(Debug, Clone, Default)]
+pub struct SyncMetrics {
+    /// Bookings (and kept refusals) newly written to Postgres.
+    pub written: Counter,
+    /// Batches committed (a batch delivered again after a crash counts again).
+    pub batches: Counter,
+    /// Passes that failed (Redis or Postgres unavailable) and were retried.
+    pub failures: Counter,
+    /// Entries in the streams, i.e. decisions not yet in Postgres.
+    pub lag: Gauge,
+}
+
+impl SyncMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let m = Self::default();
+        metrics.register("redis_sync_written", "Bookings the write-behind syncer wrote to Postgres", m.written.clone());
+        metrics.register("redis_sync_batches", "Batches the write-behind syncer committed", m.batches.clone());
+        metrics.register("redis_sync_failures", "Write-behind syncer passes that failed and were retried", m.failures.clone());
+        metrics.register("redis_stream_lag", "Confirmed bookings in Redis not yet written to Postgres", m.lag.clone());
+        m
+    }
+}
+
 /// Entries of one event's stream, delivered together.
 #[derive(Debug)]
 pub struct Batch {
@@ -65,6 +94,8 @@ pub struct Syncer {
     /// Entries may be delivered to this consumer and not acknowledged (start, failure, claim).
     own_pending: bool,
     last_claim: Option<Instant>,
+    metrics: SyncMetrics,
+    last_lag_sample: Option<Instant>,
 }
 
 impl Syncer {
@@ -78,7 +109,22 @@ impl Syncer {
     }
 
     pub fn new(redis: ConnectionManager, pool: PgPool, keys: Keys, settings: SyncSettings) -> Self {
-        Self { redis, pool, keys, settings, grouped: HashSet::new(), own_pending: true, last_claim: None }
+        Self {
+            redis,
+            pool,
+            keys,
+            settings,
+            grouped: HashSet::new(),
+            own_pending: true,
+            last_claim: None,
+            metrics: SyncMetrics::default(),
+            last_lag_sample: None,
+        }
+    }
+
+    pub fn with_metrics(mut self, metrics: SyncMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn settings(&self) -> &SyncSettings {
@@ -96,8 +142,12 @@ impl Syncer {
                 pass = self.pass() => pass,
             };
             match pass {
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    self.sample_lag().await;
+                }
                 Err(err) => {
+                    self.metrics.failures.inc();
                     tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "redis syncer pass failed");
                     self.own_pending = true;
                     tokio::select! {
@@ -146,6 +196,8 @@ impl Syncer {
             let outcome = write_batch(&self.pool, &batch).await?;
             self.ack(&batch).await?;
             written += outcome.inserted;
+            self.metrics.batches.inc();
+            self.metrics.written.inc_by(outcome.inserted as u64);
             tracing::debug!(event = %batch.event_id, entries = batch.entry_ids.len(), inserted = outcome.inserted, "batch synced");
         }
         Ok(written)
@@ -176,6 +228,20 @@ impl Syncer {
             tracing::debug!(error = %err, "booking copies not deleted");
         }
         Ok(())
+    }
+
+    /// Refreshes the lag gauge, at most once a second.
+    async fn sample_lag(&mut self) {
+        if self.last_lag_sample.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        self.last_lag_sample = Some(Instant::now());
+        match crate::stage::redis::stream_lag(&mut self.redis, &self.keys).await {
+            Ok(n) => {
+                self.metrics.lag.set(n);
+            }
+            Err(err) => tracing::debug!(error = %err, "stream lag not sampled"),
+        }
     }
 
     /// The events loaded into Redis, each with the group on its stream.
@@ -277,14 +343,14 @@ impl Syncer {
 
 /// `booking-app worker --stage redis` and `serve` with RUN_WORKER: the syncer until `stop`.
 /// One transaction at a time needs one connection (a second covers a stuck one being replaced).
-pub async fn run_from_config(config: &Config, stop: CancellationToken) -> Result<(), StageError> {
+pub async fn run_from_config(config: &Config, metrics: &Arc<Metrics>, stop: CancellationToken) -> Result<(), StageError> {
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(config.postgres.acquire_timeout())
         .connect(&config.postgres.database_url)
         .await
         .map_err(crate::stage::records::pg_error)?;
-    let syncer = Syncer::connect(&config.redis, pool).await?;
+    let syncer = Syncer::connect(&config.redis, pool).await?.with_metrics(SyncMetrics::register(metrics));
     syncer.run(stop).await;
     Ok(())
 }

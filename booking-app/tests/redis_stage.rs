@@ -1,0 +1,258 @@
+//! Stage redis beyond the shared suite: the write-behind syncer crashing between its steps (in
+//! process, and as a SIGKILLed `booking-app worker`), the inventory rebuilt after Redis lost an
+//! event, and the stream-lag gauge. Each test uses its own key prefix, so no other syncer helps.
+
+mod common;
+mod redis_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use booking_app::domain::{Booking, RejectReason};
+use booking_app::stage::{Inventory, StageError};
+use booking_app::worker::redis_sync::write_batch;
+use futures::StreamExt;
+use redis_support::{Isolated, assert_postgres_consistent, confirmed_in_db};
+use uuid::Uuid;
+
+use crate::common::EVENTUAL;
+
+/// `count` bookings at 32 at a time: users u0..u39, quantities 1..=3, every third one with an
+/// idempotency key. Returns the confirmed ones.
+async fn sell(fx: &Isolated, event: Uuid, count: usize) -> BTreeMap<Uuid, Booking> {
+    let answers: Vec<_> = futures::stream::iter(0..count)
+        .map(|i| async move {
+            let key = (i % 3 == 0).then(|| format!("{event}-{i}"));
+            fx.book(event, &format!("u{}", i % 40), (i % 3) as i32 + 1, key.as_deref()).await
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut confirmed = BTreeMap::new();
+    for answer in answers {
+        match answer {
+            Ok(b) => {
+                confirmed.insert(b.id, b);
+            }
+            Err(StageError::Rejected { .. }) => {}
+            Err(other) => panic!("booking failed: {other}"),
+        }
+    }
+    confirmed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn syncer_crash_between_commit_and_ack_writes_nothing_twice() {
+    common::init_logs();
+    let fx = Isolated::new("sync-crash").await;
+    let event = fx.event(200, Some(6)).await;
+    let confirmed = sell(&fx, event.id, 60).await;
+    assert_eq!(confirmed.len(), 60, "200 tickets and a limit no user reaches: all confirmed");
+    assert_eq!(fx.stream_len(event.id).await, 60, "every booking is streamed");
+
+    // Syncer "a": commits one batch and dies before acknowledging it; reads a second batch and
+    // dies before writing it.
+    let mut a = fx.syncer("a", 10);
+    let first = a.read(&[event.id], ">", None).await.expect("read");
+    let written = write_batch(&fx.pool, &first[0]).await.expect("write");
+    assert_eq!(written.inserted, 10);
+    let second = a.read(&[event.id], ">", None).await.expect("read");
+    assert_eq!(second[0].entry_ids.len(), 10);
+    drop(a);
+    assert_eq!(fx.pending(event.id).await, 20, "both batches are delivered and unacknowledged");
+
+    // Syncer "b" (another pod) takes both batches over once they are idle, writes the second,
+    // re-writes the first without effect, and syncs the rest.
+    let mut b = fx.syncer("b", 10);
+    let expected: BTreeSet<Uuid> = confirmed.keys().copied().collect();
+    fx.sync_until(&mut b, event.id, &expected).await;
+    assert_eq!(fx.pending(event.id).await, 0);
+    assert_postgres_consistent(&fx.pool, &event, &confirmed).await;
+    // Refusals kept for their key reach Postgres too, once.
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM bookings WHERE event_id = $1")
+        .bind(event.id)
+        .fetch_one(&fx.pool)
+        .await
+        .unwrap();
+    let keyed_refusals: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM bookings WHERE event_id = $1 AND status = 'rejected' AND idempotency_key IS NOT NULL")
+            .bind(event.id)
+            .fetch_one(&fx.pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, confirmed.len() as i64 + keyed_refusals);
+    fx.cleanup().await;
+}
+
+/// Spawns `booking-app worker --stage redis` over the fixture's prefix, logging to a file.
+fn spawn_worker(fx: &Isolated, consumer: &str, log: &std::path::Path) -> tokio::process::Child {
+    let log = std::fs::File::create(log).expect("worker log file");
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_booking-app"))
+        .args(["worker", "--stage", "redis", "--migrate-on-start", "false"])
+        .env("DATABASE_URL", &fx.config.postgres.database_url)
+        .env("REDIS_URL", fx.config.redis.redis_url.as_deref().unwrap())
+        .env("REDIS_KEY_PREFIX", fx.keys.prefix())
+        .env("SYNC_CONSUMER", consumer)
+        .env("SYNC_BATCH_SIZE", "5")
+        .env("SYNC_BLOCK_MS", "200")
+        .env("SYNC_CLAIM_IDLE_MS", "1000")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn booking-app worker")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_process_killed_mid_sync_resumes_without_loss() {
+    common::init_logs();
+    let fx = Isolated::new("worker-kill").await;
+    let event = fx.event(100_000, None).await;
+    let confirmed = sell(&fx, event.id, 1500).await;
+    assert_eq!(confirmed.len(), 1500);
+    let expected: BTreeSet<Uuid> = confirmed.keys().copied().collect();
+    let logs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+
+    // The worker starts on a backlog of 1500. Once it has written some, the test locks the
+    // event's row, so the worker's next batch stops inside its transaction; then SIGKILL.
+    let first_log = logs.join(format!("worker-{}-1.log", event.id));
+    let mut worker = spawn_worker(&fx, "worker-pod-0", &first_log);
+    let alive = |worker: &mut tokio::process::Child, log: &std::path::Path| {
+        assert!(worker.try_wait().unwrap().is_none(), "the worker exited (log: {})", log.display());
+    };
+    let started = Instant::now();
+    while confirmed_in_db(&fx.pool, event.id).await.is_empty() {
+        assert!(started.elapsed() < EVENTUAL, "the worker wrote nothing (log: {})", first_log.display());
+        alive(&mut worker, &first_log);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut lock = fx.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE").bind(event.id).execute(&mut *lock).await.unwrap();
+    let started = Instant::now();
+    while !batch_waits_on_lock(&fx).await {
+        assert!(started.elapsed() < EVENTUAL, "the worker's batch never reached the event row");
+        alive(&mut worker, &first_log);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before_kill = confirmed_in_db(&fx.pool, event.id).await.len();
+    worker.start_kill().expect("SIGKILL the worker");
+    worker.wait().await.expect("reap the worker");
+    lock.rollback().await.unwrap();
+    let pending = fx.pending(event.id).await;
+    assert!(pending > 0, "the killed batch must be left delivered and unacknowledged");
+    // The half-done batch's transaction dies with its connection: nothing of it is committed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let at_kill = confirmed_in_db(&fx.pool, event.id).await.len();
+    assert_eq!(at_kill, before_kill, "the killed batch must not be committed");
+    eprintln!("killed mid-batch with {at_kill} of 1500 bookings in Postgres, {pending} entries unacknowledged");
+
+    // The container restarts under the same pod name: it resumes its own pending entries first.
+    let second_log = logs.join(format!("worker-{}-2.log", event.id));
+    let mut worker = spawn_worker(&fx, "worker-pod-0", &second_log);
+    let started = Instant::now();
+    loop {
+        let stored = confirmed_in_db(&fx.pool, event.id).await;
+        if stored.len() == expected.len() && fx.stream_len(event.id).await == 0 {
+            break;
+        }
+        assert!(started.elapsed() < EVENTUAL, "{} of 1500 synced (log: {})", stored.len(), second_log.display());
+        alive(&mut worker, &second_log);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.start_kill().expect("stop the worker");
+    worker.wait().await.expect("reap the worker");
+    assert_eq!(fx.pending(event.id).await, 0);
+    assert_postgres_consistent(&fx.pool, &event, &confirmed).await;
+    fx.cleanup().await;
+}
+
+/// True while a syncer's batch statement waits for a row lock (the test holds the event's row).
+async fn batch_waits_on_lock(fx: &Isolated) -> bool {
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%unnest%INSERT INTO bookings%'",
+    )
+    .fetch_one(&fx.pool)
+    .await
+    .unwrap();
+    waiting > 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebuild_after_redis_lost_an_event_does_not_resell() {
+    common::init_logs();
+    let fx = Isolated::new("rebuild").await;
+    let event = fx.event(120, Some(6)).await;
+    let mut confirmed = sell(&fx, event.id, 40).await;
+    assert_eq!(confirmed.len(), 40, "one booking per user, all within stock and limit");
+    let sold: i64 = confirmed.values().map(|b| i64::from(b.quantity)).sum();
+
+    // Part of it reaches Postgres; the rest is still only in the stream.
+    let mut syncer = fx.syncer("rebuild", 10);
+    let batch = syncer.read(&[event.id], ">", None).await.expect("read").remove(0);
+    write_batch(&fx.pool, &batch).await.expect("write");
+    syncer.ack(&batch).await.expect("ack");
+    assert!(fx.stream_len(event.id).await > 0);
+
+    // Redis loses the event's counter, holdings and idempotency answers; the stream survives.
+    fx.lose_event(event.id, false).await;
+    let rebuilt = fx.inventory.get_event(event.id).await.expect("event reloads");
+    assert_eq!(rebuilt.remaining, event.tickets - sold, "the rebuild must count the unsynced bookings");
+
+    // Keys answered before the loss replay their first answer, synced or not (`sell` gave user
+    // u{i} the key "{event}-{i}" when i % 3 == 0).
+    let by_user: BTreeMap<&str, &Booking> = confirmed.values().map(|b| (b.user_id.as_str(), b)).collect();
+    for i in (0..40).step_by(3) {
+        let first = by_user[format!("u{i}").as_str()];
+        let replay = fx.book(event.id, &first.user_id, first.quantity, Some(&format!("{}-{i}", event.id))).await.expect("replay");
+        assert_eq!(replay.id, first.id, "a key answered before the loss booked again");
+    }
+    // Holdings came back too: whatever u1 holds, enough more to pass the limit of 6 is refused.
+    let held = by_user["u1"].quantity;
+    match fx.book(event.id, "u1", 7 - held, None).await {
+        Err(StageError::Rejected { reason: RejectReason::PerUserLimit, .. }) => {}
+        other => panic!("u1 holds {held}; {} more must exceed the limit of 6: {other:?}", 7 - held),
+    }
+
+    // Everything synced, then Redis loses the event entirely: Postgres alone is the truth.
+    let extra = fx.book(event.id, "late", 2, Some(&format!("late-{}", event.id))).await.expect("book");
+    confirmed.insert(extra.id, extra.clone());
+    let expected: BTreeSet<Uuid> = confirmed.keys().copied().collect();
+    fx.sync_until(&mut syncer, event.id, &expected).await;
+    fx.lose_event(event.id, true).await;
+    let rebuilt = fx.inventory.get_event(event.id).await.expect("event reloads");
+    assert_eq!(rebuilt.remaining, event.tickets - sold - 2);
+    let replay = fx.book(event.id, "late", 2, Some(&format!("late-{}", event.id))).await.expect("replay");
+    assert_eq!(replay.id, extra.id, "the key's answer is restored from Postgres");
+    assert_postgres_consistent(&fx.pool, &event, &confirmed).await;
+    fx.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stream_lag_is_exported_on_metrics() {
+    common::init_logs();
+    let fx = Isolated::new("lag").await;
+    let event = fx.event(10, None).await;
+    let confirmed = sell(&fx, event.id, 3).await;
+    let wait_for = |line: String| {
+        let metrics = fx.metrics.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                let text = metrics.encode().expect("metrics encode");
+                if text.lines().any(|l| l == line) {
+                    return;
+                }
+                assert!(started.elapsed() < EVENTUAL, "no `{line}` in\n{text}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for("booking_redis_stream_lag 3".into()).await;
+    let mut syncer = fx.syncer("lag", 100);
+    fx.sync_until(&mut syncer, event.id, &confirmed.keys().copied().collect()).await;
+    wait_for("booking_redis_stream_lag 0".into()).await;
+    fx.cleanup().await;
+}
