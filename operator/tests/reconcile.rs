@@ -97,7 +97,7 @@ async fn applying_a_sale_creates_every_child_owned_by_it() {
         assert!(obj.owner_references.iter().flatten().any(|o| Some(&o.uid) == fs.metadata.uid.as_ref()), "{:?} owner", obj.name);
         assert_eq!(obj.labels.unwrap()[labels::MANAGED_BY], labels::MANAGER);
     }
-    assert!(!stateful_sets.get_opt("tour-redis").await.unwrap().is_some(), "stage kafka runs no redis");
+    assert!(stateful_sets.get_opt("tour-redis").await.unwrap().is_none(), "stage kafka runs no redis");
 
     // The generated password survives further reconciles.
     let password = secret.data.as_ref().unwrap()[names::secret_keys::POSTGRES_PASSWORD].clone();
@@ -168,7 +168,8 @@ async fn invalid_sales_are_refused_by_the_api_server_with_the_cel_message() {
     install_crd(&client).await;
     let ns = namespace(&client, "invalid").await;
     let api: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
-    let cases: Vec<(&str, Box<dyn Fn(&mut FlashSale)>, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut FlashSale)>;
+    let cases: Vec<(&str, Mutation, &str)> = vec![
         ("min-max", Box::new(|fs| { fs.spec.capacity.min_replicas = 9; fs.spec.capacity.max_replicas = 3; }), "capacity.minReplicas must not exceed capacity.maxReplicas"),
         ("util", Box::new(|fs| fs.spec.capacity.target_utilization = 1.5), "capacity.targetUtilization must be greater than 0 and at most 1"),
         ("window", Box::new(|fs| {

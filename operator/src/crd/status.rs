@@ -1,0 +1,129 @@
+//! The FlashSale's status: what the operator observed and decided. Recomputed every reconcile,
+//! except the calibration record and the serving stage, which are carried over until replaced.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::stage::Stage;
+
+/// Lifecycle of a sale as `kubectl get fs` shows it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted, nothing observed yet.
+    Pending,
+    /// Stores or booking-app pods are starting.
+    Provisioning,
+    /// Everything runs, but no per-pod capacity is known yet: sized at minReplicas.
+    Calibrating,
+    /// Moving between stages: the old stage's backlog is being written to Postgres.
+    Draining,
+    /// Serving at the planned size.
+    Ready,
+    /// Something that ran is not ready now, or the spec cannot be served.
+    Degraded,
+}
+
+/// Everything here is recomputed each reconcile from what the operator observes, except the
+/// calibration record and the serving stage, which are carried over until replaced.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FlashSaleStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The stage the booking pods currently serve; differs from spec.stage while draining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// Ready booking-app pods.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Booking-app pods the sizing asks for.
+    #[serde(default)]
+    pub desired_replicas: i32,
+    /// Per-pod capacity the sizing used: pinned in the spec or measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_pod_rps: Option<f64>,
+    /// Latest calibration result for the current stage and image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_per_pod_rps: Option<f64>,
+    /// How measuredPerPodRps was obtained; a measurement is valid only for this stage and image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationRecord>,
+    /// The calibration being run or retried, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_attempt: Option<CalibrationAttempt>,
+    /// Requests per second the booking pods served recently (sum over pods).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_rps: Option<f64>,
+    /// observedRps divided by ready pods, to compare with perPodRps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_per_pod_rps: Option<f64>,
+    /// Why desiredReplicas is what it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sizing: Option<SizingStatus>,
+    /// In-cluster URL of the booking API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Ready, StoresReady, BookingAppReady, WorkerReady, StageSettled, Calibrated.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CalibrationRecord {
+    pub stage: Stage,
+    pub image: String,
+    pub slo_p99_ms: u32,
+    pub per_pod_rps: f64,
+    pub measured_at: Time,
+    /// The Job that measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// The `flashsale.dev/recalibrate` annotation value this measurement answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibrate: Option<String>,
+}
+
+/// A calibration under way or failing, carried between reconciles for its retry backoff.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CalibrationAttempt {
+    pub stage: Stage,
+    pub image: String,
+    pub slo_p99_ms: u32,
+    /// The `flashsale.dev/recalibrate` annotation value being answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibrate: Option<String>,
+    /// Failed attempts so far; the current attempt is number failures + 1.
+    #[serde(default)]
+    pub failures: u32,
+    /// When the current attempt's scratch pod was first asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// No new attempt before this instant (exponential backoff after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SizingStatus {
+    /// CamelCase cause: Computed, ClampedToMin, ClampedToMax, NotCalibrated, OutsideWindow, …
+    pub reason: String,
+    /// A sentence for humans, e.g. "clamped by maxReplicas: the sale gets only 28000 rps".
+    pub message: String,
+    /// Requests per second the desired replicas can serve at the target utilization.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_rps: Option<f64>,
+    /// When desiredReplicas last changed (for scale-down cooldowns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+}
