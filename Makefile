@@ -30,7 +30,12 @@ build: ## build the workspace
 test: services-up ## services up, control plane up, every test of the workspace, the chart's checks
 	$(CONTROL_PLANE_UP)
 	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
+	$(MAKE) --no-print-directory test-faults
 	hack/test-chart.sh
+
+.PHONY: test-faults
+test-faults: services-up ## fault tests that kill the shared services (kill -9 Redis): alone, after every other test
+	. $(SERVICES_ENV); $(CARGO) test -p booking-app --test redis_faults -- --ignored --test-threads=1
 
 .PHONY: run
 run: services-up ## run booking-app (STAGE=postgres by default) against the local services on :8080

@@ -47,9 +47,16 @@ pub struct Config {
     #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
 
-    /// Also run the stage's background worker inside `serve` (stages redis and kafka).
-    #[arg(long, env = "RUN_WORKER", default_value_t = false, action = clap::ArgAction::Set)]
+    /// Also run the stage's background worker inside `serve` (stages redis and kafka), so one
+    /// `serve` is a complete deployment. The operator sets it to false and runs a worker
+    /// Deployment instead.
+    #[arg(long, env = "RUN_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
     pub run_worker: bool,
+
+    /// `worker` only: work off the stage's backlog, then exit 0 (stage redis: every stream entry
+    /// written to Postgres and acknowledged). The operator's drain Job before a stage change.
+    #[arg(long, default_value_t = false)]
+    pub drain: bool,
 
     #[command(flatten)]
     pub http: HttpConfig,

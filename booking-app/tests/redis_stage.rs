@@ -86,10 +86,11 @@ async fn syncer_crash_between_commit_and_ack_writes_nothing_twice() {
 }
 
 /// Spawns `booking-app worker --stage redis` over the fixture's prefix, logging to a file.
-fn spawn_worker(fx: &Isolated, consumer: &str, log: &std::path::Path) -> tokio::process::Child {
+fn spawn_worker(fx: &Isolated, consumer: &str, log: &std::path::Path, extra: &[&str]) -> tokio::process::Child {
     let log = std::fs::File::create(log).expect("worker log file");
     tokio::process::Command::new(env!("CARGO_BIN_EXE_booking-app"))
         .args(["worker", "--stage", "redis", "--migrate-on-start", "false"])
+        .args(extra)
         .env("DATABASE_URL", &fx.config.postgres.database_url)
         .env("REDIS_URL", fx.config.redis.redis_url.as_deref().unwrap())
         .env("REDIS_KEY_PREFIX", fx.keys.prefix())
@@ -119,7 +120,7 @@ async fn worker_process_killed_mid_sync_resumes_without_loss() {
     // The worker starts on a backlog of 1500. Once it has written some, the test locks the
     // event's row, so the worker's next batch stops inside its transaction; then SIGKILL.
     let first_log = logs.join(format!("worker-{}-1.log", event.id));
-    let mut worker = spawn_worker(&fx, "worker-pod-0", &first_log);
+    let mut worker = spawn_worker(&fx, "worker-pod-0", &first_log, &[]);
     let alive = |worker: &mut tokio::process::Child, log: &std::path::Path| {
         assert!(worker.try_wait().unwrap().is_none(), "the worker exited (log: {})", log.display());
     };
@@ -151,7 +152,7 @@ async fn worker_process_killed_mid_sync_resumes_without_loss() {
 
     // The container restarts under the same pod name: it resumes its own pending entries first.
     let second_log = logs.join(format!("worker-{}-2.log", event.id));
-    let mut worker = spawn_worker(&fx, "worker-pod-0", &second_log);
+    let mut worker = spawn_worker(&fx, "worker-pod-0", &second_log, &[]);
     let started = Instant::now();
     loop {
         let stored = confirmed_in_db(&fx.pool, event.id).await;
@@ -164,6 +165,31 @@ async fn worker_process_killed_mid_sync_resumes_without_loss() {
     }
     worker.start_kill().expect("stop the worker");
     worker.wait().await.expect("reap the worker");
+    assert_eq!(fx.pending(event.id).await, 0);
+    assert_postgres_consistent(&fx.pool, &event, &confirmed).await;
+    fx.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_drain_writes_every_entry_then_exits() {
+    common::init_logs();
+    let fx = Isolated::new("drain").await;
+    let event = fx.event(1000, None).await;
+    let confirmed = sell(&fx, event.id, 200).await;
+    // A syncer that vanished with a batch: the drain must not wait for it to look abandoned.
+    let mut ghost = fx.syncer("ghost", 10);
+    ghost.read(&[event.id], ">", None).await.expect("read");
+    drop(ghost);
+    assert_eq!(fx.pending(event.id).await, 10);
+
+    let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("drain-{}.log", event.id));
+    let mut worker = spawn_worker(&fx, "drain-job", &log, &["--drain"]);
+    let status = tokio::time::timeout(EVENTUAL, worker.wait())
+        .await
+        .unwrap_or_else(|_| panic!("the drain did not finish (log: {})", log.display()))
+        .expect("reap the worker");
+    assert!(status.success(), "the drain exited with {status} (log: {})", log.display());
+    assert_eq!(fx.stream_len(event.id).await, 0);
     assert_eq!(fx.pending(event.id).await, 0);
     assert_postgres_consistent(&fx.pool, &event, &confirmed).await;
     fx.cleanup().await;

@@ -161,6 +161,30 @@ impl Syncer {
         tracing::info!(consumer = %self.settings.consumer, "redis syncer stopped");
     }
 
+    /// `booking-app worker --drain`: syncs until every stream is empty (each entry written and
+    /// acknowledged), taking over other consumers' pending entries at once, then returns.
+    pub async fn drain(mut self, stop: CancellationToken) -> Result<(), StageError> {
+        self.settings.claim_idle = Duration::ZERO;
+        loop {
+            let lag = crate::stage::redis::stream_lag(&mut self.redis, &self.keys).await.map_err(classify)?;
+            self.metrics.lag.set(lag);
+            if lag == 0 {
+                tracing::info!("redis streams drained: every booking is in Postgres");
+                return Ok(());
+            }
+            let pass = tokio::select! {
+                () = stop.cancelled() => return Err(StageError::Internal(format!("drain interrupted with {lag} entries left"))),
+                pass = self.pass() => pass,
+            };
+            if let Err(err) = pass {
+                self.metrics.failures.inc();
+                self.own_pending = true;
+                tracing::warn!(error = %err, lag, "drain pass failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
     /// One pass: this consumer's unacknowledged entries first, then abandoned ones of others
     /// (every `claim_idle / 2`), then new entries. Returns the number of bookings written.
     pub async fn pass(&mut self) -> Result<usize, StageError> {
@@ -341,16 +365,20 @@ impl Syncer {
     }
 }
 
-/// `booking-app worker --stage redis` and `serve` with RUN_WORKER: the syncer until `stop`.
+/// `booking-app worker --stage redis` and `serve` with RUN_WORKER: the syncer until `stop` (with
+/// `--drain`: until the streams are empty).
 /// One transaction at a time needs one connection (a second covers a stuck one being replaced).
 pub async fn run_from_config(config: &Config, metrics: &Arc<Metrics>, stop: CancellationToken) -> Result<(), StageError> {
     let pool = PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(config.postgres.db_pool_size.clamp(1, 2))
         .acquire_timeout(config.postgres.acquire_timeout())
         .connect(&config.postgres.database_url)
         .await
         .map_err(crate::stage::records::pg_error)?;
     let syncer = Syncer::connect(&config.redis, pool).await?.with_metrics(SyncMetrics::register(metrics));
+    if config.drain {
+        return syncer.drain(stop).await;
+    }
     syncer.run(stop).await;
     Ok(())
 }
