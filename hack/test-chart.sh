@@ -110,6 +110,21 @@ while read -r var; do
   grep -q "\[env: $var=" "$WORK/run-help.txt" || fail "the chart sets $var, which flashsale-operator run does not read"
 done < <(jq -r '.spec.template.spec.containers[0].env[].name' "$WORK/deployment.json")
 
+check "README's FlashSale reference lists exactly the CRD's fields"
+# Every spec path (ResourceRequirements counted as one field) and every top-level status field.
+jq -r 'def fields($p): $p, if .properties and ($p | endswith(".resources") | not)
+          then .properties | to_entries[] | .key as $k | .value | fields($p + "." + $k) else empty end;
+       .spec.versions[0].schema.openAPIV3Schema.properties
+       | (.spec.properties | to_entries[] | .key as $k | .value | fields("spec." + $k)),
+         (.status.properties | keys[] | "status." + .)' "$WORK/crd.json" | sort -u >"$WORK/crd-fields"
+# The table rows of README's "## The FlashSale resource" section: first cell, backticked paths.
+awk '/^## The FlashSale resource/{on=1; next} /^## /{on=0} on && /^\| `(spec|status)\./' "$REPO_ROOT/README.md" |
+  cut -d'|' -f2 | grep -o '[a-zA-Z0-9.]*' | grep -E '^(spec|status)\.' | sort -u >"$WORK/readme-fields"
+if ! diff "$WORK/crd-fields" "$WORK/readme-fields" >"$WORK/fields.diff"; then
+  sed 's/^</  in the CRD, not in README:/; s/^>/  in README, not in the CRD:/' "$WORK/fields.diff" | grep 'README' >&2
+  fail "README.md's FlashSale tables and crds/flashsale.yaml disagree (lines above)"
+fi
+
 # ---------------------------------------------------------------------------------------------
 kubectl create namespace "$NS" >/dev/null
 VALUE_SETS=(
