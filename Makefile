@@ -6,9 +6,10 @@ SHELL := /usr/bin/env bash
 CARGO ?= cargo
 # Connection settings written by the service scripts (git-ignored, machine-local).
 SERVICES_ENV := hack/.services.env
-# Control plane for the operator's tests: its engineer sets these two lines.
-CONTROL_PLANE_UP ?= true
-CONTROL_PLANE_ENV ?=
+# Kubernetes control plane on loopback for the operator's tests and the chart's checks
+# (hack/control-plane.sh; idempotent: a healthy one is reused).
+CONTROL_PLANE_UP ?= hack/control-plane.sh up
+CONTROL_PLANE_ENV ?= hack/.control-plane.env
 
 .PHONY: help
 help: ## list the targets
