@@ -35,8 +35,9 @@ test: services-up ## services up, control plane up, every test of the workspace,
 	hack/test-chart.sh
 
 .PHONY: test-faults
-test-faults: services-up ## fault tests that kill the shared services (kill -9 Redis): alone, after every other test
+test-faults: services-up ## fault tests that kill the shared services (kill -9 Redis, stop/kill -9 Kafka): alone, after every other test
 	. $(SERVICES_ENV); $(CARGO) test -p booking-app --test redis_faults -- --ignored --test-threads=1
+	. $(SERVICES_ENV); $(CARGO) test -p booking-app --test kafka_broker_faults -- --ignored --test-threads=1
 
 .PHONY: run
 run: services-up ## run booking-app (STAGE=postgres by default) against the local services on :8080
