@@ -27,7 +27,7 @@ mod tests {
         let generated = crd_yaml().unwrap();
         assert!(
             committed == generated,
-            "{CRD_PATH} is stale: run `cargo run -p flashsale-operator -- crd > {CRD_PATH}`"
+            "{CRD_PATH} is stale: run `make crds` (it also refreshes the Helm chart's copy)"
         );
     }
 
