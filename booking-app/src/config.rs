@@ -177,6 +177,26 @@ pub struct KafkaConfig {
     /// Partitions of that topic when booking-app creates it (>= worker replicas).
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
     pub kafka_partitions: i32,
+
+    /// Consumer group of the workers (API pods read its committed offsets, never join it).
+    #[arg(long, env = "KAFKA_CONSUMER_GROUP", default_value = "booking-workers")]
+    pub kafka_consumer_group: String,
+
+    /// How long the API waits for the broker to acknowledge a request before answering 503.
+    #[arg(long, env = "KAFKA_PRODUCE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub kafka_produce_timeout_ms: u64,
+
+    /// Worker: most requests decided in one Postgres transaction.
+    #[arg(long, env = "KAFKA_BATCH_SIZE", default_value_t = 500)]
+    pub kafka_batch_size: usize,
+
+    /// Worker: how long a batch waits for more requests once it has its first.
+    #[arg(long, env = "KAFKA_BATCH_LINGER_MS", default_value_t = 5)]
+    pub kafka_batch_linger_ms: u64,
+
+    /// API: how often a pod reads the group's committed offsets (status, place in line, push).
+    #[arg(long, env = "KAFKA_STATUS_REFRESH_MS", default_value_t = 200)]
+    pub kafka_status_refresh_ms: u64,
 }
 
 /// Settings of `migrate`.

@@ -39,7 +39,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let inventory = stage::build_inventory(&config, pool, metrics.clone()).await.context("building the stage")?;
     let shutdown = server::shutdown_on_signal();
     let worker = (config.run_worker && worker::needed(config.stage))
-        .then(|| tokio::spawn(worker::run(config.clone(), shutdown.child_token())));
+        .then(|| tokio::spawn(worker::run_with_metrics(config.clone(), metrics.clone(), shutdown.child_token())));
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;
@@ -57,7 +57,11 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
     if config.migrate_on_start {
         db::migrate(&pool).await.context("migrating")?;
     }
-    worker::run(config, server::shutdown_on_signal()).await
+    // A standalone worker serves /healthz and /metrics on LISTEN_ADDR for its pod's probes.
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = server::shutdown_on_signal();
+    worker::ops::spawn(&config, metrics.clone(), shutdown.clone()).await?;
+    worker::run_with_metrics(config, metrics, shutdown).await
 }
 
 async fn migrate(config: booking_app::config::MigrateConfig) -> anyhow::Result<()> {

@@ -8,8 +8,10 @@ use std::time::Duration;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
+use crate::autoscale::scrape::LoadObserver;
 use crate::metrics::Metrics;
 use crate::reconcile::validate::Defaults;
+use crate::schedule::{Clock, SystemClock};
 
 /// First retry delay after a failed reconcile; doubles per consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
@@ -22,6 +24,10 @@ pub struct Context {
     pub defaults: Defaults,
     /// Consecutive failures per sale ("namespace/name").
     failures: Mutex<HashMap<String, u32>>,
+    /// "Now" for sale windows, cooldowns and calibration retries; tests hold it still.
+    pub clock: Arc<dyn Clock>,
+    /// Reads the API pods' request counters (`--observe-load`); `None` never contacts a pod.
+    pub load_observer: Option<LoadObserver>,
 }
 
 impl Context {
@@ -31,7 +37,24 @@ impl Context {
             // The pod name when running in a cluster (downward API), else the host's.
             instance: std::env::var("POD_NAME").ok(),
         };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, defaults, failures: Mutex::default() }
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            defaults,
+            failures: Mutex::default(),
+            clock: Arc::new(SystemClock),
+            load_observer: None,
+        }
+    }
+
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
+    }
+
+    /// Follow observed load: read every ready API pod's /metrics (pod IPs are contacted).
+    pub fn with_load_observer(self, observer: LoadObserver) -> Self {
+        Self { load_observer: Some(observer), ..self }
     }
 
     /// Record a failure of `key` and return how long to wait before retrying it.

@@ -90,9 +90,15 @@ pub fn sale_from(fs: &FlashSale) -> Sale {
     validate(fs, &Defaults::default()).expect("fixture FlashSale is valid")
 }
 
-/// The sizing of a default sale, with `replicas` booking pods.
+/// The sizing of a default sale, with `replicas` booking pods and no calibration under way.
 pub fn sizing(replicas: i32) -> Sizing {
-    let mut s = sizing::decide(&sale("s", Stage::Kafka), &Default::default());
+    let mut s = sized(&sale("s", Stage::Kafka));
     s.booking_replicas = replicas;
+    s.calibration_run = None;
     s
+}
+
+/// The sizing of `sale` with an empty status, at a fixed instant, nothing observed yet.
+pub fn sized(sale: &Sale) -> Sizing {
+    sizing::decide(sale, &Default::default(), &crate::scaling::Inputs::at(chrono::DateTime::UNIX_EPOCH))
 }

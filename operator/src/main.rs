@@ -23,8 +23,8 @@ enum Command {
     Run(RunArgs),
     /// Print the FlashSale CustomResourceDefinition (YAML).
     Crd,
-    /// Print the capacity plan for a target request rate.
-    Plan,
+    /// Print the unit-capacity plan (pods, DB pools, max_connections, partitions) for a target.
+    Plan(flashsale_operator::plan::PlanArgs),
 }
 
 #[derive(clap::Args)]
@@ -40,6 +40,11 @@ struct RunArgs {
     booking_app_image: String,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Follow observed load: read each ready booking-app pod's /metrics (by pod IP, port 8080)
+    /// every 15 s and scale up when pods serve more than measured capacity x utilization.
+    /// Off by default: it needs pod-network access from the operator.
+    #[arg(long, env = "OBSERVE_LOAD")]
+    observe_load: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -52,7 +57,7 @@ enum LogFormat {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => print!("{}", crdgen::crd_yaml()?),
-        Command::Plan => anyhow::bail!("`plan` is not implemented yet (capacity engine, issue 7)"),
+        Command::Plan(args) => print!("{}", flashsale_operator::plan::render(&args)?),
         Command::Run(args) => run(args).await?,
     }
     Ok(())
@@ -72,7 +77,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     controller::check_crd(&client).await?;
     state.ready.store(true, Ordering::Relaxed);
-    let ctx = Arc::new(Context::new(client, metrics, Defaults { booking_app_image: args.booking_app_image }));
+    let mut ctx = Context::new(client, metrics, Defaults { booking_app_image: args.booking_app_image });
+    if args.observe_load {
+        let counter = flashsale_operator::autoscale::scrape::HttpRequestCounter::new()?;
+        ctx = ctx.with_load_observer(flashsale_operator::autoscale::scrape::LoadObserver::new(Arc::new(counter)));
+    }
+    let ctx = Arc::new(ctx);
     tracing::info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting FlashSale controller");
     controller::run_controller(ctx, args.namespace.as_deref()).await;
 

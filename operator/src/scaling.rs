@@ -2,12 +2,12 @@
 //! capacity math (how many pods for the target), the sale window (now or minReplicas?) and
 //! observed load (more than planned?). `decide` is pure; `observe` gathers its inputs.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use crate::autoscale::scrape::{LoadObserver, ready_targets};
+use crate::autoscale::scrape::{LoadObserver, READ_INTERVAL, ready_targets};
 use crate::autoscale::{self, AutoscaleDecision, AutoscaleInput, DEFAULT_SCALE_DOWN_COOLDOWN, ObservedLoad, ScaleReason};
 use crate::calibration::{self, Assessment, CalibrationKey, JobState, Observation};
 use crate::capacity::{
@@ -19,9 +19,6 @@ use crate::reconcile::desired::names;
 use crate::reconcile::observe::Observed;
 use crate::reconcile::validate::{Sale, Store};
 use crate::schedule::{self, WindowDecision, WindowPhase, from_time};
-
-/// How often rates are re-read while following observed load.
-pub const OBSERVE_INTERVAL: TimeDelta = TimeDelta::seconds(15);
 
 /// What `decide` needs beyond the sale and its last status: read by `observe`, or made up by tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,7 +136,7 @@ pub fn decide(sale: &Sale, previous: &FlashSaleStatus, inputs: &Inputs) -> Scali
     });
     let planned_rps =
         calibration.per_pod_rps.map(|per_pod| f64::from(booking_replicas) * per_pod * cap.target_utilization);
-    let next_reading = inputs.load.is_some().then(|| inputs.now + OBSERVE_INTERVAL);
+    let next_reading = inputs.load.is_some().then(|| inputs.now + READ_INTERVAL);
     let wake_at = [window.next_change, calibration.requeue_at, autoscale.and_then(|a| a.recheck_at), next_reading]
         .into_iter()
         .flatten()

@@ -136,7 +136,7 @@ fn observed_load_above_plan_scales_up_and_wakes_to_read_again() {
     assert_eq!((s.booking_replicas, s.reason.as_str()), (20, "ObservedLoad"));
     assert!(s.message.contains("1400 rps per pod"), "{}", s.message);
     assert_eq!(s.observed, Some(load));
-    assert_eq!(s.wake_at, Some(at(NOW) + OBSERVE_INTERVAL));
+    assert_eq!(s.wake_at, Some(at(NOW) + READ_INTERVAL));
 }
 
 #[test]
@@ -151,7 +151,7 @@ fn observed_quiet_scales_down_only_after_the_cooldown() {
     let load = Some(Some(ObservedLoad { pods: 20, total_rps: 100.0 }));
     let held = decide(&sale_from(&fs), &previous, &Inputs { load, ..quiet() });
     assert_eq!((held.booking_replicas, held.reason.as_str()), (20, "CoolingDown"));
-    assert_eq!(held.wake_at, Some(at(NOW) + OBSERVE_INTERVAL));
+    assert_eq!(held.wake_at, Some(at(NOW) + READ_INTERVAL));
     let later = Inputs { load, ..Inputs::at(last + DEFAULT_SCALE_DOWN_COOLDOWN) };
     assert_eq!(decide(&sale_from(&fs), &previous, &later).booking_replicas, 10);
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 
@@ -144,10 +144,22 @@ pub fn ready_targets(pods: &[Pod]) -> Vec<PodTarget> {
         .collect()
 }
 
-/// Remembers each sale's last readings so the next round yields a rate.
+/// Rounds closer together than this reuse the last one: a reconcile woken by its own status
+/// write must not read again over a few milliseconds (noisy rates, a new status, a new wake-up).
+pub const READ_INTERVAL: TimeDelta = TimeDelta::seconds(15);
+
+/// One sale's last round: what each pod had served, and the load computed then.
+#[derive(Debug, Clone)]
+struct Round {
+    samples: Vec<CounterSample>,
+    at: DateTime<Utc>,
+    load: Option<ObservedLoad>,
+}
+
+/// Remembers each sale's last round so the next one yields a rate.
 pub struct LoadObserver {
     counter: Arc<dyn RequestCounter>,
-    last: Mutex<HashMap<String, Vec<CounterSample>>>,
+    last: Mutex<HashMap<String, Round>>,
 }
 
 impl LoadObserver {
@@ -157,8 +169,12 @@ impl LoadObserver {
 
     /// Reads every pod at once and returns the load since the previous round for `sale`
     /// (`None` on the first round, or when no pod answered twice). Unreadable pods are logged
-    /// and left out: a rate from the pods that answered beats no rate.
+    /// and left out: a rate from the pods that answered beats no rate. Within `READ_INTERVAL`
+    /// of the last round, that round's load is returned without reading.
     pub async fn observe(&self, sale: &str, pods: &[PodTarget], now: DateTime<Utc>) -> Option<ObservedLoad> {
+        if let Some(round) = self.lock().get(sale).filter(|r| now >= r.at && now - r.at < READ_INTERVAL) {
+            return round.load;
+        }
         let reads = futures::future::join_all(pods.iter().map(|pod| self.counter.read(pod))).await;
         let mut current = Vec::with_capacity(pods.len());
         for (pod, read) in pods.iter().zip(reads) {
@@ -167,14 +183,20 @@ impl LoadObserver {
                 Err(error) => tracing::warn!(%sale, pod = %pod.name, %error, "reading the request counter failed"),
             }
         }
-        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let previous = last.insert(sale.to_owned(), current).unwrap_or_default();
-        observed_load(&previous, last.get(sale).map_or(&[][..], Vec::as_slice))
+        let mut last = self.lock();
+        let previous = last.get(sale).map(|r| r.samples.as_slice()).unwrap_or_default();
+        let load = observed_load(previous, &current);
+        last.insert(sale.to_owned(), Round { samples: current, at: now, load });
+        load
     }
 
     /// Drops a deleted sale's readings.
     pub fn forget(&self, sale: &str) {
-        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(sale);
+        self.lock().remove(sale);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Round>> {
+        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -240,10 +262,12 @@ booking_bookings_total{stage="postgres",outcome="confirmed"} 1200
         let t0: DateTime<Utc> = "2026-12-01T18:00:00Z".parse().unwrap();
         let pods = [pod("a"), pod("b")];
         assert_eq!(observer.observe("ns/sale", &pods, t0).await, None);
-        let load = observer.observe("ns/sale", &pods, t0 + chrono::TimeDelta::seconds(10)).await.unwrap();
-        assert_eq!(load, ObservedLoad { pods: 1, total_rps: 100.0 });
+        let load = observer.observe("ns/sale", &pods, t0 + READ_INTERVAL).await.unwrap();
+        assert_eq!(load, ObservedLoad { pods: 1, total_rps: 1000.0 / 15.0 });
+        // Soon after: the same answer, nothing read (the script has no values left to give).
+        assert_eq!(observer.observe("ns/sale", &pods, t0 + READ_INTERVAL + TimeDelta::seconds(1)).await, Some(load));
         observer.forget("ns/sale");
-        assert_eq!(observer.observe("ns/sale", &pods, t0 + chrono::TimeDelta::seconds(20)).await, None);
+        assert_eq!(observer.observe("ns/sale", &pods, t0 + READ_INTERVAL * 3).await, None);
     }
 
     #[test]

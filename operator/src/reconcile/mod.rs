@@ -14,7 +14,6 @@ pub mod validate;
 
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
@@ -36,7 +35,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 #[instrument(skip_all, fields(sale = %fs.name_any(), namespace = fs.namespace().unwrap_or_default()))]
 pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
     let previous = fs.status.clone().unwrap_or_default();
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let now_utc = ctx.clock.now();
+    let now = crate::schedule::to_time(now_utc);
     let sale = match validate::validate(fs, &ctx.defaults) {
         Ok(sale) => sale,
         Err(e @ Error::InvalidSpec(_)) => {
@@ -57,7 +57,10 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
         info!(from = %old, to = %plan.serving, "switching stage");
         patch_status_stage(ctx, fs, plan.serving).await?;
     }
-    let sizing = sizing::decide(&sale, &previous);
+    let recalibrate = fs.annotations().get(crate::calibration::RECALIBRATE_ANNOTATION).cloned();
+    let load = ctx.load_observer.as_ref();
+    let inputs = crate::scaling::observe(&ctx.client, &sale, &previous, &observed, recalibrate, load, now_utc).await?;
+    let sizing = sizing::decide(&sale, &previous, &inputs);
 
     let credentials = observed.credentials(&sale).unwrap_or_else(Credentials::generate);
     let children = desired::build(&sale, &plan, &sizing, &credentials);

@@ -32,7 +32,7 @@ pub fn compute(previous: &FlashSaleStatus, sale: &Sale, plan: &StagePlan, sizing
         booking_app(sale, plan, observed),
         worker(sale, plan, observed),
         stage_settled(sale, plan),
-        calibrated(sale, sizing),
+        calibrated(sizing),
     ];
     let checks: Vec<Check> = checks.into_iter().flatten().collect();
     let failing = checks.iter().find(|c| !c.1);
@@ -68,9 +68,10 @@ pub fn compute(previous: &FlashSaleStatus, sale: &Sale, plan: &StagePlan, sizing
         per_pod_rps: sizing.per_pod_rps,
         measured_per_pod_rps: sizing.measured_per_pod_rps,
         calibration: sizing.calibration.clone(),
-        calibration_attempt: previous.calibration_attempt.clone(),
-        observed_rps: previous.observed_rps,
-        observed_per_pod_rps: previous.observed_per_pod_rps,
+        calibration_attempt: sizing.calibration_attempt.clone(),
+        // Whole rps: finer digits would rewrite the status on every reading for nothing.
+        observed_rps: sizing.observed.map(|o| o.total_rps.round()),
+        observed_per_pod_rps: sizing.observed.map(|o| o.per_pod_rps().round()),
         sizing: Some(SizingStatus {
             reason: sizing.reason.clone(),
             message: sizing.message.clone(),
@@ -191,12 +192,9 @@ fn stage_settled(sale: &Sale, plan: &StagePlan) -> Option<Check> {
     })
 }
 
-fn calibrated(sale: &Sale, sizing: &Sizing) -> Option<Check> {
-    Some(match (sale.spec.capacity.per_pod_rps, sizing.calibrated) {
-        (Some(rps), _) => (types::CALIBRATED, true, "PinnedPerPodRps".into(), format!("capacity.perPodRps pinned at {rps}")),
-        (None, true) => (types::CALIBRATED, true, "Measured".into(), format!("measured {:.0} rps per pod", sizing.per_pod_rps.unwrap_or_default())),
-        (None, false) => (types::CALIBRATED, false, "NotCalibrated".into(), sizing.message.clone()),
-    })
+/// Pinned, Measured, Calibrating, WaitingForStores or CalibrationFailed (see `crate::calibration`).
+fn calibrated(sizing: &Sizing) -> Option<Check> {
+    Some((types::CALIBRATED, sizing.calibrated, sizing.calibration_reason.clone(), sizing.calibration_message.clone()))
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use k8s_openapi::jiff::Timestamp;
 use super::*;
 use crate::fixtures::{FlashSaleBuilder, sale, sale_from};
 use crate::reconcile::desired::{self, credentials::Credentials};
-use crate::reconcile::sizing;
 use crate::reconcile::transition::{JobState, plan};
 use crate::stage::Stage;
 
@@ -46,7 +45,7 @@ fn pinned(stage: Stage) -> Sale {
 fn nothing_created_yet_is_pending() {
     let sale = pinned(Stage::Postgres);
     let p = plan(Stage::Postgres, None, 0, None);
-    let sz = sizing::decide(&sale, &Default::default());
+    let sz = crate::fixtures::sized(&sale);
     let s = compute(&Default::default(), &sale, &p, &sz, &Observed::default(), &at(1));
     assert_eq!(s.phase, Some(Phase::Pending));
     assert_eq!(cond(&s, types::READY).status, "False");
@@ -58,7 +57,7 @@ fn nothing_created_yet_is_pending() {
 fn starting_stores_mean_provisioning_with_a_reason() {
     let sale = pinned(Stage::Redis);
     let p = plan(Stage::Redis, None, 0, None);
-    let sz = sizing::decide(&sale, &Default::default());
+    let sz = crate::fixtures::sized(&sale);
     let s = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 0), &at(1));
     assert_eq!(s.phase, Some(Phase::Provisioning));
     let stores = cond(&s, types::STORES_READY);
@@ -71,7 +70,7 @@ fn starting_stores_mean_provisioning_with_a_reason() {
 fn everything_ready_and_pinned_is_ready() {
     let sale = pinned(Stage::Kafka);
     let p = plan(Stage::Kafka, None, 0, None);
-    let sz = sizing::decide(&sale, &Default::default());
+    let sz = crate::fixtures::sized(&sale);
     // 1000 / (500 × 0.7) = 2.86 → 3
     assert_eq!(sz.booking_replicas, 3);
     let s = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 10), &at(1));
@@ -88,7 +87,7 @@ fn everything_ready_and_pinned_is_ready() {
 fn stage_without_worker_has_no_worker_condition() {
     let sale = pinned(Stage::Postgres);
     let p = plan(Stage::Postgres, None, 0, None);
-    let sz = sizing::decide(&sale, &Default::default());
+    let sz = crate::fixtures::sized(&sale);
     let s = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 10), &at(1));
     assert!(s.conditions.iter().all(|c| c.type_ != types::WORKER_READY));
 }
@@ -97,10 +96,10 @@ fn stage_without_worker_has_no_worker_condition() {
 fn running_but_uncalibrated_is_calibrating() {
     let sale = sale("s", Stage::Postgres);
     let p = plan(Stage::Postgres, None, 0, None);
-    let sz = sizing::decide(&sale, &Default::default());
+    let sz = crate::fixtures::sized(&sale);
     let s = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 10), &at(1));
     assert_eq!(s.phase, Some(Phase::Calibrating));
-    assert_eq!(cond(&s, types::CALIBRATED).reason, "NotCalibrated");
+    assert_eq!(cond(&s, types::CALIBRATED).reason, "Calibrating");
     assert_eq!(s.sizing.as_ref().unwrap().reason, "NotCalibrated");
 }
 
@@ -108,7 +107,7 @@ fn running_but_uncalibrated_is_calibrating() {
 fn losing_readiness_after_ready_is_degraded() {
     let sale = pinned(Stage::Postgres);
     let p = plan(Stage::Postgres, None, 0, None);
-    let sz = sizing::decide(&sale, &Default::default());
+    let sz = crate::fixtures::sized(&sale);
     let ready = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 10), &at(1));
     let mut observed = observed_with(&sale, &p, &sz, 10);
     observed.deployments[0].status.as_mut().unwrap().ready_replicas = Some(1);
@@ -122,7 +121,7 @@ fn losing_readiness_after_ready_is_degraded() {
 fn last_transition_time_moves_only_when_the_status_flips() {
     let sale = pinned(Stage::Postgres);
     let p = plan(Stage::Postgres, None, 0, None);
-    let sz = sizing::decide(&sale, &Default::default());
+    let sz = crate::fixtures::sized(&sale);
     let first = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 0), &at(1));
     let same = compute(&first, &sale, &p, &sz, &observed_with(&sale, &p, &sz, 0), &at(2));
     assert_eq!(first, same, "an unchanged sale must produce an identical status");
@@ -135,7 +134,7 @@ fn last_transition_time_moves_only_when_the_status_flips() {
 fn a_drain_shows_as_draining_with_the_job_named() {
     let sale = pinned(Stage::Postgres);
     let p = plan(Stage::Postgres, Some(Stage::Redis), 0, Some(JobState::Running));
-    let sz = sizing::decide(&sale, &Default::default());
+    let sz = crate::fixtures::sized(&sale);
     let mut observed = observed_with(&sale, &p, &sz, 10);
     observed.jobs[0].status = Some(JobStatus { active: Some(1), ..Default::default() });
     let s = compute(&Default::default(), &sale, &p, &sz, &observed, &at(1));
@@ -152,7 +151,7 @@ fn a_drain_shows_as_draining_with_the_job_named() {
 fn a_missing_external_secret_is_named() {
     let sale = sale_from(&FlashSaleBuilder::new("s", Stage::Postgres).external_postgres("pg", "url").build());
     let p = plan(Stage::Postgres, None, 0, None);
-    let sz = sizing::decide(&sale, &Default::default());
+    let sz = crate::fixtures::sized(&sale);
     let mut observed = observed_with(&sale, &p, &sz, 10);
     observed.missing_external.push("pg/url".into());
     let s = compute(&Default::default(), &sale, &p, &sz, &observed, &at(1));
@@ -165,7 +164,7 @@ fn a_missing_external_secret_is_named() {
 fn an_invalid_spec_keeps_the_last_status_and_says_why() {
     let sale = pinned(Stage::Postgres);
     let p = plan(Stage::Postgres, None, 0, None);
-    let sz = sizing::decide(&sale, &Default::default());
+    let sz = crate::fixtures::sized(&sale);
     let ready = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 10), &at(1));
     let err = Error::InvalidSpec("postgres.storage cannot change".into());
     let s = compute_invalid(&ready, Some(2), &err, &at(2));

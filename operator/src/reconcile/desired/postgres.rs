@@ -78,7 +78,8 @@ mod tests {
     #[test]
     fn postgres_is_one_hardened_replica_with_generated_password_and_kept_data() {
         let sale = sale("s", Stage::Postgres);
-        let (sts, svc) = build(&sale, sale.postgres.in_cluster().unwrap(), &sizing(2));
+        let sz = sizing(2);
+        let (sts, svc) = build(&sale, sale.postgres.in_cluster().unwrap(), &sz);
         let spec = sts.spec.unwrap();
         assert_eq!(sts.metadata.name.as_deref(), Some("s-postgres"));
         assert_eq!(spec.replicas, Some(1));
@@ -86,7 +87,7 @@ mod tests {
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.security_context.as_ref().unwrap().run_as_user, Some(999));
         let c = &pod.containers[0];
-        assert_eq!(c.args.as_ref().unwrap()[1], "max_connections=200");
+        assert_eq!(c.args.as_ref().unwrap()[1], format!("max_connections={}", sz.postgres_max_connections));
         let password = c.env.as_ref().unwrap().iter().find(|e| e.name == "POSTGRES_PASSWORD").unwrap();
         assert_eq!(password.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "s-credentials");
         assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
