@@ -10,26 +10,32 @@ pub const DATABASE_URL: &str = "DATABASE_URL";
 /// Postgres connections per pod.
 pub const DB_POOL_SIZE: &str = "DB_POOL_SIZE";
 pub const REDIS_URL: &str = "REDIS_URL";
+/// Prefix of every Redis key: per sale, so sales sharing an external Redis never collide.
+pub const REDIS_KEY_PREFIX: &str = "REDIS_KEY_PREFIX";
 /// Comma-separated bootstrap servers.
 pub const KAFKA_BROKERS: &str = "KAFKA_BROKERS";
 pub const KAFKA_TOPIC: &str = "KAFKA_TOPIC";
 /// Partitions booking-app creates the topic with (>= worker replicas).
 pub const KAFKA_PARTITIONS: &str = "KAFKA_PARTITIONS";
+/// Consumer group of the workers: per sale, like the topic.
+pub const KAFKA_CONSUMER_GROUP: &str = "KAFKA_CONSUMER_GROUP";
 pub const MIGRATE_ON_START: &str = "MIGRATE_ON_START";
 /// Runs the stage's worker inside `serve`; the operator runs a worker Deployment instead.
 pub const RUN_WORKER: &str = "RUN_WORKER";
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
 
 /// Every variable above: what the operator may set on a booking-app container.
-pub const ENV_VARS: [&str; 11] = [
+pub const ENV_VARS: [&str; 13] = [
     STAGE,
     LISTEN_ADDR,
     DATABASE_URL,
     DB_POOL_SIZE,
     REDIS_URL,
+    REDIS_KEY_PREFIX,
     KAFKA_BROKERS,
     KAFKA_TOPIC,
     KAFKA_PARTITIONS,
+    KAFKA_CONSUMER_GROUP,
     MIGRATE_ON_START,
     RUN_WORKER,
     LOG_FORMAT,

@@ -44,6 +44,7 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
     ];
     if stage.uses_redis() {
         vars.push(from_store(contract::REDIS_URL, &sale.redis, secret_keys::REDIS_URL));
+        vars.push(env(contract::REDIS_KEY_PREFIX, format!("flashsale:{}:{}", sale.namespace, sale.name)));
     }
     if stage.uses_kafka() {
         vars.push(match &sale.kafka {
@@ -52,6 +53,7 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
         });
         vars.push(env(contract::KAFKA_TOPIC, sale.kafka_topic.clone()));
         vars.push(env(contract::KAFKA_PARTITIONS, sizing.kafka_partitions.to_string()));
+        vars.push(env(contract::KAFKA_CONSUMER_GROUP, format!("{}-workers", sale.kafka_topic)));
     }
     vars
 }
@@ -212,6 +214,7 @@ mod tests {
         assert_eq!(env["LISTEN_ADDR"].value.as_deref(), Some("0.0.0.0:8080"));
         assert_eq!(env["KAFKA_BROKERS"].value.as_deref(), Some("s-kafka.ns.svc:9092"));
         assert_eq!(env["KAFKA_TOPIC"].value.as_deref(), Some("s"));
+        assert_eq!(env["KAFKA_CONSUMER_GROUP"].value.as_deref(), Some("s-workers"));
         assert_eq!(env["RUN_WORKER"].value.as_deref(), Some("false"));
         assert!(!env.contains_key("REDIS_URL"), "stage kafka does not use redis");
         let db = env["DATABASE_URL"].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
@@ -246,6 +249,7 @@ mod tests {
         assert_eq!((db.name.as_str(), db.key.as_str()), ("managed-pg", "uri"));
         let redis = env["REDIS_URL"].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
         assert_eq!((redis.name.as_str(), redis.key.as_str()), ("s-credentials", "redis-url"));
+        assert_eq!(env["REDIS_KEY_PREFIX"].value.as_deref(), Some("flashsale:ns:s"), "per sale: sales may share a Redis");
     }
 
     #[test]
