@@ -1,7 +1,7 @@
 //! Stage kafka with its broker gone: requests are answered 503 (never 202, never a hang), and
 //! once the broker is back the same pod and worker recover by themselves and every acknowledged
 //! request is decided. It stops the shared broker, so it is `#[ignore]`d in the ordinary run and
-//! run alone by `make test-kafka-faults` (part of `make test`), after every other test binary.
+//! run alone by `make test-faults` (part of `make test`), after every other test binary.
 
 mod common;
 mod kafka_support;
@@ -40,7 +40,7 @@ impl Drop for BrokerGuard {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "stops the shared Kafka broker: run alone by `make test-kafka-faults`"]
+#[ignore = "stops the shared Kafka broker: run alone by `make test-faults`"]
 async fn broker_down_answers_503_and_recovery_loses_no_acknowledged_request() {
     common::init_logs();
     let mut config = kafka_config("broker");

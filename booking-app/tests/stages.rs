@@ -7,4 +7,4 @@ mod suite;
 stage_suite!(postgres, Stage::Postgres);
 // Stage redis and stage kafka add themselves here when they exist:
 stage_suite!(redis, Stage::Redis);
-// stage_suite!(kafka, Stage::Kafka);
+stage_suite!(kafka, Stage::Kafka);

@@ -63,6 +63,7 @@ pub trait Inventory: Send + Sync + 'static {
 }
 
 pub mod idempotency;
+pub mod kafka;
 pub mod postgres;
 pub mod records;
 pub mod redis;
@@ -78,6 +79,9 @@ pub async fn build_inventory(
     match config.stage {
         Stage::Postgres => Ok(std::sync::Arc::new(postgres::PostgresInventory::new(pool))),
         Stage::Redis => Ok(std::sync::Arc::new(redis::RedisInventory::connect(&config.redis, pool, metrics.clone()).await?)),
-        Stage::Kafka => Err(StageError::Internal("stage kafka: not implemented yet".into())),
+        Stage::Kafka => {
+            let settings = kafka::client::KafkaSettings::from_config(&config.kafka)?;
+            Ok(std::sync::Arc::new(kafka::KafkaInventory::connect(settings, pool, &metrics).await?))
+        }
     }
 }

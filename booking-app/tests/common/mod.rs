@@ -62,6 +62,16 @@ pub fn test_config(stage: Stage) -> Config {
         "--request-timeout-ms",
         "60000",
     ])
+    .map(|mut config: Config| {
+        if stage == Stage::Kafka {
+            // A topic and consumer group per test: tests run in parallel on one broker.
+            let unique = format!("test-{}", uuid::Uuid::new_v4().simple());
+            config.kafka.kafka_consumer_group = format!("{unique}-workers");
+            config.kafka.kafka_topic = unique;
+            config.kafka.kafka_partitions = 3;
+        }
+        config
+    })
     .expect("test configuration parses")
 }
 

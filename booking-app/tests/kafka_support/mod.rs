@@ -23,7 +23,11 @@ use uuid::Uuid;
 
 use crate::common::{EVENTUAL, test_config};
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_booking-app");
+/// The binary under test; `BOOKING_APP_BIN` overrides it (a copy taken out of a target
+/// directory that other builds share).
+pub fn binary() -> String {
+    std::env::var("BOOKING_APP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_booking-app").to_owned())
+}
 
 /// The stage kafka test configuration on a topic and group of its own.
 pub fn kafka_config(test: &str) -> Config {
@@ -172,7 +176,7 @@ pub struct ChildWorker {
 impl ChildWorker {
     pub async fn spawn(config: &Config, extra_env: &[(&str, &str)]) -> ChildWorker {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut command = Command::new(BINARY);
+        let mut command = Command::new(binary());
         command
             .arg("worker")
             .env("STAGE", "kafka")
