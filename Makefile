@@ -81,6 +81,10 @@ test-chart: ## only the chart's checks (lint, server-side dry runs, RBAC with th
 bench: ## every stage next to its store's limit (pgbench, redis-benchmark, bare axum) -> bench/results.md (BENCH_SECONDS)
 	hack/bench.sh
 
+.PHONY: calibrate
+calibrate: ## what a FlashSale calibration would measure here: per-pod rps of each stage within the p99 SLO, and the sizing (CALIBRATE_*)
+	hack/calibrate.sh
+
 .PHONY: demo
 demo: ## a sale on this machine, no cluster: services, booking-app of STAGE (postgres|redis|kafka), loadgen, invariants
 	STAGE=$(or $(STAGE),redis) hack/demo.sh
