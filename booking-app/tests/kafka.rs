@@ -52,7 +52,10 @@ async fn pending_with_place_in_line_until_a_worker_decides_and_the_push_delivers
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert_eq!(body["status"], "pending");
         assert_eq!(body["position"], position, "one event, one partition: {body}");
-        ids.push(id_of(&body));
+        let id = id_of(&body);
+        assert_eq!(body["status_url"], format!("/bookings/{id}"), "{body}");
+        assert_eq!(body["events_url"], format!("/bookings/{id}/events"), "{body}");
+        ids.push(id);
     }
     let (status, body) = pod.booking(ids[4]).await;
     assert_eq!((status, &body["status"], &body["position"]), (StatusCode::OK, &Value::from("pending"), &Value::from(4)));

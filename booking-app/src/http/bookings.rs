@@ -29,10 +29,10 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     ),
     request_body = BookingRequest,
     responses(
-        (status = 201, description = "Confirmed (stages postgres, redis)", body = Booking,
+        (status = 201, description = "Confirmed (stages postgres, redis)", body = BookingAnswer,
             headers(("Location" = String, description = "/bookings/{id}"))),
-        (status = 202, description = "Queued; poll or stream the booking (stage kafka)", body = Booking,
-            headers(("Location" = String, description = "/bookings/{id}"))),
+        (status = 202, description = "Queued; poll `status_url` or stream `events_url` (stage kafka)",
+            body = BookingAnswer, headers(("Location" = String, description = "/bookings/{id}"))),
         (status = 400, description = "Malformed JSON, id or header", body = ErrorBody),
         (status = 404, description = "No such event", body = ErrorBody),
         (status = 409, description = "`sold_out` or `per_user_limit`", body = ErrorBody),
@@ -46,7 +46,7 @@ pub async fn create_booking(
     Path(event_id): Path<Uuid>,
     headers: HeaderMap,
     Json(request): Json<BookingRequest>,
-) -> Result<(StatusCode, [(header::HeaderName, String); 1], axum::Json<Booking>), ApiError> {
+) -> Result<(StatusCode, [(header::HeaderName, String); 1], axum::Json<BookingAnswer>), ApiError> {
     let key = idempotency_key(&headers)?;
     validate_booking_request(&request).map_err(|e| ApiError::invalid(e.to_string()))?;
     let stage = state.inventory.stage();
@@ -63,8 +63,28 @@ pub async fn create_booking(
         BookingOutcome::Confirmed(b) | BookingOutcome::Pending(b) => b,
     };
     state.metrics.record_booking(stage, booking.status.as_str());
-    let location = format!("/bookings/{}", booking.id);
-    Ok((status, [(header::LOCATION, location)], axum::Json(booking)))
+    let answer = BookingAnswer::new(booking);
+    Ok((status, [(header::LOCATION, answer.status_url.clone())], axum::Json(answer)))
+}
+
+/// The answer to a booking request: the booking, and where to follow it (what a client of a
+/// queued booking needs next).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct BookingAnswer {
+    #[serde(flatten)]
+    pub booking: Booking,
+    /// `/bookings/{id}`: the booking's current state (also the `Location` header).
+    pub status_url: String,
+    /// `/bookings/{id}/events`: its states pushed as Server-Sent Events until decided.
+    pub events_url: String,
+}
+
+impl BookingAnswer {
+    pub fn new(booking: Booking) -> Self {
+        let status_url = format!("/bookings/{}", booking.id);
+        let events_url = format!("{status_url}/events");
+        Self { booking, status_url, events_url }
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
