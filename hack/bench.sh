@@ -50,7 +50,7 @@ done
 log "building booking-app (release)"
 (cd "$REPO_ROOT" && cargo build --release --quiet -p booking-app --bin booking-app)
 BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/booking-app"
-"$BIN" migrate >/dev/null
+"$BIN" migrate >/dev/null 2>&1 || "$BIN" migrate
 # Unique names per run, so no earlier test's backlog or keys are in the measurement.
 RUN_ID="bench-$(date +%s)"
 
@@ -150,6 +150,14 @@ bench_postgres() {
 
 # ---------------------------------------------------------------- stage redis vs redis-benchmark
 
+# rb_json: redis-benchmark's --csv result line as JSON. The first field is the command itself,
+# commas and quotes included, so the numbers are read from the end:
+# "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+rb_json() {
+  awk -F, '{ gsub(/"/, "", $(NF-6)); gsub(/"/, "", $(NF-3)); gsub(/"/, "", $(NF-1))
+    printf "{\"rps\":%s,\"p50_ms\":%s,\"p99_ms\":%s,\"tool\":\"redis-benchmark\"}\n", $(NF-6), $(NF-3), $(NF-1) }'
+}
+
 bench_redis() {
   start app-redis "$APP_READY" app_env redis "$APP_PORT" "$BIN" serve
   start worker-redis "$WORKER_READY" app_env redis "$WORKER_PORT" "$BIN" worker
@@ -172,15 +180,13 @@ bench_redis() {
     "user-__rand_int__" 2 "rb-__rand_int__" "$answer")
   # redis-benchmark runs a request count, not a time: a short pilot sizes the real run.
   local pilot n
-  pilot=$(redis-benchmark -h "$host" -p "$port" -c "$BENCH_CONCURRENCY" -n 5000 -r 100000000 --csv "${cmd[@]}" | tail -1 | cut -d, -f2 | tr -d '"')
+  pilot=$(redis-benchmark -h "$host" -p "$port" -c "$BENCH_CONCURRENCY" -n 5000 -r 100000000 --csv "${cmd[@]}" |
+    tail -1 | rb_json | jq .rps)
   n=$(awk -v r="$pilot" -v s="$BENCH_SECONDS" 'BEGIN { n = int(r*s); if (n < 10000) n = 10000; print n }')
   log "redis-benchmark: EVALSHA booking.lua x $n at concurrency $BENCH_CONCURRENCY"
   redis-benchmark -h "$host" -p "$port" -c "$BENCH_CONCURRENCY" -n "$n" -r 100000000 --csv "${cmd[@]}" \
     >"$WORK/redis-benchmark.csv"
-  # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-  tail -1 "$WORK/redis-benchmark.csv" | tr -d '"' |
-    awk -F, '{printf "{\"rps\":%s,\"p50_ms\":%s,\"p99_ms\":%s,\"tool\":\"redis-benchmark\"}\n", $2, $5, $7}' >"$WORK/rb.json"
-  record limit redis "$(cat "$WORK/rb.json")"
+  record limit redis "$(tail -1 "$WORK/redis-benchmark.csv" | rb_json)"
   "${cli[@]}" DEL "$base:inventory" "$base:holdings" "$base:idempotency" "$base:bookings" >/dev/null
 }
 

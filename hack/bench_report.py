@@ -81,9 +81,12 @@ def markdown(doc, lines):
 def svg(doc, lines):
     """Horizontal bars, log scale: each stage's req/s above its limit's."""
     bars = []
+    drawn = []
     for stage, label, mine, limit_label, limit, _ in lines:
         bars.append((label, mine["rps"], "#2f6db5"))
-        if limit and limit.get("rps"):
+        drawn.append(id(mine))
+        # The drain's limit is the acceptance rate, already drawn as a bar of its own.
+        if limit and limit.get("rps") and id(limit) not in drawn:
             bars.append((limit_label, limit["rps"], "#b0b7c3"))
     left, width, bar_h, gap, top = 330, 520, 18, 6, 50
     height = top + len(bars) * (bar_h + gap) + 40
