@@ -23,6 +23,9 @@ use crate::stage::kafka::client::KafkaSettings;
 use crate::stage::kafka::metrics::WorkerMetrics;
 use crate::stage::kafka::record::BookingRecord;
 
+/// Most Postgres connections a worker opens.
+pub const WORKER_DB_CONNECTIONS: u32 = 2;
+
 /// Payload of a sold-out mark (a tombstone would lift it).
 pub const SOLD_OUT_PAYLOAD: &[u8] = b"sold_out";
 
@@ -52,7 +55,10 @@ pub struct KafkaWorker {
 /// `run` with the settings and database of `config`.
 pub async fn run_from_config(config: &Config, metrics: &Metrics, stop: CancellationToken) -> Result<(), StageError> {
     let settings = KafkaSettings::from_config(&config.kafka)?;
-    let pool = crate::db::connect(&config.postgres).await.map_err(crate::stage::records::pg_error)?;
+    // One transaction at a time: two connections are plenty (and the operator counts them).
+    let mut postgres = config.postgres.clone();
+    postgres.db_pool_size = postgres.db_pool_size.min(WORKER_DB_CONNECTIONS);
+    let pool = crate::db::connect(&postgres).await.map_err(crate::stage::records::pg_error)?;
     run(settings, pool, metrics, stop).await
 }
 
