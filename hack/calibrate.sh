@@ -53,7 +53,9 @@ OPERATOR="$TARGET_DIR/debug/flashsale-operator"
 # Unique names per run, so no earlier run's backlog or keys are measured.
 RUN_ID="calibrate-$(date +%s)"
 
-pin() { if [[ -n "$CPU" ]] && command -v taskset >/dev/null; then taskset -c "$CPU" "$@"; else "$@"; fi; }
+# The server is pinned like a 1-CPU pod (where taskset exists); the worker and loadgen are not.
+PIN=()
+if [[ -n "$CPU" ]] && command -v taskset >/dev/null; then PIN=(taskset -c "$CPU"); fi
 
 # start NAME PORT PATH CMD...: CMD in the background (log in $WORK/NAME.log), ready once PATH
 # answers on PORT; its PID is left in STARTED.
@@ -71,17 +73,18 @@ stop() {
   wait_gone 30 "$@" || die "booking-app $* did not stop"
 }
 
-# The settings the operator gives a booking-app pod of STAGE (operator/src/contract.rs).
+# app_env STAGE PORT CMD...: exec CMD (so it keeps the caller's PID) with the settings the operator
+# gives a booking-app pod of STAGE (operator/src/contract.rs).
 app_env() {
   local stage="$1" port="$2"; shift 2
-  env STAGE="$stage" LISTEN_ADDR="127.0.0.1:$port" RUN_WORKER=false LOG_FORMAT=text RUST_LOG=warn \
+  exec env STAGE="$stage" LISTEN_ADDR="127.0.0.1:$port" RUN_WORKER=false LOG_FORMAT=text RUST_LOG=warn \
     REDIS_KEY_PREFIX="$RUN_ID" KAFKA_TOPIC="$RUN_ID" "$@"
 }
 
 printf '%-9s %14s %10s %10s   %s\n' stage perPodRps p99_ms errors "replicas for $TARGET_RPS rps at $UTILIZATION" >"$WORK/table"
 for stage in $STAGES; do
   log "stage $stage: one booking-app${CPU:+ on CPU $CPU}, loadgen --find-capacity (p99 <= ${SLO_P99_MS} ms)"
-  start "app-$stage" "$APP_PORT" /readyz pin app_env "$stage" "$APP_PORT" "$BIN" serve
+  start "app-$stage" "$APP_PORT" /readyz app_env "$stage" "$APP_PORT" "${PIN[@]}" "$BIN" serve
   pids=("$STARTED")
   if [[ "$stage" != postgres ]]; then
     start "worker-$stage" "$WORKER_PORT" /healthz app_env "$stage" "$WORKER_PORT" "$BIN" worker
@@ -91,7 +94,7 @@ for stage in $STAGES; do
   set +e
   "$BIN" loadgen --url "http://127.0.0.1:$APP_PORT" --find-capacity --slo-p99-ms "$SLO_P99_MS" \
     --duration "$DURATION" --termination-message-path "$result" --no-progress 2>&1 |
-    sed "s/^/  [$stage] /" >&2
+    sed -u "s/^/  [$stage] /" >&2
   rc=${PIPESTATUS[0]}
   set -e
   stop "${pids[@]}"

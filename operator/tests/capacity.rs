@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,64 +24,22 @@ use flashsale_operator::schedule::{ManualClock, to_time};
 use flashsale_operator::stage::Stage;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeSpec, Pod, ResourceRequirements,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 const IMAGE: &str = "flashsale/booking-app:test";
 
-/// An uncalibrated sale with tiny requests, so kwok's nodes fit every test at once.
+/// An uncalibrated sale sized for kwok's nodes.
 fn sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
-    let mut fs = FlashSaleBuilder::new(name, stage).namespace(ns).target_rps(7_000).replicas(2, 50).build_for_apply();
-    let tiny = ResourceRequirements {
-        requests: Some(BTreeMap::from([("cpu".into(), Quantity("10m".into())), ("memory".into(), Quantity("16Mi".into()))])),
-        ..Default::default()
-    };
-    fs.spec.booking_app.resources = Some(tiny.clone());
-    fs.spec.booking_app.worker.resources = Some(tiny.clone());
-    fs.spec.postgres.resources = Some(tiny.clone());
-    fs.spec.redis.resources = Some(tiny.clone());
-    fs.spec.kafka.resources = Some(tiny);
-    fs
+    with_tiny_resources(FlashSaleBuilder::new(name, stage).namespace(ns).target_rps(7_000).replicas(2, 50).build_for_apply())
 }
 
-fn context(client: &Client) -> Context {
+/// A Context of its own, to drive `reconcile_by_name` step by step (and hold a clock).
+fn step_context(client: &Client) -> Context {
     Context::new(client.clone(), Arc::new(Metrics::default()), Defaults { booking_app_image: IMAGE.into() })
-}
-
-async fn apply(client: &Client, ns: &str, fs: &FlashSale) {
-    let api: Api<FlashSale> = Api::namespaced(client.clone(), ns);
-    api.patch(&fs.name_any(), &PatchParams::apply("flashsale-tests").force(), &Patch::Apply(fs)).await.expect("apply FlashSale");
-}
-
-async fn patch_spec(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
-    let api: Api<FlashSale> = Api::namespaced(client.clone(), ns);
-    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec }))).await.expect("patch FlashSale");
-}
-
-/// A PersistentVolume pre-bound to a StatefulSet's claim (kwok nodes have no provisioner).
-async fn volume_for(client: &Client, ns: &str, claim: &str) -> String {
-    let name = format!("{ns}-{claim}");
-    let pv = PersistentVolume {
-        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
-        spec: Some(PersistentVolumeSpec {
-            capacity: Some(BTreeMap::from([("storage".into(), Quantity("10Gi".into()))])),
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            host_path: Some(HostPathVolumeSource { path: format!("/nonexistent/{name}"), type_: None }),
-            claim_ref: Some(ObjectReference { namespace: Some(ns.into()), name: Some(claim.into()), ..Default::default() }),
-            storage_class_name: Some(String::new()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    Api::<PersistentVolume>::all(client.clone()).create(&PostParams::default(), &pv).await.expect("create PV");
-    name
 }
 
 /// Reconcile again and again (kwok readies pods between passes) until the sale has a
@@ -150,19 +107,15 @@ async fn finish_job_pod(client: &Client, ns: &str, job: &str, message: &str) {
     .await;
 }
 
-fn api_replicas(d: &Deployment) -> Option<i32> {
-    d.spec.as_ref()?.replicas
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calibration_result_sizes_the_sale_and_only_a_stage_change_recalibrates() {
     let client = client().await;
     install_crd(&client).await;
     let ns = namespace(&client, "calibrate").await;
-    let ctx = context(&client);
+    let ctx = step_context(&client);
     let name = "cal-sale";
     let mut volumes = vec![volume_for(&client, &ns.name, &names::data_claim(&names::postgres(name))).await];
-    apply(&client, &ns.name, &sale(name, Stage::Postgres, &ns.name)).await;
+    apply_sale(&client, &ns.name, &sale(name, Stage::Postgres, &ns.name)).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
 
@@ -175,7 +128,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_stage_change_recalibrates(
     let calibrated = fs.condition("Calibrated").unwrap();
     assert_eq!((calibrated.status.as_str(), calibrated.reason.as_str()), ("False", "Calibrating"), "{calibrated:?}");
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
-    assert_eq!(api_replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
+    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
 
     // The Job's pod ends with loadgen's result; the next pass records it and sizes from it.
     finish_job_pod(&client, &ns.name, &job, r#"{"perPodRps":1000.0,"sloP99Ms":200,"p99Ms":120.5,"errorRate":0.0}"#).await;
@@ -189,7 +142,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_stage_change_recalibrates(
     assert_eq!(fs.condition("Calibrated").map(|c| (c.status.clone(), c.reason.clone())), Some(("True".into(), "Measured".into())));
     // ceil(7000 / (1000 × 0.7)) = 10
     assert_eq!(status.desired_replicas, 10);
-    assert_eq!(api_replicas(&deployments.get(&api_deployment).await.unwrap()), Some(10));
+    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(10));
     wait_gone(&Api::<Job>::namespaced(client.clone(), &ns.name), &job).await;
     assert!(calibration_servers(&client, &ns.name, name).await.iter().all(|d| d.metadata.deletion_timestamp.is_some()));
 
@@ -201,7 +154,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_stage_change_recalibrates(
     assert_eq!(status.desired_replicas, 20);
     assert_eq!(status.calibration.as_ref().map(|r| &r.measured_at), Some(&record.measured_at), "not measured again");
     assert_eq!(status.calibration_attempt, None);
-    assert_eq!(api_replicas(&deployments.get(&api_deployment).await.unwrap()), Some(20));
+    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(20));
     assert!(calibration_jobs(&client, &ns.name, name).await.is_empty());
 
     // A new stage needs a new measurement: minReplicas until it is there.
@@ -219,7 +172,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_stage_change_recalibrates(
     // ceil(14000 / (5000 × 0.7)) = 4
     assert_eq!(status.desired_replicas, 4);
     let redis_api = names::booking_deployment(name, Stage::Redis);
-    assert_eq!(api_replicas(&deployments.get(&redis_api).await.unwrap()), Some(4));
+    assert_eq!(replicas(&deployments.get(&redis_api).await.unwrap()), Some(4));
 
     for pv in volumes {
         let _ = Api::<PersistentVolume>::all(client.clone()).delete(&pv, &DeleteParams::default()).await;
@@ -233,14 +186,14 @@ async fn a_future_window_holds_min_replicas_until_startsat_minus_warmup() {
     let ns = namespace(&client, "window").await;
     let now: DateTime<Utc> = "2026-12-01T16:00:00Z".parse().unwrap();
     let clock = Arc::new(ManualClock::new(now));
-    let ctx = context(&client).with_clock(clock.clone());
+    let ctx = step_context(&client).with_clock(clock.clone());
     let name = "window-sale";
     let mut fs = sale(name, Stage::Postgres, &ns.name);
     fs.spec.capacity.per_pod_rps = Some(1000.0);
     fs.spec.window = Some(serde_json::from_value(json!({
         "startsAt": "2026-12-01T18:00:00Z", "endsAt": "2026-12-01T20:00:00Z", "warmup": "10m"
     })).unwrap());
-    apply(&client, &ns.name, &fs).await;
+    apply_sale(&client, &ns.name, &fs).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
@@ -248,24 +201,24 @@ async fn a_future_window_holds_min_replicas_until_startsat_minus_warmup() {
     // Hours before: minReplicas, and the next look is exactly at startsAt − warmup.
     let action = reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
     assert_eq!(action, Action::requeue(Duration::from_secs(110 * 60)));
-    assert_eq!(api_replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
+    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
     let sizing = sales.get(name).await.unwrap().status.unwrap().sizing.unwrap();
     assert_eq!(sizing.reason, "BeforeWindow", "{}", sizing.message);
 
     // A second before, still held.
     clock.set("2026-12-01T17:49:59Z".parse().unwrap());
     assert_eq!(reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile"), Action::requeue(Duration::from_secs(1)));
-    assert_eq!(api_replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
+    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
 
     // At startsAt − warmup: the computed size, ceil(7000 / 700) = 10; next look when the doors open.
     clock.advance(TimeDelta::seconds(1));
     let action = reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
     assert_eq!(action, Action::requeue(Duration::from_secs(10 * 60)));
-    assert_eq!(api_replicas(&deployments.get(&api_deployment).await.unwrap()), Some(10));
+    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(10));
 
     // After endsAt: back to minReplicas.
     clock.set("2026-12-01T20:00:00Z".parse().unwrap());
     reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
-    assert_eq!(api_replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
+    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
     assert_eq!(sales.get(name).await.unwrap().status.unwrap().sizing.unwrap().reason, "AfterWindow");
 }

@@ -14,39 +14,16 @@ use flashsale_operator::reconcile::reconcile_by_name;
 use flashsale_operator::stage::Stage;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{
-    Event, HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeSpec, Secret, Service,
-};
+use k8s_openapi::api::core::v1::{Event, PersistentVolume, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 /// A small sale for the test cluster: tiny requests so kwok's nodes fit every test at once.
 fn small_sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
-    let mut fs = FlashSaleBuilder::new(name, stage).namespace(ns).per_pod_rps(100.0).target_rps(200).replicas(2, 20).build_for_apply();
-    let tiny = k8s_openapi::api::core::v1::ResourceRequirements {
-        requests: Some(BTreeMap::from([("cpu".into(), Quantity("10m".into())), ("memory".into(), Quantity("16Mi".into()))])),
-        ..Default::default()
-    };
-    fs.spec.booking_app.resources = Some(tiny.clone());
-    fs.spec.booking_app.worker.resources = Some(tiny.clone());
-    fs.spec.postgres.resources = Some(tiny.clone());
-    fs.spec.redis.resources = Some(tiny.clone());
-    fs.spec.kafka.resources = Some(tiny);
-    fs
-}
-
-async fn apply_sale(client: &Client, ns: &str, fs: &FlashSale) -> FlashSale {
-    let api: Api<FlashSale> = Api::namespaced(client.clone(), ns);
-    api.patch(&fs.name_any(), &PatchParams::apply("flashsale-tests").force(), &Patch::Apply(fs)).await.expect("apply FlashSale")
-}
-
-async fn patch_spec(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
-    let api: Api<FlashSale> = Api::namespaced(client.clone(), ns);
-    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec }))).await.expect("patch FlashSale");
+    with_tiny_resources(FlashSaleBuilder::new(name, stage).namespace(ns).per_pod_rps(100.0).target_rps(200).replicas(2, 20).build_for_apply())
 }
 
 fn owned_by(obj: &impl Resource, owner: &FlashSale) -> bool {
@@ -58,9 +35,6 @@ fn env_value(d: &Deployment, var: &str) -> Option<String> {
     c.env.iter().flatten().find(|e| e.name == var).and_then(|e| e.value.clone())
 }
 
-fn replicas(d: &Deployment) -> Option<i32> {
-    d.spec.as_ref()?.replicas
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applying_a_sale_creates_every_child_owned_by_it() {
@@ -223,25 +197,6 @@ async fn deleting_a_sale_garbage_collects_its_children() {
         wait_gone(&stateful_sets, name).await;
     }
     wait_gone(&secrets, "gone-credentials").await;
-}
-
-/// A PersistentVolume pre-bound to the StatefulSet's claim: kwok nodes have no provisioner.
-async fn volume_for(client: &Client, ns: &str, claim: &str) -> String {
-    let name = format!("{ns}-{claim}");
-    let pv = PersistentVolume {
-        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
-        spec: Some(PersistentVolumeSpec {
-            capacity: Some(BTreeMap::from([("storage".into(), Quantity("10Gi".into()))])),
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            host_path: Some(HostPathVolumeSource { path: format!("/nonexistent/{name}"), type_: None }),
-            claim_ref: Some(ObjectReference { namespace: Some(ns.into()), name: Some(claim.into()), ..Default::default() }),
-            storage_class_name: Some(String::new()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    Api::<PersistentVolume>::all(client.clone()).create(&PostParams::default(), &pv).await.expect("create PV");
-    name
 }
 
 /// resourceVersion of the sale and of every child it owns.

@@ -1,9 +1,11 @@
 //! Shared harness of the integration tests: a client for the control plane that
 //! `hack/control-plane.sh up` runs on loopback, the CRD installed, one fresh namespace and one
-//! in-process controller per test, and polling helpers that fail with the last state seen.
+//! in-process controller per test, sales sized for kwok's nodes, pre-bound volumes, and polling
+//! helpers that fail with the last state seen.
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +15,11 @@ use flashsale_operator::context::Context;
 use flashsale_operator::crd::FlashSale;
 use flashsale_operator::metrics::Metrics;
 use flashsale_operator::reconcile::validate::Defaults;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{
+    HostPathVolumeSource, Namespace, ObjectReference, PersistentVolume, PersistentVolumeSpec, ResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -166,4 +172,52 @@ where
         }
     })
     .await
+}
+
+/// `fs` with tiny requests everywhere, so kwok's nodes fit every test at once.
+pub fn with_tiny_resources(mut fs: FlashSale) -> FlashSale {
+    let tiny = ResourceRequirements {
+        requests: Some(BTreeMap::from([("cpu".into(), Quantity("10m".into())), ("memory".into(), Quantity("16Mi".into()))])),
+        ..Default::default()
+    };
+    fs.spec.booking_app.resources = Some(tiny.clone());
+    fs.spec.booking_app.worker.resources = Some(tiny.clone());
+    fs.spec.postgres.resources = Some(tiny.clone());
+    fs.spec.redis.resources = Some(tiny.clone());
+    fs.spec.kafka.resources = Some(tiny);
+    fs
+}
+
+pub async fn apply_sale(client: &Client, ns: &str, fs: &FlashSale) -> FlashSale {
+    let api: Api<FlashSale> = Api::namespaced(client.clone(), ns);
+    api.patch(&fs.name_any(), &PatchParams::apply("flashsale-tests").force(), &Patch::Apply(fs)).await.expect("apply FlashSale")
+}
+
+pub async fn patch_spec(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
+    let api: Api<FlashSale> = Api::namespaced(client.clone(), ns);
+    api.patch(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": spec }))).await.expect("patch FlashSale");
+}
+
+/// A PersistentVolume pre-bound to the StatefulSet's claim: kwok nodes have no provisioner.
+pub async fn volume_for(client: &Client, ns: &str, claim: &str) -> String {
+    let name = format!("{ns}-{claim}");
+    let pv = PersistentVolume {
+        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        spec: Some(PersistentVolumeSpec {
+            capacity: Some(BTreeMap::from([("storage".into(), Quantity("10Gi".into()))])),
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            host_path: Some(HostPathVolumeSource { path: format!("/nonexistent/{name}"), type_: None }),
+            claim_ref: Some(ObjectReference { namespace: Some(ns.into()), name: Some(claim.into()), ..Default::default() }),
+            storage_class_name: Some(String::new()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Api::<PersistentVolume>::all(client.clone()).create(&PostParams::default(), &pv).await.expect("create PV");
+    name
+}
+
+/// The replicas a Deployment asks for.
+pub fn replicas(d: &k8s_openapi::api::apps::v1::Deployment) -> Option<i32> {
+    d.spec.as_ref()?.replicas
 }
