@@ -3,6 +3,7 @@
 //! loadgen result into the pod's terminated state, as a kubelet copies /dev/termination-log.
 //! The operator runs step by step (`reconcile_by_name`), so it looks only when the test says,
 //! e.g. after the result is written, never at kwok's message-less completion of the same pod.
+//! Sale windows and cooldowns run on a `ManualClock`; observed load comes from injected counters.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::*;
+use flashsale_operator::autoscale::scrape::{LoadObserver, PodTarget, RequestCounter, ScrapeError};
 use flashsale_operator::calibration::CalibrationKey;
 use flashsale_operator::calibration::objects::{LOADGEN_CONTAINER, job_name};
 use flashsale_operator::context::Context;
@@ -22,6 +24,7 @@ use flashsale_operator::reconcile::reconcile_by_name;
 use flashsale_operator::reconcile::validate::Defaults;
 use flashsale_operator::schedule::{ManualClock, to_time};
 use flashsale_operator::stage::Stage;
+use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
@@ -221,4 +224,59 @@ async fn a_future_window_holds_min_replicas_until_startsat_minus_warmup() {
     reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
     assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
     assert_eq!(sales.get(name).await.unwrap().status.unwrap().sizing.unwrap().reason, "AfterWindow");
+}
+
+/// Request counters the test sets, standing in for the pods' /metrics (kwok pods serve nothing,
+/// and their IPs must never be contacted): every read is recorded, none leaves the process.
+#[derive(Default)]
+struct FakeCounters {
+    served: std::sync::Mutex<f64>,
+    read_ips: std::sync::Mutex<Vec<String>>,
+}
+
+impl RequestCounter for FakeCounters {
+    fn read<'a>(&'a self, pod: &'a PodTarget) -> BoxFuture<'a, Result<f64, ScrapeError>> {
+        self.read_ips.lock().unwrap().push(pod.ip.clone());
+        let served = *self.served.lock().unwrap();
+        Box::pin(async move { Ok(served) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observed_load_above_plan_adds_pods() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "observe").await;
+    let start: DateTime<Utc> = "2026-12-01T18:00:00Z".parse().unwrap();
+    let clock = Arc::new(ManualClock::new(start));
+    let counters = Arc::new(FakeCounters::default());
+    let ctx = step_context(&client).with_clock(clock.clone()).with_load_observer(LoadObserver::new(counters.clone()));
+    let name = "busy-sale";
+    let mut fs = sale(name, Stage::Postgres, &ns.name);
+    fs.spec.capacity.per_pod_rps = Some(1000.0);
+    apply_sale(&client, &ns.name, &fs).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
+    let api_deployment = names::booking_deployment(name, Stage::Postgres);
+
+    // Sized for the target: ceil(7000 / 700) = 10 pods, which kwok makes Ready.
+    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
+    wait_for(&deployments, &api_deployment, "10 ready pods", |d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(10)).await;
+
+    // A round of readings (the first pass, with no pod ready yet, read none): no rate yet.
+    clock.advance(TimeDelta::seconds(15));
+    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
+    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(10));
+    let read = counters.read_ips.lock().unwrap().clone();
+    assert_eq!(read.len(), 10, "one read per ready pod: {read:?}");
+
+    // 15 s later each pod has served 1400 rps, twice what a pod is planned for: 20 pods.
+    *counters.served.lock().unwrap() = 1400.0 * 15.0;
+    clock.advance(TimeDelta::seconds(15));
+    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
+    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(20));
+    let status = sales.get(name).await.unwrap().status.unwrap();
+    assert_eq!((status.observed_rps, status.observed_per_pod_rps), (Some(14_000.0), Some(1400.0)));
+    let sizing = status.sizing.unwrap();
+    assert_eq!(sizing.reason, "ObservedLoad", "{}", sizing.message);
 }

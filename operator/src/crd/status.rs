@@ -116,9 +116,10 @@ pub struct CalibrationAttempt {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SizingStatus {
-    /// CamelCase cause: Computed, ClampedToMin, ClampedToMax, NotCalibrated, OutsideWindow, …
+    /// CamelCase cause: SizedForTarget, ClampedByMinReplicas, ClampedByMaxReplicas, NotCalibrated,
+    /// BeforeWindow, AfterWindow, ObservedLoad, CoolingDown.
     pub reason: String,
-    /// A sentence for humans, e.g. "clamped by maxReplicas: the sale gets only 28000 rps".
+    /// A sentence for humans, e.g. "clamped by maxReplicas: … the sale will get only 28000 rps …".
     pub message: String,
     /// Requests per second the desired replicas can serve at the target utilization.
     #[serde(default, skip_serializing_if = "Option::is_none")]
