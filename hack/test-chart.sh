@@ -3,12 +3,13 @@
 #   1. helm lint; values.schema.json refuses what the chart cannot run (2 replicas)
 #   2. the chart's CRD is crds/flashsale.yaml (plus Helm's annotation and labels)
 #   3. the Deployment's env is what `flashsale-operator run` reads
-#   4. helm template output, under several value sets, accepted by a server-side dry run
-#   5. every file in examples/ accepted by a server-side dry run once the CRD is installed
+#   4. README's FlashSale reference lists exactly the CRD's fields
+#   5. helm template output, under several value sets, accepted by a server-side dry run
+#   6. every file in examples/ accepted by a server-side dry run once the CRD is installed
 #      (and a broken FlashSale refused: the dry run does validate)
-#   6. RBAC: the chart installed (operator scaled to 0), the real operator run locally with its
-#      ServiceAccount's token reconciles sales (children, status, a stage change) with no
-#      "forbidden"; the same run with a ServiceAccount without the chart's role is refused.
+#   7. RBAC: the chart installed (operator scaled to 0), the real operator run locally with its
+#      ServiceAccount's token reconciles sales (children, status, calibration, a stage change)
+#      with no "forbidden"; the same run with a ServiceAccount without the chart's role is refused.
 # Each check says what it checks; the first failure stops the script. Everything it creates (a
 # namespace, a Helm release, the operator process) is removed on exit.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -203,7 +204,7 @@ check "the real operator, authenticated as the chart's ServiceAccount, reconcile
 token_kubeconfig "$FULLNAME" "$WORK/operator.kubeconfig"
 PORT="$(free_port)"
 # Limited to the test namespace: other tests' sales are not this operator's business.
-KUBECONFIG="$WORK/operator.kubeconfig" WATCH_NAMESPACE="$NS" HTTP_ADDR="127.0.0.1:$PORT" LOG_FORMAT=text \
+KUBECONFIG="$WORK/operator.kubeconfig" WATCH_NAMESPACE="$NS" HTTP_ADDR="127.0.0.1:$PORT" LOG_FORMAT=text NO_COLOR=1 \
   RUST_LOG="info,flashsale_operator=debug" "$OPERATOR" run >"$WORK/operator.log" 2>&1 &
 OPERATOR_PID=$!
 wait_until 60 "operator /readyz on 127.0.0.1:$PORT" "$OPERATOR_PID" curl -sf "http://127.0.0.1:$PORT/readyz"
@@ -242,10 +243,21 @@ children_complete() { [[ "$(children_of "$1")" == "Deployment,PodDisruptionBudge
 
 apply_example redis.yaml
 apply_example external-postgres.yaml
+apply_example postgres.yaml
 wait_for "$RECONCILE_TIMEOUT" "tour-redis: Secret, Services, StatefulSets, PDB, Deployments created" children_complete tour-redis
 wait_for "$RECONCILE_TIMEOUT" "tour-redis: status written for the current generation" status_written tour-redis
 wait_for "$RECONCILE_TIMEOUT" "tour-redis: Ready (pods Ready on the kwok nodes)" phase_is tour-redis Ready
 wait_for "$RECONCILE_TIMEOUT" "tour-external-db: status written (reads the external store's Secret)" status_written tour-external-db
+
+# tour-postgres pins no perPodRps: the operator calibrates (a scratch Deployment and Service, a
+# loadgen Job, its pod's termination message read back). kwok completes the Job's pod without a
+# result, so the attempt fails, is recorded, and its objects are deleted until the retry. It all
+# happens within a second or two, so the evidence is the status and the operator's log.
+attempt_failed() { sale "$1" | jq -e '.status.calibrationAttempt.failures >= 1'; }
+attempt_deleted() { grep -Eq "deleted, no longer part of the sale.* kind=Job name=$1-cal-" "$WORK/operator.log"; }
+wait_for "$RECONCILE_TIMEOUT" "tour-postgres: calibration Job's pod read back, the attempt recorded as failed" attempt_failed tour-postgres
+log "    status.calibrationAttempt.lastError: $(sale tour-postgres | jq -r .status.calibrationAttempt.lastError)"
+wait_for "$RECONCILE_TIMEOUT" "tour-postgres: the failed attempt's Job deleted until the retry" attempt_deleted tour-postgres
 
 # A stage change drains the old stage with a Job and deletes what the new stage does not use:
 # the create and delete verbs the steps above never needed.
