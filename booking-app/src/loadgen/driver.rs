@@ -93,7 +93,7 @@ pub struct Plan {
 #[derive(Clone)]
 pub struct Target {
     pub client: ApiClient,
-    pub bookings_url: Arc<str>,
+    pub bookings_url: reqwest::Url,
     pub workload: Workload,
     /// Prefix of every idempotency key of this run (`None`: send no key).
     pub key_prefix: Option<Arc<str>>,

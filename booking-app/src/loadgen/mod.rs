@@ -273,7 +273,7 @@ impl Session {
             (!a.no_idempotency_keys).then(|| Arc::from(format!("lg-{}", Uuid::new_v4().simple())));
         let target = Target {
             client: self.client.clone(),
-            bookings_url: self.client.bookings_url(event.id).into(),
+            bookings_url: self.client.bookings_url(event.id)?,
             workload: Workload { users: a.users, max_quantity: a.max_quantity, seed: a.seed },
             key_prefix: key_prefix.clone(),
         };

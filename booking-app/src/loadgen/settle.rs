@@ -39,7 +39,7 @@ pub async fn settle(
     options: SettleOptions,
 ) -> Result<InvariantReport, ClientError> {
     let event_id = baseline.event.id;
-    let unknown_quantity = replay_uncertain(client, event_id, &mut ledger, key_prefix, options.concurrency).await;
+    let unknown_quantity = replay_uncertain(client, event_id, &mut ledger, key_prefix, options.concurrency).await?;
     let pending_total = ledger.pending.len() as u64;
     let drained = resolve_pending(client, &mut ledger, options).await;
     let after = client.get_event(event_id).await?;
@@ -84,15 +84,15 @@ async fn replay_uncertain(
     ledger: &mut Ledger,
     key_prefix: Option<&str>,
     concurrency: usize,
-) -> i64 {
+) -> Result<i64, ClientError> {
     let uncertain = std::mem::take(&mut ledger.uncertain);
     let Some(prefix) = key_prefix else {
-        return uncertain.iter().map(|a| i64::from(a.quantity)).sum();
+        return Ok(uncertain.iter().map(|a| i64::from(a.quantity)).sum());
     };
-    let url = client.bookings_url(event_id);
+    let url = client.bookings_url(event_id)?;
     let answers: Vec<_> = futures::stream::iter(uncertain)
         .map(|attempt| {
-            let url = url.clone();
+            let url = &url;
             async move {
                 let key = idempotency_key(prefix, attempt.index);
                 let body = booking_body(user_id(attempt.user), attempt.quantity);
@@ -110,7 +110,7 @@ async fn replay_uncertain(
             ledger.note(attempt, &answer);
         }
     }
-    unknown
+    Ok(unknown)
 }
 
 #[derive(Debug, Default)]
@@ -122,29 +122,31 @@ struct Drained {
 }
 
 /// Polls pending bookings, oldest first, until each is decided or the wait runs out. Workers
-/// decide roughly in arrival order, so polling the head of the queue finds most of the progress
-/// without asking about every booking every round.
+/// decide roughly in arrival order, so the head of the queue shows the progress: a batch is
+/// polled while the head is decided, and once it reaches undecided ones loadgen waits and then
+/// probes only the oldest, so the polling does not take the CPU the worker is draining with.
 async fn resolve_pending(client: &ApiClient, ledger: &mut Ledger, options: SettleOptions) -> Drained {
+    const POLL_INTERVAL: Duration = Duration::from_millis(100);
     let mut queue: VecDeque<PendingBooking> = std::mem::take(&mut ledger.pending).into();
     let deadline = Instant::now() + options.pending_timeout;
     let batch = options.concurrency.clamp(1, 256);
     let mut drained = Drained::default();
     // Ids that answered 404 so far: a booking may become readable a moment after its 202.
     let mut not_found = std::collections::HashSet::new();
+    let mut probe_only = false;
     while !queue.is_empty() && Instant::now() < deadline {
-        let round: Vec<_> = queue.drain(..batch.min(queue.len())).collect();
+        let size = if probe_only { 1 } else { batch }.min(queue.len());
+        let round: Vec<_> = queue.drain(..size).collect();
         let polled: Vec<_> = futures::stream::iter(round)
             .map(|p| async move { (p, client.get_booking(p.id).await) })
             .buffered(batch)
             .collect()
             .await;
-        let mut progressed = false;
         let mut still: Vec<PendingBooking> = Vec::new();
         for (p, result) in polled {
             match result {
                 Ok(BookingView { status: BookingStatus::Pending, .. }) => still.push(p),
                 Ok(BookingView { status, .. }) => {
-                    progressed = true;
                     drained.decided += 1;
                     drained.last_decided_at = Some(Instant::now());
                     not_found.remove(&p.id);
@@ -162,11 +164,14 @@ async fn resolve_pending(client: &ApiClient, ledger: &mut Ledger, options: Settl
                 Err(_) => still.push(p),
             }
         }
+        let progressed = still.len() < size;
+        let reached_undecided = !still.is_empty();
+        probe_only = !progressed;
         for p in still.into_iter().rev() {
             queue.push_front(p);
         }
-        if !progressed {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if reached_undecided {
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
     drained.missing = queue.iter().filter(|p| not_found.contains(&p.id)).count() as u64;
