@@ -306,7 +306,7 @@ async fn a_worker_process_killed_mid_sale_loses_nothing_and_decides_nothing_twic
     let ids = book_many(&pod, event, 400, 150).await;
 
     // 1. A worker that dies right after its third database commit, before the offset commit.
-    let first = ChildWorker::spawn(&config, &[("KAFKA_WORKER_ABORT_AFTER_BATCHES", "3")]).await;
+    let first = ChildWorker::start(&config, &[("KAFKA_WORKER_ABORT_AFTER_BATCHES", "3")]);
     let mut child = first.child;
     let status = tokio::time::timeout(common::EVENTUAL, child.wait()).await.expect("the worker aborts").unwrap();
     assert!(!status.success(), "the failpoint must crash the worker: {status}");

@@ -63,7 +63,9 @@ async fn broker_down_answers_503_and_recovery_loses_no_acknowledged_request() {
         // Bounded: the producer gives up after KAFKA_PRODUCE_TIMEOUT_MS; the client's own
         // timeout (EVENTUAL) turns a hang into a failure.
         for i in 0..3 {
+            let asked = std::time::Instant::now();
             let (status, body) = pod.book(event, &format!("{round}-outage-{i}"), 1, None).await;
+            eprintln!("{round}: broker down, answered {status} after {:?}", asked.elapsed());
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "broker down must be 503: {body}");
             assert_eq!(body["error"]["code"], "unavailable", "{body}");
         }
@@ -74,6 +76,7 @@ async fn broker_down_answers_503_and_recovery_loses_no_acknowledged_request() {
 
         services("start");
         guard.stopped = false;
+        let restarted = std::time::Instant::now();
         // The same pod recovers by itself: no restart, no reconnect by hand.
         let id = eventually("the pod acknowledges requests again", || {
             let pod = &pod;
@@ -87,6 +90,7 @@ async fn broker_down_answers_503_and_recovery_loses_no_acknowledged_request() {
             }
         })
         .await;
+        eprintln!("{round}: broker back, first 202 after {:?}", restarted.elapsed());
         acknowledged.insert(id);
     }
 

@@ -174,7 +174,24 @@ pub struct ChildWorker {
 }
 
 impl ChildWorker {
+    /// Starts a worker process and waits until it answers `/healthz`.
     pub async fn spawn(config: &Config, extra_env: &[(&str, &str)]) -> ChildWorker {
+        let mut worker = Self::start(config, extra_env);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let (child, base_url) = (&mut worker.child, worker.base_url.clone());
+        eventually("the worker process answers /healthz", || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("booking-app worker exited at start: {status}");
+            }
+            let request = client.get(format!("{base_url}/healthz")).send();
+            async move { request.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+        worker
+    }
+
+    /// Starts a worker process without waiting for it (one that may exit at once).
+    pub fn start(config: &Config, extra_env: &[(&str, &str)]) -> ChildWorker {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut command = Command::new(binary());
         command
@@ -192,18 +209,8 @@ impl ChildWorker {
         for (k, v) in extra_env {
             command.env(k, v);
         }
-        let mut child = command.spawn().expect("start booking-app worker");
-        let base_url = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        eventually("the worker process answers /healthz", || {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("booking-app worker exited at start: {status}");
-            }
-            let request = client.get(format!("{base_url}/healthz")).send();
-            async move { request.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
-        })
-        .await;
-        ChildWorker { child, base_url }
+        let child = command.spawn().expect("start booking-app worker");
+        ChildWorker { child, base_url: format!("http://127.0.0.1:{port}") }
     }
 
     pub async fn metrics_text(&self) -> Option<String> {
