@@ -66,7 +66,7 @@ async fn the_check_flags_tickets_sold_behind_its_back() {
         .create_event(&NewEvent { name: "checker".into(), tickets: 10, per_user_limit: Some(2) })
         .await
         .unwrap();
-    let url = client.bookings_url(event.id);
+    let url = client.bookings_url(event.id).unwrap();
     let book = |user: &str, quantity| client.book(&url, booking_body(user.into(), quantity), None);
     assert_eq!(book("user-1", 2).await, Answer::Confirmed);
     assert_eq!(book("user-2", 3).await, Answer::Refused(Refusal::PerUserLimit));
@@ -120,4 +120,22 @@ async fn find_capacity_writes_the_operators_termination_message() {
     keys.sort();
     assert_eq!(keys, ["errorRate", "p99Ms", "perPodRps", "sloP99Ms"]);
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kafka_sale_follows_every_pending_booking_to_its_decision() {
+    let app = TestApp::spawn(Stage::Kafka).await;
+    let session = Session::new(args(
+        &app,
+        &["--tickets", "200", "--per-user-limit", "3", "--users", "100", "--concurrency", "8", "--duration", "2s"],
+    ))
+    .unwrap();
+    let run = session.sale().await.unwrap();
+    let inv = run.invariants.as_ref().unwrap();
+    assert!(inv.ok, "{inv}");
+    assert!(inv.pending_total > 0, "stage kafka answers 202: {:?}", run.report.answers);
+    assert_eq!(inv.observed.pending_unresolved, 0);
+    // Every 202 was decided: confirmed ones are counted, the rest were refused by the worker.
+    assert_eq!(inv.confirmed_bookings + inv.rejected_bookings, run.report.requests);
+    assert_eq!(inv.observed.remaining_after, 200 - inv.observed.confirmed_quantity);
 }
