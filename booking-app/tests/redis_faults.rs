@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use booking_app::domain::{Booking, Stage};
@@ -27,8 +27,12 @@ async fn services(args: &[&str]) {
 
 #[derive(Default)]
 struct Sale {
+    tickets: i64,
     /// Tickets answered confirmed so far.
     sold: AtomicI64,
+    /// Redis has been killed. Until then clients pause at two thirds of the sale, so the kill
+    /// lands mid-sale however long `hack/services.sh` takes.
+    killed: AtomicBool,
     /// 503 answers (Redis down); each was retried with the same idempotency key.
     unavailable: AtomicUsize,
 }
@@ -40,7 +44,12 @@ async fn client(app: Arc<TestApp>, event: Uuid, client: usize, sale: Arc<Sale>) 
     for n in 0.. {
         let key = format!("{event}-c{client}-{n}");
         let user = format!("c{client}-u{}", n % 50);
-        let quantity = 1 + (n % 2) as i32;
+        let quantity = 1 + n % 2;
+        let started = Instant::now();
+        while sale.sold.load(Ordering::Relaxed) >= sale.tickets * 2 / 3 && !sale.killed.load(Ordering::Relaxed) {
+            assert!(started.elapsed() < EVENTUAL, "Redis was never killed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let started = Instant::now();
         loop {
             let answer = app.book(event, &user, quantity, Some(&key)).await;
@@ -74,7 +83,7 @@ async fn confirmed_bookings_survive_redis_kill_9() {
     common::init_logs();
     let app = Arc::new(TestApp::spawn(Stage::Redis).await);
     let event = app.create_event(TICKETS, Some(LIMIT)).await;
-    let sale = Arc::new(Sale::default());
+    let sale = Arc::new(Sale { tickets: TICKETS, ..Sale::default() });
     let clients: Vec<_> =
         (0..CLIENTS).map(|c| tokio::spawn(client(app.clone(), event.id, c, sale.clone()))).collect();
 
@@ -87,6 +96,7 @@ async fn confirmed_bookings_survive_redis_kill_9() {
     }
     let sold_at_kill = sale.sold.load(Ordering::Relaxed);
     services(&["kill9", "redis"]).await;
+    sale.killed.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
     services(&["start", "redis"]).await;
 

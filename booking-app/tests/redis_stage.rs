@@ -282,3 +282,54 @@ async fn stream_lag_is_exported_on_metrics() {
     wait_for("booking_redis_stream_lag 0".into()).await;
     fx.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sold_out_and_synced_events_are_no_longer_watched() {
+    common::init_logs();
+    let fx = Isolated::new("finished").await;
+    let open = fx.event(100, None).await;
+    let sold_out = fx.event(6, None).await;
+    let mut confirmed = sell(&fx, sold_out.id, 3).await;
+    confirmed.extend(sell(&fx, open.id, 3).await);
+    assert_eq!(fx.inventory.get_event(sold_out.id).await.unwrap().remaining, 0, "1+2+3 tickets: sold out");
+    let watched = |id: Uuid| {
+        let mut redis = fx.redis.clone();
+        let index = fx.keys.event_index();
+        async move { redis::cmd("SISMEMBER").arg(index).arg(id.to_string()).query_async::<bool>(&mut redis).await.unwrap() }
+    };
+    let mut syncer = fx.syncer("finished", 100);
+    let started = Instant::now();
+    while watched(sold_out.id).await {
+        assert!(started.elapsed() < EVENTUAL, "the sold-out event is still watched");
+        syncer.pass().await.expect("sync pass");
+    }
+    assert!(watched(open.id).await, "an event with tickets left stays watched");
+    assert_eq!(fx.stream_len(sold_out.id).await, 0, "forgotten only once synced");
+    let in_db = confirmed_in_db(&fx.pool, sold_out.id).await;
+    assert_eq!(in_db.len(), 3);
+    fx.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn confirmed_booking_is_readable_before_and_after_the_sync() {
+    common::init_logs();
+    let fx = Isolated::new("read").await;
+    let other = fx.event(10, None).await; // another watched event: the lookup asks them all
+    let event = fx.event(10, None).await;
+    fx.book(other.id, "bob", 1, None).await.expect("book");
+    let booking = fx.book(event.id, "alice", 2, None).await.expect("book");
+    assert!(confirmed_in_db(&fx.pool, event.id).await.is_empty(), "no syncer runs yet");
+    assert_eq!(fx.inventory.get_booking(booking.id).await.expect("read before the sync"), booking);
+    assert!(matches!(fx.inventory.get_booking(Uuid::new_v4()).await, Err(StageError::BookingNotFound(_))));
+
+    let mut syncer = fx.syncer("read", 100);
+    fx.sync_until(&mut syncer, event.id, &[booking.id].into()).await;
+    let unsynced: i64 = redis::cmd("HLEN")
+        .arg(fx.keys.event(event.id).unsynced)
+        .query_async(&mut fx.redis.clone())
+        .await
+        .unwrap();
+    assert_eq!(unsynced, 0, "the copy leaves Redis with its stream entry");
+    assert_eq!(fx.inventory.get_booking(booking.id).await.expect("read after the sync"), booking);
+    fx.cleanup().await;
+}

@@ -5,9 +5,10 @@
 --
 -- KEYS[1] event hash (remaining, limit, ...)   KEYS[2] holdings hash (user -> tickets)
 -- KEYS[3] idempotency hash (key -> answer)     KEYS[4] stream of decisions not yet in Postgres
+-- KEYS[5] unsynced hash (booking id -> booking, for reads until the syncer has written it)
 -- ARGV[1] user id   ARGV[2] quantity (>= 1)   ARGV[3] idempotency key ('' for none)
 -- ARGV[4] the booking as JSON, status confirmed (stored, replayed, streamed; a refusal stores a
---         copy with status and reason changed)
+--         copy with status and reason changed)   ARGV[5] the booking's id
 --
 -- Answers (arrays of strings, first element the verdict):
 --   {'missing'}                            the event is not loaded: load it from Postgres, retry
@@ -16,8 +17,8 @@
 --   {'rejected', 'sold_out', remaining}    fewer tickets left than asked for
 --   {'confirmed', remaining}               booked; the stream entry is the syncer's work item
 
-local event, holdings, idempotency, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local user, quantity, key, answer = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local event, holdings, idempotency, stream, unsynced = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local user, quantity, key, answer, booking_id = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 
 local inventory = redis.call('HMGET', event, 'remaining', 'limit')
 if not inventory[1] then
@@ -58,6 +59,7 @@ end
 redis.call('HINCRBY', event, 'remaining', -quantity)
 redis.call('HINCRBY', holdings, user, quantity)
 redis.call('XADD', stream, '*', 'booking', answer, 'key', key)
+redis.call('HSET', unsynced, booking_id, answer)
 if key ~= '' then
   redis.call('HSET', idempotency, key, answer)
 end

@@ -33,8 +33,6 @@ pub const BOOKING_SCRIPT: &str = include_str!("booking.lua");
 /// How long an `Idempotency-Key` stays bound to the event it was first used for. Within one event
 /// a key is honoured as long as the event is in Redis (and forever in Postgres).
 const KEY_CLAIM_TTL_SECS: u64 = 24 * 60 * 60;
-/// How long the copy of a confirmed booking waits for the syncer if it never deletes it.
-const BOOKING_COPY_TTL_SECS: u64 = 7 * 24 * 60 * 60;
 /// How often the stream-lag gauge is refreshed.
 const LAG_SAMPLE_PERIOD: Duration = Duration::from_secs(2);
 
@@ -104,7 +102,8 @@ impl RedisInventory {
             .arg(&booking.user_id)
             .arg(booking.quantity)
             .arg(key)
-            .arg(answer);
+            .arg(answer)
+            .arg(booking.id.to_string());
         let mut redis = self.redis.clone();
         let reply: Vec<String> = invocation.invoke_async(&mut redis).await.map_err(classify)?;
         Verdict::parse(reply)
@@ -221,29 +220,26 @@ impl Inventory for RedisInventory {
                     return idempotency::replay(first, event_id, &request);
                 }
                 Verdict::Rejected { reason, count } => return Err(rejection(reason, count, &request)),
-                Verdict::Confirmed => {
-                    // The booking is decided and durable in the stream; this copy only lets
-                    // `GET /bookings/{id}` find it before the syncer writes it to Postgres.
-                    let mut redis = self.redis.clone();
-                    let copy: Result<(), _> =
-                        redis.set_ex(self.keys.booking(booking.id), &answer, BOOKING_COPY_TTL_SECS).await;
-                    if let Err(err) = copy {
-                        tracing::warn!(booking = %booking.id, error = %err, "booking confirmed; its lookup copy was not written");
-                    }
-                    return Ok(BookingOutcome::Confirmed(booking));
-                }
+                Verdict::Confirmed => return Ok(BookingOutcome::Confirmed(booking)),
             }
         }
         Err(StageError::Unavailable { store: "redis", detail: format!("event {event_id} keeps disappearing") })
     }
 
     /// Redis first (bookings not synced yet), then Postgres. In that order a booking the syncer
-    /// writes meanwhile is found in one place or the other: its copy is deleted after the commit.
+    /// writes meanwhile is found in one place or the other: it leaves Redis after the commit.
+    /// A booking id does not name its event, so every watched event's unsynced hash is asked,
+    /// in one round trip (the syncer stops watching events that are sold out and synced).
     async fn get_booking(&self, id: Uuid) -> Result<Booking, StageError> {
         let mut redis = self.redis.clone();
-        let copy: Option<String> = redis.get(self.keys.booking(id)).await.map_err(classify)?;
-        if let Some(json) = copy {
-            return serde_json::from_str(&json).map_err(|e| StageError::Internal(format!("booking copy: {e}")));
+        let events: Vec<String> = redis.smembers(self.keys.event_index()).await.map_err(classify)?;
+        let mut pipe = redis::pipe();
+        for event in events.iter().filter_map(|e| e.parse::<Uuid>().ok()) {
+            pipe.hget(self.keys.event(event).unsynced, id.to_string());
+        }
+        let found: Vec<Option<String>> = pipe.query_async(&mut redis).await.map_err(classify)?;
+        if let Some(json) = found.into_iter().flatten().next() {
+            return serde_json::from_str(&json).map_err(|e| StageError::Internal(format!("unsynced booking: {e}")));
         }
         records::fetch_booking(&self.pool, id).await
     }

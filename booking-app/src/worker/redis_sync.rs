@@ -203,6 +203,7 @@ impl Syncer {
         let claim_due = self.last_claim.is_none_or(|t| t.elapsed() >= self.settings.claim_idle / 2);
         if claim_due {
             self.last_claim = Some(Instant::now());
+            self.forget_finished(&events).await?;
             let batches = self.claim_abandoned(&events).await?;
             if !batches.is_empty() {
                 return self.sync(batches).await;
@@ -213,7 +214,7 @@ impl Syncer {
         self.sync(batches).await
     }
 
-    /// Writes, then acknowledges, each batch; then drops the lookup copies of its bookings.
+    /// Writes, then acknowledges, each batch.
     async fn sync(&mut self, batches: Vec<Batch>) -> Result<usize, StageError> {
         let mut written = 0;
         for batch in batches.into_iter().filter(|b| !b.entry_ids.is_empty()) {
@@ -227,30 +228,28 @@ impl Syncer {
         Ok(written)
     }
 
-    /// Acknowledges and deletes the batch's entries in one MULTI: an entry is either still pending
-    /// (and will be written again, harmlessly) or gone, never acknowledged but left in the stream.
+    /// Acknowledges and deletes the batch's entries, and their bookings' unsynced copies, in one
+    /// MULTI (one event's keys, one slot): an entry is either still pending (and will be written
+    /// again, harmlessly) or gone with its copy, never acknowledged but left in the stream.
     pub async fn ack(&mut self, batch: &Batch) -> Result<(), StageError> {
-        let stream = self.keys.event(batch.event_id).stream;
+        let keys = self.keys.event(batch.event_id);
+        let ids: Vec<String> = batch.bookings.iter().map(|b| b.booking.id.to_string()).collect();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("XACK")
-            .arg(&stream)
+            .arg(&keys.stream)
             .arg(SYNC_GROUP)
             .arg(&batch.entry_ids)
             .ignore()
             .cmd("XDEL")
-            .arg(&stream)
+            .arg(&keys.stream)
             .arg(&batch.entry_ids)
+            .ignore()
+            .cmd("HDEL")
+            .arg(&keys.unsynced)
+            .arg(&ids)
             .ignore();
         pipe.query_async::<()>(&mut self.redis).await.map_err(classify)?;
-        // The copies only served reads before the commit; a failure here leaves them to their TTL.
-        let mut copies = redis::pipe();
-        for booking in &batch.bookings {
-            copies.del(self.keys.booking(booking.booking.id)).ignore();
-        }
-        if let Err(err) = copies.query_async::<()>(&mut self.redis).await {
-            tracing::debug!(error = %err, "booking copies not deleted");
-        }
         Ok(())
     }
 
@@ -329,6 +328,35 @@ impl Syncer {
             batches.push(self.batch(event_id, stream.ids)?);
         }
         Ok(batches)
+    }
+
+    /// Stops watching sold-out events whose stream is empty: no booking can enter it any more
+    /// (a stream entry is added by the same script that lowers `remaining`, so `remaining` 0
+    /// read first means every entry is already there). A reload after data loss registers the
+    /// event again.
+    async fn forget_finished(&mut self, events: &[Uuid]) -> Result<(), StageError> {
+        let mut pipe = redis::pipe();
+        for &id in events {
+            let keys = self.keys.event(id);
+            pipe.hget(&keys.inventory, "remaining").xlen(&keys.stream);
+        }
+        let state: Vec<(Option<i64>, i64)> = pipe.query_async(&mut self.redis).await.map_err(classify)?;
+        let finished: Vec<String> = events
+            .iter()
+            .zip(state)
+            .filter(|(_, state)| *state == (Some(0), 0))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if !finished.is_empty() {
+            let _: i64 = redis::cmd("SREM")
+                .arg(self.keys.event_index())
+                .arg(&finished)
+                .query_async(&mut self.redis)
+                .await
+                .map_err(classify)?;
+            tracing::info!(events = finished.len(), "sold out and fully synced: no longer watched");
+        }
+        Ok(())
     }
 
     /// Takes over entries other consumers left unacknowledged longer than `claim_idle`.

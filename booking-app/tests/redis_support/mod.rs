@@ -115,7 +115,7 @@ impl Isolated {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(&keys.inventory).arg(&keys.holdings).arg(&keys.idempotency);
         if with_stream {
-            cmd.arg(&keys.stream);
+            cmd.arg(&keys.stream).arg(&keys.unsynced);
         }
         let _: i64 = cmd.query_async(&mut self.redis.clone()).await.expect("DEL");
     }

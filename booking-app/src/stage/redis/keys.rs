@@ -17,7 +17,7 @@ pub struct Keys {
     prefix: String,
 }
 
-/// The keys of one event, in the order the Lua scripts take them (`KEYS[1..4]`).
+/// The keys of one event, in the order the Lua scripts take them (`KEYS[1..5]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventKeys {
     /// Hash: name, tickets, limit (-1: none), created_at, remaining.
@@ -26,13 +26,16 @@ pub struct EventKeys {
     pub holdings: String,
     /// Hash: idempotency key -> the first answer (booking JSON).
     pub idempotency: String,
-    /// Stream: confirmed bookings Postgres does not have yet (entries are deleted once synced).
+    /// Stream: decisions Postgres does not have yet (entries are deleted once synced).
     pub stream: String,
+    /// Hash: booking id -> booking JSON, for the confirmed bookings in the stream, so
+    /// `GET /bookings/{id}` finds them before Postgres has them. Emptied with the stream.
+    pub unsynced: String,
 }
 
 impl EventKeys {
-    pub fn as_array(&self) -> [&str; 4] {
-        [&self.inventory, &self.holdings, &self.idempotency, &self.stream]
+    pub fn as_array(&self) -> [&str; 5] {
+        [&self.inventory, &self.holdings, &self.idempotency, &self.stream, &self.unsynced]
     }
 }
 
@@ -52,18 +55,13 @@ impl Keys {
             holdings: format!("{base}:holdings"),
             idempotency: format!("{base}:idempotency"),
             stream: format!("{base}:bookings"),
+            unsynced: format!("{base}:unsynced"),
         }
     }
 
     /// Set of the ids of events loaded into Redis: the streams the syncer reads.
     pub fn event_index(&self) -> String {
         format!("{}:events", self.prefix)
-    }
-
-    /// String: a confirmed booking as JSON until the syncer has written it to Postgres, so
-    /// `GET /bookings/{id}` finds it without knowing its event. Tagged by the booking's own id.
-    pub fn booking(&self, id: Uuid) -> String {
-        format!("{}:booking:{{{id}}}", self.prefix)
     }
 
     /// String: the event an `Idempotency-Key` was first used for. Keys are unique across
@@ -97,7 +95,6 @@ mod tests {
         for key in keys.event(id).as_array() {
             assert_eq!(hash_tag(key), id.to_string(), "{key}");
         }
-        assert_eq!(hash_tag(&keys.booking(id)), id.to_string());
     }
 
     #[test]

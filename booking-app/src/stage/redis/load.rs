@@ -95,14 +95,6 @@ impl Loader {
     pub async fn load(&self, id: Uuid) -> Result<(), StageError> {
         let mut redis = self.redis.clone();
         let event_keys = self.keys.event(id);
-        // Registered first, so the syncer watches the stream even if this load stops half-way.
-        let _: i64 = redis::cmd("SADD")
-            .arg(self.keys.event_index())
-            .arg(id.to_string())
-            .query_async(&mut redis)
-            .await
-            .map_err(classify)?;
-
         // Stream first, Postgres second: an entry synced in between is in both, and the snapshot
         // below says so; an entry synced later is in the stream only, and so counted once.
         let range: StreamRangeReply = redis::cmd("XRANGE")
@@ -133,9 +125,18 @@ impl Loader {
             )));
         }
 
+        // Registered before the event can take a booking, so the syncer is watching its stream
+        // even if this load stops half-way; only events Postgres knows get here.
+        let _: i64 = redis::cmd("SADD")
+            .arg(self.keys.event_index())
+            .arg(id.to_string())
+            .query_async(&mut redis)
+            .await
+            .map_err(classify)?;
+
         let event = &snapshot.event;
         let mut invocation = self.script.prepare_invoke();
-        for k in event_keys.as_array() {
+        for k in &event_keys.as_array()[..4] {
             invocation.key(k);
         }
         invocation
