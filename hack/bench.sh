@@ -176,8 +176,20 @@ bench_redis() {
   base="$RUN_ID-rb:{00000000-0000-4000-8000-000000000001}"
   "${cli[@]}" HSET "$base:inventory" remaining "$BENCH_TICKETS" limit -1 >/dev/null
   local answer='{"id":"00000000-0000-4000-8000-000000000002","event_id":"00000000-0000-4000-8000-000000000001","user_id":"user-1","quantity":2,"status":"confirmed","created_at":"2026-11-25T12:00:00Z"}'
-  local cmd=(EVALSHA "$sha" 4 "$base:inventory" "$base:holdings" "$base:idempotency" "$base:bookings"
-    "user-__rand_int__" 2 "rb-__rand_int__" "$answer")
+  # The script's arity from its own text, so the call follows it as it changes. KEYS[1] is the
+  # event's inventory hash and ARGV[1..4] are user, quantity, idempotency key and the booking JSON
+  # (booking.lua's header); further keys get names of their own, further arguments unique values.
+  local nkeys nargs i cmd
+  nkeys=$(grep -o 'KEYS\[[0-9]*\]' "$script" | tr -dc '0-9\n' | sort -n | tail -1)
+  nargs=$(grep -o 'ARGV\[[0-9]*\]' "$script" | tr -dc '0-9\n' | sort -n | tail -1)
+  cmd=(EVALSHA "$sha" "$nkeys" "$base:inventory")
+  for ((i = 2; i <= nkeys; i++)); do cmd+=("$base:k$i"); done
+  cmd+=("user-__rand_int__" 2 "rb-__rand_int__" "$answer")
+  for ((i = 5; i <= nargs; i++)); do cmd+=("a$i-__rand_int__"); done
+  # One call by hand first: redis-benchmark counts error replies as answers.
+  local verdict
+  verdict=$("${cli[@]}" "${cmd[@]//__rand_int__/probe}" 2>&1 | head -1)
+  [[ "$verdict" == confirmed ]] || die "EVALSHA booking.lua answered '$verdict', not 'confirmed': has its interface changed?"
   # redis-benchmark runs a request count, not a time: a short pilot sizes the real run.
   local pilot n
   pilot=$(redis-benchmark -h "$host" -p "$port" -c "$BENCH_CONCURRENCY" -n 5000 -r 100000000 --csv "${cmd[@]}" |
@@ -187,7 +199,7 @@ bench_redis() {
   redis-benchmark -h "$host" -p "$port" -c "$BENCH_CONCURRENCY" -n "$n" -r 100000000 --csv "${cmd[@]}" \
     >"$WORK/redis-benchmark.csv"
   record limit redis "$(tail -1 "$WORK/redis-benchmark.csv" | rb_json)"
-  "${cli[@]}" DEL "$base:inventory" "$base:holdings" "$base:idempotency" "$base:bookings" >/dev/null
+  "${cli[@]}" DEL "${cmd[@]:3:$nkeys}" >/dev/null
 }
 
 # ---------------------------------------------------------------- stage kafka vs bare axum
