@@ -8,8 +8,9 @@
 #
 # Knobs (environment): CONTAINER_ENGINE (docker|podman, default: the first that answers),
 # IMAGE_TAG (dev), EXAMPLE (examples/redis.yaml), READY_TIMEOUT (900 s), OPERATOR_NAMESPACE
-# (flashsale-system); stress: STRESS_URL (http://localhost:8080), STRESS_RATE (open loop, req/s;
-# unset: closed loop), STRESS_CONCURRENCY (64), STRESS_DURATION (30s).
+# (flashsale-system), HELM_ARGS (more `helm upgrade` flags, split on spaces, e.g.
+# "--set observeLoad=false"); stress: STRESS_URL (http://localhost:8080), STRESS_RATE (open loop,
+# req/s; unset: closed loop), STRESS_CONCURRENCY (64), STRESS_DURATION (30s).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -119,11 +120,13 @@ create_cluster() {
 }
 
 install_chart() {
+  local extra=()
+  read -r -a extra <<<"${HELM_ARGS:-}"
   log "installing the operator: helm upgrade --install $RELEASE -n $OPERATOR_NAMESPACE"
   helm upgrade --install "$RELEASE" "$CHART" --kube-context "kind-$CLUSTER_NAME" \
     --namespace "$OPERATOR_NAMESPACE" --create-namespace \
     --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="$IMAGE_TAG" \
-    --set bookingAppImage="$BOOKING_IMAGE" --wait --timeout 5m
+    --set bookingAppImage="$BOOKING_IMAGE" --wait --timeout 5m "${extra[@]}"
 }
 
 # The images built last (make images) into the running cluster, and the chart upgraded. The tag
