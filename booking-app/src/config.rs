@@ -66,6 +66,8 @@ pub struct Config {
     pub redis: RedisConfig,
     #[command(flatten)]
     pub kafka: KafkaConfig,
+    #[command(flatten)]
+    pub sale_event: SaleEventConfig,
 }
 
 /// Limits of the HTTP layer.
@@ -197,6 +199,27 @@ pub struct KafkaConfig {
     /// API: how often a pod reads the group's committed offsets (status, place in line, push).
     #[arg(long, env = "KAFKA_STATUS_REFRESH_MS", default_value_t = 200)]
     pub kafka_status_refresh_ms: u64,
+}
+
+/// The sale's own event, created by `serve` if absent (`stage::sale_event`); the operator sets
+/// these from a FlashSale's `spec.event`. Id, name and tickets together, or none.
+#[derive(Debug, Clone, Args)]
+pub struct SaleEventConfig {
+    /// Id (UUID) of the sale's event; an existing event with this id is never changed.
+    #[arg(long, env = "SALE_EVENT_ID")]
+    pub sale_event_id: Option<uuid::Uuid>,
+
+    /// Name of the sale's event.
+    #[arg(long, env = "SALE_EVENT_NAME")]
+    pub sale_event_name: Option<String>,
+
+    /// Tickets of the sale's event (when it is created).
+    #[arg(long, env = "SALE_EVENT_TICKETS")]
+    pub sale_event_tickets: Option<i64>,
+
+    /// Most tickets one user may book of the sale's event; unlimited when absent.
+    #[arg(long, env = "SALE_EVENT_PER_USER_LIMIT")]
+    pub sale_event_per_user_limit: Option<i32>,
 }
 
 /// Settings of `migrate`.

@@ -23,9 +23,15 @@ pub const MIGRATE_ON_START: &str = "MIGRATE_ON_START";
 /// Runs the stage's worker inside `serve`; the operator runs a worker Deployment instead.
 pub const RUN_WORKER: &str = "RUN_WORKER";
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
+/// The sale's own event (from spec.event): `serve` creates it with this id if absent and never
+/// changes an existing one. Id, name and tickets go together.
+pub const SALE_EVENT_ID: &str = "SALE_EVENT_ID";
+pub const SALE_EVENT_NAME: &str = "SALE_EVENT_NAME";
+pub const SALE_EVENT_TICKETS: &str = "SALE_EVENT_TICKETS";
+pub const SALE_EVENT_PER_USER_LIMIT: &str = "SALE_EVENT_PER_USER_LIMIT";
 
 /// Every variable above: what the operator may set on a booking-app container.
-pub const ENV_VARS: [&str; 13] = [
+pub const ENV_VARS: [&str; 17] = [
     STAGE,
     LISTEN_ADDR,
     DATABASE_URL,
@@ -39,6 +45,10 @@ pub const ENV_VARS: [&str; 13] = [
     MIGRATE_ON_START,
     RUN_WORKER,
     LOG_FORMAT,
+    SALE_EVENT_ID,
+    SALE_EVENT_NAME,
+    SALE_EVENT_TICKETS,
+    SALE_EVENT_PER_USER_LIMIT,
 ];
 
 /// Subcommands of the `booking-app` binary the operator runs.

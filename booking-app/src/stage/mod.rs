@@ -67,6 +67,7 @@ pub mod kafka;
 pub mod postgres;
 pub mod records;
 pub mod redis;
+pub mod sale_event;
 
 /// Builds the stage `config.stage` names over an open Postgres pool (every stage keeps its
 /// source of truth there). Stage-specific settings are checked here, once, at start-up.
@@ -76,6 +77,8 @@ pub async fn build_inventory(
     metrics: std::sync::Arc<crate::http::Metrics>,
 ) -> Result<std::sync::Arc<dyn Inventory>, StageError> {
     let _ = &metrics; // for stages that export their own series (e.g. stream lag)
+    // Before any request: the sale's own event exists once the API answers.
+    sale_event::ensure(&pool, &config.sale_event).await?;
     match config.stage {
         Stage::Postgres => Ok(std::sync::Arc::new(postgres::PostgresInventory::new(pool))),
         Stage::Redis => Ok(std::sync::Arc::new(redis::RedisInventory::connect(&config.redis, pool, metrics.clone()).await?)),

@@ -111,11 +111,14 @@ pub fn violates(err: &sqlx::Error, constraint: &str) -> bool {
         .is_some_and(|db| db.is_unique_violation() && db.constraint() == Some(constraint))
 }
 
+macro_rules! insert_event {
+    () => {
+        "INSERT INTO events (id, name, tickets, remaining, per_user_limit) VALUES ($1, $2, $3, $3, $4)"
+    };
+}
+
 pub async fn insert_event(db: impl PgExecutor<'_>, new: &NewEvent) -> Result<Event, StageError> {
-    let sql = concat!(
-        "INSERT INTO events (id, name, tickets, remaining, per_user_limit) VALUES ($1, $2, $3, $3, $4) RETURNING ",
-        event_columns!()
-    );
+    let sql = concat!(insert_event!(), " RETURNING ", event_columns!());
     let row: EventRow = sqlx::query_as(sql)
         .bind(Uuid::new_v4())
         .bind(&new.name)
@@ -125,6 +128,25 @@ pub async fn insert_event(db: impl PgExecutor<'_>, new: &NewEvent) -> Result<Eve
         .await
         .map_err(pg_error)?;
     Ok(row.into())
+}
+
+/// The event `id` as stored, creating it from `new` if absent (any number of pods may race).
+/// An existing event is never changed: its inventory may already be partly sold. The flag is
+/// true when this call created it.
+pub async fn ensure_event(db: &sqlx::PgPool, id: Uuid, new: &NewEvent) -> Result<(Event, bool), StageError> {
+    let sql = concat!(insert_event!(), " ON CONFLICT (id) DO NOTHING RETURNING ", event_columns!());
+    let created: Option<EventRow> = sqlx::query_as(sql)
+        .bind(id)
+        .bind(&new.name)
+        .bind(new.tickets)
+        .bind(new.per_user_limit)
+        .fetch_optional(db)
+        .await
+        .map_err(pg_error)?;
+    match created {
+        Some(row) => Ok((row.into(), true)),
+        None => Ok((fetch_event(db, id).await?, false)),
+    }
 }
 
 pub async fn fetch_event(db: impl PgExecutor<'_>, id: Uuid) -> Result<Event, StageError> {

@@ -65,6 +65,10 @@ pub struct FlashSaleStatus {
     /// In-cluster URL of the booking API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Id of the sale's event in the booking API (`GET /events/{eventId}`, book with
+    /// `POST /events/{eventId}/bookings`); booking-app creates it from spec.event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
     /// Ready, StoresReady, BookingAppReady, WorkerReady, StageSettled, Calibrated.
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]

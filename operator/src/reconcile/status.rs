@@ -79,6 +79,7 @@ pub fn compute(previous: &FlashSaleStatus, sale: &Sale, plan: &StagePlan, sizing
             last_scale_time,
         }),
         endpoint: Some(booking_app::endpoint(sale)),
+        event_id: Some(booking_app::sale_event_id(sale).to_string()),
         conditions,
         observed_generation: generation,
     }

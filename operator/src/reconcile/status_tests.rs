@@ -81,6 +81,7 @@ fn everything_ready_and_pinned_is_ready() {
         assert_eq!(cond(&s, t).status, "True", "{t}: {:?}", cond(&s, t));
     }
     assert_eq!(s.endpoint.as_deref(), Some("http://s-booking-app.ns.svc:8080"));
+    assert_eq!(s.event_id, Some(booking_app::sale_event_id(&sale).to_string()), "clients find the sale's event here");
 }
 
 #[test]

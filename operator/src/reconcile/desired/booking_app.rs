@@ -22,8 +22,17 @@ use crate::reconcile::sizing::Sizing;
 use crate::reconcile::validate::{Sale, Store};
 use crate::stage::Stage;
 
+/// UUID v5 namespace of sale event ids (a fixed random UUID: ids never collide with other v5 uses).
+const SALE_EVENT_NAMESPACE: uuid::Uuid = uuid::uuid!("6c1f9a52-3d4e-4b8a-9f0e-2a7d5c8b1e43");
+
 /// UID booking-app images run as (the distroless `nonroot` user).
 pub const UID: i64 = 65532;
+
+/// Id of the sale's event (`status.eventId`): derived from the FlashSale's uid, so every pod,
+/// every stage and every reconcile names the same event, and a recreated FlashSale a new one.
+pub fn sale_event_id(sale: &Sale) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&SALE_EVENT_NAMESPACE, sale.owner.uid.as_bytes())
+}
 
 /// The environment of every booking-app container of `stage`.
 pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
@@ -41,6 +50,11 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
         // The worker runs in its own Deployment, sized on its own.
         env(contract::RUN_WORKER, "false"),
         env(contract::LOG_FORMAT, contract::LOG_FORMAT_JSON),
+        // `serve` creates the sale's event if absent; an existing one (partly sold) is kept.
+        env(contract::SALE_EVENT_ID, sale_event_id(sale).to_string()),
+        env(contract::SALE_EVENT_NAME, sale.spec.event.name.clone()),
+        env(contract::SALE_EVENT_TICKETS, sale.spec.event.tickets.to_string()),
+        env(contract::SALE_EVENT_PER_USER_LIMIT, sale.spec.event.per_user_limit.to_string()),
     ];
     if stage.uses_redis() {
         vars.push(from_store(contract::REDIS_URL, &sale.redis, secret_keys::REDIS_URL));
@@ -220,6 +234,29 @@ mod tests {
         let db = env["DATABASE_URL"].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
         assert_eq!((db.name.as_str(), db.key.as_str()), ("s-credentials", "database-url"));
         assert!(env.keys().all(|k| contract::ENV_VARS.contains(&k.as_str())), "only contract variables");
+    }
+
+    #[test]
+    fn api_pods_create_the_sales_event_with_an_id_derived_from_the_flashsale() {
+        let mut fs = FlashSaleBuilder::new("s", Stage::Redis).build();
+        fs.spec.event = crate::crd::EventSpec { name: "Tour 2026".into(), tickets: 5000, per_user_limit: 4 };
+        let sale = sale_from(&fs);
+        let env = env_of(&container(&sale, Stage::Redis, &sizing(1), vec!["serve".into()], true));
+        let id = env["SALE_EVENT_ID"].value.clone().unwrap();
+        assert_eq!(id.parse::<uuid::Uuid>().unwrap().get_version_num(), 5);
+        assert_eq!(id, sale_event_id(&sale).to_string());
+        assert_eq!(env["SALE_EVENT_NAME"].value.as_deref(), Some("Tour 2026"));
+        assert_eq!(env["SALE_EVENT_TICKETS"].value.as_deref(), Some("5000"));
+        assert_eq!(env["SALE_EVENT_PER_USER_LIMIT"].value.as_deref(), Some("4"));
+        // Same FlashSale, same id: at every stage, every reconcile, with any spec change.
+        let mut changed = fs.clone();
+        changed.spec.event.tickets = 10;
+        let again = env_of(&container(&sale_from(&changed), Stage::Kafka, &sizing(3), vec!["serve".into()], true));
+        assert_eq!(again["SALE_EVENT_ID"].value.as_deref(), Some(id.as_str()));
+        // Another FlashSale (another uid), another event.
+        let mut other = fs.clone();
+        other.metadata.uid = Some("another-uid".into());
+        assert_ne!(sale_event_id(&sale_from(&other)).to_string(), id);
     }
 
     #[test]
