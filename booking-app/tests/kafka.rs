@@ -117,6 +117,7 @@ async fn a_booking_acknowledged_by_one_pod_is_found_by_every_pod() {
     let pool = pool(&config).await;
     let (a, b) = (Pod::start(&config, pool.clone()).await, Pod::start(&config, pool.clone()).await);
     let event = a.create_event(100, None).await;
+    let mut ids = Vec::new();
     for i in 0..20 {
         let (status, body) = a.book(event, &format!("fan-{i}"), 1, None).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -124,11 +125,27 @@ async fn a_booking_acknowledged_by_one_pod_is_found_by_every_pod() {
         let (status, seen) = b.booking(id_of(&body)).await;
         assert_eq!(status, StatusCode::OK, "pod b: {seen}");
         assert_eq!((&seen["status"], &seen["position"]), (&Value::from("pending"), &Value::from(i)));
+        ids.push(id_of(&body));
     }
     let (status, body) = b.booking(Uuid::new_v4()).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    a.stop().await;
-    b.stop().await;
+
+    // A pod started later (a restart, a scale-up) rebuilds the queue from the log: once ready,
+    // it knows every pending booking and its place.
+    let c = Pod::start(&config, pool.clone()).await;
+    let c_ref = &c;
+    eventually("the new pod is ready", || async move {
+        let response = c_ref.http.get(c_ref.url("/readyz")).send().await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        let (status, seen) = c.booking(*id).await;
+        assert_eq!((status, &seen["status"], &seen["position"]), (StatusCode::OK, &Value::from("pending"), &Value::from(i)));
+    }
+    for pod in [a, b, c] {
+        pod.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

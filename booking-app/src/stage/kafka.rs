@@ -237,6 +237,9 @@ impl Inventory for KafkaInventory {
         if partition_count(&self.inner.reader, &self.inner.settings.topic).await? == 0 {
             return Err(unavailable("the requests topic is missing or has no leader"));
         }
+        if !self.inner.backlog.complete() {
+            return Err(unavailable("this pod is still reading the queue"));
+        }
         Ok(())
     }
 }

@@ -31,6 +31,8 @@ struct State {
     /// Per partition, the offset the tail will read next.
     tailed: Vec<i64>,
     sold_out: HashSet<Uuid>,
+    /// Per partition, the high watermark when the tail started.
+    start_high: Vec<i64>,
 }
 
 /// Shared between the stage (lookups, produced records), the tail and the refresher.
@@ -53,6 +55,7 @@ impl Backlog {
                 decided_upto: vec![0; n],
                 tailed: vec![0; n],
                 sold_out: HashSet::new(),
+                start_high: Vec::new(),
             }),
             decided: watch::Sender::new(0),
             tail_progress: Notify::new(),
@@ -67,13 +70,22 @@ impl Backlog {
         self.lock().tailed.len() as i32
     }
 
-    /// Where the tail starts (the committed offsets, or the oldest record where none).
-    pub fn start(&self, decided_upto: &[i64]) {
+    /// Where the tail starts (the committed offsets, or the oldest record where none), and how
+    /// far the topic reached then (`high`): until the tail got there, this view is incomplete.
+    pub fn start(&self, decided_upto: &[i64], high: &[i64]) {
         let mut state = self.lock();
         for (p, &offset) in decided_upto.iter().enumerate().take(state.tailed.len()) {
             state.decided_upto[p] = offset;
             state.tailed[p] = offset;
         }
+        state.start_high = high.to_vec();
+    }
+
+    /// Whether the tail has read everything that was queued when it started (the pod's
+    /// readiness: before that, a status read may have to wait for it).
+    pub fn complete(&self) -> bool {
+        let state = self.lock();
+        state.start_high.iter().zip(&state.tailed).all(|(h, t)| t >= h)
     }
 
     /// Records a request seen in the topic (by the tail, or by this pod's producer when the
@@ -205,7 +217,7 @@ mod tests {
     #[test]
     fn position_counts_undecided_requests_ahead() {
         let backlog = Backlog::new(2);
-        backlog.start(&[10, 0]);
+        backlog.start(&[10, 0], &[10, 0]);
         let (a, b) = (record(None), record(None));
         backlog.insert(0, 12, a.clone());
         backlog.insert(0, 15, b.clone());
@@ -226,7 +238,7 @@ mod tests {
     #[test]
     fn decided_and_duplicate_records_are_not_queued_again() {
         let backlog = Backlog::new(1);
-        backlog.start(&[5]);
+        backlog.start(&[5], &[5]);
         let old = record(None);
         backlog.insert(0, 4, old.clone());
         assert!(backlog.pending(old.id).is_none(), "below the committed offset: already decided");
@@ -244,7 +256,8 @@ mod tests {
     #[tokio::test]
     async fn waits_for_the_tail() {
         let backlog = std::sync::Arc::new(Backlog::new(2));
-        backlog.start(&[0, 3]);
+        backlog.start(&[0, 3], &[2, 3]);
+        assert!(!backlog.complete(), "two records queued before the start are not read yet");
         assert!(backlog.caught_up(&[0, 3]));
         assert!(!backlog.caught_up(&[1, 3]));
         let waiter = tokio::spawn({
@@ -254,6 +267,7 @@ mod tests {
         backlog.tailed(0, 0);
         backlog.tailed(0, 1);
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        assert!(backlog.complete());
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub async fn start(
     };
     let start: Vec<i64> =
         committed.iter().zip(&marks).map(|(c, (low, _))| c.unwrap_or(*low).max(*low)).collect();
-    backlog.start(&start);
+    let high: Vec<i64> = marks.iter().map(|(_, high)| *high).collect();
+    backlog.start(&start, &high);
 
     let consumer = settings.tail_consumer()?;
     let mut assignment = TopicPartitionList::new();
