@@ -104,12 +104,6 @@ pub struct AutoscaleDecision {
     pub recheck_at: Option<DateTime<Utc>>,
 }
 
-impl AutoscaleDecision {
-    pub fn changed(&self, input: &AutoscaleInput) -> bool {
-        self.replicas != input.current
-    }
-}
-
 /// Scale up at once; scale down only once `cooldown` has passed since the last change.
 pub fn decide(input: &AutoscaleInput) -> AutoscaleDecision {
     let floor = input.floor.min(input.max);
@@ -170,7 +164,6 @@ mod tests {
     fn load_within_capacity_keeps_the_floor() {
         let decision = decide(&input(Some(2800.0)));
         assert_eq!((decision.replicas, decision.reason), (10, ScaleReason::Floor));
-        assert!(!decision.changed(&input(Some(2800.0))));
     }
 
     #[test]

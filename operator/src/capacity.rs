@@ -92,11 +92,6 @@ impl ReplicaPlan {
         f64::from(self.replicas) * self.per_pod_rps
     }
 
-    /// Replicas as Kubernetes stores them; lossless because `replicas <= MAX_REPLICAS`.
-    pub fn replicas_i32(&self) -> i32 {
-        i32::try_from(self.replicas).unwrap_or(i32::MAX)
-    }
-
     /// CamelCase reason for a condition.
     pub fn reason(&self) -> &'static str {
         match self.limit {
@@ -288,7 +283,6 @@ mod tests {
         let plan = size_replicas(&SizingRequest { max_replicas: u32::MAX, ..request(u64::MAX, Some(0.001)) }).unwrap();
         assert_eq!(plan.required, u64::MAX);
         assert_eq!(plan.replicas, MAX_REPLICAS, "replicas must fit Kubernetes' int32");
-        assert_eq!(plan.replicas_i32(), i32::MAX);
         assert_eq!(plan.limit, SizingLimit::ClampedByMax);
         assert!(plan.planned_rps().is_finite());
         // The smallest positive capacity times a small utilization underflows to 0: still no division by zero.

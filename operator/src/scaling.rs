@@ -15,9 +15,8 @@ use crate::capacity::{
 };
 use crate::crd::FlashSaleStatus;
 use crate::reconcile::desired::labels::{self, Component};
-use crate::reconcile::desired::names;
 use crate::reconcile::observe::Observed;
-use crate::reconcile::validate::{Sale, Store};
+use crate::reconcile::validate::Sale;
 use crate::schedule::{self, WindowDecision, WindowPhase, from_time};
 
 /// What `decide` needs beyond the sale and its last status: read by `observe`, or made up by tests.
@@ -206,19 +205,9 @@ fn explain(
     }
 }
 
-/// The stores `stage` needs are up (external ones count as up; their Secrets are checked apart).
+/// The stores of `spec.stage` are up (the same check as the StoresReady condition).
 pub fn stores_ready(sale: &Sale, observed: &Observed) -> bool {
-    sale.stage_store(sale.spec.stage).into_iter().all(|(what, store)| match store {
-        Store::External(_) => true,
-        Store::InCluster(_) => {
-            let name = match what {
-                "redis" => names::redis(&sale.name),
-                "kafka" => names::kafka(&sale.name),
-                _ => names::postgres(&sale.name),
-            };
-            observed.stateful_set(&name).is_some_and(|w| w.ready >= 1 && w.current)
-        }
-    }) && observed.missing_external.is_empty()
+    crate::reconcile::status::stores(sale, sale.spec.stage, observed).is_some_and(|(_, ready, _, _)| ready)
 }
 
 /// Reads what `decide` needs from the cluster: the calibration attempt's Job pods, and (only

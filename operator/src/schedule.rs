@@ -108,13 +108,6 @@ impl SaleWindow {
         self.starts_at.checked_sub_signed(self.warmup).unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
-    pub fn starts_at(&self) -> DateTime<Utc> {
-        self.starts_at
-    }
-
-    pub fn ends_at(&self) -> DateTime<Utc> {
-        self.ends_at
-    }
 }
 
 /// Where a sale is on its calendar.
@@ -133,16 +126,6 @@ pub enum WindowPhase {
 }
 
 impl WindowPhase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WindowPhase::Unscheduled => "Unscheduled",
-            WindowPhase::Scheduled => "Scheduled",
-            WindowPhase::WarmingUp => "WarmingUp",
-            WindowPhase::Open => "Open",
-            WindowPhase::Ended => "Ended",
-        }
-    }
-
     /// Whether the sale runs at its computed size (otherwise at minReplicas).
     pub fn scaled(self) -> bool {
         matches!(self, WindowPhase::Unscheduled | WindowPhase::WarmingUp | WindowPhase::Open)

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use crate::reconcile::observe::Observed;
+use crate::reconcile::observe::{Observed, find};
 use crate::reconcile::validate::Sale;
 
 use super::objects::{LOADGEN_CONTAINER, job_name, server_name};
@@ -39,10 +39,6 @@ pub async fn observe(
         None => Vec::new(),
     };
     Ok(Observation { server_ready: server_ready(server), job: job_state(job, &job_pods, key.slo_p99_ms) })
-}
-
-fn find<'a, K: kube::Resource>(objects: &'a [K], name: &str) -> Option<&'a K> {
-    objects.iter().find(|o| o.meta().name.as_deref() == Some(name))
 }
 
 /// The scratch Deployment has its one pod Ready.

@@ -50,7 +50,7 @@ impl Workload {
     }
 }
 
-fn find<'a, T: Resource>(objects: &'a [T], name: &str) -> Option<&'a T> {
+pub(crate) fn find<'a, T: Resource>(objects: &'a [T], name: &str) -> Option<&'a T> {
     objects.iter().find(|o| o.meta().name.as_deref() == Some(name))
 }
 

@@ -12,6 +12,7 @@ use super::transition::{LeaveStep, StagePlan};
 use super::validate::{Sale, Store};
 use crate::crd::{FlashSaleStatus, Phase, SizingStatus};
 use crate::error::Error;
+use crate::stage::Stage;
 
 pub mod types {
     pub const READY: &str = "Ready";
@@ -28,7 +29,7 @@ type Check = (&'static str, bool, String, String);
 /// The status of a sale that validated, from this pass's plan, sizing and observations.
 pub fn compute(previous: &FlashSaleStatus, sale: &Sale, plan: &StagePlan, sizing: &Sizing, observed: &Observed, now: &Time) -> FlashSaleStatus {
     let checks = vec![
-        stores(sale, plan, observed),
+        stores(sale, plan.serving, observed),
         booking_app(sale, plan, observed),
         worker(sale, plan, observed),
         stage_settled(sale, plan),
@@ -111,7 +112,8 @@ fn condition(previous: &FlashSaleStatus, (type_, ok, reason, message): &Check, g
     }
 }
 
-fn stores(sale: &Sale, plan: &StagePlan, observed: &Observed) -> Option<Check> {
+/// StoresReady for `stage` (the serving one here; calibration asks about spec.stage's).
+pub(crate) fn stores(sale: &Sale, stage: Stage, observed: &Observed) -> Option<Check> {
     if let Some(missing) = observed.missing_external.first() {
         return Some((types::STORES_READY, false, "ExternalSecretMissing".into(), format!("external store Secret key {missing} not found")));
     }
@@ -122,7 +124,7 @@ fn stores(sale: &Sale, plan: &StagePlan, observed: &Observed) -> Option<Check> {
         ("redis", &sale.redis, names::redis(&sale.name)),
         ("kafka", &sale.kafka, names::kafka(&sale.name)),
     ] {
-        let used = what == "postgres" || (what == "redis" && plan.serving.uses_redis()) || (what == "kafka" && plan.serving.uses_kafka());
+        let used = what == "postgres" || (what == "redis" && stage.uses_redis()) || (what == "kafka" && stage.uses_kafka());
         match store {
             _ if !used => {}
             Store::External(_) => ready.push(format!("{what} (external)")),
