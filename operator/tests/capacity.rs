@@ -254,29 +254,30 @@ async fn observed_load_above_plan_adds_pods() {
     let name = "busy-sale";
     let mut fs = sale(name, Stage::Postgres, &ns.name);
     fs.spec.capacity.per_pod_rps = Some(1000.0);
+    fs.spec.target_rps = 2_100;
     apply_sale(&client, &ns.name, &fs).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
 
-    // Sized for the target: ceil(7000 / 700) = 10 pods, which kwok makes Ready.
+    // Sized for the target: ceil(2100 / 700) = 3 pods, which kwok makes Ready.
     reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
-    wait_for(&deployments, &api_deployment, "10 ready pods", |d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(10)).await;
+    wait_for(&deployments, &api_deployment, "3 ready pods", |d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)).await;
 
     // A round of readings (the first pass, with no pod ready yet, read none): no rate yet.
     clock.advance(TimeDelta::seconds(15));
     reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
-    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(10));
+    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(3));
     let read = counters.read_ips.lock().unwrap().clone();
-    assert_eq!(read.len(), 10, "one read per ready pod: {read:?}");
+    assert_eq!(read.len(), 3, "one read per ready pod: {read:?}");
 
-    // 15 s later each pod has served 1400 rps, twice what a pod is planned for: 20 pods.
+    // 15 s later each pod has served 1400 rps, twice what a pod is planned for: 6 pods.
     *counters.served.lock().unwrap() = 1400.0 * 15.0;
     clock.advance(TimeDelta::seconds(15));
     reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
-    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(20));
+    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(6));
     let status = sales.get(name).await.unwrap().status.unwrap();
-    assert_eq!((status.observed_rps, status.observed_per_pod_rps), (Some(14_000.0), Some(1400.0)));
+    assert_eq!((status.observed_rps, status.observed_per_pod_rps), (Some(4_200.0), Some(1400.0)));
     let sizing = status.sizing.unwrap();
     assert_eq!(sizing.reason, "ObservedLoad", "{}", sizing.message);
 }

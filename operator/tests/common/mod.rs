@@ -77,17 +77,23 @@ pub async fn install_crd(client: &Client) {
 /// A fresh namespace, deleted (with everything in it) when the guard drops.
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let (client, name) = (self.client.clone(), self.name.clone());
-        // Best effort on the test's runtime; the namespace's name is unique anyway.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
-            });
+        let name = self.name.clone();
+        // The test's runtime ends with the test, so a task spawned on it never ran and every
+        // test's pods stayed on kwok's nodes until they were full ("Too many pods"). Delete from
+        // a thread with its own runtime and client, and wait until the API server took it.
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            runtime.block_on(async move {
+                Api::<Namespace>::all(client().await).delete(&name, &DeleteParams::background()).await.map(|_| ())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = deleted {
+            eprintln!("deleting test namespace {}: {e}", self.name);
         }
     }
 }
@@ -97,7 +103,7 @@ pub async fn namespace(client: &Client, test: &str) -> TestNamespace {
     let name = format!("fs-{test}-{suffix}");
     let ns = Namespace { metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
-    TestNamespace { name, client: client.clone() }
+    TestNamespace { name }
 }
 
 pub fn context(client: &Client) -> Arc<Context> {
