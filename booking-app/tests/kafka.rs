@@ -360,3 +360,61 @@ async fn a_worker_process_killed_mid_sale_loses_nothing_and_decides_nothing_twic
     third.kill9().await;
     Arc::into_inner(pod).unwrap().stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_share_the_partitions_and_decide_each_request_once() {
+    common::init_logs();
+    let config = kafka_config("share");
+    let pool = pool(&config).await;
+    let pod = Arc::new(Pod::start(&config, pool.clone()).await);
+    let (first, second) = (Worker::start(&config, pool.clone()), Worker::start(&config, pool.clone()));
+    let group = config.kafka.kafka_consumer_group.clone();
+    let brokers = config.kafka.kafka_brokers.clone().unwrap();
+    eventually("both workers are members of a stable group", || {
+        let (group, brokers) = (group.clone(), brokers.clone());
+        async move { tokio::task::spawn_blocking(move || stable_members(&brokers, &group)).await.unwrap().filter(|&n| n == 2) }
+    })
+    .await;
+
+    // Twelve events over three partitions: both members get some of them.
+    let mut events = Vec::new();
+    for _ in 0..12 {
+        events.push(pod.create_event(20, Some(2)).await);
+    }
+    let mut acknowledged: BTreeMap<Uuid, BTreeSet<Uuid>> = BTreeMap::new();
+    for event in &events {
+        acknowledged.insert(*event, book_many(&pod, *event, 30, 12).await);
+    }
+    let total: usize = acknowledged.values().map(BTreeSet::len).sum();
+    let (p, events_ref) = (&pool, &events);
+    eventually("every request decided", || async move {
+        let decided: i64 = sqlx::query_scalar("SELECT count(*) FROM bookings WHERE event_id = ANY($1)")
+            .bind(events_ref)
+            .fetch_one(p)
+            .await
+            .unwrap();
+        (decided as usize == total).then_some(())
+    })
+    .await;
+    let decided_by = |w: &Worker| ["confirmed", "sold_out", "per_user_limit", "duplicate"].iter().map(|o| w.decisions(o)).sum::<f64>();
+    let (a, b) = (decided_by(&first), decided_by(&second));
+    eprintln!("decisions: first worker {a}, second worker {b}, of {total}");
+    assert!(a > 0.0 && b > 0.0, "one worker decided everything: {a} / {b}");
+    assert_eq!(a + b, total as f64, "a request was decided by both workers (or by none)");
+    for (event, ids) in &acknowledged {
+        check_invariants(&ledger(&pool, *event).await, ids, 20, 2);
+    }
+    first.stop().await;
+    second.stop().await;
+    Arc::into_inner(pod).unwrap().stop().await;
+}
+
+/// Members of `group` once the group is Stable.
+fn stable_members(brokers: &str, group: &str) -> Option<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().ok()?;
+    let list = client.fetch_group_list(Some(group), std::time::Duration::from_secs(5)).ok()?;
+    let info = list.groups().iter().find(|g| g.name() == group)?;
+    (info.state() == "Stable").then(|| info.members().len())
+}
+
