@@ -9,7 +9,7 @@
 #
 # Knobs (environment): BENCH_SECONDS (measured seconds per run, default 10), BENCH_WARMUP (2),
 # BENCH_CONCURRENCY (16), BENCH_SEED (42), BENCH_STAGES ("postgres redis kafka"),
-# BENCH_OUT (bench/), BENCH_PERF=1 (also record `perf stat` of booking-app per stage).
+# BENCH_OUT (bench/), BENCH_PERF=1 (also profile booking-app per stage: bench/profile-STAGE.txt).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -30,6 +30,7 @@ BARE_PORT=18190
 WORK="$(mktemp -d)"
 RESULTS="$WORK/results.jsonl"
 PIDS=()
+PROFILER=
 declare -A PID_OF
 cleanup() {
   local p
@@ -86,25 +87,82 @@ app_env() {
 APP_READY="http://127.0.0.1:$APP_PORT/readyz"
 WORKER_READY="http://127.0.0.1:$WORKER_PORT/healthz"
 
+# cpu_ticks LABEL: CPU ticks used so far by a store (postgres, redis, kafka: every process of
+# it) or by a process this script started (its start NAME). Reaped children count too: the
+# backends pgbench's connections start are gone by the end, their time is in the postmaster's.
+cpu_ticks() {
+  local pids=() p t=0
+  case "$1" in
+    postgres) mapfile -t pids < <(pgrep -x postgres) ;;
+    redis) mapfile -t pids < <(pgrep -x redis-server) ;;
+    kafka) mapfile -t pids < <(pgrep -f 'kafka\.Kafka') ;;
+    *) pids=("${PID_OF[$1]:-}") ;;
+  esac
+  for p in "${pids[@]}"; do
+    [[ -n "$p" && -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat")))
+  done
+  echo "$t"
+}
+
+# timed NAME CMD...: runs CMD (stdout left to the caller) and writes $WORK/NAME.cpu.json: the
+# cores each process kept busy on average while it ran (CPU seconds / wall seconds): the tool
+# itself, the stores, and the processes named in WATCH. The tool's stderr goes to $WORK/NAME.err.
+WATCH=()
+timed() {
+  local name="$1"; shift
+  local labels=(postgres redis kafka "${WATCH[@]}") l hz rc=0
+  local -A t0
+  hz=$(getconf CLK_TCK)
+  for l in "${labels[@]}"; do t0[$l]=$(cpu_ticks "$l"); done
+  local TIMEFORMAT='%U %S %R'
+  { time "$@" 2>"$WORK/$name.err"; } 2>"$WORK/$name.time" || rc=$?
+  local user sys wall json
+  read -r user sys wall <"$WORK/$name.time"
+  json=$(jq -n --argjson u "$user" --argjson s "$sys" --argjson w "$wall" '{tool: (($u + $s) / $w)}')
+  for l in "${labels[@]}"; do
+    json=$(jq -c --arg l "$l" --argjson t "$(( $(cpu_ticks "$l") - t0[$l] ))" --argjson hz "$hz" --argjson w "$wall" \
+      '. + {($l): ($t / $hz / $w)}' <<<"$json")
+  done
+  echo "$json" >"$WORK/$name.cpu.json"
+  return "$rc"
+}
+
 # loadgen NAME PORT [FLAGS...]: closed loop at the bench concurrency; JSON in $WORK/NAME.json.
 loadgen() {
   local name="$1" port="$2"; shift 2
   log "loadgen $name: ${BENCH_SECONDS}s at concurrency $BENCH_CONCURRENCY"
-  "$BIN" loadgen --url "http://127.0.0.1:$port" --concurrency "$BENCH_CONCURRENCY" \
+  timed "$name" "$BIN" loadgen --url "http://127.0.0.1:$port" --concurrency "$BENCH_CONCURRENCY" \
     --duration "${BENCH_SECONDS}s" --warmup "${BENCH_WARMUP}s" --seed "$BENCH_SEED" \
     --tickets "$BENCH_TICKETS" --users "$BENCH_USERS" --json --no-progress "$@" \
     >"$WORK/$name.json" || {
     local rc=$?
-    cat "$WORK/$name.json" >&2
+    cat "$WORK/$name.json" "$WORK/$name.err" >&2
     die "loadgen $name failed (exit $rc)"
   }
 }
 
-# perf_stat NAME PID: counts the server's instructions while loadgen runs (BENCH_PERF=1).
-perf_stat() {
+# profile NAME PID: with BENCH_PERF=1, samples booking-app's stacks while loadgen runs (perf
+# record on the cpu-clock: hardware counters are often missing in VMs) and writes the hottest
+# threads and functions to bench/profile-NAME.txt. Waited for by profile_report.
+profile() {
   [[ "$BENCH_PERF" == 1 ]] || return 0
-  perf stat -e task-clock,instructions,context-switches -p "$2" -o "$BENCH_OUT/perf-$1.txt" \
+  command -v perf >/dev/null || apt_install linux-perf
+  perf record -e cpu-clock -F 499 -g -p "$2" -o "$WORK/perf-$1.data" \
     -- sleep "$((BENCH_WARMUP + BENCH_SECONDS))" >/dev/null 2>&1 &
+  PROFILER=$!
+}
+
+profile_report() {
+  [[ "$BENCH_PERF" == 1 ]] || return 0
+  wait "$PROFILER" 2>/dev/null || true
+  {
+    echo "# booking-app stage $1 under make bench (perf record -e cpu-clock, ${BENCH_SECONDS}s)"
+    echo "## by thread"
+    # `|| true`: head closing the pipe early is not a failure.
+    perf report -i "$WORK/perf-$1.data" --no-children -g none --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -10 || true
+    echo "## by function (self time)"
+    perf report -i "$WORK/perf-$1.data" --no-children -g none --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -40 || true
+  } >"$BENCH_OUT/profile-$1.txt"
 }
 
 # record KIND STAGE JSON: one result row (see hack/bench_report.py for the fields).
@@ -112,9 +170,9 @@ record() { jq -c --arg kind "$1" --arg stage "$2" '. + {kind: $kind, stage: $sta
 
 # From loadgen's JSON: the measured numbers of its run.
 loadgen_row() {
-  jq -c '.run | {rps: .report.throughput_rps, p50_ms: .report.latency_ms.p50, p99_ms: .report.latency_ms.p99,
-    requests: .report.requests, errors: .report.errors, answers: .report.answers,
-    drain_rps: (.invariants.drain_rps // null), invariants_ok: (.invariants.ok // null)}' "$1"
+  jq -c --slurpfile cpu "${1%.json}.cpu.json" '.run | {rps: .report.throughput_rps, p50_ms: .report.latency_ms.p50,
+    p99_ms: .report.latency_ms.p99, requests: .report.requests, errors: .report.errors, answers: .report.answers,
+    drain_rps: (.invariants.drain_rps // null), invariants_ok: (.invariants.ok // null), cores: $cpu[0]}' "$1"
 }
 
 # percentiles FILE: p50 and p99 (ms) of one latency per line in microseconds.
@@ -129,23 +187,27 @@ percentiles() {
 
 bench_postgres() {
   start app-postgres "$APP_READY" app_env postgres "$APP_PORT" "$BIN" serve
-  perf_stat postgres "${PID_OF[app-postgres]}"
+  profile postgres "${PID_OF[app-postgres]}"
+  WATCH=(app-postgres)
   loadgen postgres "$APP_PORT"
   record stage postgres "$(loadgen_row "$WORK/postgres.json")"
+  profile_report postgres
   stop app-postgres
 
+  WATCH=()
   # The same transaction on the same schema, straight from pgbench, at the same concurrency.
   local event pg_url="${DATABASE_URL}"
   event=$(psql "$pg_url" -qtAX -c "INSERT INTO events (id, name, tickets, remaining) \
     VALUES (gen_random_uuid(), 'pgbench $RUN_ID', $BENCH_TICKETS, $BENCH_TICKETS) RETURNING id" | head -1)
   log "pgbench: ${BENCH_SECONDS}s at concurrency $BENCH_CONCURRENCY (bench/pgbench-booking.sql)"
-  (cd "$WORK" && pgbench "$pg_url" -n -M prepared -c "$BENCH_CONCURRENCY" -j 2 -T "$BENCH_SECONDS" \
+  (cd "$WORK" && timed pgbench pgbench "$pg_url" -n -M prepared -c "$BENCH_CONCURRENCY" -j 2 -T "$BENCH_SECONDS" \
     -D event="$event" -D run="$RUN_ID" -f "$REPO_ROOT/bench/pgbench-booking.sql" -l --log-prefix=pglat \
-    >"$WORK/pgbench.out" 2>&1) || { cat "$WORK/pgbench.out" >&2; die "pgbench failed"; }
+    >"$WORK/pgbench.out") || { cat "$WORK/pgbench.out" "$WORK/pgbench.err" >&2; die "pgbench failed"; }
   local tps
   tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$WORK/pgbench.out" | head -1)
   cat "$WORK"/pglat.* | awk '{print $3}' >"$WORK/pglat.txt"
-  record limit postgres "$(jq -c --argjson rps "$tps" '. + {rps: $rps, tool: "pgbench"}' <<<"$(percentiles "$WORK/pglat.txt")")"
+  record limit postgres "$(jq -c --argjson rps "$tps" --slurpfile cpu "$WORK/pgbench.cpu.json" \
+    '. + {rps: $rps, tool: "pgbench", cores: $cpu[0]}' <<<"$(percentiles "$WORK/pglat.txt")")"
 }
 
 # ---------------------------------------------------------------- stage redis vs redis-benchmark
@@ -161,12 +223,15 @@ rb_json() {
 bench_redis() {
   start app-redis "$APP_READY" app_env redis "$APP_PORT" "$BIN" serve
   start worker-redis "$WORKER_READY" app_env redis "$WORKER_PORT" "$BIN" worker
-  perf_stat redis "${PID_OF[app-redis]}"
+  profile redis "${PID_OF[app-redis]}"
+  WATCH=(app-redis worker-redis)
   loadgen redis "$APP_PORT"
   record stage redis "$(loadgen_row "$WORK/redis.json")"
+  profile_report redis
   stop worker-redis
   stop app-redis
 
+  WATCH=()
   # The stage's own script, by EVALSHA, on keys laid out as the stage lays them out.
   local host port sha script="$REPO_ROOT/booking-app/src/stage/booking.lua" base
   host=$(sed -E 's#^redis://([^:/]+).*#\1#' <<<"$REDIS_URL")
@@ -196,9 +261,10 @@ bench_redis() {
     tail -1 | rb_json | jq .rps)
   n=$(awk -v r="$pilot" -v s="$BENCH_SECONDS" 'BEGIN { n = int(r*s); if (n < 10000) n = 10000; print n }')
   log "redis-benchmark: EVALSHA booking.lua x $n at concurrency $BENCH_CONCURRENCY"
-  redis-benchmark -h "$host" -p "$port" -c "$BENCH_CONCURRENCY" -n "$n" -r 100000000 --csv "${cmd[@]}" \
-    >"$WORK/redis-benchmark.csv"
-  record limit redis "$(tail -1 "$WORK/redis-benchmark.csv" | rb_json)"
+  timed redis-benchmark redis-benchmark -h "$host" -p "$port" -c "$BENCH_CONCURRENCY" -n "$n" -r 100000000 --csv \
+    "${cmd[@]}" >"$WORK/redis-benchmark.csv"
+  record limit redis "$(tail -1 "$WORK/redis-benchmark.csv" | rb_json |
+    jq -c --slurpfile cpu "$WORK/redis-benchmark.cpu.json" '. + {cores: $cpu[0]}')"
   "${cli[@]}" DEL "${cmd[@]:3:$nkeys}" >/dev/null
 }
 
@@ -207,14 +273,17 @@ bench_redis() {
 bench_kafka() {
   start app-kafka "$APP_READY" app_env kafka "$APP_PORT" "$BIN" serve
   start worker-kafka "$WORKER_READY" app_env kafka "$WORKER_PORT" "$BIN" worker
-  perf_stat kafka "${PID_OF[app-kafka]}"
+  profile kafka "${PID_OF[app-kafka]}"
+  WATCH=(app-kafka worker-kafka)
   # The wait for the last decision is the drain measurement: give it room.
   loadgen kafka "$APP_PORT" --pending-timeout 600s
   record stage kafka "$(loadgen_row "$WORK/kafka.json")"
+  profile_report kafka
   stop worker-kafka
   stop app-kafka
 
   start bare "http://127.0.0.1:$BARE_PORT/readyz" "$BIN" bare-serve --listen "127.0.0.1:$BARE_PORT"
+  WATCH=(bare)
   loadgen bare "$BARE_PORT" --no-invariants
   record limit kafka "$(loadgen_row "$WORK/bare.json" | jq -c '. + {tool: "bare axum"}')"
   stop bare

@@ -75,7 +75,39 @@ def markdown(doc, lines):
         "so a ratio compares the whole path on one machine, not the service alone.",
         "",
     ]
+    out += cores_table(doc)
     return "\n".join(out)
+
+
+# Columns of the CPU table: which processes a run's `cores` keys belong to.
+CORE_COLUMNS = [
+    ("client", lambda k: k == "tool"),
+    ("booking-app / bare", lambda k: k.startswith("app-") or k == "bare"),
+    ("worker", lambda k: k.startswith("worker-")),
+    ("postgres", lambda k: k == "postgres"),
+    ("redis", lambda k: k == "redis"),
+    ("kafka", lambda k: k == "kafka"),
+]
+
+
+def cores_table(doc):
+    """Where the CPU went in each run: cores kept busy on average, by process."""
+    runs = [r for r in doc["rows"] if r.get("cores")]
+    if not runs:
+        return []
+    out = [
+        "Cores kept busy on average while each run's client ran (CPU seconds / wall seconds; the "
+        "client's warm-up, and for stage kafka its wait for the drain, included):",
+        "",
+        "| run | " + " | ".join(c for c, _ in CORE_COLUMNS) + " | total |",
+        "|---|" + "---:|" * (len(CORE_COLUMNS) + 1),
+    ]
+    for r in runs:
+        name = f"stage {r['stage']}" if r["kind"] == "stage" else r.get("tool", f"limit of {r['stage']}")
+        cells = [sum(v for k, v in r["cores"].items() if match(k)) for _, match in CORE_COLUMNS]
+        out.append(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells) + f" | {sum(cells):.2f} |")
+    out.append("")
+    return out
 
 
 def svg(doc, lines):
