@@ -23,6 +23,7 @@ use crate::stage::redis::connection::{self, classify};
 use crate::stage::redis::keys::{Keys, SYNC_GROUP};
 use crate::stage::redis::load::{StreamBooking, parse_entry};
 
+mod watch;
 mod write;
 
 pub use write::{Written, write_batch};
@@ -267,34 +268,6 @@ impl Syncer {
         }
     }
 
-    /// The events loaded into Redis, each with the group on its stream.
-    async fn events(&mut self) -> Result<Vec<Uuid>, StageError> {
-        let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(self.keys.event_index())
-            .query_async(&mut self.redis)
-            .await
-            .map_err(classify)?;
-        let events: Vec<Uuid> = members.iter().filter_map(|m| m.parse().ok()).collect();
-        let new: Vec<Uuid> = events.iter().copied().filter(|id| !self.grouped.contains(id)).collect();
-        for id in new {
-            let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(self.keys.event(id).stream)
-                .arg(SYNC_GROUP)
-                .arg("0")
-                .arg("MKSTREAM")
-                .query_async(&mut self.redis)
-                .await;
-            match created {
-                Ok(()) => {}
-                Err(err) if err.code() == Some("BUSYGROUP") => {}
-                Err(err) => return Err(classify(err)),
-            }
-            self.grouped.insert(id);
-        }
-        Ok(events)
-    }
-
     /// XREADGROUP over every stream: `from` "0" re-reads this consumer's pending entries, ">"
     /// takes new ones.
     pub async fn read(&mut self, events: &[Uuid], from: &str, block: Option<Duration>) -> Result<Vec<Batch>, StageError> {
@@ -328,35 +301,6 @@ impl Syncer {
             batches.push(self.batch(event_id, stream.ids)?);
         }
         Ok(batches)
-    }
-
-    /// Stops watching sold-out events whose stream is empty: no booking can enter it any more
-    /// (a stream entry is added by the same script that lowers `remaining`, so `remaining` 0
-    /// read first means every entry is already there). A reload after data loss registers the
-    /// event again.
-    async fn forget_finished(&mut self, events: &[Uuid]) -> Result<(), StageError> {
-        let mut pipe = redis::pipe();
-        for &id in events {
-            let keys = self.keys.event(id);
-            pipe.hget(&keys.inventory, "remaining").xlen(&keys.stream);
-        }
-        let state: Vec<(Option<i64>, i64)> = pipe.query_async(&mut self.redis).await.map_err(classify)?;
-        let finished: Vec<String> = events
-            .iter()
-            .zip(state)
-            .filter(|(_, state)| *state == (Some(0), 0))
-            .map(|(id, _)| id.to_string())
-            .collect();
-        if !finished.is_empty() {
-            let _: i64 = redis::cmd("SREM")
-                .arg(self.keys.event_index())
-                .arg(&finished)
-                .query_async(&mut self.redis)
-                .await
-                .map_err(classify)?;
-            tracing::info!(events = finished.len(), "sold out and fully synced: no longer watched");
-        }
-        Ok(())
     }
 
     /// Takes over entries other consumers left unacknowledged longer than `claim_idle`.
