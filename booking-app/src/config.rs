@@ -29,6 +29,9 @@ pub enum Command {
     Migrate(MigrateConfig),
     /// Drive load against a running booking-app and check the sale afterwards.
     Loadgen(crate::loadgen::LoadgenArgs),
+    /// The benchmark's floor: an axum endpoint that books nothing (`make bench`; never a service).
+    #[command(hide = true)]
+    BareServe(crate::loadgen::bare::BareServeArgs),
 }
 
 /// Settings of `serve` and `worker`.

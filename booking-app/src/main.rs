@@ -19,12 +19,14 @@ async fn main() -> ExitCode {
         Command::Worker(config) => run_worker(config).await,
         Command::Migrate(config) => migrate(config).await,
         Command::Loadgen(args) => loadgen::run(args).await,
+        Command::BareServe(args) => loadgen::bare::serve(args).await.map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = format!("{err:#}"), "exiting");
-            ExitCode::FAILURE
+            // loadgen's own codes (2: invariants violated, 3: no capacity) survive; others are 1.
+            loadgen::exit_code(&err)
         }
     }
 }
