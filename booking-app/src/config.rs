@@ -57,7 +57,8 @@ pub struct Config {
     pub run_worker: bool,
 
     /// `worker` only: work off the stage's backlog, then exit 0 (stage redis: every stream entry
-    /// written to Postgres and acknowledged). The operator's drain Job before a stage change.
+    /// written to Postgres and acknowledged; stage kafka: the group's committed offsets at the end of
+    /// every partition). The operator's drain Job before a stage change.
     #[arg(long, default_value_t = false)]
     pub drain: bool,
 

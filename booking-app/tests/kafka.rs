@@ -418,3 +418,40 @@ fn stable_members(brokers: &str, group: &str) -> Option<usize> {
     (info.state() == "Stable").then(|| info.members().len())
 }
 
+
+/// The operator's drain Job before a stage change: `worker --drain` decides the whole queue with
+/// the group, then exits 0 by itself; every acknowledged request is then decided in Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_drain_decides_the_whole_queue_then_exits() {
+    common::init_logs();
+    let mut config = kafka_config("drain");
+    config.kafka.kafka_batch_size = 25;
+    let pool = pool(&config).await;
+    let pod = Arc::new(Pod::start(&config, pool.clone()).await);
+    let (tickets, limit) = (150, 2);
+    let event = pod.create_event(tickets, Some(limit)).await;
+    let ids = book_many(&pod, event, 200, 120).await;
+    assert_eq!(count_rows(&pool, event).await, 0, "no worker ran yet: nothing may be decided");
+
+    // The same process ChildWorker starts, with `--drain`; it inherits DATABASE_URL and
+    // KAFKA_BROKERS from the test's environment.
+    let mut command = tokio::process::Command::new(kafka_support::binary());
+    command
+        .args(["worker", "--drain"])
+        .env("STAGE", "kafka")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("MIGRATE_ON_START", "false")
+        .env("KAFKA_TOPIC", &config.kafka.kafka_topic)
+        .env("KAFKA_CONSUMER_GROUP", &config.kafka.kafka_consumer_group)
+        .env("KAFKA_PARTITIONS", config.kafka.kafka_partitions.to_string())
+        .env("KAFKA_BATCH_SIZE", config.kafka.kafka_batch_size.to_string())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let status = tokio::time::timeout(common::EVENTUAL, command.status())
+        .await
+        .expect("worker --drain exits once the queue is decided")
+        .expect("run booking-app worker --drain");
+    assert!(status.success(), "worker --drain failed: {status}");
+    check_invariants(&ledger(&pool, event).await, &ids, tickets, limit);
+    Arc::into_inner(pod).unwrap().stop().await;
+}

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::http::Metrics;
 use crate::stage::StageError;
-use crate::stage::kafka::client::KafkaSettings;
+use crate::stage::kafka::client::{KafkaSettings, committed_offsets, watermarks};
 use crate::stage::kafka::metrics::WorkerMetrics;
 use crate::stage::kafka::record::BookingRecord;
 
@@ -59,7 +59,49 @@ pub async fn run_from_config(config: &Config, metrics: &Metrics, stop: Cancellat
     let mut postgres = config.postgres.clone();
     postgres.db_pool_size = postgres.db_pool_size.min(WORKER_DB_CONNECTIONS);
     let pool = crate::db::connect(&postgres).await.map_err(crate::stage::records::pg_error)?;
+    if config.drain {
+        return drain(settings, pool, metrics, stop).await;
+    }
     run(settings, pool, metrics, stop).await
+}
+
+/// How often `--drain` compares the group's committed offsets with the partitions' ends.
+const DRAIN_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// `booking-app worker --drain` (the operator's drain Job before a stage change): decides with
+/// the group until its committed offsets reach the end of every partition, i.e. every request
+/// that was ever answered 202 is decided in Postgres, then returns. The Job's API pods are gone by
+/// then, so the end of the topic no longer moves.
+async fn drain(settings: KafkaSettings, pool: PgPool, metrics: &Metrics, stop: CancellationToken) -> Result<(), StageError> {
+    let partitions = settings.ensure_topics().await?;
+    let reader = std::sync::Arc::new(settings.offsets_reader()?);
+    let worker = KafkaWorker::new(settings.clone(), pool, WorkerMetrics::register(metrics))?;
+    let finished = stop.child_token();
+    let deciding = tokio::spawn(worker.run(finished.clone()));
+    let result = loop {
+        tokio::select! {
+            () = stop.cancelled() => break Err(StageError::Internal("drain interrupted before the queue was empty".into())),
+            () = tokio::time::sleep(DRAIN_CHECK_INTERVAL) => {}
+        }
+        let committed = committed_offsets(&reader, &settings.topic, partitions).await;
+        let marks = watermarks(&reader, &settings.topic, partitions).await;
+        let (Ok(committed), Ok(marks)) = (committed, marks) else { continue };
+        let left = undecided(&committed, &marks);
+        if left == 0 {
+            tracing::info!(topic = %settings.topic, "kafka queue drained: every request is decided");
+            break Ok(());
+        }
+        tracing::info!(left, "draining the kafka queue");
+    };
+    finished.cancel();
+    let _ = deciding.await;
+    result
+}
+
+/// Requests not decided yet: per partition, the end of the log minus the group's committed
+/// offset (a partition the group never committed counts from its oldest retained record).
+fn undecided(committed: &[Option<i64>], marks: &[(i64, i64)]) -> i64 {
+    committed.iter().zip(marks).map(|(c, (low, high))| (high - c.unwrap_or(*low).max(*low)).max(0)).sum()
 }
 
 /// Runs a worker until `stop` is cancelled, its series registered in `metrics`.
@@ -209,5 +251,19 @@ impl KafkaWorker {
                 Err((err, _)) => tracing::warn!(%event, error = %err, "cannot publish sold-out mark; will retry"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::undecided;
+
+    #[test]
+    fn undecided_counts_what_the_group_has_not_committed() {
+        // Partition 0: 10 of 15 decided; partition 1: never committed, 3 retained; partition 2: done.
+        assert_eq!(undecided(&[Some(10), None, Some(7)], &[(0, 15), (4, 7), (0, 7)]), 8);
+        assert_eq!(undecided(&[Some(15), Some(7)], &[(0, 15), (0, 7)]), 0);
+        // A committed offset below the retention start counts from the retention start.
+        assert_eq!(undecided(&[Some(1)], &[(5, 9)]), 4);
     }
 }
