@@ -32,12 +32,13 @@ test: services-up ## services up, control plane up, every test of the workspace,
 	$(CONTROL_PLANE_UP)
 	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
 	$(MAKE) --no-print-directory test-faults
-	hack/test-chart.sh
+	FLASHSALE_OPERATOR="$${CARGO_TARGET_DIR:-target}/debug/flashsale-operator" hack/test-chart.sh
 
 .PHONY: test-faults
+# --workspace rather than -p booking-app: the main run's feature set, so nothing is rebuilt.
 test-faults: services-up ## fault tests that kill the shared services (kill -9 Redis, stop/kill -9 Kafka): alone, after every other test
-	. $(SERVICES_ENV); $(CARGO) test -p booking-app --test redis_faults -- --ignored --test-threads=1
-	. $(SERVICES_ENV); $(CARGO) test -p booking-app --test kafka_broker_faults -- --ignored --test-threads=1
+	. $(SERVICES_ENV); $(CARGO) test --workspace --test redis_faults -- --ignored --test-threads=1
+	. $(SERVICES_ENV); $(CARGO) test --workspace --test kafka_broker_faults -- --ignored --test-threads=1
 
 .PHONY: run
 run: services-up ## run booking-app (STAGE=postgres by default) against the local services on :8080

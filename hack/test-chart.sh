@@ -19,7 +19,7 @@ CHART="$REPO_ROOT/charts/flashsale-operator"
 CRD="$REPO_ROOT/crds/flashsale.yaml"
 CP_ENV="$REPO_ROOT/hack/.control-plane.env"
 # FLASHSALE_OPERATOR: an operator binary to use instead of building target/debug's.
-OPERATOR="${FLASHSALE_OPERATOR:-$REPO_ROOT/target/debug/flashsale-operator}"
+OPERATOR="${FLASHSALE_OPERATOR:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/flashsale-operator}"
 # Deadlines for the operator's work on the fake (kwok) nodes, generous for a busy 2-core machine.
 RECONCILE_TIMEOUT=180
 
