@@ -96,7 +96,7 @@ async fn replay_uncertain(
             async move {
                 let key = idempotency_key(prefix, attempt.index);
                 let body = booking_body(user_id(attempt.user), attempt.quantity);
-                (attempt, client.book(&url, body, Some(&key)).await)
+                (attempt, client.book(url, body, Some(&key)).await)
             }
         })
         .buffer_unordered(concurrency.max(1))
