@@ -67,7 +67,9 @@ pub struct LoadgenArgs {
     /// Write the calibration result here as compact JSON (a Kubernetes termination message).
     #[arg(long, requires = "find_capacity")]
     pub termination_message_path: Option<PathBuf>,
-    /// Bound on the wait for pending (202) bookings to be decided after the run.
+    /// After the run, pending (202) bookings are followed until decided; give up (and report
+    /// them unresolved) once none has been decided for this long. A backlog that drains slowly
+    /// is waited for; one that stalls is not.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub pending_timeout: Duration,
     /// Per-request timeout; a timed-out request counts as an error.

@@ -17,7 +17,8 @@ use crate::domain::BookingStatus;
 /// How long and how hard to follow up.
 #[derive(Debug, Clone, Copy)]
 pub struct SettleOptions {
-    /// Bound on the wait for pending bookings to be decided.
+    /// Give up on pending bookings once none has been decided for this long (a stalled worker),
+    /// however long the whole drain takes while it makes progress.
     pub pending_timeout: Duration,
     /// Requests in flight while following up.
     pub concurrency: usize,
@@ -115,56 +116,34 @@ async fn replay_uncertain(
 
 #[derive(Debug, Default)]
 struct Drained {
+    /// Decisions seen while following the drain (the drain rate's numerator).
     decided: u64,
     unresolved: u64,
     missing: u64,
     last_decided_at: Option<Instant>,
 }
 
-/// Polls pending bookings, oldest first, until each is decided or the wait runs out. Workers
-/// decide roughly in arrival order, so the head of the queue shows the progress: a batch is
-/// polled while the head is decided, and once it reaches undecided ones loadgen waits and then
-/// probes only the oldest, so the polling does not take the CPU the worker is draining with.
+/// Polls pending bookings, oldest first, until each is decided or none has been for
+/// `pending_timeout`. Workers decide roughly in arrival order, so the head of the queue shows
+/// the progress: a batch is polled while the head is decided, and once it reaches undecided ones
+/// loadgen waits and then probes only the oldest, so the polling does not take the CPU the worker
+/// is draining with. On giving up, one last sweep asks about every booking left, so only the
+/// really undecided ones are reported.
 async fn resolve_pending(client: &ApiClient, ledger: &mut Ledger, options: SettleOptions) -> Drained {
     const POLL_INTERVAL: Duration = Duration::from_millis(100);
     let mut queue: VecDeque<PendingBooking> = std::mem::take(&mut ledger.pending).into();
-    let deadline = Instant::now() + options.pending_timeout;
+    let mut deadline = Instant::now() + options.pending_timeout;
     let batch = options.concurrency.clamp(1, 256);
-    let mut drained = Drained::default();
-    // Ids that answered 404 so far: a booking may become readable a moment after its 202.
-    let mut not_found = std::collections::HashSet::new();
+    let mut follow = Follow { ledger, drained: Drained::default(), not_found: Default::default() };
     let mut probe_only = false;
     while !queue.is_empty() && Instant::now() < deadline {
         let size = if probe_only { 1 } else { batch }.min(queue.len());
         let round: Vec<_> = queue.drain(..size).collect();
-        let polled: Vec<_> = futures::stream::iter(round)
-            .map(|p| async move { (p, client.get_booking(p.id).await) })
-            .buffered(batch)
-            .collect()
-            .await;
-        let mut still: Vec<PendingBooking> = Vec::new();
-        for (p, result) in polled {
-            match result {
-                Ok(BookingView { status: BookingStatus::Pending, .. }) => still.push(p),
-                Ok(BookingView { status, .. }) => {
-                    drained.decided += 1;
-                    drained.last_decided_at = Some(Instant::now());
-                    not_found.remove(&p.id);
-                    if status == BookingStatus::Confirmed {
-                        ledger.confirm(p.attempt);
-                    } else {
-                        ledger.rejected_bookings += 1;
-                    }
-                }
-                Err(ClientError::Status { status: 404, .. }) => {
-                    not_found.insert(p.id);
-                    still.push(p);
-                }
-                // A failed poll is retried next round.
-                Err(_) => still.push(p),
-            }
-        }
+        let still = follow.poll(client, round, batch, true).await;
         let progressed = still.len() < size;
+        if progressed {
+            deadline = Instant::now() + options.pending_timeout;
+        }
         let reached_undecided = !still.is_empty();
         probe_only = !progressed;
         for p in still.into_iter().rev() {
@@ -174,7 +153,64 @@ async fn resolve_pending(client: &ApiClient, ledger: &mut Ledger, options: Settl
             tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
-    drained.missing = queue.iter().filter(|p| not_found.contains(&p.id)).count() as u64;
-    drained.unresolved = queue.len() as u64 - drained.missing;
+    let left = if queue.is_empty() {
+        Vec::new()
+    } else {
+        // Not a decision seen in time: leave the drain clock where it is.
+        follow.poll(client, queue.into(), batch, false).await
+    };
+    let mut drained = follow.drained;
+    drained.missing = left.iter().filter(|p| follow.not_found.contains(&p.id)).count() as u64;
+    drained.unresolved = left.len() as u64 - drained.missing;
     drained
+}
+
+/// Bookkeeping of `resolve_pending`: decisions go to the ledger as they are found.
+struct Follow<'a> {
+    ledger: &'a mut Ledger,
+    drained: Drained,
+    /// Ids that answered 404 so far: a booking may become readable a moment after its 202.
+    not_found: std::collections::HashSet<Uuid>,
+}
+
+impl Follow<'_> {
+    /// Polls `round`, records what was decided, returns the rest in order.
+    async fn poll(
+        &mut self,
+        client: &ApiClient,
+        round: Vec<PendingBooking>,
+        batch: usize,
+        clock: bool,
+    ) -> Vec<PendingBooking> {
+        let polled: Vec<_> = futures::stream::iter(round)
+            .map(|p| async move { (p, client.get_booking(p.id).await) })
+            .buffered(batch)
+            .collect()
+            .await;
+        let mut still = Vec::new();
+        for (p, result) in polled {
+            match result {
+                Ok(BookingView { status: BookingStatus::Pending, .. }) => still.push(p),
+                Ok(BookingView { status, .. }) => {
+                    if clock {
+                        self.drained.decided += 1;
+                        self.drained.last_decided_at = Some(Instant::now());
+                    }
+                    self.not_found.remove(&p.id);
+                    if status == BookingStatus::Confirmed {
+                        self.ledger.confirm(p.attempt);
+                    } else {
+                        self.ledger.rejected_bookings += 1;
+                    }
+                }
+                Err(ClientError::Status { status: 404, .. }) => {
+                    self.not_found.insert(p.id);
+                    still.push(p);
+                }
+                // A failed poll is retried next round.
+                Err(_) => still.push(p),
+            }
+        }
+        still
+    }
 }
