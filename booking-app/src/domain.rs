@@ -128,6 +128,22 @@ pub struct Booking {
     pub created_at: DateTime<Utc>,
 }
 
+impl Booking {
+    /// The booking `request` becomes when a stage confirms it at once (stages postgres, redis).
+    pub fn confirmed(id: Uuid, event_id: Uuid, request: &BookingRequest, created_at: DateTime<Utc>) -> Self {
+        Booking {
+            id,
+            event_id,
+            user_id: request.user_id.clone(),
+            quantity: request.quantity,
+            status: BookingStatus::Confirmed,
+            reason: None,
+            position: None,
+            created_at,
+        }
+    }
+}
+
 /// What a stage answered to a booking request that it accepted for processing.
 /// Refusals (sold out, per-user limit) are errors (`StageError::Rejected`) for stages that decide
 /// at once, and a `Rejected` status later for stage kafka.

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::records::{self, IDEMPOTENCY_KEY_CONSTRAINT, pg_error, violates};
 use super::{IdempotencyKey, Inventory, StageError, idempotency};
-use crate::domain::{Booking, BookingOutcome, BookingRequest, BookingStatus, Event, NewEvent, RejectReason, Stage};
+use crate::domain::{Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage};
 
 pub struct PostgresInventory {
     pool: PgPool,
@@ -97,16 +97,7 @@ impl PostgresInventory {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await.map_err(pg_error)?;
-        Ok(BookingOutcome::Confirmed(Booking {
-            id,
-            event_id,
-            user_id: request.user_id.clone(),
-            quantity: request.quantity,
-            status: BookingStatus::Confirmed,
-            reason: None,
-            position: None,
-            created_at,
-        }))
+        Ok(BookingOutcome::Confirmed(Booking::confirmed(id, event_id, request, created_at)))
     }
 }
 

@@ -24,7 +24,7 @@ use self::keys::Keys;
 use self::load::Loader;
 use super::{IdempotencyKey, Inventory, StageError, idempotency, records};
 use crate::config::RedisConfig;
-use crate::domain::{Booking, BookingOutcome, BookingRequest, BookingStatus, Event, NewEvent, RejectReason, Stage};
+use crate::domain::{Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage};
 use crate::http::Metrics;
 
 /// The booking decision (see the script's header for its keys, arguments and answers).
@@ -197,16 +197,7 @@ impl Inventory for RedisInventory {
             crate::validation::validate_idempotency_key(&key).map_err(|e| StageError::Invalid(e.to_string()))?;
             self.claim_key(&key, event_id).await?;
         }
-        let booking = Booking {
-            id: Uuid::new_v4(),
-            event_id,
-            user_id: request.user_id.clone(),
-            quantity: request.quantity,
-            status: BookingStatus::Confirmed,
-            reason: None,
-            position: None,
-            created_at: now_micros(),
-        };
+        let booking = Booking::confirmed(Uuid::new_v4(), event_id, &request, now_micros());
         let answer = serde_json::to_string(&booking).map_err(|e| StageError::Internal(e.to_string()))?;
 
         // A missing event is loaded and the script run again; twice missing means it vanished
