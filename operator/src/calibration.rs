@@ -1,15 +1,19 @@
 //! Calibration: measuring what one booking-app pod sustains within the sale's p99 SLO. When the
-//! spec pins no `capacity.perPodRps` and status holds no measurement for the current stage, image
-//! and SLO (or `flashsale.dev/recalibrate` changed), the operator runs one scratch booking-app pod
-//! and a Job running `booking-app loadgen --find-capacity` against it; the Job's pod returns a
-//! `CalibrationResult` in its termination message. This file decides (pure); `objects` builds the
-//! pod, Service and Job; `observe` reads the Job back.
+//! spec pins no `capacity.perPodRps` and status holds no measurement for the current stage, image,
+//! pod resources and SLO (or `flashsale.dev/recalibrate` changed), the operator runs one scratch
+//! booking-app pod and a Job running `booking-app loadgen --find-capacity` against it; the Job's
+//! pod returns a `CalibrationResult` in its termination message. At stage kafka the sale's own
+//! workers decide the scratch pod's requests, so the same result carries their drain rate.
+//! This file decides (pure); `objects` builds the pod, Service and Job; `observe` reads the Job.
 
 pub mod objects;
 pub mod observe;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::crd::{CalibrationAttempt, CalibrationRecord};
 use crate::schedule::{from_time, to_time};
@@ -42,6 +46,10 @@ pub struct CalibrationResult {
     /// Share of failed requests at that rate.
     #[serde(default)]
     pub error_rate: f64,
+    /// Stage kafka: decisions per second the queue behind the pod was emptied at (one event is
+    /// one partition, decided in order by one worker). Absent at the other stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_rps: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -76,28 +84,39 @@ impl CalibrationResult {
         if !(result.p99_ms.is_finite() && result.p99_ms >= 0.0 && result.p99_ms <= f64::from(slo_p99_ms)) {
             return Err(ResultError::AboveSlo { p99_ms: result.p99_ms, slo_p99_ms });
         }
+        if let Some(drain) = result.drain_rps.filter(|d| !(d.is_finite() && *d > 0.0)) {
+            return Err(ResultError::Unreadable(format!("drainRps {drain} is not a positive rate")));
+        }
         Ok(result)
     }
 }
 
-/// What a measurement is valid for: another stage, image or SLO measures another pod.
+/// What a measurement is valid for: another stage, image, pod size or SLO measures another pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CalibrationKey {
     pub stage: Stage,
     pub image: String,
+    /// The measured pod's requests and limits (`describe_resources`), and at stage kafka the
+    /// workers' too: a bigger pod serves more, bigger workers drain faster.
+    pub resources: String,
     pub slo_p99_ms: u32,
     /// The `flashsale.dev/recalibrate` annotation's value when asked.
     pub recalibrate: Option<String>,
 }
 
 impl CalibrationKey {
-    /// The record measured this stage, image and SLO (whatever recalibration asked for).
+    /// The record measured this stage, image, pod size and SLO (whatever recalibration asked for).
     pub fn same_pod(&self, record: &CalibrationRecord) -> bool {
-        record.stage == self.stage
+        self.same_stage(record)
             && record.image == self.image
+            && record.resources.as_deref() == Some(self.resources.as_str())
             && record.slo_p99_ms == self.slo_p99_ms
-            && record.per_pod_rps.is_finite()
-            && record.per_pod_rps > 0.0
+    }
+
+    /// The record measured this stage (with any image, pod size or SLO): while a new measurement
+    /// runs it sizes the sale provisionally, which beats dropping a live sale to minReplicas.
+    pub fn same_stage(&self, record: &CalibrationRecord) -> bool {
+        record.stage == self.stage && record.per_pod_rps.is_finite() && record.per_pod_rps > 0.0
     }
 
     /// The record answers this key, including the latest recalibration request.
@@ -108,6 +127,7 @@ impl CalibrationKey {
     pub fn matches_attempt(&self, attempt: &CalibrationAttempt) -> bool {
         attempt.stage == self.stage
             && attempt.image == self.image
+            && attempt.resources.as_deref() == Some(self.resources.as_str())
             && attempt.slo_p99_ms == self.slo_p99_ms
             && attempt.recalibrate == self.recalibrate
     }
@@ -117,11 +137,12 @@ impl CalibrationKey {
     pub fn digest(&self) -> String {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         let text = format!(
-            "{}\0{}\0{}\0{}",
+            "{}\0{}\0{}\0{}\0{}",
             self.stage,
             self.image,
             self.slo_p99_ms,
-            self.recalibrate.as_deref().unwrap_or("")
+            self.recalibrate.as_deref().unwrap_or(""),
+            self.resources
         );
         for byte in text.bytes() {
             hash ^= u64::from(byte);
@@ -129,6 +150,17 @@ impl CalibrationKey {
         }
         format!("{:08x}", hash >> 32)
     }
+}
+
+/// `requests cpu=1,memory=256Mi; limits cpu=1,memory=512Mi`: a pod size as the calibration key
+/// and status show it (quantities as written; `1` and `1000m` count as different sizes, which
+/// costs at most one needless measurement).
+pub fn describe_resources(resources: &ResourceRequirements) -> String {
+    let list = |name: &str, map: Option<&std::collections::BTreeMap<String, Quantity>>| {
+        let items: Vec<String> = map.into_iter().flatten().map(|(k, v)| format!("{k}={}", v.0)).collect();
+        format!("{name} {}", if items.is_empty() { "-".to_string() } else { items.join(",") })
+    };
+    format!("{}; {}", list("requests", resources.requests.as_ref()), list("limits", resources.limits.as_ref()))
 }
 
 /// Delay before retry number `failures` (1 = after the first failure): 30 s, 1 min, 2 min, …, 30 min.
@@ -217,18 +249,22 @@ pub fn assess(inputs: &Inputs<'_>) -> Assessment {
         );
         return settled(Some(record.per_pod_rps), kept, "Measured", message);
     }
-    // A recalibration the user asked for keeps sizing with the old measurement of the same
-    // stage, image and SLO meanwhile: a live sale must not drop to minReplicas for a re-measure.
-    let per_pod_rps = inputs.record.filter(|r| key.same_pod(r)).map(|r| r.per_pod_rps);
+    // Meanwhile the sale is sized with the last measurement of the same stage (a recalibration
+    // the user asked for, or a new image, pod size or SLO): a live sale must not drop to
+    // minReplicas for a re-measure. Another stage's number says nothing: minReplicas then.
+    let per_pod_rps = inputs.record.filter(|r| key.same_stage(r)).map(|r| r.per_pod_rps);
     let mut attempt = inputs.attempt.filter(|a| key.matches_attempt(a)).cloned().unwrap_or_else(|| fresh_attempt(key));
-    let pending = |attempt: CalibrationAttempt, run: Option<Run>, reason, message, requeue_at| Assessment {
+    let meanwhile = per_pod_rps.map_or_else(String::new, |rps| {
+        format!("; sized meanwhile with the previous measurement at stage {}: {rps} rps per pod", key.stage)
+    });
+    let pending = |attempt: CalibrationAttempt, run: Option<Run>, reason, message: String, requeue_at| Assessment {
         per_pod_rps,
         record: kept.clone(),
         attempt: Some(attempt),
         run,
         calibrated: false,
         reason,
-        message,
+        message: message + &meanwhile,
         requeue_at,
     };
     if let Some(retry_at) = attempt.retry_at.as_ref().map(from_time) {
@@ -255,14 +291,17 @@ pub fn assess(inputs: &Inputs<'_>) -> Assessment {
             let record = CalibrationRecord {
                 stage: key.stage,
                 image: key.image.clone(),
+                resources: Some(key.resources.clone()),
                 slo_p99_ms: key.slo_p99_ms,
                 per_pod_rps: result.per_pod_rps,
+                drain_rps: result.drain_rps,
                 measured_at: to_time(inputs.now),
                 job: Some(objects::job_name(inputs.sale, key, number)),
                 recalibrate: key.recalibrate.clone(),
             };
+            let drain = result.drain_rps.map_or_else(String::new, |d| format!("; the queue drains at {d:.0} decisions/s"));
             let message = format!(
-                "{} rps per pod at p99 {} ms <= {} ms, measured at stage {}",
+                "{} rps per pod at p99 {} ms <= {} ms, measured at stage {}{drain}",
                 result.per_pod_rps, result.p99_ms, key.slo_p99_ms, key.stage
             );
             return settled(Some(result.per_pod_rps), Some(record), "Measured", message);
@@ -295,6 +334,7 @@ fn fresh_attempt(key: &CalibrationKey) -> CalibrationAttempt {
     CalibrationAttempt {
         stage: key.stage,
         image: key.image.clone(),
+        resources: Some(key.resources.clone()),
         slo_p99_ms: key.slo_p99_ms,
         recalibrate: key.recalibrate.clone(),
         failures: 0,

@@ -4,6 +4,7 @@
 
 mod connections;
 mod partitions;
+pub mod queue;
 pub mod unit;
 
 pub use connections::{

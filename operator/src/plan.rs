@@ -1,11 +1,15 @@
 //! `flashsale-operator plan`: the roadmap's unit-capacity table for a target, from a per-pod rate
 //! measured by calibration or `make calibrate`. The same functions size a live sale.
 
+use chrono::TimeDelta;
+
+use crate::capacity::queue::{EVENTS_PER_SALE, QueueRequest, plan_queue};
 use crate::capacity::unit::{DerivedRequest, derive, table};
 use crate::capacity::{
     CapacityError, DEFAULT_MAX_CONNECTIONS_CEILING, DEFAULT_TARGET_UTILIZATION, MAX_REPLICAS, SizingRequest,
     size_replicas,
 };
+use crate::schedule::parse_duration;
 use crate::stage::Stage;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -27,16 +31,28 @@ pub struct PlanArgs {
     /// Most booking-app pods allowed (default: as many as the target needs).
     #[arg(long)]
     pub max_replicas: Option<u32>,
-    /// Requests per second one worker decides (stage kafka) or writes behind (stage redis),
-    /// to size the workers; without it one worker is planned.
-    #[arg(long)]
-    pub worker_rps: Option<f64>,
+    /// Stage kafka: decisions per second one worker makes on one event's queue (calibration's
+    /// drainRps). Without it the queue is not planned and one worker is.
+    #[arg(long, alias = "worker-rps")]
+    pub drain_rps: Option<f64>,
+    /// Stage kafka: events the target is spread over. One event's requests are one partition,
+    /// decided in order by one worker; a FlashSale is one event.
+    #[arg(long, default_value_t = EVENTS_PER_SALE)]
+    pub events: u32,
+    /// Stage kafka: how long the target load lasts (e.g. 2h), to say how long the queue needs
+    /// to empty afterwards.
+    #[arg(long, value_parser = parse_peak)]
+    pub peak: Option<TimeDelta>,
     /// Postgres connections per pod (default: by stage, shrunk to fit).
     #[arg(long)]
     pub db_pool_size: Option<u32>,
     /// Largest Postgres max_connections to plan for.
     #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS_CEILING)]
     pub max_connections: u32,
+}
+
+fn parse_peak(text: &str) -> Result<TimeDelta, String> {
+    parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn parse_stage(text: &str) -> Result<Stage, String> {
@@ -53,19 +69,16 @@ pub fn render(args: &PlanArgs) -> Result<String, CapacityError> {
         min_replicas: args.min_replicas,
         max_replicas: max,
     })?;
-    let workers = match (args.stage.has_worker(), args.worker_rps) {
-        (true, Some(rate)) => Some(size_replicas(&SizingRequest {
-            target_rps: args.target_rps,
-            per_pod_rps: Some(rate),
-            utilization: args.utilization,
-            min_replicas: 1,
-            max_replicas: MAX_REPLICAS,
-        })?),
+    let queue = match (args.stage.uses_kafka(), args.drain_rps) {
+        (true, Some(drain_rps)) => Some(
+            plan_queue(&QueueRequest { target_rps: args.target_rps, drain_rps, events: args.events, peak: args.peak })
+                .ok_or(CapacityError::InvalidPerPodRps(drain_rps))?,
+        ),
         _ => None,
     };
-    let worker_count = match (args.stage.has_worker(), &workers) {
+    let worker_count = match (args.stage.has_worker(), &queue) {
         (false, _) => 0,
-        (true, Some(w)) => w.replicas,
+        (true, Some(q)) => q.workers,
         (true, None) => 1,
     };
     let derived = derive(&DerivedRequest {
@@ -78,7 +91,7 @@ pub fn render(args: &PlanArgs) -> Result<String, CapacityError> {
         pinned_partitions: None,
         max_connections_ceiling: args.max_connections,
     });
-    Ok(table(args.stage, &api, workers.as_ref(), &derived))
+    Ok(table(args.stage, &api, queue.as_ref(), &derived))
 }
 
 #[cfg(test)]
@@ -104,16 +117,25 @@ mod tests {
         assert!(text.contains("ceil(1000000 / (4000 x 1.00)) = 250"), "{text}");
         let redis = plan("--target-rps 1000000 --per-pod-rps 50000 --utilization 1 --stage redis").unwrap();
         assert!(redis.contains("= 20"), "{redis}");
-        assert!(redis.contains("one worker"), "{redis}");
+        assert!(redis.contains("one write-behind syncer"), "{redis}");
     }
 
     #[test]
-    fn kafka_plan_sizes_workers_and_partitions_from_the_drain_rate() {
-        let text = plan("--target-rps 100000 --per-pod-rps 20000 --stage kafka --worker-rps 5000").unwrap();
-        // 100000 / (5000 × 0.7) = 28.6 → 29 workers, and as many partitions.
-        assert!(text.contains("from the measured drain rate"), "{text}");
+    fn kafka_plan_says_how_the_queue_of_one_event_behaves() {
+        let text = plan("--target-rps 100000 --per-pod-rps 20000 --stage kafka --drain-rps 5000 --peak 10m").unwrap();
+        // One event: one worker decides it, whatever the target; the rest queues.
+        let workers = text.lines().find(|l| l.contains("workers")).unwrap();
+        assert!(workers.contains(" 1 "), "{workers}");
+        assert!(text.contains("the queue grows by 95000 rps: a 10m peak leaves 57000000 requests queued, the last decided 3h10m after it ends"), "{text}");
+    }
+
+    #[test]
+    fn kafka_plan_sizes_workers_and_partitions_for_many_events() {
+        let text = plan("--target-rps 100000 --per-pod-rps 20000 --stage kafka --worker-rps 5000 --events 100").unwrap();
+        // 100000 / 5000 = 20 workers (the queue keeps up), and as many partitions.
         let partitions = text.lines().find(|l| l.contains("Kafka partitions")).unwrap();
-        assert!(partitions.contains(" 29 "), "{partitions}");
+        assert!(partitions.contains(" 20 "), "{partitions}");
+        assert!(text.contains("20 workers decide 100 events in order at 100000 rps: the queue keeps up"), "{text}");
     }
 
     #[test]

@@ -9,15 +9,17 @@ use kube::{Api, Client};
 
 use crate::autoscale::scrape::{LoadObserver, READ_INTERVAL, ready_targets};
 use crate::autoscale::{self, AutoscaleDecision, AutoscaleInput, DEFAULT_SCALE_DOWN_COOLDOWN, ObservedLoad, ScaleReason};
-use crate::calibration::{self, Assessment, CalibrationKey, JobState, Observation};
+use crate::calibration::{self, Assessment, CalibrationKey, JobState, Observation, describe_resources};
+use crate::capacity::queue::{EVENTS_PER_SALE, QueuePlan, QueueRequest, plan_queue};
 use crate::capacity::{
     self, CapacityError, DEFAULT_MAX_CONNECTIONS_CEILING, Derived, DerivedRequest, ReplicaPlan, SizingRequest,
 };
 use crate::crd::FlashSaleStatus;
+use crate::reconcile::desired::booking_app;
 use crate::reconcile::desired::labels::{self, Component};
 use crate::reconcile::observe::Observed;
 use crate::reconcile::validate::Sale;
-use crate::schedule::{self, WindowDecision, WindowPhase, from_time};
+use crate::schedule::{self, SaleWindow, WindowDecision, WindowPhase, from_time};
 
 /// What `decide` needs beyond the sale and its last status: read by `observe`, or made up by tests.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +58,8 @@ pub struct Scaling {
     pub autoscale: Option<AutoscaleDecision>,
     pub observed: Option<ObservedLoad>,
     pub derived: Derived,
+    /// Stage kafka with a measured drain rate: the workers worth running and the queue at the target.
+    pub queue: Option<QueuePlan>,
     /// CamelCase cause of `booking_replicas` and a sentence about it.
     pub reason: String,
     pub message: String,
@@ -67,9 +71,16 @@ pub struct Scaling {
 
 /// The calibration key of the sale as specified now.
 pub fn calibration_key(sale: &Sale, recalibrate: Option<String>) -> CalibrationKey {
+    let app = &sale.spec.booking_app;
+    let mut resources = describe_resources(&booking_app::api_resources(app.resources.as_ref()));
+    // At stage kafka the result also carries the drain rate of the sale's workers.
+    if sale.spec.stage.uses_kafka() {
+        resources = format!("{resources} | worker {}", describe_resources(&booking_app::worker_resources(app.worker.resources.as_ref())));
+    }
     CalibrationKey {
         stage: sale.spec.stage,
         image: sale.booking_image.clone(),
+        resources,
         slo_p99_ms: sale.spec.capacity.slo_p99_ms,
         recalibrate,
     }
@@ -123,7 +134,23 @@ pub fn decide(sale: &Sale, previous: &FlashSaleStatus, inputs: &Inputs) -> Scali
     let booking_replicas = autoscale.map_or(floor, |a| a.replicas);
 
     let (reason, message) = explain(sale, &calibration, &replicas, &window, autoscale.as_ref(), observed, booking_replicas);
-    let worker_replicas = if spec.stage.has_worker() { spec.booking_app.worker.replicas.map_or(1, replica_count) } else { 0 };
+    // Stage kafka: the drain rate measured at this stage (provisionally, like the per-pod rate,
+    // while a new image or pod size is measured) says how many workers add drain.
+    let drain_rps = calibration.record.as_ref().filter(|r| key.same_stage(r)).and_then(|r| r.drain_rps);
+    let queue = drain_rps.filter(|_| spec.stage.uses_kafka()).and_then(|drain_rps| {
+        plan_queue(&QueueRequest {
+            target_rps: u64::from(spec.target_rps),
+            drain_rps,
+            events: EVENTS_PER_SALE,
+            peak: sale.window.as_ref().map(SaleWindow::length),
+        })
+    });
+    let worker_replicas = match (spec.stage.has_worker(), spec.booking_app.worker.replicas, &queue) {
+        (false, _, _) => 0,
+        (true, Some(pinned), _) => replica_count(pinned),
+        (true, None, Some(queue)) => queue.workers,
+        (true, None, None) => 1,
+    };
     let derived = capacity::derive(&DerivedRequest {
         stage: spec.stage,
         api_pods: max,
@@ -149,6 +176,7 @@ pub fn decide(sale: &Sale, previous: &FlashSaleStatus, inputs: &Inputs) -> Scali
         autoscale,
         observed,
         derived,
+        queue,
         reason,
         message,
         planned_rps,
@@ -187,17 +215,17 @@ fn explain(
         }
         _ => {}
     }
-    if let (Some(decision), Some(load)) = (autoscale, observed) {
-        if decision.reason != ScaleReason::Floor {
-            let message = format!(
-                "{}: observed {:.0} rps per pod over {} pods; {booking_replicas} replicas{}",
-                decision.reason.as_str(),
-                load.per_pod_rps(),
-                load.pods,
-                decision.recheck_at.map_or_else(String::new, |t| format!(" until the cooldown ends at {}", at(Some(t))))
-            );
-            return (decision.reason.as_str().into(), message);
-        }
+    if let (Some(decision), Some(load)) = (autoscale, observed)
+        && decision.reason != ScaleReason::Floor
+    {
+        let message = format!(
+            "{}: observed {:.0} rps per pod over {} pods; {booking_replicas} replicas{}",
+            decision.reason.as_str(),
+            load.per_pod_rps(),
+            load.pods,
+            decision.recheck_at.map_or_else(String::new, |t| format!(" until the cooldown ends at {}", at(Some(t))))
+        );
+        return (decision.reason.as_str().into(), message);
     }
     match replicas {
         Ok(plan) => (plan.reason().into(), plan.message()),

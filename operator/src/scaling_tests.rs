@@ -25,9 +25,11 @@ fn measured(fs: &FlashSale, rps: f64) -> FlashSaleStatus {
     FlashSaleStatus {
         calibration: Some(CalibrationRecord {
             stage: fs.spec.stage,
-            image: sale.booking_image,
+            image: sale.booking_image.clone(),
+            resources: Some(calibration_key(&sale, None).resources),
             slo_p99_ms: fs.spec.capacity.slo_p99_ms,
             per_pod_rps: rps,
+            drain_rps: None,
             measured_at: to_time(at("2026-12-01T08:00:00Z")),
             job: None,
             recalibrate: None,
@@ -69,7 +71,7 @@ fn a_finished_calibration_sizes_the_sale_in_the_same_pass() {
     let fs = FlashSaleBuilder::new("s", Stage::Redis).target_rps(50_000).replicas(3, 100).build();
     let done = Observation {
         server_ready: true,
-        job: JobState::Succeeded(CalibrationResult { per_pod_rps: 5000.0, slo_p99_ms: 200, p99_ms: 120.0, error_rate: 0.0 }),
+        job: JobState::Succeeded(CalibrationResult { per_pod_rps: 5000.0, slo_p99_ms: 200, p99_ms: 120.0, error_rate: 0.0, drain_rps: None }),
     };
     let s = decide(&sale_from(&fs), &FlashSaleStatus::default(), &Inputs { calibration: done, ..quiet() });
     // 50000 / 3500 = 14.3 → 15
@@ -106,6 +108,59 @@ fn the_recalibrate_annotation_measures_again_but_keeps_serving() {
     let s = decide(&sale_from(&fs), &status, &Inputs { recalibrate: Some("1".into()), ..quiet() });
     assert_eq!(s.booking_replicas, 10, "still sized with the old measurement");
     assert!(s.calibration.run.is_some());
+}
+
+#[test]
+fn a_bigger_pod_is_measured_again_while_the_old_number_keeps_the_sale_sized() {
+    let fs = FlashSaleBuilder::new("s", Stage::Postgres).target_rps(7_000).replicas(1, 100).build();
+    let status = measured(&fs, 1_000.0);
+    let mut bigger = fs.clone();
+    bigger.spec.booking_app.resources = Some(serde_json::from_value(serde_json::json!({
+        "requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "1Gi"}
+    })).unwrap());
+    let s = decide(&sale_from(&bigger), &status, &quiet());
+    assert_eq!(s.booking_replicas, 10, "sized with the 1-CPU measurement until the 2-CPU one is in");
+    let run = s.calibration.run.expect("a calibration runs");
+    assert!(run.key.resources.starts_with("requests cpu=2,memory=1Gi"), "{}", run.key.resources);
+    assert!(!s.calibration.calibrated);
+}
+
+fn kafka_measured(fs: &FlashSale, rps: f64, drain_rps: f64) -> FlashSaleStatus {
+    let mut status = measured(fs, rps);
+    if let Some(record) = status.calibration.as_mut() {
+        record.drain_rps = Some(drain_rps);
+    }
+    status
+}
+
+#[test]
+fn stage_kafka_plans_its_queue_from_the_measured_drain_rate() {
+    let fs = FlashSaleBuilder::new("s", Stage::Kafka).target_rps(5_000).replicas(1, 100).build();
+    let fs = with_window(fs, "2026-12-01T08:00:00Z", "2026-12-01T10:00:00Z", "0s");
+    let s = decide(&sale_from(&fs), &kafka_measured(&fs, 2_000.0, 800.0), &quiet());
+    // One event, one partition: one worker, whatever the target; the queue takes the rest.
+    assert_eq!(s.worker_replicas, 1);
+    let queue = s.queue.expect("a queue plan");
+    assert_eq!((queue.drain_rps, queue.growth_rps), (800.0, 4_200.0));
+    // 4200 rps × 2 h = 30.24M queued, 37800 s = 10h30m to decide after the window.
+    assert!(queue.message().ends_with("a 2h peak leaves 30240000 requests queued, the last decided 10h30m after it ends"), "{}", queue.message());
+    assert_eq!(s.derived.partitions, Some(crate::capacity::DEFAULT_PARTITIONS));
+}
+
+#[test]
+fn pinned_workers_win_and_other_stages_plan_no_queue() {
+    let mut fs = FlashSaleBuilder::new("s", Stage::Kafka).target_rps(5_000).replicas(1, 100).build();
+    fs.spec.booking_app.worker.replicas = Some(3);
+    let s = decide(&sale_from(&fs), &kafka_measured(&fs, 2_000.0, 800.0), &quiet());
+    assert_eq!(s.worker_replicas, 3);
+    assert!(s.queue.is_some(), "the queue is still explained");
+    let redis = FlashSaleBuilder::new("s", Stage::Redis).target_rps(5_000).replicas(1, 100).build();
+    let s = decide(&sale_from(&redis), &kafka_measured(&redis, 2_000.0, 800.0), &quiet());
+    assert_eq!((s.worker_replicas, s.queue), (1, None));
+    // Kafka without a measured drain rate (pinned perPodRps): one worker, nothing to plan.
+    let pinned = FlashSaleBuilder::new("s", Stage::Kafka).target_rps(5_000).per_pod_rps(2_000.0).build();
+    let s = decide(&sale_from(&pinned), &FlashSaleStatus::default(), &quiet());
+    assert_eq!((s.worker_replicas, s.queue), (1, None));
 }
 
 #[test]

@@ -108,6 +108,10 @@ impl SaleWindow {
         self.starts_at.checked_sub_signed(self.warmup).unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
+    /// How long the doors are open: `endsAt − startsAt` (positive, checked by `new`).
+    pub fn length(&self) -> TimeDelta {
+        self.ends_at - self.starts_at
+    }
 }
 
 /// Where a sale is on its calendar.

@@ -21,7 +21,8 @@ use flashsale_operator::fixtures::FlashSaleBuilder;
 use flashsale_operator::metrics::Metrics;
 use flashsale_operator::reconcile::desired::{labels, names};
 use flashsale_operator::reconcile::reconcile_by_name;
-use flashsale_operator::reconcile::validate::Defaults;
+use flashsale_operator::reconcile::validate::{Defaults, validate};
+use flashsale_operator::scaling::calibration_key;
 use flashsale_operator::schedule::{ManualClock, to_time};
 use flashsale_operator::stage::Stage;
 use futures::future::BoxFuture;
@@ -63,9 +64,10 @@ async fn reconcile_until_calibration_job(ctx: &Context, ns: &str, name: &str, st
     }
 }
 
-/// The calibration key the operator uses for a sale of `stage` with this file's defaults.
-fn key(stage: Stage) -> CalibrationKey {
-    CalibrationKey { stage, image: IMAGE.into(), slo_p99_ms: 200, recalibrate: None }
+/// The calibration key the operator uses for `fs` with this file's defaults.
+fn key(fs: &FlashSale) -> CalibrationKey {
+    let sale = validate(fs, &Defaults { booking_app_image: IMAGE.into() }).expect("a valid sale");
+    calibration_key(&sale, None)
 }
 
 /// The calibration Jobs of the sale (by their component label).
@@ -111,24 +113,25 @@ async fn finish_job_pod(client: &Client, ns: &str, job: &str, message: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calibration_result_sizes_the_sale_and_only_a_stage_change_recalibrates() {
+async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibrates() {
     let client = client().await;
     install_crd(&client).await;
     let ns = namespace(&client, "calibrate").await;
     let ctx = step_context(&client);
     let name = "cal-sale";
     let mut volumes = vec![volume_for(&client, &ns.name, &names::data_claim(&names::postgres(name))).await];
-    apply_sale(&client, &ns.name, &sale(name, Stage::Postgres, &ns.name)).await;
+    // As applied (with its uid), to compute the calibration keys the operator uses.
+    let mut fs = apply_sale(&client, &ns.name, &sale(name, Stage::Postgres, &ns.name)).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
 
     // Uncalibrated: minReplicas while the scratch pod starts, then the loadgen Job.
     let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Postgres).await;
-    assert_eq!(job, job_name(name, &key(Stage::Postgres), 1));
-    let fs = sales.get(name).await.unwrap();
-    let status = fs.status.clone().unwrap();
+    assert_eq!(job, job_name(name, &key(&fs), 1));
+    let fs_seen = sales.get(name).await.unwrap();
+    let status = fs_seen.status.clone().unwrap();
     assert_eq!((status.desired_replicas, status.measured_per_pod_rps), (2, None));
-    let calibrated = fs.condition("Calibrated").unwrap();
+    let calibrated = fs_seen.condition("Calibrated").unwrap();
     assert_eq!((calibrated.status.as_str(), calibrated.reason.as_str()), ("False", "Calibrating"), "{calibrated:?}");
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
     assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
@@ -136,13 +139,14 @@ async fn calibration_result_sizes_the_sale_and_only_a_stage_change_recalibrates(
     // The Job's pod ends with loadgen's result; the next pass records it and sizes from it.
     finish_job_pod(&client, &ns.name, &job, r#"{"perPodRps":1000.0,"sloP99Ms":200,"p99Ms":120.5,"errorRate":0.0}"#).await;
     reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
-    let fs = sales.get(name).await.unwrap();
-    let status = fs.status.clone().unwrap();
+    let fs_seen = sales.get(name).await.unwrap();
+    let status = fs_seen.status.clone().unwrap();
     assert_eq!(status.measured_per_pod_rps, Some(1000.0));
     let record = status.calibration.clone().expect("calibration record");
     assert_eq!((record.stage, record.image.as_str(), record.slo_p99_ms), (Stage::Postgres, IMAGE, 200));
+    assert_eq!(record.resources.as_deref(), Some(key(&fs).resources.as_str()), "the measured pod size is recorded");
     assert_eq!(record.job.as_deref(), Some(job.as_str()));
-    assert_eq!(fs.condition("Calibrated").map(|c| (c.status.clone(), c.reason.clone())), Some(("True".into(), "Measured".into())));
+    assert_eq!(fs_seen.condition("Calibrated").map(|c| (c.status.clone(), c.reason.clone())), Some(("True".into(), "Measured".into())));
     // ceil(7000 / (1000 × 0.7)) = 10
     assert_eq!(status.desired_replicas, 10);
     assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(10));
@@ -160,22 +164,47 @@ async fn calibration_result_sizes_the_sale_and_only_a_stage_change_recalibrates(
     assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(20));
     assert!(calibration_jobs(&client, &ns.name, name).await.is_empty());
 
-    // A new stage needs a new measurement: minReplicas until it is there.
-    volumes.push(volume_for(&client, &ns.name, &names::data_claim(&names::redis(name))).await);
-    patch_spec(&client, &ns.name, name, json!({ "stage": "redis" })).await;
-    let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Redis).await;
-    assert_eq!(job, job_name(name, &key(Stage::Redis), 1));
+    // A bigger pod serves more: measured again, and sized with the old number meanwhile.
+    let bigger = json!({ "requests": { "cpu": "20m", "memory": "16Mi" } });
+    patch_spec(&client, &ns.name, name, json!({ "bookingApp": { "resources": bigger } })).await;
+    fs.spec.booking_app.resources = Some(serde_json::from_value(bigger).unwrap());
+    let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Postgres).await;
+    assert_eq!(job, job_name(name, &key(&fs), 1));
+    let fs_seen = sales.get(name).await.unwrap();
+    let status = fs_seen.status.clone().unwrap();
+    assert_eq!((status.desired_replicas, status.measured_per_pod_rps), (20, None), "a live sale keeps its size");
+    let calibrated = fs_seen.condition("Calibrated").unwrap();
+    assert!(calibrated.message.contains("sized meanwhile with the previous measurement"), "{calibrated:?}");
+    finish_job_pod(&client, &ns.name, &job, r#"{"perPodRps":2000.0,"sloP99Ms":200,"p99Ms":90.0,"errorRate":0.0}"#).await;
+    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
+    let status = sales.get(name).await.unwrap().status.unwrap();
+    // ceil(14000 / (2000 × 0.7)) = 10
+    assert_eq!((status.measured_per_pod_rps, status.desired_replicas), (Some(2000.0), 10));
+
+    // A new stage needs a new measurement: minReplicas until it is there. At stage kafka the
+    // result also carries the drain rate of the sale's workers, which plans the queue.
+    volumes.push(volume_for(&client, &ns.name, &names::data_claim(&names::kafka(name))).await);
+    patch_spec(&client, &ns.name, name, json!({ "stage": "kafka" })).await;
+    fs.spec.stage = Stage::Kafka;
+    let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Kafka).await;
+    assert_eq!(job, job_name(name, &key(&fs), 1));
     let status = sales.get(name).await.unwrap().status.unwrap();
     assert_eq!((status.desired_replicas, status.measured_per_pod_rps), (2, None));
-    finish_job_pod(&client, &ns.name, &job, r#"{"perPodRps":5000.0,"sloP99Ms":200,"p99Ms":80.0,"errorRate":0.0}"#).await;
+    let result = r#"{"perPodRps":5000.0,"sloP99Ms":200,"p99Ms":80.0,"errorRate":0.0,"drainRps":800.0}"#;
+    finish_job_pod(&client, &ns.name, &job, result).await;
     reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
     reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
     let status = sales.get(name).await.unwrap().status.unwrap();
-    assert_eq!((status.measured_per_pod_rps, status.calibration.map(|r| r.stage)), (Some(5000.0), Some(Stage::Redis)));
+    assert_eq!((status.measured_per_pod_rps, status.calibration.as_ref().map(|r| r.stage)), (Some(5000.0), Some(Stage::Kafka)));
+    assert_eq!(status.measured_drain_rps, Some(800.0));
     // ceil(14000 / (5000 × 0.7)) = 4
     assert_eq!(status.desired_replicas, 4);
-    let redis_api = names::booking_deployment(name, Stage::Redis);
-    assert_eq!(replicas(&deployments.get(&redis_api).await.unwrap()), Some(4));
+    let kafka_api = names::booking_deployment(name, Stage::Kafka);
+    assert_eq!(replicas(&deployments.get(&kafka_api).await.unwrap()), Some(4));
+    let queue = status.sizing.and_then(|s| s.queue).expect("status.sizing.queue");
+    assert_eq!(queue, "1 worker decides the event in order at 800 rps; at the target of 14000 rps the queue grows by 13200 rps (792000 per minute)");
+    let workers = names::worker_deployment(name, Stage::Kafka);
+    assert_eq!(replicas(&deployments.get(&workers).await.unwrap()), Some(1));
 
     for pv in volumes {
         let _ = Api::<PersistentVolume>::all(client.clone()).delete(&pv, &DeleteParams::default()).await;

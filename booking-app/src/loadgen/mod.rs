@@ -84,10 +84,17 @@ pub struct CalibrationResult {
     /// p99 latency measured at that rate.
     pub p99_ms: f64,
     pub error_rate: f64,
+    /// Stage kafka: the fastest the queue behind the pod was emptied (decisions per second,
+    /// from the first 202 to the last decision of a step), over every step. A step offered
+    /// faster than the workers decide builds a backlog they drain flat out, so this is their
+    /// rate; when every step was slower it is a lower bound. Absent where nothing is queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_rps: Option<f64>,
 }
 
 impl CalibrationResult {
-    pub fn from_capacity(result: &CapacityResult) -> Self {
+    /// The answer of a search, and the drain rates its runs measured (one per run, if any).
+    pub fn from_capacity(result: &CapacityResult, drain_rates: impl IntoIterator<Item = f64>) -> Self {
         // With no passing step, report the lowest rate tried so the operator can say why.
         let step = result.best().or_else(|| result.steps.iter().min_by(|a, b| a.rate.total_cmp(&b.rate)));
         Self {
@@ -95,6 +102,7 @@ impl CalibrationResult {
             slo_p99_ms: result.slo.p99_ms,
             p99_ms: step.map_or(0.0, |s| s.measured.p99_ms),
             error_rate: step.map_or(0.0, |s| s.measured.error_rate),
+            drain_rps: drain_rates.into_iter().filter(|r| r.is_finite() && *r > 0.0).reduce(f64::max),
         }
     }
 }
@@ -245,7 +253,8 @@ impl Session {
         })
         .await?;
         let runs = runs.into_inner().expect("no panics while holding it");
-        let calibration = CalibrationResult::from_capacity(&capacity);
+        let drain_rates = runs.iter().filter_map(|r| r.invariants.as_ref()?.drain_rps);
+        let calibration = CalibrationResult::from_capacity(&capacity, drain_rates);
         Ok(CapacityRun { capacity, calibration, runs })
     }
 
@@ -312,8 +321,11 @@ mod tests {
             capacity_rps: Some(800.0),
             steps: vec![step(400.0, 3.0, true), step(800.0, 9.5, true), step(1600.0, 900.0, false)],
         };
-        let json = serde_json::to_value(CalibrationResult::from_capacity(&result)).unwrap();
+        let json = serde_json::to_value(CalibrationResult::from_capacity(&result, [])).unwrap();
         assert_eq!(json, serde_json::json!({"perPodRps": 800.0, "sloP99Ms": 50, "p99Ms": 9.5, "errorRate": 0.0}));
+        // Stage kafka: the fastest drain of any step (a backlog drained flat out).
+        let json = serde_json::to_value(CalibrationResult::from_capacity(&result, [390.0, 640.5, 610.0])).unwrap();
+        assert_eq!(json["drainRps"], 640.5);
     }
 
     #[test]
@@ -323,8 +335,9 @@ mod tests {
             capacity_rps: None,
             steps: vec![step(100.0, 80.0, false), step(50.0, 40.0, false)],
         };
-        let calibration = CalibrationResult::from_capacity(&result);
+        let calibration = CalibrationResult::from_capacity(&result, [f64::NAN, 0.0]);
         assert_eq!(calibration.per_pod_rps, 0.0);
+        assert_eq!(calibration.drain_rps, None, "no real drain rate, no field");
         assert_eq!(calibration.p99_ms, 40.0);
     }
 }

@@ -148,6 +148,10 @@ pub fn ready_targets(pods: &[Pod]) -> Vec<PodTarget> {
 /// write must not read again over a few milliseconds (noisy rates, a new status, a new wake-up).
 pub const READ_INTERVAL: TimeDelta = TimeDelta::seconds(15);
 
+/// A sale not observed for this long is forgotten: it was deleted, moved off observation, or
+/// the operator lost it. Its next round starts afresh (no rate from a reading this old anyway).
+pub const FORGET_AFTER: TimeDelta = TimeDelta::minutes(10);
+
 /// One sale's last round: what each pod had served, and the load computed then.
 #[derive(Debug, Clone)]
 struct Round {
@@ -184,10 +188,20 @@ impl LoadObserver {
             }
         }
         let mut last = self.lock();
+        // Deleted sales are never observed again: their rounds go once they are stale, so the
+        // map holds the sales of the last few minutes, not every sale the operator ever saw.
+        last.retain(|_, round| now - round.at < FORGET_AFTER);
         let previous = last.get(sale).map(|r| r.samples.as_slice()).unwrap_or_default();
         let load = observed_load(previous, &current);
         last.insert(sale.to_owned(), Round { samples: current, at: now, load });
         load
+    }
+
+    /// The sales with a remembered round (for tests and diagnostics).
+    pub fn remembered(&self) -> Vec<String> {
+        let mut sales: Vec<String> = self.lock().keys().cloned().collect();
+        sales.sort();
+        sales
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Round>> {
@@ -263,6 +277,18 @@ booking_bookings_total{stage="postgres",outcome="confirmed"} 1200
         assert_eq!(observer.observe("ns/sale", &pods, t0 + READ_INTERVAL + TimeDelta::seconds(1)).await, Some(load));
         // Two intervals on: pod a is read again (its script is spent: an error), so no pod has a rate.
         assert_eq!(observer.observe("ns/sale", &pods, t0 + READ_INTERVAL * 3).await, None);
+    }
+
+    #[tokio::test]
+    async fn sales_not_observed_for_a_while_are_forgotten() {
+        let script = HashMap::from([("a".to_owned(), vec![1.0; 4])]);
+        let observer = LoadObserver::new(Arc::new(Scripted(Mutex::new(script))));
+        let t0: DateTime<Utc> = "2026-12-01T18:00:00Z".parse().unwrap();
+        observer.observe("ns/deleted", &[pod("a")], t0).await;
+        observer.observe("ns/live", &[pod("a")], t0 + FORGET_AFTER - TimeDelta::seconds(1)).await;
+        assert_eq!(observer.remembered(), ["ns/deleted", "ns/live"]);
+        observer.observe("ns/live", &[pod("a")], t0 + FORGET_AFTER + READ_INTERVAL).await;
+        assert_eq!(observer.remembered(), ["ns/live"], "the deleted sale's round is dropped");
     }
 
     #[test]

@@ -161,7 +161,13 @@ mod tests {
     use crate::stage::Stage;
 
     fn run(with_job: bool) -> Run {
-        let key = CalibrationKey { stage: Stage::Redis, image: "img:1".into(), slo_p99_ms: 150, recalibrate: None };
+        let key = CalibrationKey {
+            stage: Stage::Redis,
+            image: "img:1".into(),
+            resources: "requests cpu=1; limits cpu=1".into(),
+            slo_p99_ms: 150,
+            recalibrate: None,
+        };
         Run { key, attempt: 1, with_job }
     }
 

@@ -8,16 +8,20 @@ fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
 }
 
+const POD: &str = "requests cpu=1,memory=256Mi; limits cpu=1,memory=512Mi";
+
 fn key(stage: Stage) -> CalibrationKey {
-    CalibrationKey { stage, image: "booking-app:1".into(), slo_p99_ms: 200, recalibrate: None }
+    CalibrationKey { stage, image: "booking-app:1".into(), resources: POD.into(), slo_p99_ms: 200, recalibrate: None }
 }
 
 fn record(stage: Stage, rps: f64) -> CalibrationRecord {
     CalibrationRecord {
         stage,
         image: "booking-app:1".into(),
+        resources: Some(POD.into()),
         slo_p99_ms: 200,
         per_pod_rps: rps,
+        drain_rps: None,
         measured_at: to_time(at("2026-12-01T08:00:00Z")),
         job: Some("s-cal-00000000-lg".into()),
         recalibrate: None,
@@ -32,7 +36,7 @@ fn inputs<'a>(key: &'a CalibrationKey, observation: &'a Observation) -> Inputs<'
 }
 
 fn result(rps: f64) -> CalibrationResult {
-    CalibrationResult { per_pod_rps: rps, slo_p99_ms: 200, p99_ms: 150.0, error_rate: 0.0 }
+    CalibrationResult { per_pod_rps: rps, slo_p99_ms: 200, p99_ms: 150.0, error_rate: 0.0, drain_rps: None }
 }
 
 #[test]
@@ -40,11 +44,17 @@ fn result_format_is_what_loadgen_writes() {
     let parsed =
         CalibrationResult::parse(r#"{"perPodRps":4210.5,"sloP99Ms":200,"p99Ms":183.2,"errorRate":0.001}"#, 200)
             .unwrap();
-    assert_eq!(parsed, CalibrationResult { per_pod_rps: 4210.5, slo_p99_ms: 200, p99_ms: 183.2, error_rate: 0.001 });
+    assert_eq!(
+        parsed,
+        CalibrationResult { per_pod_rps: 4210.5, slo_p99_ms: 200, p99_ms: 183.2, error_rate: 0.001, drain_rps: None }
+    );
     assert_eq!(
         serde_json::to_string(&parsed).unwrap(),
         r#"{"perPodRps":4210.5,"sloP99Ms":200,"p99Ms":183.2,"errorRate":0.001}"#
     );
+    // Stage kafka adds the drain rate of the workers behind the pod.
+    let kafka = r#"{"perPodRps":900,"sloP99Ms":200,"p99Ms":80,"errorRate":0,"drainRps":786.5}"#;
+    assert_eq!(CalibrationResult::parse(kafka, 200).unwrap().drain_rps, Some(786.5));
 }
 
 #[test]
@@ -57,7 +67,9 @@ fn loadgen_declares_the_same_fields() {
         body.contains("camelCase") || source[..start].ends_with("#[serde(rename_all = \"camelCase\")]\n"),
         "{body}"
     );
-    for field in ["pub per_pod_rps: f64", "pub slo_p99_ms: u64", "pub p99_ms: f64", "pub error_rate: f64"] {
+    for field in
+        ["pub per_pod_rps: f64", "pub slo_p99_ms: u64", "pub p99_ms: f64", "pub error_rate: f64", "pub drain_rps: Option<f64>"]
+    {
         assert!(body.contains(field), "loadgen's CalibrationResult lacks `{field}`: {body}");
     }
 }
@@ -74,6 +86,8 @@ fn doubtful_results_are_refused() {
     }
     let slow = r#"{"perPodRps":4000,"sloP99Ms":200,"p99Ms":201}"#;
     assert!(matches!(CalibrationResult::parse(slow, 200), Err(ResultError::AboveSlo { .. })));
+    let no_drain = r#"{"perPodRps":4000,"sloP99Ms":200,"p99Ms":80,"drainRps":0}"#;
+    assert!(matches!(CalibrationResult::parse(no_drain, 200), Err(ResultError::Unreadable(_))));
 }
 
 #[test]
@@ -121,12 +135,21 @@ fn a_stage_change_invalidates_the_measurement() {
 }
 
 #[test]
-fn image_or_slo_change_invalidates_the_measurement() {
+fn image_pod_size_or_slo_change_recalibrates_sizing_with_the_old_number_meanwhile() {
     let r = record(Stage::Postgres, 3100.0);
     let image = CalibrationKey { image: "booking-app:2".into(), ..key(Stage::Postgres) };
-    assert_eq!(assess(&Inputs { record: Some(&r), ..inputs(&image, &NOTHING) }).per_pod_rps, None);
+    let bigger = CalibrationKey { resources: "requests cpu=2,memory=1Gi; limits cpu=2,memory=1Gi".into(), ..key(Stage::Postgres) };
     let slo = CalibrationKey { slo_p99_ms: 50, ..key(Stage::Postgres) };
-    assert_eq!(assess(&Inputs { record: Some(&r), ..inputs(&slo, &NOTHING) }).per_pod_rps, None);
+    for k in [image, bigger, slo] {
+        let a = assess(&Inputs { record: Some(&r), ..inputs(&k, &NOTHING) });
+        assert_eq!((a.per_pod_rps, a.calibrated, a.reason), (Some(3100.0), false, "Calibrating"), "{k:?}");
+        assert!(a.run.is_some(), "{k:?} measures again");
+        assert!(a.message.contains("sized meanwhile with the previous measurement"), "{}", a.message);
+        assert!(!k.same_pod(&r), "{k:?}");
+    }
+    // A record from before pod sizes were recorded is measured again.
+    let legacy = CalibrationRecord { resources: None, ..r };
+    assert!(!key(Stage::Postgres).same_pod(&legacy));
 }
 
 #[test]
@@ -222,7 +245,8 @@ fn digest_is_stable_and_tells_keys_apart() {
     assert_eq!(k.digest(), k.clone().digest());
     assert_eq!(k.digest().len(), 8);
     // Pinned: a new operator build must find the objects an older one created.
-    assert_eq!(k.digest(), "f047d4fa");
+    assert_eq!(k.digest(), "c4c6b0a8");
     assert_ne!(k.digest(), key(Stage::Redis).digest());
     assert_ne!(k.digest(), CalibrationKey { recalibrate: Some("x".into()), ..k.clone() }.digest());
+    assert_ne!(k.digest(), CalibrationKey { resources: "requests cpu=2".into(), ..k.clone() }.digest());
 }

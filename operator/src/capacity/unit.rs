@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use super::{
     whole, ConnectionPlan, ConnectionRequest, DEFAULT_PARTITIONS, ReplicaPlan, SizingLimit, kafka_partitions, plan_connections,
 };
+use super::queue::QueuePlan;
 use crate::stage::Stage;
 
 /// Pool each pod asks for when the spec does not pin one. Stage postgres holds a connection
@@ -69,7 +70,7 @@ pub fn derive(request: &DerivedRequest) -> Derived {
 }
 
 /// The unit-capacity table: one measured pod, multiplied out to the target.
-pub fn table(stage: Stage, api: &ReplicaPlan, workers: Option<&ReplicaPlan>, derived: &Derived) -> String {
+pub fn table(stage: Stage, api: &ReplicaPlan, queue: Option<&QueuePlan>, derived: &Derived) -> String {
     let mut out = String::new();
     let util = api.utilization * 100.0;
     let per_pod_planned = api.per_pod_rps * api.utilization;
@@ -97,14 +98,13 @@ pub fn table(stage: Stage, api: &ReplicaPlan, workers: Option<&ReplicaPlan>, der
         whole(api.planned_rps()).to_string(),
         format!("rps planned, {} rps flat out", whole(api.saturation_rps())),
     );
-    match (stage.has_worker(), workers) {
+    match (stage.has_worker(), queue) {
         (false, _) => row("workers", "-".into(), format!("stage {stage} decides in the API pods")),
-        (true, Some(w)) => row(
-            "workers",
-            w.replicas.to_string(),
-            format!("ceil({} / ({} x {:.2})) from the measured drain rate", w.target_rps, w.per_pod_rps, w.utilization),
-        ),
-        (true, None) => row("workers", "1".into(), "drain rate not measured (--worker-rps): one worker".into()),
+        (true, Some(q)) => row("workers", q.workers.to_string(), q.message()),
+        (true, None) if stage.uses_kafka() => {
+            row("workers", "1".into(), "drain rate not measured (--drain-rps): one worker".into());
+        }
+        (true, None) => row("workers", "1".into(), "one write-behind syncer".into()),
     }
     let c = &derived.connections;
     row("DB pool per pod", c.pool.to_string(), c.message());

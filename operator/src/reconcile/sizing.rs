@@ -38,8 +38,12 @@ pub struct Sizing {
     /// Carried into status: the last measurement, and the calibration under way.
     pub calibration: Option<CalibrationRecord>,
     pub calibration_attempt: Option<CalibrationAttempt>,
-    /// The measurement valid for the current stage, image and SLO.
+    /// The measurement valid for the current stage, image, pod size and SLO.
     pub measured_per_pod_rps: Option<f64>,
+    /// Stage kafka: the drain rate of that measurement.
+    pub measured_drain_rps: Option<f64>,
+    /// Stage kafka: what the queue does at the target (status.sizing.queue).
+    pub queue: Option<String>,
     /// Calibration objects to keep applied this pass.
     pub calibration_run: Option<Run>,
     /// Load read from the API pods (`--observe-load`).
@@ -50,7 +54,8 @@ pub struct Sizing {
 pub fn decide(sale: &Sale, status: &FlashSaleStatus, inputs: &Inputs) -> Sizing {
     let s = scaling::decide(sale, status, inputs);
     let key = scaling::calibration_key(sale, inputs.recalibrate.clone());
-    let measured_per_pod_rps = s.calibration.record.as_ref().filter(|r| key.same_pod(r)).map(|r| r.per_pod_rps);
+    let measured = s.calibration.record.as_ref().filter(|r| key.same_pod(r));
+    let (measured_per_pod_rps, measured_drain_rps) = (measured.map(|r| r.per_pod_rps), measured.and_then(|r| r.drain_rps));
     let to_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     Sizing {
         booking_replicas: to_i32(s.booking_replicas),
@@ -69,6 +74,8 @@ pub fn decide(sale: &Sale, status: &FlashSaleStatus, inputs: &Inputs) -> Sizing 
         calibration: s.calibration.record,
         calibration_attempt: s.calibration.attempt,
         measured_per_pod_rps,
+        measured_drain_rps,
+        queue: s.queue.map(|q| q.message()),
         calibration_run: s.calibration.run,
         observed: s.observed,
     }

@@ -68,6 +68,7 @@ pub fn compute(previous: &FlashSaleStatus, sale: &Sale, plan: &StagePlan, sizing
         desired_replicas: sizing.booking_replicas,
         per_pod_rps: sizing.per_pod_rps,
         measured_per_pod_rps: sizing.measured_per_pod_rps,
+        measured_drain_rps: sizing.measured_drain_rps,
         calibration: sizing.calibration.clone(),
         calibration_attempt: sizing.calibration_attempt.clone(),
         // Whole rps: finer digits would rewrite the status on every reading for nothing.
@@ -77,6 +78,7 @@ pub fn compute(previous: &FlashSaleStatus, sale: &Sale, plan: &StagePlan, sizing
             reason: sizing.reason.clone(),
             message: sizing.message.clone(),
             planned_rps: sizing.planned_rps.map(f64::round),
+            queue: sizing.queue.clone(),
             last_scale_time,
         }),
         endpoint: Some(booking_app::endpoint(sale)),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements, Service, ServicePort, ServiceSpec,
     Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -72,13 +72,24 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
     vars
 }
 
+/// Requests and limits of an API pod: the spec's, else 1 CPU (request = limit, so calibration
+/// measures a pod of exactly this size).
+pub fn api_resources(given: Option<&ResourceRequirements>) -> ResourceRequirements {
+    resources(given, ("1", "256Mi"), ("1", "512Mi"))
+}
+
+/// Requests and limits of a worker (or drain) pod: the spec's, else the same as an API pod.
+pub fn worker_resources(given: Option<&ResourceRequirements>) -> ResourceRequirements {
+    resources(given, ("1", "256Mi"), ("1", "512Mi"))
+}
+
 /// A booking-app container running `args`; probes only for long-running ones.
 pub fn container(sale: &Sale, stage: Stage, sizing: &Sizing, args: Vec<String>, probes: bool) -> Container {
     let spec = &sale.spec.booking_app;
-    let given = if args.first().map(String::as_str) == Some(contract::CMD_SERVE) {
-        spec.resources.as_ref()
+    let resources = if args.first().map(String::as_str) == Some(contract::CMD_SERVE) {
+        api_resources(spec.resources.as_ref())
     } else {
-        spec.worker.resources.as_ref()
+        worker_resources(spec.worker.resources.as_ref())
     };
     // `serve` answers /readyz once its stores do; a standalone worker serves only /healthz.
     let readiness_path = if args.first().map(String::as_str) == Some(contract::CMD_SERVE) {
@@ -109,7 +120,7 @@ pub fn container(sale: &Sale, stage: Stage, sizing: &Sizing, args: Vec<String>, 
         // Migrations run before the server listens: give start-up a minute before liveness counts.
         startup_probe: probes.then(|| http_probe(contract::HEALTHZ_PATH, contract::HTTP_PORT_NAME, 2, 30)),
         // CPU request = limit: calibration measures a pod of exactly this size.
-        resources: Some(resources(given, ("1", "256Mi"), ("1", "512Mi"))),
+        resources: Some(resources),
         security_context: Some(container_security(true)),
         volume_mounts: Some(vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() }]),
         ..Container::default()
