@@ -27,62 +27,13 @@ APP_PORT=18181
 WORKER_PORT=18182
 BARE_PORT=18190
 
-WORK="$(mktemp -d)"
+# shellcheck source=local-app.sh
+. "$REPO_ROOT/hack/local-app.sh"
+local_app_begin bench "$APP_PORT" "$WORKER_PORT" "$BARE_PORT"
 RESULTS="$WORK/results.jsonl"
-PIDS=()
 PROFILER=
-declare -A PID_OF
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-for port in $APP_PORT $WORKER_PORT $BARE_PORT; do
-  port_busy "$port" && die "port $port is busy ($(port_owner "$port")): another bench running?"
-done
-
-"$REPO_ROOT/hack/services.sh" up
-# shellcheck disable=SC1091
-. "$REPO_ROOT/hack/.services.env"
-
-log "building booking-app (release)"
-(cd "$REPO_ROOT" && cargo build --release --quiet -p booking-app --bin booking-app)
-BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/booking-app"
-"$BIN" migrate >/dev/null 2>&1 || "$BIN" migrate
-# Unique names per run, so no earlier test's backlog or keys are in the measurement.
-RUN_ID="bench-$(date +%s)"
-
-# ---------------------------------------------------------------- processes
-
-# start NAME URL CMD...: runs CMD in the background (log in $WORK/NAME.log) and waits until URL
-# answers.
-start() {
-  local name="$1" url="$2"; shift 2
-  ("$@") >>"$WORK/$name.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  PID_OF[$name]=$pid
-  ( wait_until 60 "$name" "$pid" curl -fsS -o /dev/null "$url" ) || { tail -20 "$WORK/$name.log" >&2; exit 1; }
-}
-
-# stop NAME: SIGTERM and wait.
-stop() {
-  local pid="${PID_OF[$1]}"
-  kill "$pid" 2>/dev/null || true
-  wait_gone 30 "$pid" || die "$1 (pid $pid) did not stop"
-}
-
-# app_env STAGE PORT CMD...: runs CMD (exec, so the PID is CMD's) with booking-app's settings,
-# listening on PORT (the API for serve, /healthz for worker).
-app_env() {
-  local stage="$1" port="$2"; shift 2
-  exec env STAGE="$stage" LISTEN_ADDR="127.0.0.1:$port" DB_POOL_SIZE="$BENCH_CONCURRENCY" RUN_WORKER=false \
-    REDIS_KEY_PREFIX="$RUN_ID" KAFKA_TOPIC="$RUN_ID" KAFKA_CONSUMER_GROUP="$RUN_ID-workers" \
-    LOG_FORMAT=text RUST_LOG=warn "$@"
-}
+# Every booking-app of the bench gets a pool as large as the load's concurrency.
+APP_ENV=(DB_POOL_SIZE="$BENCH_CONCURRENCY")
 
 APP_READY="http://127.0.0.1:$APP_PORT/readyz"
 WORKER_READY="http://127.0.0.1:$WORKER_PORT/healthz"

@@ -4,7 +4,8 @@
 # stage worker as a separate process as the operator runs it, and
 # `booking-app loadgen --find-capacity` finds the highest rate it serves within the p99 SLO. loadgen
 # writes the same CalibrationResult JSON a calibration Job writes to its termination message; the
-# table shows it and the sizing the operator would derive (`flashsale-operator plan`).
+# table shows it and the sizing the operator would derive (`flashsale-operator plan`), and at
+# stage kafka the worker's drain rate and what the queue does at the target.
 #
 # Knobs (environment): CALIBRATE_STAGES ("postgres redis kafka"), CALIBRATE_SLO_P99_MS (200, the
 # CRD's default), CALIBRATE_TARGET_RPS (50000), CALIBRATE_UTILIZATION (0.7), CALIBRATE_DURATION
@@ -23,72 +24,26 @@ APP_PORT=18281
 WORKER_PORT=18282
 
 command -v jq >/dev/null || apt_install jq
-for port in $APP_PORT $WORKER_PORT; do
-  port_busy "$port" && die "port $port is busy ($(port_owner "$port")): another calibration running?"
-done
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait_gone 30 "${PIDS[@]}" || log "some booking-app processes did not stop: ${PIDS[*]}"
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$REPO_ROOT/hack/services.sh" up
-# shellcheck disable=SC1091
-. "$REPO_ROOT/hack/.services.env"
-
-# A debug build would measure the debug build: the app is built for release. `plan` only does
-# arithmetic, so the operator's debug build (warm from the tests) serves.
-log "building booking-app (release) and flashsale-operator"
-(cd "$REPO_ROOT" && cargo build --release --quiet -p booking-app --bin booking-app)
+# shellcheck source=local-app.sh
+. "$REPO_ROOT/hack/local-app.sh"
+local_app_begin calibrate "$APP_PORT" "$WORKER_PORT"
+# `plan` only does arithmetic, so the operator's debug build (warm from the tests) serves.
 (cd "$REPO_ROOT" && cargo build --quiet -p flashsale-operator --bin flashsale-operator)
-TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
-BIN="$TARGET_DIR/release/booking-app"
-OPERATOR="$TARGET_DIR/debug/flashsale-operator"
-"$BIN" migrate >/dev/null
-# Unique names per run, so no earlier run's backlog or keys are measured.
-RUN_ID="calibrate-$(date +%s)"
+OPERATOR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/flashsale-operator"
 
 # The server is pinned like a 1-CPU pod (where taskset exists); the worker and loadgen are not.
 PIN=()
 if [[ -n "$CPU" ]] && command -v taskset >/dev/null; then PIN=(taskset -c "$CPU"); fi
 
-# start NAME PORT PATH CMD...: CMD in the background (log in $WORK/NAME.log), ready once PATH
-# answers on PORT; its PID is left in STARTED.
-start() {
-  local name="$1" port="$2" path="$3"; shift 3
-  ("$@") >>"$WORK/$name.log" 2>&1 &
-  STARTED=$!
-  PIDS+=("$STARTED")
-  ( wait_until 60 "$name" "$STARTED" curl -fsS -o /dev/null "http://127.0.0.1:$port$path" ) ||
-    { tail -20 "$WORK/$name.log" >&2; exit 1; }
-}
-
-stop() {
-  kill "$@" 2>/dev/null || true
-  wait_gone 30 "$@" || die "booking-app $* did not stop"
-}
-
-# app_env STAGE PORT CMD...: exec CMD (so it keeps the caller's PID) with the settings the operator
-# gives a booking-app pod of STAGE (operator/src/contract.rs).
-app_env() {
-  local stage="$1" port="$2"; shift 2
-  exec env STAGE="$stage" LISTEN_ADDR="127.0.0.1:$port" RUN_WORKER=false LOG_FORMAT=text RUST_LOG=warn \
-    REDIS_KEY_PREFIX="$RUN_ID" KAFKA_TOPIC="$RUN_ID" "$@"
-}
-
-printf '%-9s %14s %10s %10s   %s\n' stage perPodRps p99_ms errors "replicas for $TARGET_RPS rps at $UTILIZATION" >"$WORK/table"
+printf '%-9s %14s %10s %10s %10s   %s\n' stage perPodRps p99_ms errors drainRps "replicas for $TARGET_RPS rps at $UTILIZATION" >"$WORK/table"
+: >"$WORK/queues"
 for stage in $STAGES; do
   log "stage $stage: one booking-app${CPU:+ on CPU $CPU}, loadgen --find-capacity (p99 <= ${SLO_P99_MS} ms)"
-  start "app-$stage" "$APP_PORT" /readyz app_env "$stage" "$APP_PORT" "${PIN[@]}" "$BIN" serve
-  pids=("$STARTED")
+  start "app-$stage" "http://127.0.0.1:$APP_PORT/readyz" app_env "$stage" "$APP_PORT" "${PIN[@]}" "$BIN" serve
+  started=("app-$stage")
   if [[ "$stage" != postgres ]]; then
-    start "worker-$stage" "$WORKER_PORT" /healthz app_env "$stage" "$WORKER_PORT" "$BIN" worker
-    pids+=("$STARTED")
+    start "worker-$stage" "http://127.0.0.1:$WORKER_PORT/healthz" app_env "$stage" "$WORKER_PORT" "$BIN" worker
+    started+=("worker-$stage")
   fi
   result="$WORK/$stage.json"
   set +e
@@ -97,7 +52,7 @@ for stage in $STAGES; do
     sed -u "s/^/  [$stage] /" >&2
   rc=${PIPESTATUS[0]}
   set -e
-  stop "${pids[@]}"
+  stop "${started[@]}"
   if [[ ! -s "$result" ]]; then
     die "stage $stage: loadgen exited $rc without a result (see the lines above)"
   fi
@@ -105,17 +60,28 @@ for stage in $STAGES; do
   if [[ "$rc" == 3 ]] || ! awk -v r="$per_pod" 'BEGIN { exit !(r > 0) }'; then
     replicas="no rate met the SLO: the operator would report CalibrationFailed and retry"
   else
-    replicas=$("$OPERATOR" plan --target-rps "$TARGET_RPS" --per-pod-rps "$per_pod" \
-      --utilization "$UTILIZATION" --stage "$stage" | awk '/booking-app instances/ { print $3 }')
+    # Stage kafka: the drain rate of the worker behind the pod plans the queue, as in status.
+    drain=$(jq -r '.drainRps // empty' "$result")
+    plan=$("$OPERATOR" plan --target-rps "$TARGET_RPS" --per-pod-rps "$per_pod" \
+      --utilization "$UTILIZATION" --stage "$stage" ${drain:+--drain-rps "$drain"})
+    replicas=$(awk '/booking-app instances/ { print $3 }' <<<"$plan")
+    if [[ -n "$drain" ]]; then
+      echo "$stage: $(awk '$1 == "workers" { $1 = ""; $2 = ""; sub(/^ +/, ""); print }' <<<"$plan")" >>"$WORK/queues"
+    fi
   fi
   jq -r --arg stage "$stage" --arg replicas "$replicas" \
-    '[$stage, (.perPodRps | floor), .p99Ms, .errorRate, $replicas] | @tsv' "$result" |
-    awk -F'\t' '{ printf "%-9s %14s %10.2f %10.4f   %s\n", $1, $2, $3, $4, $5 }' >>"$WORK/table"
+    '[$stage, (.perPodRps | floor), .p99Ms, .errorRate, (.drainRps // "-" | if type == "number" then floor else . end), $replicas] | @tsv' "$result" |
+    awk -F'\t' '{ printf "%-9s %14s %10.2f %10.4f %10s   %s\n", $1, $2, $3, $4, $5, $6 }' >>"$WORK/table"
   log "stage $stage: $(cat "$result")"
 done
 
 echo
-echo "What a FlashSale calibration would record (status.measuredPerPodRps) on this machine:"
+echo "What a FlashSale calibration would record (status.measuredPerPodRps, measuredDrainRps) on this machine:"
 cat "$WORK/table"
+if [[ -s "$WORK/queues" ]]; then
+  echo
+  echo "The queue at $TARGET_RPS rps (status.sizing.queue):"
+  cat "$WORK/queues"
+fi
 echo
 echo "The full plan for a stage: $OPERATOR plan --target-rps N --per-pod-rps <perPodRps> --stage <stage>"

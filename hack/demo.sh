@@ -8,7 +8,6 @@
 # Knobs (environment): STAGE (redis), DEMO_TICKETS (5000), DEMO_PER_USER_LIMIT (4),
 # DEMO_USERS (20000), DEMO_CONCURRENCY (32), DEMO_DURATION (10s), DEMO_PORT (18080).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
-# shellcheck disable=SC2317  # cleanup and app_env run through trap and start
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STAGE="${STAGE:-redis}"
@@ -21,50 +20,15 @@ APP_PORT="${DEMO_PORT:-18080}"
 WORKER_PORT=$((APP_PORT + 1))
 
 case "$STAGE" in postgres | redis | kafka) ;; *) die "STAGE must be postgres, redis or kafka (got '$STAGE')" ;; esac
-for port in $APP_PORT $WORKER_PORT; do
-  port_busy "$port" && die "port $port is busy ($(port_owner "$port")): another demo running? (DEMO_PORT=...)"
-done
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  ((${#PIDS[@]})) && { wait_gone 30 "${PIDS[@]}" || log "some processes did not stop: ${PIDS[*]}"; }
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$REPO_ROOT/hack/services.sh" up
-# shellcheck disable=SC1091
-. "$REPO_ROOT/hack/.services.env"
-
-log "building booking-app (release)"
-(cd "$REPO_ROOT" && cargo build --release --quiet -p booking-app --bin booking-app)
-BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/booking-app"
-RUN_ID="demo-$(date +%s)"
-
-# start NAME URL CMD...: CMD in the background (log in $WORK/NAME.log), ready once URL answers.
-start() {
-  local name="$1" url="$2"; shift 2
-  ("$@") >>"$WORK/$name.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  ( wait_until 60 "$name" "$pid" curl -fsS -o /dev/null "$url" ) || { tail -20 "$WORK/$name.log" >&2; exit 1; }
-}
-
-# app_env PORT CMD...: CMD with the settings the operator gives a pod of this stage.
-app_env() {
-  local port="$1"; shift
-  exec env STAGE="$STAGE" LISTEN_ADDR="127.0.0.1:$port" RUN_WORKER=false LOG_FORMAT=text RUST_LOG=warn \
-    REDIS_KEY_PREFIX="$RUN_ID" KAFKA_TOPIC="$RUN_ID" KAFKA_CONSUMER_GROUP="$RUN_ID-workers" "$@"
-}
+# shellcheck source=local-app.sh
+. "$REPO_ROOT/hack/local-app.sh"
+local_app_begin demo "$APP_PORT" "$WORKER_PORT"
 
 log "stage $STAGE: booking-app on 127.0.0.1:$APP_PORT"
-start "booking-app" "http://127.0.0.1:$APP_PORT/readyz" app_env "$APP_PORT" "$BIN" serve
+start "booking-app" "http://127.0.0.1:$APP_PORT/readyz" app_env "$STAGE" "$APP_PORT" "$BIN" serve
 if [[ "$STAGE" != postgres ]]; then
   log "stage $STAGE: its worker (/healthz on 127.0.0.1:$WORKER_PORT)"
-  start "worker" "http://127.0.0.1:$WORKER_PORT/healthz" app_env "$WORKER_PORT" "$BIN" worker
+  start "worker" "http://127.0.0.1:$WORKER_PORT/healthz" app_env "$STAGE" "$WORKER_PORT" "$BIN" worker
 fi
 
 log "the sale: $TICKETS tickets, at most $PER_USER_LIMIT per user, $USERS users, $CONCURRENCY clients for $DURATION"

@@ -96,13 +96,13 @@ async fn the_check_flags_tickets_sold_behind_its_back() {
     assert!(report.violations.contains(&Violation::Oversold { tickets: 10, sold: 12 }), "{report}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn find_capacity_writes_the_operators_termination_message() {
-    let app = TestApp::spawn(Stage::Postgres).await;
+/// `loadgen --find-capacity` against `stage` with a generous SLO and a low ceiling (the search
+/// ends at --max-rate in three short steps); returns the termination message it wrote.
+async fn find_capacity_termination_message(stage: Stage) -> (CalibrationResult, Vec<String>) {
+    let app = TestApp::spawn(stage).await;
     let dir = std::env::temp_dir().join(format!("loadgen-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("termination-log");
-    // A generous SLO and a low ceiling: the search ends at --max-rate in three short steps.
     let a = args(
         &app,
         &[
@@ -112,14 +112,29 @@ async fn find_capacity_writes_the_operators_termination_message() {
     );
     booking_app::loadgen::run(a).await.unwrap();
     let message = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_dir_all(dir).ok();
     let calibration: CalibrationResult = serde_json::from_str(&message).unwrap();
     assert_eq!(calibration.slo_p99_ms, 10_000);
     assert!(calibration.per_pod_rps > 0.0 && calibration.per_pod_rps <= 200.0, "{message}");
     let fields: serde_json::Value = serde_json::from_str(&message).unwrap();
     let mut keys: Vec<_> = fields.as_object().unwrap().keys().cloned().collect();
     keys.sort();
-    assert_eq!(keys, ["errorRate", "p99Ms", "perPodRps", "sloP99Ms"]);
-    std::fs::remove_dir_all(dir).ok();
+    (calibration, keys)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn find_capacity_writes_the_operators_termination_message() {
+    let (_, keys) = find_capacity_termination_message(Stage::Postgres).await;
+    assert_eq!(keys, ["errorRate", "p99Ms", "perPodRps", "sloP99Ms"], "nothing is queued: no drain rate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn find_capacity_at_stage_kafka_also_measures_the_drain_rate() {
+    let (calibration, keys) = find_capacity_termination_message(Stage::Kafka).await;
+    assert_eq!(keys, ["drainRps", "errorRate", "p99Ms", "perPodRps", "sloP99Ms"]);
+    let drain = calibration.drain_rps.unwrap();
+    // The worker decided every queued request of some step: a real, positive rate.
+    assert!(drain.is_finite() && drain > 0.0, "{calibration:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

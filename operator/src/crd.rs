@@ -14,6 +14,28 @@ pub use status::{CalibrationAttempt, CalibrationRecord, FlashSaleStatus, Phase, 
 
 mod status;
 
+/// schemars writes Rust's unsigned types as `format: uint32` (etc.), which the API server does
+/// not know and warns about on every apply. Kubernetes knows `int32` and `int64`: an unsigned
+/// field becomes `int64` with the type's bounds (schemars already sets `minimum: 0`), so the
+/// API server refuses what the operator could not read. Applied to the spec's and the status's
+/// schemas, recursively.
+pub fn kubernetes_integer_formats(schema: &mut schemars::Schema) {
+    if let Some(object) = schema.as_object_mut() {
+        let maximum = match object.get("format").and_then(serde_json::Value::as_str) {
+            Some("uint8") => Some(u64::from(u8::MAX)),
+            Some("uint16") => Some(u64::from(u16::MAX)),
+            Some("uint32") => Some(u64::from(u32::MAX)),
+            Some("uint64" | "uint") => Some(i64::MAX.unsigned_abs()),
+            _ => None,
+        };
+        if let Some(maximum) = maximum {
+            object.insert("format".into(), "int64".into());
+            object.entry("maximum").or_insert_with(|| maximum.into());
+        }
+    }
+    schemars::transform::transform_subschemas(&mut kubernetes_integer_formats, schema);
+}
+
 /// A flash sale: one event sold at a target request rate, served by the booking system at `stage`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -37,6 +59,7 @@ mod status;
         .message("metadata.name must be a DNS label of at most 40 characters starting with a letter: it prefixes the names of the sale's Services and StatefulSets")
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = kubernetes_integer_formats)]
 pub struct FlashSaleSpec {
     /// Which inventory stage serves the sale: postgres (row locking), redis (Lua counter with
     /// write-behind to Postgres) or kafka (queue, decided by workers). Changing it on a live sale
@@ -257,74 +280,89 @@ fn default_secret_key() -> String {
     "url".into()
 }
 
+/// A store the operator deploys in the cluster: a one-replica StatefulSet with a data volume.
+/// Flattened into `PostgresSpec`, `RedisSpec` and `KafkaSpec`, so each reads `postgres.image`,
+/// `redis.storage`, … while the fields and their rules are written once.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct InClusterStore {
+    /// Image of the in-cluster store (default: postgres:17, redis:7.4, apache/kafka:4.1.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Size of the data volume (default: postgres 10Gi, redis 2Gi, kafka 10Gi); fixed once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+    /// StorageClass of the data volume (default: the cluster's); fixed once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Requests and limits of the store's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl InClusterStore {
+    /// Any in-cluster setting given (which `external` excludes).
+    pub fn is_set(&self) -> bool {
+        self != &Self::default()
+    }
+}
+
+/// The CEL rule of each store: `external` or in-cluster settings, not both.
+macro_rules! external_or_in_cluster {
+    ($store:literal, $managed:literal) => {
+        concat!(
+            $store,
+            ": use either external (",
+            $managed,
+            ") or in-cluster settings (image, storage, storageClassName, resources), not both"
+        )
+    };
+}
+const EXTERNAL_OR_IN_CLUSTER: &str =
+    "!has(self.external) || !(has(self.image) || has(self.storage) || has(self.storageClassName) || has(self.resources))";
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     cel,
-    validation = Rule::new("!has(self.external) || !(has(self.image) || has(self.storage) || has(self.storageClassName) || has(self.resources))")
-        .message("postgres: use either external (a managed database) or in-cluster settings (image, storage, storageClassName, resources), not both")
+    validation = Rule::new(EXTERNAL_OR_IN_CLUSTER).message(external_or_in_cluster!("postgres", "a managed database"))
 )]
 pub struct PostgresSpec {
     /// Use this database instead of deploying one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalStore>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
-    pub image: Option<String>,
-    /// Size of the data volume (default 10Gi).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<Quantity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    #[serde(flatten)]
+    pub in_cluster: InClusterStore,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     cel,
-    validation = Rule::new("!has(self.external) || !(has(self.image) || has(self.storage) || has(self.storageClassName) || has(self.resources))")
-        .message("redis: use either external (a managed Redis) or in-cluster settings (image, storage, storageClassName, resources), not both")
+    validation = Rule::new(EXTERNAL_OR_IN_CLUSTER).message(external_or_in_cluster!("redis", "a managed Redis"))
 )]
 pub struct RedisSpec {
     /// Use this Redis instead of deploying one. It must persist with AOF `appendfsync always`
     /// or a crash can lose bookings the client was told are confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalStore>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
-    pub image: Option<String>,
-    /// Size of the AOF volume (default 2Gi).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<Quantity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    #[serde(flatten)]
+    pub in_cluster: InClusterStore,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     cel,
-    validation = Rule::new("!has(self.external) || !(has(self.image) || has(self.storage) || has(self.storageClassName) || has(self.resources))")
-        .message("kafka: use either external (a managed cluster) or in-cluster settings (image, storage, storageClassName, resources), not both")
+    validation = Rule::new(EXTERNAL_OR_IN_CLUSTER).message(external_or_in_cluster!("kafka", "a managed cluster"))
 )]
 pub struct KafkaSpec {
     /// Use these brokers instead of deploying one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalStore>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
-    pub image: Option<String>,
-    /// Size of the log volume (default 10Gi).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<Quantity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    #[serde(flatten)]
+    pub in_cluster: InClusterStore,
     /// Topic the booking requests go to (default: the sale's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 249))]

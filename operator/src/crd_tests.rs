@@ -82,12 +82,12 @@ fn a_zero_per_pod_rps_is_refused() {
 fn external_and_in_cluster_store_settings_together_are_refused() {
     let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).external_postgres("pg", "url").build();
     assert_eq!(refusal(&fs), "");
-    fs.spec.postgres.storage = Some(Quantity("5Gi".into()));
+    fs.spec.postgres.in_cluster.storage = Some(Quantity("5Gi".into()));
     assert!(refusal(&fs).contains("postgres: use either external"), "{}", refusal(&fs));
 
     let mut fs = valid();
     fs.spec.redis.external = Some(ExternalStore { secret_ref: SecretKeyRef { name: "r".into(), key: "url".into() } });
-    fs.spec.redis.image = Some("redis:7".into());
+    fs.spec.redis.in_cluster.image = Some("redis:7".into());
     assert!(refusal(&fs).contains("redis: use either external"), "{}", refusal(&fs));
 }
 
@@ -112,4 +112,34 @@ fn a_bad_topic_name_is_refused() {
     let mut fs = valid();
     fs.spec.kafka.topic = Some("bookings/2026".into());
     assert!(refusal(&fs).contains("kafka.topic"), "{}", refusal(&fs));
+}
+
+/// Every `format` in the schema is one the API server knows (an unknown one is a warning on
+/// every apply), and unsigned fields keep their bounds.
+#[test]
+fn the_schema_uses_only_formats_kubernetes_knows() {
+    use kube::CustomResourceExt;
+    fn formats(value: &serde_json::Value, path: &str, out: &mut Vec<(String, String)>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(format)) = map.get("format") {
+                    out.push((path.to_owned(), format.clone()));
+                }
+                for (key, child) in map {
+                    formats(child, &format!("{path}.{key}"), out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|child| formats(child, path, out)),
+            _ => {}
+        }
+    }
+    let crd = serde_json::to_value(FlashSale::crd()).unwrap();
+    let mut found = Vec::new();
+    formats(&crd, "", &mut found);
+    let known = ["int32", "int64", "double", "float", "date-time", "byte", "int-or-string"];
+    let unknown: Vec<_> = found.iter().filter(|(_, f)| !known.contains(&f.as_str())).collect();
+    assert!(unknown.is_empty(), "formats the API server does not know: {unknown:?}");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    assert_eq!(spec["targetRps"]["format"], "int64");
+    assert_eq!((spec["targetRps"]["minimum"].as_f64(), spec["targetRps"]["maximum"].as_f64()), (Some(1.0), Some(f64::from(u32::MAX))));
 }

@@ -152,7 +152,7 @@ async fn invalid_sales_are_refused_by_the_api_server_with_the_cel_message() {
         }), "window.endsAt must be after window.startsAt"),
         ("both", Box::new(|fs| {
             fs.spec.postgres.external = Some(flashsale_operator::crd::ExternalStore { secret_ref: flashsale_operator::crd::SecretKeyRef { name: "pg".into(), key: "url".into() } });
-            fs.spec.postgres.storage = Some(Quantity("1Gi".into()));
+            fs.spec.postgres.in_cluster.storage = Some(Quantity("1Gi".into()));
         }), "postgres: use either external"),
         ("port", Box::new(|fs| fs.spec.booking_app.service.node_port = Some(30080)), "nodePort needs type NodePort or LoadBalancer"),
     ];

@@ -29,6 +29,7 @@ pub enum Phase {
 /// calibration record and the serving stage, which are carried over until replaced.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::kubernetes_integer_formats)]
 pub struct FlashSaleStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,

@@ -105,24 +105,9 @@ pub fn validate(fs: &FlashSale, defaults: &Defaults) -> Result<Sale> {
     if spec.capacity.per_pod_rps.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         return Err(Error::InvalidSpec("capacity.perPodRps must be a positive number".into()));
     }
-    let postgres = store("postgres", &spec.postgres.external, || InCluster {
-        image: spec.postgres.image.clone().unwrap_or_else(|| DEFAULT_POSTGRES_IMAGE.into()),
-        storage: spec.postgres.storage.clone().unwrap_or_else(|| Quantity("10Gi".into())),
-        storage_class_name: spec.postgres.storage_class_name.clone(),
-        resources: spec.postgres.resources.clone(),
-    }, spec.postgres.image.is_some() || spec.postgres.storage.is_some() || spec.postgres.storage_class_name.is_some() || spec.postgres.resources.is_some())?;
-    let redis = store("redis", &spec.redis.external, || InCluster {
-        image: spec.redis.image.clone().unwrap_or_else(|| DEFAULT_REDIS_IMAGE.into()),
-        storage: spec.redis.storage.clone().unwrap_or_else(|| Quantity("2Gi".into())),
-        storage_class_name: spec.redis.storage_class_name.clone(),
-        resources: spec.redis.resources.clone(),
-    }, spec.redis.image.is_some() || spec.redis.storage.is_some() || spec.redis.storage_class_name.is_some() || spec.redis.resources.is_some())?;
-    let kafka = store("kafka", &spec.kafka.external, || InCluster {
-        image: spec.kafka.image.clone().unwrap_or_else(|| DEFAULT_KAFKA_IMAGE.into()),
-        storage: spec.kafka.storage.clone().unwrap_or_else(|| Quantity("10Gi".into())),
-        storage_class_name: spec.kafka.storage_class_name.clone(),
-        resources: spec.kafka.resources.clone(),
-    }, spec.kafka.image.is_some() || spec.kafka.storage.is_some() || spec.kafka.storage_class_name.is_some() || spec.kafka.resources.is_some())?;
+    let postgres = store("postgres", spec.postgres.external.as_ref(), &spec.postgres.in_cluster, DEFAULT_POSTGRES_IMAGE, "10Gi")?;
+    let redis = store("redis", spec.redis.external.as_ref(), &spec.redis.in_cluster, DEFAULT_REDIS_IMAGE, "2Gi")?;
+    let kafka = store("kafka", spec.kafka.external.as_ref(), &spec.kafka.in_cluster, DEFAULT_KAFKA_IMAGE, "10Gi")?;
     for (what, store) in [("postgres", &postgres), ("redis", &redis), ("kafka", &kafka)] {
         if let Store::InCluster(c) = store {
             check_quantity(&format!("{what}.storage"), &c.storage)?;
@@ -151,13 +136,25 @@ pub fn validate(fs: &FlashSale, defaults: &Defaults) -> Result<Sale> {
     })
 }
 
-fn store(what: &str, external: &Option<crate::crd::ExternalStore>, in_cluster: impl FnOnce() -> InCluster, has_in_cluster_settings: bool) -> Result<Store> {
+/// The store as the spec asks for it: external, or in the cluster with the defaults filled in.
+fn store(
+    what: &str,
+    external: Option<&crate::crd::ExternalStore>,
+    settings: &crate::crd::InClusterStore,
+    default_image: &str,
+    default_storage: &str,
+) -> Result<Store> {
     match external {
-        Some(_) if has_in_cluster_settings => Err(Error::InvalidSpec(format!(
-            "{what}: use either external or in-cluster settings, not both"
-        ))),
+        Some(_) if settings.is_set() => {
+            Err(Error::InvalidSpec(format!("{what}: use either external or in-cluster settings, not both")))
+        }
         Some(ext) => Ok(Store::External(ext.secret_ref.clone())),
-        None => Ok(Store::InCluster(in_cluster())),
+        None => Ok(Store::InCluster(InCluster {
+            image: settings.image.clone().unwrap_or_else(|| default_image.into()),
+            storage: settings.storage.clone().unwrap_or_else(|| Quantity(default_storage.into())),
+            storage_class_name: settings.storage_class_name.clone(),
+            resources: settings.resources.clone(),
+        })),
     }
 }
 
@@ -203,7 +200,7 @@ mod tests {
     #[test]
     fn external_with_in_cluster_settings_is_refused() {
         let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).external_postgres("pg", "url").build();
-        fs.spec.postgres.storage = Some(Quantity("1Gi".into()));
+        fs.spec.postgres.in_cluster.storage = Some(Quantity("1Gi".into()));
         let err = validate(&fs, &Defaults::default()).unwrap_err();
         assert!(err.to_string().contains("not both"), "{err}");
     }
@@ -223,7 +220,7 @@ mod tests {
     fn storage_sizes_are_checked() {
         for (size, ok) in [("10Gi", true), ("500M", true), ("1.5Gi", true), ("ten", false), ("10Gb", false), ("", false)] {
             let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).build();
-            fs.spec.postgres.storage = Some(Quantity(size.into()));
+            fs.spec.postgres.in_cluster.storage = Some(Quantity(size.into()));
             assert_eq!(validate(&fs, &Defaults::default()).is_ok(), ok, "{size}");
         }
     }

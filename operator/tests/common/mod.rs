@@ -188,9 +188,9 @@ pub fn with_tiny_resources(mut fs: FlashSale) -> FlashSale {
     };
     fs.spec.booking_app.resources = Some(tiny.clone());
     fs.spec.booking_app.worker.resources = Some(tiny.clone());
-    fs.spec.postgres.resources = Some(tiny.clone());
-    fs.spec.redis.resources = Some(tiny.clone());
-    fs.spec.kafka.resources = Some(tiny);
+    fs.spec.postgres.in_cluster.resources = Some(tiny.clone());
+    fs.spec.redis.in_cluster.resources = Some(tiny.clone());
+    fs.spec.kafka.in_cluster.resources = Some(tiny);
     fs
 }
 

@@ -1,0 +1,76 @@
+# shellcheck shell=bash
+# booking-app as local processes, the way the operator runs it in pods, for `make demo`,
+# `make calibrate` and `make bench` (sourced after lib.sh). One place for: the scratch directory,
+# the release build, starting a process and waiting for its health URL, stopping it, the
+# settings a pod of a stage gets, and stopping everything on exit. The shared services
+# (hack/services.sh) stay up.
+#
+#   local_app_begin RUN_PREFIX PORT...   refuse busy PORTs, services up, build; sets WORK, BIN, RUN_ID
+#   start NAME URL CMD...                CMD in the background (log in $WORK/NAME.log), ready once
+#                                        URL answers; its PID in STARTED and PID_OF[NAME]
+#   stop NAME...                         SIGTERM and wait
+#   app_env STAGE PORT CMD...            exec CMD with a pod's settings (extra VAR=value in APP_ENV)
+# shellcheck disable=SC2317  # functions run through trap and start
+
+WORK=
+BIN=
+RUN_ID=
+STARTED=
+PIDS=()
+APP_ENV=()
+declare -A PID_OF
+
+local_app_cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if ((${#PIDS[@]})); then
+    wait_gone 30 "${PIDS[@]}" || log "some booking-app processes did not stop: ${PIDS[*]}"
+  fi
+  [[ -n "$WORK" ]] && rm -rf "$WORK"
+  return 0
+}
+
+local_app_begin() {
+  local prefix="$1" port; shift
+  for port in "$@"; do
+    port_busy "$port" && die "port $port is busy ($(port_owner "$port")): another $prefix running?"
+  done
+  WORK="$(mktemp -d)"
+  trap local_app_cleanup EXIT
+  "$REPO_ROOT/hack/services.sh" up
+  # shellcheck disable=SC1091
+  . "$REPO_ROOT/hack/.services.env"
+  # A debug build would measure the debug build.
+  log "building booking-app (release)"
+  (cd "$REPO_ROOT" && cargo build --release --quiet -p booking-app --bin booking-app)
+  BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/booking-app"
+  "$BIN" migrate >/dev/null 2>&1 || "$BIN" migrate
+  # Unique names per run, so no earlier run's backlog, stream or keys are in it.
+  RUN_ID="$prefix-$(date +%s)"
+}
+
+start() {
+  local name="$1" url="$2"; shift 2
+  ("$@") >>"$WORK/$name.log" 2>&1 &
+  STARTED=$!
+  PIDS+=("$STARTED")
+  PID_OF[$name]=$STARTED
+  ( wait_until 60 "$name" "$STARTED" curl -fsS -o /dev/null "$url" ) || { tail -20 "$WORK/$name.log" >&2; exit 1; }
+}
+
+stop() {
+  local name pid
+  for name in "$@"; do
+    pid="${PID_OF[$name]:?stop: $name was never started}"
+    kill "$pid" 2>/dev/null || true
+    wait_gone 30 "$pid" || die "$name (pid $pid) did not stop"
+  done
+}
+
+# exec, so the PID start recorded is the booking-app's own. The variables are the operator's
+# (operator/src/contract.rs); the topic, group and Redis prefix are this run's.
+app_env() {
+  local stage="$1" port="$2"; shift 2
+  exec env STAGE="$stage" LISTEN_ADDR="127.0.0.1:$port" RUN_WORKER=false LOG_FORMAT=text RUST_LOG=warn \
+    REDIS_KEY_PREFIX="$RUN_ID" KAFKA_TOPIC="$RUN_ID" KAFKA_CONSUMER_GROUP="$RUN_ID-workers" "${APP_ENV[@]}" "$@"
+}
