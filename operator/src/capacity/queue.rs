@@ -13,6 +13,9 @@ use super::{MAX_REPLICAS, pods_for, whole};
 /// Events of one FlashSale: `spec.event`.
 pub const EVENTS_PER_SALE: u32 = 1;
 
+/// The words of a queue message whose workers do not keep up (a Warning event repeats it).
+pub const FALLS_BEHIND: &str = "the queue grows by";
+
 /// What the queue of a sale (or of `plan`'s hypothetical events) needs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QueueRequest {
@@ -80,7 +83,7 @@ impl QueuePlan {
         if self.keeps_up() {
             return format!("{head}: the queue keeps up with the target of {} rps", r.target_rps);
         }
-        let growth = format!("{head}; at the target of {} rps the queue grows by {} rps", r.target_rps, whole(self.growth_rps));
+        let growth = format!("{head}; at the target of {} rps {FALLS_BEHIND} {} rps", r.target_rps, whole(self.growth_rps));
         match (self.backlog_at_end, self.drained_after, r.peak) {
             (Some(backlog), Some(after), Some(peak)) => format!(
                 "{growth}: a {} peak leaves {} requests queued, the last decided {} after it ends",

@@ -1,9 +1,10 @@
-//! Kubernetes Events for what a user wants to see in `kubectl describe fs`: phase changes and
-//! stage switches. Derived from the old and new status (pure), so a reconcile that changes
-//! nothing emits nothing.
+//! Kubernetes Events for what a user wants to see in `kubectl describe fs`: phase changes,
+//! stage switches, and a stage-kafka queue that will fall behind at the target. Derived from
+//! the old and new status (pure), so a reconcile that changes nothing emits nothing.
 
 use kube::runtime::events::{Event, EventType};
 
+use crate::capacity::queue::FALLS_BEHIND;
 use crate::crd::{FlashSaleStatus, Phase};
 
 pub fn transitions(previous: &FlashSaleStatus, next: &FlashSaleStatus) -> Vec<Event> {
@@ -32,6 +33,16 @@ pub fn transitions(previous: &FlashSaleStatus, next: &FlashSaleStatus) -> Vec<Ev
             secondary: None,
         });
     }
+    let queue = |status: &FlashSaleStatus| status.sizing.as_ref().and_then(|s| s.queue.clone());
+    if let Some(message) = queue(next).filter(|m| m.contains(FALLS_BEHIND) && queue(previous).as_ref() != Some(m)) {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: "QueueFallsBehind".into(),
+            note: Some(message),
+            action: "Size".into(),
+            secondary: None,
+        });
+    }
     events
 }
 
@@ -52,6 +63,21 @@ mod tests {
         let after = FlashSaleStatus { phase: Some(Phase::Provisioning), stage: Some(Stage::Kafka), ..Default::default() };
         let reasons: Vec<_> = transitions(&before, &after).into_iter().map(|e| e.reason).collect();
         assert_eq!(reasons, ["StageSwitched", "Provisioning"]);
+    }
+
+    #[test]
+    fn a_queue_that_falls_behind_is_a_warning_once() {
+        use crate::crd::SizingStatus;
+        let with = |queue: &str| FlashSaleStatus {
+            sizing: Some(SizingStatus { queue: Some(queue.into()), ..Default::default() }),
+            ..Default::default()
+        };
+        let behind = with("1 worker decides the event in order at 800 rps; at the target of 5000 rps the queue grows by 4200 rps (252000 per minute)");
+        let events = transitions(&FlashSaleStatus::default(), &behind);
+        assert_eq!(events.iter().map(|e| (e.type_, e.reason.as_str())).collect::<Vec<_>>(), [(EventType::Warning, "QueueFallsBehind")]);
+        assert!(transitions(&behind, &behind).is_empty(), "not again while nothing changes");
+        let keeps_up = with("1 worker decides the event in order at 800 rps: the queue keeps up with the target of 500 rps");
+        assert!(transitions(&behind, &keeps_up).is_empty());
     }
 
     #[test]
