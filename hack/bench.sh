@@ -192,16 +192,20 @@ bench_redis() {
   base="$RUN_ID-rb:{00000000-0000-4000-8000-000000000001}"
   "${cli[@]}" HSET "$base:inventory" remaining "$BENCH_TICKETS" limit -1 >/dev/null
   local answer='{"id":"00000000-0000-4000-8000-000000000002","event_id":"00000000-0000-4000-8000-000000000001","user_id":"user-1","quantity":2,"status":"confirmed","created_at":"2026-11-25T12:00:00Z"}'
-  # The script's arity from its own text, so the call follows it as it changes. KEYS[1] is the
-  # event's inventory hash and ARGV[1..4] are user, quantity, idempotency key and the booking JSON
-  # (booking.lua's header); further keys get names of their own, further arguments unique values.
-  local nkeys nargs i cmd
+  # The call as the stage makes it for a keyed booking (booking.lua's header): KEYS[1..5] the
+  # event's (the inventory hash, then keys of their own), KEYS[6] the idempotency key's claim;
+  # ARGV user, quantity, idempotency key, the booking JSON, the booking's id, the event's id and
+  # the claim's TTL. Each call gets a new key (and claim): a first use, as loadgen's requests.
+  # The arity is read from the script's text, so a change of its interface stops the bench here.
+  local nkeys nargs i cmd claim_prefix="$RUN_ID-rb:idempotency-key:"
   nkeys=$(grep -o 'KEYS\[[0-9]*\]' "$script" | tr -dc '0-9\n' | sort -n | tail -1)
   nargs=$(grep -o 'ARGV\[[0-9]*\]' "$script" | tr -dc '0-9\n' | sort -n | tail -1)
+  ((nkeys == 6 && nargs == 7)) ||
+    die "booking.lua takes $nkeys keys and $nargs arguments, this call knows 6 and 7: update bench.sh"
   cmd=(EVALSHA "$sha" "$nkeys" "$base:inventory")
-  for ((i = 2; i <= nkeys; i++)); do cmd+=("$base:k$i"); done
-  cmd+=("user-__rand_int__" 2 "rb-__rand_int__" "$answer")
-  for ((i = 5; i <= nargs; i++)); do cmd+=("a$i-__rand_int__"); done
+  for ((i = 2; i <= 5; i++)); do cmd+=("$base:k$i"); done
+  cmd+=("$claim_prefix{rb-__rand_int__}")
+  cmd+=("user-__rand_int__" 2 "rb-__rand_int__" "$answer" "b-__rand_int__" 00000000-0000-4000-8000-000000000001 86400)
   # One call by hand first: redis-benchmark counts error replies as answers.
   local verdict
   verdict=$("${cli[@]}" "${cmd[@]//__rand_int__/probe}" 2>&1 | head -1)
@@ -216,7 +220,8 @@ bench_redis() {
     "${cmd[@]}" >"$WORK/redis-benchmark.csv"
   record limit redis "$(tail -1 "$WORK/redis-benchmark.csv" | rb_json |
     jq -c --slurpfile cpu "$WORK/redis-benchmark.cpu.json" '. + {cores: $cpu[0]}')"
-  "${cli[@]}" DEL "${cmd[@]:3:$nkeys}" >/dev/null
+  "${cli[@]}" DEL "${cmd[@]:3:5}" >/dev/null
+  "${cli[@]}" --scan --pattern "$claim_prefix*" | xargs -r -n 1000 "${cli[@]}" UNLINK >/dev/null
 }
 
 # ---------------------------------------------------------------- stage kafka vs bare axum

@@ -333,3 +333,134 @@ async fn confirmed_booking_is_readable_before_and_after_the_sync() {
     assert_eq!(fx.inventory.get_booking(booking.id).await.expect("read after the sync"), booking);
     fx.cleanup().await;
 }
+
+/// A command Redis executed, as MONITOR reports it: who sent it (`lua` for a script's own calls)
+/// and the command's name.
+struct Monitored {
+    from_script: bool,
+    command: String,
+}
+
+/// Parses one MONITOR line, `<time> [<db> <client>] "<COMMAND>" "<arg>"...`.
+fn monitored(line: &str) -> Option<Monitored> {
+    let open = line.find('[')?;
+    let close = open + line[open..].find(']')?;
+    let from_script = line[open + 1..close].split_whitespace().nth(1) == Some("lua");
+    let rest = line[close + 1..].trim_start().strip_prefix('"')?;
+    let command = rest[..rest.find('"')?].to_ascii_uppercase();
+    Some(Monitored { from_script, command })
+}
+
+/// Every command that touches this test's keys, from a MONITOR started before `work`, up to a
+/// marker sent after it (MONITOR reports in execution order, so nothing of `work` comes later).
+async fn commands_during(fx: &Isolated, work: impl std::future::Future<Output = ()>) -> Vec<Monitored> {
+    let client = redis::Client::open(fx.config.redis.redis_url.as_deref().unwrap()).expect("REDIS_URL");
+    let monitor = client.get_async_monitor().await.expect("MONITOR");
+    let mut lines = Box::pin(monitor.into_on_message::<String>());
+    work.await;
+    let marker = format!("{}:marker-{}", fx.keys.prefix(), Uuid::new_v4());
+    let _: bool = redis::cmd("EXISTS").arg(&marker).query_async(&mut fx.redis.clone()).await.expect("EXISTS");
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    loop {
+        let line = tokio::time::timeout(EVENTUAL, lines.next())
+            .await
+            .expect("MONITOR went quiet before the marker")
+            .expect("MONITOR ended");
+        if line.contains(&marker) {
+            return seen;
+        }
+        assert!(started.elapsed() < EVENTUAL, "no marker in MONITOR after {EVENTUAL:?}");
+        if line.contains(fx.keys.prefix()) {
+            seen.push(monitored(&line).unwrap_or_else(|| panic!("unparsed MONITOR line: {line}")));
+        }
+    }
+}
+
+/// With `appendfsync always` every writing round trip costs an fsync: a keyed booking must be
+/// one script call, its key's claim included (it used to be a `SET … NX GET EX` first).
+/// MONITOR, filtered by this test's key prefix, rather than INFO commandstats: the Redis is
+/// shared, and other tests' bookings would count there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyed_booking_is_one_script_call() {
+    common::init_logs();
+    let fx = Isolated::new("one-call").await;
+    let event = fx.event(1000, None).await;
+    let other = fx.event(1000, None).await;
+    const N: usize = 12;
+    let key = |i: usize| format!("one-call-{}-{i}", event.id);
+    let mut first = Vec::new();
+    let seen = commands_during(&fx, async {
+        for i in 0..N {
+            first.push(fx.book(event.id, &format!("u{i}"), 1, Some(&key(i))).await.expect("book"));
+        }
+        for (i, booking) in first.iter().enumerate() {
+            let replay = fx.book(event.id, &format!("u{i}"), 1, Some(&key(i))).await.expect("replay");
+            assert_eq!(replay.id, booking.id, "the same request gets the first answer");
+        }
+        fx.book(event.id, "anonymous", 1, None).await.expect("book without a key");
+        match fx.book(other.id, "u0", 1, Some(&key(0))).await {
+            Err(StageError::IdempotencyKeyReused) => {}
+            other => panic!("a key bound to another event must be refused: {other:?}"),
+        }
+    })
+    .await;
+
+    // The stream-lag sampler reads (SMEMBERS, XLEN) every 2 s; everything else the client sent
+    // is one EVALSHA per booking: N first uses, N replays, one without a key, one reuse.
+    let sent: Vec<&str> = seen
+        .iter()
+        .filter(|c| !c.from_script && !matches!(c.command.as_str(), "SMEMBERS" | "XLEN"))
+        .map(|c| c.command.as_str())
+        .collect();
+    assert_eq!(sent, vec!["EVALSHA"; 2 * N + 2], "one round trip per booking, keyed or not");
+    // Inside the script: each key is claimed once, on first use; replays and the refused reuse
+    // only read the claim.
+    let claims = seen.iter().filter(|c| c.from_script && c.command == "SET").count();
+    assert_eq!(claims, N, "one claim per key");
+    let mut redis = fx.redis.clone();
+    let claim = fx.keys.key_claim(&key(0));
+    let bound: String = redis::cmd("GET").arg(&claim).query_async(&mut redis).await.unwrap();
+    assert_eq!(bound, event.id.to_string(), "the claim names the key's first event");
+    let ttl: i64 = redis::cmd("TTL").arg(&claim).query_async(&mut redis).await.unwrap();
+    assert!((24 * 3600 - 60..=24 * 3600).contains(&ttl), "the claim lasts 24 h, TTL is {ttl}");
+    assert_eq!(fx.inventory.get_event(other.id).await.unwrap().remaining, 1000, "the reuse booked nothing");
+    let claims_in_redis: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:idempotency-key:*", fx.keys.prefix()))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(claims_in_redis.len(), N, "the booking without a key claims nothing");
+    fx.cleanup().await;
+}
+
+/// The first run of the script on an event Redis does not have claims the key and answers
+/// "missing"; the run after the load must see its own claim (same event), not a reuse. A key
+/// bound to another event is refused before the event is even looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_claimed_by_a_missing_event_run_books_on_the_retry() {
+    common::init_logs();
+    let fx = Isolated::new("missing-claim").await;
+    let event = fx.event(10, None).await;
+    let other = fx.event(10, None).await;
+    fx.lose_event(event.id, true).await;
+    fx.lose_event(other.id, true).await;
+
+    let key = format!("missing-{}", event.id);
+    let booked = fx.book(event.id, "alice", 2, Some(&key)).await.expect("the retry after the load books");
+    let bound: String =
+        redis::cmd("GET").arg(fx.keys.key_claim(&key)).query_async(&mut fx.redis.clone()).await.unwrap();
+    assert_eq!(bound, event.id.to_string());
+    let replay = fx.book(event.id, "alice", 2, Some(&key)).await.expect("replay");
+    assert_eq!(replay.id, booked.id);
+    assert_eq!(fx.inventory.get_event(event.id).await.unwrap().remaining, 8);
+
+    match fx.book(other.id, "alice", 2, Some(&key)).await {
+        Err(StageError::IdempotencyKeyReused) => {}
+        answer => panic!("the key is bound to the first event: {answer:?}"),
+    }
+    let exists: bool =
+        redis::cmd("EXISTS").arg(fx.keys.event(other.id).inventory).query_async(&mut fx.redis.clone()).await.unwrap();
+    assert!(!exists, "a reused key is refused before the event is loaded");
+    fx.cleanup().await;
+}

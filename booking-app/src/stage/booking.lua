@@ -1,17 +1,29 @@
 -- booking.lua: decides one booking of stage redis, atomically inside Redis.
--- Every key belongs to one event and carries its `{event_id}` hash tag, so the script runs
--- unchanged on a Redis Cluster. Redis runs it without interleaving any other command, and with
--- `appendfsync always` its effects are on disk before the caller reads the answer.
+-- Redis runs it without interleaving any other command, and with `appendfsync always` its
+-- effects are on disk before the caller reads the answer. That is why it is ONE script, claim
+-- included: every round trip that writes waits for an fsync, so a booking is one round trip and
+-- one fsync, keyed or not (a separate claim command cost keyed bookings a second fsync).
+--
+-- Keys and slots: KEYS[1..5] belong to one event and carry its `{event_id}` hash tag. KEYS[6],
+-- the claim of an idempotency key, is global (keys are unique across events, as in Postgres) and
+-- is tagged by the key itself, so a keyed call touches two slots: Redis Cluster would refuse it
+-- (CROSSSLOT). Stage redis therefore assumes a single Redis primary (`REDIS_URL` names one
+-- server). A call without a key passes only KEYS[1..5] and touches no claim.
 --
 -- KEYS[1] event hash (remaining, limit, ...)   KEYS[2] holdings hash (user -> tickets)
 -- KEYS[3] idempotency hash (key -> answer)     KEYS[4] stream of decisions not yet in Postgres
 -- KEYS[5] unsynced hash (booking id -> booking, for reads until the syncer has written it)
+-- KEYS[6] only with a key: string, the event the key was first used for (its claim)
 -- ARGV[1] user id   ARGV[2] quantity (>= 1)   ARGV[3] idempotency key ('' for none)
 -- ARGV[4] the booking as JSON, status confirmed (stored, replayed, streamed; a refusal stores a
 --         copy with status and reason changed)   ARGV[5] the booking's id
+-- ARGV[6] the event's id (the claim's value)     ARGV[7] the claim's time to live, seconds
 --
 -- Answers (arrays of strings, first element the verdict):
+--   {'reused'}                             the key is bound to another event: nothing done
 --   {'missing'}                            the event is not loaded: load it from Postgres, retry
+--                                          (the key stays claimed for this event: the retry,
+--                                          same event, passes the claim)
 --   {'replay', answer}                     the key was used before: the first answer, unchanged
 --   {'rejected', 'per_user_limit', held}   the user would hold more than the limit
 --   {'rejected', 'sold_out', remaining}    fewer tickets left than asked for
@@ -19,6 +31,23 @@
 
 local event, holdings, idempotency, stream, unsynced = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local user, quantity, key, answer, booking_id = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local event_id, claim_ttl = ARGV[6], ARGV[7]
+
+-- The key's claim first, before the event is even looked at: a key bound to another event is
+-- refused whatever this event's state. The first use binds it for `claim_ttl`; later uses for
+-- the same event leave it (and its expiry) as it is.
+if key ~= '' then
+  local claim = KEYS[6]
+  if not claim then
+    return redis.error_reply('booking.lua: a call with an idempotency key needs its claim as KEYS[6]')
+  end
+  local bound = redis.call('GET', claim)
+  if not bound then
+    redis.call('SET', claim, event_id, 'EX', claim_ttl)
+  elseif bound ~= event_id then
+    return {'reused'}
+  end
+end
 
 local inventory = redis.call('HMGET', event, 'remaining', 'limit')
 if not inventory[1] then

@@ -1,6 +1,13 @@
 //! Stage redis, "the fast cache": one Lua script decides each booking inside Redis and appends it
 //! to the event's stream; the write-behind syncer (`worker::redis_sync`) moves the stream into
 //! Postgres. No Postgres call on the booking path once the event is loaded.
+//!
+//! A booking is one round trip to Redis, keyed or not: the script also claims the
+//! `Idempotency-Key` (binds it to its event for a day), because with `appendfsync always` every
+//! writing round trip waits for its own fsync, and a separate claim command doubled the fsyncs
+//! of keyed bookings. The claim key is global (keys are unique across events), so a keyed
+//! script touches a slot outside its event's: stage redis assumes a single Redis primary, not
+//! Redis Cluster (see booking.lua's header).
 
 pub mod connection;
 pub mod keys;
@@ -30,8 +37,9 @@ use crate::http::Metrics;
 /// The booking decision (see the script's header for its keys, arguments and answers).
 pub const BOOKING_SCRIPT: &str = include_str!("booking.lua");
 
-/// How long an `Idempotency-Key` stays bound to the event it was first used for. Within one event
-/// a key is honoured as long as the event is in Redis (and forever in Postgres).
+/// How long an `Idempotency-Key` stays bound to the event it was first used for (the booking
+/// script's claim). Within one event a key is honoured as long as the event is in Redis (and
+/// forever in Postgres).
 const KEY_CLAIM_TTL_SECS: u64 = 24 * 60 * 60;
 /// How often the stream-lag gauge is refreshed.
 const LAG_SAMPLE_PERIOD: Duration = Duration::from_secs(2);
@@ -72,38 +80,26 @@ impl RedisInventory {
         &self.keys
     }
 
-    /// Binds `key` to `event_id` for a day; a key already bound to another event is a reuse.
-    /// Keys are unique across events (as in Postgres), which no single-event script can check.
-    async fn claim_key(&self, key: &str, event_id: Uuid) -> Result<(), StageError> {
-        let mut redis = self.redis.clone();
-        let previous: Option<String> = redis::cmd("SET")
-            .arg(self.keys.key_claim(key))
-            .arg(event_id.to_string())
-            .arg("NX")
-            .arg("GET")
-            .arg("EX")
-            .arg(KEY_CLAIM_TTL_SECS)
-            .query_async(&mut redis)
-            .await
-            .map_err(classify)?;
-        match previous {
-            Some(other) if other != event_id.to_string() => Err(StageError::IdempotencyKeyReused),
-            _ => Ok(()),
-        }
-    }
-
+    /// One EVALSHA: with a key, the script also claims it (KEYS[6], global: keys are unique
+    /// across events, so this one key is outside the event's hash slot; a single Redis primary
+    /// is assumed). Without a key only the event's own keys are passed.
     async fn run_booking_script(&self, booking: &Booking, key: &str, answer: &str) -> Result<Verdict, StageError> {
         let event_keys = self.keys.event(booking.event_id);
         let mut invocation = self.booking_script.prepare_invoke();
         for k in event_keys.as_array() {
             invocation.key(k);
         }
+        if !key.is_empty() {
+            invocation.key(self.keys.key_claim(key));
+        }
         invocation
             .arg(&booking.user_id)
             .arg(booking.quantity)
             .arg(key)
             .arg(answer)
-            .arg(booking.id.to_string());
+            .arg(booking.id.to_string())
+            .arg(booking.event_id.to_string())
+            .arg(KEY_CLAIM_TTL_SECS);
         let mut redis = self.redis.clone();
         let reply: Vec<String> = invocation.invoke_async(&mut redis).await.map_err(classify)?;
         Verdict::parse(reply)
@@ -119,6 +115,8 @@ impl Drop for RedisInventory {
 /// What the booking script answered.
 #[derive(Debug, PartialEq)]
 enum Verdict {
+    /// The key is bound to another event.
+    Reused,
     Missing,
     Replay(String),
     Rejected { reason: RejectReason, count: i64 },
@@ -130,6 +128,7 @@ impl Verdict {
         let bad = || StageError::Internal(format!("booking script answered {reply:?}"));
         let count = |i: usize| reply.get(i).and_then(|v| v.parse::<i64>().ok()).ok_or_else(bad);
         match reply.first().map(String::as_str) {
+            Some("reused") => Ok(Verdict::Reused),
             Some("missing") => Ok(Verdict::Missing),
             Some("replay") => Ok(Verdict::Replay(reply.get(1).ok_or_else(bad)?.clone())),
             Some("confirmed") => Ok(Verdict::Confirmed),
@@ -195,15 +194,17 @@ impl Inventory for RedisInventory {
         let key = idempotency_key.unwrap_or_default();
         if !key.is_empty() {
             crate::validation::validate_idempotency_key(&key).map_err(|e| StageError::Invalid(e.to_string()))?;
-            self.claim_key(&key, event_id).await?;
         }
         let booking = Booking::confirmed(Uuid::new_v4(), event_id, &request, now_micros());
         let answer = serde_json::to_string(&booking).map_err(|e| StageError::Internal(e.to_string()))?;
 
         // A missing event is loaded and the script run again; twice missing means it vanished
-        // again in between (Redis restarted empty twice): let the client retry.
+        // again in between (Redis restarted empty twice): let the client retry. A run that
+        // answered missing may have claimed the key already; its value is this event's id, so
+        // the retry passes the claim.
         for _ in 0..2 {
             match self.run_booking_script(&booking, &key, &answer).await? {
+                Verdict::Reused => return Err(StageError::IdempotencyKeyReused),
                 Verdict::Missing => self.loader.load(event_id).await?,
                 Verdict::Replay(first) => {
                     let first: Booking = serde_json::from_str(&first)
@@ -284,6 +285,7 @@ mod tests {
 
     #[test]
     fn script_answers_parse() {
+        assert_eq!(Verdict::parse(reply(&["reused"])).unwrap(), Verdict::Reused);
         assert_eq!(Verdict::parse(reply(&["missing"])).unwrap(), Verdict::Missing);
         assert_eq!(Verdict::parse(reply(&["confirmed", "7"])).unwrap(), Verdict::Confirmed);
         assert_eq!(Verdict::parse(reply(&["replay", "{}"])).unwrap(), Verdict::Replay("{}".into()));

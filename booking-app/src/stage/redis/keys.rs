@@ -1,6 +1,7 @@
 //! Where stage redis keeps what: every Redis key name in one place, shared by the stage and the
-//! syncer. One event's keys share the `{event_id}` hash tag, so a Redis Cluster keeps them in one
-//! slot and one script may touch them all.
+//! syncer. One event's keys share the `{event_id}` hash tag, so a Redis Cluster would keep them in
+//! one slot. The claim of an idempotency key is global, outside any event's slot, and the booking
+//! script touches it too (one write per booking): stage redis assumes a single Redis primary.
 
 use uuid::Uuid;
 
@@ -64,8 +65,10 @@ impl Keys {
         format!("{}:events", self.prefix)
     }
 
-    /// String: the event an `Idempotency-Key` was first used for. Keys are unique across
-    /// events, which a script confined to one event's slot cannot check; tagged by the key itself.
+    /// String: the event an `Idempotency-Key` was first used for. Global, because keys are unique
+    /// across events; tagged by the key itself, so it hashes outside the event's slot. The booking
+    /// script claims it in the same call (its KEYS[6]), which needs a single Redis primary: a
+    /// Redis Cluster would refuse the call as CROSSSLOT.
     pub fn key_claim(&self, idempotency_key: &str) -> String {
         format!("{}:idempotency-key:{{{idempotency_key}}}", self.prefix)
     }
