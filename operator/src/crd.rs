@@ -343,8 +343,8 @@ pub struct PostgresSpec {
     validation = Rule::new(EXTERNAL_OR_IN_CLUSTER).message(external_or_in_cluster!("redis", "a managed Redis"))
 )]
 pub struct RedisSpec {
-    /// Use this Redis instead of deploying one. It must persist with AOF `appendfsync always`
-    /// or a crash can lose bookings the client was told are confirmed.
+    /// Use this Redis instead of deploying one: a single primary (not Redis Cluster), persisting
+    /// with AOF `appendfsync always`, or a crash can lose bookings the client was told are confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalStore>,
     #[serde(flatten)]
