@@ -15,6 +15,19 @@ export PATH="$FLASHSALE_BIN:$PATH"
 log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "$(basename "${0}")" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# heartbeat EVERY_SECONDS WHAT CMD...: runs CMD and, while it runs, logs "WHAT: Ns so far" every
+# EVERY_SECONDS, so a long silent build still shows it is alive. Returns CMD's status.
+heartbeat() {
+  local every="$1" what="$2" start=$SECONDS ticker rc=0; shift 2
+  # sleep holds no output descriptor: once the ticker is killed, nothing keeps a pipe open.
+  (while sleep "$every" >/dev/null 2>&1; do log "  $what: $((SECONDS - start))s so far"; done) &
+  ticker=$!
+  "$@" || rc=$?
+  kill "$ticker" 2>/dev/null || true
+  wait "$ticker" 2>/dev/null || true
+  return "$rc"
+}
+
 # wait_until TIMEOUT_SECONDS DESCRIPTION PID|"" CMD...: retry CMD until it succeeds.
 # Fails early when PID (if given) has died, so a crashed server is not mistaken for a slow one.
 wait_until() {

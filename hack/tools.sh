@@ -96,7 +96,7 @@ build_control_plane() {
   (cd "$MODULE_DIR" && go mod download) || die "go mod download failed (is the Go module proxy reachable?)"
   log "  modules downloaded after $((SECONDS - start))s; compiling (one go build for all six)"
   # One build for all six shares the compilation of common packages (~1.9x faster than six).
-  (cd "$MODULE_DIR" && go build -trimpath -ldflags "$(k8s_ldflags)" -o "$out/" \
+  (cd "$MODULE_DIR" && heartbeat 60 "compiling the control plane" go build -trimpath -ldflags "$(k8s_ldflags)" -o "$out/" \
     go.etcd.io/etcd/server/v3 \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
@@ -135,7 +135,7 @@ build_helm() {
   ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
   ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
   # Built on its own: inside the wrapper module it would raise shared dependencies of Kubernetes.
-  GOBIN="$FLASHSALE_BIN" go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ||
+  heartbeat 30 "building helm" env GOBIN="$FLASHSALE_BIN" go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" ||
     die "go install helm failed"
   printf 'helm=%s\n' "$HELM_VERSION" >"$HELM_STAMP"
   log "helm built in $((SECONDS - start))s"
