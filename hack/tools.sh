@@ -90,7 +90,7 @@ build_control_plane() {
   fi
   log "building etcd $ETCD_VERSION, Kubernetes $KUBERNETES_VERSION (kube-apiserver, kube-controller-manager,"
   log "  kube-scheduler, kubectl) and kwok $KWOK_VERSION from Go modules into $FLASHSALE_BIN"
-  log "  cold this takes ~5 min on 2 cores (longer while other builds run); cached runs take seconds"
+  log "  cold this takes 5-15 min on 2 cores (longer while other builds run); cached runs take seconds"
   local out="$FLASHSALE_CACHE/build.tmp" start=$SECONDS
   rm -rf "$out"; mkdir -p "$out"
   (cd "$MODULE_DIR" && go mod download) || die "go mod download failed (is the Go module proxy reachable?)"
@@ -118,7 +118,7 @@ build_helm() {
     log "helm up to date ($HELM_VERSION)"
     return
   fi
-  log "building helm $HELM_VERSION (go install, ~1 min cold)"
+  log "building helm $HELM_VERSION (go install, 1-2 min cold)"
   local start=$SECONDS helm_gomod client_go minor
   # helm's release build stamps its version and the Kubernetes version it assumes for
   # `helm template`/`lint` (.Capabilities.KubeVersion; v1.20 otherwise), taken from its client-go.
