@@ -50,6 +50,8 @@ impl Inputs {
 /// The decision, with every intermediate result for status and events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scaling {
+    /// What the sale's measurement must match (stage, image, pod size, SLO, recalibration).
+    pub key: CalibrationKey,
     pub booking_replicas: u32,
     pub worker_replicas: u32,
     pub calibration: Assessment,
@@ -72,10 +74,10 @@ pub struct Scaling {
 /// The calibration key of the sale as specified now.
 pub fn calibration_key(sale: &Sale, recalibrate: Option<String>) -> CalibrationKey {
     let app = &sale.spec.booking_app;
-    let mut resources = describe_resources(&booking_app::api_resources(app.resources.as_ref()));
+    let mut resources = describe_resources(&booking_app::pod_resources(app.resources.as_ref()));
     // At stage kafka the result also carries the drain rate of the sale's workers.
     if sale.spec.stage.uses_kafka() {
-        resources = format!("{resources} | worker {}", describe_resources(&booking_app::worker_resources(app.worker.resources.as_ref())));
+        resources = format!("{resources} | worker {}", describe_resources(&booking_app::pod_resources(app.worker.resources.as_ref())));
     }
     CalibrationKey {
         stage: sale.spec.stage,
@@ -168,6 +170,7 @@ pub fn decide(sale: &Sale, previous: &FlashSaleStatus, inputs: &Inputs) -> Scali
         .flatten()
         .min();
     Scaling {
+        key,
         booking_replicas,
         worker_replicas,
         calibration,

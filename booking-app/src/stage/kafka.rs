@@ -182,7 +182,7 @@ impl Inventory for KafkaInventory {
         idempotency_key: Option<IdempotencyKey>,
     ) -> Result<BookingOutcome, StageError> {
         let inner = &self.inner;
-        validate_booking_request(&request).map_err(|e| StageError::Invalid(e.to_string()))?;
+        validate_booking_request(&request)?;
         inner.require_event(event_id).await?;
         let id = booking_id(idempotency_key.as_deref());
         if let Some(key) = &idempotency_key

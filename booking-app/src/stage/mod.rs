@@ -39,6 +39,13 @@ pub enum StageError {
     Internal(String),
 }
 
+/// A stage re-checks what it is given (a caller other than the HTTP layer may skip the check).
+impl From<crate::validation::ValidationError> for StageError {
+    fn from(error: crate::validation::ValidationError) -> Self {
+        StageError::Invalid(error.to_string())
+    }
+}
+
 /// One inventory implementation. Implementations must be safe under any number of concurrent
 /// calls from any number of processes: nothing oversold, no user above the limit, idempotency
 /// keys honoured.

@@ -190,10 +190,10 @@ impl Inventory for RedisInventory {
         request: BookingRequest,
         idempotency_key: Option<IdempotencyKey>,
     ) -> Result<BookingOutcome, StageError> {
-        crate::validation::validate_booking_request(&request).map_err(|e| StageError::Invalid(e.to_string()))?;
+        crate::validation::validate_booking_request(&request)?;
         let key = idempotency_key.unwrap_or_default();
         if !key.is_empty() {
-            crate::validation::validate_idempotency_key(&key).map_err(|e| StageError::Invalid(e.to_string()))?;
+            crate::validation::validate_idempotency_key(&key)?;
         }
         let booking = Booking::confirmed(Uuid::new_v4(), event_id, &request, now_micros());
         let answer = serde_json::to_string(&booking).map_err(|e| StageError::Internal(e.to_string()))?;

@@ -53,8 +53,7 @@ pub struct Sizing {
 /// Decide the size of `sale`, given the status the last reconcile wrote and this pass's inputs.
 pub fn decide(sale: &Sale, status: &FlashSaleStatus, inputs: &Inputs) -> Sizing {
     let s = scaling::decide(sale, status, inputs);
-    let key = scaling::calibration_key(sale, inputs.recalibrate.clone());
-    let measured = s.calibration.record.as_ref().filter(|r| key.same_pod(r));
+    let measured = s.calibration.record.as_ref().filter(|r| s.key.same_pod(r));
     let (measured_per_pod_rps, measured_drain_rps) = (measured.map(|r| r.per_pod_rps), measured.and_then(|r| r.drain_rps));
     let to_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     Sizing {

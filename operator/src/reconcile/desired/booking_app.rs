@@ -72,25 +72,20 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
     vars
 }
 
-/// Requests and limits of an API pod: the spec's, else 1 CPU (request = limit, so calibration
-/// measures a pod of exactly this size).
-pub fn api_resources(given: Option<&ResourceRequirements>) -> ResourceRequirements {
-    resources(given, ("1", "256Mi"), ("1", "512Mi"))
-}
-
-/// Requests and limits of a worker (or drain) pod: the spec's, else the same as an API pod.
-pub fn worker_resources(given: Option<&ResourceRequirements>) -> ResourceRequirements {
+/// Requests and limits of a booking-app pod (API, worker or drain): the spec's, else 1 CPU
+/// (request = limit, so calibration measures a pod of exactly this size).
+pub fn pod_resources(given: Option<&ResourceRequirements>) -> ResourceRequirements {
     resources(given, ("1", "256Mi"), ("1", "512Mi"))
 }
 
 /// A booking-app container running `args`; probes only for long-running ones.
 pub fn container(sale: &Sale, stage: Stage, sizing: &Sizing, args: Vec<String>, probes: bool) -> Container {
     let spec = &sale.spec.booking_app;
-    let resources = if args.first().map(String::as_str) == Some(contract::CMD_SERVE) {
-        api_resources(spec.resources.as_ref())
+    let resources = pod_resources(if args.first().map(String::as_str) == Some(contract::CMD_SERVE) {
+        spec.resources.as_ref()
     } else {
-        worker_resources(spec.worker.resources.as_ref())
-    };
+        spec.worker.resources.as_ref()
+    });
     // `serve` answers /readyz once its stores do; a standalone worker serves only /healthz.
     let readiness_path = if args.first().map(String::as_str) == Some(contract::CMD_SERVE) {
         contract::READYZ_PATH
