@@ -84,6 +84,20 @@ pub struct HttpConfig {
     /// Largest accepted request body; larger ones are answered 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Most API requests inside the stage at once; as many more may wait ADMISSION_WAIT_MS for a
+    /// place, the rest are answered 503 + Retry-After at once. Default per stage (postgres 512,
+    /// redis 1024, kafka 2048); the operator sets it from the calibrated capacity and the SLO.
+    #[arg(long, env = "MAX_IN_FLIGHT", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: Option<u32>,
+
+    /// How long a request past MAX_IN_FLIGHT waits for a place before it is answered 503.
+    #[arg(long, env = "ADMISSION_WAIT_MS", default_value_t = 100)]
+    pub admission_wait_ms: u64,
+
+    /// Most status streams (`GET /bookings/{id}/events`) open at once; more are answered 503.
+    #[arg(long, env = "MAX_STREAMS", default_value_t = 1024)]
+    pub max_streams: usize,
 }
 
 impl HttpConfig {
@@ -106,6 +120,16 @@ pub struct PostgresConfig {
     /// How long a request waits for a free connection before it is answered 503.
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000)]
     pub db_acquire_timeout_ms: u64,
+
+    /// Postgres `statement_timeout` of every connection: a statement running longer is cancelled
+    /// (503 on the API, retried by workers). 0 turns it off.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub db_statement_timeout_ms: u64,
+
+    /// Postgres `lock_timeout`: a booking waiting this long for its event's row lock gives up (503)
+    /// instead of queueing behind the lock without bound. 0 turns it off.
+    #[arg(long, env = "DB_LOCK_TIMEOUT_MS", default_value_t = 2_000)]
+    pub db_lock_timeout_ms: u64,
 }
 
 impl PostgresConfig {

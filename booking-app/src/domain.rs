@@ -101,6 +101,9 @@ pub enum RejectReason {
     SoldOut,
     /// The user would hold more than the event's per-user limit.
     PerUserLimit,
+    /// Stage kafka: the request's `Idempotency-Key` was first used for a different request
+    /// (decided by the worker; the other stages answer 422 at once).
+    IdempotencyKeyReused,
 }
 
 impl RejectReason {
@@ -108,6 +111,7 @@ impl RejectReason {
         match self {
             RejectReason::SoldOut => "sold_out",
             RejectReason::PerUserLimit => "per_user_limit",
+            RejectReason::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
 }

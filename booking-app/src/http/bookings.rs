@@ -2,14 +2,18 @@
 //! one back; `GET /bookings/{id}/events` streams its states (SSE) until it is decided.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::AppState;
+use super::admission::Admission;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
 use crate::domain::{Booking, BookingOutcome, BookingRequest};
@@ -39,7 +43,8 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Invalid values, or `idempotency_key_reused`", body = ErrorBody),
-        (status = 503, description = "A store is unavailable; retry", body = ErrorBody),
+        (status = 503, description = "At capacity (`overloaded`) or a store is unavailable (`unavailable`); \
+                                      retry after `Retry-After` seconds", body = ErrorBody),
     ))]
 pub async fn create_booking(
     State(state): State<AppState>,
@@ -120,16 +125,22 @@ pub async fn get_booking(
             content_type = "text/event-stream", body = Booking),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 404, description = "No such booking", body = ErrorBody),
+        (status = 503, description = "Too many open streams on this pod (`overloaded`); poll instead", body = ErrorBody),
     ))]
 pub async fn watch_booking(
     State(state): State<AppState>,
+    Extension(admission): Extension<Arc<Admission>>,
     Path(id): Path<Uuid>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let states = state.inventory.watch_booking(id).await?;
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Response> {
+    // The stream's own place, held until it ends (the request's place is given back as soon as
+    // the headers are sent).
+    let place = admission.open_stream().map_err(IntoResponse::into_response)?;
+    let states = state.inventory.watch_booking(id).await.map_err(|e| ApiError::from(e).into_response())?;
     // Bounded like any request, so an undecided booking cannot hold a graceful shutdown open;
     // an SSE client reconnects and carries on.
     let deadline = tokio::time::sleep(state.limits.request_timeout());
-    let events = states.take_until(deadline).map(|booking| {
+    let events = states.take_until(deadline).map(move |booking| {
+        let _place = &place;
         let event = SseEvent::default().event("booking").json_data(&booking).unwrap_or_else(|err| {
             tracing::error!(error = %err, "cannot encode booking");
             SseEvent::default().event("error").data("internal error")

@@ -95,13 +95,12 @@ impl From<StageError> for ApiError {
             }
             // Both refusals are 409: the request is valid but conflicts with the current state of
             // the inventory (429 would tell clients to retry, which would not help either).
-            StageError::Rejected { reason, ref detail } => {
-                let code = match reason {
-                    RejectReason::SoldOut => "sold_out",
-                    RejectReason::PerUserLimit => "per_user_limit",
-                };
-                Self::new(StatusCode::CONFLICT, code, detail.clone())
-            }
+            StageError::Rejected { reason: RejectReason::IdempotencyKeyReused, .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                StageError::IdempotencyKeyReused.to_string(),
+            ),
+            StageError::Rejected { reason, ref detail } => Self::new(StatusCode::CONFLICT, reason.as_str(), detail.clone()),
             StageError::IdempotencyKeyReused => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",

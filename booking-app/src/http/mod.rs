@@ -1,6 +1,7 @@
 //! The HTTP API: `app(state)` builds the whole router (handlers per resource, error mapping,
 //! metrics, limits). It knows the stage only as `Arc<dyn Inventory>`.
 
+pub mod admission;
 pub mod bookings;
 pub mod error;
 pub mod events;
@@ -39,6 +40,7 @@ impl axum::extract::FromRef<AppState> for Arc<Metrics> {
 
 /// The whole API as one router, ready to serve.
 pub fn app(state: AppState) -> Router {
+    let admission = Arc::new(admission::Admission::new(&state.limits, state.inventory.stage(), &state.metrics));
     let (router, _doc) = openapi::routes().split_for_parts();
     router
         // Route layers see the matched route: the timeout sits inside the metrics so a timed-out
@@ -47,7 +49,11 @@ pub fn app(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             state.limits.request_timeout(),
         ))
+        // Outside the timeout, inside the metrics: a shed request is counted (as 503) and never
+        // waits for the stage.
+        .route_layer(middleware::from_fn_with_state(admission.clone(), admission::admit))
         .route_layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+        .layer(axum::Extension(admission))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn(json_errors))

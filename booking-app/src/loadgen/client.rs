@@ -69,6 +69,9 @@ pub enum Answer {
     Pending(Uuid),
     /// 409: a business refusal, a correct answer under load (not an error).
     Refused(Refusal),
+    /// 503 `overloaded`: shed at the door before the stage saw it, so nothing was booked. An
+    /// error for an SLO (the service was past its capacity), never an unknown outcome.
+    Shed,
     /// Any other status: counted as an error; the booking may or may not exist.
     Unexpected(u16),
     /// No answer at all (connect, timeout, broken body): an error with an unknown outcome.
@@ -84,6 +87,7 @@ impl Answer {
             Answer::Refused(Refusal::SoldOut) => "409 sold_out".into(),
             Answer::Refused(Refusal::PerUserLimit) => "409 per_user_limit".into(),
             Answer::Refused(Refusal::Other) => "409 other".into(),
+            Answer::Shed => "503 overloaded".into(),
             Answer::Unexpected(status) => status.to_string(),
             Answer::Failed(kind) => format!("no answer ({kind})"),
         }
@@ -91,7 +95,7 @@ impl Answer {
 
     /// Errors are what an SLO's error rate counts: anything that is not a decision or a queueing.
     pub fn is_error(&self) -> bool {
-        matches!(self, Answer::Unexpected(_) | Answer::Failed(_))
+        matches!(self, Answer::Unexpected(_) | Answer::Failed(_) | Answer::Shed)
     }
 
     /// True when the request may have booked tickets without loadgen learning it.
@@ -216,6 +220,7 @@ pub fn classify(status: u16, body: &[u8]) -> Answer {
             Err(_) => Answer::Failed("202 without a booking id"),
         },
         409 => Answer::Refused(refusal(body)),
+        503 if error_code(body).as_deref() == Some("overloaded") => Answer::Shed,
         other => Answer::Unexpected(other),
     }
 }
@@ -236,9 +241,13 @@ struct ErrorCode {
     code: String,
 }
 
+fn error_code(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ErrorBody>(body).ok().map(|b| b.error.code)
+}
+
 fn refusal(body: &[u8]) -> Refusal {
-    if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
-        return match error.code.as_str() {
+    if let Some(code) = error_code(body) {
+        return match code.as_str() {
             "sold_out" => Refusal::SoldOut,
             "per_user_limit" => Refusal::PerUserLimit,
             _ => Refusal::Other,
@@ -289,6 +298,8 @@ mod tests {
         assert_eq!(refused("conflict", "sold_out"), Answer::Refused(Refusal::Other));
         assert_eq!(classify(409, b"per_user_limit reached"), Answer::Refused(Refusal::PerUserLimit));
         assert_eq!(classify(503, b""), Answer::Unexpected(503));
+        assert_eq!(classify(503, br#"{"error":{"code":"unavailable","message":"x"}}"#), Answer::Unexpected(503));
+        assert_eq!(classify(503, br#"{"error":{"code":"overloaded","message":"x"}}"#), Answer::Shed);
     }
 
     #[test]
@@ -299,5 +310,6 @@ mod tests {
         assert!(!Answer::Refused(Refusal::SoldOut).outcome_unknown());
         assert!(!Answer::Refused(Refusal::SoldOut).is_error());
         assert!(Answer::Unexpected(422).is_error());
+        assert!(Answer::Shed.is_error() && !Answer::Shed.outcome_unknown(), "shed: past capacity, nothing booked");
     }
 }

@@ -38,6 +38,8 @@ use crate::validation::validate_booking_request;
 const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(3);
 /// A status watcher re-reads at least this often, even without a wake-up.
 const WATCH_POLL: Duration = Duration::from_secs(1);
+/// Most event ids a pod remembers as existing (a sale has one; the bound is for stray ids).
+const MAX_KNOWN_EVENTS: usize = 10_000;
 
 pub struct KafkaInventory {
     inner: Arc<Inner>,
@@ -98,7 +100,12 @@ impl Inner {
         if event.remaining == 0 {
             self.backlog.set_sold_out(event_id, true);
         }
-        self.known_events.lock().expect("lock poisoned").insert(event_id);
+        let mut known = self.known_events.lock().expect("lock poisoned");
+        if known.len() >= MAX_KNOWN_EVENTS {
+            // Bounded: forgetting costs one more read per event, never a wrong answer.
+            known.clear();
+        }
+        known.insert(event_id);
         Ok(())
     }
 
@@ -142,21 +149,6 @@ impl Inner {
         }
         records::fetch_booking(&self.pool, id).await
     }
-
-    /// An earlier answer for `key`: the queued or decided booking it made, if any. Postgres is
-    /// asked only for keyed requests, and its failure is not fatal: the worker dedupes anyway.
-    async fn first_use_of(&self, id: Uuid, key: &str) -> Option<Booking> {
-        if let Some(pending) = self.backlog.pending(id) {
-            return Some(pending);
-        }
-        match records::fetch_booking_by_key(&self.pool, key).await {
-            Ok(found) => found,
-            Err(err) => {
-                tracing::debug!(error = %err, "idempotency lookup failed; the worker will dedupe");
-                None
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -184,20 +176,30 @@ impl Inventory for KafkaInventory {
         let inner = &self.inner;
         validate_booking_request(&request)?;
         inner.require_event(event_id).await?;
-        let id = booking_id(idempotency_key.as_deref());
-        if let Some(key) = &idempotency_key
-            && let Some(first) = inner.first_use_of(id, key).await
+        let key = idempotency_key.as_deref();
+        let id = booking_id(key, event_id, &request.user_id, request.quantity);
+        // The door reads no store: a key whose first request is still queued is answered from
+        // this pod's view of the queue (its first answer, or 422 for a different request); any
+        // other keyed request is queued under its deterministic id, and the worker decides a
+        // retry of a decided request as the duplicate it is (the client's next read shows the
+        // decision).
+        if let Some(key) = key
+            && let Some(first) = inner.backlog.pending_with_key(key)
         {
             return idempotency::replay(first, event_id, &request);
         }
-        // Only requests without a key are refused at the door: a keyed one may be the retry of
-        // an attempt still in flight on some pod, whose answer (queued, then decided) must be
-        // the answer to every retry. Queued, it is decided (or found a duplicate) by the worker.
-        if idempotency_key.is_none() && inner.backlog.is_sold_out(event_id) {
-            return Err(StageError::Rejected {
-                reason: RejectReason::SoldOut,
-                detail: "the event is sold out".into(),
-            });
+        if inner.backlog.is_sold_out(event_id) {
+            // Sold out: a new request is refused at once. A keyed one may be the retry of a
+            // request decided before the sell-out, whose answer (perhaps a confirmation) must
+            // be replayed: one primary-key read of its deterministic id, only on this path.
+            if key.is_some() {
+                match records::fetch_booking(&inner.pool, id).await {
+                    Ok(first) => return idempotency::replay(first, event_id, &request),
+                    Err(StageError::BookingNotFound(_)) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            return Err(StageError::Rejected { reason: RejectReason::SoldOut, detail: "the event is sold out".into() });
         }
         let record = BookingRecord {
             v: RECORD_VERSION,

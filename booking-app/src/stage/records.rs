@@ -89,18 +89,28 @@ pub fn parse_status(text: &str) -> Option<BookingStatus> {
 }
 
 pub fn parse_reason(text: &str) -> Option<RejectReason> {
-    [RejectReason::SoldOut, RejectReason::PerUserLimit].into_iter().find(|r| r.as_str() == text)
+    [RejectReason::SoldOut, RejectReason::PerUserLimit, RejectReason::IdempotencyKeyReused]
+        .into_iter()
+        .find(|r| r.as_str() == text)
 }
 
-/// Connection-level failures are the store being unavailable (503); the rest stays a database
-/// error (500).
+/// SQLSTATEs of a statement given up on by our own timeouts (`lock_timeout`: 55P03
+/// lock_not_available; `statement_timeout`: 57014 query_canceled) or of a server shutting down
+/// (57P01..57P03): the store is too busy or away, so 503 and retry, not 500.
+const UNAVAILABLE_SQLSTATES: &[&str] = &["55P03", "57014", "57P01", "57P02", "57P03"];
+
+/// Connection-level failures and timeouts are the store being unavailable (503); the rest stays
+/// a database error (500).
 pub fn pg_error(err: sqlx::Error) -> StageError {
+    let timed_out =
+        err.as_database_error().and_then(|db| db.code()).is_some_and(|code| UNAVAILABLE_SQLSTATES.contains(&code.as_ref()));
     match err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => StageError::Unavailable { store: "postgres", detail: err.to_string() },
+        _ if timed_out => StageError::Unavailable { store: "postgres", detail: err.to_string() },
         other => StageError::Database(other),
     }
 }
@@ -177,7 +187,7 @@ mod tests {
         for s in [BookingStatus::Pending, BookingStatus::Confirmed, BookingStatus::Rejected] {
             assert_eq!(parse_status(s.as_str()), Some(s));
         }
-        for r in [RejectReason::SoldOut, RejectReason::PerUserLimit] {
+        for r in [RejectReason::SoldOut, RejectReason::PerUserLimit, RejectReason::IdempotencyKeyReused] {
             assert_eq!(parse_reason(r.as_str()), Some(r));
         }
         assert_eq!(parse_status("cancelled"), None);

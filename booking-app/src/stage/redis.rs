@@ -153,6 +153,7 @@ fn rejection(reason: RejectReason, count: i64, request: &BookingRequest) -> Stag
         RejectReason::PerUserLimit => {
             format!("user {} holds {count} tickets, {} more would exceed the limit", request.user_id, request.quantity)
         }
+        RejectReason::IdempotencyKeyReused => StageError::IdempotencyKeyReused.to_string(),
     };
     StageError::Rejected { reason, detail }
 }

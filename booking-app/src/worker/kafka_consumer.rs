@@ -46,6 +46,8 @@ pub struct KafkaWorker {
     producer: FutureProducer,
     metrics: WorkerMetrics,
     sold_out_published: HashSet<Uuid>,
+    /// Per partition, the offset after the last decided record whose commit has not succeeded.
+    uncommitted: BTreeMap<i32, i64>,
     /// Test hook: abort the process after this many batches were committed to the database but
     /// before their offsets are committed (the crash window the redelivery handles).
     abort_after_batches: Option<u64>,
@@ -64,6 +66,9 @@ pub async fn run_from_config(config: &Config, metrics: &Metrics, stop: Cancellat
     }
     run(settings, pool, metrics, stop).await
 }
+
+/// While idle, how often a failed offset commit is tried again.
+const COMMIT_RETRY: Duration = Duration::from_millis(500);
 
 /// How often `--drain` compares the group's committed offsets with the partitions' ends.
 const DRAIN_CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -125,6 +130,7 @@ impl KafkaWorker {
             producer,
             metrics,
             sold_out_published: HashSet::new(),
+            uncommitted: BTreeMap::new(),
             abort_after_batches,
             batches: 0,
         })
@@ -156,11 +162,20 @@ impl KafkaWorker {
 
     /// Waits for a first record, then takes what arrives within `batch_linger`, up to
     /// `batch_size` records.
-    async fn next_batch(&self) -> Batch {
+    async fn next_batch(&mut self) -> Batch {
         let mut batch = Batch::default();
         let mut deadline = None;
         while batch.requests.len() + (batch.malformed as usize) < self.settings.batch_size {
             let message = match deadline {
+                None if !self.uncommitted.is_empty() => {
+                    match tokio::time::timeout(COMMIT_RETRY, self.consumer.recv()).await {
+                        Ok(message) => message,
+                        Err(_) => {
+                            self.commit_uncommitted();
+                            continue;
+                        }
+                    }
+                }
                 None => self.consumer.recv().await,
                 Some(at) => match tokio::time::timeout_at(at, self.consumer.recv()).await {
                     Ok(message) => message,
@@ -207,18 +222,38 @@ impl KafkaWorker {
         }
     }
 
-    /// Commits the offsets after the batch (asynchronously: a commit that is lost, say to a
-    /// crash or a rebalance, only redelivers records that are decided already).
-    fn commit(&self, batch: &Batch) {
-        let mut offsets = TopicPartitionList::with_capacity(batch.last_offsets.len());
+    /// Commits the offsets after the batch, synchronously (one round trip per batch): the API
+    /// pods read "decided" from these offsets, so a commit that failed silently (asynchronous
+    /// commits report only to a callback) left decided bookings reading `pending` until the next
+    /// batch, and after the last batch of a sale, forever. A failed commit is kept and retried
+    /// with the next batch or, while idle, every `COMMIT_RETRY`; a commit that is lost anyway (a
+    /// crash, a partition moved) only redelivers records that are decided already.
+    fn commit(&mut self, batch: &Batch) {
         for (partition, offset) in &batch.last_offsets {
-            if let Err(err) = offsets.add_partition_offset(&self.settings.topic, *partition, Offset::Offset(offset + 1)) {
+            let next = self.uncommitted.entry(*partition).or_insert(offset + 1);
+            *next = (*next).max(offset + 1);
+        }
+        self.commit_uncommitted();
+    }
+
+    fn commit_uncommitted(&mut self) {
+        if self.uncommitted.is_empty() {
+            return;
+        }
+        let mut offsets = TopicPartitionList::with_capacity(self.uncommitted.len());
+        for (partition, next) in &self.uncommitted {
+            if let Err(err) = offsets.add_partition_offset(&self.settings.topic, *partition, Offset::Offset(*next)) {
                 tracing::error!(error = %err, "kafka worker: cannot build the offset list");
                 return;
             }
         }
-        if let Err(err) = self.consumer.commit(&offsets, CommitMode::Async) {
-            tracing::warn!(error = %err, "kafka worker: offset commit failed; the batch will be redelivered");
+        match self.consumer.commit(&offsets, CommitMode::Sync) {
+            Ok(()) => self.uncommitted.clear(),
+            Err(err) => {
+                self.metrics.commit_failed();
+                tracing::warn!(error = %err, partitions = self.uncommitted.len(),
+                    "kafka worker: offset commit failed; retrying (the API pods read these offsets)");
+            }
         }
     }
 

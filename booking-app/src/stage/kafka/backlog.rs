@@ -33,6 +33,9 @@ struct State {
     sold_out: HashSet<Uuid>,
     /// Per partition, the high watermark when the tail started.
     start_high: Vec<i64>,
+    /// Idempotency key → id of the queued request that carries it (the first one seen), so a
+    /// key reused with another request while the first is queued is refused at the door.
+    by_key: HashMap<String, Uuid>,
 }
 
 /// Shared between the stage (lookups, produced records), the tail and the refresher.
@@ -56,6 +59,7 @@ impl Backlog {
                 tailed: vec![0; n],
                 sold_out: HashSet::new(),
                 start_high: Vec::new(),
+                by_key: HashMap::new(),
             }),
             decided: watch::Sender::new(0),
             tail_progress: Notify::new(),
@@ -98,6 +102,9 @@ impl Backlog {
             return;
         }
         state.by_offset[p].insert(offset, record.id);
+        if let Some(key) = &record.idempotency_key {
+            state.by_key.entry(key.clone()).or_insert(record.id);
+        }
         state.queued.entry(record.id).or_insert(Queued { record, partition, offset });
     }
 
@@ -134,7 +141,7 @@ impl Backlog {
         let mut moved = false;
         {
             let mut state = self.lock();
-            let State { queued, by_offset, decided_upto, .. } = &mut *state;
+            let State { queued, by_offset, decided_upto, by_key, .. } = &mut *state;
             for (p, committed) in offsets.iter().enumerate().take(decided_upto.len()) {
                 let Some(committed) = *committed else { continue };
                 if committed <= decided_upto[p] {
@@ -144,8 +151,14 @@ impl Backlog {
                 moved = true;
                 let still_queued = by_offset[p].split_off(&committed);
                 for (offset, id) in std::mem::replace(&mut by_offset[p], still_queued) {
-                    if queued.get(&id).is_some_and(|q| q.partition == p as i32 && q.offset == offset) {
-                        queued.remove(&id);
+                    if !queued.get(&id).is_some_and(|q| q.partition == p as i32 && q.offset == offset) {
+                        continue;
+                    }
+                    let Some(decided) = queued.remove(&id) else { continue };
+                    if let Some(key) = decided.record.idempotency_key
+                        && by_key.get(&key) == Some(&id)
+                    {
+                        by_key.remove(&key);
                     }
                 }
             }
@@ -166,6 +179,12 @@ impl Backlog {
 
     pub fn queued_record(&self, id: Uuid) -> Option<BookingRecord> {
         self.lock().queued.get(&id).map(|q| q.record.clone())
+    }
+
+    /// The queued booking that first carried idempotency `key`, with its place in line.
+    pub fn pending_with_key(&self, key: &str) -> Option<Booking> {
+        let id = *self.lock().by_key.get(key)?;
+        self.pending(id)
     }
 
     /// Requests this pod knows to be queued and undecided.
@@ -205,7 +224,7 @@ mod tests {
     fn record(key: Option<&str>) -> BookingRecord {
         BookingRecord {
             v: RECORD_VERSION,
-            id: booking_id(key),
+            id: booking_id(key, Uuid::nil(), "u", 1),
             event_id: Uuid::nil(),
             user_id: "u".into(),
             quantity: 1,
@@ -247,8 +266,10 @@ mod tests {
         backlog.insert(0, 6, retried.clone());
         backlog.insert(0, 9, retried.clone());
         assert_eq!(backlog.pending(retried.id).unwrap().position, Some(1), "first place kept");
+        assert_eq!(backlog.pending_with_key("k").unwrap().id, retried.id);
         backlog.decided_upto(&[Some(7)]);
         assert!(backlog.pending(retried.id).is_none());
+        assert!(backlog.pending_with_key("k").is_none(), "a decided request frees its key");
         backlog.decided_upto(&[Some(10)]);
         assert!(backlog.is_empty());
     }

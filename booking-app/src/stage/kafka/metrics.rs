@@ -88,6 +88,7 @@ impl GroupMetrics {
 pub struct WorkerMetrics {
     decisions: Family<OutcomeLabels, Counter>,
     batch_seconds: Histogram,
+    commit_failures: Counter,
 }
 
 impl WorkerMetrics {
@@ -96,7 +97,13 @@ impl WorkerMetrics {
             decisions: Family::default(),
             // 1 ms .. ~16 s: a batch is one transaction of up to a few thousand requests.
             batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            commit_failures: Counter::default(),
         };
+        metrics.register(
+            "kafka_commit_failures",
+            "Offset commits after a decided batch that failed (retried; API pods show pending until one succeeds)",
+            this.commit_failures.clone(),
+        );
         metrics.register(
             "kafka_decisions",
             "Booking requests decided by this worker, by outcome (duplicate: redelivered, changed nothing)",
@@ -118,6 +125,10 @@ impl WorkerMetrics {
 
     pub fn decided_count(&self, outcome: &str) -> u64 {
         self.decisions.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).get()
+    }
+
+    pub fn commit_failed(&self) {
+        self.commit_failures.inc();
     }
 
     pub fn batch_took(&self, seconds: f64) {

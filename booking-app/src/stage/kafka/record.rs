@@ -38,14 +38,23 @@ pub enum RecordError {
     UnknownVersion(u8),
 }
 
-/// The booking id of a request. With an idempotency key the id is derived from the key, so a
-/// retry — even one racing the first attempt on another pod — carries the same id and the worker
-/// decides it once. Keys are unique across events (see the `bookings.idempotency_key` column).
-pub fn booking_id(idempotency_key: Option<&str>) -> Uuid {
-    match idempotency_key {
-        Some(key) => Uuid::new_v5(&IDEMPOTENT_ID_NAMESPACE, key.as_bytes()),
-        None => Uuid::new_v4(),
-    }
+/// The booking id of a request. With an idempotency key the id is derived from the key *and* the
+/// request it carries (event, user, quantity), so a retry — even one racing the first attempt on
+/// another pod, or one sent after the decision — carries the same id and the worker decides it
+/// once, with no store read at the door; the same key sent with a different request gets another
+/// id, which the worker decides as rejected (`idempotency_key_reused`) and the status then shows.
+/// Keys stay unique across events (see the `bookings.idempotency_key` column).
+pub fn booking_id(idempotency_key: Option<&str>, event_id: Uuid, user_id: &str, quantity: i32) -> Uuid {
+    let Some(key) = idempotency_key else { return Uuid::new_v4() };
+    // Length-prefixed fields: no two different requests share an encoding.
+    let mut name = Vec::with_capacity(key.len() + user_id.len() + 28);
+    name.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    name.extend_from_slice(key.as_bytes());
+    name.extend_from_slice(event_id.as_bytes());
+    name.extend_from_slice(&(user_id.len() as u32).to_be_bytes());
+    name.extend_from_slice(user_id.as_bytes());
+    name.extend_from_slice(&quantity.to_be_bytes());
+    Uuid::new_v5(&IDEMPOTENT_ID_NAMESPACE, &name)
 }
 
 impl BookingRecord {
@@ -93,10 +102,11 @@ mod tests {
     use super::*;
 
     fn record() -> BookingRecord {
+        let event_id = Uuid::new_v4();
         BookingRecord {
             v: RECORD_VERSION,
-            id: booking_id(Some("k-1")),
-            event_id: Uuid::new_v4(),
+            id: booking_id(Some("k-1"), event_id, "alice", 2),
+            event_id,
             user_id: "alice".into(),
             quantity: 2,
             idempotency_key: Some("k-1".into()),
@@ -111,13 +121,20 @@ mod tests {
     }
 
     #[test]
-    fn idempotent_ids_are_stable_and_distinct() {
-        assert_eq!(booking_id(Some("k-1")), booking_id(Some("k-1")));
-        assert_ne!(booking_id(Some("k-1")), booking_id(Some("k-2")));
-        assert_ne!(booking_id(None), booking_id(None));
-        // Pinned: a change of namespace would break retries across a deploy.
-        assert_eq!(booking_id(Some("k-1")), Uuid::new_v5(&IDEMPOTENT_ID_NAMESPACE, b"k-1"));
-        assert_eq!(booking_id(Some("k-1")).get_version_num(), 5);
+    fn idempotent_ids_are_stable_and_bound_to_the_request() {
+        let e = Uuid::nil();
+        let id = |key, user, quantity| booking_id(Some(key), e, user, quantity);
+        assert_eq!(id("k-1", "alice", 1), id("k-1", "alice", 1));
+        assert_ne!(id("k-1", "alice", 1), id("k-2", "alice", 1));
+        assert_ne!(id("k-1", "alice", 1), id("k-1", "bob", 1), "another user: another request");
+        assert_ne!(id("k-1", "alice", 1), id("k-1", "alice", 2), "another quantity: another request");
+        assert_ne!(id("k-1", "alice", 1), booking_id(Some("k-1"), Uuid::max(), "alice", 1));
+        // Field boundaries count: key "ab" + user "c" is not key "a" + user "bc".
+        assert_ne!(id("ab", "c", 1), id("a", "bc", 1));
+        assert_ne!(booking_id(None, e, "alice", 1), booking_id(None, e, "alice", 1));
+        // Pinned: a change of namespace or encoding would break retries across a deploy.
+        assert_eq!(id("k-1", "alice", 1).to_string(), "754b3219-60b2-5770-997b-afe644618abe");
+        assert_eq!(id("k-1", "alice", 1).get_version_num(), 5);
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum Verdict {
     Duplicate,
     /// The event does not exist: the API checks this, so only a foreign record gets here.
     UnknownEvent,
+    /// The record's values are outside what the API accepts (a record nobody's API produced):
+    /// skipped and counted, so it can never stop the queue.
+    Invalid,
 }
 
 impl Verdict {
@@ -37,6 +40,7 @@ impl Verdict {
             Verdict::Rejected(reason) => reason.as_str(),
             Verdict::Duplicate => "duplicate",
             Verdict::UnknownEvent => "unknown_event",
+            Verdict::Invalid => "invalid",
         }
     }
 
@@ -56,24 +60,34 @@ pub struct Decided {
     pub holdings_added: HashMap<(Uuid, String), i32>,
 }
 
-/// Decides `requests` in order. `known` holds the ids and idempotency keys already in the
-/// bookings table; `holdings` the tickets users already hold.
+/// Decides `requests` in order. `known_ids` holds the ids already in the bookings table,
+/// `known_keys` the idempotency keys there with the id of the booking each was first used for;
+/// `holdings` the tickets users already hold.
 pub fn decide(
     requests: &[BookingRecord],
     events: &HashMap<Uuid, Inventory>,
     holdings: &HashMap<(Uuid, String), i32>,
     known_ids: &HashSet<Uuid>,
-    known_keys: &HashSet<String>,
+    known_keys: &HashMap<String, Uuid>,
 ) -> Decided {
     let mut decided = Decided::default();
     let mut remaining: HashMap<Uuid, i64> = HashMap::new();
     let mut seen_ids: HashSet<Uuid> = HashSet::new();
+    let mut seen_keys: HashMap<&str, Uuid> = HashMap::new();
     for request in requests {
-        let duplicate = known_ids.contains(&request.id)
-            || request.idempotency_key.as_ref().is_some_and(|k| known_keys.contains(k))
-            || !seen_ids.insert(request.id);
+        // The id is derived from the key and the request (`booking_id`): the same id is the same
+        // request again; the same key under another id is the key reused for another request.
+        let duplicate = known_ids.contains(&request.id) || !seen_ids.insert(request.id);
+        let reused = request.idempotency_key.as_deref().is_some_and(|k| {
+            let first = known_keys.get(k).or_else(|| seen_keys.get(k)).copied();
+            first.is_some_and(|first| first != request.id)
+        });
         let verdict = if duplicate {
             Verdict::Duplicate
+        } else if !valid(request) {
+            Verdict::Invalid
+        } else if reused {
+            Verdict::Rejected(RejectReason::IdempotencyKeyReused)
         } else if let Some(event) = events.get(&request.event_id) {
             let left = remaining.entry(request.event_id).or_insert(event.remaining);
             let key = (request.event_id, request.user_id.clone());
@@ -90,6 +104,11 @@ pub fn decide(
         } else {
             Verdict::UnknownEvent
         };
+        if verdict.is_decision()
+            && let Some(key) = request.idempotency_key.as_deref()
+        {
+            seen_keys.entry(key).or_insert(request.id);
+        }
         decided.verdicts.push(verdict);
     }
     decided.remaining = remaining
@@ -97,6 +116,14 @@ pub fn decide(
         .filter(|(event, left)| events.get(event).is_some_and(|e| e.remaining != *left))
         .collect();
     decided
+}
+
+/// The checks the API makes before producing (`validation`), made again on what was read: the
+/// topic is writable by more than our API.
+fn valid(request: &BookingRecord) -> bool {
+    let as_request = crate::domain::BookingRequest { user_id: request.user_id.clone(), quantity: request.quantity };
+    crate::validation::validate_booking_request(&as_request).is_ok()
+        && request.idempotency_key.as_deref().is_none_or(|k| crate::validation::validate_idempotency_key(k).is_ok())
 }
 
 #[cfg(test)]
@@ -107,7 +134,7 @@ mod tests {
     fn request(event: Uuid, user: &str, quantity: i32, key: Option<&str>) -> BookingRecord {
         BookingRecord {
             v: RECORD_VERSION,
-            id: booking_id(key),
+            id: booking_id(key, event, user, quantity),
             event_id: event,
             user_id: user.into(),
             quantity,
@@ -125,7 +152,7 @@ mod tests {
         let e = Uuid::new_v4();
         let requests =
             [request(e, "a", 2, None), request(e, "b", 2, None), request(e, "c", 1, None), request(e, "d", 1, None)];
-        let d = decide(&requests, &events(&[(e, 5, None)]), &HashMap::new(), &HashSet::new(), &HashSet::new());
+        let d = decide(&requests, &events(&[(e, 5, None)]), &HashMap::new(), &HashSet::new(), &HashMap::new());
         assert_eq!(
             d.verdicts,
             [Verdict::Confirmed, Verdict::Confirmed, Verdict::Confirmed, Verdict::Rejected(RejectReason::SoldOut)]
@@ -138,7 +165,7 @@ mod tests {
     fn a_smaller_request_still_fits_after_a_bigger_one_is_refused() {
         let e = Uuid::new_v4();
         let requests = [request(e, "a", 3, None), request(e, "b", 1, None)];
-        let d = decide(&requests, &events(&[(e, 2, None)]), &HashMap::new(), &HashSet::new(), &HashSet::new());
+        let d = decide(&requests, &events(&[(e, 2, None)]), &HashMap::new(), &HashSet::new(), &HashMap::new());
         assert_eq!(d.verdicts, [Verdict::Rejected(RejectReason::SoldOut), Verdict::Confirmed]);
         assert_eq!(d.remaining[&e], 1);
     }
@@ -148,7 +175,7 @@ mod tests {
         let e = Uuid::new_v4();
         let holdings = HashMap::from([((e, "a".to_owned()), 1)]);
         let requests = [request(e, "a", 1, None), request(e, "a", 1, None), request(e, "b", 2, None)];
-        let d = decide(&requests, &events(&[(e, 100, Some(2))]), &holdings, &HashSet::new(), &HashSet::new());
+        let d = decide(&requests, &events(&[(e, 100, Some(2))]), &holdings, &HashSet::new(), &HashMap::new());
         assert_eq!(d.verdicts, [Verdict::Confirmed, Verdict::Rejected(RejectReason::PerUserLimit), Verdict::Confirmed]);
         assert_eq!(d.holdings_added[&(e, "a".to_owned())], 1);
         assert_eq!(d.remaining[&e], 97);
@@ -160,24 +187,58 @@ mod tests {
         let first = request(e, "a", 1, Some("k1"));
         let retry = first.clone();
         let decided_before = request(e, "b", 1, None);
-        let key_used_before = request(e, "c", 1, Some("k2"));
-        let requests = [first, retry, decided_before.clone(), key_used_before];
+        let retried_after_its_decision = request(e, "c", 1, Some("k2"));
+        let requests = [first, retry, decided_before.clone(), retried_after_its_decision.clone()];
         let d = decide(
             &requests,
             &events(&[(e, 10, None)]),
             &HashMap::new(),
-            &HashSet::from([decided_before.id]),
-            &HashSet::from(["k2".to_owned()]),
+            &HashSet::from([decided_before.id, retried_after_its_decision.id]),
+            &HashMap::from([("k2".to_owned(), retried_after_its_decision.id)]),
         );
         assert_eq!(d.verdicts, [Verdict::Confirmed, Verdict::Duplicate, Verdict::Duplicate, Verdict::Duplicate]);
         assert_eq!(d.remaining[&e], 9);
     }
 
     #[test]
+    fn a_key_reused_for_another_request_is_rejected_and_takes_nothing() {
+        let e = Uuid::new_v4();
+        let earlier = request(e, "a", 1, Some("k1"));
+        let reused_later = request(e, "a", 2, Some("k1"));
+        let in_batch_first = request(e, "b", 1, Some("k2"));
+        let in_batch_reused = request(e, "c", 1, Some("k2"));
+        let requests = [reused_later, in_batch_first, in_batch_reused];
+        let d = decide(
+            &requests,
+            &events(&[(e, 10, None)]),
+            &HashMap::new(),
+            &HashSet::from([earlier.id]),
+            &HashMap::from([("k1".to_owned(), earlier.id)]),
+        );
+        let reused = Verdict::Rejected(RejectReason::IdempotencyKeyReused);
+        assert_eq!(d.verdicts, [reused, Verdict::Confirmed, reused]);
+        assert_eq!(d.remaining[&e], 9);
+        assert!(reused.is_decision(), "the refusal is stored so the status shows it");
+    }
+
+    #[test]
+    fn records_the_api_would_refuse_are_skipped() {
+        let e = Uuid::new_v4();
+        let mut zero = request(e, "a", 1, None);
+        zero.quantity = 0;
+        let mut nobody = request(e, "a", 1, None);
+        nobody.user_id = String::new();
+        let fine = request(e, "b", 1, None);
+        let d = decide(&[zero, nobody, fine], &events(&[(e, 10, None)]), &HashMap::new(), &HashSet::new(), &HashMap::new());
+        assert_eq!(d.verdicts, [Verdict::Invalid, Verdict::Invalid, Verdict::Confirmed]);
+        assert!(!Verdict::Invalid.is_decision());
+    }
+
+    #[test]
     fn unknown_events_and_untouched_inventory() {
         let (e, other) = (Uuid::new_v4(), Uuid::new_v4());
         let requests = [request(other, "a", 1, None), request(e, "a", 5, None)];
-        let d = decide(&requests, &events(&[(e, 1, None)]), &HashMap::new(), &HashSet::new(), &HashSet::new());
+        let d = decide(&requests, &events(&[(e, 1, None)]), &HashMap::new(), &HashSet::new(), &HashMap::new());
         assert_eq!(d.verdicts, [Verdict::UnknownEvent, Verdict::Rejected(RejectReason::SoldOut)]);
         assert!(d.remaining.is_empty(), "nothing sold: no inventory write");
         assert!(Verdict::Rejected(RejectReason::SoldOut).is_decision() && !Verdict::Duplicate.is_decision());

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::decide::{Decided, Inventory, Verdict, decide};
+use crate::domain::RejectReason;
 use crate::stage::kafka::record::BookingRecord;
 
 /// What a committed batch did.
@@ -45,7 +46,7 @@ pub async fn decide_batch(pool: &PgPool, requests: &[BookingRecord]) -> Result<O
             .fetch_all(&mut *tx)
             .await?;
     let known_ids: HashSet<Uuid> = known.iter().map(|(id, _)| *id).collect();
-    let known_keys: HashSet<String> = known.into_iter().filter_map(|(_, key)| key).collect();
+    let known_keys: HashMap<String, Uuid> = known.into_iter().filter_map(|(id, key)| Some((key?, id))).collect();
 
     let (holders_events, holders): (Vec<Uuid>, Vec<String>) =
         requests.iter().map(|r| (r.event_id, r.user_id.clone())).unzip();
@@ -100,7 +101,12 @@ async fn insert_bookings(
         let (status, reason) = match verdict {
             Verdict::Confirmed => ("confirmed", None),
             Verdict::Rejected(reason) => ("rejected", Some(reason.as_str())),
-            Verdict::Duplicate | Verdict::UnknownEvent => continue,
+            Verdict::Duplicate | Verdict::UnknownEvent | Verdict::Invalid => continue,
+        };
+        // A reused key stays with the booking it was first used for (the column is unique).
+        let key = match verdict {
+            Verdict::Rejected(RejectReason::IdempotencyKeyReused) => None,
+            _ => request.idempotency_key.clone(),
         };
         ids.push(request.id);
         events.push(request.event_id);
@@ -108,7 +114,7 @@ async fn insert_bookings(
         quantities.push(request.quantity);
         statuses.push(status);
         reasons.push(reason);
-        keys.push(request.idempotency_key.clone());
+        keys.push(key);
         created.push(request.accepted_at);
     }
     if ids.is_empty() {
