@@ -17,7 +17,8 @@ pub const MAX_TICKETS: i64 = 100_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
-    /// One Postgres transaction per booking, inventory row locked `FOR UPDATE`.
+    /// Postgres decides under the inventory row's lock (`FOR UPDATE`): one transaction per batch
+    /// of an event's waiting bookings, or per booking (`POSTGRES_DECIDE`).
     Postgres,
     /// A Lua script in Redis decides; a syncer writes behind to Postgres.
     Redis,

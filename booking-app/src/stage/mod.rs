@@ -83,11 +83,12 @@ pub async fn build_inventory(
     pool: sqlx::PgPool,
     metrics: std::sync::Arc<crate::http::Metrics>,
 ) -> Result<std::sync::Arc<dyn Inventory>, StageError> {
-    let _ = &metrics; // for stages that export their own series (e.g. stream lag)
     // Before any request: the sale's own event exists once the API answers.
     sale_event::ensure(&pool, &config.sale_event).await?;
     match config.stage {
-        Stage::Postgres => Ok(std::sync::Arc::new(postgres::PostgresInventory::new(pool))),
+        Stage::Postgres => {
+            Ok(std::sync::Arc::new(postgres::PostgresInventory::from_config(&config.postgres, pool, &metrics)?))
+        }
         Stage::Redis => Ok(std::sync::Arc::new(redis::RedisInventory::connect(&config.redis, pool, metrics.clone()).await?)),
         Stage::Kafka => {
             let settings = kafka::client::KafkaSettings::from_config(&config.kafka)?;

@@ -178,6 +178,27 @@ pub async fn fetch_booking_by_key(db: impl PgExecutor<'_>, key: &str) -> Result<
     row.map(Booking::try_from).transpose()
 }
 
+#[derive(sqlx::FromRow)]
+struct KeyedBookingRow {
+    idempotency_key: String,
+    #[sqlx(flatten)]
+    booking: BookingRow,
+}
+
+/// The bookings first made with any of `keys`, by key (one round trip for a whole batch).
+pub async fn fetch_bookings_by_keys(
+    db: impl PgExecutor<'_>,
+    keys: &[&str],
+) -> Result<Vec<(String, Booking)>, StageError> {
+    let sql = concat!(
+        "SELECT idempotency_key, ",
+        booking_columns!(),
+        " FROM bookings WHERE idempotency_key = ANY($1)"
+    );
+    let rows: Vec<KeyedBookingRow> = sqlx::query_as(sql).bind(keys).fetch_all(db).await.map_err(pg_error)?;
+    rows.into_iter().map(|r| Ok((r.idempotency_key, r.booking.try_into()?))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

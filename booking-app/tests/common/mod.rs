@@ -10,7 +10,7 @@ pub mod client;
 use std::sync::Arc;
 use std::time::Duration;
 
-use booking_app::config::Config;
+use booking_app::config::{Config, PostgresDecide};
 use booking_app::domain::Stage;
 use booking_app::http::{self, AppState, Metrics};
 use booking_app::{db, server, stage, worker};
@@ -75,6 +75,29 @@ pub fn test_config(stage: Stage) -> Config {
     .expect("test configuration parses")
 }
 
+/// What a test runs: a stage, and the settings that select one of its forms.
+#[derive(Clone, Copy)]
+pub struct Target {
+    pub stage: Stage,
+    pub configure: fn(&mut Config),
+}
+
+impl From<Stage> for Target {
+    fn from(stage: Stage) -> Self {
+        Target { stage, configure: |_| {} }
+    }
+}
+
+/// Stage postgres deciding the bookings waiting for one event together (the default).
+pub fn decide_in_batches(config: &mut Config) {
+    config.postgres.postgres_decide = PostgresDecide::Batch;
+}
+
+/// Stage postgres with one transaction per booking.
+pub fn decide_per_booking(config: &mut Config) {
+    config.postgres.postgres_decide = PostgresDecide::PerBooking;
+}
+
 /// A running booking-app: its base URL, an HTTP client, and a Postgres pool for checking
 /// invariants behind the API's back.
 pub struct TestApp {
@@ -92,13 +115,15 @@ pub struct TestApp {
 static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
 impl TestApp {
-    pub async fn spawn(stage: Stage) -> TestApp {
-        Self::spawn_with(stage, |_| {}).await
+    pub async fn spawn(target: impl Into<Target>) -> TestApp {
+        Self::spawn_with(target, |_| {}).await
     }
 
     /// Like `spawn`, with the configuration adjusted first (e.g. a unique Kafka topic per test).
-    pub async fn spawn_with(stage: Stage, customize: impl FnOnce(&mut Config)) -> TestApp {
+    pub async fn spawn_with(target: impl Into<Target>, customize: impl FnOnce(&mut Config)) -> TestApp {
+        let Target { stage, configure } = target.into();
         let mut config = test_config(stage);
+        configure(&mut config);
         customize(&mut config);
         let pool = db::connect(&config.postgres)
             .await

@@ -1,15 +1,15 @@
 //! The API contract, stage by stage: what a client sees for a booking's whole life.
 
-use booking_app::domain::{BookingStatus, Stage};
+use booking_app::domain::BookingStatus;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::TestApp;
+use crate::common::{Target, TestApp};
 use crate::common::client::Decision;
 
-pub async fn event_round_trip_and_booking_read_back(stage: Stage) {
-    let app = TestApp::spawn(stage).await;
+pub async fn event_round_trip_and_booking_read_back(target: Target) {
+    let app = TestApp::spawn(target).await;
     let name = format!("round-trip-{}", Uuid::new_v4());
     let created = app.post_json("/events", &json!({"name": name, "tickets": 10, "per_user_limit": 4}), None).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
@@ -34,8 +34,8 @@ pub async fn event_round_trip_and_booking_read_back(stage: Stage) {
     assert_eq!(app.event(id).await.remaining, 7);
 }
 
-pub async fn refusals_are_409_with_their_reason(stage: Stage) {
-    let app = TestApp::spawn(stage).await;
+pub async fn refusals_are_409_with_their_reason(target: Target) {
+    let app = TestApp::spawn(target).await;
     let event = app.create_event(3, Some(2)).await;
     let first = app.book(event.id, "alice", 2, None).await;
     assert!(matches!(app.settle(&first).await, Decision::Confirmed(_)));
@@ -53,8 +53,8 @@ pub async fn refusals_are_409_with_their_reason(stage: Stage) {
     assert_eq!(app.event(event.id).await.remaining, 0);
 }
 
-pub async fn booking_status_streams_as_server_sent_events(stage: Stage) {
-    let app = TestApp::spawn(stage).await;
+pub async fn booking_status_streams_as_server_sent_events(target: Target) {
+    let app = TestApp::spawn(target).await;
     let event = app.create_event(5, None).await;
     let answer = app.book(event.id, "alice", 1, None).await;
     let id = answer.booking().id;
@@ -83,8 +83,8 @@ pub async fn booking_status_streams_as_server_sent_events(stage: Stage) {
     assert_eq!(unknown.error_code(), "not_found");
 }
 
-pub async fn idempotent_retries_book_once(stage: Stage) {
-    let app = TestApp::spawn(stage).await;
+pub async fn idempotent_retries_book_once(target: Target) {
+    let app = TestApp::spawn(target).await;
     let event = app.create_event(10, None).await;
     let key = format!("retry-{}", Uuid::new_v4());
     // The same request, with the same key, 20 times at once and then twice more.
@@ -112,8 +112,8 @@ pub async fn idempotent_retries_book_once(stage: Stage) {
     assert_eq!(app.event(small.id).await.remaining, 1);
 }
 
-pub async fn reused_idempotency_key_is_refused(stage: Stage) {
-    let app = TestApp::spawn(stage).await;
+pub async fn reused_idempotency_key_is_refused(target: Target) {
+    let app = TestApp::spawn(target).await;
     let event = app.create_event(10, None).await;
     let other = app.create_event(10, None).await;
     let key = format!("reuse-{}", Uuid::new_v4());
@@ -140,11 +140,11 @@ pub async fn reused_idempotency_key_is_refused(stage: Stage) {
     }
 }
 
-pub async fn operations_endpoints_answer(stage: Stage) {
-    let app = TestApp::spawn(stage).await;
+pub async fn operations_endpoints_answer(target: Target) {
+    let app = TestApp::spawn(target).await;
     let health = app.get("/healthz").await;
     assert_eq!(health.status, StatusCode::OK);
-    assert_eq!(health.body["stage"], stage.as_str());
+    assert_eq!(health.body["stage"], app.stage.as_str());
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
     assert_eq!(ready.body["status"], "ready");
@@ -157,11 +157,11 @@ pub async fn operations_endpoints_answer(stage: Stage) {
     let text = metrics.body.as_str().expect("metrics are text");
     assert!(text.contains(r#"booking_http_requests_total{method="POST",route="/events/{id}/bookings",status="#), "{text}");
     assert!(text.contains("booking_http_request_duration_seconds_bucket"), "{text}");
-    assert!(text.contains(&format!(r#"booking_bookings_total{{stage="{stage}",outcome="#)), "{text}");
+    assert!(text.contains(&format!(r#"booking_bookings_total{{stage="{}",outcome="#, app.stage)), "{text}");
 }
 
-pub async fn every_documented_route_is_served(stage: Stage) {
-    let app = TestApp::spawn(stage).await;
+pub async fn every_documented_route_is_served(target: Target) {
+    let app = TestApp::spawn(target).await;
     let doc = app.get("/openapi.json").await;
     assert_eq!(doc.status, StatusCode::OK);
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."), "{}", doc.body["openapi"]);

@@ -1,11 +1,11 @@
 //! Bad input never books: every malformed, mistyped, out-of-range or oversized request gets a
 //! 4xx `{"error":{code,message}}` and leaves Postgres untouched.
 
-use booking_app::domain::{MAX_QUANTITY, MAX_TICKETS, MAX_USER_ID_LEN, Stage};
+use booking_app::domain::{MAX_QUANTITY, MAX_TICKETS, MAX_USER_ID_LEN};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::common::TestApp;
+use crate::common::{Target, TestApp};
 use crate::common::client::Answer;
 
 const JSON: Option<&str> = Some("application/json");
@@ -15,8 +15,8 @@ fn assert_error(answer: &Answer, status: StatusCode, case: &str) {
     answer.error_code();
 }
 
-pub async fn bad_booking_requests_are_4xx_and_write_nothing(stage: Stage) {
-    let app = TestApp::spawn(stage).await;
+pub async fn bad_booking_requests_are_4xx_and_write_nothing(target: Target) {
+    let app = TestApp::spawn(target).await;
     let event = app.create_event(100, Some(10)).await;
     let path = format!("/events/{}/bookings", event.id);
     let long_user = "u".repeat(MAX_USER_ID_LEN + 1);
@@ -81,8 +81,8 @@ pub async fn bad_booking_requests_are_4xx_and_write_nothing(stage: Stage) {
     assert!(matches!(good.status, StatusCode::CREATED | StatusCode::ACCEPTED), "{}", good.body);
 }
 
-pub async fn bad_event_requests_are_4xx_and_write_nothing(stage: Stage) {
-    let app = TestApp::spawn(stage).await;
+pub async fn bad_event_requests_are_4xx_and_write_nothing(target: Target) {
+    let app = TestApp::spawn(target).await;
     let name = format!("bad-input-{}", Uuid::new_v4());
     let cases = [
         ("negative tickets", JSON, format!(r#"{{"name":"{name}","tickets":-1}}"#), StatusCode::UNPROCESSABLE_ENTITY),
@@ -105,8 +105,8 @@ pub async fn bad_event_requests_are_4xx_and_write_nothing(stage: Stage) {
     assert_eq!(app.events_named("").await, 0);
 }
 
-pub async fn bad_ids_and_routes_are_4xx_json(stage: Stage) {
-    let app = TestApp::spawn(stage).await;
+pub async fn bad_ids_and_routes_are_4xx_json(target: Target) {
+    let app = TestApp::spawn(target).await;
     for path in ["/events/not-a-uuid", "/bookings/not-a-uuid", "/bookings/12345/events", "/events/%00"] {
         assert_error(&app.get(path).await, StatusCode::BAD_REQUEST, path);
     }

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use booking_app::domain::Stage;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
@@ -14,7 +13,7 @@ use uuid::Uuid;
 
 use crate::common::checks::per_user;
 use crate::common::client::{Answer, Decision};
-use crate::common::TestApp;
+use crate::common::{Target, TestApp};
 
 /// One client's attempt: its request, and every answer it got (several when it retried).
 struct Attempt {
@@ -40,12 +39,12 @@ fn assert_booking_answer(answer: &Answer) {
     );
 }
 
-pub async fn concurrent_bookings_never_oversell(stage: Stage) {
+pub async fn concurrent_bookings_never_oversell(target: Target) {
     const TICKETS: i64 = 150;
     const LIMIT: i32 = 4;
     const USERS: usize = 60; // 60 users x 4 > 150 tickets: both refusals happen
     const ATTEMPTS: usize = 400;
-    let app = Arc::new(TestApp::spawn(stage).await);
+    let app = Arc::new(TestApp::spawn(target).await);
     let event = app.create_event(TICKETS, Some(LIMIT)).await;
     let (seed, mut rng) = seeded_rng();
 
@@ -128,9 +127,9 @@ pub async fn concurrent_bookings_never_oversell(stage: Stage) {
     }
 }
 
-pub async fn last_ticket_is_sold_once(stage: Stage) {
+pub async fn last_ticket_is_sold_once(target: Target) {
     const CLIENTS: usize = 200;
-    let app = Arc::new(TestApp::spawn(stage).await);
+    let app = Arc::new(TestApp::spawn(target).await);
     let event = app.create_event(1, None).await;
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|i| {
@@ -153,10 +152,10 @@ pub async fn last_ticket_is_sold_once(stage: Stage) {
     app.assert_store_consistent(event.id).await;
 }
 
-pub async fn per_user_limit_holds_under_concurrency(stage: Stage) {
+pub async fn per_user_limit_holds_under_concurrency(target: Target) {
     const LIMIT: i32 = 3;
     const REQUESTS: usize = 100;
-    let app = Arc::new(TestApp::spawn(stage).await);
+    let app = Arc::new(TestApp::spawn(target).await);
     let event = app.create_event(1_000, Some(LIMIT)).await;
     let tasks: Vec<_> = (0..REQUESTS)
         .map(|_| {

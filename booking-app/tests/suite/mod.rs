@@ -1,19 +1,26 @@
 //! The behaviour every stage must show, written once and parameterised by stage:
-//! `stage_suite!(name, Stage::X)` instantiates all of it as `#[tokio::test]`s in module `name`.
+//! `stage_suite!(name, Stage::X)` instantiates all of it as `#[tokio::test]`s in module `name`
+//! (`stage_suite!(name, Stage::X, configure)` for one form of a stage).
 //! Each test makes its own events, so tests run in parallel on one database.
 
 pub mod api;
 pub mod bad_input;
 pub mod concurrency;
 
-/// One `#[tokio::test]` per suite function for `$stage`, in module `$name`.
+/// One `#[tokio::test]` per suite function for `$stage`, in module `$name`; `$configure` (a
+/// `fn(&mut Config)`) selects one form of a stage that has several (stage postgres: batched or
+/// per-booking decisions).
 #[macro_export]
 macro_rules! stage_suite {
     ($name:ident, $stage:expr) => {
+        $crate::stage_suite!($name, $stage, |_| {});
+    };
+    ($name:ident, $stage:expr, $configure:expr) => {
         mod $name {
             use booking_app::domain::Stage;
+            use $crate::common::Target;
 
-            const STAGE: Stage = $stage;
+            const TARGET: Target = Target { stage: $stage, configure: $configure };
 
             $crate::stage_suite!(@tests
                 api::event_round_trip_and_booking_read_back,
@@ -37,7 +44,7 @@ macro_rules! stage_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $test() {
                 $crate::common::init_logs();
-                $crate::suite::$module::$test(STAGE).await;
+                $crate::suite::$module::$test(TARGET).await;
             }
         )*
     };

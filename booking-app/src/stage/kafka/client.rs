@@ -33,6 +33,8 @@ pub struct KafkaSettings {
     pub group: String,
     /// Longest the API waits for the broker's acknowledgement before answering 503.
     pub produce_timeout: Duration,
+    /// How long the producer gathers records into one batch.
+    pub linger: Duration,
     /// Most requests a worker decides in one database transaction.
     pub batch_size: usize,
     /// How long a worker waits for more records once a batch has its first one.
@@ -58,6 +60,7 @@ impl KafkaSettings {
             sold_out_topic: format!("{}-sold-out", config.kafka_topic),
             group: config.kafka_consumer_group.clone(),
             produce_timeout: Duration::from_millis(config.kafka_produce_timeout_ms.max(1)),
+            linger: Duration::from_millis(config.kafka_linger_ms),
             batch_size: config.kafka_batch_size.max(1),
             batch_linger: Duration::from_millis(config.kafka_batch_linger_ms),
             status_refresh: Duration::from_millis(config.kafka_status_refresh_ms.max(10)),
@@ -83,7 +86,7 @@ impl KafkaSettings {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", self.produce_timeout.as_millis().to_string())
-            .set("linger.ms", "1")
+            .set("linger.ms", self.linger.as_millis().to_string())
             .create()
     }
 

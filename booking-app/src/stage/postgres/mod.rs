@@ -1,23 +1,77 @@
-//! Stage 1, the "Acid truth": one Postgres transaction per booking. The event's inventory row is
-//! locked `FOR UPDATE`, so bookings of one event are decided one at a time against committed
-//! state: nothing oversold, no user above the limit, however many pods run.
+//! Stage 1, the "Acid truth": the event's inventory row is locked `FOR UPDATE`, so bookings of
+//! one event are decided one transaction at a time against committed state: nothing oversold, no
+//! user above the limit, however many pods run. `POSTGRES_DECIDE` picks how many bookings one
+//! transaction decides: `batch` (default) decides every booking of the event waiting in this pod
+//! together, one lock and one commit for all of them (`batch.rs`); `per-booking` runs one
+//! transaction per booking (below), the form the benchmark compares it with.
+
+mod batch;
+mod decide;
+mod transaction;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use self::batch::{BatchSettings, Batcher};
+use self::decide::Ask;
 use super::records::{self, IDEMPOTENCY_KEY_CONSTRAINT, pg_error, violates};
 use super::{IdempotencyKey, Inventory, StageError, idempotency};
+use crate::config::{PostgresConfig, PostgresDecide};
 use crate::domain::{Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage};
+use crate::http::Metrics;
+use crate::validation::{validate_booking_request, validate_idempotency_key};
 
 pub struct PostgresInventory {
     pool: PgPool,
+    /// `None`: one transaction per booking.
+    batcher: Option<Batcher>,
 }
 
 impl PostgresInventory {
+    /// The per-booking form.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, batcher: None }
+    }
+
+    /// The form `config.postgres_decide` names; its series are registered on `metrics`.
+    pub fn from_config(config: &PostgresConfig, pool: PgPool, metrics: &Metrics) -> Result<Self, StageError> {
+        let batcher = match config.postgres_decide {
+            PostgresDecide::PerBooking => None,
+            PostgresDecide::Batch => {
+                let settings = BatchSettings::checked(config.postgres_batch_size, config.postgres_queue_capacity)?;
+                Some(Batcher::new(pool.clone(), settings, metrics))
+            }
+        };
+        tracing::info!(decide = ?config.postgres_decide, "stage postgres");
+        Ok(Self { pool, batcher })
+    }
+
+    /// The per-booking form of `book`: a key's first answer is looked up before the lock; a
+    /// concurrent first use of the key shows as a unique violation and is replayed.
+    async fn book_alone(
+        &self,
+        event_id: Uuid,
+        request: BookingRequest,
+        idempotency_key: Option<IdempotencyKey>,
+    ) -> Result<BookingOutcome, StageError> {
+        let Some(key) = idempotency_key else {
+            return self.decide(event_id, &request, None).await.map_err(db_to_pg_error);
+        };
+        // A retry usually finds its first answer here, without taking the event's lock.
+        if let Some(first) = records::fetch_booking_by_key(&self.pool, &key).await? {
+            return idempotency::replay(first, event_id, &request);
+        }
+        match self.decide(event_id, &request, Some(&key)).await {
+            Err(StageError::Database(err)) if violates(&err, IDEMPOTENCY_KEY_CONSTRAINT) => {
+                let first = records::fetch_booking_by_key(&self.pool, &key).await?.ok_or_else(|| {
+                    StageError::Internal(format!("idempotency key {key:?} conflicted but its booking is gone"))
+                })?;
+                idempotency::replay(first, event_id, &request)
+            }
+            other => other.map_err(db_to_pg_error),
+        }
     }
 
     /// The booking transaction. `Err(Database)` with an idempotency-key violation means a
@@ -138,22 +192,17 @@ impl Inventory for PostgresInventory {
         request: BookingRequest,
         idempotency_key: Option<IdempotencyKey>,
     ) -> Result<BookingOutcome, StageError> {
-        let Some(key) = idempotency_key else {
-            return self.decide(event_id, &request, None).await.map_err(db_to_pg_error);
+        let Some(batcher) = &self.batcher else {
+            return self.book_alone(event_id, request, idempotency_key).await;
         };
-        // A retry usually finds its first answer here, without taking the event's lock.
-        if let Some(first) = records::fetch_booking_by_key(&self.pool, &key).await? {
-            return idempotency::replay(first, event_id, &request);
+        // Checked here, not only by the HTTP layer: one invalid row would fail its whole batch.
+        validate_booking_request(&request)?;
+        if let Some(key) = &idempotency_key {
+            validate_idempotency_key(key)?;
         }
-        match self.decide(event_id, &request, Some(&key)).await {
-            Err(StageError::Database(err)) if violates(&err, IDEMPOTENCY_KEY_CONSTRAINT) => {
-                let first = records::fetch_booking_by_key(&self.pool, &key).await?.ok_or_else(|| {
-                    StageError::Internal(format!("idempotency key {key:?} conflicted but its booking is gone"))
-                })?;
-                idempotency::replay(first, event_id, &request)
-            }
-            other => other.map_err(db_to_pg_error),
-        }
+        // No key lookup before the batch: the batch reads every key after the lock anyway, so a
+        // retry costs no more than its place in the batch, and the hot path reads Postgres once.
+        batcher.book(event_id, Ask { request, key: idempotency_key }).await
     }
 
     async fn get_booking(&self, id: Uuid) -> Result<Booking, StageError> {
