@@ -155,6 +155,28 @@ pub fn validate_per_pod_rps(per_pod_rps: Option<f64>) -> Result<f64, CapacityErr
     }
 }
 
+/// Fewest places an API pod admits at once, whatever its measured capacity.
+pub const MIN_IN_FLIGHT: u32 = 16;
+
+/// The in-flight limit of an API pod (booking-app `MAX_IN_FLIGHT`) that keeps what it admits
+/// within the SLO: by Little's law a pod serving `per_pod_rps` with `L` requests inside spends
+/// `L / per_pod_rps` on each on average, so `L = per_pod_rps × slo / 2` keeps the mean at half
+/// the p99 SLO, leaving the other half for the tail. Past that the pod sheds (503 + Retry-After)
+/// instead of queueing into timeouts.
+pub fn in_flight_limit(per_pod_rps: f64, slo_p99_ms: u32) -> u32 {
+    let limit = (per_pod_rps * f64::from(slo_p99_ms) / 2_000.0).ceil();
+    if !limit.is_finite() || limit <= 0.0 {
+        return MIN_IN_FLIGHT;
+    }
+    (limit.min(f64::from(u32::MAX)) as u32).max(MIN_IN_FLIGHT)
+}
+
+/// How long a request past the limit waits for a place (booking-app `ADMISSION_WAIT_MS`): a
+/// quarter of the SLO, so waiting and being served stay inside it.
+pub fn admission_wait_ms(slo_p99_ms: u32) -> u32 {
+    (slo_p99_ms / 4).max(1)
+}
+
 /// `ceil(target / per_pod)` with the rounding slack, saturating instead of overflowing.
 /// `per_pod` must be positive; a product that underflowed to 0 saturates too.
 pub fn pods_for(target_rps: f64, per_pod_rps: f64) -> u64 {

@@ -23,6 +23,9 @@ pub const MIGRATE_ON_START: &str = "MIGRATE_ON_START";
 /// Runs the stage's worker inside `serve`; the operator runs a worker Deployment instead.
 pub const RUN_WORKER: &str = "RUN_WORKER";
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
+/// API pods: most requests inside the stage at once; the rest wait ADMISSION_WAIT_MS, then 503.
+pub const MAX_IN_FLIGHT: &str = "MAX_IN_FLIGHT";
+pub const ADMISSION_WAIT_MS: &str = "ADMISSION_WAIT_MS";
 /// The sale's own event (from spec.event): `serve` creates it with this id if absent and never
 /// changes an existing one. Id, name and tickets go together.
 pub const SALE_EVENT_ID: &str = "SALE_EVENT_ID";
@@ -31,7 +34,7 @@ pub const SALE_EVENT_TICKETS: &str = "SALE_EVENT_TICKETS";
 pub const SALE_EVENT_PER_USER_LIMIT: &str = "SALE_EVENT_PER_USER_LIMIT";
 
 /// Every variable above: what the operator may set on a booking-app container.
-pub const ENV_VARS: [&str; 17] = [
+pub const ENV_VARS: [&str; 19] = [
     STAGE,
     LISTEN_ADDR,
     DATABASE_URL,
@@ -45,6 +48,8 @@ pub const ENV_VARS: [&str; 17] = [
     MIGRATE_ON_START,
     RUN_WORKER,
     LOG_FORMAT,
+    MAX_IN_FLIGHT,
+    ADMISSION_WAIT_MS,
     SALE_EVENT_ID,
     SALE_EVENT_NAME,
     SALE_EVENT_TICKETS,

@@ -16,6 +16,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::KafkaConfig;
 use crate::stage::StageError;
 
+/// Consumers (the API's tail, the workers) ask the broker for at least this much per fetch...
+const FETCH_MIN_BYTES: &str = "65536";
+/// ...or whatever is there after this long.
+const FETCH_WAIT_MS: &str = "20";
+
 /// How long a metadata or offsets round trip may take before it counts as "Kafka unavailable".
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -104,6 +109,8 @@ impl KafkaSettings {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("fetch.min.bytes", FETCH_MIN_BYTES)
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
             .create_with_context(context)
     }
 
@@ -115,6 +122,11 @@ impl KafkaSettings {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            // Under a sale, fetch in batches rather than a round trip per few records (the
+            // broker answers once FETCH_MIN_BYTES are there or after FETCH_WAIT): far less CPU
+            // in the pod and the broker, for at most FETCH_WAIT of staleness in this pod's view.
+            .set("fetch.min.bytes", FETCH_MIN_BYTES)
+            .set("fetch.wait.max.ms", FETCH_WAIT_MS)
             .create()
     }
 

@@ -16,7 +16,7 @@ use super::kafka;
 use super::labels::{self, Component};
 use super::names::{self, secret_keys};
 use super::pod::{container_security, env, env_from_secret, http_probe, meta, pod_security, resources};
-use crate::contract;
+use crate::{capacity, contract};
 use crate::crd::{PullPolicy, ServiceType};
 use crate::reconcile::sizing::Sizing;
 use crate::reconcile::validate::{Sale, Store};
@@ -176,9 +176,17 @@ pub fn deployment(sale: &Sale, name: String, component: Component, stage: Stage,
     }
 }
 
-/// The API pods of `stage`.
+/// The API pods of `stage`. With a known per-pod capacity they admit only what they can answer
+/// within the SLO (`capacity::in_flight_limit`) and shed the rest; the calibration's scratch pod
+/// keeps booking-app's generous default, so a new measurement is never capped by the last one.
 pub fn api_deployment(sale: &Sale, stage: Stage, replicas: i32, sizing: &Sizing) -> Deployment {
-    let container = container(sale, stage, sizing, vec![contract::CMD_SERVE.into()], true);
+    let mut container = container(sale, stage, sizing, vec![contract::CMD_SERVE.into()], true);
+    if let Some(per_pod_rps) = sizing.per_pod_rps {
+        let slo = sale.spec.capacity.slo_p99_ms;
+        let vars = container.env.get_or_insert_with(Vec::new);
+        vars.push(env(contract::MAX_IN_FLIGHT, capacity::in_flight_limit(per_pod_rps, slo).to_string()));
+        vars.push(env(contract::ADMISSION_WAIT_MS, capacity::admission_wait_ms(slo).to_string()));
+    }
     deployment(sale, names::booking_deployment(&sale.name, stage), Component::BookingApi, stage, replicas, container)
 }
 
@@ -240,6 +248,26 @@ mod tests {
         let db = env["DATABASE_URL"].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
         assert_eq!((db.name.as_str(), db.key.as_str()), ("s-credentials", "database-url"));
         assert!(env.keys().all(|k| contract::ENV_VARS.contains(&k.as_str())), "only contract variables");
+    }
+
+    #[test]
+    fn api_pods_admit_what_their_measured_capacity_answers_within_the_slo() {
+        let sale = sale("s", Stage::Redis);
+        let mut sized = sizing(3);
+        sized.per_pod_rps = Some(4000.0);
+        let d = api_deployment(&sale, Stage::Redis, 3, &sized);
+        let env = env_of(&d.spec.unwrap().template.spec.unwrap().containers[0]);
+        let slo = sale.spec.capacity.slo_p99_ms;
+        let expected = (4000.0 * f64::from(slo) / 2000.0).ceil() as u32;
+        assert_eq!(env["MAX_IN_FLIGHT"].value.as_deref(), Some(expected.max(16).to_string().as_str()));
+        assert_eq!(env["ADMISSION_WAIT_MS"].value.as_deref(), Some((slo / 4).to_string().as_str()));
+        // Nothing measured yet: booking-app's own default.
+        sized.per_pod_rps = None;
+        let d = api_deployment(&sale, Stage::Redis, 3, &sized);
+        assert!(!env_of(&d.spec.unwrap().template.spec.unwrap().containers[0]).contains_key("MAX_IN_FLIGHT"));
+        assert_eq!(capacity::in_flight_limit(10.0, 200), capacity::MIN_IN_FLIGHT);
+        assert_eq!(capacity::in_flight_limit(f64::NAN, 200), capacity::MIN_IN_FLIGHT);
+        assert_eq!(capacity::in_flight_limit(10_000.0, 200), 1000);
     }
 
     #[test]
