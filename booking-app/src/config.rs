@@ -246,7 +246,7 @@ pub struct KafkaConfig {
     pub kafka_linger_ms: u64,
 
     /// Worker: most requests decided in one Postgres transaction.
-    #[arg(long, env = "KAFKA_BATCH_SIZE", default_value_t = 500)]
+    #[arg(long, env = "KAFKA_BATCH_SIZE", default_value_t = 2_000)]
     pub kafka_batch_size: usize,
 
     /// Worker: how long a batch waits for more requests once it has its first.
