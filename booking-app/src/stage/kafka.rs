@@ -18,6 +18,7 @@ use chrono::SubsecRound;
 use futures::stream::{self, BoxStream, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::PgPool;
 use tokio::sync::watch;
@@ -113,9 +114,12 @@ impl Inner {
     /// `message.timeout.ms`, with a margin in case librdkafka itself stalls).
     async fn produce(&self, record: &BookingRecord) -> Result<(i32, i64), StageError> {
         let (key, payload) = (record.key(), record.encode());
+        // The id in a header too, so a pod's tail skips decoding the records it already holds.
+        let headers = OwnedHeaders::new_with_capacity(1)
+            .insert(Header { key: record::ID_HEADER, value: Some(record.id.as_bytes().as_slice()) });
         let delivery = self
             .producer
-            .send_result(FutureRecord::to(&self.settings.topic).key(&key).payload(&payload))
+            .send_result(FutureRecord::to(&self.settings.topic).key(&key).payload(&payload).headers(headers))
             .map_err(|(err, _)| unavailable(format!("cannot queue the request: {err}")))?;
         let result = tokio::time::timeout(self.settings.produce_timeout + Duration::from_secs(1), delivery).await;
         match result {

@@ -3,6 +3,7 @@
 //! sold-out events. Filled by the pod's tail of the topics; this is where "pending" lives, so the
 //! hot path never writes to Postgres. Pure bookkeeping: the tasks that feed it are in `tail.rs`.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
@@ -105,7 +106,25 @@ impl Backlog {
         if let Some(key) = &record.idempotency_key {
             state.by_key.entry(key.clone()).or_insert(record.id);
         }
-        state.queued.entry(record.id).or_insert(Queued { record, partition, offset });
+        match state.queued.entry(record.id) {
+            // The earliest place wins: the first of two records with one id is the one decided
+            // first (the second is its duplicate), so its decision is the booking's. Seen by the
+            // tail after this pod's producer reported a later place, it moves the entry back.
+            Entry::Occupied(mut queued) => {
+                if queued.get().partition == partition && offset < queued.get().offset {
+                    queued.get_mut().offset = offset;
+                }
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(Queued { record, partition, offset });
+            }
+        }
+    }
+
+    /// Whether `id` is queued at exactly (`partition`, `offset`): the tail's record is one this
+    /// pod inserted already when the broker acknowledged it.
+    pub fn holds(&self, partition: i32, offset: i64, id: Uuid) -> bool {
+        self.lock().queued.get(&id).is_some_and(|q| q.partition == partition && q.offset == offset)
     }
 
     /// The tail read up to `offset` (inclusive) of `partition`.
@@ -263,9 +282,11 @@ mod tests {
         assert!(backlog.pending(old.id).is_none(), "below the committed offset: already decided");
 
         let retried = record(Some("k"));
-        backlog.insert(0, 6, retried.clone());
         backlog.insert(0, 9, retried.clone());
-        assert_eq!(backlog.pending(retried.id).unwrap().position, Some(1), "first place kept");
+        backlog.insert(0, 6, retried.clone());
+        assert_eq!(backlog.pending(retried.id).unwrap().position, Some(1), "the earliest place wins");
+        backlog.insert(0, 8, retried.clone());
+        assert_eq!(backlog.pending(retried.id).unwrap().position, Some(1), "a later copy changes nothing");
         assert_eq!(backlog.pending_with_key("k").unwrap().id, retried.id);
         backlog.decided_upto(&[Some(7)]);
         assert!(backlog.pending(retried.id).is_none());

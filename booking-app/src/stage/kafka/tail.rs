@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::backlog::Backlog;
 use super::client::{KafkaSettings, committed_offsets, watermarks};
 use super::metrics::GroupMetrics;
-use super::record::BookingRecord;
+use super::record::{BookingRecord, ID_HEADER};
 use crate::stage::StageError;
 
 /// How often the lag gauges are refreshed (a watermark round trip per partition).
@@ -86,6 +86,10 @@ async fn tail(consumer: StreamConsumer, topic: String, backlog: Arc<Backlog>, ca
         };
         let (partition, offset) = (message.partition(), message.offset());
         if message.topic() == topic {
+            if held_already(&message, &backlog) {
+                backlog.tailed(partition, offset);
+                continue;
+            }
             match BookingRecord::decode(message.payload()) {
                 Ok(record) => backlog.insert(partition, offset, record),
                 Err(err) => tracing::warn!(partition, offset, error = %err, "kafka tail: skipping record"),
@@ -100,6 +104,17 @@ async fn tail(consumer: StreamConsumer, topic: String, backlog: Arc<Backlog>, ca
             }
         }
     }
+}
+
+/// The record's id from its header, if this pod holds it at this place already (it produced it).
+fn held_already(message: &impl Message, backlog: &Backlog) -> bool {
+    let Some(headers) = message.headers() else { return false };
+    let id = headers
+        .iter()
+        .find(|h| h.key == ID_HEADER)
+        .and_then(|h| h.value)
+        .and_then(|v| Uuid::from_slice(v).ok());
+    id.is_some_and(|id| backlog.holds(message.partition(), message.offset(), id))
 }
 
 async fn refresh(
