@@ -245,6 +245,11 @@ pub struct KafkaConfig {
     #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 5)]
     pub kafka_linger_ms: u64,
 
+    /// API: most undecided requests this pod keeps in its view of the queue (~300 B each); at the
+    /// bound new requests are answered 503 `overloaded` + Retry-After instead of growing it.
+    #[arg(long, env = "KAFKA_MAX_QUEUED", default_value_t = 200_000)]
+    pub kafka_max_queued: usize,
+
     /// Worker: most requests decided in one Postgres transaction.
     #[arg(long, env = "KAFKA_BATCH_SIZE", default_value_t = 2_000)]
     pub kafka_batch_size: usize,

@@ -240,3 +240,44 @@ async fn records_no_api_produced_are_skipped_and_the_next_booking_is_decided_wit
     worker.stop().await;
     pod.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn past_its_cap_the_pods_view_of_the_queue_sheds_and_loses_nothing() {
+    common::init_logs();
+    let mut config = kafka_config("capped");
+    config.kafka.kafka_max_queued = 20;
+    let pool = pool(&config).await;
+    let pod = Pod::start(&config, pool.clone()).await;
+    let event = pod.create_event(1_000, None).await;
+
+    // No worker: the view fills up to its cap, then the door sheds instead of growing.
+    let mut accepted = BTreeSet::new();
+    for n in 0..30 {
+        let (status, body) = pod.book(event, &format!("fan-{n}"), 1, None).await;
+        match status {
+            StatusCode::ACCEPTED => assert!(accepted.insert(id_of(&body))),
+            StatusCode::SERVICE_UNAVAILABLE => assert_eq!(body["error"]["code"], "overloaded", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(accepted.len(), 20, "exactly the cap is queued");
+    let ready = pod.http.get(pod.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK, "a full view is no reason to leave the Service");
+
+    // The worker drains it: every accepted request is decided, and the door opens again.
+    let worker = Worker::start(&config, pool.clone());
+    for id in &accepted {
+        let pod_ref = &pod;
+        eventually("an accepted request is decided", || async move {
+            (pod_ref.booking(*id).await.1["status"] == "confirmed").then_some(())
+        })
+        .await;
+    }
+    let pod_ref = &pod;
+    eventually("the door opens again", || async move {
+        (pod_ref.book(event, "later", 1, None).await.0 == StatusCode::ACCEPTED).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    pod.stop().await;
+}

@@ -107,6 +107,10 @@ impl From<StageError> for ApiError {
                 err.to_string(),
             ),
             StageError::Invalid(message) => Self::invalid(message),
+            StageError::Overloaded(ref what) => {
+                tracing::debug!(what, "shed: a bound of this pod is reached");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the service is at capacity; retry after the delay in Retry-After")
+            }
             StageError::Unavailable { .. } => {
                 tracing::warn!(error = %err, "store unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later")
@@ -172,6 +176,10 @@ mod tests {
         assert_eq!(
             status_and_code(StageError::Invalid("bad".into())),
             (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+        );
+        assert_eq!(
+            status_and_code(StageError::Overloaded("queue".into())),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
         );
         let down = StageError::Unavailable { store: "redis", detail: "refused".into() };
         assert_eq!(status_and_code(down), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"));

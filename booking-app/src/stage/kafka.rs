@@ -205,6 +205,14 @@ impl Inventory for KafkaInventory {
             }
             return Err(StageError::Rejected { reason: RejectReason::SoldOut, detail: "the event is sold out".into() });
         }
+        // Bounded memory: past the cap the door sheds rather than the pod growing until it is
+        // killed (requests other pods queue still enter the view: they are accepted already).
+        if inner.backlog.len() >= inner.settings.max_queued {
+            return Err(StageError::Overloaded(format!(
+                "{} undecided requests in this pod's view of the queue (KAFKA_MAX_QUEUED)",
+                inner.settings.max_queued
+            )));
+        }
         let record = BookingRecord {
             v: RECORD_VERSION,
             id,

@@ -26,6 +26,10 @@ pub enum StageError {
     IdempotencyKeyReused,
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// This process is at a bound of its own (a queue or map full): 503 `overloaded`, retry
+    /// later. Nothing was booked.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// A store did not answer in time or refused the connection: 503, retry later.
     #[error("{store} unavailable: {detail}")]
     Unavailable { store: &'static str, detail: String },

@@ -40,6 +40,8 @@ pub struct KafkaSettings {
     pub produce_timeout: Duration,
     /// How long the producer gathers records into one batch.
     pub linger: Duration,
+    /// Most undecided requests an API pod's backlog holds before its door sheds.
+    pub max_queued: usize,
     /// Most requests a worker decides in one database transaction.
     pub batch_size: usize,
     /// How long a worker waits for more records once a batch has its first one.
@@ -66,6 +68,7 @@ impl KafkaSettings {
             group: config.kafka_consumer_group.clone(),
             produce_timeout: Duration::from_millis(config.kafka_produce_timeout_ms.max(1)),
             linger: Duration::from_millis(config.kafka_linger_ms),
+            max_queued: config.kafka_max_queued.max(1),
             batch_size: config.kafka_batch_size.max(1),
             batch_linger: Duration::from_millis(config.kafka_batch_linger_ms),
             status_refresh: Duration::from_millis(config.kafka_status_refresh_ms.max(10)),
