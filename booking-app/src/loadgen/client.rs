@@ -69,6 +69,10 @@ pub enum Answer {
     Pending(Uuid),
     /// 409: a business refusal, a correct answer under load (not an error).
     Refused(Refusal),
+    /// 503 with `Retry-After`: the server shed the request under overload. An error to the
+    /// SLO like any 503, and replayed with its key afterwards like one; counted apart so a run
+    /// shows how much of its overload was shed as the API promises.
+    Shed,
     /// Any other status: counted as an error; the booking may or may not exist.
     Unexpected(u16),
     /// No answer at all (connect, timeout, broken body): an error with an unknown outcome.
@@ -84,6 +88,7 @@ impl Answer {
             Answer::Refused(Refusal::SoldOut) => "409 sold_out".into(),
             Answer::Refused(Refusal::PerUserLimit) => "409 per_user_limit".into(),
             Answer::Refused(Refusal::Other) => "409 other".into(),
+            Answer::Shed => "503 shed (Retry-After)".into(),
             Answer::Unexpected(status) => status.to_string(),
             Answer::Failed(kind) => format!("no answer ({kind})"),
         }
@@ -91,13 +96,19 @@ impl Answer {
 
     /// Errors are what an SLO's error rate counts: anything that is not a decision or a queueing.
     pub fn is_error(&self) -> bool {
-        matches!(self, Answer::Unexpected(_) | Answer::Failed(_))
+        matches!(self, Answer::Shed | Answer::Unexpected(_) | Answer::Failed(_))
+    }
+
+    /// Admitted: the request got in and was decided or queued (201, 202).
+    pub fn is_admitted(&self) -> bool {
+        matches!(self, Answer::Confirmed | Answer::Pending(_))
     }
 
     /// True when the request may have booked tickets without loadgen learning it.
     pub fn outcome_unknown(&self) -> bool {
         match self {
-            Answer::Failed(_) => true,
+            // Shed before deciding, by the contract; a key replay confirms it rather than trusting it.
+            Answer::Failed(_) | Answer::Shed => true,
             // 4xx other than 409 are validation refusals: nothing was booked.
             Answer::Unexpected(status) => *status >= 500 || *status == 408 || *status == 429,
             _ => false,
@@ -170,12 +181,13 @@ impl ApiClient {
             Err(err) => return Answer::Failed(transport_kind(&err)),
         };
         let status = response.status().as_u16();
+        let retry_after = status == 503 && response.headers().contains_key(reqwest::header::RETRY_AFTER);
         // The body is always read to the end so the connection goes back to the pool.
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(err) => return Answer::Failed(transport_kind(&err)),
         };
-        classify(status, &body)
+        shed_if(classify(status, &body), retry_after)
     }
 
     async fn json_call<T: serde::de::DeserializeOwned>(
@@ -217,6 +229,14 @@ pub fn classify(status: u16, body: &[u8]) -> Answer {
         },
         409 => Answer::Refused(refusal(body)),
         other => Answer::Unexpected(other),
+    }
+}
+
+/// A 503 that carried `Retry-After` is load shedding.
+pub fn shed_if(answer: Answer, retry_after: bool) -> Answer {
+    match answer {
+        Answer::Unexpected(503) if retry_after => Answer::Shed,
+        other => other,
     }
 }
 
@@ -289,12 +309,18 @@ mod tests {
         assert_eq!(refused("conflict", "sold_out"), Answer::Refused(Refusal::Other));
         assert_eq!(classify(409, b"per_user_limit reached"), Answer::Refused(Refusal::PerUserLimit));
         assert_eq!(classify(503, b""), Answer::Unexpected(503));
+        assert_eq!(shed_if(classify(503, b""), true), Answer::Shed);
+        assert_eq!(shed_if(classify(503, b""), false), Answer::Unexpected(503));
+        assert_eq!(shed_if(Answer::Confirmed, true), Answer::Confirmed);
+        assert_eq!(Answer::Shed.label(), "503 shed (Retry-After)");
     }
 
     #[test]
     fn only_server_side_failures_leave_the_outcome_unknown() {
         assert!(Answer::Failed("timeout").outcome_unknown());
         assert!(Answer::Unexpected(503).outcome_unknown());
+        assert!(Answer::Shed.outcome_unknown() && Answer::Shed.is_error() && !Answer::Shed.is_admitted());
+        assert!(Answer::Confirmed.is_admitted() && Answer::Pending(Uuid::nil()).is_admitted());
         assert!(!Answer::Unexpected(422).outcome_unknown());
         assert!(!Answer::Refused(Refusal::SoldOut).outcome_unknown());
         assert!(!Answer::Refused(Refusal::SoldOut).is_error());

@@ -74,7 +74,7 @@ impl Counters {
             Answer::Confirmed => &self.confirmed,
             Answer::Pending(_) => &self.pending,
             Answer::Refused(_) => &self.refused,
-            Answer::Unexpected(_) | Answer::Failed(_) => &self.errors,
+            Answer::Shed | Answer::Unexpected(_) | Answer::Failed(_) => &self.errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.done.fetch_add(1, Ordering::Relaxed);
