@@ -10,6 +10,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
 use super::client::{Answer, ApiClient, booking_body};
+use super::conn::{Booker, Endpoint};
 use super::invariants::{Attempt, Ledger};
 use super::report::{LoadShape, Recorder};
 
@@ -94,6 +95,9 @@ pub struct Plan {
 pub struct Target {
     pub client: ApiClient,
     pub bookings_url: reqwest::Url,
+    /// Set for plain `http`: each worker books on a connection of its own (`conn`).
+    pub endpoint: Option<Arc<Endpoint>>,
+    pub request_timeout: Duration,
     pub workload: Workload,
     /// Prefix of every idempotency key of this run (`None`: send no key).
     pub key_prefix: Option<Arc<str>>,
@@ -118,6 +122,14 @@ struct Shared {
     measure_from: Instant,
 }
 
+impl Shared {
+    /// A worker's own way to book (its connection, opened at its first request).
+    fn booker(&self) -> Booker {
+        let t = &self.target;
+        Booker::new(&t.client, &t.bookings_url, t.endpoint.as_ref(), t.request_timeout)
+    }
+}
+
 struct WorkerOutput {
     recorder: Recorder,
     ledger: Ledger,
@@ -140,9 +152,10 @@ pub async fn drive(target: Target, plan: Plan, counters: Arc<Counters>) -> RunOu
                 let next = next.clone();
                 tokio::spawn(async move {
                     let mut out = WorkerOutput::new();
+                    let mut booker = shared.booker();
                     while Instant::now() < end {
                         let index = next.fetch_add(1, Ordering::Relaxed);
-                        out.attempt(&shared, index, Instant::now()).await;
+                        out.attempt(&shared, &mut booker, index, Instant::now()).await;
                     }
                     out
                 })
@@ -157,11 +170,12 @@ pub async fn drive(target: Target, plan: Plan, counters: Arc<Counters>) -> RunOu
                 let rx = rx.clone();
                 tokio::spawn(async move {
                     let mut out = WorkerOutput::new();
+                    let mut booker = shared.booker();
                     loop {
                         // The lock makes one receiver shared by every worker (a MPMC queue).
                         let job = rx.lock().await.recv().await;
                         let Some((index, intended)) = job else { break };
-                        out.attempt(&shared, index, intended).await;
+                        out.attempt(&shared, &mut booker, index, intended).await;
                     }
                     out
                 })
@@ -239,13 +253,13 @@ impl WorkerOutput {
         Self { recorder: Recorder::new(), ledger: Ledger::default(), last_measured: None, first_pending_at: None }
     }
 
-    async fn attempt(&mut self, shared: &Shared, index: u64, intended: Instant) {
+    async fn attempt(&mut self, shared: &Shared, booker: &mut Booker, index: u64, intended: Instant) {
         let target = &shared.target;
         let attempt = target.workload.attempt(index);
         let body = booking_body(user_id(attempt.user), attempt.quantity);
         let key = target.key_prefix.as_ref().map(|prefix| idempotency_key(prefix, index));
         shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        let answer = target.client.book(&target.bookings_url, body, key.as_deref()).await;
+        let answer = booker.book(&body, key.as_deref()).await;
         let done = Instant::now();
         shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         shared.counters.count(&answer);
