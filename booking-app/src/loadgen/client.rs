@@ -83,15 +83,23 @@ impl Answer {
     /// Label under which the report counts this answer.
     pub fn label(&self) -> String {
         match self {
-            Answer::Confirmed => "201 confirmed".into(),
-            Answer::Pending(_) => "202 pending".into(),
-            Answer::Refused(Refusal::SoldOut) => "409 sold_out".into(),
-            Answer::Refused(Refusal::PerUserLimit) => "409 per_user_limit".into(),
-            Answer::Refused(Refusal::Other) => "409 other".into(),
-            Answer::Shed => "503 shed (Retry-After)".into(),
             Answer::Unexpected(status) => status.to_string(),
             Answer::Failed(kind) => format!("no answer ({kind})"),
+            fixed => fixed.static_label().expect("every other answer has a fixed label").to_string(),
         }
+    }
+
+    /// `label` when it is fixed (all but other statuses and failures), without allocating.
+    pub fn static_label(&self) -> Option<&'static str> {
+        Some(match self {
+            Answer::Confirmed => "201 confirmed",
+            Answer::Pending(_) => "202 pending",
+            Answer::Refused(Refusal::SoldOut) => "409 sold_out",
+            Answer::Refused(Refusal::PerUserLimit) => "409 per_user_limit",
+            Answer::Refused(Refusal::Other) => "409 other",
+            Answer::Shed => "503 shed (Retry-After)",
+            Answer::Unexpected(_) | Answer::Failed(_) => return None,
+        })
     }
 
     /// Errors are what an SLO's error rate counts: anything that is not a decision or a queueing.

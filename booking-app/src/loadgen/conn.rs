@@ -239,12 +239,10 @@ fn body_failure() -> Failure {
     Failure { kind: "body", retry: false }
 }
 
+/// Appends what the socket has to `buf` (into its spare capacity: nothing is zeroed first).
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    let len = buf.len();
-    buf.resize(len + READ_CHUNK, 0);
-    let n = stream.read(&mut buf[len..]).await;
-    buf.truncate(len + *n.as_ref().unwrap_or(&0));
-    n
+    buf.reserve(READ_CHUNK);
+    stream.read_buf(buf).await
 }
 
 /// A chunked body, decoded in place: the chunks' data is moved to follow the head; returns the

@@ -54,7 +54,16 @@ impl Recorder {
         if answer.is_admitted() {
             self.admitted_us.saturating_record(micros);
         }
-        *self.answers.entry(answer.label()).or_default() += 1;
+        // Most answers have a fixed label: counted without allocating one per request.
+        match answer.static_label() {
+            Some(label) => match self.answers.get_mut(label) {
+                Some(count) => *count += 1,
+                None => {
+                    self.answers.insert(label.to_string(), 1);
+                }
+            },
+            None => *self.answers.entry(answer.label()).or_default() += 1,
+        }
         self.requests += 1;
         if answer.is_error() {
             self.errors += 1;
