@@ -53,7 +53,9 @@ kubectl() { "$FLASHSALE_BIN/kubectl" --kubeconfig="$KUBECONFIG" --request-timeou
 
 log "building flashsale-operator (release)"
 (cd "$REPO_ROOT" && cargo build --release --quiet -p flashsale-operator --bin flashsale-operator)
-OPERATOR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/flashsale-operator"
+# A copy, as hack/local-app.sh does: a shared CARGO_TARGET_DIR may be rebuilt by another checkout.
+cp "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/flashsale-operator" "$WORK/flashsale-operator"
+OPERATOR="$WORK/flashsale-operator"
 
 # The poll goes to the API server with curl (a kubectl per poll would cost the machine more than
 # the operator does); credentials from the admin kubeconfig.
