@@ -79,7 +79,7 @@ test-chart: ## only the chart's checks (lint, server-side dry runs, RBAC with th
 # --- Measuring (hack/bench.sh, hack/demo.sh, hack/k6.sh; booking-app loadgen is the instrument)
 
 .PHONY: bench
-bench: ## every stage next to its store's limit (pgbench, redis-benchmark, bare axum) -> bench/results.md (BENCH_SECONDS)
+bench: ## every stage at c=256 (and 16) next to bare axum and its store's limit, spikes, drain, calibration, operator at scale -> bench/results.md (BENCH_*)
 	hack/bench.sh
 
 .PHONY: calibrate

@@ -44,6 +44,10 @@ local_app_begin() {
   log "building booking-app (release)"
   (cd "$REPO_ROOT" && cargo build --release --quiet -p booking-app --bin booking-app)
   BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/booking-app"
+  # Run a copy: another checkout building into a shared CARGO_TARGET_DIR replaces that file, and
+  # a run would then start its later processes from someone else's build.
+  cp "$BIN" "$WORK/booking-app"
+  BIN="$WORK/booking-app"
   "$BIN" migrate >/dev/null 2>&1 || "$BIN" migrate
   # Unique names per run, so no earlier run's backlog, stream or keys are in it.
   RUN_ID="$prefix-$(date +%s)"

@@ -95,11 +95,11 @@ async fn spike(stage: Stage) {
     .args;
     let run = Session::new(args).unwrap().sale().await.expect("the sale runs");
     let answers = &run.report.answers;
-    let allowed = ["201 confirmed", "202 pending", "409 sold_out", "409 per_user_limit", "503 overloaded"];
+    let allowed = ["201 confirmed", "202 pending", "409 sold_out", "409 per_user_limit", "503 shed (Retry-After)"];
     for (label, n) in answers {
         assert!(allowed.contains(&label.as_str()), "stage {stage}: {n} answers '{label}' (all: {answers:?})");
     }
-    assert!(answers.get("503 overloaded").copied().unwrap_or(0) > 0, "stage {stage}: nothing was shed: {answers:?}");
+    assert!(answers.get("503 shed (Retry-After)").copied().unwrap_or(0) > 0, "stage {stage}: nothing was shed: {answers:?}");
     let decided = ["201 confirmed", "202 pending"].iter().filter_map(|l| answers.get(*l)).sum::<u64>();
     assert!(decided > 0, "stage {stage}: nothing was admitted: {answers:?}");
     let invariants = run.invariants.as_ref().expect("invariants are checked");

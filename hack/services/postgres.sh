@@ -89,7 +89,8 @@ pg_prepare() {
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$PG_DIR/run'
-max_connections = 300
+# make bench opens 256 at once (pgbench -c 256, a pool of 256) while tests share the server.
+max_connections = 600
 # Durability stays on: crash tests kill -9 the server and then count the confirmed bookings.
 fsync = on
 synchronous_commit = on

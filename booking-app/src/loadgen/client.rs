@@ -69,8 +69,9 @@ pub enum Answer {
     Pending(Uuid),
     /// 409: a business refusal, a correct answer under load (not an error).
     Refused(Refusal),
-    /// 503 `overloaded`: shed at the door before the stage saw it, so nothing was booked. An
-    /// error for an SLO (the service was past its capacity), never an unknown outcome.
+    /// 503 `overloaded` (with `Retry-After`): shed at the door before the stage saw it, so
+    /// nothing was booked (the API's contract). An error to the SLO like any 503, never an
+    /// unknown outcome, and counted apart so a run shows how much of its overload was shed.
     Shed,
     /// Any other status: counted as an error; the booking may or may not exist.
     Unexpected(u16),
@@ -82,20 +83,33 @@ impl Answer {
     /// Label under which the report counts this answer.
     pub fn label(&self) -> String {
         match self {
-            Answer::Confirmed => "201 confirmed".into(),
-            Answer::Pending(_) => "202 pending".into(),
-            Answer::Refused(Refusal::SoldOut) => "409 sold_out".into(),
-            Answer::Refused(Refusal::PerUserLimit) => "409 per_user_limit".into(),
-            Answer::Refused(Refusal::Other) => "409 other".into(),
-            Answer::Shed => "503 overloaded".into(),
             Answer::Unexpected(status) => status.to_string(),
             Answer::Failed(kind) => format!("no answer ({kind})"),
+            fixed => fixed.static_label().expect("every other answer has a fixed label").to_string(),
         }
+    }
+
+    /// `label` when it is fixed (all but other statuses and failures), without allocating.
+    pub fn static_label(&self) -> Option<&'static str> {
+        Some(match self {
+            Answer::Confirmed => "201 confirmed",
+            Answer::Pending(_) => "202 pending",
+            Answer::Refused(Refusal::SoldOut) => "409 sold_out",
+            Answer::Refused(Refusal::PerUserLimit) => "409 per_user_limit",
+            Answer::Refused(Refusal::Other) => "409 other",
+            Answer::Shed => "503 shed (Retry-After)",
+            Answer::Unexpected(_) | Answer::Failed(_) => return None,
+        })
     }
 
     /// Errors are what an SLO's error rate counts: anything that is not a decision or a queueing.
     pub fn is_error(&self) -> bool {
-        matches!(self, Answer::Unexpected(_) | Answer::Failed(_) | Answer::Shed)
+        matches!(self, Answer::Shed | Answer::Unexpected(_) | Answer::Failed(_))
+    }
+
+    /// Admitted: the request got in and was decided or queued (201, 202).
+    pub fn is_admitted(&self) -> bool {
+        matches!(self, Answer::Confirmed | Answer::Pending(_))
     }
 
     /// True when the request may have booked tickets without loadgen learning it.
@@ -174,12 +188,13 @@ impl ApiClient {
             Err(err) => return Answer::Failed(transport_kind(&err)),
         };
         let status = response.status().as_u16();
+        let retry_after = status == 503 && response.headers().contains_key(reqwest::header::RETRY_AFTER);
         // The body is always read to the end so the connection goes back to the pool.
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(err) => return Answer::Failed(transport_kind(&err)),
         };
-        classify(status, &body)
+        shed_if(classify(status, &body), retry_after)
     }
 
     async fn json_call<T: serde::de::DeserializeOwned>(
@@ -222,6 +237,15 @@ pub fn classify(status: u16, body: &[u8]) -> Answer {
         409 => Answer::Refused(refusal(body)),
         503 if error_code(body).as_deref() == Some("overloaded") => Answer::Shed,
         other => Answer::Unexpected(other),
+    }
+}
+
+/// A 503 is load shedding when its body says `overloaded`; one without `Retry-After` is not the
+/// API's answer (a proxy's, say), so it stays an unexpected status whatever its body.
+pub fn shed_if(answer: Answer, retry_after: bool) -> Answer {
+    match answer {
+        Answer::Shed if !retry_after => Answer::Unexpected(503),
+        other => other,
     }
 }
 
@@ -300,12 +324,15 @@ mod tests {
         assert_eq!(classify(503, b""), Answer::Unexpected(503));
         assert_eq!(classify(503, br#"{"error":{"code":"unavailable","message":"x"}}"#), Answer::Unexpected(503));
         assert_eq!(classify(503, br#"{"error":{"code":"overloaded","message":"x"}}"#), Answer::Shed);
+        assert_eq!(Answer::Shed.label(), "503 shed (Retry-After)");
     }
 
     #[test]
     fn only_server_side_failures_leave_the_outcome_unknown() {
         assert!(Answer::Failed("timeout").outcome_unknown());
         assert!(Answer::Unexpected(503).outcome_unknown());
+        assert!(!Answer::Shed.is_admitted());
+        assert!(Answer::Confirmed.is_admitted() && Answer::Pending(Uuid::nil()).is_admitted());
         assert!(!Answer::Unexpected(422).outcome_unknown());
         assert!(!Answer::Refused(Refusal::SoldOut).outcome_unknown());
         assert!(!Answer::Refused(Refusal::SoldOut).is_error());

@@ -6,6 +6,7 @@ pub mod args;
 pub mod bare;
 pub mod capacity;
 pub mod client;
+pub mod conn;
 pub mod driver;
 pub mod invariants;
 pub mod progress;
@@ -280,9 +281,12 @@ impl Session {
         // Unique per run, so keys never collide with an earlier run's on the same event.
         let key_prefix: Option<Arc<str>> =
             (!a.no_idempotency_keys).then(|| Arc::from(format!("lg-{}", Uuid::new_v4().simple())));
+        let bookings_url = self.client.bookings_url(event.id)?;
         let target = Target {
             client: self.client.clone(),
-            bookings_url: self.client.bookings_url(event.id)?,
+            endpoint: conn::Endpoint::of(&bookings_url).map(Arc::new),
+            request_timeout: a.request_timeout,
+            bookings_url,
             workload: Workload { users: a.users, max_quantity: a.max_quantity, seed: a.seed },
             key_prefix: key_prefix.clone(),
         };

@@ -19,6 +19,9 @@ const SIGNIFICANT_DIGITS: u8 = 3;
 #[derive(Debug, Clone)]
 pub struct Recorder {
     latency_us: Histogram<u64>,
+    /// Latency of the admitted answers only (201, 202): under load shedding, what a client that
+    /// got in waited, apart from the quick 503s.
+    admitted_us: Histogram<u64>,
     answers: BTreeMap<String, u64>,
     requests: u64,
     errors: u64,
@@ -32,9 +35,12 @@ impl Default for Recorder {
 
 impl Recorder {
     pub fn new() -> Self {
+        let histogram = || {
+            Histogram::new_with_bounds(1, LATENCY_MAX_US, SIGNIFICANT_DIGITS).expect("static histogram bounds are valid")
+        };
         Self {
-            latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, SIGNIFICANT_DIGITS)
-                .expect("static histogram bounds are valid"),
+            latency_us: histogram(),
+            admitted_us: histogram(),
             answers: BTreeMap::new(),
             requests: 0,
             errors: 0,
@@ -45,7 +51,19 @@ impl Recorder {
     pub fn record(&mut self, latency: Duration, answer: &Answer) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
         self.latency_us.saturating_record(micros);
-        *self.answers.entry(answer.label()).or_default() += 1;
+        if answer.is_admitted() {
+            self.admitted_us.saturating_record(micros);
+        }
+        // Most answers have a fixed label: counted without allocating one per request.
+        match answer.static_label() {
+            Some(label) => match self.answers.get_mut(label) {
+                Some(count) => *count += 1,
+                None => {
+                    self.answers.insert(label.to_string(), 1);
+                }
+            },
+            None => *self.answers.entry(answer.label()).or_default() += 1,
+        }
         self.requests += 1;
         if answer.is_error() {
             self.errors += 1;
@@ -54,6 +72,7 @@ impl Recorder {
 
     pub fn merge(&mut self, other: &Recorder) {
         self.latency_us.add(&other.latency_us).expect("recorders share their bounds");
+        self.admitted_us.add(&other.admitted_us).expect("recorders share their bounds");
         for (label, count) in &other.answers {
             *self.answers.entry(label.clone()).or_default() += count;
         }
@@ -75,6 +94,24 @@ pub struct Latency {
     pub p999: f64,
     pub max: f64,
     pub mean: f64,
+}
+
+impl Latency {
+    /// The percentiles of a histogram of microseconds; zeros when it is empty.
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
 }
 
 /// How the load was offered.
@@ -109,6 +146,8 @@ pub struct Report {
     /// Answers per second, errors included.
     pub throughput_rps: f64,
     pub latency_ms: Latency,
+    /// Latency of the admitted answers (201, 202) alone.
+    pub admitted_latency_ms: Latency,
     pub answers: BTreeMap<String, u64>,
     pub errors: u64,
     pub error_rate: f64,
@@ -120,26 +159,13 @@ pub struct Report {
 impl Report {
     pub fn new(shape: LoadShape, recorder: &Recorder, window: Duration, missed_sends: u64) -> Self {
         let secs = window.as_secs_f64();
-        let h = &recorder.latency_us;
-        let ms = |us: u64| us as f64 / 1000.0;
-        let latency = if h.is_empty() {
-            Latency::default()
-        } else {
-            Latency {
-                p50: ms(h.value_at_quantile(0.50)),
-                p90: ms(h.value_at_quantile(0.90)),
-                p99: ms(h.value_at_quantile(0.99)),
-                p999: ms(h.value_at_quantile(0.999)),
-                max: ms(h.max()),
-                mean: h.mean() / 1000.0,
-            }
-        };
         Self {
             shape,
             duration_s: secs,
             requests: recorder.requests,
             throughput_rps: if secs > 0.0 { recorder.requests as f64 / secs } else { 0.0 },
-            latency_ms: latency,
+            latency_ms: Latency::of(&recorder.latency_us),
+            admitted_latency_ms: Latency::of(&recorder.admitted_us),
             answers: recorder.answers.clone(),
             errors: recorder.errors,
             error_rate: error_rate(recorder.errors, recorder.requests),
@@ -172,6 +198,14 @@ impl fmt::Display for Report {
             "latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  mean {:.2}",
             l.p50, l.p90, l.p99, l.p999, l.max, l.mean
         )?;
+        let a = &self.admitted_latency_ms;
+        if a != l {
+            writeln!(
+                f,
+                "admitted ms p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (201/202 only)",
+                a.p50, a.p90, a.p99, a.p999, a.max
+            )?;
+        }
         writeln!(f, "errors      {} ({:.3}%)", self.errors, self.error_rate * 100.0)?;
         if self.missed_sends > 0 {
             writeln!(f, "missed      {} sends due in the window never left", self.missed_sends)?;
@@ -233,8 +267,12 @@ mod tests {
         assert_eq!(report.answers["503"], 1);
         assert_eq!(report.answers["no answer (timeout)"], 1);
         assert_eq!(report.offered_rate(), Some(5.0));
+        // Only the two 201s are admitted: their latencies, not the error's or the refusal's.
+        let admitted = report.admitted_latency_ms;
+        assert!((admitted.max - 5.0).abs() <= 0.005 && (admitted.p50 - 1.0).abs() <= 0.005, "{admitted:?}");
         let table = report.to_string();
         assert!(table.contains("missed      2"), "{table}");
+        assert!(table.contains("admitted ms p50 1.00"), "{table}");
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["mode"], "open");
         let max = json["latency_ms"]["max"].as_f64().unwrap();

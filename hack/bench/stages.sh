@@ -1,0 +1,117 @@
+# shellcheck shell=bash
+# hack/bench.sh, the stages (sourced): each stage closed loop at every BENCH_CONCURRENCIES, then an
+# open-loop spike at twice the rate it sustained at the highest concurrency; stage kafka's drain
+# measured on its own. Rows: kind stage (closed loop), spike, drain.
+# shellcheck disable=SC2034  # BENCH_C and WATCH are read by common.sh (profile, timed)
+
+# app_up STAGE POOL [VAR=value...]: booking-app `serve` of STAGE with a pool of POOL connections,
+# and the stage's worker as a separate process (as the operator runs them) unless NO_WORKER=1.
+app_up() {
+  local stage="$1" pool="$2"; shift 2
+  local saved=("${APP_ENV[@]}")
+  APP_ENV=(DB_POOL_SIZE="$pool" "$@")
+  start "app-$stage" "$APP_READY" app_env "$stage" "$APP_PORT" "$BIN" serve
+  WATCH=("app-$stage")
+  if [[ $stage != postgres && ${NO_WORKER:-0} != 1 ]]; then
+    start "worker-$stage" "$WORKER_READY" app_env "$stage" "$WORKER_PORT" "$BIN" worker
+    WATCH+=("worker-$stage")
+  fi
+  APP_ENV=("${saved[@]}")
+}
+
+# app_down STAGE: the API first (no new work), then its worker.
+app_down() {
+  stop "app-$1"
+  [[ -n "${PID_OF[worker-$1]:-}" ]] && pid_alive "${PID_OF[worker-$1]}" && stop "worker-$1"
+  WATCH=()
+}
+
+# variant_env STAGE VARIANT: the settings that select VARIANT (stage postgres: POSTGRES_DECIDE).
+# An env var today's binary does not know is ignored, so the script runs before and after it lands.
+variant_env() { [[ $1 == postgres && -n $2 ]] && echo "POSTGRES_DECIDE=$2"; return 0; }
+
+# bench_stage STAGE [VARIANT]: closed loop at each concurrency, then the spike.
+bench_stage() {
+  local stage="$1" variant="${2:-}" c name env
+  local label="$stage${variant:+ ($variant)}"
+  env=$(variant_env "$stage" "$variant")
+  for c in $BENCH_CONCURRENCIES; do
+    name="$stage${variant:+-$variant}-c$c"
+    # Every booking-app of the bench gets a pool as large as the load's concurrency.
+    # shellcheck disable=SC2086  # env is empty or one VAR=value
+    app_up "$stage" "$c" $env
+    BENCH_C=$c
+    ((c == BENCH_C_HIGH)) && profile "stage-$stage${variant:+-$variant}" "${PID_OF[app-$stage]}"
+    closed_loop "$name" "$APP_PORT" "$c"
+    ((c == BENCH_C_HIGH)) && profile_report "stage-$stage${variant:+-$variant}"
+    record stage "$stage" "$(loadgen_row "$WORK/$name.json")" variant="$variant" concurrency="$c"
+    app_down "$stage"
+  done
+  [[ $BENCH_SPIKE == 1 ]] || return 0
+  local sustained rate
+  sustained=$(rps_of stage "$stage" "$variant" "$BENCH_C_HIGH")
+  [[ -n "$sustained" ]] || { log "spike $label: no c=$BENCH_C_HIGH rate measured this run, skipped"; return 0; }
+  rate=$(awk -v r="$sustained" -v f="$BENCH_SPIKE_FACTOR" 'BEGIN { printf "%.0f", r * f }')
+  name="$stage${variant:+-$variant}-spike"
+  # shellcheck disable=SC2086
+  app_up "$stage" "$BENCH_C_HIGH" $env
+  # One second of light load first, so the spike meets open connections, not a cold pool.
+  run_loadgen "$name-prewarm" "$APP_PORT" --concurrency 16 --duration 1s --warmup 0s --no-invariants
+  log "spike $label: open loop at $rate req/s (${BENCH_SPIKE_FACTOR}x its c=$BENCH_C_HIGH rate) for ${BENCH_SPIKE_SECONDS}s, at most $BENCH_SPIKE_IN_FLIGHT in flight"
+  run_loadgen "$name" "$APP_PORT" --rate "$rate" --concurrency "$BENCH_SPIKE_IN_FLIGHT" \
+    --duration "${BENCH_SPIKE_SECONDS}s" --warmup 0s
+  record spike "$stage" "$(loadgen_row "$WORK/$name.json")" variant="$variant" sustained_rps="$sustained"
+  log "  $name: $(jq -r '.classes as $k | "2xx \($k["2xx"]), 409 \($k["409"]), 503 \($k["503"]), errors \($k.errors), admitted p99 \(.admitted_p99_ms // "n/a") ms"' <<<"$(loadgen_row "$WORK/$name.json")")$(invariants_note "$WORK/$name.json")"
+  app_down "$stage"
+}
+
+# bench_kafka_drain: the worker's decisions/s on its own. The API (no worker, RUN_WORKER=false)
+# queues BENCH_SECONDS of closed-loop load at the highest concurrency on a topic of its own; it
+# stops; then one `worker --drain` starts, and the drain is timed until every queued request is
+# decided (the worker exits once the group's committed offsets reach the end of every partition).
+bench_kafka_drain() {
+  local topic="$RUN_ID-drain" group="$RUN_ID-drain-workers" name=kafka-drain queued event
+  local saved=("${APP_ENV[@]}")
+  APP_ENV=(KAFKA_TOPIC="$topic" KAFKA_CONSUMER_GROUP="$group")
+  NO_WORKER=1 app_up kafka "$BENCH_C_HIGH" "${APP_ENV[@]}"
+  log "drain: queueing ${BENCH_SECONDS}s of closed-loop load at concurrency $BENCH_C_HIGH (no worker running)"
+  run_loadgen "$name-queue" "$APP_PORT" --concurrency "$BENCH_C_HIGH" --duration "${BENCH_SECONDS}s" --warmup 0s --no-invariants
+  app_down kafka
+  queued=$(jq '.run.report.answers["202 pending"] // 0' "$WORK/$name-queue.json")
+  event=$(jq -r .run.event_id "$WORK/$name-queue.json")
+  log "drain: $queued requests queued for event $event; one worker --drain starts"
+  local t0 t1 done_rows=0 deadline=$((SECONDS + BENCH_DRAIN_TIMEOUT)) rc=0
+  t0=$(date +%s.%N)
+  spawn worker-kafka-drain app_env kafka "$WORKER_PORT" "$BIN" worker --drain
+  local pid=$STARTED next_log=$((SECONDS + 5))
+  while pid_alive "$pid"; do
+    if ((SECONDS >= deadline)); then
+      kill "$pid" 2>/dev/null || true; wait_gone 30 "$pid" || true
+      die "drain: not done after ${BENCH_DRAIN_TIMEOUT}s (BENCH_DRAIN_TIMEOUT); log $WORK/worker-kafka-drain.log"
+    fi
+    if ((SECONDS >= next_log)); then
+      done_rows=$(psql "$DATABASE_URL" -qtAX -c "SELECT count(*) FROM bookings WHERE event_id = '$event'")
+      log "  drain: $done_rows of $queued decided"
+      next_log=$((SECONDS + 5))
+    fi
+    sleep 0.2
+  done
+  t1=$(date +%s.%N)
+  wait "$pid" || rc=$?
+  ((rc == 0)) || { tail -20 "$WORK/worker-kafka-drain.log" >&2; die "drain: worker --drain exited $rc"; }
+  APP_ENV=("${saved[@]}")
+  # From the first decision to the last (the database's clock, per transaction), so the worker's
+  # start and group join are not in it; the wall time from its start to its exit is kept beside.
+  local row
+  row=$(psql "$DATABASE_URL" -qtAX -c "SELECT json_build_object('decided', count(*),
+      'confirmed', count(*) FILTER (WHERE status = 'confirmed'), 'pending', count(*) FILTER (WHERE status = 'pending'),
+      'span_s', extract(epoch FROM max(decided_at) - min(decided_at)),
+      'first_batch', count(*) FILTER (WHERE decided_at = (SELECT min(decided_at) FROM bookings WHERE event_id = '$event')))
+      FROM bookings WHERE event_id = '$event'")
+  row=$(jq -c --argjson queued "$queued" --argjson t0 "$t0" --argjson t1 "$t1" '. + {queued: $queued,
+      wall_s: ($t1 - $t0), wall_rps: (if $t1 > $t0 then .decided / ($t1 - $t0) else null end),
+      rps: (if .span_s > 0 then (.decided - .first_batch) / .span_s else null end)}' <<<"$row")
+  record drain kafka "$row" concurrency="$BENCH_C_HIGH"
+  log "  drain: $(jq -r '"\(.decided) of \(.queued) decided, \(.rps // 0 | floor) decisions/s (first to last decision), \(.wall_rps // 0 | floor)/s from worker start to exit"' <<<"$row")"
+  [[ $(jq .decided <<<"$row") -ge "$queued" ]] || log "  drain: WARNING fewer decided than 202s answered"
+}
