@@ -53,14 +53,19 @@ bench_stage() {
   [[ -n "$sustained" ]] || { log "spike $label: no c=$BENCH_C_HIGH rate measured this run, skipped"; return 0; }
   rate=$(awk -v r="$sustained" -v f="$BENCH_SPIKE_FACTOR" 'BEGIN { printf "%.0f", r * f }')
   name="$stage${variant:+-$variant}-spike"
+  # Admission as the operator sets it from a measured capacity (operator/src/capacity.rs,
+  # in_flight_limit and admission_wait_ms): in flight = rate x SLO / 2, waiting SLO / 4.
+  local in_flight wait_ms
+  in_flight=$(awk -v r="$sustained" -v s="$BENCH_CALIBRATE_SLO_MS" 'BEGIN { l = r * s / 2000; l = (l == int(l)) ? l : int(l) + 1; if (l < 16) l = 16; print l }')
+  wait_ms=$((BENCH_CALIBRATE_SLO_MS / 4))
   # shellcheck disable=SC2086
-  app_up "$stage" "$BENCH_C_HIGH" $env
+  app_up "$stage" "$BENCH_C_HIGH" $env MAX_IN_FLIGHT="$in_flight" ADMISSION_WAIT_MS="$wait_ms"
   # One second of light load first, so the spike meets open connections, not a cold pool.
   run_loadgen "$name-prewarm" "$APP_PORT" --concurrency 16 --duration 1s --warmup 0s --no-invariants
-  log "spike $label: open loop at $rate req/s (${BENCH_SPIKE_FACTOR}x its c=$BENCH_C_HIGH rate) for ${BENCH_SPIKE_SECONDS}s, at most $BENCH_SPIKE_IN_FLIGHT in flight"
+  log "spike $label: open loop at $rate req/s (${BENCH_SPIKE_FACTOR}x its c=$BENCH_C_HIGH rate) for ${BENCH_SPIKE_SECONDS}s, at most $BENCH_SPIKE_IN_FLIGHT in flight; the API admits $in_flight (MAX_IN_FLIGHT, as the operator sizes it)"
   run_loadgen "$name" "$APP_PORT" --rate "$rate" --concurrency "$BENCH_SPIKE_IN_FLIGHT" \
     --duration "${BENCH_SPIKE_SECONDS}s" --warmup 0s
-  record spike "$stage" "$(loadgen_row "$WORK/$name.json")" variant="$variant" sustained_rps="$sustained"
+  record spike "$stage" "$(loadgen_row "$WORK/$name.json")" variant="$variant" sustained_rps="$sustained" max_in_flight="$in_flight"
   log "  $name: $(jq -r '.classes as $k | "2xx \($k["2xx"]), 409 \($k["409"]), 503 \($k["503"]), errors \($k.errors), admitted p99 \(.admitted_p99_ms // "n/a") ms"' <<<"$(loadgen_row "$WORK/$name.json")")$(invariants_note "$WORK/$name.json")"
   app_down "$stage"
 }
