@@ -26,7 +26,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use self::connection::classify;
+use self::connection::{Pool, classify};
 use self::keys::Keys;
 use self::load::Loader;
 use super::{IdempotencyKey, Inventory, StageError, idempotency, records};
@@ -45,7 +45,10 @@ const KEY_CLAIM_TTL_SECS: u64 = 24 * 60 * 60;
 const LAG_SAMPLE_PERIOD: Duration = Duration::from_secs(2);
 
 pub struct RedisInventory {
+    /// Reads, loads and the lag sampler (the pool's first connection).
     redis: ConnectionManager,
+    /// The booking scripts, spread over `REDIS_CONNECTIONS` connections.
+    bookings: Pool,
     pool: PgPool,
     keys: Keys,
     booking_script: redis::Script,
@@ -61,7 +64,8 @@ impl RedisInventory {
         let url = config.redis_url.as_deref().ok_or_else(|| {
             StageError::Internal("stage redis needs REDIS_URL (--redis-url)".into())
         })?;
-        let mut redis = connection::connect(url, config.response_timeout()).await?;
+        let bookings = Pool::connect(url, config.response_timeout(), config.redis_connections).await?;
+        let mut redis = bookings.get();
         let keys = Keys::new(config.redis_key_prefix.clone());
         let booking_script = redis::Script::new(BOOKING_SCRIPT);
         booking_script.prepare_invoke().load_async(&mut redis).await.map_err(classify)?;
@@ -73,7 +77,7 @@ impl RedisInventory {
         let sampler = CancellationToken::new();
         tokio::spawn(sample_lag(redis.clone(), keys.clone(), lag, sampler.clone()));
 
-        Ok(Self { redis, pool, keys, booking_script, loader, sampler })
+        Ok(Self { redis, bookings, pool, keys, booking_script, loader, sampler })
     }
 
     pub fn keys(&self) -> &Keys {
@@ -100,7 +104,7 @@ impl RedisInventory {
             .arg(booking.id.to_string())
             .arg(booking.event_id.to_string())
             .arg(KEY_CLAIM_TTL_SECS);
-        let mut redis = self.redis.clone();
+        let mut redis = self.bookings.get();
         let reply: Vec<String> = invocation.invoke_async(&mut redis).await.map_err(classify)?;
         Verdict::parse(reply)
     }
