@@ -177,6 +177,13 @@ pub struct RedisConfig {
     #[arg(long, env = "REDIS_RESPONSE_TIMEOUT_MS", default_value_t = 5_000)]
     pub redis_response_timeout_ms: u64,
 
+    /// Stage redis: multiplexed connections the API's bookings are spread over, round-robin.
+    /// Redis reads at most 16 KB per connection per event-loop iteration and fsyncs once per
+    /// iteration (`appendfsync always`), so one connection caps the bookings per fsync; 16 keep
+    /// 256 waiting bookings (~750 B each) within one iteration's reads.
+    #[arg(long, env = "REDIS_CONNECTIONS", default_value_t = 16)]
+    pub redis_connections: usize,
+
     /// Write-behind syncer: most stream entries written to Postgres in one transaction.
     #[arg(long, env = "SYNC_BATCH_SIZE", default_value_t = 500)]
     pub sync_batch_size: usize,

@@ -464,3 +464,65 @@ async fn a_key_claimed_by_a_missing_event_run_books_on_the_retry() {
     assert!(!exists, "a reused key is refused before the event is loaded");
     fx.cleanup().await;
 }
+
+/// A stream entry whose idempotency key another booking already holds in Postgres (the key was
+/// used for another event after Redis forgot its claim) is written without the key, and the
+/// rest of its batch with theirs: the batch's one-statement insert is refused by the unique
+/// index, and the batch is written again with the taken keys dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_with_a_key_taken_in_postgres_is_written_without_that_key() {
+    use booking_app::domain::BookingRequest;
+    use chrono::SubsecRound;
+    use booking_app::stage::redis::load::StreamBooking;
+    use booking_app::worker::redis_sync::{Batch, Written};
+
+    common::init_logs();
+    let fx = Isolated::new("key-taken").await;
+    let first_event = fx.event(10, None).await;
+    let event = fx.event(10, None).await;
+    let key = format!("taken-{}", Uuid::new_v4());
+    let other_key = format!("free-{}", Uuid::new_v4());
+    let booking = |event: Uuid, user: &str| {
+        let request = BookingRequest { user_id: user.into(), quantity: 1 };
+        Booking::confirmed(Uuid::new_v4(), event, &request, chrono::Utc::now().trunc_subsecs(6))
+    };
+    let batch = |event: Uuid, entries: Vec<(Booking, Option<&str>)>| Batch {
+        event_id: event,
+        entry_ids: (0..entries.len()).map(|i| format!("0-{}", i + 1)).collect(),
+        bookings: entries
+            .into_iter()
+            .map(|(booking, key)| StreamBooking { booking, idempotency_key: key.map(str::to_owned) })
+            .collect(),
+    };
+    let holder = booking(first_event.id, "alice");
+    let written = write_batch(&fx.pool, &batch(first_event.id, vec![(holder.clone(), Some(&key))])).await.expect("write");
+    assert_eq!(written, Written { inserted: 1, keys_dropped: 0 });
+
+    let (late, free) = (booking(event.id, "bob"), booking(event.id, "carol"));
+    let mixed = batch(event.id, vec![(late.clone(), Some(&key)), (free.clone(), Some(&other_key))]);
+    let written = write_batch(&fx.pool, &mixed).await.expect("write");
+    assert_eq!(written, Written { inserted: 2, keys_dropped: 1 });
+    // Delivered again (a crash before the ack): nothing more, and the rows already there raise no
+    // conflict to look the keys up for.
+    assert_eq!(write_batch(&fx.pool, &mixed).await.expect("write again"), Written { inserted: 0, keys_dropped: 0 });
+
+    let key_of = |id: Uuid| {
+        let pool = fx.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>("SELECT idempotency_key FROM bookings WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("the booking is in Postgres")
+        }
+    };
+    assert_eq!(key_of(holder.id).await, Some(key.clone()), "the key stays with its first booking");
+    assert_eq!(key_of(late.id).await, None, "the later booking is kept, without the key");
+    assert_eq!(key_of(free.id).await, Some(other_key.clone()));
+    let in_db = confirmed_in_db(&fx.pool, event.id).await;
+    assert_eq!(in_db.len(), 2, "both tickets of the batch are real");
+    let remaining: i64 =
+        sqlx::query_scalar("SELECT remaining FROM events WHERE id = $1").bind(event.id).fetch_one(&fx.pool).await.unwrap();
+    assert_eq!(remaining, 8);
+    fx.cleanup().await;
+}

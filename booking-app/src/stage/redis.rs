@@ -20,13 +20,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use prometheus_client::metrics::gauge::Gauge;
-use redis::AsyncCommands;
+use redis::{AsyncCommands, RedisWrite};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use self::connection::classify;
+use self::connection::{Pool, classify};
 use self::keys::Keys;
 use self::load::Loader;
 use super::{IdempotencyKey, Inventory, StageError, idempotency, records};
@@ -45,7 +45,10 @@ const KEY_CLAIM_TTL_SECS: u64 = 24 * 60 * 60;
 const LAG_SAMPLE_PERIOD: Duration = Duration::from_secs(2);
 
 pub struct RedisInventory {
+    /// Reads, loads and the lag sampler (the pool's first connection).
     redis: ConnectionManager,
+    /// The booking scripts, spread over `REDIS_CONNECTIONS` connections.
+    bookings: Pool,
     pool: PgPool,
     keys: Keys,
     booking_script: redis::Script,
@@ -61,7 +64,8 @@ impl RedisInventory {
         let url = config.redis_url.as_deref().ok_or_else(|| {
             StageError::Internal("stage redis needs REDIS_URL (--redis-url)".into())
         })?;
-        let mut redis = connection::connect(url, config.response_timeout()).await?;
+        let bookings = Pool::connect(url, config.response_timeout(), config.redis_connections).await?;
+        let mut redis = bookings.get();
         let keys = Keys::new(config.redis_key_prefix.clone());
         let booking_script = redis::Script::new(BOOKING_SCRIPT);
         booking_script.prepare_invoke().load_async(&mut redis).await.map_err(classify)?;
@@ -73,7 +77,7 @@ impl RedisInventory {
         let sampler = CancellationToken::new();
         tokio::spawn(sample_lag(redis.clone(), keys.clone(), lag, sampler.clone()));
 
-        Ok(Self { redis, pool, keys, booking_script, loader, sampler })
+        Ok(Self { redis, bookings, pool, keys, booking_script, loader, sampler })
     }
 
     pub fn keys(&self) -> &Keys {
@@ -82,27 +86,20 @@ impl RedisInventory {
 
     /// One EVALSHA: with a key, the script also claims it (KEYS[6], global: keys are unique
     /// across events, so this one key is outside the event's hash slot; a single Redis primary
-    /// is assumed). Without a key only the event's own keys are passed.
-    async fn run_booking_script(&self, booking: &Booking, key: &str, answer: &str) -> Result<Verdict, StageError> {
-        let event_keys = self.keys.event(booking.event_id);
-        let mut invocation = self.booking_script.prepare_invoke();
-        for k in event_keys.as_array() {
-            invocation.key(k);
+    /// is assumed). Without a key only the event's own keys are passed. A Redis that lost its
+    /// script cache (restart) answers NOSCRIPT: the script is loaded and the call made again.
+    async fn run_booking_script(&self, booking: &Booking, key: &str) -> Result<Verdict, StageError> {
+        let call = booking_call(&self.keys, self.booking_script.get_hash(), booking, key)?;
+        let mut redis = self.bookings.get();
+        let reply: redis::Value = match call.query_async(&mut redis).await {
+            Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.booking_script.prepare_invoke().load_async(&mut redis).await.map_err(classify)?;
+                call.query_async(&mut redis).await
+            }
+            reply => reply,
         }
-        if !key.is_empty() {
-            invocation.key(self.keys.key_claim(key));
-        }
-        invocation
-            .arg(&booking.user_id)
-            .arg(booking.quantity)
-            .arg(key)
-            .arg(answer)
-            .arg(booking.id.to_string())
-            .arg(booking.event_id.to_string())
-            .arg(KEY_CLAIM_TTL_SECS);
-        let mut redis = self.redis.clone();
-        let reply: Vec<String> = invocation.invoke_async(&mut redis).await.map_err(classify)?;
-        Verdict::parse(reply)
+        .map_err(classify)?;
+        Verdict::parse(&reply)
     }
 }
 
@@ -110,6 +107,24 @@ impl Drop for RedisInventory {
     fn drop(&mut self) {
         self.sampler.cancel();
     }
+}
+
+/// The booking script's EVALSHA command (its arguments as booking.lua's header lists them),
+/// every key and argument written straight into the command's one buffer: the booking's JSON is
+/// serialized there, the key names formatted there.
+fn booking_call(keys: &Keys, script_hash: &str, booking: &Booking, key: &str) -> Result<redis::Cmd, StageError> {
+    let mut call = redis::Cmd::with_capacity(16, 1024);
+    call.arg("EVALSHA").arg(script_hash).arg(if key.is_empty() { 5 } else { 6 });
+    keys.write_event_args(&mut call, booking.event_id);
+    if !key.is_empty() {
+        keys.write_key_claim_arg(&mut call, key);
+    }
+    call.arg(&booking.user_id).arg(booking.quantity).arg(key);
+    serde_json::to_writer(call.writer_for_next_arg(), booking).map_err(|e| StageError::Internal(e.to_string()))?;
+    call.write_arg_fmt(booking.id);
+    call.write_arg_fmt(booking.event_id);
+    call.arg(KEY_CLAIM_TTL_SECS);
+    Ok(call)
 }
 
 /// What the booking script answered.
@@ -124,16 +139,23 @@ enum Verdict {
 }
 
 impl Verdict {
-    fn parse(reply: Vec<String>) -> Result<Self, StageError> {
+    /// Reads the script's answer in place (an array of bulk strings).
+    fn parse(reply: &redis::Value) -> Result<Self, StageError> {
         let bad = || StageError::Internal(format!("booking script answered {reply:?}"));
-        let count = |i: usize| reply.get(i).and_then(|v| v.parse::<i64>().ok()).ok_or_else(bad);
-        match reply.first().map(String::as_str) {
+        let redis::Value::Array(items) = reply else { return Err(bad()) };
+        let text = |i: usize| match items.get(i) {
+            Some(redis::Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok(),
+            Some(redis::Value::SimpleString(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        let count = |i: usize| text(i).and_then(|v| v.parse::<i64>().ok()).ok_or_else(bad);
+        match text(0) {
             Some("reused") => Ok(Verdict::Reused),
             Some("missing") => Ok(Verdict::Missing),
-            Some("replay") => Ok(Verdict::Replay(reply.get(1).ok_or_else(bad)?.clone())),
+            Some("replay") => Ok(Verdict::Replay(text(1).ok_or_else(bad)?.to_owned())),
             Some("confirmed") => Ok(Verdict::Confirmed),
             Some("rejected") => {
-                let reason = reply.get(1).and_then(|r| records::parse_reason(r)).ok_or_else(bad)?;
+                let reason = text(1).and_then(records::parse_reason).ok_or_else(bad)?;
                 Ok(Verdict::Rejected { reason, count: count(2)? })
             }
             _ => Err(bad()),
@@ -197,14 +219,13 @@ impl Inventory for RedisInventory {
             crate::validation::validate_idempotency_key(&key)?;
         }
         let booking = Booking::confirmed(Uuid::new_v4(), event_id, &request, now_micros());
-        let answer = serde_json::to_string(&booking).map_err(|e| StageError::Internal(e.to_string()))?;
 
         // A missing event is loaded and the script run again; twice missing means it vanished
         // again in between (Redis restarted empty twice): let the client retry. A run that
         // answered missing may have claimed the key already; its value is this event's id, so
         // the retry passes the claim.
         for _ in 0..2 {
-            match self.run_booking_script(&booking, &key, &answer).await? {
+            match self.run_booking_script(&booking, &key).await? {
                 Verdict::Reused => return Err(StageError::IdempotencyKeyReused),
                 Verdict::Missing => self.loader.load(event_id).await?,
                 Verdict::Replay(first) => {
@@ -280,26 +301,56 @@ async fn sample_lag(mut redis: ConnectionManager, keys: Keys, lag: Gauge, stop: 
 mod tests {
     use super::*;
 
-    fn reply(items: &[&str]) -> Vec<String> {
-        items.iter().map(|s| (*s).to_owned()).collect()
+    fn reply(items: &[&str]) -> redis::Value {
+        redis::Value::Array(items.iter().map(|s| redis::Value::BulkString(s.as_bytes().to_vec())).collect())
     }
 
     #[test]
     fn script_answers_parse() {
-        assert_eq!(Verdict::parse(reply(&["reused"])).unwrap(), Verdict::Reused);
-        assert_eq!(Verdict::parse(reply(&["missing"])).unwrap(), Verdict::Missing);
-        assert_eq!(Verdict::parse(reply(&["confirmed", "7"])).unwrap(), Verdict::Confirmed);
-        assert_eq!(Verdict::parse(reply(&["replay", "{}"])).unwrap(), Verdict::Replay("{}".into()));
+        assert_eq!(Verdict::parse(&reply(&["reused"])).unwrap(), Verdict::Reused);
+        assert_eq!(Verdict::parse(&reply(&["missing"])).unwrap(), Verdict::Missing);
+        assert_eq!(Verdict::parse(&reply(&["confirmed", "7"])).unwrap(), Verdict::Confirmed);
+        assert_eq!(Verdict::parse(&reply(&["replay", "{}"])).unwrap(), Verdict::Replay("{}".into()));
         assert_eq!(
-            Verdict::parse(reply(&["rejected", "sold_out", "0"])).unwrap(),
+            Verdict::parse(&reply(&["rejected", "sold_out", "0"])).unwrap(),
             Verdict::Rejected { reason: RejectReason::SoldOut, count: 0 }
         );
         assert_eq!(
-            Verdict::parse(reply(&["rejected", "per_user_limit", "2"])).unwrap(),
+            Verdict::parse(&reply(&["rejected", "per_user_limit", "2"])).unwrap(),
             Verdict::Rejected { reason: RejectReason::PerUserLimit, count: 2 }
         );
-        assert!(Verdict::parse(reply(&["rejected", "weather", "1"])).is_err());
-        assert!(Verdict::parse(reply(&[])).is_err());
+        assert!(Verdict::parse(&reply(&["rejected", "weather", "1"])).is_err());
+        assert!(Verdict::parse(&reply(&[])).is_err());
+    }
+
+    /// The command built in one buffer is the call the script's interface describes: the same
+    /// bytes as the call built argument by argument from the named keys.
+    #[test]
+    fn booking_call_is_the_scripts_interface() {
+        let keys = Keys::new("test:run-1");
+        let script = redis::Script::new(BOOKING_SCRIPT);
+        let request = BookingRequest { user_id: "user-1".into(), quantity: 2 };
+        let booking = Booking::confirmed(Uuid::new_v4(), Uuid::new_v4(), &request, now_micros());
+        for key in ["", "key-7"] {
+            let mut expected = redis::cmd("EVALSHA");
+            expected.arg(script.get_hash()).arg(if key.is_empty() { 5 } else { 6 });
+            for k in keys.event(booking.event_id).as_array() {
+                expected.arg(k);
+            }
+            if !key.is_empty() {
+                expected.arg(keys.key_claim(key));
+            }
+            expected
+                .arg(&booking.user_id)
+                .arg(booking.quantity)
+                .arg(key)
+                .arg(serde_json::to_string(&booking).unwrap())
+                .arg(booking.id.to_string())
+                .arg(booking.event_id.to_string())
+                .arg(KEY_CLAIM_TTL_SECS);
+            let built = booking_call(&keys, script.get_hash(), &booking, key).unwrap();
+            assert_eq!(built.get_packed_command(), expected.get_packed_command(), "key {key:?}");
+        }
     }
 
     #[test]

@@ -87,6 +87,14 @@ pub struct Batch {
 pub struct Syncer {
     /// Its own connection: a blocking read holds the connection it is sent on.
     redis: ConnectionManager,
+    /// Acknowledgements go on a connection of their own, so a batch's acknowledgement travels
+    /// while the next batch is read and written (`connect`; `new` shares `redis`).
+    acks: ConnectionManager,
+    /// The acknowledgement of the last committed batch, still on its way. At most one: the next
+    /// commit waits for it before sending its own.
+    acking: Option<tokio::task::JoinHandle<Result<(), StageError>>>,
+    /// The event index as last read, and when: read again every `EVENTS_REFRESH`, not per pass.
+    events_read: Option<(Instant, Vec<Uuid>)>,
     pool: PgPool,
     keys: Keys,
     settings: SyncSettings,
@@ -106,11 +114,17 @@ impl Syncer {
             StageError::Internal("the redis syncer needs REDIS_URL (--redis-url)".into())
         })?;
         let redis = connection::connect(url, settings.block + config.response_timeout()).await?;
-        Ok(Self::new(redis, pool, Keys::new(config.redis_key_prefix.clone()), settings))
+        let acks = connection::connect(url, config.response_timeout()).await?;
+        let mut syncer = Self::new(redis, pool, Keys::new(config.redis_key_prefix.clone()), settings);
+        syncer.acks = acks;
+        Ok(syncer)
     }
 
     pub fn new(redis: ConnectionManager, pool: PgPool, keys: Keys, settings: SyncSettings) -> Self {
         Self {
+            acks: redis.clone(),
+            acking: None,
+            events_read: None,
             redis,
             pool,
             keys,
@@ -150,6 +164,9 @@ impl Syncer {
                 Err(err) => {
                     self.metrics.failures.inc();
                     tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "redis syncer pass failed");
+                    if let Err(err) = self.settle_ack().await {
+                        tracing::warn!(error = %err, "acknowledgement failed; the batch is read again");
+                    }
                     self.own_pending = true;
                     tokio::select! {
                         () = stop.cancelled() => break,
@@ -159,6 +176,9 @@ impl Syncer {
                 }
             }
         }
+        if let Err(err) = self.settle_ack().await {
+            tracing::warn!(error = %err, "last acknowledgement failed; its entries are written again after a restart");
+        }
         tracing::info!(consumer = %self.settings.consumer, "redis syncer stopped");
     }
 
@@ -167,6 +187,11 @@ impl Syncer {
     pub async fn drain(mut self, stop: CancellationToken) -> Result<(), StageError> {
         self.settings.claim_idle = Duration::ZERO;
         loop {
+            if let Err(err) = self.settle_ack().await {
+                self.metrics.failures.inc();
+                self.own_pending = true;
+                tracing::warn!(error = %err, "acknowledgement failed; the batch is read again");
+            }
             let lag = crate::stage::redis::stream_lag(&mut self.redis, &self.keys).await.map_err(classify)?;
             self.metrics.lag.set(lag);
             if lag == 0 {
@@ -195,6 +220,8 @@ impl Syncer {
             return Ok(0);
         }
         if self.own_pending {
+            // What this consumer holds unacknowledged: with no acknowledgement on its way.
+            self.settle_ack().await?;
             let batches = self.read(&events, "0", None).await?;
             if batches.iter().all(|b| b.entry_ids.is_empty()) {
                 self.own_pending = false;
@@ -215,43 +242,37 @@ impl Syncer {
         self.sync(batches).await
     }
 
-    /// Writes, then acknowledges, each batch.
+    /// Writes each batch, then sends its acknowledgement on its way: the next read and write
+    /// overlap it (Redis reads a client's commands 16 KB per event-loop iteration and writes its
+    /// replies 64 KB per iteration, so a batch's acknowledgement and the next batch take several
+    /// iterations each; one after the other they halved what the syncer kept up with). Only
+    /// committed batches are acknowledged, and at most one acknowledgement is on its way.
     async fn sync(&mut self, batches: Vec<Batch>) -> Result<usize, StageError> {
         let mut written = 0;
         for batch in batches.into_iter().filter(|b| !b.entry_ids.is_empty()) {
             let outcome = write_batch(&self.pool, &batch).await?;
-            self.ack(&batch).await?;
             written += outcome.inserted;
             self.metrics.batches.inc();
             self.metrics.written.inc_by(outcome.inserted as u64);
             tracing::debug!(event = %batch.event_id, entries = batch.entry_ids.len(), inserted = outcome.inserted, "batch synced");
+            self.settle_ack().await?;
+            let (mut acks, keys) = (self.acks.clone(), self.keys.clone());
+            self.acking = Some(tokio::spawn(async move { acknowledge(&mut acks, &keys, &batch).await }));
         }
         Ok(written)
     }
 
-    /// Acknowledges and deletes the batch's entries, and their bookings' unsynced copies, in one
-    /// MULTI (one event's keys, one slot): an entry is either still pending (and will be written
-    /// again, harmlessly) or gone with its copy, never acknowledged but left in the stream.
+    /// Waits for the acknowledgement on its way, if any.
+    async fn settle_ack(&mut self) -> Result<(), StageError> {
+        match self.acking.take() {
+            Some(acking) => acking.await.map_err(|e| StageError::Internal(format!("acknowledgement task: {e}")))?,
+            None => Ok(()),
+        }
+    }
+
+    /// Acknowledges the batch now (see `acknowledge`).
     pub async fn ack(&mut self, batch: &Batch) -> Result<(), StageError> {
-        let keys = self.keys.event(batch.event_id);
-        let ids: Vec<String> = batch.bookings.iter().map(|b| b.booking.id.to_string()).collect();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XACK")
-            .arg(&keys.stream)
-            .arg(SYNC_GROUP)
-            .arg(&batch.entry_ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&keys.stream)
-            .arg(&batch.entry_ids)
-            .ignore()
-            .cmd("HDEL")
-            .arg(&keys.unsynced)
-            .arg(&ids)
-            .ignore();
-        pipe.query_async::<()>(&mut self.redis).await.map_err(classify)?;
-        Ok(())
+        acknowledge(&mut self.redis, &self.keys, batch).await
     }
 
     /// Refreshes the lag gauge, at most once a second.
@@ -289,6 +310,7 @@ impl Syncer {
                 if err.code() == Some("NOGROUP") {
                     // Redis lost the group (and the stream): create them again next pass.
                     self.grouped.clear();
+                    self.events_read = None;
                 }
                 return Err(classify(err));
             }
@@ -335,6 +357,31 @@ impl Syncer {
         let bookings = entries.iter().map(parse_entry).collect::<Result<Vec<_>, _>>()?;
         Ok(Batch { event_id, entry_ids: entries.into_iter().map(|e| e.id).collect(), bookings })
     }
+}
+
+/// Acknowledges and deletes the batch's entries, and their bookings' unsynced copies, in one
+/// MULTI (one event's keys, one slot): an entry is either still pending (and will be written
+/// again, harmlessly) or gone with its copy, never acknowledged but left in the stream.
+async fn acknowledge(redis: &mut ConnectionManager, keys: &Keys, batch: &Batch) -> Result<(), StageError> {
+    let keys = keys.event(batch.event_id);
+    let ids: Vec<String> = batch.bookings.iter().map(|b| b.booking.id.to_string()).collect();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("XACK")
+        .arg(&keys.stream)
+        .arg(SYNC_GROUP)
+        .arg(&batch.entry_ids)
+        .ignore()
+        .cmd("XDEL")
+        .arg(&keys.stream)
+        .arg(&batch.entry_ids)
+        .ignore()
+        .cmd("HDEL")
+        .arg(&keys.unsynced)
+        .arg(&ids)
+        .ignore();
+    pipe.query_async::<()>(redis).await.map_err(classify)?;
+    Ok(())
 }
 
 /// `booking-app worker --stage redis` and `serve` with RUN_WORKER: the syncer until `stop` (with

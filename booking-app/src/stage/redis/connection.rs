@@ -1,5 +1,7 @@
 //! Connecting to Redis and telling "Redis is down or busy, retry" (503) apart from real faults.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -19,6 +21,31 @@ pub async fn connect(url: &str, response_timeout: Duration) -> Result<Connection
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500));
     ConnectionManager::new_with_config(client, config).await.map_err(classify)
+}
+
+/// A few multiplexed connections, handed out round-robin. One connection is not enough under
+/// load: Redis reads at most 16 KB from a client per event-loop iteration and, with
+/// `appendfsync always`, fsyncs once per iteration, so a single connection carrying every
+/// booking gets ~25 booking scripts into each fsync however many requests wait. Each connection
+/// adds its own 16 KB to the iteration: N connections, up to N times the scripts per fsync.
+#[derive(Clone)]
+pub struct Pool {
+    connections: Arc<[ConnectionManager]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Pool {
+    /// `size` connections (at least one), each self-healing as `connect` describes.
+    pub async fn connect(url: &str, response_timeout: Duration, size: usize) -> Result<Self, StageError> {
+        let connections = futures::future::try_join_all((0..size.max(1)).map(|_| connect(url, response_timeout))).await?;
+        Ok(Self { connections: connections.into(), next: Arc::new(AtomicUsize::new(0)) })
+    }
+
+    /// The next connection in turn (a clone is a handle on the same connection).
+    pub fn get(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        self.connections[i].clone()
+    }
 }
 
 /// Redis errors that mean "not now" become `Unavailable` (503, retry); the rest stay `Redis`

@@ -3,6 +3,7 @@
 //! one slot. The claim of an idempotency key is global, outside any event's slot, and the booking
 //! script touches it too (one write per booking): stage redis assumes a single Redis primary.
 
+use redis::RedisWrite;
 use uuid::Uuid;
 
 /// The consumer group of the write-behind syncer on every event's stream.
@@ -11,6 +12,9 @@ pub const SYNC_GROUP: &str = "syncer";
 /// Fields of a stream entry: the booking as JSON, and its idempotency key ('' for none).
 pub const ENTRY_BOOKING: &str = "booking";
 pub const ENTRY_KEY: &str = "key";
+
+/// The last part of each of an event's keys, in `EventKeys::as_array` order.
+const EVENT_KEY_SUFFIXES: [&str; 5] = ["inventory", "holdings", "idempotency", "bookings", "unsynced"];
 
 /// Key names under one prefix, so several deployments (or test runs) can share one Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,13 +55,21 @@ impl Keys {
 
     pub fn event(&self, id: Uuid) -> EventKeys {
         let base = format!("{}:{{{id}}}", self.prefix);
-        EventKeys {
-            inventory: format!("{base}:inventory"),
-            holdings: format!("{base}:holdings"),
-            idempotency: format!("{base}:idempotency"),
-            stream: format!("{base}:bookings"),
-            unsynced: format!("{base}:unsynced"),
+        let [inventory, holdings, idempotency, stream, unsynced] = EVENT_KEY_SUFFIXES.map(|s| format!("{base}:{s}"));
+        EventKeys { inventory, holdings, idempotency, stream, unsynced }
+    }
+
+    /// Writes `event(id)`'s keys, in the scripts' order, as the next arguments of a command,
+    /// straight into its buffer (the booking path builds one command per request).
+    pub fn write_event_args(&self, out: &mut impl RedisWrite, id: Uuid) {
+        for suffix in EVENT_KEY_SUFFIXES {
+            out.write_arg_fmt(format_args!("{}:{{{id}}}:{suffix}", self.prefix));
         }
+    }
+
+    /// Writes `key_claim(idempotency_key)` as the next argument of a command.
+    pub fn write_key_claim_arg(&self, out: &mut impl RedisWrite, idempotency_key: &str) {
+        out.write_arg_fmt(format_args!("{}:idempotency-key:{{{idempotency_key}}}", self.prefix));
     }
 
     /// Set of the ids of events loaded into Redis: the streams the syncer reads.
@@ -98,6 +110,18 @@ mod tests {
         for key in keys.event(id).as_array() {
             assert_eq!(hash_tag(key), id.to_string(), "{key}");
         }
+    }
+
+    #[test]
+    fn keys_written_into_a_command_are_the_named_keys() {
+        let keys = Keys::new("test:run-1");
+        let id = Uuid::new_v4();
+        let mut written: Vec<Vec<u8>> = Vec::new();
+        keys.write_event_args(&mut written, id);
+        keys.write_key_claim_arg(&mut written, "key-7");
+        let mut expected: Vec<Vec<u8>> = keys.event(id).as_array().iter().map(|k| k.as_bytes().to_vec()).collect();
+        expected.push(keys.key_claim("key-7").into_bytes());
+        assert_eq!(written, expected);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Which streams the syncer reads: every event in the index, each given the consumer group on
 //! its stream once; sold-out events whose stream is empty leave the index.
 
+use std::time::{Duration, Instant};
+
 use uuid::Uuid;
 
 use super::Syncer;
@@ -8,9 +10,19 @@ use crate::stage::StageError;
 use crate::stage::redis::connection::classify;
 use crate::stage::redis::keys::SYNC_GROUP;
 
+/// How long the syncer works from the event index it last read.
+const EVENTS_REFRESH: Duration = Duration::from_secs(1);
+
 impl Syncer {
-    /// The events loaded into Redis, each with the group on its stream.
+    /// The events loaded into Redis, each with the group on its stream. The index is read at
+    /// most every `EVENTS_REFRESH` (a pass under load takes tens of milliseconds, and a round trip
+    /// costs a Redis event-loop iteration): a new event is synced that much later at worst.
     pub(super) async fn events(&mut self) -> Result<Vec<Uuid>, StageError> {
+        if let Some((read, events)) = &self.events_read
+            && read.elapsed() < EVENTS_REFRESH
+        {
+            return Ok(events.clone());
+        }
         let members: Vec<String> = redis::cmd("SMEMBERS")
             .arg(self.keys.event_index())
             .query_async(&mut self.redis)
@@ -34,6 +46,7 @@ impl Syncer {
             }
             self.grouped.insert(id);
         }
+        self.events_read = Some((Instant::now(), events.clone()));
         Ok(events)
     }
 
@@ -61,6 +74,9 @@ impl Syncer {
                 .query_async(&mut self.redis)
                 .await
                 .map_err(classify)?;
+            if let Some((_, watched)) = &mut self.events_read {
+                watched.retain(|id| !finished.contains(&id.to_string()));
+            }
             tracing::info!(events = finished.len(), "sold out and fully synced: no longer watched");
         }
         Ok(())

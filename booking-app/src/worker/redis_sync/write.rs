@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::Batch;
 use crate::domain::BookingStatus;
 use crate::stage::StageError;
-use crate::stage::records::pg_error;
+use crate::stage::records::{IDEMPOTENCY_KEY_CONSTRAINT, pg_error, violates};
 
 /// What one batch changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,7 @@ SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM sold), (SELECT cou
 
 /// Bookings of the batch whose key belongs to another booking already (the key was used for
 /// another event after Redis forgot its claim): their tickets are real, the key cannot be theirs.
+/// Asked only after the batch's insert hit such a key.
 const KEYS_TAKEN: &str = "
 SELECT b.id FROM unnest($1::uuid[], $2::text[]) AS b (id, idempotency_key)
 JOIN bookings x ON x.idempotency_key = b.idempotency_key AND x.id <> b.id";
@@ -83,35 +84,71 @@ pub async fn write_batch(pool: &PgPool, batch: &Batch) -> Result<Written, StageE
         created.push(b.created_at);
     }
 
+    let rows = Rows { ids, users, quantities, statuses, reasons, keys, created };
+    // Almost always no key of the batch is held by another booking: one statement, no lookup of
+    // the keys first. When one is (the unique index refuses the insert and nothing is written),
+    // the batch is written again, the taken keys looked up and dropped first.
+    match insert(pool, batch.event_id, &rows).await {
+        Err(StageError::Database(err)) if violates(&err, IDEMPOTENCY_KEY_CONSTRAINT) => {
+            insert_dropping_taken_keys(pool, batch.event_id, rows).await
+        }
+        written => written,
+    }
+}
+
+/// The batch's rows, column by column (the statement's `unnest` arguments).
+struct Rows<'a> {
+    ids: Vec<Uuid>,
+    users: Vec<String>,
+    quantities: Vec<i32>,
+    statuses: Vec<&'a str>,
+    reasons: Vec<Option<&'a str>>,
+    keys: Vec<Option<String>>,
+    created: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn insert(pool: &PgPool, event_id: Uuid, rows: &Rows<'_>) -> Result<Written, StageError> {
+    let mut tx = pool.begin().await.map_err(pg_error)?;
+    let inserted = insert_in(&mut tx, event_id, rows).await?;
+    tx.commit().await.map_err(pg_error)?;
+    Ok(Written { inserted, keys_dropped: 0 })
+}
+
+async fn insert_dropping_taken_keys(pool: &PgPool, event_id: Uuid, mut rows: Rows<'_>) -> Result<Written, StageError> {
     let mut tx = pool.begin().await.map_err(pg_error)?;
     let taken: Vec<Uuid> = sqlx::query_scalar(KEYS_TAKEN)
-        .bind(&ids)
-        .bind(&keys)
+        .bind(&rows.ids)
+        .bind(&rows.keys)
         .fetch_all(&mut *tx)
         .await
         .map_err(pg_error)?;
-    for (id, key) in ids.iter().zip(keys.iter_mut()) {
+    for (id, key) in rows.ids.iter().zip(rows.keys.iter_mut()) {
         if taken.contains(id) {
             tracing::warn!(booking = %id, key = key.as_deref().unwrap_or(""), "idempotency key already used by another booking; writing the booking without it");
             *key = None;
         }
     }
+    let inserted = insert_in(&mut tx, event_id, &rows).await?;
+    tx.commit().await.map_err(pg_error)?;
+    Ok(Written { inserted, keys_dropped: taken.len() })
+}
+
+async fn insert_in(tx: &mut sqlx::PgConnection, event_id: Uuid, rows: &Rows<'_>) -> Result<usize, StageError> {
     let (inserted, sold, updated): (i64, i64, i64) = sqlx::query_as(WRITE_BATCH)
-        .bind(batch.event_id)
-        .bind(&ids)
-        .bind(&users)
-        .bind(&quantities)
-        .bind(&statuses)
-        .bind(&reasons)
-        .bind(&keys)
-        .bind(&created)
+        .bind(event_id)
+        .bind(&rows.ids)
+        .bind(&rows.users)
+        .bind(&rows.quantities)
+        .bind(&rows.statuses)
+        .bind(&rows.reasons)
+        .bind(&rows.keys)
+        .bind(&rows.created)
         .fetch_one(&mut *tx)
         .await
         .map_err(pg_error)?;
     if sold > 0 && updated != 1 {
         // The foreign key makes this unreachable; if it ever is, nothing must be committed.
-        return Err(StageError::Internal(format!("event {} missing while syncing its bookings", batch.event_id)));
+        return Err(StageError::Internal(format!("event {event_id} missing while syncing its bookings")));
     }
-    tx.commit().await.map_err(pg_error)?;
-    Ok(Written { inserted: inserted as usize, keys_dropped: taken.len() })
+    Ok(inserted as usize)
 }
