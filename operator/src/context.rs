@@ -10,6 +10,7 @@ use kube::runtime::events::{Recorder, Reporter};
 
 use crate::autoscale::scrape::LoadObserver;
 use crate::metrics::Metrics;
+use crate::reconcile::applied::Applied;
 use crate::reconcile::validate::Defaults;
 use crate::schedule::{Clock, SystemClock};
 
@@ -28,6 +29,10 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// Reads the API pods' request counters (`--observe-load`); `None` never contacts a pod.
     pub load_observer: Option<LoadObserver>,
+    /// What was applied to each child, so an unchanged one is not applied again.
+    pub applied: Applied,
+    /// Reconciles running at once (`controller::CONCURRENCY` unless set).
+    pub concurrency: u16,
 }
 
 impl Context {
@@ -45,6 +50,8 @@ impl Context {
             failures: Mutex::default(),
             clock: Arc::new(SystemClock),
             load_observer: None,
+            applied: Applied::default(),
+            concurrency: crate::controller::CONCURRENCY,
         }
     }
 

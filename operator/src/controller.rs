@@ -3,6 +3,7 @@
 //! retries failures with exponential backoff.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -11,7 +12,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
@@ -21,6 +22,16 @@ use crate::context::Context;
 use crate::crd::FlashSale;
 use crate::error::{Error, Result};
 use crate::reconcile::{self, desired::labels};
+
+/// Reconciles running at once, by default (`--concurrency`). Unbounded (kube-runtime's default),
+/// 100 new sales meant 100 reconciles each sending its ~16 requests at the same moment, and every
+/// re-trigger by a child's status applied every child again: the API server of a small control
+/// plane slowed down for every client (a 100-sale `kubectl apply` took a minute instead of a
+/// second). A reconcile mostly waits on the API server, so a few dozen at a time keep it busy.
+pub const CONCURRENCY: u16 = 32;
+/// A sale's children change in bursts (a Deployment's status moves a few times as its pods
+/// start): the triggers within this window make one reconcile.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Reconcile one watched object: malformed ones are reported, valid ones go through the pipeline.
 async fn reconcile(guarded: Arc<DeserializeGuard<FlashSale>>, ctx: Arc<Context>) -> Result<Action> {
@@ -94,6 +105,7 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
         .owns(api::<Secret>(&client, namespace), owned.clone())
         .owns(api::<Job>(&client, namespace), owned.clone())
         .owns(api::<PodDisruptionBudget>(&client, namespace), owned)
+        .with_config(Config::default().concurrency(ctx.concurrency).debounce(DEBOUNCE))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -45,6 +45,9 @@ struct RunArgs {
     /// Off by default: it needs pod-network access from the operator.
     #[arg(long, env = "OBSERVE_LOAD")]
     observe_load: bool,
+    /// Reconciles running at once (0: unbounded).
+    #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = flashsale_operator::controller::CONCURRENCY)]
+    concurrency: u16,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -78,6 +81,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     controller::check_crd(&client).await?;
     state.ready.store(true, Ordering::Relaxed);
     let mut ctx = Context::new(client, metrics, Defaults { booking_app_image: args.booking_app_image });
+    ctx.concurrency = args.concurrency;
     if args.observe_load {
         let counter = flashsale_operator::autoscale::scrape::HttpRequestCounter::new()?;
         ctx = ctx.with_load_observer(flashsale_operator::autoscale::scrape::LoadObserver::new(Arc::new(counter)));

@@ -2,6 +2,9 @@
 //! one field manager, in a fixed order (credentials and Services before the workloads that use
 //! them), then delete what this sale owns but no longer wants (e.g. Kafka after moving back to
 //! stage redis). Jobs are created once and never patched: their pod template is immutable.
+//! A child whose desired object is the one applied last time, onto the object as it was left
+//! (see `applied`), is not applied again: most passes are triggered by the children's status
+//! and change nothing, and 100 sales applying every child on every pass saturated the API server.
 
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -10,6 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info};
 
+use super::applied::{self, Applied};
 use super::desired::Children;
 use super::desired::labels::MANAGER;
 use super::observe::Observed;
@@ -19,36 +23,57 @@ use crate::error::{Error, Result};
 trait Child: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug {}
 impl<K> Child for K where K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug {}
 
-pub async fn apply(client: &Client, sale: &Sale, children: Children, observed: &Observed) -> Result<()> {
+pub async fn apply(client: &Client, applied: &Applied, sale: &Sale, children: Children, observed: &Observed) -> Result<()> {
     let Children { secrets, services, stateful_sets, pdbs, deployments, jobs } = children;
     let ns = sale.namespace.as_str();
-    apply_all(client, ns, &secrets).await?;
-    apply_all(client, ns, &services).await?;
-    apply_all(client, ns, &stateful_sets).await.map_err(immutable_as_invalid_spec)?;
-    apply_all(client, ns, &pdbs).await?;
-    apply_all(client, ns, &deployments).await?;
+    apply_all(client, applied, ns, &secrets, &observed.secrets).await?;
+    apply_all(client, applied, ns, &services, &observed.services).await?;
+    apply_all(client, applied, ns, &stateful_sets, &observed.stateful_sets).await.map_err(immutable_as_invalid_spec)?;
+    apply_all(client, applied, ns, &pdbs, &observed.pdbs).await?;
+    apply_all(client, applied, ns, &deployments, &observed.deployments).await?;
     create_missing(client, ns, &jobs, &observed.jobs).await?;
 
     let uid = sale.owner.uid.as_str();
-    delete_orphans(client, ns, uid, &observed.jobs, &jobs).await?;
-    delete_orphans(client, ns, uid, &observed.deployments, &deployments).await?;
-    delete_orphans(client, ns, uid, &observed.pdbs, &pdbs).await?;
-    delete_orphans(client, ns, uid, &observed.stateful_sets, &stateful_sets).await?;
-    delete_orphans(client, ns, uid, &observed.services, &services).await?;
-    delete_orphans(client, ns, uid, &observed.secrets, &secrets).await?;
+    delete_orphans(client, applied, ns, uid, &observed.jobs, &jobs).await?;
+    delete_orphans(client, applied, ns, uid, &observed.deployments, &deployments).await?;
+    delete_orphans(client, applied, ns, uid, &observed.pdbs, &pdbs).await?;
+    delete_orphans(client, applied, ns, uid, &observed.stateful_sets, &stateful_sets).await?;
+    delete_orphans(client, applied, ns, uid, &observed.services, &services).await?;
+    delete_orphans(client, applied, ns, uid, &observed.secrets, &secrets).await?;
     Ok(())
 }
 
-async fn apply_all<K: Child>(client: &Client, ns: &str, objects: &[K]) -> Result<()> {
+async fn apply_all<K: Child>(client: &Client, applied: &Applied, ns: &str, objects: &[K], observed: &[K]) -> Result<()> {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     // force: this operator is the only rightful owner of the fields it sets.
     let params = PatchParams::apply(MANAGER).force();
+    let kind = kind_of::<K>();
     for object in objects {
         let name = object.name_any();
-        api.patch(&name, &params, &Patch::Apply(object)).await?;
-        debug!(kind = %K::kind(&()), %name, "applied");
+        let hash = applied::hash_of(object);
+        let current = observed.iter().find(|o| o.meta().name.as_deref() == Some(name.as_str())).map(|o| o.meta());
+        if applied.is_current(kind, ns, &name, hash, current) {
+            debug!(%kind, %name, "unchanged since applied");
+            continue;
+        }
+        match api.patch(&name, &params, &Patch::Apply(object)).await {
+            Ok(answer) => applied.record(kind, ns, &name, hash, answer.meta()),
+            Err(e) => {
+                applied.forget(kind, ns, &name);
+                return Err(e.into());
+            }
+        }
+        debug!(%kind, %name, "applied");
     }
     Ok(())
+}
+
+/// `K::kind`, as the `&'static str` the memory of applies is keyed by.
+fn kind_of<K: Child>() -> &'static str {
+    match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(_) => "other",
+    }
 }
 
 async fn create_missing<K: Child>(client: &Client, ns: &str, objects: &[K], existing: &[K]) -> Result<()> {
@@ -69,7 +94,7 @@ async fn create_missing<K: Child>(client: &Client, ns: &str, objects: &[K], exis
 }
 
 /// Delete `observed` objects owned by the sale (`uid`) that are not `desired`.
-async fn delete_orphans<K: Child>(client: &Client, ns: &str, uid: &str, observed: &[K], desired: &[K]) -> Result<()> {
+async fn delete_orphans<K: Child>(client: &Client, applied: &Applied, ns: &str, uid: &str, observed: &[K], desired: &[K]) -> Result<()> {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     // Background: the Job's pods, the Deployment's ReplicaSets go with it.
     let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
@@ -78,6 +103,7 @@ async fn delete_orphans<K: Child>(client: &Client, ns: &str, uid: &str, observed
         let owned = object.owner_references().iter().any(|o| o.uid == uid);
         let wanted = desired.iter().any(|d| d.name_any() == name);
         if owned && !wanted && object.meta().deletion_timestamp.is_none() {
+            applied.forget(kind_of::<K>(), ns, &name);
             match api.delete(&name, &params).await {
                 Ok(_) => info!(kind = %K::kind(&()), %name, "deleted, no longer part of the sale"),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}

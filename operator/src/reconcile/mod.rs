@@ -3,6 +3,7 @@
 //! Only `observe`, `apply` and the status write do I/O; `validate`, `transition::plan`,
 //! `sizing::decide`, `desired::build` and `status::compute` are pure and unit-tested.
 
+pub mod applied;
 pub mod apply;
 pub mod desired;
 pub mod events;
@@ -64,7 +65,7 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
 
     let credentials = observed.credentials(&sale).unwrap_or_else(Credentials::generate);
     let children = desired::build(&sale, &plan, &sizing, &credentials);
-    match apply::apply(&ctx.client, &sale, children, &observed).await {
+    match apply::apply(&ctx.client, &ctx.applied, &sale, children, &observed).await {
         Ok(()) => {}
         Err(e @ Error::InvalidSpec(_)) => {
             warn!(error = %e, "spec cannot be applied");
@@ -84,6 +85,10 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
 /// Server-side apply of the whole status (one owner, so fields left out are removed), then the
 /// Events its transitions call for.
 async fn write_status(ctx: &Context, fs: &FlashSale, previous: &FlashSaleStatus, status: &FlashSaleStatus) -> Result<()> {
+    // Nothing to write: the apply would change nothing either (and no Event is due).
+    if fs.status.as_ref() == Some(status) {
+        return Ok(());
+    }
     let api: Api<FlashSale> = Api::namespaced(ctx.client.clone(), &fs.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": FlashSale::api_version(&()),
