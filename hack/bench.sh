@@ -22,7 +22,8 @@
 #   BENCH_STAGES ["postgres redis kafka"]   BENCH_POSTGRES_DECIDE ["batch per-booking"] the
 #     POSTGRES_DECIDE values stage postgres runs with (the first is the default form)
 #   BENCH_SPIKE [1] spikes on/off; BENCH_SPIKE_FACTOR [2]; BENCH_SPIKE_SECONDS [5];
-#     BENCH_SPIKE_IN_FLIGHT [1024] most requests in flight (and connections) during a spike
+#     BENCH_SPIKE_IN_FLIGHT [1024] requests in flight (and connections) during a spike, raised to
+#     4 x the admission limit the API runs with there (so the server sheds, not the client)
 #   BENCH_WRK [1] wrk on bare-serve; BENCH_WRK_STAGES [1] wrk against each stage too;
 #     BENCH_WRK_THREADS [2]
 #   BENCH_REFERENCES [1] pgbench / redis-benchmark / ProducerPerformance on/off;
