@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::process::{free_port, wait_ready};
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -12,27 +14,6 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_booking-app");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn wait_ready(child: &mut Child, base: &str) {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("booking-app exited before it was ready: {status}");
-        }
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(started.elapsed() < common::EVENTUAL, "booking-app not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn serve(port: u16) -> Child {
     Command::new(BINARY)

@@ -6,8 +6,9 @@
 
 mod common;
 
+use common::process::{free_port, wait_ready};
+
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use booking_app::domain::Stage;
 use booking_app::loadgen::{LoadgenArgs, Session};
@@ -24,10 +25,6 @@ const IN_FLIGHT: &str = "8";
 struct Cli {
     #[command(flatten)]
     args: LoadgenArgs,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn serve(stage: Stage, port: u16) -> Child {
@@ -49,23 +46,6 @@ fn serve(stage: Stage, port: u16) -> Child {
         .kill_on_drop(true)
         .spawn()
         .expect("start booking-app")
-}
-
-async fn wait_ready(child: &mut Child, base: &str) {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("booking-app exited before it was ready: {status}");
-        }
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(started.elapsed() < common::EVENTUAL, "booking-app not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Peak resident set of a process, from /proc (KiB).
