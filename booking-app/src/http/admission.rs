@@ -139,11 +139,28 @@ pub async fn admit(State(admission): State<Arc<Admission>>, request: Request, ne
         Ok(place) => place,
         Err(shed) => return shed.into_response(),
     };
-    admission.in_flight.inc();
+    // A guard, not inc/dec around the await: a client that hangs up drops this future mid-way,
+    // and the gauge must come down with it (as the place does).
+    let _inside = InFlight::enter(&admission.in_flight);
     let response = next.run(request).await;
-    admission.in_flight.dec();
     drop(place);
     response
+}
+
+/// Counts one request in `booking_http_in_flight` for as long as it lives.
+struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod checks;
 pub mod client;
+pub mod process;
 
 use std::sync::Arc;
 use std::time::Duration;
