@@ -23,12 +23,17 @@ services-up: ## start local Postgres, Redis and Kafka (hack/services.sh up)
 services-down: ## stop them
 	hack/services.sh down
 
+.PHONY: fmt
+fmt: ## format the workspace (rustfmt.toml); make test fails on unformatted code
+	$(CARGO) fmt --all
+
 .PHONY: build
 build: ## build the workspace
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: services-up ## services up, control plane up, every test of the workspace, the chart's checks
+test: services-up ## format check, services up, control plane up, every test of the workspace, the chart's checks
+	$(CARGO) fmt --all -- --check
 	$(CONTROL_PLANE_UP)
 	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
 	$(MAKE) --no-print-directory test-faults

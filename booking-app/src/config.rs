@@ -11,7 +11,11 @@ use crate::domain::Stage;
 
 /// `booking-app <command>`.
 #[derive(Debug, Parser)]
-#[command(name = "booking-app", version, about = "The flash-sale booking service")]
+#[command(
+    name = "booking-app",
+    version,
+    about = "The flash-sale booking service"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogConfig,
@@ -213,7 +217,10 @@ impl RedisConfig {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static SYNCERS: AtomicUsize = AtomicUsize::new(0);
         let base = self.sync_consumer.clone().unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "syncer".into());
+            let host = std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "syncer".into());
             format!("{host}-{}", std::process::id())
         });
         match SYNCERS.fetch_add(1, Ordering::Relaxed) {
@@ -342,12 +349,17 @@ mod tests {
             "redis://127.0.0.1:6379",
         ])
         .unwrap();
-        let Command::Serve(config) = cli.command else { panic!("expected serve") };
+        let Command::Serve(config) = cli.command else {
+            panic!("expected serve")
+        };
         assert_eq!(config.stage, Stage::Redis);
         assert_eq!(config.listen_addr.port(), 9000);
         assert_eq!(config.postgres.db_pool_size, 4);
         assert!(!config.migrate_on_start);
-        assert_eq!(config.redis.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(
+            config.redis.redis_url.as_deref(),
+            Some("redis://127.0.0.1:6379")
+        );
         assert_eq!(config.http.max_body_bytes, 16 * 1024);
         assert_eq!(config.postgres.postgres_decide, PostgresDecide::Batch);
     }
@@ -355,8 +367,14 @@ mod tests {
     #[test]
     fn postgres_decide_takes_batch_or_per_booking() {
         let parse = |value: &str| {
-            Config::try_parse_from(["booking-app", "--database-url", "x", "--postgres-decide", value])
-                .map(|c| c.postgres.postgres_decide)
+            Config::try_parse_from([
+                "booking-app",
+                "--database-url",
+                "x",
+                "--postgres-decide",
+                value,
+            ])
+            .map(|c| c.postgres.postgres_decide)
         };
         assert_eq!(parse("per-booking").unwrap(), PostgresDecide::PerBooking);
         assert_eq!(parse("batch").unwrap(), PostgresDecide::Batch);
@@ -406,13 +424,17 @@ mod tests {
                 Some((env, format!("--{}", a.get_long()?)))
             })
             .collect();
-        assert_eq!(documented, read, "README table (left) vs. the binary's settings (right)");
+        assert_eq!(
+            documented, read,
+            "README table (left) vs. the binary's settings (right)"
+        );
     }
 
     #[test]
     fn unknown_stage_is_refused() {
-        let err = Config::try_parse_from(["booking-app", "--stage", "mysql", "--database-url", "x"])
-            .unwrap_err();
+        let err =
+            Config::try_parse_from(["booking-app", "--stage", "mysql", "--database-url", "x"])
+                .unwrap_err();
         assert!(err.to_string().contains("postgres"), "{err}");
     }
 }

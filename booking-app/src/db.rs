@@ -14,7 +14,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// bound (a long lock queue on a hot event row is the stage postgres failure under a spike).
 pub async fn connect(config: &PostgresConfig) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(&config.database_url)?.options([
-        ("statement_timeout", config.db_statement_timeout_ms.to_string()),
+        (
+            "statement_timeout",
+            config.db_statement_timeout_ms.to_string(),
+        ),
         ("lock_timeout", config.db_lock_timeout_ms.to_string()),
     ]);
     PgPoolOptions::new()

@@ -14,7 +14,9 @@ pub const MAX_QUANTITY: i32 = 100;
 pub const MAX_TICKETS: i64 = 100_000_000;
 
 /// Which inventory implementation decides bookings. Configuration, not a build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     /// Postgres decides under the inventory row's lock (`FOR UPDATE`): one transaction per batch
@@ -135,7 +137,12 @@ pub struct Booking {
 
 impl Booking {
     /// The booking `request` becomes when a stage confirms it at once (stages postgres, redis).
-    pub fn confirmed(id: Uuid, event_id: Uuid, request: &BookingRequest, created_at: DateTime<Utc>) -> Self {
+    pub fn confirmed(
+        id: Uuid,
+        event_id: Uuid,
+        request: &BookingRequest,
+        created_at: DateTime<Utc>,
+    ) -> Self {
         Booking {
             id,
             event_id,

@@ -38,19 +38,32 @@ async fn main() -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(stage = %config.stage, "starting");
-    let pool = db::connect(&config.postgres).await.context("connecting to Postgres")?;
+    let pool = db::connect(&config.postgres)
+        .await
+        .context("connecting to Postgres")?;
     if config.migrate_on_start {
         db::migrate(&pool).await.context("migrating")?;
     }
     let metrics = Arc::new(Metrics::new());
-    let inventory = stage::build_inventory(&config, pool, metrics.clone()).await.context("building the stage")?;
+    let inventory = stage::build_inventory(&config, pool, metrics.clone())
+        .await
+        .context("building the stage")?;
     let shutdown = server::shutdown_on_signal();
-    let worker = (config.run_worker && worker::needed(config.stage))
-        .then(|| tokio::spawn(worker::run_with_metrics(config.clone(), metrics.clone(), shutdown.child_token())));
+    let worker = (config.run_worker && worker::needed(config.stage)).then(|| {
+        tokio::spawn(worker::run_with_metrics(
+            config.clone(),
+            metrics.clone(),
+            shutdown.child_token(),
+        ))
+    });
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;
-    let app = http::app(AppState { inventory, metrics, limits: config.http.clone() });
+    let app = http::app(AppState {
+        inventory,
+        metrics,
+        limits: config.http.clone(),
+    });
     server::serve(listener, app, shutdown.clone().cancelled_owned()).await?;
     if let Some(worker) = worker {
         shutdown.cancel();
@@ -60,7 +73,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn run_worker(config: Config) -> anyhow::Result<()> {
-    let pool = db::connect(&config.postgres).await.context("connecting to Postgres")?;
+    let pool = db::connect(&config.postgres)
+        .await
+        .context("connecting to Postgres")?;
     if config.migrate_on_start {
         db::migrate(&pool).await.context("migrating")?;
     }
@@ -72,8 +87,13 @@ async fn run_worker(config: Config) -> anyhow::Result<()> {
 }
 
 async fn migrate(config: booking_app::config::MigrateConfig) -> anyhow::Result<()> {
-    let pool = db::connect(&config.postgres).await.context("connecting to Postgres")?;
+    let pool = db::connect(&config.postgres)
+        .await
+        .context("connecting to Postgres")?;
     db::migrate(&pool).await.context("migrating")?;
-    tracing::info!(migrations = db::MIGRATOR.iter().count(), "schema up to date");
+    tracing::info!(
+        migrations = db::MIGRATOR.iter().count(),
+        "schema up to date"
+    );
     Ok(())
 }

@@ -17,7 +17,10 @@ pub struct ValidationError {
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> ValidationError {
-    ValidationError { field, problem: problem.into() }
+    ValidationError {
+        field,
+        problem: problem.into(),
+    }
 }
 
 pub fn validate_new_event(new: &NewEvent) -> Result<(), ValidationError> {
@@ -25,15 +28,24 @@ pub fn validate_new_event(new: &NewEvent) -> Result<(), ValidationError> {
         return Err(invalid("name", "must not be empty"));
     }
     if new.name.len() > MAX_EVENT_NAME_LEN {
-        return Err(invalid("name", format!("must be at most {MAX_EVENT_NAME_LEN} bytes")));
+        return Err(invalid(
+            "name",
+            format!("must be at most {MAX_EVENT_NAME_LEN} bytes"),
+        ));
     }
     if !(0..=MAX_TICKETS).contains(&new.tickets) {
-        return Err(invalid("tickets", format!("must be between 0 and {MAX_TICKETS}")));
+        return Err(invalid(
+            "tickets",
+            format!("must be between 0 and {MAX_TICKETS}"),
+        ));
     }
     if let Some(limit) = new.per_user_limit
         && limit < 1
     {
-        return Err(invalid("per_user_limit", "must be at least 1 (omit it for no limit)"));
+        return Err(invalid(
+            "per_user_limit",
+            "must be at least 1 (omit it for no limit)",
+        ));
     }
     Ok(())
 }
@@ -41,7 +53,10 @@ pub fn validate_new_event(new: &NewEvent) -> Result<(), ValidationError> {
 pub fn validate_booking_request(request: &BookingRequest) -> Result<(), ValidationError> {
     validate_user_id(&request.user_id)?;
     if !(1..=MAX_QUANTITY).contains(&request.quantity) {
-        return Err(invalid("quantity", format!("must be between 1 and {MAX_QUANTITY}")));
+        return Err(invalid(
+            "quantity",
+            format!("must be between 1 and {MAX_QUANTITY}"),
+        ));
     }
     Ok(())
 }
@@ -51,7 +66,10 @@ fn validate_user_id(user_id: &str) -> Result<(), ValidationError> {
         return Err(invalid("user_id", "must not be empty"));
     }
     if user_id.len() > MAX_USER_ID_LEN {
-        return Err(invalid("user_id", format!("must be at most {MAX_USER_ID_LEN} bytes")));
+        return Err(invalid(
+            "user_id",
+            format!("must be at most {MAX_USER_ID_LEN} bytes"),
+        ));
     }
     if user_id.chars().any(char::is_control) {
         return Err(invalid("user_id", "must not contain control characters"));
@@ -68,7 +86,10 @@ pub fn validate_idempotency_key(key: &str) -> Result<(), ValidationError> {
         ));
     }
     if !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid("Idempotency-Key", "must be printable ASCII without spaces"));
+        return Err(invalid(
+            "Idempotency-Key",
+            "must be printable ASCII without spaces",
+        ));
     }
     Ok(())
 }
@@ -78,11 +99,18 @@ mod tests {
     use super::*;
 
     fn booking(user_id: &str, quantity: i32) -> BookingRequest {
-        BookingRequest { user_id: user_id.into(), quantity }
+        BookingRequest {
+            user_id: user_id.into(),
+            quantity,
+        }
     }
 
     fn event(name: &str, tickets: i64, per_user_limit: Option<i32>) -> NewEvent {
-        NewEvent { name: name.into(), tickets, per_user_limit }
+        NewEvent {
+            name: name.into(),
+            tickets,
+            per_user_limit,
+        }
     }
 
     #[test]
@@ -98,7 +126,12 @@ mod tests {
     #[test]
     fn booking_user_id_bounds() {
         assert!(validate_booking_request(&booking(&"u".repeat(MAX_USER_ID_LEN), 1)).is_ok());
-        for bad in ["".to_owned(), "   ".to_owned(), "u".repeat(MAX_USER_ID_LEN + 1), "a\nb".to_owned()] {
+        for bad in [
+            "".to_owned(),
+            "   ".to_owned(),
+            "u".repeat(MAX_USER_ID_LEN + 1),
+            "a\nb".to_owned(),
+        ] {
             let err = validate_booking_request(&booking(&bad, 1)).unwrap_err();
             assert_eq!(err.field, "user_id", "{bad:?}");
         }
@@ -108,13 +141,28 @@ mod tests {
     fn event_bounds() {
         assert!(validate_new_event(&event("Tour", 0, None)).is_ok());
         assert!(validate_new_event(&event("Tour", MAX_TICKETS, Some(1))).is_ok());
-        assert_eq!(validate_new_event(&event("", 1, None)).unwrap_err().field, "name");
-        assert_eq!(validate_new_event(&event("Tour", -1, None)).unwrap_err().field, "tickets");
         assert_eq!(
-            validate_new_event(&event("Tour", MAX_TICKETS + 1, None)).unwrap_err().field,
+            validate_new_event(&event("", 1, None)).unwrap_err().field,
+            "name"
+        );
+        assert_eq!(
+            validate_new_event(&event("Tour", -1, None))
+                .unwrap_err()
+                .field,
             "tickets"
         );
-        assert_eq!(validate_new_event(&event("Tour", 1, Some(0))).unwrap_err().field, "per_user_limit");
+        assert_eq!(
+            validate_new_event(&event("Tour", MAX_TICKETS + 1, None))
+                .unwrap_err()
+                .field,
+            "tickets"
+        );
+        assert_eq!(
+            validate_new_event(&event("Tour", 1, Some(0)))
+                .unwrap_err()
+                .field,
+            "per_user_limit"
+        );
     }
 
     #[test]

@@ -17,7 +17,11 @@ use uuid::Uuid;
 use kafka_support::{ChildWorker, Pod, Worker, eventually, kafka_config, metric, pool};
 
 fn id_of(body: &Value) -> Uuid {
-    body["id"].as_str().unwrap_or_else(|| panic!("no id in {body}")).parse().unwrap()
+    body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {body}"))
+        .parse()
+        .unwrap()
 }
 
 /// Reads server-sent events until the stream ends, calling `on_event` with each `data` JSON.
@@ -52,24 +56,45 @@ async fn pending_with_place_in_line_until_a_worker_decides_and_the_push_delivers
         let (status, body) = pod.book(event, &format!("fan-{i}"), 1, None).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert_eq!(body["status"], "pending");
-        assert_eq!(body["position"], position, "one event, one partition: {body}");
+        assert_eq!(
+            body["position"], position,
+            "one event, one partition: {body}"
+        );
         let id = id_of(&body);
         assert_eq!(body["status_url"], format!("/bookings/{id}"), "{body}");
-        assert_eq!(body["events_url"], format!("/bookings/{id}/events"), "{body}");
+        assert_eq!(
+            body["events_url"],
+            format!("/bookings/{id}/events"),
+            "{body}"
+        );
         ids.push(id);
     }
     let (status, body) = pod.booking(ids[4]).await;
-    assert_eq!((status, &body["status"], &body["position"]), (StatusCode::OK, &Value::from("pending"), &Value::from(4)));
+    assert_eq!(
+        (status, &body["status"], &body["position"]),
+        (StatusCode::OK, &Value::from("pending"), &Value::from(4))
+    );
     assert_eq!(pod.remaining(event).await, 10, "nothing decided yet");
     let lag = eventually("the pod reports 5 undecided requests", || {
         let pod = &pod;
-        async move { metric(&pod.metrics_text().await, "booking_kafka_consumer_lag_total").filter(|&l| l == 5.0) }
+        async move {
+            metric(
+                &pod.metrics_text().await,
+                "booking_kafka_consumer_lag_total",
+            )
+            .filter(|&l| l == 5.0)
+        }
     })
     .await;
     assert_eq!(lag, 5.0);
 
     // A client listening on the push channel while the booking waits...
-    let response = pod.http.get(pod.url(&format!("/bookings/{}/events", ids[4]))).send().await.unwrap();
+    let response = pod
+        .http
+        .get(pod.url(&format!("/bookings/{}/events", ids[4])))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let listener = tokio::spawn(async move {
@@ -82,19 +107,40 @@ async fn pending_with_place_in_line_until_a_worker_decides_and_the_push_delivers
         .await
     });
     let first = first_rx.await.expect("a first state");
-    assert_eq!((&first["status"], &first["position"]), (&Value::from("pending"), &Value::from(4)));
+    assert_eq!(
+        (&first["status"], &first["position"]),
+        (&Value::from("pending"), &Value::from(4))
+    );
 
     // ...gets the decision once a worker makes it, and the stream ends.
     let worker = Worker::start(&config, pool.clone());
-    let states = tokio::time::timeout(common::EVENTUAL, listener).await.expect("the stream ends").unwrap();
+    let states = tokio::time::timeout(common::EVENTUAL, listener)
+        .await
+        .expect("the stream ends")
+        .unwrap();
     let last = states.last().unwrap();
-    assert_eq!((&last["id"], &last["status"]), (&Value::from(ids[4].to_string()), &Value::from("confirmed")));
-    assert!(states[..states.len() - 1].iter().all(|s| s["status"] == "pending"), "{states:?}");
+    assert_eq!(
+        (&last["id"], &last["status"]),
+        (&Value::from(ids[4].to_string()), &Value::from("confirmed"))
+    );
+    assert!(
+        states[..states.len() - 1]
+            .iter()
+            .all(|s| s["status"] == "pending"),
+        "{states:?}"
+    );
 
     for id in &ids {
         let (status, body) = pod.booking(*id).await;
-        assert_eq!((status, &body["status"]), (StatusCode::OK, &Value::from("confirmed")), "{body}");
-        assert!(body.get("position").is_none(), "a decided booking has no place in line: {body}");
+        assert_eq!(
+            (status, &body["status"]),
+            (StatusCode::OK, &Value::from("confirmed")),
+            "{body}"
+        );
+        assert!(
+            body.get("position").is_none(),
+            "a decided booking has no place in line: {body}"
+        );
     }
     assert_eq!(pod.remaining(event).await, 5);
     assert_eq!(worker.decisions("confirmed"), 5.0);
@@ -116,7 +162,10 @@ async fn a_booking_acknowledged_by_one_pod_is_found_by_every_pod() {
     common::init_logs();
     let config = kafka_config("pods");
     let pool = pool(&config).await;
-    let (a, b) = (Pod::start(&config, pool.clone()).await, Pod::start(&config, pool.clone()).await);
+    let (a, b) = (
+        Pod::start(&config, pool.clone()).await,
+        Pod::start(&config, pool.clone()).await,
+    );
     let event = a.create_event(100, None).await;
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -125,7 +174,10 @@ async fn a_booking_acknowledged_by_one_pod_is_found_by_every_pod() {
         // Asked at once on the other pod, whose tail may not have read it yet: never a 404.
         let (status, seen) = b.booking(id_of(&body)).await;
         assert_eq!(status, StatusCode::OK, "pod b: {seen}");
-        assert_eq!((&seen["status"], &seen["position"]), (&Value::from("pending"), &Value::from(i)));
+        assert_eq!(
+            (&seen["status"], &seen["position"]),
+            (&Value::from("pending"), &Value::from(i))
+        );
         ids.push(id_of(&body));
     }
     let (status, body) = b.booking(Uuid::new_v4()).await;
@@ -142,7 +194,10 @@ async fn a_booking_acknowledged_by_one_pod_is_found_by_every_pod() {
     .await;
     for (i, id) in ids.iter().enumerate() {
         let (status, seen) = c.booking(*id).await;
-        assert_eq!((status, &seen["status"], &seen["position"]), (StatusCode::OK, &Value::from("pending"), &Value::from(i)));
+        assert_eq!(
+            (status, &seen["status"], &seen["position"]),
+            (StatusCode::OK, &Value::from("pending"), &Value::from(i))
+        );
     }
     for pod in [a, b, c] {
         pod.stop().await;
@@ -154,7 +209,10 @@ async fn a_sold_out_event_is_refused_at_the_door_of_every_pod() {
     common::init_logs();
     let config = kafka_config("door");
     let pool = pool(&config).await;
-    let (a, b) = (Pod::start(&config, pool.clone()).await, Pod::start(&config, pool.clone()).await);
+    let (a, b) = (
+        Pod::start(&config, pool.clone()).await,
+        Pod::start(&config, pool.clone()).await,
+    );
     let worker = Worker::start(&config, pool.clone());
     let event = a.create_event(3, None).await;
     for user in ["ann", "bea", "cat"] {
@@ -184,7 +242,10 @@ async fn a_sold_out_event_is_refused_at_the_door_of_every_pod() {
     }
     let a_ref = &a;
     eventually("every queued request is decided", || async move {
-        let lag = metric(&a_ref.metrics_text().await, "booking_kafka_consumer_lag_total");
+        let lag = metric(
+            &a_ref.metrics_text().await,
+            "booking_kafka_consumer_lag_total",
+        );
         (lag == Some(0.0)).then_some(())
     })
     .await;
@@ -200,14 +261,24 @@ async fn a_sold_out_event_is_refused_at_the_door_of_every_pod() {
         let (status, _) = b.book(event, "later", 1, None).await;
         assert_eq!(status, StatusCode::CONFLICT);
     }
-    assert_eq!(count_rows(&pool, event).await, rows_before, "a request refused at the door is not queued");
-    let late_ones: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT status, reason FROM bookings WHERE event_id = $1 AND user_id = 'late'")
-            .bind(event)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert!(late_ones.iter().all(|(s, r)| s == "rejected" && r.as_deref() == Some("sold_out")), "{late_ones:?}");
+    assert_eq!(
+        count_rows(&pool, event).await,
+        rows_before,
+        "a request refused at the door is not queued"
+    );
+    let late_ones: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT status, reason FROM bookings WHERE event_id = $1 AND user_id = 'late'",
+    )
+    .bind(event)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        late_ones
+            .iter()
+            .all(|(s, r)| s == "rejected" && r.as_deref() == Some("sold_out")),
+        "{late_ones:?}"
+    );
     assert_eq!(a.remaining(event).await, 0);
     worker.stop().await;
     a.stop().await;
@@ -215,7 +286,11 @@ async fn a_sold_out_event_is_refused_at_the_door_of_every_pod() {
 }
 
 async fn count_rows(pool: &sqlx::PgPool, event: Uuid) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM bookings WHERE event_id = $1").bind(event).fetch_one(pool).await.unwrap()
+    sqlx::query_scalar("SELECT count(*) FROM bookings WHERE event_id = $1")
+        .bind(event)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// What Postgres holds for an event: every row's status, the inventory, the holdings.
@@ -228,12 +303,27 @@ struct Ledger {
 
 async fn ledger(pool: &sqlx::PgPool, event: Uuid) -> Ledger {
     let rows: Vec<(Uuid, String, i32, String)> =
-        sqlx::query_as("SELECT id, user_id, quantity, status FROM bookings WHERE event_id = $1").bind(event).fetch_all(pool).await.unwrap();
-    let remaining = sqlx::query_scalar("SELECT remaining FROM events WHERE id = $1").bind(event).fetch_one(pool).await.unwrap();
+        sqlx::query_as("SELECT id, user_id, quantity, status FROM bookings WHERE event_id = $1")
+            .bind(event)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let remaining = sqlx::query_scalar("SELECT remaining FROM events WHERE id = $1")
+        .bind(event)
+        .fetch_one(pool)
+        .await
+        .unwrap();
     let holdings: Vec<(String, i32)> =
-        sqlx::query_as("SELECT user_id, quantity FROM holdings WHERE event_id = $1").bind(event).fetch_all(pool).await.unwrap();
+        sqlx::query_as("SELECT user_id, quantity FROM holdings WHERE event_id = $1")
+            .bind(event)
+            .fetch_all(pool)
+            .await
+            .unwrap();
     Ledger {
-        bookings: rows.into_iter().map(|(id, u, q, s)| (id, (u, q, s))).collect(),
+        bookings: rows
+            .into_iter()
+            .map(|(id, u, q, s)| (id, (u, q, s)))
+            .collect(),
         remaining,
         holdings: holdings.into_iter().collect(),
     }
@@ -243,20 +333,38 @@ async fn ledger(pool: &sqlx::PgPool, event: Uuid) -> Ledger {
 /// inventory and the holdings equal to the confirmed bookings, nobody above the limit.
 fn check_invariants(ledger: &Ledger, acknowledged: &BTreeSet<Uuid>, tickets: i64, limit: i32) {
     let stored: BTreeSet<Uuid> = ledger.bookings.keys().copied().collect();
-    assert_eq!(&stored, acknowledged, "Postgres must hold exactly the acknowledged requests");
+    assert_eq!(
+        &stored, acknowledged,
+        "Postgres must hold exactly the acknowledged requests"
+    );
     let mut held: BTreeMap<String, i32> = BTreeMap::new();
     for (user, quantity, status) in ledger.bookings.values() {
-        assert!(status == "confirmed" || status == "rejected", "undecided: {status}");
+        assert!(
+            status == "confirmed" || status == "rejected",
+            "undecided: {status}"
+        );
         if status == "confirmed" {
             *held.entry(user.clone()).or_default() += quantity;
         }
     }
     let sold: i64 = held.values().map(|&q| i64::from(q)).sum();
     assert!(ledger.remaining >= 0);
-    assert_eq!(sold, tickets - ledger.remaining, "confirmed tickets != tickets - remaining");
-    let holdings: BTreeMap<String, i32> = ledger.holdings.iter().filter(|(_, q)| **q > 0).map(|(u, q)| (u.clone(), *q)).collect();
+    assert_eq!(
+        sold,
+        tickets - ledger.remaining,
+        "confirmed tickets != tickets - remaining"
+    );
+    let holdings: BTreeMap<String, i32> = ledger
+        .holdings
+        .iter()
+        .filter(|(_, q)| **q > 0)
+        .map(|(u, q)| (u.clone(), *q))
+        .collect();
     assert_eq!(holdings, held, "holdings != confirmed bookings per user");
-    assert!(held.values().all(|&q| q <= limit), "a user above the limit: {held:?}");
+    assert!(
+        held.values().all(|&q| q <= limit),
+        "a user above the limit: {held:?}"
+    );
 }
 
 /// Books `n` requests concurrently through `pod` (users from a pool of `users`, 1-2 tickets);
@@ -265,7 +373,15 @@ async fn book_many(pod: &Arc<Pod>, event: Uuid, n: usize, users: usize) -> BTree
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let pod = pod.clone();
-            tokio::spawn(async move { pod.book(event, &format!("user-{}", i % users), 1 + (i % 2) as i32, None).await })
+            tokio::spawn(async move {
+                pod.book(
+                    event,
+                    &format!("user-{}", i % users),
+                    1 + (i % 2) as i32,
+                    None,
+                )
+                .await
+            })
         })
         .collect();
     let mut ids = BTreeSet::new();
@@ -289,27 +405,47 @@ async fn a_batch_redelivered_after_its_database_commit_changes_nothing() {
     // A worker that died between its database commit and its offset commit: its batch is in
     // Postgres, the group's offsets are where they were.
     let records = read_records(&config, ids.len()).await;
-    booking_app::worker::kafka_consumer::ledger::decide_batch(&pool, &records).await.expect("batch commits");
+    booking_app::worker::kafka_consumer::ledger::decide_batch(&pool, &records)
+        .await
+        .expect("batch commits");
     let before = ledger(&pool, event).await;
     check_invariants(&before, &ids, 50, 3);
 
     // The next member of the group gets the whole batch again.
     let worker = Worker::start(&config, pool.clone());
     let w = &worker;
-    eventually("the redelivered batch is seen", || async move { (w.decisions("duplicate") == 60.0).then_some(()) }).await;
-    assert_eq!(worker.decisions("confirmed") + worker.decisions("sold_out") + worker.decisions("per_user_limit"), 0.0);
-    assert_eq!(ledger(&pool, event).await, before, "a redelivered batch changed Postgres");
+    eventually("the redelivered batch is seen", || async move {
+        (w.decisions("duplicate") == 60.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        worker.decisions("confirmed")
+            + worker.decisions("sold_out")
+            + worker.decisions("per_user_limit"),
+        0.0
+    );
+    assert_eq!(
+        ledger(&pool, event).await,
+        before,
+        "a redelivered batch changed Postgres"
+    );
     worker.stop().await;
     Arc::into_inner(pod).unwrap().stop().await;
 }
 
 /// The first `n` records of the test's topic, in offset order per partition.
-async fn read_records(config: &booking_app::config::Config, n: usize) -> Vec<booking_app::stage::kafka::record::BookingRecord> {
+async fn read_records(
+    config: &booking_app::config::Config,
+    n: usize,
+) -> Vec<booking_app::stage::kafka::record::BookingRecord> {
     use rdkafka::ClientConfig;
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::Message;
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", config.kafka.kafka_brokers.as_deref().unwrap())
+        .set(
+            "bootstrap.servers",
+            config.kafka.kafka_brokers.as_deref().unwrap(),
+        )
         .set("group.id", format!("reader-{}", Uuid::new_v4()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -318,8 +454,13 @@ async fn read_records(config: &booking_app::config::Config, n: usize) -> Vec<boo
     consumer.subscribe(&[&config.kafka.kafka_topic]).unwrap();
     let mut records = Vec::new();
     while records.len() < n {
-        let message = tokio::time::timeout(common::EVENTUAL, consumer.recv()).await.expect("records").unwrap();
-        records.push(booking_app::stage::kafka::record::BookingRecord::decode(message.payload()).unwrap());
+        let message = tokio::time::timeout(common::EVENTUAL, consumer.recv())
+            .await
+            .expect("records")
+            .unwrap();
+        records.push(
+            booking_app::stage::kafka::record::BookingRecord::decode(message.payload()).unwrap(),
+        );
     }
     records
 }
@@ -338,10 +479,19 @@ async fn a_worker_process_killed_mid_sale_loses_nothing_and_decides_nothing_twic
     // 1. A worker that dies right after its third database commit, before the offset commit.
     let first = ChildWorker::start(&config, &[("KAFKA_WORKER_ABORT_AFTER_BATCHES", "3")]);
     let mut child = first.child;
-    let status = tokio::time::timeout(common::EVENTUAL, child.wait()).await.expect("the worker aborts").unwrap();
-    assert!(!status.success(), "the failpoint must crash the worker: {status}");
+    let status = tokio::time::timeout(common::EVENTUAL, child.wait())
+        .await
+        .expect("the worker aborts")
+        .unwrap();
+    assert!(
+        !status.success(),
+        "the failpoint must crash the worker: {status}"
+    );
     let decided_by_first = ledger(&pool, event).await.bookings.len();
-    assert!(decided_by_first > 0 && decided_by_first < ids.len(), "decided {decided_by_first}");
+    assert!(
+        decided_by_first > 0 && decided_by_first < ids.len(),
+        "decided {decided_by_first}"
+    );
 
     // 2. Its successor gets the uncommitted batch again (duplicates), then is SIGKILLed while
     //    it works through the rest.
@@ -349,14 +499,20 @@ async fn a_worker_process_killed_mid_sale_loses_nothing_and_decides_nothing_twic
     let (s, p) = (&second, &pool);
     eventually("the successor redelivers and decides more", || async move {
         let text = s.metrics_text().await?;
-        let duplicates = metric(&text, "booking_kafka_decisions_total{outcome=\"duplicate\"}")?;
+        let duplicates = metric(
+            &text,
+            "booking_kafka_decisions_total{outcome=\"duplicate\"}",
+        )?;
         let decided = ledger(p, event).await.bookings.len();
         (duplicates >= 1.0 && decided > decided_by_first).then_some(())
     })
     .await;
     second.kill9().await;
     let decided_by_second = ledger(&pool, event).await.bookings.len();
-    eprintln!("decided: {decided_by_first} before the abort, {decided_by_second} before the SIGKILL, of {}", ids.len());
+    eprintln!(
+        "decided: {decided_by_first} before the abort, {decided_by_second} before the SIGKILL, of {}",
+        ids.len()
+    );
 
     // 3. A third worker finishes the sale.
     let third = ChildWorker::spawn(&config, &[]).await;
@@ -366,7 +522,11 @@ async fn a_worker_process_killed_mid_sale_loses_nothing_and_decides_nothing_twic
     })
     .await;
     eventually("the group's lag is 0", || async move {
-        (metric(&api.metrics_text().await, "booking_kafka_consumer_lag_total") == Some(0.0)).then_some(())
+        (metric(
+            &api.metrics_text().await,
+            "booking_kafka_consumer_lag_total",
+        ) == Some(0.0))
+        .then_some(())
     })
     .await;
     check_invariants(&ledger(&pool, event).await, &ids, tickets, limit);
@@ -380,12 +540,20 @@ async fn two_workers_share_the_partitions_and_decide_each_request_once() {
     let config = kafka_config("share");
     let pool = pool(&config).await;
     let pod = Arc::new(Pod::start(&config, pool.clone()).await);
-    let (first, second) = (Worker::start(&config, pool.clone()), Worker::start(&config, pool.clone()));
+    let (first, second) = (
+        Worker::start(&config, pool.clone()),
+        Worker::start(&config, pool.clone()),
+    );
     let group = config.kafka.kafka_consumer_group.clone();
     let brokers = config.kafka.kafka_brokers.clone().unwrap();
     eventually("both workers are members of a stable group", || {
         let (group, brokers) = (group.clone(), brokers.clone());
-        async move { tokio::task::spawn_blocking(move || stable_members(&brokers, &group)).await.unwrap().filter(|&n| n == 2) }
+        async move {
+            tokio::task::spawn_blocking(move || stable_members(&brokers, &group))
+                .await
+                .unwrap()
+                .filter(|&n| n == 2)
+        }
     })
     .await;
 
@@ -401,19 +569,32 @@ async fn two_workers_share_the_partitions_and_decide_each_request_once() {
     let total: usize = acknowledged.values().map(BTreeSet::len).sum();
     let (p, events_ref) = (&pool, &events);
     eventually("every request decided", || async move {
-        let decided: i64 = sqlx::query_scalar("SELECT count(*) FROM bookings WHERE event_id = ANY($1)")
-            .bind(events_ref)
-            .fetch_one(p)
-            .await
-            .unwrap();
+        let decided: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM bookings WHERE event_id = ANY($1)")
+                .bind(events_ref)
+                .fetch_one(p)
+                .await
+                .unwrap();
         (decided as usize == total).then_some(())
     })
     .await;
-    let decided_by = |w: &Worker| ["confirmed", "sold_out", "per_user_limit", "duplicate"].iter().map(|o| w.decisions(o)).sum::<f64>();
+    let decided_by = |w: &Worker| {
+        ["confirmed", "sold_out", "per_user_limit", "duplicate"]
+            .iter()
+            .map(|o| w.decisions(o))
+            .sum::<f64>()
+    };
     let (a, b) = (decided_by(&first), decided_by(&second));
     eprintln!("decisions: first worker {a}, second worker {b}, of {total}");
-    assert!(a > 0.0 && b > 0.0, "one worker decided everything: {a} / {b}");
-    assert_eq!(a + b, total as f64, "a request was decided by both workers (or by none)");
+    assert!(
+        a > 0.0 && b > 0.0,
+        "one worker decided everything: {a} / {b}"
+    );
+    assert_eq!(
+        a + b,
+        total as f64,
+        "a request was decided by both workers (or by none)"
+    );
     for (event, ids) in &acknowledged {
         check_invariants(&ledger(&pool, *event).await, ids, 20, 2);
     }
@@ -425,12 +606,16 @@ async fn two_workers_share_the_partitions_and_decide_each_request_once() {
 /// Members of `group` once the group is Stable.
 fn stable_members(brokers: &str, group: &str) -> Option<usize> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let client: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().ok()?;
-    let list = client.fetch_group_list(Some(group), std::time::Duration::from_secs(5)).ok()?;
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .ok()?;
+    let list = client
+        .fetch_group_list(Some(group), std::time::Duration::from_secs(5))
+        .ok()?;
     let info = list.groups().iter().find(|g| g.name() == group)?;
     (info.state() == "Stable").then(|| info.members().len())
 }
-
 
 /// The operator's drain Job before a stage change: `worker --drain` decides the whole queue with
 /// the group, then exits 0 by itself; every acknowledged request is then decided in Postgres.
@@ -444,7 +629,11 @@ async fn worker_drain_decides_the_whole_queue_then_exits() {
     let (tickets, limit) = (150, 2);
     let event = pod.create_event(tickets, Some(limit)).await;
     let ids = book_many(&pod, event, 200, 120).await;
-    assert_eq!(count_rows(&pool, event).await, 0, "no worker ran yet: nothing may be decided");
+    assert_eq!(
+        count_rows(&pool, event).await,
+        0,
+        "no worker ran yet: nothing may be decided"
+    );
 
     // The same process ChildWorker starts, with `--drain`; it inherits DATABASE_URL and
     // KAFKA_BROKERS from the test's environment.
@@ -456,8 +645,14 @@ async fn worker_drain_decides_the_whole_queue_then_exits() {
         .env("MIGRATE_ON_START", "false")
         .env("KAFKA_TOPIC", &config.kafka.kafka_topic)
         .env("KAFKA_CONSUMER_GROUP", &config.kafka.kafka_consumer_group)
-        .env("KAFKA_PARTITIONS", config.kafka.kafka_partitions.to_string())
-        .env("KAFKA_BATCH_SIZE", config.kafka.kafka_batch_size.to_string())
+        .env(
+            "KAFKA_PARTITIONS",
+            config.kafka.kafka_partitions.to_string(),
+        )
+        .env(
+            "KAFKA_BATCH_SIZE",
+            config.kafka.kafka_batch_size.to_string(),
+        )
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true);
     let status = tokio::time::timeout(common::EVENTUAL, command.status())

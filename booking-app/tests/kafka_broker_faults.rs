@@ -23,7 +23,10 @@ fn services(action: &str) {
         .current_dir(&root)
         .status()
         .expect("run hack/services.sh");
-    assert!(status.success(), "hack/services.sh {action} kafka failed: {status}");
+    assert!(
+        status.success(),
+        "hack/services.sh {action} kafka failed: {status}"
+    );
 }
 
 /// Puts the broker back even when an assertion fails halfway, so later runs find it up.
@@ -53,7 +56,9 @@ async fn broker_down_answers_503_and_recovery_loses_no_acknowledged_request() {
 
     for round in ["stop", "kill9"] {
         for i in 0..20 {
-            let (status, body) = pod.book(event, &format!("{round}-before-{i}"), 1, None).await;
+            let (status, body) = pod
+                .book(event, &format!("{round}-before-{i}"), 1, None)
+                .await;
             assert_eq!(status, StatusCode::ACCEPTED, "{body}");
             acknowledged.insert(id_of(&body));
         }
@@ -64,9 +69,18 @@ async fn broker_down_answers_503_and_recovery_loses_no_acknowledged_request() {
         // timeout (EVENTUAL) turns a hang into a failure.
         for i in 0..3 {
             let asked = std::time::Instant::now();
-            let (status, body) = pod.book(event, &format!("{round}-outage-{i}"), 1, None).await;
-            eprintln!("{round}: broker down, answered {status} after {:?}", asked.elapsed());
-            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "broker down must be 503: {body}");
+            let (status, body) = pod
+                .book(event, &format!("{round}-outage-{i}"), 1, None)
+                .await;
+            eprintln!(
+                "{round}: broker down, answered {status} after {:?}",
+                asked.elapsed()
+            );
+            assert_eq!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker down must be 503: {body}"
+            );
             assert_eq!(body["error"]["code"], "unavailable", "{body}");
         }
         // Acknowledged bookings stay readable while the broker is away.
@@ -90,7 +104,10 @@ async fn broker_down_answers_503_and_recovery_loses_no_acknowledged_request() {
             }
         })
         .await;
-        eprintln!("{round}: broker back, first 202 after {:?}", restarted.elapsed());
+        eprintln!(
+            "{round}: broker back, first 202 after {:?}",
+            restarted.elapsed()
+        );
         acknowledged.insert(id);
     }
 
@@ -105,18 +122,29 @@ async fn broker_down_answers_503_and_recovery_loses_no_acknowledged_request() {
         (decided == n).then_some(())
     })
     .await;
-    let stored: Vec<(Uuid, String)> = sqlx::query_as("SELECT id, status FROM bookings WHERE event_id = $1")
-        .bind(event)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let stored: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, status FROM bookings WHERE event_id = $1")
+            .bind(event)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     let stored_ids: BTreeSet<Uuid> = stored.iter().map(|(id, _)| *id).collect();
-    assert_eq!(stored_ids, acknowledged, "Postgres must hold exactly the acknowledged requests");
-    assert!(stored.iter().all(|(_, status)| status == "confirmed"), "{stored:?}");
+    assert_eq!(
+        stored_ids, acknowledged,
+        "Postgres must hold exactly the acknowledged requests"
+    );
+    assert!(
+        stored.iter().all(|(_, status)| status == "confirmed"),
+        "{stored:?}"
+    );
     worker.stop().await;
     pod.stop().await;
 }
 
 fn id_of(body: &Value) -> Uuid {
-    body["id"].as_str().unwrap_or_else(|| panic!("no id in {body}")).parse().unwrap()
+    body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {body}"))
+        .parse()
+        .unwrap()
 }

@@ -20,7 +20,11 @@ use uuid::Uuid;
 use kafka_support::{Pod, Worker, eventually, kafka_config, pool};
 
 fn id_of(body: &Value) -> Uuid {
-    body["id"].as_str().unwrap_or_else(|| panic!("no id in {body}")).parse().unwrap()
+    body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {body}"))
+        .parse()
+        .unwrap()
 }
 
 /// Longest a decided booking may still read `pending` (the status refresh is 200 ms).
@@ -31,7 +35,10 @@ async fn every_202_of_a_sell_out_is_followed_to_its_decision_within_seconds() {
     common::init_logs();
     let config = kafka_config("followed");
     let pool = pool(&config).await;
-    let pods = [Arc::new(Pod::start(&config, pool.clone()).await), Arc::new(Pod::start(&config, pool.clone()).await)];
+    let pods = [
+        Arc::new(Pod::start(&config, pool.clone()).await),
+        Arc::new(Pod::start(&config, pool.clone()).await),
+    ];
     let worker = Worker::start(&config, pool.clone());
     let tickets = 500;
     let event = pods[0].create_event(tickets, None).await;
@@ -45,10 +52,19 @@ async fn every_202_of_a_sell_out_is_followed_to_its_decision_within_seconds() {
                 for i in 0..47 {
                     let n = c * 47 + i;
                     let pod = &pods[n % 2];
-                    let (status, body) = pod.book(event, &format!("fan-{n}"), 1, Some(&format!("followed-{event}-{n}"))).await;
+                    let (status, body) = pod
+                        .book(
+                            event,
+                            &format!("fan-{n}"),
+                            1,
+                            Some(&format!("followed-{event}-{n}")),
+                        )
+                        .await;
                     match status {
                         StatusCode::ACCEPTED => accepted.push(id_of(&body)),
-                        StatusCode::CONFLICT => assert_eq!(body["error"]["code"], "sold_out", "{body}"),
+                        StatusCode::CONFLICT => {
+                            assert_eq!(body["error"]["code"], "sold_out", "{body}")
+                        }
                         other => panic!("unexpected {other}: {body}"),
                     }
                 }
@@ -60,7 +76,11 @@ async fn every_202_of_a_sell_out_is_followed_to_its_decision_within_seconds() {
     for client in clients {
         accepted.extend(client.await.unwrap());
     }
-    assert!(accepted.len() as i64 >= tickets, "{} accepted", accepted.len());
+    assert!(
+        accepted.len() as i64 >= tickets,
+        "{} accepted",
+        accepted.len()
+    );
 
     // Every 202, read on the other pod too, shows its decision within seconds.
     let started = Instant::now();
@@ -106,7 +126,9 @@ async fn after_the_sell_out_a_new_key_is_refused_at_once_and_a_retry_gets_its_de
     let worker = Worker::start(&config, pool.clone());
     let event = pod.create_event(1, None).await;
 
-    let (status, body) = pod.book(event, "ann", 1, Some(&format!("keyed-door-ann-{event}"))).await;
+    let (status, body) = pod
+        .book(event, "ann", 1, Some(&format!("keyed-door-ann-{event}")))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let ann = id_of(&body);
     let pod_ref = &pod;
@@ -129,16 +151,37 @@ async fn after_the_sell_out_a_new_key_is_refused_at_once_and_a_retry_gets_its_de
     };
     let before = rows(pool.clone()).await;
     for n in 0..20 {
-        let (status, body) = pod.book(event, &format!("late-{n}"), 1, Some(&format!("keyed-door-late-{event}-{n}"))).await;
-        assert_eq!(status, StatusCode::CONFLICT, "a new key after the sell-out: {body}");
+        let (status, body) = pod
+            .book(
+                event,
+                &format!("late-{n}"),
+                1,
+                Some(&format!("keyed-door-late-{event}-{n}")),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "a new key after the sell-out: {body}"
+        );
         assert_eq!(body["error"]["code"], "sold_out", "{body}");
     }
-    assert_eq!(rows(pool.clone()).await, before, "nothing refused at the door was queued");
+    assert_eq!(
+        rows(pool.clone()).await,
+        before,
+        "nothing refused at the door was queued"
+    );
 
     // Ann's retry is not a new request: it gets her confirmed booking back.
-    let (status, body) = pod.book(event, "ann", 1, Some(&format!("keyed-door-ann-{event}"))).await;
+    let (status, body) = pod
+        .book(event, "ann", 1, Some(&format!("keyed-door-ann-{event}")))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!((id_of(&body), body["status"].as_str()), (ann, Some("confirmed")), "{body}");
+    assert_eq!(
+        (id_of(&body), body["status"].as_str()),
+        (ann, Some("confirmed")),
+        "{body}"
+    );
     worker.stop().await;
     pod.stop().await;
 }
@@ -161,7 +204,11 @@ async fn a_key_reused_for_another_request_is_decided_as_rejected_and_the_first_s
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "idempotency_key_reused", "{body}");
     let (status, body) = pod.book(event, "ann", 1, Some(&reused_key)).await;
-    assert_eq!((status, id_of(&body)), (StatusCode::ACCEPTED, first), "a retry is the same booking: {body}");
+    assert_eq!(
+        (status, id_of(&body)),
+        (StatusCode::ACCEPTED, first),
+        "a retry is the same booking: {body}"
+    );
 
     let worker = Worker::start(&config, pool.clone());
     let pod_ref = &pod;
@@ -180,9 +227,16 @@ async fn a_key_reused_for_another_request_is_decided_as_rejected_and_the_first_s
         (body["status"] != "pending").then_some(body)
     })
     .await;
-    assert_eq!((decided["status"].as_str(), decided["reason"].as_str()), (Some("rejected"), Some("idempotency_key_reused")));
+    assert_eq!(
+        (decided["status"].as_str(), decided["reason"].as_str()),
+        (Some("rejected"), Some("idempotency_key_reused"))
+    );
     let (_, body) = pod.booking(first).await;
-    assert_eq!((body["status"].as_str(), body["quantity"].as_i64()), (Some("confirmed"), Some(1)), "{body}");
+    assert_eq!(
+        (body["status"].as_str(), body["quantity"].as_i64()),
+        (Some("confirmed"), Some(1)),
+        "{body}"
+    );
     assert_eq!(pod.remaining(event).await, 9, "the reuse took nothing");
     worker.stop().await;
     pod.stop().await;
@@ -213,7 +267,12 @@ async fn records_no_api_produced_are_skipped_and_the_next_booking_is_decided_wit
     };
     for payload in [b"{not json".to_vec(), zero.encode()] {
         producer
-            .send(FutureRecord::to(&settings.topic).key(&key).payload(&payload), Duration::from_secs(5))
+            .send(
+                FutureRecord::to(&settings.topic)
+                    .key(&key)
+                    .payload(&payload),
+                Duration::from_secs(5),
+            )
             .await
             .map_err(|(err, _)| err)
             .expect("produce");
@@ -224,18 +283,33 @@ async fn records_no_api_produced_are_skipped_and_the_next_booking_is_decided_wit
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let ann = id_of(&body);
     let pod_ref = &pod;
-    eventually("the booking behind the bad records is decided", || async move {
-        (pod_ref.booking(ann).await.1["status"] == "confirmed").then_some(())
-    })
+    eventually(
+        "the booking behind the bad records is decided",
+        || async move { (pod_ref.booking(ann).await.1["status"] == "confirmed").then_some(()) },
+    )
     .await;
-    assert!(started.elapsed() < DECISION_VISIBLE_WITHIN, "took {:?}", started.elapsed());
-    assert_eq!(worker.decisions("invalid"), 1.0, "the quantity-0 record is counted as invalid");
-    assert_eq!(worker.decisions("malformed"), 1.0, "the garbage is counted as malformed");
-    let mallory: i64 = sqlx::query_scalar("SELECT count(*) FROM bookings WHERE user_id = 'mallory' AND event_id = $1")
-        .bind(event)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    assert!(
+        started.elapsed() < DECISION_VISIBLE_WITHIN,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        worker.decisions("invalid"),
+        1.0,
+        "the quantity-0 record is counted as invalid"
+    );
+    assert_eq!(
+        worker.decisions("malformed"),
+        1.0,
+        "the garbage is counted as malformed"
+    );
+    let mallory: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM bookings WHERE user_id = 'mallory' AND event_id = $1",
+    )
+    .bind(event)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(mallory, 0);
     worker.stop().await;
     pod.stop().await;
@@ -256,13 +330,19 @@ async fn past_its_cap_the_pods_view_of_the_queue_sheds_and_loses_nothing() {
         let (status, body) = pod.book(event, &format!("fan-{n}"), 1, None).await;
         match status {
             StatusCode::ACCEPTED => assert!(accepted.insert(id_of(&body))),
-            StatusCode::SERVICE_UNAVAILABLE => assert_eq!(body["error"]["code"], "overloaded", "{body}"),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(body["error"]["code"], "overloaded", "{body}")
+            }
             other => panic!("unexpected {other}: {body}"),
         }
     }
     assert_eq!(accepted.len(), 20, "exactly the cap is queued");
     let ready = pod.http.get(pod.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::OK, "a full view is no reason to leave the Service");
+    assert_eq!(
+        ready.status(),
+        StatusCode::OK,
+        "a full view is no reason to leave the Service"
+    );
 
     // The worker drains it: every accepted request is decided, and the door opens again.
     let worker = Worker::start(&config, pool.clone());

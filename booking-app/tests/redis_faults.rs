@@ -21,8 +21,15 @@ use crate::common::{EVENTUAL, TestApp};
 /// `hack/services.sh ARGS...` (kill9 / start of one service); panics when it fails.
 async fn services(args: &[&str]) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/services.sh");
-    let status = tokio::process::Command::new(&script).args(args).status().await.expect("run hack/services.sh");
-    assert!(status.success(), "hack/services.sh {args:?} failed: {status}");
+    let status = tokio::process::Command::new(&script)
+        .args(args)
+        .status()
+        .await
+        .expect("run hack/services.sh");
+    assert!(
+        status.success(),
+        "hack/services.sh {args:?} failed: {status}"
+    );
 }
 
 #[derive(Default)]
@@ -46,7 +53,9 @@ async fn client(app: Arc<TestApp>, event: Uuid, client: usize, sale: Arc<Sale>) 
         let user = format!("c{client}-u{}", n % 50);
         let quantity = 1 + n % 2;
         let started = Instant::now();
-        while sale.sold.load(Ordering::Relaxed) >= sale.tickets * 2 / 3 && !sale.killed.load(Ordering::Relaxed) {
+        while sale.sold.load(Ordering::Relaxed) >= sale.tickets * 2 / 3
+            && !sale.killed.load(Ordering::Relaxed)
+        {
             assert!(started.elapsed() < EVENTUAL, "Redis was never killed");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -56,7 +65,8 @@ async fn client(app: Arc<TestApp>, event: Uuid, client: usize, sale: Arc<Sale>) 
             match answer.status {
                 StatusCode::CREATED => {
                     let booking = answer.booking();
-                    sale.sold.fetch_add(i64::from(booking.quantity), Ordering::Relaxed);
+                    sale.sold
+                        .fetch_add(i64::from(booking.quantity), Ordering::Relaxed);
                     confirmed.push(booking);
                     break;
                 }
@@ -64,7 +74,10 @@ async fn client(app: Arc<TestApp>, event: Uuid, client: usize, sale: Arc<Sale>) 
                 StatusCode::CONFLICT => break, // this user's limit: next request
                 StatusCode::SERVICE_UNAVAILABLE => {
                     sale.unavailable.fetch_add(1, Ordering::Relaxed);
-                    assert!(started.elapsed() < EVENTUAL, "request {key} unavailable for {EVENTUAL:?}");
+                    assert!(
+                        started.elapsed() < EVENTUAL,
+                        "request {key} unavailable for {EVENTUAL:?}"
+                    );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 other => panic!("booking answered {other}: {}", answer.body),
@@ -83,9 +96,13 @@ async fn confirmed_bookings_survive_redis_kill_9() {
     common::init_logs();
     let app = Arc::new(TestApp::spawn(Stage::Redis).await);
     let event = app.create_event(TICKETS, Some(LIMIT)).await;
-    let sale = Arc::new(Sale { tickets: TICKETS, ..Sale::default() });
-    let clients: Vec<_> =
-        (0..CLIENTS).map(|c| tokio::spawn(client(app.clone(), event.id, c, sale.clone()))).collect();
+    let sale = Arc::new(Sale {
+        tickets: TICKETS,
+        ..Sale::default()
+    });
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| tokio::spawn(client(app.clone(), event.id, c, sale.clone())))
+        .collect();
 
     // A third into the sale, Redis dies (SIGKILL, no shutdown), stays down a moment, comes back
     // from its AOF; the clients keep buying throughout.
@@ -103,7 +120,10 @@ async fn confirmed_bookings_survive_redis_kill_9() {
     let mut confirmed: BTreeMap<Uuid, Booking> = BTreeMap::new();
     for c in clients {
         for booking in c.await.expect("client task") {
-            assert!(confirmed.insert(booking.id, booking).is_none(), "one booking confirmed to two requests");
+            assert!(
+                confirmed.insert(booking.id, booking).is_none(),
+                "one booking confirmed to two requests"
+            );
         }
     }
     let unavailable = sale.unavailable.load(Ordering::Relaxed);
@@ -112,26 +132,50 @@ async fn confirmed_bookings_survive_redis_kill_9() {
         "killed at {sold_at_kill} of {TICKETS} tickets; {} bookings ({sold} tickets) confirmed; {unavailable} answers 503 meanwhile",
         confirmed.len()
     );
-    assert!(unavailable > 0, "no request saw Redis down: the kill did not happen mid-sale");
-    assert!(sold > sold_at_kill, "the sale must go on after Redis came back");
+    assert!(
+        unavailable > 0,
+        "no request saw Redis down: the kill did not happen mid-sale"
+    );
+    assert!(
+        sold > sold_at_kill,
+        "the sale must go on after Redis came back"
+    );
 
     // Redis' view, through the API: nothing oversold, and the counter agrees with the answers.
     let remaining = app.event(event.id).await.remaining;
     assert!(remaining >= 0);
-    assert_eq!(sold, TICKETS - remaining, "confirmed tickets != tickets - remaining");
-    assert!(remaining < i64::from(LIMIT), "the clients stopped at sold out, {remaining} left");
-    assert!(per_user_from(&confirmed).values().all(|&h| h <= i64::from(LIMIT)), "a user above the limit");
+    assert_eq!(
+        sold,
+        TICKETS - remaining,
+        "confirmed tickets != tickets - remaining"
+    );
+    assert!(
+        remaining < i64::from(LIMIT),
+        "the clients stopped at sold out, {remaining} left"
+    );
+    assert!(
+        per_user_from(&confirmed)
+            .values()
+            .all(|&h| h <= i64::from(LIMIT)),
+        "a user above the limit"
+    );
 
     // Postgres' view once the syncer caught up: exactly the confirmed bookings, counts agreeing.
     let ids: BTreeSet<Uuid> = confirmed.keys().copied().collect();
     let stored = app.wait_confirmed_in_db(event.id, &ids).await;
-    assert_eq!(stored.iter().map(|b| i64::from(b.quantity)).sum::<i64>(), sold);
+    assert_eq!(
+        stored.iter().map(|b| i64::from(b.quantity)).sum::<i64>(),
+        sold
+    );
     let db_remaining: i64 = sqlx::query_scalar("SELECT remaining FROM events WHERE id = $1")
         .bind(event.id)
         .fetch_one(&app.pool)
         .await
         .expect("read event");
-    assert_eq!(db_remaining, remaining, "Postgres and Redis disagree on what is left");
+    assert_eq!(
+        db_remaining, remaining,
+        "Postgres and Redis disagree on what is left"
+    );
     let held: BTreeMap<String, i64> = sqlx::query_as::<_, (String, i32)>(
         "SELECT user_id, quantity FROM holdings WHERE event_id = $1 AND quantity > 0",
     )
@@ -142,8 +186,14 @@ async fn confirmed_bookings_survive_redis_kill_9() {
     .into_iter()
     .map(|(u, q)| (u, i64::from(q)))
     .collect();
-    let expected: BTreeMap<String, i64> = per_user(&stored).into_iter().map(|(u, q)| (u.to_owned(), q)).collect();
-    assert_eq!(held, expected, "Postgres holdings disagree with its bookings");
+    let expected: BTreeMap<String, i64> = per_user(&stored)
+        .into_iter()
+        .map(|(u, q)| (u.to_owned(), q))
+        .collect();
+    assert_eq!(
+        held, expected,
+        "Postgres holdings disagree with its bookings"
+    );
 }
 
 fn per_user_from(confirmed: &BTreeMap<Uuid, Booking>) -> BTreeMap<&str, i64> {

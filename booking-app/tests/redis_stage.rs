@@ -24,7 +24,13 @@ async fn sell(fx: &Isolated, event: Uuid, count: usize) -> BTreeMap<Uuid, Bookin
     let answers: Vec<_> = futures::stream::iter(0..count)
         .map(|i| async move {
             let key = (i % 3 == 0).then(|| format!("{event}-{i}"));
-            fx.book(event, &format!("u{}", i % 40), (i % 3) as i32 + 1, key.as_deref()).await
+            fx.book(
+                event,
+                &format!("u{}", i % 40),
+                (i % 3) as i32 + 1,
+                key.as_deref(),
+            )
+            .await
         })
         .buffer_unordered(32)
         .collect()
@@ -48,8 +54,16 @@ async fn syncer_crash_between_commit_and_ack_writes_nothing_twice() {
     let fx = Isolated::new("sync-crash").await;
     let event = fx.event(200, Some(6)).await;
     let confirmed = sell(&fx, event.id, 60).await;
-    assert_eq!(confirmed.len(), 60, "200 tickets and a limit no user reaches: all confirmed");
-    assert_eq!(fx.stream_len(event.id).await, 60, "every booking is streamed");
+    assert_eq!(
+        confirmed.len(),
+        60,
+        "200 tickets and a limit no user reaches: all confirmed"
+    );
+    assert_eq!(
+        fx.stream_len(event.id).await,
+        60,
+        "every booking is streamed"
+    );
 
     // Syncer "a": commits one batch and dies before acknowledging it; reads a second batch and
     // dies before writing it.
@@ -60,7 +74,11 @@ async fn syncer_crash_between_commit_and_ack_writes_nothing_twice() {
     let second = a.read(&[event.id], ">", None).await.expect("read");
     assert_eq!(second[0].entry_ids.len(), 10);
     drop(a);
-    assert_eq!(fx.pending(event.id).await, 20, "both batches are delivered and unacknowledged");
+    assert_eq!(
+        fx.pending(event.id).await,
+        20,
+        "both batches are delivered and unacknowledged"
+    );
 
     // Syncer "b" (another pod) takes both batches over once they are idle, writes the second,
     // re-writes the first without effect, and syncs the rest.
@@ -86,7 +104,12 @@ async fn syncer_crash_between_commit_and_ack_writes_nothing_twice() {
 }
 
 /// Spawns `booking-app worker --stage redis` over the fixture's prefix, logging to a file.
-fn spawn_worker(fx: &Isolated, consumer: &str, log: &std::path::Path, extra: &[&str]) -> tokio::process::Child {
+fn spawn_worker(
+    fx: &Isolated,
+    consumer: &str,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> tokio::process::Child {
     let log = std::fs::File::create(log).expect("worker log file");
     tokio::process::Command::new(env!("CARGO_BIN_EXE_booking-app"))
         .args(["worker", "--stage", "redis", "--migrate-on-start", "false"])
@@ -122,19 +145,34 @@ async fn worker_process_killed_mid_sync_resumes_without_loss() {
     let first_log = logs.join(format!("worker-{}-1.log", event.id));
     let mut worker = spawn_worker(&fx, "worker-pod-0", &first_log, &[]);
     let alive = |worker: &mut tokio::process::Child, log: &std::path::Path| {
-        assert!(worker.try_wait().unwrap().is_none(), "the worker exited (log: {})", log.display());
+        assert!(
+            worker.try_wait().unwrap().is_none(),
+            "the worker exited (log: {})",
+            log.display()
+        );
     };
     let started = Instant::now();
     while confirmed_in_db(&fx.pool, event.id).await.is_empty() {
-        assert!(started.elapsed() < EVENTUAL, "the worker wrote nothing (log: {})", first_log.display());
+        assert!(
+            started.elapsed() < EVENTUAL,
+            "the worker wrote nothing (log: {})",
+            first_log.display()
+        );
         alive(&mut worker, &first_log);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut lock = fx.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE").bind(event.id).execute(&mut *lock).await.unwrap();
+    sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE")
+        .bind(event.id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
     let started = Instant::now();
     while !batch_waits_on_lock(&fx).await {
-        assert!(started.elapsed() < EVENTUAL, "the worker's batch never reached the event row");
+        assert!(
+            started.elapsed() < EVENTUAL,
+            "the worker's batch never reached the event row"
+        );
         alive(&mut worker, &first_log);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -143,12 +181,20 @@ async fn worker_process_killed_mid_sync_resumes_without_loss() {
     worker.wait().await.expect("reap the worker");
     lock.rollback().await.unwrap();
     let pending = fx.pending(event.id).await;
-    assert!(pending > 0, "the killed batch must be left delivered and unacknowledged");
+    assert!(
+        pending > 0,
+        "the killed batch must be left delivered and unacknowledged"
+    );
     // The half-done batch's transaction dies with its connection: nothing of it is committed.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let at_kill = confirmed_in_db(&fx.pool, event.id).await.len();
-    assert_eq!(at_kill, before_kill, "the killed batch must not be committed");
-    eprintln!("killed mid-batch with {at_kill} of 1500 bookings in Postgres, {pending} entries unacknowledged");
+    assert_eq!(
+        at_kill, before_kill,
+        "the killed batch must not be committed"
+    );
+    eprintln!(
+        "killed mid-batch with {at_kill} of 1500 bookings in Postgres, {pending} entries unacknowledged"
+    );
 
     // The container restarts under the same pod name: it resumes its own pending entries first.
     let second_log = logs.join(format!("worker-{}-2.log", event.id));
@@ -159,7 +205,12 @@ async fn worker_process_killed_mid_sync_resumes_without_loss() {
         if stored.len() == expected.len() && fx.stream_len(event.id).await == 0 {
             break;
         }
-        assert!(started.elapsed() < EVENTUAL, "{} of 1500 synced (log: {})", stored.len(), second_log.display());
+        assert!(
+            started.elapsed() < EVENTUAL,
+            "{} of 1500 synced (log: {})",
+            stored.len(),
+            second_log.display()
+        );
         alive(&mut worker, &second_log);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -182,13 +233,18 @@ async fn worker_drain_writes_every_entry_then_exits() {
     drop(ghost);
     assert_eq!(fx.pending(event.id).await, 10);
 
-    let log = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("drain-{}.log", event.id));
+    let log =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("drain-{}.log", event.id));
     let mut worker = spawn_worker(&fx, "drain-job", &log, &["--drain"]);
     let status = tokio::time::timeout(EVENTUAL, worker.wait())
         .await
         .unwrap_or_else(|_| panic!("the drain did not finish (log: {})", log.display()))
         .expect("reap the worker");
-    assert!(status.success(), "the drain exited with {status} (log: {})", log.display());
+    assert!(
+        status.success(),
+        "the drain exited with {status} (log: {})",
+        log.display()
+    );
     assert_eq!(fx.stream_len(event.id).await, 0);
     assert_eq!(fx.pending(event.id).await, 0);
     assert_postgres_consistent(&fx.pool, &event, &confirmed).await;
@@ -212,46 +268,95 @@ async fn rebuild_after_redis_lost_an_event_does_not_resell() {
     let fx = Isolated::new("rebuild").await;
     let event = fx.event(120, Some(6)).await;
     let mut confirmed = sell(&fx, event.id, 40).await;
-    assert_eq!(confirmed.len(), 40, "one booking per user, all within stock and limit");
+    assert_eq!(
+        confirmed.len(),
+        40,
+        "one booking per user, all within stock and limit"
+    );
     let sold: i64 = confirmed.values().map(|b| i64::from(b.quantity)).sum();
 
     // Part of it reaches Postgres; the rest is still only in the stream.
     let mut syncer = fx.syncer("rebuild", 10);
-    let batch = syncer.read(&[event.id], ">", None).await.expect("read").remove(0);
+    let batch = syncer
+        .read(&[event.id], ">", None)
+        .await
+        .expect("read")
+        .remove(0);
     write_batch(&fx.pool, &batch).await.expect("write");
     syncer.ack(&batch).await.expect("ack");
     assert!(fx.stream_len(event.id).await > 0);
 
     // Redis loses the event's counter, holdings and idempotency answers; the stream survives.
     fx.lose_event(event.id, false).await;
-    let rebuilt = fx.inventory.get_event(event.id).await.expect("event reloads");
-    assert_eq!(rebuilt.remaining, event.tickets - sold, "the rebuild must count the unsynced bookings");
+    let rebuilt = fx
+        .inventory
+        .get_event(event.id)
+        .await
+        .expect("event reloads");
+    assert_eq!(
+        rebuilt.remaining,
+        event.tickets - sold,
+        "the rebuild must count the unsynced bookings"
+    );
 
     // Keys answered before the loss replay their first answer, synced or not (`sell` gave user
     // u{i} the key "{event}-{i}" when i % 3 == 0).
-    let by_user: BTreeMap<&str, &Booking> = confirmed.values().map(|b| (b.user_id.as_str(), b)).collect();
+    let by_user: BTreeMap<&str, &Booking> = confirmed
+        .values()
+        .map(|b| (b.user_id.as_str(), b))
+        .collect();
     for i in (0..40).step_by(3) {
         let first = by_user[format!("u{i}").as_str()];
-        let replay = fx.book(event.id, &first.user_id, first.quantity, Some(&format!("{}-{i}", event.id))).await.expect("replay");
-        assert_eq!(replay.id, first.id, "a key answered before the loss booked again");
+        let replay = fx
+            .book(
+                event.id,
+                &first.user_id,
+                first.quantity,
+                Some(&format!("{}-{i}", event.id)),
+            )
+            .await
+            .expect("replay");
+        assert_eq!(
+            replay.id, first.id,
+            "a key answered before the loss booked again"
+        );
     }
     // Holdings came back too: whatever u1 holds, enough more to pass the limit of 6 is refused.
     let held = by_user["u1"].quantity;
     match fx.book(event.id, "u1", 7 - held, None).await {
-        Err(StageError::Rejected { reason: RejectReason::PerUserLimit, .. }) => {}
-        other => panic!("u1 holds {held}; {} more must exceed the limit of 6: {other:?}", 7 - held),
+        Err(StageError::Rejected {
+            reason: RejectReason::PerUserLimit,
+            ..
+        }) => {}
+        other => panic!(
+            "u1 holds {held}; {} more must exceed the limit of 6: {other:?}",
+            7 - held
+        ),
     }
 
     // Everything synced, then Redis loses the event entirely: Postgres alone is the truth.
-    let extra = fx.book(event.id, "late", 2, Some(&format!("late-{}", event.id))).await.expect("book");
+    let extra = fx
+        .book(event.id, "late", 2, Some(&format!("late-{}", event.id)))
+        .await
+        .expect("book");
     confirmed.insert(extra.id, extra.clone());
     let expected: BTreeSet<Uuid> = confirmed.keys().copied().collect();
     fx.sync_until(&mut syncer, event.id, &expected).await;
     fx.lose_event(event.id, true).await;
-    let rebuilt = fx.inventory.get_event(event.id).await.expect("event reloads");
+    let rebuilt = fx
+        .inventory
+        .get_event(event.id)
+        .await
+        .expect("event reloads");
     assert_eq!(rebuilt.remaining, event.tickets - sold - 2);
-    let replay = fx.book(event.id, "late", 2, Some(&format!("late-{}", event.id))).await.expect("replay");
-    assert_eq!(replay.id, extra.id, "the key's answer is restored from Postgres");
+    let replay = fx
+        .book(event.id, "late", 2, Some(&format!("late-{}", event.id)))
+        .await
+        .expect("replay");
+    assert_eq!(
+        replay.id, extra.id,
+        "the key's answer is restored from Postgres"
+    );
     assert_postgres_consistent(&fx.pool, &event, &confirmed).await;
     fx.cleanup().await;
 }
@@ -278,7 +383,8 @@ async fn stream_lag_is_exported_on_metrics() {
     };
     wait_for("booking_redis_stream_lag 3".into()).await;
     let mut syncer = fx.syncer("lag", 100);
-    fx.sync_until(&mut syncer, event.id, &confirmed.keys().copied().collect()).await;
+    fx.sync_until(&mut syncer, event.id, &confirmed.keys().copied().collect())
+        .await;
     wait_for("booking_redis_stream_lag 0".into()).await;
     fx.cleanup().await;
 }
@@ -291,20 +397,41 @@ async fn sold_out_and_synced_events_are_no_longer_watched() {
     let sold_out = fx.event(6, None).await;
     let mut confirmed = sell(&fx, sold_out.id, 3).await;
     confirmed.extend(sell(&fx, open.id, 3).await);
-    assert_eq!(fx.inventory.get_event(sold_out.id).await.unwrap().remaining, 0, "1+2+3 tickets: sold out");
+    assert_eq!(
+        fx.inventory.get_event(sold_out.id).await.unwrap().remaining,
+        0,
+        "1+2+3 tickets: sold out"
+    );
     let watched = |id: Uuid| {
         let mut redis = fx.redis.clone();
         let index = fx.keys.event_index();
-        async move { redis::cmd("SISMEMBER").arg(index).arg(id.to_string()).query_async::<bool>(&mut redis).await.unwrap() }
+        async move {
+            redis::cmd("SISMEMBER")
+                .arg(index)
+                .arg(id.to_string())
+                .query_async::<bool>(&mut redis)
+                .await
+                .unwrap()
+        }
     };
     let mut syncer = fx.syncer("finished", 100);
     let started = Instant::now();
     while watched(sold_out.id).await {
-        assert!(started.elapsed() < EVENTUAL, "the sold-out event is still watched");
+        assert!(
+            started.elapsed() < EVENTUAL,
+            "the sold-out event is still watched"
+        );
         syncer.pass().await.expect("sync pass");
     }
-    assert!(watched(open.id).await, "an event with tickets left stays watched");
-    assert_eq!(fx.stream_len(sold_out.id).await, 0, "forgotten only once synced");
+    assert!(
+        watched(open.id).await,
+        "an event with tickets left stays watched"
+    );
+    assert_eq!(
+        fx.stream_len(sold_out.id).await,
+        0,
+        "forgotten only once synced"
+    );
     let in_db = confirmed_in_db(&fx.pool, sold_out.id).await;
     assert_eq!(in_db.len(), 3);
     fx.cleanup().await;
@@ -318,19 +445,38 @@ async fn confirmed_booking_is_readable_before_and_after_the_sync() {
     let event = fx.event(10, None).await;
     fx.book(other.id, "bob", 1, None).await.expect("book");
     let booking = fx.book(event.id, "alice", 2, None).await.expect("book");
-    assert!(confirmed_in_db(&fx.pool, event.id).await.is_empty(), "no syncer runs yet");
-    assert_eq!(fx.inventory.get_booking(booking.id).await.expect("read before the sync"), booking);
-    assert!(matches!(fx.inventory.get_booking(Uuid::new_v4()).await, Err(StageError::BookingNotFound(_))));
+    assert!(
+        confirmed_in_db(&fx.pool, event.id).await.is_empty(),
+        "no syncer runs yet"
+    );
+    assert_eq!(
+        fx.inventory
+            .get_booking(booking.id)
+            .await
+            .expect("read before the sync"),
+        booking
+    );
+    assert!(matches!(
+        fx.inventory.get_booking(Uuid::new_v4()).await,
+        Err(StageError::BookingNotFound(_))
+    ));
 
     let mut syncer = fx.syncer("read", 100);
-    fx.sync_until(&mut syncer, event.id, &[booking.id].into()).await;
+    fx.sync_until(&mut syncer, event.id, &[booking.id].into())
+        .await;
     let unsynced: i64 = redis::cmd("HLEN")
         .arg(fx.keys.event(event.id).unsynced)
         .query_async(&mut fx.redis.clone())
         .await
         .unwrap();
     assert_eq!(unsynced, 0, "the copy leaves Redis with its stream entry");
-    assert_eq!(fx.inventory.get_booking(booking.id).await.expect("read after the sync"), booking);
+    assert_eq!(
+        fx.inventory
+            .get_booking(booking.id)
+            .await
+            .expect("read after the sync"),
+        booking
+    );
     fx.cleanup().await;
 }
 
@@ -348,18 +494,29 @@ fn monitored(line: &str) -> Option<Monitored> {
     let from_script = line[open + 1..close].split_whitespace().nth(1) == Some("lua");
     let rest = line[close + 1..].trim_start().strip_prefix('"')?;
     let command = rest[..rest.find('"')?].to_ascii_uppercase();
-    Some(Monitored { from_script, command })
+    Some(Monitored {
+        from_script,
+        command,
+    })
 }
 
 /// Every command that touches this test's keys, from a MONITOR started before `work`, up to a
 /// marker sent after it (MONITOR reports in execution order, so nothing of `work` comes later).
-async fn commands_during(fx: &Isolated, work: impl std::future::Future<Output = ()>) -> Vec<Monitored> {
-    let client = redis::Client::open(fx.config.redis.redis_url.as_deref().unwrap()).expect("REDIS_URL");
+async fn commands_during(
+    fx: &Isolated,
+    work: impl std::future::Future<Output = ()>,
+) -> Vec<Monitored> {
+    let client =
+        redis::Client::open(fx.config.redis.redis_url.as_deref().unwrap()).expect("REDIS_URL");
     let monitor = client.get_async_monitor().await.expect("MONITOR");
     let mut lines = Box::pin(monitor.into_on_message::<String>());
     work.await;
     let marker = format!("{}:marker-{}", fx.keys.prefix(), Uuid::new_v4());
-    let _: bool = redis::cmd("EXISTS").arg(&marker).query_async(&mut fx.redis.clone()).await.expect("EXISTS");
+    let _: bool = redis::cmd("EXISTS")
+        .arg(&marker)
+        .query_async(&mut fx.redis.clone())
+        .await
+        .expect("EXISTS");
     let mut seen = Vec::new();
     let started = Instant::now();
     loop {
@@ -370,7 +527,10 @@ async fn commands_during(fx: &Isolated, work: impl std::future::Future<Output = 
         if line.contains(&marker) {
             return seen;
         }
-        assert!(started.elapsed() < EVENTUAL, "no marker in MONITOR after {EVENTUAL:?}");
+        assert!(
+            started.elapsed() < EVENTUAL,
+            "no marker in MONITOR after {EVENTUAL:?}"
+        );
         if line.contains(fx.keys.prefix()) {
             seen.push(monitored(&line).unwrap_or_else(|| panic!("unparsed MONITOR line: {line}")));
         }
@@ -392,13 +552,25 @@ async fn a_keyed_booking_is_one_script_call() {
     let mut first = Vec::new();
     let seen = commands_during(&fx, async {
         for i in 0..N {
-            first.push(fx.book(event.id, &format!("u{i}"), 1, Some(&key(i))).await.expect("book"));
+            first.push(
+                fx.book(event.id, &format!("u{i}"), 1, Some(&key(i)))
+                    .await
+                    .expect("book"),
+            );
         }
         for (i, booking) in first.iter().enumerate() {
-            let replay = fx.book(event.id, &format!("u{i}"), 1, Some(&key(i))).await.expect("replay");
-            assert_eq!(replay.id, booking.id, "the same request gets the first answer");
+            let replay = fx
+                .book(event.id, &format!("u{i}"), 1, Some(&key(i)))
+                .await
+                .expect("replay");
+            assert_eq!(
+                replay.id, booking.id,
+                "the same request gets the first answer"
+            );
         }
-        fx.book(event.id, "anonymous", 1, None).await.expect("book without a key");
+        fx.book(event.id, "anonymous", 1, None)
+            .await
+            .expect("book without a key");
         match fx.book(other.id, "u0", 1, Some(&key(0))).await {
             Err(StageError::IdempotencyKeyReused) => {}
             other => panic!("a key bound to another event must be refused: {other:?}"),
@@ -413,24 +585,54 @@ async fn a_keyed_booking_is_one_script_call() {
         .filter(|c| !c.from_script && !matches!(c.command.as_str(), "SMEMBERS" | "XLEN"))
         .map(|c| c.command.as_str())
         .collect();
-    assert_eq!(sent, vec!["EVALSHA"; 2 * N + 2], "one round trip per booking, keyed or not");
+    assert_eq!(
+        sent,
+        vec!["EVALSHA"; 2 * N + 2],
+        "one round trip per booking, keyed or not"
+    );
     // Inside the script: each key is claimed once, on first use; replays and the refused reuse
     // only read the claim.
-    let claims = seen.iter().filter(|c| c.from_script && c.command == "SET").count();
+    let claims = seen
+        .iter()
+        .filter(|c| c.from_script && c.command == "SET")
+        .count();
     assert_eq!(claims, N, "one claim per key");
     let mut redis = fx.redis.clone();
     let claim = fx.keys.key_claim(&key(0));
-    let bound: String = redis::cmd("GET").arg(&claim).query_async(&mut redis).await.unwrap();
-    assert_eq!(bound, event.id.to_string(), "the claim names the key's first event");
-    let ttl: i64 = redis::cmd("TTL").arg(&claim).query_async(&mut redis).await.unwrap();
-    assert!((24 * 3600 - 60..=24 * 3600).contains(&ttl), "the claim lasts 24 h, TTL is {ttl}");
-    assert_eq!(fx.inventory.get_event(other.id).await.unwrap().remaining, 1000, "the reuse booked nothing");
+    let bound: String = redis::cmd("GET")
+        .arg(&claim)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        bound,
+        event.id.to_string(),
+        "the claim names the key's first event"
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&claim)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(
+        (24 * 3600 - 60..=24 * 3600).contains(&ttl),
+        "the claim lasts 24 h, TTL is {ttl}"
+    );
+    assert_eq!(
+        fx.inventory.get_event(other.id).await.unwrap().remaining,
+        1000,
+        "the reuse booked nothing"
+    );
     let claims_in_redis: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}:idempotency-key:*", fx.keys.prefix()))
         .query_async(&mut redis)
         .await
         .unwrap();
-    assert_eq!(claims_in_redis.len(), N, "the booking without a key claims nothing");
+    assert_eq!(
+        claims_in_redis.len(),
+        N,
+        "the booking without a key claims nothing"
+    );
     fx.cleanup().await;
 }
 
@@ -447,11 +649,20 @@ async fn a_key_claimed_by_a_missing_event_run_books_on_the_retry() {
     fx.lose_event(other.id, true).await;
 
     let key = format!("missing-{}", event.id);
-    let booked = fx.book(event.id, "alice", 2, Some(&key)).await.expect("the retry after the load books");
-    let bound: String =
-        redis::cmd("GET").arg(fx.keys.key_claim(&key)).query_async(&mut fx.redis.clone()).await.unwrap();
+    let booked = fx
+        .book(event.id, "alice", 2, Some(&key))
+        .await
+        .expect("the retry after the load books");
+    let bound: String = redis::cmd("GET")
+        .arg(fx.keys.key_claim(&key))
+        .query_async(&mut fx.redis.clone())
+        .await
+        .unwrap();
     assert_eq!(bound, event.id.to_string());
-    let replay = fx.book(event.id, "alice", 2, Some(&key)).await.expect("replay");
+    let replay = fx
+        .book(event.id, "alice", 2, Some(&key))
+        .await
+        .expect("replay");
     assert_eq!(replay.id, booked.id);
     assert_eq!(fx.inventory.get_event(event.id).await.unwrap().remaining, 8);
 
@@ -459,9 +670,15 @@ async fn a_key_claimed_by_a_missing_event_run_books_on_the_retry() {
         Err(StageError::IdempotencyKeyReused) => {}
         answer => panic!("the key is bound to the first event: {answer:?}"),
     }
-    let exists: bool =
-        redis::cmd("EXISTS").arg(fx.keys.event(other.id).inventory).query_async(&mut fx.redis.clone()).await.unwrap();
-    assert!(!exists, "a reused key is refused before the event is loaded");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(fx.keys.event(other.id).inventory)
+        .query_async(&mut fx.redis.clone())
+        .await
+        .unwrap();
+    assert!(
+        !exists,
+        "a reused key is refused before the event is loaded"
+    );
     fx.cleanup().await;
 }
 
@@ -472,9 +689,9 @@ async fn a_key_claimed_by_a_missing_event_run_books_on_the_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_with_a_key_taken_in_postgres_is_written_without_that_key() {
     use booking_app::domain::BookingRequest;
-    use chrono::SubsecRound;
     use booking_app::stage::redis::load::StreamBooking;
     use booking_app::worker::redis_sync::{Batch, Written};
+    use chrono::SubsecRound;
 
     common::init_logs();
     let fx = Isolated::new("key-taken").await;
@@ -483,46 +700,96 @@ async fn a_batch_with_a_key_taken_in_postgres_is_written_without_that_key() {
     let key = format!("taken-{}", Uuid::new_v4());
     let other_key = format!("free-{}", Uuid::new_v4());
     let booking = |event: Uuid, user: &str| {
-        let request = BookingRequest { user_id: user.into(), quantity: 1 };
-        Booking::confirmed(Uuid::new_v4(), event, &request, chrono::Utc::now().trunc_subsecs(6))
+        let request = BookingRequest {
+            user_id: user.into(),
+            quantity: 1,
+        };
+        Booking::confirmed(
+            Uuid::new_v4(),
+            event,
+            &request,
+            chrono::Utc::now().trunc_subsecs(6),
+        )
     };
     let batch = |event: Uuid, entries: Vec<(Booking, Option<&str>)>| Batch {
         event_id: event,
         entry_ids: (0..entries.len()).map(|i| format!("0-{}", i + 1)).collect(),
         bookings: entries
             .into_iter()
-            .map(|(booking, key)| StreamBooking { booking, idempotency_key: key.map(str::to_owned) })
+            .map(|(booking, key)| StreamBooking {
+                booking,
+                idempotency_key: key.map(str::to_owned),
+            })
             .collect(),
     };
     let holder = booking(first_event.id, "alice");
-    let written = write_batch(&fx.pool, &batch(first_event.id, vec![(holder.clone(), Some(&key))])).await.expect("write");
-    assert_eq!(written, Written { inserted: 1, keys_dropped: 0 });
+    let written = write_batch(
+        &fx.pool,
+        &batch(first_event.id, vec![(holder.clone(), Some(&key))]),
+    )
+    .await
+    .expect("write");
+    assert_eq!(
+        written,
+        Written {
+            inserted: 1,
+            keys_dropped: 0
+        }
+    );
 
     let (late, free) = (booking(event.id, "bob"), booking(event.id, "carol"));
-    let mixed = batch(event.id, vec![(late.clone(), Some(&key)), (free.clone(), Some(&other_key))]);
+    let mixed = batch(
+        event.id,
+        vec![(late.clone(), Some(&key)), (free.clone(), Some(&other_key))],
+    );
     let written = write_batch(&fx.pool, &mixed).await.expect("write");
-    assert_eq!(written, Written { inserted: 2, keys_dropped: 1 });
+    assert_eq!(
+        written,
+        Written {
+            inserted: 2,
+            keys_dropped: 1
+        }
+    );
     // Delivered again (a crash before the ack): nothing more, and the rows already there raise no
     // conflict to look the keys up for.
-    assert_eq!(write_batch(&fx.pool, &mixed).await.expect("write again"), Written { inserted: 0, keys_dropped: 0 });
+    assert_eq!(
+        write_batch(&fx.pool, &mixed).await.expect("write again"),
+        Written {
+            inserted: 0,
+            keys_dropped: 0
+        }
+    );
 
     let key_of = |id: Uuid| {
         let pool = fx.pool.clone();
         async move {
-            sqlx::query_scalar::<_, Option<String>>("SELECT idempotency_key FROM bookings WHERE id = $1")
-                .bind(id)
-                .fetch_one(&pool)
-                .await
-                .expect("the booking is in Postgres")
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT idempotency_key FROM bookings WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("the booking is in Postgres")
         }
     };
-    assert_eq!(key_of(holder.id).await, Some(key.clone()), "the key stays with its first booking");
-    assert_eq!(key_of(late.id).await, None, "the later booking is kept, without the key");
+    assert_eq!(
+        key_of(holder.id).await,
+        Some(key.clone()),
+        "the key stays with its first booking"
+    );
+    assert_eq!(
+        key_of(late.id).await,
+        None,
+        "the later booking is kept, without the key"
+    );
     assert_eq!(key_of(free.id).await, Some(other_key.clone()));
     let in_db = confirmed_in_db(&fx.pool, event.id).await;
     assert_eq!(in_db.len(), 2, "both tickets of the batch are real");
-    let remaining: i64 =
-        sqlx::query_scalar("SELECT remaining FROM events WHERE id = $1").bind(event.id).fetch_one(&fx.pool).await.unwrap();
+    let remaining: i64 = sqlx::query_scalar("SELECT remaining FROM events WHERE id = $1")
+        .bind(event.id)
+        .fetch_one(&fx.pool)
+        .await
+        .unwrap();
     assert_eq!(remaining, 8);
     fx.cleanup().await;
 }

@@ -61,21 +61,33 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
     assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
 
     let pid = child.id().expect("pid").to_string();
-    let kill = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(kill.success());
     // Shutdown has begun once new connections are refused.
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-        assert!(started.elapsed() < common::EVENTUAL, "still accepting after SIGTERM");
+        assert!(
+            started.elapsed() < common::EVENTUAL,
+            "still accepting after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     conn.write_all(body.as_bytes()).await.unwrap();
     let response = read_until(&mut conn, b"}").await;
-    assert!(response.starts_with("HTTP/1.1 201"), "in-flight request not finished: {response}");
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "in-flight request not finished: {response}"
+    );
     assert!(response.contains(r#""status":"confirmed""#), "{response}");
 
-    let status = tokio::time::timeout(common::EVENTUAL, child.wait()).await.expect("exits").unwrap();
+    let status = tokio::time::timeout(common::EVENTUAL, child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
     assert!(status.success(), "exit status {status}");
 }
 
@@ -83,7 +95,11 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
 async fn migrate_applies_the_schema_and_bad_settings_fail_loudly() {
     common::require_services(Stage::Postgres);
     let migrate = Command::new(BINARY).arg("migrate").output().await.unwrap();
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
 
     let unreachable = Command::new(BINARY)
         .arg("serve")
@@ -96,7 +112,11 @@ async fn migrate_applies_the_schema_and_bad_settings_fail_loudly() {
     assert!(!unreachable.status.success());
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("connecting to Postgres"));
 
-    let bad_stage = Command::new(BINARY).args(["serve", "--stage", "mysql"]).output().await.unwrap();
+    let bad_stage = Command::new(BINARY)
+        .args(["serve", "--stage", "mysql"])
+        .output()
+        .await
+        .unwrap();
     assert!(!bad_stage.status.success());
     assert!(String::from_utf8_lossy(&bad_stage.stderr).contains("possible values"));
 }
@@ -106,7 +126,10 @@ async fn read_until(conn: &mut TcpStream, end: &[u8]) -> String {
     let mut chunk = [0u8; 4096];
     let started = Instant::now();
     while !buf.windows(end.len()).any(|w| w == end) {
-        let n = tokio::time::timeout(common::EVENTUAL, conn.read(&mut chunk)).await.expect("read").unwrap();
+        let n = tokio::time::timeout(common::EVENTUAL, conn.read(&mut chunk))
+            .await
+            .expect("read")
+            .unwrap();
         if n == 0 {
             break;
         }

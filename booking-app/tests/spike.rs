@@ -68,27 +68,80 @@ async fn spike(stage: Stage) {
     // Open loop at 3,000/s for 2 s against 8 places: the burst is shed, the sale sells out
     // (300 tickets; 2,000 users at most 2 each), and the invariant check follows every answer.
     let args = Cli::parse_from([
-        "loadgen", "--url", &base, "--json", "--no-progress", "--warmup", "0s", "--rate", "3000",
-        "--duration", "2s", "--concurrency", "1024", "--tickets", "300", "--per-user-limit", "2",
-        "--users", "2000", "--max-quantity", "2", "--request-timeout", "20s", "--pending-timeout", "60s",
+        "loadgen",
+        "--url",
+        &base,
+        "--json",
+        "--no-progress",
+        "--warmup",
+        "0s",
+        "--rate",
+        "3000",
+        "--duration",
+        "2s",
+        "--concurrency",
+        "1024",
+        "--tickets",
+        "300",
+        "--per-user-limit",
+        "2",
+        "--users",
+        "2000",
+        "--max-quantity",
+        "2",
+        "--request-timeout",
+        "20s",
+        "--pending-timeout",
+        "60s",
     ])
     .args;
-    let run = Session::new(args).unwrap().sale().await.expect("the sale runs");
+    let run = Session::new(args)
+        .unwrap()
+        .sale()
+        .await
+        .expect("the sale runs");
     let answers = &run.report.answers;
-    let allowed = ["201 confirmed", "202 pending", "409 sold_out", "409 per_user_limit", "503 shed (Retry-After)"];
+    let allowed = [
+        "201 confirmed",
+        "202 pending",
+        "409 sold_out",
+        "409 per_user_limit",
+        "503 shed (Retry-After)",
+    ];
     for (label, n) in answers {
-        assert!(allowed.contains(&label.as_str()), "stage {stage}: {n} answers '{label}' (all: {answers:?})");
+        assert!(
+            allowed.contains(&label.as_str()),
+            "stage {stage}: {n} answers '{label}' (all: {answers:?})"
+        );
     }
-    assert!(answers.get("503 shed (Retry-After)").copied().unwrap_or(0) > 0, "stage {stage}: nothing was shed: {answers:?}");
-    let decided = ["201 confirmed", "202 pending"].iter().filter_map(|l| answers.get(*l)).sum::<u64>();
-    assert!(decided > 0, "stage {stage}: nothing was admitted: {answers:?}");
+    assert!(
+        answers.get("503 shed (Retry-After)").copied().unwrap_or(0) > 0,
+        "stage {stage}: nothing was shed: {answers:?}"
+    );
+    let decided = ["201 confirmed", "202 pending"]
+        .iter()
+        .filter_map(|l| answers.get(*l))
+        .sum::<u64>();
+    assert!(
+        decided > 0,
+        "stage {stage}: nothing was admitted: {answers:?}"
+    );
     let invariants = run.invariants.as_ref().expect("invariants are checked");
     assert!(invariants.ok, "stage {stage}: {invariants}");
-    assert!(invariants.observed.confirmed_quantity <= 300, "stage {stage}: oversold: {invariants}");
+    assert!(
+        invariants.observed.confirmed_quantity <= 300,
+        "stage {stage}: oversold: {invariants}"
+    );
 
     let peak = peak_rss_kib(child.id().expect("child pid"));
-    assert!(peak < MAX_PEAK_RSS_KIB, "stage {stage}: peak RSS {peak} KiB");
-    assert!(child.try_wait().unwrap().is_none(), "stage {stage}: the server died during the spike");
+    assert!(
+        peak < MAX_PEAK_RSS_KIB,
+        "stage {stage}: peak RSS {peak} KiB"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "stage {stage}: the server died during the spike"
+    );
     child.kill().await.unwrap();
 }
 

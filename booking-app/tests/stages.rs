@@ -7,7 +7,11 @@ mod suite;
 // Stage postgres in both its forms: bookings of one event decided in batches (the default), and
 // one transaction per booking.
 stage_suite!(postgres, Stage::Postgres, crate::common::decide_in_batches);
-stage_suite!(postgres_per_booking, Stage::Postgres, crate::common::decide_per_booking);
+stage_suite!(
+    postgres_per_booking,
+    Stage::Postgres,
+    crate::common::decide_per_booking
+);
 // Stage redis and stage kafka add themselves here when they exist:
 stage_suite!(redis, Stage::Redis);
 stage_suite!(kafka, Stage::Kafka);

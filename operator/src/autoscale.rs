@@ -32,23 +32,37 @@ pub struct ObservedLoad {
 
 impl ObservedLoad {
     pub fn per_pod_rps(&self) -> f64 {
-        if self.pods == 0 { 0.0 } else { self.total_rps / f64::from(self.pods) }
+        if self.pods == 0 {
+            0.0
+        } else {
+            self.total_rps / f64::from(self.pods)
+        }
     }
 }
 
 /// Rates between two rounds of readings. A pod seen only once has no rate yet and is left out;
 /// a counter that went down means the pod restarted, so its whole current value is new requests.
-pub fn observed_load(previous: &[CounterSample], current: &[CounterSample]) -> Option<ObservedLoad> {
-    let before: HashMap<&str, &CounterSample> = previous.iter().map(|s| (s.pod.as_str(), s)).collect();
+pub fn observed_load(
+    previous: &[CounterSample],
+    current: &[CounterSample],
+) -> Option<ObservedLoad> {
+    let before: HashMap<&str, &CounterSample> =
+        previous.iter().map(|s| (s.pod.as_str(), s)).collect();
     let mut pods = 0u32;
     let mut total_rps = 0.0;
     for now in current {
-        let Some(then) = before.get(now.pod.as_str()) else { continue };
+        let Some(then) = before.get(now.pod.as_str()) else {
+            continue;
+        };
         let seconds = (now.at - then.at).as_seconds_f64();
         if seconds <= 0.0 || !now.requests.is_finite() || !then.requests.is_finite() {
             continue;
         }
-        let served = if now.requests >= then.requests { now.requests - then.requests } else { now.requests };
+        let served = if now.requests >= then.requests {
+            now.requests - then.requests
+        } else {
+            now.requests
+        };
         pods += 1;
         total_rps += served / seconds;
     }
@@ -115,21 +129,36 @@ pub fn decide(input: &AutoscaleInput) -> AutoscaleDecision {
     let (wanted, reason) = if needed > u64::from(input.max) {
         (input.max, ScaleReason::ClampedByMax)
     } else if needed > u64::from(floor) {
-        (u32::try_from(needed).unwrap_or(input.max), ScaleReason::ObservedLoad)
+        (
+            u32::try_from(needed).unwrap_or(input.max),
+            ScaleReason::ObservedLoad,
+        )
     } else {
         (floor, ScaleReason::Floor)
     };
     // Above maxReplicas is never right, so that comes down without waiting.
     let current = input.current.min(input.max);
     if wanted >= current {
-        return AutoscaleDecision { replicas: wanted, reason, recheck_at: None };
+        return AutoscaleDecision {
+            replicas: wanted,
+            reason,
+            recheck_at: None,
+        };
     }
-    let cooled_at = input.last_scale.and_then(|t| t.checked_add_signed(input.cooldown));
+    let cooled_at = input
+        .last_scale
+        .and_then(|t| t.checked_add_signed(input.cooldown));
     match cooled_at {
-        Some(at) if input.now < at => {
-            AutoscaleDecision { replicas: current, reason: ScaleReason::CoolingDown, recheck_at: Some(at) }
-        }
-        _ => AutoscaleDecision { replicas: wanted, reason, recheck_at: None },
+        Some(at) if input.now < at => AutoscaleDecision {
+            replicas: current,
+            reason: ScaleReason::CoolingDown,
+            recheck_at: Some(at),
+        },
+        _ => AutoscaleDecision {
+            replicas: wanted,
+            reason,
+            recheck_at: None,
+        },
     }
 }
 
@@ -142,7 +171,11 @@ mod tests {
     }
 
     fn sample(pod: &str, requests: f64, when: &str) -> CounterSample {
-        CounterSample { pod: pod.into(), requests, at: at(when) }
+        CounterSample {
+            pod: pod.into(),
+            requests,
+            at: at(when),
+        }
     }
 
     /// 10 pods at 4000 rps capacity and 70% utilization: 2800 rps planned per pod.
@@ -153,7 +186,10 @@ mod tests {
             max: 40,
             per_pod_capacity: 4000.0,
             utilization: 0.7,
-            observed: observed_per_pod.map(|rps| ObservedLoad { pods: 10, total_rps: rps * 10.0 }),
+            observed: observed_per_pod.map(|rps| ObservedLoad {
+                pods: 10,
+                total_rps: rps * 10.0,
+            }),
             last_scale: Some(at("2026-12-01T18:00:00Z")),
             cooldown: TimeDelta::minutes(5),
             now: at("2026-12-01T18:10:00Z"),
@@ -163,73 +199,129 @@ mod tests {
     #[test]
     fn load_within_capacity_keeps_the_floor() {
         let decision = decide(&input(Some(2800.0)));
-        assert_eq!((decision.replicas, decision.reason), (10, ScaleReason::Floor));
+        assert_eq!(
+            (decision.replicas, decision.reason),
+            (10, ScaleReason::Floor)
+        );
     }
 
     #[test]
     fn load_above_capacity_times_utilization_scales_up_at_once() {
         // 3500 rps per pod on 10 pods = 35000 rps; / 2800 = 12.5 → 13 pods.
-        let just_scaled = AutoscaleInput { last_scale: Some(at("2026-12-01T18:09:59Z")), ..input(Some(3500.0)) };
+        let just_scaled = AutoscaleInput {
+            last_scale: Some(at("2026-12-01T18:09:59Z")),
+            ..input(Some(3500.0))
+        };
         let decision = decide(&just_scaled);
-        assert_eq!((decision.replicas, decision.reason), (13, ScaleReason::ObservedLoad));
+        assert_eq!(
+            (decision.replicas, decision.reason),
+            (13, ScaleReason::ObservedLoad)
+        );
         assert_eq!(decision.recheck_at, None);
     }
 
     #[test]
     fn never_above_max_replicas() {
         let decision = decide(&input(Some(40_000.0)));
-        assert_eq!((decision.replicas, decision.reason), (40, ScaleReason::ClampedByMax));
-        let over = AutoscaleInput { current: 60, now: at("2026-12-01T18:01:00Z"), ..input(Some(2800.0)) };
-        assert_eq!(decide(&over).replicas, 40, "a lowered maxReplicas applies without cooldown");
+        assert_eq!(
+            (decision.replicas, decision.reason),
+            (40, ScaleReason::ClampedByMax)
+        );
+        let over = AutoscaleInput {
+            current: 60,
+            now: at("2026-12-01T18:01:00Z"),
+            ..input(Some(2800.0))
+        };
+        assert_eq!(
+            decide(&over).replicas,
+            40,
+            "a lowered maxReplicas applies without cooldown"
+        );
     }
 
     #[test]
     fn never_below_the_calendar_floor() {
-        let quiet = decide(&AutoscaleInput { now: at("2026-12-01T19:00:00Z"), ..input(Some(1.0)) });
+        let quiet = decide(&AutoscaleInput {
+            now: at("2026-12-01T19:00:00Z"),
+            ..input(Some(1.0))
+        });
         assert_eq!((quiet.replicas, quiet.reason), (10, ScaleReason::Floor));
         // The window opened: the floor rose above the current count, no cooldown applies.
-        let opened = decide(&AutoscaleInput { current: 2, ..input(Some(0.0)) });
+        let opened = decide(&AutoscaleInput {
+            current: 2,
+            ..input(Some(0.0))
+        });
         assert_eq!(opened.replicas, 10);
     }
 
     #[test]
     fn scale_down_waits_for_the_cooldown() {
-        let busy_before = AutoscaleInput { current: 20, now: at("2026-12-01T18:04:00Z"), ..input(Some(100.0)) };
+        let busy_before = AutoscaleInput {
+            current: 20,
+            now: at("2026-12-01T18:04:00Z"),
+            ..input(Some(100.0))
+        };
         let held = decide(&busy_before);
         assert_eq!((held.replicas, held.reason), (20, ScaleReason::CoolingDown));
         assert_eq!(held.recheck_at, Some(at("2026-12-01T18:05:00Z")));
-        let cooled = decide(&AutoscaleInput { now: at("2026-12-01T18:05:00Z"), ..busy_before });
+        let cooled = decide(&AutoscaleInput {
+            now: at("2026-12-01T18:05:00Z"),
+            ..busy_before
+        });
         assert_eq!((cooled.replicas, cooled.reason), (10, ScaleReason::Floor));
-        let never_scaled = decide(&AutoscaleInput { last_scale: None, ..busy_before });
+        let never_scaled = decide(&AutoscaleInput {
+            last_scale: None,
+            ..busy_before
+        });
         assert_eq!(never_scaled.replicas, 10);
     }
 
     #[test]
     fn scale_down_follows_load_to_what_is_still_needed() {
         // 20 pods serving 36000 rps in total need 13 at 2800 each.
-        let observed = Some(ObservedLoad { pods: 20, total_rps: 36_000.0 });
-        let decision = decide(&AutoscaleInput { current: 20, observed, ..input(None) });
-        assert_eq!((decision.replicas, decision.reason), (13, ScaleReason::ObservedLoad));
+        let observed = Some(ObservedLoad {
+            pods: 20,
+            total_rps: 36_000.0,
+        });
+        let decision = decide(&AutoscaleInput {
+            current: 20,
+            observed,
+            ..input(None)
+        });
+        assert_eq!(
+            (decision.replicas, decision.reason),
+            (13, ScaleReason::ObservedLoad)
+        );
     }
 
     #[test]
     fn nothing_observed_means_the_floor_after_cooldown() {
         assert_eq!(decide(&input(None)).replicas, 10);
-        let was_up = decide(&AutoscaleInput { current: 15, now: at("2026-12-01T18:01:00Z"), ..input(None) });
+        let was_up = decide(&AutoscaleInput {
+            current: 15,
+            now: at("2026-12-01T18:01:00Z"),
+            ..input(None)
+        });
         assert_eq!(was_up.replicas, 15);
     }
 
     #[test]
     fn broken_capacity_never_divides_by_zero() {
         for capacity in [0.0, f64::NAN, -1.0] {
-            let decision = decide(&AutoscaleInput { per_pod_capacity: capacity, ..input(Some(9000.0)) });
+            let decision = decide(&AutoscaleInput {
+                per_pod_capacity: capacity,
+                ..input(Some(9000.0))
+            });
             assert_eq!(decision.replicas, 10, "{capacity}");
         }
     }
 
     #[test]
     fn rate_from_two_readings_per_pod() {
-        let previous = [sample("a", 1000.0, "2026-12-01T18:00:00Z"), sample("b", 500.0, "2026-12-01T18:00:00Z")];
+        let previous = [
+            sample("a", 1000.0, "2026-12-01T18:00:00Z"),
+            sample("b", 500.0, "2026-12-01T18:00:00Z"),
+        ];
         let current = [
             sample("a", 31_000.0, "2026-12-01T18:00:10Z"),
             sample("b", 10_500.0, "2026-12-01T18:00:10Z"),
@@ -253,6 +345,13 @@ mod tests {
         let only = [sample("a", 10.0, "2026-12-01T18:00:00Z")];
         assert_eq!(observed_load(&[], &only), None);
         assert_eq!(observed_load(&only, &only), None);
-        assert_eq!(ObservedLoad { pods: 0, total_rps: 0.0 }.per_pod_rps(), 0.0);
+        assert_eq!(
+            ObservedLoad {
+                pods: 0,
+                total_rps: 0.0
+            }
+            .per_pod_rps(),
+            0.0
+        );
     }
 }

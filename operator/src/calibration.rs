@@ -60,7 +60,9 @@ pub enum ResultError {
     Unreadable(String),
     #[error("loadgen measured against a p99 SLO of {got} ms, the sale asks for {want} ms")]
     SloMismatch { got: u64, want: u32 },
-    #[error("no rate met the SLO: p99 {p99_ms} ms, error rate {error_rate} at the lowest rate tried")]
+    #[error(
+        "no rate met the SLO: p99 {p99_ms} ms, error rate {error_rate} at the lowest rate tried"
+    )]
     NoCapacity { p99_ms: f64, error_rate: f64 },
     #[error("loadgen reported p99 {p99_ms} ms above the {slo_p99_ms} ms SLO")]
     AboveSlo { p99_ms: f64, slo_p99_ms: u32 },
@@ -76,16 +78,30 @@ impl CalibrationResult {
         let result: CalibrationResult =
             serde_json::from_str(message).map_err(|e| ResultError::Unreadable(e.to_string()))?;
         if result.slo_p99_ms != u64::from(slo_p99_ms) {
-            return Err(ResultError::SloMismatch { got: result.slo_p99_ms, want: slo_p99_ms });
+            return Err(ResultError::SloMismatch {
+                got: result.slo_p99_ms,
+                want: slo_p99_ms,
+            });
         }
         if !(result.per_pod_rps.is_finite() && result.per_pod_rps > 0.0) {
-            return Err(ResultError::NoCapacity { p99_ms: result.p99_ms, error_rate: result.error_rate });
+            return Err(ResultError::NoCapacity {
+                p99_ms: result.p99_ms,
+                error_rate: result.error_rate,
+            });
         }
-        if !(result.p99_ms.is_finite() && result.p99_ms >= 0.0 && result.p99_ms <= f64::from(slo_p99_ms)) {
-            return Err(ResultError::AboveSlo { p99_ms: result.p99_ms, slo_p99_ms });
+        if !(result.p99_ms.is_finite()
+            && result.p99_ms >= 0.0
+            && result.p99_ms <= f64::from(slo_p99_ms))
+        {
+            return Err(ResultError::AboveSlo {
+                p99_ms: result.p99_ms,
+                slo_p99_ms,
+            });
         }
         if let Some(drain) = result.drain_rps.filter(|d| !(d.is_finite() && *d > 0.0)) {
-            return Err(ResultError::Unreadable(format!("drainRps {drain} is not a positive rate")));
+            return Err(ResultError::Unreadable(format!(
+                "drainRps {drain} is not a positive rate"
+            )));
         }
         Ok(result)
     }
@@ -157,10 +173,25 @@ impl CalibrationKey {
 /// costs at most one needless measurement).
 pub fn describe_resources(resources: &ResourceRequirements) -> String {
     let list = |name: &str, map: Option<&std::collections::BTreeMap<String, Quantity>>| {
-        let items: Vec<String> = map.into_iter().flatten().map(|(k, v)| format!("{k}={}", v.0)).collect();
-        format!("{name} {}", if items.is_empty() { "-".to_string() } else { items.join(",") })
+        let items: Vec<String> = map
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.0))
+            .collect();
+        format!(
+            "{name} {}",
+            if items.is_empty() {
+                "-".to_string()
+            } else {
+                items.join(",")
+            }
+        )
     };
-    format!("{}; {}", list("requests", resources.requests.as_ref()), list("limits", resources.limits.as_ref()))
+    format!(
+        "{}; {}",
+        list("requests", resources.requests.as_ref()),
+        list("limits", resources.limits.as_ref())
+    )
 }
 
 /// Delay before retry number `failures` (1 = after the first failure): 30 s, 1 min, 2 min, …, 30 min.
@@ -252,21 +283,34 @@ pub fn assess(inputs: &Inputs<'_>) -> Assessment {
     // Meanwhile the sale is sized with the last measurement of the same stage (a recalibration
     // the user asked for, or a new image, pod size or SLO): a live sale must not drop to
     // minReplicas for a re-measure. Another stage's number says nothing: minReplicas then.
-    let per_pod_rps = inputs.record.filter(|r| key.same_stage(r)).map(|r| r.per_pod_rps);
-    let mut attempt = inputs.attempt.filter(|a| key.matches_attempt(a)).cloned().unwrap_or_else(|| fresh_attempt(key));
+    let per_pod_rps = inputs
+        .record
+        .filter(|r| key.same_stage(r))
+        .map(|r| r.per_pod_rps);
+    let mut attempt = inputs
+        .attempt
+        .filter(|a| key.matches_attempt(a))
+        .cloned()
+        .unwrap_or_else(|| fresh_attempt(key));
     let meanwhile = per_pod_rps.map_or_else(String::new, |rps| {
-        format!("; sized meanwhile with the previous measurement at stage {}: {rps} rps per pod", key.stage)
+        format!(
+            "; sized meanwhile with the previous measurement at stage {}: {rps} rps per pod",
+            key.stage
+        )
     });
-    let pending = |attempt: CalibrationAttempt, run: Option<Run>, reason, message: String, requeue_at| Assessment {
-        per_pod_rps,
-        record: kept.clone(),
-        attempt: Some(attempt),
-        run,
-        calibrated: false,
-        reason,
-        message: message + &meanwhile,
-        requeue_at,
-    };
+    let pending =
+        |attempt: CalibrationAttempt, run: Option<Run>, reason, message: String, requeue_at| {
+            Assessment {
+                per_pod_rps,
+                record: kept.clone(),
+                attempt: Some(attempt),
+                run,
+                calibrated: false,
+                reason,
+                message: message + &meanwhile,
+                requeue_at,
+            }
+        };
     if let Some(retry_at) = attempt.retry_at.as_ref().map(from_time) {
         if inputs.now < retry_at {
             let message = format!(
@@ -281,7 +325,13 @@ pub fn assess(inputs: &Inputs<'_>) -> Assessment {
         attempt.started_at = None;
     }
     if !inputs.stores_ready {
-        return pending(attempt, None, "WaitingForStores", "calibration starts once the stores are ready".into(), None);
+        return pending(
+            attempt,
+            None,
+            "WaitingForStores",
+            "calibration starts once the stores are ready".into(),
+            None,
+        );
     }
     let number = attempt.failures + 1;
     let started_at = attempt.started_at.as_ref().map_or(inputs.now, from_time);
@@ -299,7 +349,9 @@ pub fn assess(inputs: &Inputs<'_>) -> Assessment {
                 job: Some(objects::job_name(inputs.sale, key, number)),
                 recalibrate: key.recalibrate.clone(),
             };
-            let drain = result.drain_rps.map_or_else(String::new, |d| format!("; the queue drains at {d:.0} decisions/s"));
+            let drain = result.drain_rps.map_or_else(String::new, |d| {
+                format!("; the queue drains at {d:.0} decisions/s")
+            });
             let message = format!(
                 "{} rps per pod at p99 {} ms <= {} ms, measured at stage {}{drain}",
                 result.per_pod_rps, result.p99_ms, key.slo_p99_ms, key.stage
@@ -309,25 +361,49 @@ pub fn assess(inputs: &Inputs<'_>) -> Assessment {
         JobState::Failed(error) => Some(error.clone()),
         JobState::Absent | JobState::Running => (!inputs.observation.server_ready
             && inputs.now - started_at >= SERVER_READY_TIMEOUT)
-            .then(|| format!("the calibration pod was not Ready after {} minutes", SERVER_READY_TIMEOUT.num_minutes())),
+            .then(|| {
+                format!(
+                    "the calibration pod was not Ready after {} minutes",
+                    SERVER_READY_TIMEOUT.num_minutes()
+                )
+            }),
     };
     if let Some(error) = failure {
         attempt.failures = number;
         let retry_at = inputs.now + backoff(number);
         attempt.retry_at = Some(to_time(retry_at));
         attempt.last_error = Some(error.clone());
-        let message = format!("calibration attempt {number} failed: {error}; retrying at {}", to_time(retry_at).0);
+        let message = format!(
+            "calibration attempt {number} failed: {error}; retrying at {}",
+            to_time(retry_at).0
+        );
         return pending(attempt, None, "CalibrationFailed", message, Some(retry_at));
     }
     let with_job = inputs.observation.server_ready;
     let message = if with_job {
-        format!("loadgen is finding the rate one pod serves at stage {} with p99 <= {} ms", key.stage, key.slo_p99_ms)
+        format!(
+            "loadgen is finding the rate one pod serves at stage {} with p99 <= {} ms",
+            key.stage, key.slo_p99_ms
+        )
     } else {
-        format!("starting a scratch booking-app pod at stage {} to measure", key.stage)
+        format!(
+            "starting a scratch booking-app pod at stage {} to measure",
+            key.stage
+        )
     };
     // Without a Ready pod nothing may wake the reconcile in time to notice the timeout.
     let requeue_at = (!with_job).then_some(started_at + SERVER_READY_TIMEOUT);
-    pending(attempt, Some(Run { key: key.clone(), attempt: number, with_job }), "Calibrating", message, requeue_at)
+    pending(
+        attempt,
+        Some(Run {
+            key: key.clone(),
+            attempt: number,
+            with_job,
+        }),
+        "Calibrating",
+        message,
+        requeue_at,
+    )
 }
 
 fn fresh_attempt(key: &CalibrationKey) -> CalibrationAttempt {
@@ -350,7 +426,16 @@ fn settled(
     reason: &'static str,
     message: String,
 ) -> Assessment {
-    Assessment { per_pod_rps, record, attempt: None, run: None, calibrated: true, reason, message, requeue_at: None }
+    Assessment {
+        per_pod_rps,
+        record,
+        attempt: None,
+        run: None,
+        calibrated: true,
+        reason,
+        message,
+        requeue_at: None,
+    }
 }
 
 #[cfg(test)]

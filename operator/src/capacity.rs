@@ -9,7 +9,8 @@ pub mod unit;
 
 pub use connections::{
     ConnectionLimit, ConnectionPlan, ConnectionRequest, DEFAULT_MAX_CONNECTIONS_CEILING,
-    POSTGRES_DEFAULT_MAX_CONNECTIONS, RESERVED_CONNECTIONS, ROLLOUT_SURGE_PERCENT, plan_connections,
+    POSTGRES_DEFAULT_MAX_CONNECTIONS, RESERVED_CONNECTIONS, ROLLOUT_SURGE_PERCENT,
+    plan_connections,
 };
 pub use partitions::{DEFAULT_PARTITIONS, kafka_partitions};
 pub use unit::{Derived, DerivedRequest, default_pool, derive};
@@ -32,7 +33,9 @@ pub enum CapacityError {
     InvalidPerPodRps(f64),
     #[error("targetUtilization must be in (0, 1], got {0}")]
     InvalidUtilization(f64),
-    #[error("minReplicas ({min}) must not exceed maxReplicas ({max}), and maxReplicas must be at least 1")]
+    #[error(
+        "minReplicas ({min}) must not exceed maxReplicas ({max}), and maxReplicas must be at least 1"
+    )]
     InvalidBounds { min: u32, max: u32 },
 }
 
@@ -185,7 +188,11 @@ pub fn pods_for(target_rps: f64, per_pod_rps: f64) -> u64 {
         return u64::MAX;
     }
     let nearest = exact.round();
-    let pods = if (exact - nearest).abs() <= ROUNDING_SLACK * nearest.max(1.0) { nearest } else { exact.ceil() };
+    let pods = if (exact - nearest).abs() <= ROUNDING_SLACK * nearest.max(1.0) {
+        nearest
+    } else {
+        exact.ceil()
+    };
     pods.max(0.0) as u64
 }
 
@@ -207,9 +214,19 @@ pub fn size_replicas(request: &SizingRequest) -> Result<ReplicaPlan, CapacityErr
         (min, SizingLimit::ClampedByMin)
     } else {
         // In [min, max], so it fits in a u32.
-        (u32::try_from(required).unwrap_or(max), SizingLimit::Computed)
+        (
+            u32::try_from(required).unwrap_or(max),
+            SizingLimit::Computed,
+        )
     };
-    Ok(ReplicaPlan { replicas, required, limit, target_rps: request.target_rps, per_pod_rps, utilization })
+    Ok(ReplicaPlan {
+        replicas,
+        required,
+        limit,
+        target_rps: request.target_rps,
+        per_pod_rps,
+        utilization,
+    })
 }
 
 #[cfg(test)]
@@ -217,16 +234,29 @@ mod tests {
     use super::*;
 
     fn request(target_rps: u64, per_pod_rps: Option<f64>) -> SizingRequest {
-        SizingRequest { target_rps, per_pod_rps, utilization: 0.7, min_replicas: 2, max_replicas: 500 }
+        SizingRequest {
+            target_rps,
+            per_pod_rps,
+            utilization: 0.7,
+            min_replicas: 2,
+            max_replicas: 500,
+        }
     }
 
     #[test]
     fn roadmap_example_one_million_rps_at_4000_per_pod() {
-        let plan = size_replicas(&SizingRequest { utilization: 1.0, ..request(1_000_000, Some(4000.0)) }).unwrap();
+        let plan = size_replicas(&SizingRequest {
+            utilization: 1.0,
+            ..request(1_000_000, Some(4000.0))
+        })
+        .unwrap();
         assert_eq!((plan.replicas, plan.limit), (250, SizingLimit::Computed));
         let plan = size_replicas(&request(1_000_000, Some(4000.0))).unwrap();
         // 1_000_000 / 2800 = 357.14…
-        assert_eq!((plan.replicas, plan.required, plan.limit), (358, 358, SizingLimit::Computed));
+        assert_eq!(
+            (plan.replicas, plan.required, plan.limit),
+            (358, 358, SizingLimit::Computed)
+        );
         assert!(plan.planned_rps() >= 1_000_000.0);
         assert_eq!(plan.reason(), "SizedForTarget");
     }
@@ -234,57 +264,131 @@ mod tests {
     #[test]
     fn exact_multiples_do_not_round_up_from_float_noise() {
         // 4000 × 0.7 and 3000 × 0.7 are inexact in binary; the answers must still be whole.
-        assert_eq!(size_replicas(&request(2800 * 7, Some(4000.0))).unwrap().replicas, 7);
-        let one = SizingRequest { min_replicas: 1, ..request(2100, Some(3000.0)) };
+        assert_eq!(
+            size_replicas(&request(2800 * 7, Some(4000.0)))
+                .unwrap()
+                .replicas,
+            7
+        );
+        let one = SizingRequest {
+            min_replicas: 1,
+            ..request(2100, Some(3000.0))
+        };
         assert_eq!(size_replicas(&one).unwrap().replicas, 1);
-        let just_over = SizingRequest { min_replicas: 1, ..request(2101, Some(3000.0)) };
+        let just_over = SizingRequest {
+            min_replicas: 1,
+            ..request(2101, Some(3000.0))
+        };
         assert_eq!(size_replicas(&just_over).unwrap().replicas, 2);
-        let tenth = SizingRequest { utilization: 0.1, min_replicas: 1, ..request(30, Some(100.0)) };
+        let tenth = SizingRequest {
+            utilization: 0.1,
+            min_replicas: 1,
+            ..request(30, Some(100.0))
+        };
         assert_eq!(size_replicas(&tenth).unwrap().replicas, 3);
     }
 
     #[test]
     fn missing_measurement_asks_for_calibration() {
-        assert_eq!(size_replicas(&request(1000, None)), Err(CapacityError::NotCalibrated));
+        assert_eq!(
+            size_replicas(&request(1000, None)),
+            Err(CapacityError::NotCalibrated)
+        );
         assert_eq!(CapacityError::NotCalibrated.reason(), "NotCalibrated");
-        assert!(CapacityError::NotCalibrated.to_string().contains("calibrate first"));
+        assert!(
+            CapacityError::NotCalibrated
+                .to_string()
+                .contains("calibrate first")
+        );
     }
 
     #[test]
     fn zero_negative_or_non_finite_measurement_is_refused_not_divided_by() {
-        for bad in [0.0, -0.0, -4000.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        for bad in [
+            0.0,
+            -0.0,
+            -4000.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
             let err = size_replicas(&request(1000, Some(bad))).unwrap_err();
-            assert!(matches!(err, CapacityError::InvalidPerPodRps(_)), "{bad}: {err:?}");
+            assert!(
+                matches!(err, CapacityError::InvalidPerPodRps(_)),
+                "{bad}: {err:?}"
+            );
         }
     }
 
     #[test]
     fn utilization_must_be_in_zero_exclusive_one_inclusive() {
         for bad in [0.0, -0.5, 1.000_001, 7.0, f64::NAN, f64::INFINITY] {
-            let err = size_replicas(&SizingRequest { utilization: bad, ..request(1000, Some(100.0)) }).unwrap_err();
-            assert!(matches!(err, CapacityError::InvalidUtilization(_)), "{bad}: {err:?}");
+            let err = size_replicas(&SizingRequest {
+                utilization: bad,
+                ..request(1000, Some(100.0))
+            })
+            .unwrap_err();
+            assert!(
+                matches!(err, CapacityError::InvalidUtilization(_)),
+                "{bad}: {err:?}"
+            );
         }
-        let full = size_replicas(&SizingRequest { utilization: 1.0, ..request(1000, Some(100.0)) }).unwrap();
+        let full = size_replicas(&SizingRequest {
+            utilization: 1.0,
+            ..request(1000, Some(100.0))
+        })
+        .unwrap();
         assert_eq!(full.replicas, 10);
-        let tiny =
-            SizingRequest { utilization: f64::MIN_POSITIVE, max_replicas: MAX_REPLICAS, ..request(1, Some(1.0)) };
-        assert_eq!(size_replicas(&tiny).unwrap().limit, SizingLimit::ClampedByMax);
+        let tiny = SizingRequest {
+            utilization: f64::MIN_POSITIVE,
+            max_replicas: MAX_REPLICAS,
+            ..request(1, Some(1.0))
+        };
+        assert_eq!(
+            size_replicas(&tiny).unwrap().limit,
+            SizingLimit::ClampedByMax
+        );
     }
 
     #[test]
     fn bounds_must_be_ordered_and_allow_one_pod() {
-        let inverted = SizingRequest { min_replicas: 5, max_replicas: 4, ..request(1000, Some(100.0)) };
-        assert_eq!(size_replicas(&inverted), Err(CapacityError::InvalidBounds { min: 5, max: 4 }));
-        let none = SizingRequest { min_replicas: 0, max_replicas: 0, ..request(1000, Some(100.0)) };
-        assert!(matches!(size_replicas(&none), Err(CapacityError::InvalidBounds { .. })));
-        let equal = SizingRequest { min_replicas: 3, max_replicas: 3, ..request(1, Some(100.0)) };
+        let inverted = SizingRequest {
+            min_replicas: 5,
+            max_replicas: 4,
+            ..request(1000, Some(100.0))
+        };
+        assert_eq!(
+            size_replicas(&inverted),
+            Err(CapacityError::InvalidBounds { min: 5, max: 4 })
+        );
+        let none = SizingRequest {
+            min_replicas: 0,
+            max_replicas: 0,
+            ..request(1000, Some(100.0))
+        };
+        assert!(matches!(
+            size_replicas(&none),
+            Err(CapacityError::InvalidBounds { .. })
+        ));
+        let equal = SizingRequest {
+            min_replicas: 3,
+            max_replicas: 3,
+            ..request(1, Some(100.0))
+        };
         assert_eq!(size_replicas(&equal).unwrap().replicas, 3);
     }
 
     #[test]
     fn clamped_by_max_says_what_the_sale_will_get() {
-        let plan = size_replicas(&SizingRequest { max_replicas: 100, ..request(1_000_000, Some(4000.0)) }).unwrap();
-        assert_eq!((plan.replicas, plan.required, plan.limit), (100, 358, SizingLimit::ClampedByMax));
+        let plan = size_replicas(&SizingRequest {
+            max_replicas: 100,
+            ..request(1_000_000, Some(4000.0))
+        })
+        .unwrap();
+        assert_eq!(
+            (plan.replicas, plan.required, plan.limit),
+            (100, 358, SizingLimit::ClampedByMax)
+        );
         assert_eq!(plan.reason(), "ClampedByMaxReplicas");
         assert_eq!(plan.planned_rps().floor(), 280_000.0);
         let message = plan.message();
@@ -295,24 +399,47 @@ mod tests {
     #[test]
     fn clamped_by_min_keeps_the_floor() {
         let plan = size_replicas(&request(100, Some(4000.0))).unwrap();
-        assert_eq!((plan.replicas, plan.required, plan.limit), (2, 1, SizingLimit::ClampedByMin));
+        assert_eq!(
+            (plan.replicas, plan.required, plan.limit),
+            (2, 1, SizingLimit::ClampedByMin)
+        );
         assert!(plan.message().contains("minReplicas"));
-        let zero_target = size_replicas(&SizingRequest { min_replicas: 0, ..request(0, Some(4000.0)) }).unwrap();
-        assert_eq!((zero_target.replicas, zero_target.limit), (0, SizingLimit::Computed));
+        let zero_target = size_replicas(&SizingRequest {
+            min_replicas: 0,
+            ..request(0, Some(4000.0))
+        })
+        .unwrap();
+        assert_eq!(
+            (zero_target.replicas, zero_target.limit),
+            (0, SizingLimit::Computed)
+        );
     }
 
     #[test]
     fn huge_targets_saturate_instead_of_overflowing() {
-        let plan = size_replicas(&SizingRequest { max_replicas: u32::MAX, ..request(u64::MAX, Some(0.001)) }).unwrap();
+        let plan = size_replicas(&SizingRequest {
+            max_replicas: u32::MAX,
+            ..request(u64::MAX, Some(0.001))
+        })
+        .unwrap();
         assert_eq!(plan.required, u64::MAX);
-        assert_eq!(plan.replicas, MAX_REPLICAS, "replicas must fit Kubernetes' int32");
+        assert_eq!(
+            plan.replicas, MAX_REPLICAS,
+            "replicas must fit Kubernetes' int32"
+        );
         assert_eq!(plan.limit, SizingLimit::ClampedByMax);
         assert!(plan.planned_rps().is_finite());
         // The smallest positive capacity times a small utilization underflows to 0: still no division by zero.
-        let underflow = SizingRequest { utilization: 1e-10, ..request(u64::MAX, Some(f64::MIN_POSITIVE)) };
+        let underflow = SizingRequest {
+            utilization: 1e-10,
+            ..request(u64::MAX, Some(f64::MIN_POSITIVE))
+        };
         assert_eq!(size_replicas(&underflow).unwrap().required, u64::MAX);
         // Large but representable: exact.
-        let big = SizingRequest { max_replicas: MAX_REPLICAS, ..request(10_000_000_000, Some(1.0)) };
+        let big = SizingRequest {
+            max_replicas: MAX_REPLICAS,
+            ..request(10_000_000_000, Some(1.0))
+        };
         assert_eq!(size_replicas(&big).unwrap().required, 14_285_714_286);
     }
 

@@ -61,7 +61,10 @@ impl Context {
 
     /// Follow observed load: read every ready API pod's /metrics (pod IPs are contacted).
     pub fn with_load_observer(self, observer: LoadObserver) -> Self {
-        Self { load_observer: Some(observer), ..self }
+        Self {
+            load_observer: Some(observer),
+            ..self
+        }
     }
 
     /// Record a failure of `key` and return how long to wait before retrying it.
@@ -74,7 +77,10 @@ impl Context {
 
     /// A success resets the backoff of `key`.
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }
 

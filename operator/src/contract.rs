@@ -99,7 +99,10 @@ mod tests {
     fn every_variable_the_operator_sets_is_declared_by_booking_app() {
         let declared = declared_env_vars(&booking_app_config());
         for name in ENV_VARS {
-            assert!(declared.contains(name), "booking-app/src/config.rs declares no env = \"{name}\"; declared: {declared:?}");
+            assert!(
+                declared.contains(name),
+                "booking-app/src/config.rs declares no env = \"{name}\"; declared: {declared:?}"
+            );
         }
     }
 
@@ -110,7 +113,8 @@ mod tests {
         let source = booking_app_config();
         let flag = WORKER_DRAIN_FLAG.trim_start_matches("--");
         assert!(
-            source.contains(&format!("pub {flag}: bool")) || source.contains(&format!("long = \"{flag}\"")),
+            source.contains(&format!("pub {flag}: bool"))
+                || source.contains(&format!("long = \"{flag}\"")),
             "booking-app/src/config.rs declares no `{WORKER_DRAIN_FLAG}` for `booking-app worker`"
         );
     }
@@ -118,9 +122,15 @@ mod tests {
     #[test]
     fn the_declared_defaults_the_operator_relies_on_still_hold() {
         let source = booking_app_config();
-        assert!(source.contains(&format!("default_value = \"0.0.0.0:{HTTP_PORT}\"")), "LISTEN_ADDR default port changed");
+        assert!(
+            source.contains(&format!("default_value = \"0.0.0.0:{HTTP_PORT}\"")),
+            "LISTEN_ADDR default port changed"
+        );
         for subcommand in ["Serve(Config)", "Worker(Config)"] {
-            assert!(source.contains(subcommand), "booking-app lost the `{subcommand}` subcommand");
+            assert!(
+                source.contains(subcommand),
+                "booking-app lost the `{subcommand}` subcommand"
+            );
         }
     }
 }

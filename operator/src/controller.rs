@@ -36,14 +36,21 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// Reconcile one watched object: malformed ones are reported, valid ones go through the pipeline.
 async fn reconcile(guarded: Arc<DeserializeGuard<FlashSale>>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_started();
-    let key = format!("{}/{}", guarded.namespace().unwrap_or_default(), guarded.name_any());
+    let key = format!(
+        "{}/{}",
+        guarded.namespace().unwrap_or_default(),
+        guarded.name_any()
+    );
     let result = match &guarded.0 {
         Ok(fs) => reconcile::reconcile_sale(fs, &ctx).await,
         Err(invalid) => {
             let event = Event {
                 type_: EventType::Warning,
                 reason: "Malformed".into(),
-                note: Some(format!("FlashSale does not match this operator's schema: {}", invalid.error)),
+                note: Some(format!(
+                    "FlashSale does not match this operator's schema: {}",
+                    invalid.error
+                )),
                 action: "Reconcile".into(),
                 secondary: None,
             };
@@ -59,8 +66,16 @@ async fn reconcile(guarded: Arc<DeserializeGuard<FlashSale>>, ctx: Arc<Context>)
     result
 }
 
-fn error_policy(guarded: Arc<DeserializeGuard<FlashSale>>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("{}/{}", guarded.namespace().unwrap_or_default(), guarded.name_any());
+fn error_policy(
+    guarded: Arc<DeserializeGuard<FlashSale>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = format!(
+        "{}/{}",
+        guarded.namespace().unwrap_or_default(),
+        guarded.name_any()
+    );
     ctx.metrics.reconcile_failed(&key, error);
     if error.needs_spec_change() {
         warn!(sale = %key, %error, "waiting for the FlashSale to change");
@@ -98,22 +113,29 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     }
     // Children are watched by the operator's label only: no cache of every Secret in the cluster.
     let owned = watcher::Config::default().labels(&labels::managed());
-    Controller::new(api::<DeserializeGuard<FlashSale>>(&client, namespace), watcher::Config::default())
-        .owns(api::<StatefulSet>(&client, namespace), owned.clone())
-        .owns(api::<Deployment>(&client, namespace), owned.clone())
-        .owns(api::<Service>(&client, namespace), owned.clone())
-        .owns(api::<Secret>(&client, namespace), owned.clone())
-        .owns(api::<Job>(&client, namespace), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, namespace), owned)
-        .with_config(Config::default().concurrency(ctx.concurrency).debounce(DEBOUNCE))
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(sale = %object.name, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "controller event"),
-            }
-        })
-        .await;
+    Controller::new(
+        api::<DeserializeGuard<FlashSale>>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .owns(api::<StatefulSet>(&client, namespace), owned.clone())
+    .owns(api::<Deployment>(&client, namespace), owned.clone())
+    .owns(api::<Service>(&client, namespace), owned.clone())
+    .owns(api::<Secret>(&client, namespace), owned.clone())
+    .owns(api::<Job>(&client, namespace), owned.clone())
+    .owns(api::<PodDisruptionBudget>(&client, namespace), owned)
+    .with_config(
+        Config::default()
+            .concurrency(ctx.concurrency)
+            .debounce(DEBOUNCE),
+    )
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((object, _)) => tracing::debug!(sale = %object.name, "reconciled"),
+            Err(e) => tracing::debug!(error = %e, "controller event"),
+        }
+    })
+    .await;
     info!("controller stopped");
 }

@@ -319,8 +319,7 @@ macro_rules! external_or_in_cluster {
         )
     };
 }
-const EXTERNAL_OR_IN_CLUSTER: &str =
-    "!has(self.external) || !(has(self.image) || has(self.storage) || has(self.storageClassName) || has(self.resources))";
+const EXTERNAL_OR_IN_CLUSTER: &str = "!has(self.external) || !(has(self.image) || has(self.storage) || has(self.storageClassName) || has(self.resources))";
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -377,7 +376,11 @@ pub struct KafkaSpec {
 impl FlashSale {
     /// The condition of this type in the current status, if any.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
-        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
     }
 }
 

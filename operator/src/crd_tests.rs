@@ -34,7 +34,10 @@ fn a_plain_sale_passes_every_rule() {
     fs.spec.window = window(1_000, 2_000, Some("1h30m"));
     fs.spec.capacity.per_pod_rps = Some(4000.0);
     fs.spec.capacity.target_utilization = 1.0;
-    fs.spec.booking_app.service = ServiceSpec { type_: ServiceType::NodePort, node_port: Some(30080) };
+    fs.spec.booking_app.service = ServiceSpec {
+        type_: ServiceType::NodePort,
+        node_port: Some(30080),
+    };
     assert_eq!(refusal(&fs), "");
 }
 
@@ -43,23 +46,38 @@ fn min_replicas_above_max_is_refused() {
     let mut fs = valid();
     fs.spec.capacity.min_replicas = 10;
     fs.spec.capacity.max_replicas = 3;
-    assert!(refusal(&fs).contains("capacity.minReplicas must not exceed capacity.maxReplicas"), "{}", refusal(&fs));
+    assert!(
+        refusal(&fs).contains("capacity.minReplicas must not exceed capacity.maxReplicas"),
+        "{}",
+        refusal(&fs)
+    );
 }
 
 #[test]
 fn a_window_that_ends_before_it_starts_is_refused() {
     let mut fs = valid();
     fs.spec.window = window(2_000, 1_000, None);
-    assert!(refusal(&fs).contains("window.endsAt must be after window.startsAt"), "{}", refusal(&fs));
+    assert!(
+        refusal(&fs).contains("window.endsAt must be after window.startsAt"),
+        "{}",
+        refusal(&fs)
+    );
     fs.spec.window = window(1_000, 1_000, None);
-    assert!(refusal(&fs).contains("endsAt"), "equal instants are refused too");
+    assert!(
+        refusal(&fs).contains("endsAt"),
+        "equal instants are refused too"
+    );
 }
 
 #[test]
 fn a_warmup_that_is_not_a_duration_is_refused() {
     let mut fs = valid();
     fs.spec.window = window(1_000, 2_000, Some("ten minutes"));
-    assert!(refusal(&fs).contains("window.warmup must be a duration"), "{}", refusal(&fs));
+    assert!(
+        refusal(&fs).contains("window.warmup must be a duration"),
+        "{}",
+        refusal(&fs)
+    );
 }
 
 #[test]
@@ -67,7 +85,11 @@ fn utilization_outside_zero_to_one_is_refused() {
     for bad in [0.0, -0.5, 1.01] {
         let mut fs = valid();
         fs.spec.capacity.target_utilization = bad;
-        assert!(refusal(&fs).contains("targetUtilization"), "{bad}: {}", refusal(&fs));
+        assert!(
+            refusal(&fs).contains("targetUtilization"),
+            "{bad}: {}",
+            refusal(&fs)
+        );
     }
 }
 
@@ -75,36 +97,66 @@ fn utilization_outside_zero_to_one_is_refused() {
 fn a_zero_per_pod_rps_is_refused() {
     let mut fs = valid();
     fs.spec.capacity.per_pod_rps = Some(0.0);
-    assert!(refusal(&fs).contains("capacity.perPodRps must be greater than 0"), "{}", refusal(&fs));
+    assert!(
+        refusal(&fs).contains("capacity.perPodRps must be greater than 0"),
+        "{}",
+        refusal(&fs)
+    );
 }
 
 #[test]
 fn external_and_in_cluster_store_settings_together_are_refused() {
-    let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).external_postgres("pg", "url").build();
+    let mut fs = FlashSaleBuilder::new("s", Stage::Postgres)
+        .external_postgres("pg", "url")
+        .build();
     assert_eq!(refusal(&fs), "");
     fs.spec.postgres.in_cluster.storage = Some(Quantity("5Gi".into()));
-    assert!(refusal(&fs).contains("postgres: use either external"), "{}", refusal(&fs));
+    assert!(
+        refusal(&fs).contains("postgres: use either external"),
+        "{}",
+        refusal(&fs)
+    );
 
     let mut fs = valid();
-    fs.spec.redis.external = Some(ExternalStore { secret_ref: SecretKeyRef { name: "r".into(), key: "url".into() } });
+    fs.spec.redis.external = Some(ExternalStore {
+        secret_ref: SecretKeyRef {
+            name: "r".into(),
+            key: "url".into(),
+        },
+    });
     fs.spec.redis.in_cluster.image = Some("redis:7".into());
-    assert!(refusal(&fs).contains("redis: use either external"), "{}", refusal(&fs));
+    assert!(
+        refusal(&fs).contains("redis: use either external"),
+        "{}",
+        refusal(&fs)
+    );
 }
 
 #[test]
 fn a_node_port_on_a_cluster_ip_service_is_refused() {
     let mut fs = valid();
     fs.spec.booking_app.service.node_port = Some(30080);
-    assert!(refusal(&fs).contains("nodePort needs type NodePort"), "{}", refusal(&fs));
+    assert!(
+        refusal(&fs).contains("nodePort needs type NodePort"),
+        "{}",
+        refusal(&fs)
+    );
 }
 
 #[test]
 fn names_that_cannot_prefix_child_names_are_refused() {
     for bad in ["9lives", "a".repeat(41).as_str()] {
         let fs = FlashSaleBuilder::new(bad, Stage::Postgres).build();
-        assert!(refusal(&fs).contains("metadata.name must be a DNS label"), "{bad}: {}", refusal(&fs));
+        assert!(
+            refusal(&fs).contains("metadata.name must be a DNS label"),
+            "{bad}: {}",
+            refusal(&fs)
+        );
     }
-    assert_eq!(refusal(&FlashSaleBuilder::new(&"a".repeat(40), Stage::Postgres).build()), "");
+    assert_eq!(
+        refusal(&FlashSaleBuilder::new(&"a".repeat(40), Stage::Postgres).build()),
+        ""
+    );
 }
 
 #[test]
@@ -129,17 +181,39 @@ fn the_schema_uses_only_formats_kubernetes_knows() {
                     formats(child, &format!("{path}.{key}"), out);
                 }
             }
-            serde_json::Value::Array(items) => items.iter().for_each(|child| formats(child, path, out)),
+            serde_json::Value::Array(items) => {
+                items.iter().for_each(|child| formats(child, path, out))
+            }
             _ => {}
         }
     }
     let crd = serde_json::to_value(FlashSale::crd()).unwrap();
     let mut found = Vec::new();
     formats(&crd, "", &mut found);
-    let known = ["int32", "int64", "double", "float", "date-time", "byte", "int-or-string"];
-    let unknown: Vec<_> = found.iter().filter(|(_, f)| !known.contains(&f.as_str())).collect();
-    assert!(unknown.is_empty(), "formats the API server does not know: {unknown:?}");
+    let known = [
+        "int32",
+        "int64",
+        "double",
+        "float",
+        "date-time",
+        "byte",
+        "int-or-string",
+    ];
+    let unknown: Vec<_> = found
+        .iter()
+        .filter(|(_, f)| !known.contains(&f.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "formats the API server does not know: {unknown:?}"
+    );
     let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
     assert_eq!(spec["targetRps"]["format"], "int64");
-    assert_eq!((spec["targetRps"]["minimum"].as_f64(), spec["targetRps"]["maximum"].as_f64()), (Some(1.0), Some(f64::from(u32::MAX))));
+    assert_eq!(
+        (
+            spec["targetRps"]["minimum"].as_f64(),
+            spec["targetRps"]["maximum"].as_f64()
+        ),
+        (Some(1.0), Some(f64::from(u32::MAX)))
+    );
 }

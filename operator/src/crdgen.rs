@@ -34,7 +34,8 @@ mod tests {
     #[test]
     fn crd_yaml_parses_back_into_the_same_definition() {
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-        let parsed: CustomResourceDefinition = serde_saphyr::from_str(&crd_yaml().unwrap()).unwrap();
+        let parsed: CustomResourceDefinition =
+            serde_saphyr::from_str(&crd_yaml().unwrap()).unwrap();
         assert_eq!(parsed, FlashSale::crd());
     }
 }

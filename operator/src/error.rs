@@ -17,7 +17,10 @@ pub enum Error {
     Malformed(String),
 
     #[error("serializing {what}: {source}")]
-    Serialize { what: &'static str, source: serde_json::Error },
+    Serialize {
+        what: &'static str,
+        source: serde_json::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

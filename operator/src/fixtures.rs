@@ -18,7 +18,11 @@ impl FlashSaleBuilder {
         let spec = FlashSaleSpec {
             stage,
             target_rps: 1_000,
-            event: EventSpec { name: "Summer Tour".into(), tickets: 10_000, per_user_limit: 2 },
+            event: EventSpec {
+                name: "Summer Tour".into(),
+                tickets: 10_000,
+                per_user_limit: 2,
+            },
             window: None,
             capacity: Default::default(),
             booking_app: Default::default(),
@@ -59,7 +63,12 @@ impl FlashSaleBuilder {
     }
 
     pub fn external_postgres(mut self, secret: &str, key: &str) -> Self {
-        self.fs.spec.postgres.external = Some(ExternalStore { secret_ref: SecretKeyRef { name: secret.into(), key: key.into() } });
+        self.fs.spec.postgres.external = Some(ExternalStore {
+            secret_ref: SecretKeyRef {
+                name: secret.into(),
+                key: key.into(),
+            },
+        });
         self
     }
 
@@ -100,5 +109,9 @@ pub fn sizing(replicas: i32) -> Sizing {
 
 /// The sizing of `sale` with an empty status, at a fixed instant, nothing observed yet.
 pub fn sized(sale: &Sale) -> Sizing {
-    sizing::decide(sale, &Default::default(), &crate::scaling::Inputs::at(chrono::DateTime::UNIX_EPOCH))
+    sizing::decide(
+        sale,
+        &Default::default(),
+        &crate::scaling::Inputs::at(chrono::DateTime::UNIX_EPOCH),
+    )
 }

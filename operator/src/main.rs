@@ -6,12 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use flashsale_operator::{context::Context, controller, crdgen, metrics::Metrics, reconcile::validate::Defaults, server};
+use flashsale_operator::{
+    context::Context, controller, crdgen, metrics::Metrics, reconcile::validate::Defaults, server,
+};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "flashsale-operator", version, about = "Kubernetes operator for FlashSale resources")]
+#[command(
+    name = "flashsale-operator",
+    version,
+    about = "Kubernetes operator for FlashSale resources"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,27 +73,49 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
     match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init(),
         LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
     }
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
-    let state = server::ServerState { metrics: metrics.clone(), ready: Arc::default() };
+    let state = server::ServerState {
+        metrics: metrics.clone(),
+        ready: Arc::default(),
+    };
     let shutdown = CancellationToken::new();
-    let http = tokio::spawn(server::serve(args.http_addr, state.clone(), shutdown.clone()));
+    let http = tokio::spawn(server::serve(
+        args.http_addr,
+        state.clone(),
+        shutdown.clone(),
+    ));
 
     controller::check_crd(&client).await?;
     state.ready.store(true, Ordering::Relaxed);
-    let mut ctx = Context::new(client, metrics, Defaults { booking_app_image: args.booking_app_image });
+    let mut ctx = Context::new(
+        client,
+        metrics,
+        Defaults {
+            booking_app_image: args.booking_app_image,
+        },
+    );
     ctx.concurrency = args.concurrency;
     if args.observe_load {
         let counter = flashsale_operator::autoscale::scrape::HttpRequestCounter::new()?;
-        ctx = ctx.with_load_observer(flashsale_operator::autoscale::scrape::LoadObserver::new(Arc::new(counter)));
+        ctx = ctx.with_load_observer(flashsale_operator::autoscale::scrape::LoadObserver::new(
+            Arc::new(counter),
+        ));
     }
     let ctx = Arc::new(ctx);
-    tracing::info!(namespace = args.namespace.as_deref().unwrap_or("<all>"), "starting FlashSale controller");
+    tracing::info!(
+        namespace = args.namespace.as_deref().unwrap_or("<all>"),
+        "starting FlashSale controller"
+    );
     controller::run_controller(ctx, args.namespace.as_deref()).await;
 
     shutdown.cancel();

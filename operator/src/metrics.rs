@@ -29,10 +29,28 @@ impl Default for Metrics {
         let reconciles = Counter::default();
         let failures = Family::<ErrorLabels, Counter>::default();
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0]);
-        registry.register("reconciles", "FlashSale reconciles started", reconciles.clone());
-        registry.register("reconcile_failures", "FlashSale reconciles that failed, by error", failures.clone());
-        registry.register_with_unit("reconcile_duration", "Time a FlashSale reconcile took", Unit::Seconds, duration.clone());
-        Self { registry, reconciles, failures, duration }
+        registry.register(
+            "reconciles",
+            "FlashSale reconciles started",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_failures",
+            "FlashSale reconciles that failed, by error",
+            failures.clone(),
+        );
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time a FlashSale reconcile took",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            failures,
+            duration,
+        }
     }
 }
 
@@ -40,11 +58,19 @@ impl Metrics {
     /// Count a reconcile and time it until the returned guard drops.
     pub fn reconcile_started(&self) -> ReconcileTimer {
         self.reconciles.inc();
-        ReconcileTimer { start: Instant::now(), histogram: self.duration.clone() }
+        ReconcileTimer {
+            start: Instant::now(),
+            histogram: self.duration.clone(),
+        }
     }
 
     pub fn reconcile_failed(&self, sale: &str, error: &crate::error::Error) {
-        self.failures.get_or_create(&ErrorLabels { sale: sale.into(), error: error.metric_label().into() }).inc();
+        self.failures
+            .get_or_create(&ErrorLabels {
+                sale: sale.into(),
+                error: error.metric_label().into(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -78,8 +104,19 @@ mod tests {
         drop(m.reconcile_started());
         m.reconcile_failed("ns/s", &crate::error::Error::InvalidSpec("x".into()));
         let text = m.encode();
-        assert!(text.contains("flashsale_operator_reconciles_total 1"), "{text}");
-        assert!(text.contains(r#"flashsale_operator_reconcile_failures_total{sale="ns/s",error="invalid_spec"} 1"#), "{text}");
-        assert!(text.contains("flashsale_operator_reconcile_duration_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("flashsale_operator_reconciles_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"flashsale_operator_reconcile_failures_total{sale="ns/s",error="invalid_spec"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("flashsale_operator_reconcile_duration_seconds_count 1"),
+            "{text}"
+        );
     }
 }

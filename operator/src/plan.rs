@@ -6,8 +6,8 @@ use chrono::TimeDelta;
 use crate::capacity::queue::{EVENTS_PER_SALE, QueueRequest, plan_queue};
 use crate::capacity::unit::{DerivedRequest, derive, table};
 use crate::capacity::{
-    CapacityError, DEFAULT_MAX_CONNECTIONS_CEILING, DEFAULT_TARGET_UTILIZATION, MAX_REPLICAS, SizingRequest,
-    size_replicas,
+    CapacityError, DEFAULT_MAX_CONNECTIONS_CEILING, DEFAULT_TARGET_UTILIZATION, MAX_REPLICAS,
+    SizingRequest, size_replicas,
 };
 use crate::schedule::parse_duration;
 use crate::stage::Stage;
@@ -56,7 +56,10 @@ fn parse_peak(text: &str) -> Result<TimeDelta, String> {
 }
 
 fn parse_stage(text: &str) -> Result<Stage, String> {
-    Stage::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| format!("{text:?} is not postgres, redis or kafka"))
+    Stage::ALL
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| format!("{text:?} is not postgres, redis or kafka"))
 }
 
 /// The table `plan` prints.
@@ -71,8 +74,13 @@ pub fn render(args: &PlanArgs) -> Result<String, CapacityError> {
     })?;
     let queue = match (args.stage.uses_kafka(), args.drain_rps) {
         (true, Some(drain_rps)) => Some(
-            plan_queue(&QueueRequest { target_rps: args.target_rps, drain_rps, events: args.events, peak: args.peak })
-                .ok_or(CapacityError::InvalidPerPodRps(drain_rps))?,
+            plan_queue(&QueueRequest {
+                target_rps: args.target_rps,
+                drain_rps,
+                events: args.events,
+                peak: args.peak,
+            })
+            .ok_or(CapacityError::InvalidPerPodRps(drain_rps))?,
         ),
         _ => None,
     };
@@ -107,22 +115,30 @@ mod tests {
     }
 
     fn plan(args: &str) -> Result<String, CapacityError> {
-        let cli = Cli::try_parse_from(std::iter::once("plan").chain(args.split_whitespace())).unwrap();
+        let cli =
+            Cli::try_parse_from(std::iter::once("plan").chain(args.split_whitespace())).unwrap();
         render(&cli.plan)
     }
 
     #[test]
     fn roadmap_numbers_come_out() {
         let text = plan("--target-rps 1000000 --per-pod-rps 4000 --utilization 1").unwrap();
-        assert!(text.contains("ceil(1000000 / (4000 x 1.00)) = 250"), "{text}");
-        let redis = plan("--target-rps 1000000 --per-pod-rps 50000 --utilization 1 --stage redis").unwrap();
+        assert!(
+            text.contains("ceil(1000000 / (4000 x 1.00)) = 250"),
+            "{text}"
+        );
+        let redis =
+            plan("--target-rps 1000000 --per-pod-rps 50000 --utilization 1 --stage redis").unwrap();
         assert!(redis.contains("= 20"), "{redis}");
         assert!(redis.contains("one write-behind syncer"), "{redis}");
     }
 
     #[test]
     fn kafka_plan_says_how_the_queue_of_one_event_behaves() {
-        let text = plan("--target-rps 100000 --per-pod-rps 20000 --stage kafka --drain-rps 5000 --peak 10m").unwrap();
+        let text = plan(
+            "--target-rps 100000 --per-pod-rps 20000 --stage kafka --drain-rps 5000 --peak 10m",
+        )
+        .unwrap();
         // One event: one worker decides it, whatever the target; the rest queues.
         let workers = text.lines().find(|l| l.contains("workers")).unwrap();
         assert!(workers.contains(" 1 "), "{workers}");
@@ -131,18 +147,46 @@ mod tests {
 
     #[test]
     fn kafka_plan_sizes_workers_and_partitions_for_many_events() {
-        let text = plan("--target-rps 100000 --per-pod-rps 20000 --stage kafka --worker-rps 5000 --events 100").unwrap();
+        let text = plan(
+            "--target-rps 100000 --per-pod-rps 20000 --stage kafka --worker-rps 5000 --events 100",
+        )
+        .unwrap();
         // 100000 / 5000 = 20 workers (the queue keeps up), and as many partitions.
-        let partitions = text.lines().find(|l| l.contains("Kafka partitions")).unwrap();
+        let partitions = text
+            .lines()
+            .find(|l| l.contains("Kafka partitions"))
+            .unwrap();
         assert!(partitions.contains(" 20 "), "{partitions}");
-        assert!(text.contains("20 workers decide 100 events in order at 100000 rps: the queue keeps up"), "{text}");
+        assert!(
+            text.contains(
+                "20 workers decide 100 events in order at 100000 rps: the queue keeps up"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
     fn bad_inputs_are_errors_not_tables() {
-        assert_eq!(plan("--target-rps 1000 --per-pod-rps 0"), Err(CapacityError::InvalidPerPodRps(0.0)));
-        assert_eq!(plan("--target-rps 1000 --per-pod-rps 10 --utilization 1.5"), Err(CapacityError::InvalidUtilization(1.5)));
-        assert!(Cli::try_parse_from(["plan", "--target-rps", "1", "--per-pod-rps", "1", "--stage", "mongo"]).is_err());
+        assert_eq!(
+            plan("--target-rps 1000 --per-pod-rps 0"),
+            Err(CapacityError::InvalidPerPodRps(0.0))
+        );
+        assert_eq!(
+            plan("--target-rps 1000 --per-pod-rps 10 --utilization 1.5"),
+            Err(CapacityError::InvalidUtilization(1.5))
+        );
+        assert!(
+            Cli::try_parse_from([
+                "plan",
+                "--target-rps",
+                "1",
+                "--per-pod-rps",
+                "1",
+                "--stage",
+                "mongo"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

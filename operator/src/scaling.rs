@@ -8,11 +8,16 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 
 use crate::autoscale::scrape::{LoadObserver, READ_INTERVAL, ready_targets};
-use crate::autoscale::{self, AutoscaleDecision, AutoscaleInput, DEFAULT_SCALE_DOWN_COOLDOWN, ObservedLoad, ScaleReason};
-use crate::calibration::{self, Assessment, CalibrationKey, JobState, Observation, describe_resources};
+use crate::autoscale::{
+    self, AutoscaleDecision, AutoscaleInput, DEFAULT_SCALE_DOWN_COOLDOWN, ObservedLoad, ScaleReason,
+};
+use crate::calibration::{
+    self, Assessment, CalibrationKey, JobState, Observation, describe_resources,
+};
 use crate::capacity::queue::{EVENTS_PER_SALE, QueuePlan, QueueRequest, plan_queue};
 use crate::capacity::{
-    self, CapacityError, DEFAULT_MAX_CONNECTIONS_CEILING, Derived, DerivedRequest, ReplicaPlan, SizingRequest,
+    self, CapacityError, DEFAULT_MAX_CONNECTIONS_CEILING, Derived, DerivedRequest, ReplicaPlan,
+    SizingRequest,
 };
 use crate::crd::FlashSaleStatus;
 use crate::reconcile::desired::booking_app;
@@ -41,7 +46,10 @@ impl Inputs {
             now,
             recalibrate: None,
             stores_ready: true,
-            calibration: Observation { server_ready: false, job: JobState::Absent },
+            calibration: Observation {
+                server_ready: false,
+                job: JobState::Absent,
+            },
             load: None,
         }
     }
@@ -77,7 +85,10 @@ pub fn calibration_key(sale: &Sale, recalibrate: Option<String>) -> CalibrationK
     let mut resources = describe_resources(&booking_app::pod_resources(app.resources.as_ref()));
     // At stage kafka the result also carries the drain rate of the sale's workers.
     if sale.spec.stage.uses_kafka() {
-        resources = format!("{resources} | worker {}", describe_resources(&booking_app::pod_resources(app.worker.resources.as_ref())));
+        resources = format!(
+            "{resources} | worker {}",
+            describe_resources(&booking_app::pod_resources(app.worker.resources.as_ref()))
+        );
     }
     CalibrationKey {
         stage: sale.spec.stage,
@@ -106,7 +117,10 @@ pub fn decide(sale: &Sale, previous: &FlashSaleStatus, inputs: &Inputs) -> Scali
         observation: &inputs.calibration,
         now: inputs.now,
     });
-    let (min, max) = (replica_count(cap.min_replicas), replica_count(cap.max_replicas));
+    let (min, max) = (
+        replica_count(cap.min_replicas),
+        replica_count(cap.max_replicas),
+    );
     let replicas = capacity::size_replicas(&SizingRequest {
         target_rps: u64::from(spec.target_rps),
         per_pod_rps: calibration.per_pod_rps,
@@ -127,7 +141,11 @@ pub fn decide(sale: &Sale, previous: &FlashSaleStatus, inputs: &Inputs) -> Scali
             per_pod_capacity,
             utilization: cap.target_utilization,
             observed: *load,
-            last_scale: previous.sizing.as_ref().and_then(|s| s.last_scale_time.as_ref()).map(from_time),
+            last_scale: previous
+                .sizing
+                .as_ref()
+                .and_then(|s| s.last_scale_time.as_ref())
+                .map(from_time),
             cooldown: DEFAULT_SCALE_DOWN_COOLDOWN,
             now: inputs.now,
         })),
@@ -135,19 +153,37 @@ pub fn decide(sale: &Sale, previous: &FlashSaleStatus, inputs: &Inputs) -> Scali
     };
     let booking_replicas = autoscale.map_or(floor, |a| a.replicas);
 
-    let (reason, message) = explain(sale, &calibration, &replicas, &window, autoscale.as_ref(), observed, booking_replicas);
+    let (reason, message) = explain(
+        sale,
+        &calibration,
+        &replicas,
+        &window,
+        autoscale.as_ref(),
+        observed,
+        booking_replicas,
+    );
     // Stage kafka: the drain rate measured at this stage (provisionally, like the per-pod rate,
     // while a new image or pod size is measured) says how many workers add drain.
-    let drain_rps = calibration.record.as_ref().filter(|r| key.same_stage(r)).and_then(|r| r.drain_rps);
-    let queue = drain_rps.filter(|_| spec.stage.uses_kafka()).and_then(|drain_rps| {
-        plan_queue(&QueueRequest {
-            target_rps: u64::from(spec.target_rps),
-            drain_rps,
-            events: EVENTS_PER_SALE,
-            peak: sale.window.as_ref().map(SaleWindow::length),
-        })
-    });
-    let worker_replicas = match (spec.stage.has_worker(), spec.booking_app.worker.replicas, &queue) {
+    let drain_rps = calibration
+        .record
+        .as_ref()
+        .filter(|r| key.same_stage(r))
+        .and_then(|r| r.drain_rps);
+    let queue = drain_rps
+        .filter(|_| spec.stage.uses_kafka())
+        .and_then(|drain_rps| {
+            plan_queue(&QueueRequest {
+                target_rps: u64::from(spec.target_rps),
+                drain_rps,
+                events: EVENTS_PER_SALE,
+                peak: sale.window.as_ref().map(SaleWindow::length),
+            })
+        });
+    let worker_replicas = match (
+        spec.stage.has_worker(),
+        spec.booking_app.worker.replicas,
+        &queue,
+    ) {
         (false, _, _) => 0,
         (true, Some(pinned), _) => replica_count(pinned),
         (true, None, Some(queue)) => queue.workers,
@@ -162,13 +198,19 @@ pub fn decide(sale: &Sale, previous: &FlashSaleStatus, inputs: &Inputs) -> Scali
         pinned_partitions: spec.kafka.partitions.map(replica_count),
         max_connections_ceiling: DEFAULT_MAX_CONNECTIONS_CEILING,
     });
-    let planned_rps =
-        calibration.per_pod_rps.map(|per_pod| f64::from(booking_replicas) * per_pod * cap.target_utilization);
+    let planned_rps = calibration
+        .per_pod_rps
+        .map(|per_pod| f64::from(booking_replicas) * per_pod * cap.target_utilization);
     let next_reading = inputs.load.is_some().then(|| inputs.now + READ_INTERVAL);
-    let wake_at = [window.next_change, calibration.requeue_at, autoscale.and_then(|a| a.recheck_at), next_reading]
-        .into_iter()
-        .flatten()
-        .min();
+    let wake_at = [
+        window.next_change,
+        calibration.requeue_at,
+        autoscale.and_then(|a| a.recheck_at),
+        next_reading,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     Scaling {
         key,
         booking_replicas,
@@ -200,21 +242,32 @@ fn explain(
     let min = sale.spec.capacity.min_replicas;
     if let Err(error) = replicas {
         let message = match error {
-            CapacityError::NotCalibrated => format!("{error}; running minReplicas ({min}) meanwhile: {}", calibration.message),
+            CapacityError::NotCalibrated => format!(
+                "{error}; running minReplicas ({min}) meanwhile: {}",
+                calibration.message
+            ),
             _ => error.to_string(),
         };
         return (error.reason().into(), message);
     }
-    let at = |t: Option<DateTime<Utc>>| t.map_or_else(|| "-".into(), |t| schedule::to_time(t).0.to_string());
+    let at = |t: Option<DateTime<Utc>>| {
+        t.map_or_else(|| "-".into(), |t| schedule::to_time(t).0.to_string())
+    };
     match window.phase {
         WindowPhase::Scheduled if autoscale.is_none_or(|a| a.reason == ScaleReason::Floor) => {
             return (
                 "BeforeWindow".into(),
-                format!("holding minReplicas ({min}) until the warm-up at {}", at(window.next_change)),
+                format!(
+                    "holding minReplicas ({min}) until the warm-up at {}",
+                    at(window.next_change)
+                ),
             );
         }
         WindowPhase::Ended if autoscale.is_none_or(|a| a.reason == ScaleReason::Floor) => {
-            return ("AfterWindow".into(), "the sale window has ended: back to minReplicas".into());
+            return (
+                "AfterWindow".into(),
+                "the sale window has ended: back to minReplicas".into(),
+            );
         }
         _ => {}
     }
@@ -226,7 +279,10 @@ fn explain(
             decision.reason.as_str(),
             load.per_pod_rps(),
             load.pods,
-            decision.recheck_at.map_or_else(String::new, |t| format!(" until the cooldown ends at {}", at(Some(t))))
+            decision.recheck_at.map_or_else(String::new, |t| format!(
+                " until the cooldown ends at {}",
+                at(Some(t))
+            ))
         );
         return (decision.reason.as_str().into(), message);
     }
@@ -238,7 +294,8 @@ fn explain(
 
 /// The stores of `spec.stage` are up (the same check as the StoresReady condition).
 pub fn stores_ready(sale: &Sale, observed: &Observed) -> bool {
-    crate::reconcile::status::stores(sale, sale.spec.stage, observed).is_some_and(|(_, ready, _, _)| ready)
+    crate::reconcile::status::stores(sale, sale.spec.stage, observed)
+        .is_some_and(|(_, ready, _, _)| ready)
 }
 
 /// Reads what `decide` needs from the cluster: the calibration attempt's Job pods, and (only
@@ -253,28 +310,51 @@ pub async fn observe(
     now: DateTime<Utc>,
 ) -> Result<Inputs, kube::Error> {
     let key = calibration_key(sale, recalibrate.clone());
-    let settled = sale.spec.capacity.per_pod_rps.is_some() || previous.calibration.as_ref().is_some_and(|r| key.matches_record(r));
+    let settled = sale.spec.capacity.per_pod_rps.is_some()
+        || previous
+            .calibration
+            .as_ref()
+            .is_some_and(|r| key.matches_record(r));
     let calibration = if settled {
-        Observation { server_ready: false, job: JobState::Absent }
+        Observation {
+            server_ready: false,
+            job: JobState::Absent,
+        }
     } else {
-        let attempt = previous.calibration_attempt.as_ref().filter(|a| key.matches_attempt(a)).map_or(1, |a| a.failures + 1);
+        let attempt = previous
+            .calibration_attempt
+            .as_ref()
+            .filter(|a| key.matches_attempt(a))
+            .map_or(1, |a| a.failures + 1);
         calibration::observe::observe(client, sale, observed, &key, attempt).await?
     };
     let load = match load {
         Some(observer) => {
             let pods: Api<Pod> = Api::namespaced(client.clone(), &sale.namespace);
-            let selector = labels::selector(&sale.name, Component::BookingApi, Some(sale.spec.stage))
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            let targets = ready_targets(&pods.list(&ListParams::default().labels(&selector)).await?.items);
+            let selector =
+                labels::selector(&sale.name, Component::BookingApi, Some(sale.spec.stage))
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+            let targets = ready_targets(
+                &pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await?
+                    .items,
+            );
             let key = format!("{}/{}", sale.namespace, sale.name);
             Some(observer.observe(&key, &targets, now).await)
         }
         None => None,
     };
-    Ok(Inputs { now, recalibrate, stores_ready: stores_ready(sale, observed), calibration, load })
+    Ok(Inputs {
+        now,
+        recalibrate,
+        stores_ready: stores_ready(sale, observed),
+        calibration,
+        load,
+    })
 }
 
 #[cfg(test)]

@@ -37,25 +37,37 @@ impl ManualClock {
     }
 
     pub fn set(&self, now: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = now;
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = now;
     }
 
     pub fn advance(&self, by: TimeDelta) {
-        let mut now = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut now = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *now += by;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WindowError {
     #[error("window.endsAt ({ends_at}) must be after window.startsAt ({starts_at})")]
-    EndsBeforeStart { starts_at: DateTime<Utc>, ends_at: DateTime<Utc> },
+    EndsBeforeStart {
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+    },
     #[error("window.warmup must not be negative")]
     NegativeWarmup,
     #[error("window.warmup: {0}")]
@@ -75,7 +87,10 @@ pub fn to_time(at: DateTime<Utc>) -> Time {
         from_time(&Time(k8s_openapi::jiff::Timestamp::MAX)),
     );
     let nanos = i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0);
-    Time(k8s_openapi::jiff::Timestamp::new(at.timestamp(), nanos).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
+    Time(
+        k8s_openapi::jiff::Timestamp::new(at.timestamp(), nanos)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    )
 }
 
 /// A validated sale window.
@@ -87,25 +102,40 @@ pub struct SaleWindow {
 }
 
 impl SaleWindow {
-    pub fn new(starts_at: DateTime<Utc>, ends_at: DateTime<Utc>, warmup: TimeDelta) -> Result<Self, WindowError> {
+    pub fn new(
+        starts_at: DateTime<Utc>,
+        ends_at: DateTime<Utc>,
+        warmup: TimeDelta,
+    ) -> Result<Self, WindowError> {
         if ends_at <= starts_at {
             return Err(WindowError::EndsBeforeStart { starts_at, ends_at });
         }
         if warmup < TimeDelta::zero() {
             return Err(WindowError::NegativeWarmup);
         }
-        Ok(SaleWindow { starts_at, ends_at, warmup })
+        Ok(SaleWindow {
+            starts_at,
+            ends_at,
+            warmup,
+        })
     }
 
     /// The window a FlashSale asks for; a missing warmup is zero.
     pub fn from_spec(spec: &WindowSpec) -> Result<Self, WindowError> {
-        let warmup = spec.warmup.as_deref().map(parse_duration).transpose()?.unwrap_or_default();
+        let warmup = spec
+            .warmup
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?
+            .unwrap_or_default();
         Self::new(from_time(&spec.starts_at), from_time(&spec.ends_at), warmup)
     }
 
     /// When the pods start scaling up: `startsAt − warmup` (the earliest instant for absurd warmups).
     pub fn scale_up_at(&self) -> DateTime<Utc> {
-        self.starts_at.checked_sub_signed(self.warmup).unwrap_or(DateTime::<Utc>::MIN_UTC)
+        self.starts_at
+            .checked_sub_signed(self.warmup)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
     /// How long the doors are open: `endsAt − startsAt` (positive, checked by `new`).
@@ -132,7 +162,10 @@ pub enum WindowPhase {
 impl WindowPhase {
     /// Whether the sale runs at its computed size (otherwise at minReplicas).
     pub fn scaled(self) -> bool {
-        matches!(self, WindowPhase::Unscheduled | WindowPhase::WarmingUp | WindowPhase::Open)
+        matches!(
+            self,
+            WindowPhase::Unscheduled | WindowPhase::WarmingUp | WindowPhase::Open
+        )
     }
 }
 
@@ -147,7 +180,11 @@ pub struct WindowDecision {
 impl WindowDecision {
     /// The replicas the calendar asks for: the computed size inside the window, else the floor.
     pub fn replicas(&self, min_replicas: u32, sized: u32) -> u32 {
-        if self.phase.scaled() { sized } else { min_replicas }
+        if self.phase.scaled() {
+            sized
+        } else {
+            min_replicas
+        }
     }
 
     /// How long the reconciler waits before looking again, measured from `now`.
@@ -164,7 +201,10 @@ pub fn until(now: DateTime<Utc>, at: DateTime<Utc>) -> std::time::Duration {
 /// Which phase `now` falls in; each boundary belongs to the phase it starts.
 pub fn decide(window: Option<&SaleWindow>, now: DateTime<Utc>) -> WindowDecision {
     let Some(window) = window else {
-        return WindowDecision { phase: WindowPhase::Unscheduled, next_change: None };
+        return WindowDecision {
+            phase: WindowPhase::Unscheduled,
+            next_change: None,
+        };
     };
     let (phase, next_change) = if now < window.scale_up_at() {
         (WindowPhase::Scheduled, Some(window.scale_up_at()))
@@ -187,7 +227,12 @@ mod tests {
     }
 
     fn window() -> SaleWindow {
-        SaleWindow::new(at("2026-12-01T18:00:00Z"), at("2026-12-01T20:00:00Z"), TimeDelta::minutes(10)).unwrap()
+        SaleWindow::new(
+            at("2026-12-01T18:00:00Z"),
+            at("2026-12-01T20:00:00Z"),
+            TimeDelta::minutes(10),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -197,7 +242,10 @@ mod tests {
         assert_eq!(decision.phase, WindowPhase::Scheduled);
         assert_eq!(decision.replicas(2, 358), 2);
         assert_eq!(decision.next_change, Some(at("2026-12-01T17:50:00Z")));
-        assert_eq!(decision.requeue_after(now), Some(std::time::Duration::from_secs(8 * 3600 + 50 * 60)));
+        assert_eq!(
+            decision.requeue_after(now),
+            Some(std::time::Duration::from_secs(8 * 3600 + 50 * 60))
+        );
     }
 
     #[test]
@@ -216,7 +264,10 @@ mod tests {
         assert_eq!(decision.phase, WindowPhase::Open);
         assert_eq!(decision.replicas(2, 358), 358);
         assert_eq!(decision.next_change, Some(at("2026-12-01T20:00:00Z")));
-        assert_eq!(decide(Some(&window()), at("2026-12-01T18:00:00Z")).phase, WindowPhase::Open);
+        assert_eq!(
+            decide(Some(&window()), at("2026-12-01T18:00:00Z")).phase,
+            WindowPhase::Open
+        );
     }
 
     #[test]
@@ -239,15 +290,29 @@ mod tests {
 
     #[test]
     fn zero_warmup_scales_at_startsat() {
-        let w = SaleWindow::new(at("2026-12-01T18:00:00Z"), at("2026-12-01T20:00:00Z"), TimeDelta::zero()).unwrap();
-        assert_eq!(decide(Some(&w), at("2026-12-01T17:59:59Z")).next_change, Some(at("2026-12-01T18:00:00Z")));
-        assert_eq!(decide(Some(&w), at("2026-12-01T18:00:00Z")).phase, WindowPhase::Open);
+        let w = SaleWindow::new(
+            at("2026-12-01T18:00:00Z"),
+            at("2026-12-01T20:00:00Z"),
+            TimeDelta::zero(),
+        )
+        .unwrap();
+        assert_eq!(
+            decide(Some(&w), at("2026-12-01T17:59:59Z")).next_change,
+            Some(at("2026-12-01T18:00:00Z"))
+        );
+        assert_eq!(
+            decide(Some(&w), at("2026-12-01T18:00:00Z")).phase,
+            WindowPhase::Open
+        );
     }
 
     #[test]
     fn invalid_windows_are_refused() {
         let start = at("2026-12-01T18:00:00Z");
-        assert!(matches!(SaleWindow::new(start, start, TimeDelta::zero()), Err(WindowError::EndsBeforeStart { .. })));
+        assert!(matches!(
+            SaleWindow::new(start, start, TimeDelta::zero()),
+            Err(WindowError::EndsBeforeStart { .. })
+        ));
         assert_eq!(
             SaleWindow::new(start, at("2026-12-01T19:00:00Z"), TimeDelta::minutes(-1)),
             Err(WindowError::NegativeWarmup)
@@ -256,9 +321,17 @@ mod tests {
 
     #[test]
     fn absurd_warmup_does_not_overflow() {
-        let w = SaleWindow::new(at("2026-12-01T18:00:00Z"), at("2026-12-01T20:00:00Z"), TimeDelta::MAX).unwrap();
+        let w = SaleWindow::new(
+            at("2026-12-01T18:00:00Z"),
+            at("2026-12-01T20:00:00Z"),
+            TimeDelta::MAX,
+        )
+        .unwrap();
         assert_eq!(w.scale_up_at(), DateTime::<Utc>::MIN_UTC);
-        assert_eq!(decide(Some(&w), at("2026-01-01T00:00:00Z")).phase, WindowPhase::WarmingUp);
+        assert_eq!(
+            decide(Some(&w), at("2026-01-01T00:00:00Z")).phase,
+            WindowPhase::WarmingUp
+        );
     }
 
     #[test]
@@ -267,23 +340,44 @@ mod tests {
             "startsAt": "2026-12-01T18:00:00Z", "endsAt": "2026-12-01T20:00:00Z", "warmup": "1h30m"
         }))
         .unwrap();
-        assert_eq!(SaleWindow::from_spec(&spec).unwrap().scale_up_at(), at("2026-12-01T16:30:00Z"));
-        let no_warmup = WindowSpec { warmup: None, ..spec.clone() };
-        assert_eq!(SaleWindow::from_spec(&no_warmup).unwrap().scale_up_at(), at("2026-12-01T18:00:00Z"));
-        let bad = WindowSpec { warmup: Some("soon".into()), ..spec };
-        assert!(matches!(SaleWindow::from_spec(&bad), Err(WindowError::Warmup(_))));
+        assert_eq!(
+            SaleWindow::from_spec(&spec).unwrap().scale_up_at(),
+            at("2026-12-01T16:30:00Z")
+        );
+        let no_warmup = WindowSpec {
+            warmup: None,
+            ..spec.clone()
+        };
+        assert_eq!(
+            SaleWindow::from_spec(&no_warmup).unwrap().scale_up_at(),
+            at("2026-12-01T18:00:00Z")
+        );
+        let bad = WindowSpec {
+            warmup: Some("soon".into()),
+            ..spec
+        };
+        assert!(matches!(
+            SaleWindow::from_spec(&bad),
+            Err(WindowError::Warmup(_))
+        ));
     }
 
     #[test]
     fn kubernetes_timestamps_round_trip() {
         let instant = at("2026-12-01T17:50:00.123456789Z");
         assert_eq!(from_time(&to_time(instant)), instant);
-        assert_eq!(to_time(instant).0.to_string(), "2026-12-01T17:50:00.123456789Z");
+        assert_eq!(
+            to_time(instant).0.to_string(),
+            "2026-12-01T17:50:00.123456789Z"
+        );
     }
 
     #[test]
     fn past_instants_requeue_at_once() {
-        assert_eq!(until(at("2026-12-01T18:00:01Z"), at("2026-12-01T18:00:00Z")), std::time::Duration::ZERO);
+        assert_eq!(
+            until(at("2026-12-01T18:00:01Z"), at("2026-12-01T18:00:00Z")),
+            std::time::Duration::ZERO
+        );
     }
 
     #[test]

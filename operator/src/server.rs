@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
 
 use crate::metrics::Metrics;
 
@@ -28,7 +28,13 @@ pub fn router(state: ServerState) -> Router {
 }
 
 async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
 }
 
 async fn readyz(State(state): State<ServerState>) -> impl IntoResponse {
@@ -39,10 +45,16 @@ async fn readyz(State(state): State<ServerState>) -> impl IntoResponse {
     }
 }
 
-pub async fn serve(addr: SocketAddr, state: ServerState, shutdown: tokio_util::sync::CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    state: ServerState,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 #[cfg(test)]
@@ -54,7 +66,10 @@ mod tests {
     use tower::ServiceExt;
 
     async fn get(state: &ServerState, path: &str) -> (StatusCode, String) {
-        let response = router(state.clone()).oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let response = router(state.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8(body.to_vec()).unwrap())
@@ -62,14 +77,23 @@ mod tests {
 
     #[tokio::test]
     async fn readyz_follows_the_ready_flag_and_metrics_are_served() {
-        let state = ServerState { metrics: Arc::default(), ready: Arc::default() };
-        assert_eq!(get(&state, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        let state = ServerState {
+            metrics: Arc::default(),
+            ready: Arc::default(),
+        };
+        assert_eq!(
+            get(&state, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(get(&state, "/healthz").await.0, StatusCode::OK);
         state.ready.store(true, Ordering::Relaxed);
         assert_eq!(get(&state, "/readyz").await.0, StatusCode::OK);
         drop(state.metrics.reconcile_started());
         let (code, body) = get(&state, "/metrics").await;
         assert_eq!(code, StatusCode::OK);
-        assert!(body.contains("flashsale_operator_reconciles_total 1"), "{body}");
+        assert!(
+            body.contains("flashsale_operator_reconciles_total 1"),
+            "{body}"
+        );
     }
 }

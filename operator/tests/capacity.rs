@@ -38,27 +38,53 @@ const IMAGE: &str = "flashsale/booking-app:test";
 
 /// An uncalibrated sale sized for kwok's nodes.
 fn sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
-    with_tiny_resources(FlashSaleBuilder::new(name, stage).namespace(ns).target_rps(7_000).replicas(2, 50).build_for_apply())
+    with_tiny_resources(
+        FlashSaleBuilder::new(name, stage)
+            .namespace(ns)
+            .target_rps(7_000)
+            .replicas(2, 50)
+            .build_for_apply(),
+    )
 }
 
 /// A Context of its own, to drive `reconcile_by_name` step by step (and hold a clock).
 fn step_context(client: &Client) -> Context {
-    Context::new(client.clone(), Arc::new(Metrics::default()), Defaults { booking_app_image: IMAGE.into() })
+    Context::new(
+        client.clone(),
+        Arc::new(Metrics::default()),
+        Defaults {
+            booking_app_image: IMAGE.into(),
+        },
+    )
 }
 
 /// Reconcile again and again (kwok readies pods between passes) until the sale has a
 /// calibration Job for `stage`; returns its name.
-async fn reconcile_until_calibration_job(ctx: &Context, ns: &str, name: &str, stage: Stage) -> String {
+async fn reconcile_until_calibration_job(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    stage: Stage,
+) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         reconcile_by_name(ctx, ns, name).await.expect("reconcile");
         let jobs = calibration_jobs(&ctx.client, ns, name).await;
-        if let Some(job) = jobs.iter().find(|j| j.labels().get(labels::STAGE).map(String::as_str) == Some(stage.as_str())) {
+        if let Some(job) = jobs
+            .iter()
+            .find(|j| j.labels().get(labels::STAGE).map(String::as_str) == Some(stage.as_str()))
+        {
             return job.name_any();
         }
         if tokio::time::Instant::now() > deadline {
-            let fs = Api::<FlashSale>::namespaced(ctx.client.clone(), ns).get(name).await.expect("get FlashSale");
-            panic!("timed out after {WAIT:?}: no calibration Job for stage {stage}; status: {:#?}", fs.status);
+            let fs = Api::<FlashSale>::namespaced(ctx.client.clone(), ns)
+                .get(name)
+                .await
+                .expect("get FlashSale");
+            panic!(
+                "timed out after {WAIT:?}: no calibration Job for stage {stage}; status: {:#?}",
+                fs.status
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -66,19 +92,41 @@ async fn reconcile_until_calibration_job(ctx: &Context, ns: &str, name: &str, st
 
 /// The calibration key the operator uses for `fs` with this file's defaults.
 fn key(fs: &FlashSale) -> CalibrationKey {
-    let sale = validate(fs, &Defaults { booking_app_image: IMAGE.into() }).expect("a valid sale");
+    let sale = validate(
+        fs,
+        &Defaults {
+            booking_app_image: IMAGE.into(),
+        },
+    )
+    .expect("a valid sale");
     calibration_key(&sale, None)
 }
 
 /// The calibration Jobs of the sale (by their component label).
 async fn calibration_jobs(client: &Client, ns: &str, sale: &str) -> Vec<Job> {
-    let selector = format!("{},{}=calibration-loadgen", labels::children_of(sale), labels::COMPONENT);
-    Api::<Job>::namespaced(client.clone(), ns).list(&ListParams::default().labels(&selector)).await.expect("list Jobs").items
+    let selector = format!(
+        "{},{}=calibration-loadgen",
+        labels::children_of(sale),
+        labels::COMPONENT
+    );
+    Api::<Job>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .expect("list Jobs")
+        .items
 }
 
 async fn calibration_servers(client: &Client, ns: &str, sale: &str) -> Vec<Deployment> {
-    let selector = format!("{},{}=calibration", labels::children_of(sale), labels::COMPONENT);
-    Api::<Deployment>::namespaced(client.clone(), ns).list(&ListParams::default().labels(&selector)).await.expect("list").items
+    let selector = format!(
+        "{},{}=calibration",
+        labels::children_of(sale),
+        labels::COMPONENT
+    );
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .expect("list")
+        .items
 }
 
 /// Stand in for the kubelet: the Job's pod ends with `message` as its termination message.
@@ -86,11 +134,20 @@ async fn finish_job_pod(client: &Client, ns: &str, job: &str, message: &str) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let selector = format!("batch.kubernetes.io/job-name={job}");
     let pod = wait_until(&format!("a pod of Job {job}"), || async {
-        pods.list(&ListParams::default().labels(&selector)).await.ok()?.items.into_iter().next()
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()
     })
     .await;
     let name = pod.name_any();
-    let image = pod.spec.as_ref().and_then(|s| s.containers[0].image.clone()).unwrap_or_default();
+    let image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers[0].image.clone())
+        .unwrap_or_default();
     let now = to_time(Utc::now());
     let status = json!({ "status": {
         "phase": "Succeeded",
@@ -103,10 +160,18 @@ async fn finish_job_pod(client: &Client, ns: &str, job: &str, message: &str) {
     }});
     // kwok may be completing the same pod (without a message) right now: write until ours stays.
     wait_until(&format!("the result in pod {name}"), || async {
-        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await.ok()?;
+        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .ok()?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let seen = pods.get(&name).await.ok()?;
-        let terminated = seen.status?.container_statuses?.into_iter().next()?.state?.terminated?;
+        let terminated = seen
+            .status?
+            .container_statuses?
+            .into_iter()
+            .next()?
+            .state?
+            .terminated?;
         (terminated.message.as_deref() == Some(message)).then_some(())
     })
     .await;
@@ -119,7 +184,14 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     let ns = namespace(&client, "calibrate").await;
     let ctx = step_context(&client);
     let name = "cal-sale";
-    let mut volumes = vec![volume_for(&client, &ns.name, &names::data_claim(&names::postgres(name))).await];
+    let mut volumes = vec![
+        volume_for(
+            &client,
+            &ns.name,
+            &names::data_claim(&names::postgres(name)),
+        )
+        .await,
+    ];
     // As applied (with its uid), to compute the calibration keys the operator uses.
     let mut fs = apply_sale(&client, &ns.name, &sale(name, Stage::Postgres, &ns.name)).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
@@ -130,56 +202,131 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     assert_eq!(job, job_name(name, &key(&fs), 1));
     let fs_seen = sales.get(name).await.unwrap();
     let status = fs_seen.status.clone().unwrap();
-    assert_eq!((status.desired_replicas, status.measured_per_pod_rps), (2, None));
+    assert_eq!(
+        (status.desired_replicas, status.measured_per_pod_rps),
+        (2, None)
+    );
     let calibrated = fs_seen.condition("Calibrated").unwrap();
-    assert_eq!((calibrated.status.as_str(), calibrated.reason.as_str()), ("False", "Calibrating"), "{calibrated:?}");
+    assert_eq!(
+        (calibrated.status.as_str(), calibrated.reason.as_str()),
+        ("False", "Calibrating"),
+        "{calibrated:?}"
+    );
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
-    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
+    assert_eq!(
+        replicas(&deployments.get(&api_deployment).await.unwrap()),
+        Some(2)
+    );
 
     // The Job's pod ends with loadgen's result; the next pass records it and sizes from it.
-    finish_job_pod(&client, &ns.name, &job, r#"{"perPodRps":1000.0,"sloP99Ms":200,"p99Ms":120.5,"errorRate":0.0}"#).await;
-    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
+    finish_job_pod(
+        &client,
+        &ns.name,
+        &job,
+        r#"{"perPodRps":1000.0,"sloP99Ms":200,"p99Ms":120.5,"errorRate":0.0}"#,
+    )
+    .await;
+    reconcile_by_name(&ctx, &ns.name, name)
+        .await
+        .expect("reconcile");
     let fs_seen = sales.get(name).await.unwrap();
     let status = fs_seen.status.clone().unwrap();
     assert_eq!(status.measured_per_pod_rps, Some(1000.0));
     let record = status.calibration.clone().expect("calibration record");
-    assert_eq!((record.stage, record.image.as_str(), record.slo_p99_ms), (Stage::Postgres, IMAGE, 200));
-    assert_eq!(record.resources.as_deref(), Some(key(&fs).resources.as_str()), "the measured pod size is recorded");
+    assert_eq!(
+        (record.stage, record.image.as_str(), record.slo_p99_ms),
+        (Stage::Postgres, IMAGE, 200)
+    );
+    assert_eq!(
+        record.resources.as_deref(),
+        Some(key(&fs).resources.as_str()),
+        "the measured pod size is recorded"
+    );
     assert_eq!(record.job.as_deref(), Some(job.as_str()));
-    assert_eq!(fs_seen.condition("Calibrated").map(|c| (c.status.clone(), c.reason.clone())), Some(("True".into(), "Measured".into())));
+    assert_eq!(
+        fs_seen
+            .condition("Calibrated")
+            .map(|c| (c.status.clone(), c.reason.clone())),
+        Some(("True".into(), "Measured".into()))
+    );
     // ceil(7000 / (1000 × 0.7)) = 10
     assert_eq!(status.desired_replicas, 10);
-    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(10));
+    assert_eq!(
+        replicas(&deployments.get(&api_deployment).await.unwrap()),
+        Some(10)
+    );
     wait_gone(&Api::<Job>::namespaced(client.clone(), &ns.name), &job).await;
-    assert!(calibration_servers(&client, &ns.name, name).await.iter().all(|d| d.metadata.deletion_timestamp.is_some()));
+    assert!(
+        calibration_servers(&client, &ns.name, name)
+            .await
+            .iter()
+            .all(|d| d.metadata.deletion_timestamp.is_some())
+    );
 
     // A new target resizes from the same measurement: no new calibration.
     patch_spec(&client, &ns.name, name, json!({ "targetRps": 14_000 })).await;
-    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
-    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
+    reconcile_by_name(&ctx, &ns.name, name)
+        .await
+        .expect("reconcile");
+    reconcile_by_name(&ctx, &ns.name, name)
+        .await
+        .expect("reconcile");
     let status = sales.get(name).await.unwrap().status.unwrap();
     assert_eq!(status.desired_replicas, 20);
-    assert_eq!(status.calibration.as_ref().map(|r| &r.measured_at), Some(&record.measured_at), "not measured again");
+    assert_eq!(
+        status.calibration.as_ref().map(|r| &r.measured_at),
+        Some(&record.measured_at),
+        "not measured again"
+    );
     assert_eq!(status.calibration_attempt, None);
-    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(20));
+    assert_eq!(
+        replicas(&deployments.get(&api_deployment).await.unwrap()),
+        Some(20)
+    );
     assert!(calibration_jobs(&client, &ns.name, name).await.is_empty());
 
     // A bigger pod serves more: measured again, and sized with the old number meanwhile.
     let bigger = json!({ "requests": { "cpu": "20m", "memory": "16Mi" } });
-    patch_spec(&client, &ns.name, name, json!({ "bookingApp": { "resources": bigger } })).await;
+    patch_spec(
+        &client,
+        &ns.name,
+        name,
+        json!({ "bookingApp": { "resources": bigger } }),
+    )
+    .await;
     fs.spec.booking_app.resources = Some(serde_json::from_value(bigger).unwrap());
     let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Postgres).await;
     assert_eq!(job, job_name(name, &key(&fs), 1));
     let fs_seen = sales.get(name).await.unwrap();
     let status = fs_seen.status.clone().unwrap();
-    assert_eq!((status.desired_replicas, status.measured_per_pod_rps), (20, None), "a live sale keeps its size");
+    assert_eq!(
+        (status.desired_replicas, status.measured_per_pod_rps),
+        (20, None),
+        "a live sale keeps its size"
+    );
     let calibrated = fs_seen.condition("Calibrated").unwrap();
-    assert!(calibrated.message.contains("sized meanwhile with the previous measurement"), "{calibrated:?}");
-    finish_job_pod(&client, &ns.name, &job, r#"{"perPodRps":2000.0,"sloP99Ms":200,"p99Ms":90.0,"errorRate":0.0}"#).await;
-    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
+    assert!(
+        calibrated
+            .message
+            .contains("sized meanwhile with the previous measurement"),
+        "{calibrated:?}"
+    );
+    finish_job_pod(
+        &client,
+        &ns.name,
+        &job,
+        r#"{"perPodRps":2000.0,"sloP99Ms":200,"p99Ms":90.0,"errorRate":0.0}"#,
+    )
+    .await;
+    reconcile_by_name(&ctx, &ns.name, name)
+        .await
+        .expect("reconcile");
     let status = sales.get(name).await.unwrap().status.unwrap();
     // ceil(14000 / (2000 × 0.7)) = 10
-    assert_eq!((status.measured_per_pod_rps, status.desired_replicas), (Some(2000.0), 10));
+    assert_eq!(
+        (status.measured_per_pod_rps, status.desired_replicas),
+        (Some(2000.0), 10)
+    );
 
     // A new stage needs a new measurement: minReplicas until it is there. At stage kafka the
     // result also carries the drain rate of the sale's workers, which plans the queue.
@@ -189,25 +336,50 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Kafka).await;
     assert_eq!(job, job_name(name, &key(&fs), 1));
     let status = sales.get(name).await.unwrap().status.unwrap();
-    assert_eq!((status.desired_replicas, status.measured_per_pod_rps), (2, None));
-    let result = r#"{"perPodRps":5000.0,"sloP99Ms":200,"p99Ms":80.0,"errorRate":0.0,"drainRps":800.0}"#;
+    assert_eq!(
+        (status.desired_replicas, status.measured_per_pod_rps),
+        (2, None)
+    );
+    let result =
+        r#"{"perPodRps":5000.0,"sloP99Ms":200,"p99Ms":80.0,"errorRate":0.0,"drainRps":800.0}"#;
     finish_job_pod(&client, &ns.name, &job, result).await;
-    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
-    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
+    reconcile_by_name(&ctx, &ns.name, name)
+        .await
+        .expect("reconcile");
+    reconcile_by_name(&ctx, &ns.name, name)
+        .await
+        .expect("reconcile");
     let status = sales.get(name).await.unwrap().status.unwrap();
-    assert_eq!((status.measured_per_pod_rps, status.calibration.as_ref().map(|r| r.stage)), (Some(5000.0), Some(Stage::Kafka)));
+    assert_eq!(
+        (
+            status.measured_per_pod_rps,
+            status.calibration.as_ref().map(|r| r.stage)
+        ),
+        (Some(5000.0), Some(Stage::Kafka))
+    );
     assert_eq!(status.measured_drain_rps, Some(800.0));
     // ceil(14000 / (5000 × 0.7)) = 4
     assert_eq!(status.desired_replicas, 4);
     let kafka_api = names::booking_deployment(name, Stage::Kafka);
-    assert_eq!(replicas(&deployments.get(&kafka_api).await.unwrap()), Some(4));
-    let queue = status.sizing.and_then(|s| s.queue).expect("status.sizing.queue");
-    assert_eq!(queue, "1 worker decides the event in order at 800 rps; at the target of 14000 rps the queue grows by 13200 rps (792000 per minute)");
+    assert_eq!(
+        replicas(&deployments.get(&kafka_api).await.unwrap()),
+        Some(4)
+    );
+    let queue = status
+        .sizing
+        .and_then(|s| s.queue)
+        .expect("status.sizing.queue");
+    assert_eq!(
+        queue,
+        "1 worker decides the event in order at 800 rps; at the target of 14000 rps the queue grows by 13200 rps (792000 per minute)"
+    );
     let workers = names::worker_deployment(name, Stage::Kafka);
     assert_eq!(replicas(&deployments.get(&workers).await.unwrap()), Some(1));
 
     for pv in volumes {
-        let _ = Api::<PersistentVolume>::all(client.clone()).delete(&pv, &DeleteParams::default()).await;
+        let _ = Api::<PersistentVolume>::all(client.clone())
+            .delete(&pv, &DeleteParams::default())
+            .await;
     }
 }
 
@@ -222,37 +394,81 @@ async fn a_future_window_holds_min_replicas_until_startsat_minus_warmup() {
     let name = "window-sale";
     let mut fs = sale(name, Stage::Postgres, &ns.name);
     fs.spec.capacity.per_pod_rps = Some(1000.0);
-    fs.spec.window = Some(serde_json::from_value(json!({
-        "startsAt": "2026-12-01T18:00:00Z", "endsAt": "2026-12-01T20:00:00Z", "warmup": "10m"
-    })).unwrap());
+    fs.spec.window = Some(
+        serde_json::from_value(json!({
+            "startsAt": "2026-12-01T18:00:00Z", "endsAt": "2026-12-01T20:00:00Z", "warmup": "10m"
+        }))
+        .unwrap(),
+    );
     apply_sale(&client, &ns.name, &fs).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
 
     // Hours before: minReplicas, and the next look is exactly at startsAt − warmup.
-    let action = reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
+    let action = reconcile_by_name(&ctx, &ns.name, name)
+        .await
+        .expect("reconcile");
     assert_eq!(action, Action::requeue(Duration::from_secs(110 * 60)));
-    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
-    let sizing = sales.get(name).await.unwrap().status.unwrap().sizing.unwrap();
+    assert_eq!(
+        replicas(&deployments.get(&api_deployment).await.unwrap()),
+        Some(2)
+    );
+    let sizing = sales
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .sizing
+        .unwrap();
     assert_eq!(sizing.reason, "BeforeWindow", "{}", sizing.message);
 
     // A second before, still held.
     clock.set("2026-12-01T17:49:59Z".parse().unwrap());
-    assert_eq!(reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile"), Action::requeue(Duration::from_secs(1)));
-    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
+    assert_eq!(
+        reconcile_by_name(&ctx, &ns.name, name)
+            .await
+            .expect("reconcile"),
+        Action::requeue(Duration::from_secs(1))
+    );
+    assert_eq!(
+        replicas(&deployments.get(&api_deployment).await.unwrap()),
+        Some(2)
+    );
 
     // At startsAt − warmup: the computed size, ceil(7000 / 700) = 10; next look when the doors open.
     clock.advance(TimeDelta::seconds(1));
-    let action = reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
+    let action = reconcile_by_name(&ctx, &ns.name, name)
+        .await
+        .expect("reconcile");
     assert_eq!(action, Action::requeue(Duration::from_secs(10 * 60)));
-    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(10));
+    assert_eq!(
+        replicas(&deployments.get(&api_deployment).await.unwrap()),
+        Some(10)
+    );
 
     // After endsAt: back to minReplicas.
     clock.set("2026-12-01T20:00:00Z".parse().unwrap());
-    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
-    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(2));
-    assert_eq!(sales.get(name).await.unwrap().status.unwrap().sizing.unwrap().reason, "AfterWindow");
+    reconcile_by_name(&ctx, &ns.name, name)
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        replicas(&deployments.get(&api_deployment).await.unwrap()),
+        Some(2)
+    );
+    assert_eq!(
+        sales
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .sizing
+            .unwrap()
+            .reason,
+        "AfterWindow"
+    );
 }
 
 /// Request counters the test sets, standing in for the pods' /metrics (kwok pods serve nothing,
@@ -279,7 +495,9 @@ async fn observed_load_above_plan_adds_pods() {
     let start: DateTime<Utc> = "2026-12-01T18:00:00Z".parse().unwrap();
     let clock = Arc::new(ManualClock::new(start));
     let counters = Arc::new(FakeCounters::default());
-    let ctx = step_context(&client).with_clock(clock.clone()).with_load_observer(LoadObserver::new(counters.clone()));
+    let ctx = step_context(&client)
+        .with_clock(clock.clone())
+        .with_load_observer(LoadObserver::new(counters.clone()));
     let name = "busy-sale";
     let mut fs = sale(name, Stage::Postgres, &ns.name);
     fs.spec.capacity.per_pod_rps = Some(1000.0);
@@ -290,23 +508,41 @@ async fn observed_load_above_plan_adds_pods() {
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
 
     // Sized for the target: ceil(2100 / 700) = 3 pods, which kwok makes Ready.
-    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
-    wait_for(&deployments, &api_deployment, "3 ready pods", |d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)).await;
+    reconcile_by_name(&ctx, &ns.name, name)
+        .await
+        .expect("reconcile");
+    wait_for(&deployments, &api_deployment, "3 ready pods", |d| {
+        d.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)
+    })
+    .await;
 
     // A round of readings (the first pass, with no pod ready yet, read none): no rate yet.
     clock.advance(TimeDelta::seconds(15));
-    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
-    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(3));
+    reconcile_by_name(&ctx, &ns.name, name)
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        replicas(&deployments.get(&api_deployment).await.unwrap()),
+        Some(3)
+    );
     let read = counters.read_ips.lock().unwrap().clone();
     assert_eq!(read.len(), 3, "one read per ready pod: {read:?}");
 
     // 15 s later each pod has served 1400 rps, twice what a pod is planned for: 6 pods.
     *counters.served.lock().unwrap() = 1400.0 * 15.0;
     clock.advance(TimeDelta::seconds(15));
-    reconcile_by_name(&ctx, &ns.name, name).await.expect("reconcile");
-    assert_eq!(replicas(&deployments.get(&api_deployment).await.unwrap()), Some(6));
+    reconcile_by_name(&ctx, &ns.name, name)
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        replicas(&deployments.get(&api_deployment).await.unwrap()),
+        Some(6)
+    );
     let status = sales.get(name).await.unwrap().status.unwrap();
-    assert_eq!((status.observed_rps, status.observed_per_pod_rps), (Some(4_200.0), Some(1400.0)));
+    assert_eq!(
+        (status.observed_rps, status.observed_per_pod_rps),
+        (Some(4_200.0), Some(1400.0))
+    );
     let sizing = status.sizing.unwrap();
     assert_eq!(sizing.reason, "ObservedLoad", "{}", sizing.message);
 }

@@ -23,18 +23,32 @@ use serde_json::json;
 
 /// A small sale for the test cluster: tiny requests so kwok's nodes fit every test at once.
 fn small_sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
-    with_tiny_resources(FlashSaleBuilder::new(name, stage).namespace(ns).per_pod_rps(100.0).target_rps(200).replicas(2, 20).build_for_apply())
+    with_tiny_resources(
+        FlashSaleBuilder::new(name, stage)
+            .namespace(ns)
+            .per_pod_rps(100.0)
+            .target_rps(200)
+            .replicas(2, 20)
+            .build_for_apply(),
+    )
 }
 
 fn owned_by(obj: &impl Resource, owner: &FlashSale) -> bool {
-    obj.meta().owner_references.iter().flatten().any(|o| Some(&o.uid) == owner.metadata.uid.as_ref() && o.controller == Some(true) && o.kind == "FlashSale")
+    obj.meta().owner_references.iter().flatten().any(|o| {
+        Some(&o.uid) == owner.metadata.uid.as_ref()
+            && o.controller == Some(true)
+            && o.kind == "FlashSale"
+    })
 }
 
 fn env_value(d: &Deployment, var: &str) -> Option<String> {
     let c = &d.spec.as_ref()?.template.spec.as_ref()?.containers[0];
-    c.env.iter().flatten().find(|e| e.name == var).and_then(|e| e.value.clone())
+    c.env
+        .iter()
+        .flatten()
+        .find(|e| e.name == var)
+        .and_then(|e| e.value.clone())
 }
-
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applying_a_sale_creates_every_child_owned_by_it() {
@@ -42,16 +56,37 @@ async fn applying_a_sale_creates_every_child_owned_by_it() {
     install_crd(&client).await;
     let ns = namespace(&client, "children").await;
     let _controller = start_controller(&client, &ns.name);
-    let fs = apply_sale(&client, &ns.name, &small_sale("tour", Stage::Kafka, &ns.name)).await;
+    let fs = apply_sale(
+        &client,
+        &ns.name,
+        &small_sale("tour", Stage::Kafka, &ns.name),
+    )
+    .await;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let api = wait_for(&deployments, "tour-booking-app-kafka", "created", |_| true).await;
     // ceil(200 / (100 × 0.7)) = 3
     assert_eq!(replicas(&api), Some(3));
     assert_eq!(env_value(&api, "STAGE").as_deref(), Some("kafka"));
-    assert_eq!(env_value(&api, "KAFKA_BROKERS"), Some(format!("tour-kafka.{}.svc:9092", ns.name)));
+    assert_eq!(
+        env_value(&api, "KAFKA_BROKERS"),
+        Some(format!("tour-kafka.{}.svc:9092", ns.name))
+    );
     let worker = wait_for(&deployments, "tour-worker-kafka", "created", |_| true).await;
-    assert_eq!(worker.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].args.as_deref(), Some(&["worker".to_string()][..]));
+    assert_eq!(
+        worker
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .args
+            .as_deref(),
+        Some(&["worker".to_string()][..])
+    );
 
     let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
     let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
@@ -67,18 +102,39 @@ async fn applying_a_sale_creates_every_child_owned_by_it() {
     assert_eq!(svc.spec.unwrap().selector.unwrap()[labels::STAGE], "kafka");
     let secret = wait_for(&secrets, "tour-credentials", "created", |_| true).await;
     let pdb = wait_for(&pdbs, "tour-booking-app", "created", |_| true).await;
-    for obj in [api.metadata.clone(), worker.metadata.clone(), secret.metadata.clone(), pdb.metadata.clone()] {
-        assert!(obj.owner_references.iter().flatten().any(|o| Some(&o.uid) == fs.metadata.uid.as_ref()), "{:?} owner", obj.name);
+    for obj in [
+        api.metadata.clone(),
+        worker.metadata.clone(),
+        secret.metadata.clone(),
+        pdb.metadata.clone(),
+    ] {
+        assert!(
+            obj.owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(&o.uid) == fs.metadata.uid.as_ref()),
+            "{:?} owner",
+            obj.name
+        );
         assert_eq!(obj.labels.unwrap()[labels::MANAGED_BY], labels::MANAGER);
     }
-    assert!(stateful_sets.get_opt("tour-redis").await.unwrap().is_none(), "stage kafka runs no redis");
+    assert!(
+        stateful_sets.get_opt("tour-redis").await.unwrap().is_none(),
+        "stage kafka runs no redis"
+    );
 
     // The generated password survives further reconciles.
     let password = secret.data.as_ref().unwrap()[names::secret_keys::POSTGRES_PASSWORD].clone();
     patch_spec(&client, &ns.name, "tour", json!({ "targetRps": 300 })).await;
-    wait_for(&deployments, "tour-booking-app-kafka", "resized", |d| replicas(d) == Some(5)).await;
+    wait_for(&deployments, "tour-booking-app-kafka", "resized", |d| {
+        replicas(d) == Some(5)
+    })
+    .await;
     let again = secrets.get("tour-credentials").await.unwrap();
-    assert_eq!(again.data.unwrap()[names::secret_keys::POSTGRES_PASSWORD], password);
+    assert_eq!(
+        again.data.unwrap()[names::secret_keys::POSTGRES_PASSWORD],
+        password
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,48 +143,103 @@ async fn changing_target_and_stage_updates_children_and_removes_stale_ones() {
     install_crd(&client).await;
     let ns = namespace(&client, "stages").await;
     let _controller = start_controller(&client, &ns.name);
-    apply_sale(&client, &ns.name, &small_sale("sale", Stage::Postgres, &ns.name)).await;
+    apply_sale(
+        &client,
+        &ns.name,
+        &small_sale("sale", Stage::Postgres, &ns.name),
+    )
+    .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
-    wait_for(&deployments, "sale-booking-app-postgres", "at 3 replicas", |d| replicas(d) == Some(3)).await;
+    wait_for(
+        &deployments,
+        "sale-booking-app-postgres",
+        "at 3 replicas",
+        |d| replicas(d) == Some(3),
+    )
+    .await;
 
     // targetRps: the same Deployment is resized.
     patch_spec(&client, &ns.name, "sale", json!({ "targetRps": 1000 })).await;
-    wait_for(&deployments, "sale-booking-app-postgres", "at 15 replicas", |d| replicas(d) == Some(15)).await;
+    wait_for(
+        &deployments,
+        "sale-booking-app-postgres",
+        "at 15 replicas",
+        |d| replicas(d) == Some(15),
+    )
+    .await;
 
     // postgres → redis: nothing to drain; the postgres stage's pods stop, then redis starts.
     patch_spec(&client, &ns.name, "sale", json!({ "stage": "redis" })).await;
-    wait_for(&deployments, "sale-booking-app-redis", "created", |d| env_value(d, "STAGE").as_deref() == Some("redis")).await;
+    wait_for(&deployments, "sale-booking-app-redis", "created", |d| {
+        env_value(d, "STAGE").as_deref() == Some("redis")
+    })
+    .await;
     wait_for(&deployments, "sale-worker-redis", "created", |_| true).await;
     wait_for(&stateful_sets, "sale-redis", "created", |_| true).await;
     wait_gone(&deployments, "sale-booking-app-postgres").await;
-    wait_for(&sales, "sale", "serving redis", |s| s.status.as_ref().and_then(|s| s.stage) == Some(Stage::Redis)).await;
+    wait_for(&sales, "sale", "serving redis", |s| {
+        s.status.as_ref().and_then(|s| s.stage) == Some(Stage::Redis)
+    })
+    .await;
 
     // redis → postgres: the redis backlog is drained by a Job before postgres pods start.
     patch_spec(&client, &ns.name, "sale", json!({ "stage": "postgres" })).await;
-    wait_for(&sales, "sale", "draining", |s| s.status.as_ref().and_then(|s| s.phase) == Some(Phase::Draining)).await;
+    wait_for(&sales, "sale", "draining", |s| {
+        s.status.as_ref().and_then(|s| s.phase) == Some(Phase::Draining)
+    })
+    .await;
     let job = wait_for(&jobs, "sale-drain-redis", "created", |_| true).await;
-    let args = job.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    let args = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
     assert_eq!(args, ["worker", "--drain"]);
     // kwok completes the Job's pod; then the sale switches and the redis stage is removed.
-    wait_for(&deployments, "sale-booking-app-postgres", "recreated", |d| replicas(d) == Some(15)).await;
+    wait_for(
+        &deployments,
+        "sale-booking-app-postgres",
+        "recreated",
+        |d| replicas(d) == Some(15),
+    )
+    .await;
     wait_gone(&stateful_sets, "sale-redis").await;
     wait_gone(&deployments, "sale-worker-redis").await;
     wait_gone(&deployments, "sale-booking-app-redis").await;
     wait_gone(&jobs, "sale-drain-redis").await;
-    let sale = wait_for(&sales, "sale", "serving postgres", |s| s.status.as_ref().and_then(|s| s.stage) == Some(Stage::Postgres)).await;
-    let settled = sale.condition("StageSettled").expect("StageSettled condition");
-    assert_eq!((settled.status.as_str(), settled.reason.as_str()), ("True", "Serving"));
+    let sale = wait_for(&sales, "sale", "serving postgres", |s| {
+        s.status.as_ref().and_then(|s| s.stage) == Some(Stage::Postgres)
+    })
+    .await;
+    let settled = sale
+        .condition("StageSettled")
+        .expect("StageSettled condition");
+    assert_eq!(
+        (settled.status.as_str(), settled.reason.as_str()),
+        ("True", "Serving")
+    );
 
     // Both switches are on the record. The recorder folds repeats of a reason into one Event
     // series, so count occurrences, not objects.
     let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
     let reasons = wait_until("two StageSwitched events", || async {
-        let list = events.list(&ListParams::default().fields("involvedObject.name=sale")).await.ok()?;
-        let occurrences = |e: &Event| e.series.as_ref().map_or(e.count.unwrap_or(1), |s| s.count.unwrap_or(1));
-        let switched: i32 = list.items.iter().filter(|e| e.reason.as_deref() == Some("StageSwitched")).map(occurrences).sum();
+        let list = events
+            .list(&ListParams::default().fields("involvedObject.name=sale"))
+            .await
+            .ok()?;
+        let occurrences = |e: &Event| {
+            e.series
+                .as_ref()
+                .map_or(e.count.unwrap_or(1), |s| s.count.unwrap_or(1))
+        };
+        let switched: i32 = list
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("StageSwitched"))
+            .map(occurrences)
+            .sum();
         let reasons: Vec<String> = list.items.into_iter().filter_map(|e| e.reason).collect();
         (switched >= 2).then_some(reasons)
     })
@@ -144,17 +255,53 @@ async fn invalid_sales_are_refused_by_the_api_server_with_the_cel_message() {
     let api: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     type Mutation = Box<dyn Fn(&mut FlashSale)>;
     let cases: Vec<(&str, Mutation, &str)> = vec![
-        ("min-max", Box::new(|fs| { fs.spec.capacity.min_replicas = 9; fs.spec.capacity.max_replicas = 3; }), "capacity.minReplicas must not exceed capacity.maxReplicas"),
-        ("util", Box::new(|fs| fs.spec.capacity.target_utilization = 1.5), "capacity.targetUtilization must be greater than 0 and at most 1"),
-        ("window", Box::new(|fs| {
-            let t = |s| k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap());
-            fs.spec.window = Some(flashsale_operator::crd::WindowSpec { starts_at: t(2_000_000_000), ends_at: t(1_900_000_000), warmup: Some("10m".into()) });
-        }), "window.endsAt must be after window.startsAt"),
-        ("both", Box::new(|fs| {
-            fs.spec.postgres.external = Some(flashsale_operator::crd::ExternalStore { secret_ref: flashsale_operator::crd::SecretKeyRef { name: "pg".into(), key: "url".into() } });
-            fs.spec.postgres.in_cluster.storage = Some(Quantity("1Gi".into()));
-        }), "postgres: use either external"),
-        ("port", Box::new(|fs| fs.spec.booking_app.service.node_port = Some(30080)), "nodePort needs type NodePort or LoadBalancer"),
+        (
+            "min-max",
+            Box::new(|fs| {
+                fs.spec.capacity.min_replicas = 9;
+                fs.spec.capacity.max_replicas = 3;
+            }),
+            "capacity.minReplicas must not exceed capacity.maxReplicas",
+        ),
+        (
+            "util",
+            Box::new(|fs| fs.spec.capacity.target_utilization = 1.5),
+            "capacity.targetUtilization must be greater than 0 and at most 1",
+        ),
+        (
+            "window",
+            Box::new(|fs| {
+                let t = |s| {
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::from_second(s).unwrap(),
+                    )
+                };
+                fs.spec.window = Some(flashsale_operator::crd::WindowSpec {
+                    starts_at: t(2_000_000_000),
+                    ends_at: t(1_900_000_000),
+                    warmup: Some("10m".into()),
+                });
+            }),
+            "window.endsAt must be after window.startsAt",
+        ),
+        (
+            "both",
+            Box::new(|fs| {
+                fs.spec.postgres.external = Some(flashsale_operator::crd::ExternalStore {
+                    secret_ref: flashsale_operator::crd::SecretKeyRef {
+                        name: "pg".into(),
+                        key: "url".into(),
+                    },
+                });
+                fs.spec.postgres.in_cluster.storage = Some(Quantity("1Gi".into()));
+            }),
+            "postgres: use either external",
+        ),
+        (
+            "port",
+            Box::new(|fs| fs.spec.booking_app.service.node_port = Some(30080)),
+            "nodePort needs type NodePort or LoadBalancer",
+        ),
     ];
     for (name, mutate, message) in cases {
         let mut fs = small_sale(name, Stage::Postgres, &ns.name);
@@ -162,7 +309,11 @@ async fn invalid_sales_are_refused_by_the_api_server_with_the_cel_message() {
         match api.create(&PostParams::default(), &fs).await {
             Err(kube::Error::Api(status)) => {
                 assert_eq!(status.code, 422, "{name}: {status:?}");
-                assert!(status.message.contains(message), "{name}: {}", status.message);
+                assert!(
+                    status.message.contains(message),
+                    "{name}: {}",
+                    status.message
+                );
             }
             other => panic!("{name}: expected a 422 refusal, got {other:?}"),
         }
@@ -172,7 +323,12 @@ async fn invalid_sales_are_refused_by_the_api_server_with_the_cel_message() {
     let err = api.create(&PostParams::default(), &long).await.unwrap_err();
     assert!(err.to_string().contains("at most 40 characters"), "{err}");
     // And a valid one is accepted.
-    api.create(&PostParams::default(), &small_sale("fine", Stage::Postgres, &ns.name)).await.expect("valid sale accepted");
+    api.create(
+        &PostParams::default(),
+        &small_sale("fine", Stage::Postgres, &ns.name),
+    )
+    .await
+    .expect("valid sale accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +337,12 @@ async fn deleting_a_sale_garbage_collects_its_children() {
     install_crd(&client).await;
     let ns = namespace(&client, "gc").await;
     let controller = start_controller(&client, &ns.name);
-    apply_sale(&client, &ns.name, &small_sale("gone", Stage::Redis, &ns.name)).await;
+    apply_sale(
+        &client,
+        &ns.name,
+        &small_sale("gone", Stage::Redis, &ns.name),
+    )
+    .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
@@ -189,7 +350,10 @@ async fn deleting_a_sale_garbage_collects_its_children() {
     wait_for(&stateful_sets, "gone-redis", "created", |_| true).await;
     // Stop the controller first: the garbage collector alone must remove the children.
     drop(controller);
-    Api::<FlashSale>::namespaced(client.clone(), &ns.name).delete("gone", &DeleteParams::default()).await.unwrap();
+    Api::<FlashSale>::namespaced(client.clone(), &ns.name)
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
     for name in ["gone-booking-app-redis", "gone-worker-redis"] {
         wait_gone(&deployments, name).await;
     }
@@ -205,8 +369,15 @@ async fn versions(client: &Client, ns: &str, sale: &str) -> BTreeMap<String, Str
     let mut out = BTreeMap::new();
     macro_rules! collect {
         ($kind:ty) => {
-            for o in Api::<$kind>::namespaced(client.clone(), ns).list(&lp).await.unwrap() {
-                out.insert(format!("{}/{}", <$kind as Resource>::kind(&()), o.name_any()), o.resource_version().unwrap());
+            for o in Api::<$kind>::namespaced(client.clone(), ns)
+                .list(&lp)
+                .await
+                .unwrap()
+            {
+                out.insert(
+                    format!("{}/{}", <$kind as Resource>::kind(&()), o.name_any()),
+                    o.resource_version().unwrap(),
+                );
             }
         };
     }
@@ -216,7 +387,10 @@ async fn versions(client: &Client, ns: &str, sale: &str) -> BTreeMap<String, Str
     collect!(Secret);
     collect!(Job);
     collect!(PodDisruptionBudget);
-    let fs = Api::<FlashSale>::namespaced(client.clone(), ns).get(sale).await.unwrap();
+    let fs = Api::<FlashSale>::namespaced(client.clone(), ns)
+        .get(sale)
+        .await
+        .unwrap();
     out.insert("FlashSale".into(), fs.resource_version().unwrap());
     out
 }
@@ -228,16 +402,30 @@ async fn a_sale_becomes_ready_and_a_second_reconcile_changes_nothing() {
     let ns = namespace(&client, "ready").await;
     let pv = volume_for(&client, &ns.name, &names::data_claim("ready-sale-postgres")).await;
     let controller = start_controller(&client, &ns.name);
-    apply_sale(&client, &ns.name, &small_sale("ready-sale", Stage::Postgres, &ns.name)).await;
+    apply_sale(
+        &client,
+        &ns.name,
+        &small_sale("ready-sale", Stage::Postgres, &ns.name),
+    )
+    .await;
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
-    let sale = wait_for(&sales, "ready-sale", "Ready", |s| s.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)).await;
+    let sale = wait_for(&sales, "ready-sale", "Ready", |s| {
+        s.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)
+    })
+    .await;
 
     let status = sale.status.clone().unwrap();
     assert_eq!((status.replicas, status.desired_replicas), (3, 3));
     assert_eq!(status.per_pod_rps, Some(100.0));
     assert_eq!(status.stage, Some(Stage::Postgres));
     assert_eq!(status.observed_generation, sale.metadata.generation);
-    for t in ["Ready", "StoresReady", "BookingAppReady", "StageSettled", "Calibrated"] {
+    for t in [
+        "Ready",
+        "StoresReady",
+        "BookingAppReady",
+        "StageSettled",
+        "Calibrated",
+    ] {
         let c = sale.condition(t).unwrap_or_else(|| panic!("no {t}"));
         assert_eq!(c.status, "True", "{t}: {c:?}");
     }
@@ -245,12 +433,21 @@ async fn a_sale_becomes_ready_and_a_second_reconcile_changes_nothing() {
     // With the controller stopped and the cluster settled, a reconcile pass writes nothing.
     drop(controller);
     let ctx = context(&client);
-    reconcile_by_name(&ctx, &ns.name, "ready-sale").await.expect("reconcile");
+    reconcile_by_name(&ctx, &ns.name, "ready-sale")
+        .await
+        .expect("reconcile");
     let before = versions(&client, &ns.name, "ready-sale").await;
-    reconcile_by_name(&ctx, &ns.name, "ready-sale").await.expect("second reconcile");
+    reconcile_by_name(&ctx, &ns.name, "ready-sale")
+        .await
+        .expect("second reconcile");
     let after = versions(&client, &ns.name, "ready-sale").await;
-    assert_eq!(before, after, "a reconcile with nothing to change must not write");
+    assert_eq!(
+        before, after,
+        "a reconcile with nothing to change must not write"
+    );
     assert!(before.len() >= 6, "{before:?}");
 
-    let _ = Api::<PersistentVolume>::all(client.clone()).delete(&pv, &DeleteParams::default()).await;
+    let _ = Api::<PersistentVolume>::all(client.clone())
+        .delete(&pv, &DeleteParams::default())
+        .await;
 }

@@ -51,7 +51,10 @@ impl Admission {
     /// The limits of `config`, with the stage's default where `MAX_IN_FLIGHT` is not set, their
     /// series registered in `metrics`.
     pub fn new(config: &HttpConfig, stage: Stage, metrics: &Metrics) -> Self {
-        let limit = config.max_in_flight.map_or_else(|| default_in_flight(stage), |n| n as usize).max(1);
+        let limit = config
+            .max_in_flight
+            .map_or_else(|| default_in_flight(stage), |n| n as usize)
+            .max(1);
         let admission = Self {
             places: Arc::new(Semaphore::new(limit)),
             limit,
@@ -66,7 +69,11 @@ impl Admission {
             "Requests answered 503 at the door because the stage was at its in-flight limit",
             admission.shed.clone(),
         );
-        metrics.register("http_in_flight", "API requests inside the stage now", admission.in_flight.clone());
+        metrics.register(
+            "http_in_flight",
+            "API requests inside the stage now",
+            admission.in_flight.clone(),
+        );
         admission
     }
 
@@ -93,7 +100,10 @@ impl Admission {
 
     /// A place for one status stream, held until the stream ends; none waits.
     pub fn open_stream(&self) -> Result<OwnedSemaphorePermit, Shed> {
-        self.streams.clone().try_acquire_owned().map_err(|_| self.refuse("streams"))
+        self.streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| self.refuse("streams"))
     }
 
     fn refuse(&self, reason: &'static str) -> Shed {
@@ -122,7 +132,9 @@ pub struct Shed {
 impl IntoResponse for Shed {
     fn into_response(self) -> Response {
         let message = match self.reason {
-            "streams" => "too many status streams are open on this pod; poll the booking instead, or retry",
+            "streams" => {
+                "too many status streams are open on this pod; poll the booking instead, or retry"
+            }
             _ => "the service is at capacity; retry after the delay in Retry-After",
         };
         // ApiError sets Retry-After on every 503.
@@ -131,7 +143,11 @@ impl IntoResponse for Shed {
 }
 
 /// The middleware: every request but the probes and scrapes holds a place while its handler runs.
-pub async fn admit(State(admission): State<Arc<Admission>>, request: Request, next: Next) -> Response {
+pub async fn admit(
+    State(admission): State<Arc<Admission>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if NEVER_SHED.contains(&request.uri().path()) {
         return next.run(request).await;
     }
@@ -200,7 +216,11 @@ mod tests {
             async move { a.enter().await.is_ok() }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(a.enter().await.unwrap_err().reason, "full", "one waits already: the next is refused at once");
+        assert_eq!(
+            a.enter().await.unwrap_err().reason,
+            "full",
+            "one waits already: the next is refused at once"
+        );
         waiting.abort();
     }
 
@@ -209,7 +229,10 @@ mod tests {
         let a = admission(1, 0);
         let stream = a.open_stream().unwrap();
         assert!(a.open_stream().is_err());
-        let _request = a.enter().await.expect("a stream does not take a request's place");
+        let _request = a
+            .enter()
+            .await
+            .expect("a stream does not take a request's place");
         drop(stream);
         assert!(a.open_stream().is_ok());
     }

@@ -51,15 +51,26 @@ pub async fn create_booking(
     Path(event_id): Path<Uuid>,
     headers: HeaderMap,
     Json(request): Json<BookingRequest>,
-) -> Result<(StatusCode, [(header::HeaderName, String); 1], axum::Json<BookingAnswer>), ApiError> {
+) -> Result<
+    (
+        StatusCode,
+        [(header::HeaderName, String); 1],
+        axum::Json<BookingAnswer>,
+    ),
+    ApiError,
+> {
     let key = idempotency_key(&headers)?;
     validate_booking_request(&request).map_err(|e| ApiError::invalid(e.to_string()))?;
     let stage = state.inventory.stage();
-    let outcome = state.inventory.book(event_id, request, key).await.inspect_err(|err| {
-        if let StageError::Rejected { reason, .. } = err {
-            state.metrics.record_booking(stage, reason.as_str());
-        }
-    })?;
+    let outcome = state
+        .inventory
+        .book(event_id, request, key)
+        .await
+        .inspect_err(|err| {
+            if let StageError::Rejected { reason, .. } = err {
+                state.metrics.record_booking(stage, reason.as_str());
+            }
+        })?;
     let status = match outcome {
         BookingOutcome::Confirmed(_) => StatusCode::CREATED,
         BookingOutcome::Pending(_) => StatusCode::ACCEPTED,
@@ -69,7 +80,11 @@ pub async fn create_booking(
     };
     state.metrics.record_booking(stage, booking.status.as_str());
     let answer = BookingAnswer::new(booking);
-    Ok((status, [(header::LOCATION, answer.status_url.clone())], axum::Json(answer)))
+    Ok((
+        status,
+        [(header::LOCATION, answer.status_url.clone())],
+        axum::Json(answer),
+    ))
 }
 
 /// The answer to a booking request: the booking, and where to follow it (what a client of a
@@ -88,14 +103,23 @@ impl BookingAnswer {
     pub fn new(booking: Booking) -> Self {
         let status_url = format!("/bookings/{}", booking.id);
         let events_url = format!("{status_url}/events");
-        Self { booking, status_url, events_url }
+        Self {
+            booking,
+            status_url,
+            events_url,
+        }
     }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
-    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", message);
-    let key = value.to_str().map_err(|_| invalid("Idempotency-Key: must be ASCII".into()))?;
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let invalid =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", message);
+    let key = value
+        .to_str()
+        .map_err(|_| invalid("Idempotency-Key: must be ASCII".into()))?;
     validate_idempotency_key(key).map_err(|e| invalid(e.to_string()))?;
     Ok(Some(key.to_owned()))
 }
@@ -134,17 +158,26 @@ pub async fn watch_booking(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Response> {
     // The stream's own place, held until it ends (the request's place is given back as soon as
     // the headers are sent).
-    let place = admission.open_stream().map_err(IntoResponse::into_response)?;
-    let states = state.inventory.watch_booking(id).await.map_err(|e| ApiError::from(e).into_response())?;
+    let place = admission
+        .open_stream()
+        .map_err(IntoResponse::into_response)?;
+    let states = state
+        .inventory
+        .watch_booking(id)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
     // Bounded like any request, so an undecided booking cannot hold a graceful shutdown open;
     // an SSE client reconnects and carries on.
     let deadline = tokio::time::sleep(state.limits.request_timeout());
     let events = states.take_until(deadline).map(move |booking| {
         let _place = &place;
-        let event = SseEvent::default().event("booking").json_data(&booking).unwrap_or_else(|err| {
-            tracing::error!(error = %err, "cannot encode booking");
-            SseEvent::default().event("error").data("internal error")
-        });
+        let event = SseEvent::default()
+            .event("booking")
+            .json_data(&booking)
+            .unwrap_or_else(|err| {
+                tracing::error!(error = %err, "cannot encode booking");
+                SseEvent::default().event("error").data("internal error")
+            });
         Ok(event)
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))

@@ -35,7 +35,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// 422: the request is well-formed JSON but its values are not acceptable.
@@ -55,7 +59,11 @@ impl ApiError {
     /// 500 whose cause is logged here and replaced by a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 
     /// The default code for a status produced outside our handlers (router, tower layers).
@@ -77,11 +85,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: ErrorDetail { code: self.code.to_owned(), message: self.message },
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -95,12 +108,17 @@ impl From<StageError> for ApiError {
             }
             // Both refusals are 409: the request is valid but conflicts with the current state of
             // the inventory (429 would tell clients to retry, which would not help either).
-            StageError::Rejected { reason: RejectReason::IdempotencyKeyReused, .. } => Self::new(
+            StageError::Rejected {
+                reason: RejectReason::IdempotencyKeyReused,
+                ..
+            } => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
                 StageError::IdempotencyKeyReused.to_string(),
             ),
-            StageError::Rejected { reason, ref detail } => Self::new(StatusCode::CONFLICT, reason.as_str(), detail.clone()),
+            StageError::Rejected { reason, ref detail } => {
+                Self::new(StatusCode::CONFLICT, reason.as_str(), detail.clone())
+            }
             StageError::IdempotencyKeyReused => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency_key_reused",
@@ -109,15 +127,27 @@ impl From<StageError> for ApiError {
             StageError::Invalid(message) => Self::invalid(message),
             StageError::Overloaded(ref what) => {
                 tracing::debug!(what, "shed: a bound of this pod is reached");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the service is at capacity; retry after the delay in Retry-After")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "the service is at capacity; retry after the delay in Retry-After",
+                )
             }
             StageError::Unavailable { .. } => {
                 tracing::warn!(error = %err, "store unavailable");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "try again later",
+                )
             }
             StageError::Database(sqlx::Error::PoolTimedOut) => {
                 tracing::warn!("database pool exhausted");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "try again later")
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "try again later",
+                )
             }
             StageError::Database(_)
             | StageError::Redis(_)
@@ -131,7 +161,9 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let (status, code) = match &rejection {
             JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
-            JsonRejection::JsonDataError(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+            JsonRejection::JsonDataError(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request")
+            }
             JsonRejection::MissingJsonContentType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
@@ -163,12 +195,30 @@ mod tests {
     #[test]
     fn stage_errors_map_to_documented_statuses() {
         let id = Uuid::nil();
-        assert_eq!(status_and_code(StageError::EventNotFound(id)), (StatusCode::NOT_FOUND, "not_found"));
-        assert_eq!(status_and_code(StageError::BookingNotFound(id)), (StatusCode::NOT_FOUND, "not_found"));
-        let sold_out = StageError::Rejected { reason: RejectReason::SoldOut, detail: "x".into() };
-        assert_eq!(status_and_code(sold_out), (StatusCode::CONFLICT, "sold_out"));
-        let limit = StageError::Rejected { reason: RejectReason::PerUserLimit, detail: "x".into() };
-        assert_eq!(status_and_code(limit), (StatusCode::CONFLICT, "per_user_limit"));
+        assert_eq!(
+            status_and_code(StageError::EventNotFound(id)),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
+        assert_eq!(
+            status_and_code(StageError::BookingNotFound(id)),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
+        let sold_out = StageError::Rejected {
+            reason: RejectReason::SoldOut,
+            detail: "x".into(),
+        };
+        assert_eq!(
+            status_and_code(sold_out),
+            (StatusCode::CONFLICT, "sold_out")
+        );
+        let limit = StageError::Rejected {
+            reason: RejectReason::PerUserLimit,
+            detail: "x".into(),
+        };
+        assert_eq!(
+            status_and_code(limit),
+            (StatusCode::CONFLICT, "per_user_limit")
+        );
         assert_eq!(
             status_and_code(StageError::IdempotencyKeyReused),
             (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
@@ -181,8 +231,14 @@ mod tests {
             status_and_code(StageError::Overloaded("queue".into())),
             (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
         );
-        let down = StageError::Unavailable { store: "redis", detail: "refused".into() };
-        assert_eq!(status_and_code(down), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"));
+        let down = StageError::Unavailable {
+            store: "redis",
+            detail: "refused".into(),
+        };
+        assert_eq!(
+            status_and_code(down),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
         assert_eq!(
             status_and_code(StageError::Database(sqlx::Error::PoolTimedOut)),
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")

@@ -24,11 +24,22 @@ use crate::validation::validate_new_event;
 pub async fn create_event(
     State(state): State<AppState>,
     Json(new): Json<NewEvent>,
-) -> Result<(StatusCode, [(header::HeaderName, String); 1], axum::Json<Event>), ApiError> {
+) -> Result<
+    (
+        StatusCode,
+        [(header::HeaderName, String); 1],
+        axum::Json<Event>,
+    ),
+    ApiError,
+> {
     validate_new_event(&new).map_err(|e| ApiError::invalid(e.to_string()))?;
     let event = state.inventory.create_event(new).await?;
     let location = format!("/events/{}", event.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], axum::Json(event)))
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(event),
+    ))
 }
 
 /// `GET /events/{id}`

@@ -20,7 +20,10 @@ pub struct HealthStatus {
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "The process is up", body = HealthStatus)))]
 pub async fn healthz(State(state): State<AppState>) -> axum::Json<HealthStatus> {
-    axum::Json(HealthStatus { status: "ok".into(), stage: state.inventory.stage() })
+    axum::Json(HealthStatus {
+        status: "ok".into(),
+        stage: state.inventory.stage(),
+    })
 }
 
 /// `GET /readyz`
@@ -38,5 +41,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<HealthSt
             "a store of this stage does not answer",
         ));
     }
-    Ok(axum::Json(HealthStatus { status: "ready".into(), stage: state.inventory.stage() }))
+    Ok(axum::Json(HealthStatus {
+        status: "ready".into(),
+        stage: state.inventory.stage(),
+    }))
 }

@@ -63,7 +63,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix(METRICS_PREFIX);
         let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route and status", http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
         // 0.5 ms .. ~16 s: a hot-row Postgres booking is ~1 ms, a queued one can take seconds.
         let http_duration: HistogramFamily<RouteLabels> =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
@@ -74,24 +78,38 @@ impl Metrics {
         );
         let bookings = Family::<BookingLabels, Counter>::default();
         registry.register("bookings", "Booking requests by outcome", bookings.clone());
-        Self { registry: Mutex::new(registry), http_requests, http_duration, bookings }
+        Self {
+            registry: Mutex::new(registry),
+            http_requests,
+            http_duration,
+            bookings,
+        }
     }
 
     /// Adds a series to the exported set; keep a clone of `metric` to update it.
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
-        self.registry.lock().expect("metrics registry poisoned").register(name, help, metric);
+        self.registry
+            .lock()
+            .expect("metrics registry poisoned")
+            .register(name, help, metric);
     }
 
     pub fn record_booking(&self, stage: Stage, outcome: &str) {
         self.bookings
-            .get_or_create(&BookingLabels { stage: stage.as_str().to_owned(), outcome: outcome.to_owned() })
+            .get_or_create(&BookingLabels {
+                stage: stage.as_str().to_owned(),
+                outcome: outcome.to_owned(),
+            })
             .inc();
     }
 
     /// The Prometheus/OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry.lock().expect("metrics registry poisoned"))?;
+        prometheus_client::encoding::text::encode(
+            &mut out,
+            &self.registry.lock().expect("metrics registry poisoned"),
+        )?;
         Ok(out)
     }
 }
@@ -106,10 +124,17 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
     let started = Instant::now();
     let response = next.run(request).await;
     let labels = RouteLabels { method, route };
-    metrics.http_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
     metrics
         .http_requests
-        .get_or_create(&HttpLabels { method: labels.method, route: labels.route, status: response.status().as_u16() })
+        .get_or_create(&HttpLabels {
+            method: labels.method,
+            route: labels.route,
+            status: response.status().as_u16(),
+        })
         .inc();
     response
 }
@@ -120,7 +145,12 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match state.metrics.encode() {
         Ok(text) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            )],
             text,
         )
             .into_response(),
@@ -138,16 +168,34 @@ mod tests {
         metrics.record_booking(Stage::Postgres, "sold_out");
         metrics
             .http_requests
-            .get_or_create(&HttpLabels { method: "GET".into(), route: "/events/{id}".into(), status: 200 })
+            .get_or_create(&HttpLabels {
+                method: "GET".into(),
+                route: "/events/{id}".into(),
+                status: 200,
+            })
             .inc();
         metrics
             .http_duration
-            .get_or_create(&RouteLabels { method: "GET".into(), route: "/events/{id}".into() })
+            .get_or_create(&RouteLabels {
+                method: "GET".into(),
+                route: "/events/{id}".into(),
+            })
             .observe(0.002);
         let text = metrics.encode().unwrap();
-        assert!(text.contains(r#"booking_bookings_total{stage="postgres",outcome="sold_out"} 1"#), "{text}");
-        assert!(text.contains(r#"booking_http_requests_total{method="GET",route="/events/{id}",status="200"} 1"#), "{text}");
-        assert!(text.contains("booking_http_request_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains(r#"booking_bookings_total{stage="postgres",outcome="sold_out"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"booking_http_requests_total{method="GET",route="/events/{id}",status="200"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("booking_http_request_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -40,7 +40,11 @@ impl axum::extract::FromRef<AppState> for Arc<Metrics> {
 
 /// The whole API as one router, ready to serve.
 pub fn app(state: AppState) -> Router {
-    let admission = Arc::new(admission::Admission::new(&state.limits, state.inventory.stage(), &state.metrics));
+    let admission = Arc::new(admission::Admission::new(
+        &state.limits,
+        state.inventory.stage(),
+        &state.metrics,
+    ));
     let (router, _doc) = openapi::routes().split_for_parts();
     router
         // Route layers see the matched route: the timeout sits inside the metrics so a timed-out
@@ -51,8 +55,14 @@ pub fn app(state: AppState) -> Router {
         ))
         // Outside the timeout, inside the metrics: a shed request is counted (as 503) and never
         // waits for the stage.
-        .route_layer(middleware::from_fn_with_state(admission.clone(), admission::admit))
-        .route_layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+        .route_layer(middleware::from_fn_with_state(
+            admission.clone(),
+            admission::admit,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
         .layer(axum::Extension(admission))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
@@ -61,7 +71,11 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn no_route(request: Request) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no_route", format!("no route for {}", request.uri().path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no route for {}", request.uri().path()),
+    )
 }
 
 /// Safety net for answers produced outside our handlers (405 from the router, 503 from the

@@ -50,7 +50,14 @@ pub fn document() -> utoipa::openapi::OpenApi {
 pub async fn openapi_json() -> Response {
     static JSON: OnceLock<String> = OnceLock::new();
     let json = JSON.get_or_init(|| document().to_json().expect("OpenAPI document serializes"));
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json.clone()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json.clone(),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -75,13 +82,29 @@ mod tests {
         let doc: serde_json::Value = serde_json::to_value(document()).unwrap();
         let paths = doc["paths"].as_object().expect("paths");
         for (method, path) in DOCUMENTED {
-            assert!(paths.get(*path).and_then(|p| p.get(*method)).is_some(), "{method} {path} missing");
+            assert!(
+                paths.get(*path).and_then(|p| p.get(*method)).is_some(),
+                "{method} {path} missing"
+            );
         }
         let operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-        assert_eq!(operations, DOCUMENTED.len(), "document has routes the README does not list: {paths:?}");
+        assert_eq!(
+            operations,
+            DOCUMENTED.len(),
+            "document has routes the README does not list: {paths:?}"
+        );
         assert!(doc["openapi"].as_str().unwrap().starts_with('3'));
-        for schema in ["Event", "NewEvent", "Booking", "BookingRequest", "ErrorBody"] {
-            assert!(doc["components"]["schemas"].get(schema).is_some(), "schema {schema} missing");
+        for schema in [
+            "Event",
+            "NewEvent",
+            "Booking",
+            "BookingRequest",
+            "ErrorBody",
+        ] {
+            assert!(
+                doc["components"]["schemas"].get(schema).is_some(),
+                "schema {schema} missing"
+            );
         }
     }
 }

@@ -103,7 +103,10 @@ impl LoadgenArgs {
         if let Some(tickets) = self.tickets
             && !(1..=crate::domain::MAX_TICKETS).contains(&tickets)
         {
-            return Err(format!("--tickets must be between 1 and {}", crate::domain::MAX_TICKETS));
+            return Err(format!(
+                "--tickets must be between 1 and {}",
+                crate::domain::MAX_TICKETS
+            ));
         }
         if self.per_user_limit.is_some_and(|l| l < 1) {
             return Err("--per-user-limit must be at least 1".into());
@@ -122,7 +125,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(at) => text.split_at(at),
         None => (text, "s"),
     };
-    let value: f64 = number.trim().parse().map_err(|_| format!("not a duration: {text:?} (try 10s, 500ms, 2m)"))?;
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?} (try 10s, 500ms, 2m)"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,

@@ -32,7 +32,9 @@ pub fn router() -> Router {
 pub async fn serve(args: BareServeArgs) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(listen = %args.listen, "bare axum endpoint serving (benchmark floor, books nothing)");
-    axum::serve(listener, router()).with_graceful_shutdown(shutdown_signal()).await
+    axum::serve(listener, router())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
 }
 
 async fn shutdown_signal() {
@@ -79,7 +81,11 @@ async fn book(
         created_at: Utc::now(),
     };
     let location = format!("/bookings/{}", booking.id);
-    (StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(booking))
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(booking),
+    )
 }
 
 #[cfg(test)]
@@ -99,7 +105,10 @@ mod tests {
         let response = router().oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::ACCEPTED);
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert!(matches!(super::super::client::classify(202, &body), super::super::client::Answer::Pending(_)));
+        assert!(matches!(
+            super::super::client::classify(202, &body),
+            super::super::client::Answer::Pending(_)
+        ));
     }
 
     #[tokio::test]

@@ -24,7 +24,11 @@ pub enum ClientError {
     #[error("not a usable URL {url:?}: {detail}")]
     Url { url: String, detail: String },
     #[error("{url} answered {status}: {body}")]
-    Status { url: String, status: u16, body: String },
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
     #[error("{url} answered a body loadgen cannot read: {source}")]
     Decode {
         url: String,
@@ -85,7 +89,10 @@ impl Answer {
         match self {
             Answer::Unexpected(status) => status.to_string(),
             Answer::Failed(kind) => format!("no answer ({kind})"),
-            fixed => fixed.static_label().expect("every other answer has a fixed label").to_string(),
+            fixed => fixed
+                .static_label()
+                .expect("every other answer has a fixed label")
+                .to_string(),
         }
     }
 
@@ -104,7 +111,10 @@ impl Answer {
 
     /// Errors are what an SLO's error rate counts: anything that is not a decision or a queueing.
     pub fn is_error(&self) -> bool {
-        matches!(self, Answer::Shed | Answer::Unexpected(_) | Answer::Failed(_))
+        matches!(
+            self,
+            Answer::Shed | Answer::Unexpected(_) | Answer::Failed(_)
+        )
     }
 
     /// Admitted: the request got in and was decided or queued (201, 202).
@@ -140,8 +150,14 @@ impl ApiClient {
             .no_proxy()
             .timeout(timeout)
             .build()
-            .map_err(|source| ClientError::Transport { url: base_url.to_string(), source })?;
-        Ok(Self { http, base: base_url.trim_end_matches('/').to_string() })
+            .map_err(|source| ClientError::Transport {
+                url: base_url.to_string(),
+                source,
+            })?;
+        Ok(Self {
+            http,
+            base: base_url.trim_end_matches('/').to_string(),
+        })
     }
 
     pub fn base_url(&self) -> &str {
@@ -170,11 +186,19 @@ impl ApiClient {
     /// showed up in loadgen's profile, and loadgen's CPU is taken from the server it measures.
     pub fn bookings_url(&self, event_id: Uuid) -> Result<reqwest::Url, ClientError> {
         let url = format!("{}/events/{event_id}/bookings", self.base);
-        reqwest::Url::parse(&url).map_err(|err| ClientError::Url { url, detail: err.to_string() })
+        reqwest::Url::parse(&url).map_err(|err| ClientError::Url {
+            url,
+            detail: err.to_string(),
+        })
     }
 
     /// One booking attempt. `body` is the serialized `BookingRequest`.
-    pub async fn book(&self, bookings_url: &reqwest::Url, body: Vec<u8>, key: Option<&str>) -> Answer {
+    pub async fn book(
+        &self,
+        bookings_url: &reqwest::Url,
+        body: Vec<u8>,
+        key: Option<&str>,
+    ) -> Answer {
         let mut request = self
             .http
             .post(bookings_url.clone())
@@ -188,7 +212,10 @@ impl ApiClient {
             Err(err) => return Answer::Failed(transport_kind(&err)),
         };
         let status = response.status().as_u16();
-        let retry_after = status == 503 && response.headers().contains_key(reqwest::header::RETRY_AFTER);
+        let retry_after = status == 503
+            && response
+                .headers()
+                .contains_key(reqwest::header::RETRY_AFTER);
         // The body is always read to the end so the connection goes back to the pool.
         let body = match response.bytes().await {
             Ok(body) => body,
@@ -214,7 +241,11 @@ impl ApiClient {
         };
         if status != expected {
             let body = String::from_utf8_lossy(&body).chars().take(500).collect();
-            return Err(ClientError::Status { url, status: status.as_u16(), body });
+            return Err(ClientError::Status {
+                url,
+                status: status.as_u16(),
+                body,
+            });
         }
         serde_json::from_slice(&body).map_err(|source| ClientError::Decode { url, source })
     }
@@ -222,7 +253,8 @@ impl ApiClient {
 
 /// Serialized request body for one attempt.
 pub fn booking_body(user_id: String, quantity: i32) -> Vec<u8> {
-    serde_json::to_vec(&BookingRequest { user_id, quantity }).expect("a BookingRequest always serializes")
+    serde_json::to_vec(&BookingRequest { user_id, quantity })
+        .expect("a BookingRequest always serializes")
 }
 
 /// Maps a booking answer to an `Answer`; pure so the mapping is tested without a server.
@@ -266,7 +298,9 @@ struct ErrorCode {
 }
 
 fn error_code(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<ErrorBody>(body).ok().map(|b| b.error.code)
+    serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|b| b.error.code)
 }
 
 fn refusal(body: &[u8]) -> Refusal {
@@ -288,7 +322,9 @@ fn refusal(body: &[u8]) -> Refusal {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 fn transport_kind(err: &reqwest::Error) -> &'static str {
@@ -310,20 +346,45 @@ mod tests {
     #[test]
     fn answers_map_from_status_and_body() {
         let id = Uuid::new_v4();
-        let pending = format!(r#"{{"id":"{id}","status":"pending","status_url":"/bookings/{id}"}}"#);
+        let pending =
+            format!(r#"{{"id":"{id}","status":"pending","status_url":"/bookings/{id}"}}"#);
         assert_eq!(classify(201, b"{}"), Answer::Confirmed);
         assert_eq!(classify(202, pending.as_bytes()), Answer::Pending(id));
-        assert_eq!(classify(202, b"{}"), Answer::Failed("202 without a booking id"));
+        assert_eq!(
+            classify(202, b"{}"),
+            Answer::Failed("202 without a booking id")
+        );
         let refused = |code: &str, message: &str| {
-            classify(409, format!(r#"{{"error":{{"code":"{code}","message":"{message}"}}}}"#).as_bytes())
+            classify(
+                409,
+                format!(r#"{{"error":{{"code":"{code}","message":"{message}"}}}}"#).as_bytes(),
+            )
         };
-        assert_eq!(refused("sold_out", "3 tickets left, 4 asked for"), Answer::Refused(Refusal::SoldOut));
-        assert_eq!(refused("per_user_limit", "not sold_out"), Answer::Refused(Refusal::PerUserLimit));
-        assert_eq!(refused("conflict", "sold_out"), Answer::Refused(Refusal::Other));
-        assert_eq!(classify(409, b"per_user_limit reached"), Answer::Refused(Refusal::PerUserLimit));
+        assert_eq!(
+            refused("sold_out", "3 tickets left, 4 asked for"),
+            Answer::Refused(Refusal::SoldOut)
+        );
+        assert_eq!(
+            refused("per_user_limit", "not sold_out"),
+            Answer::Refused(Refusal::PerUserLimit)
+        );
+        assert_eq!(
+            refused("conflict", "sold_out"),
+            Answer::Refused(Refusal::Other)
+        );
+        assert_eq!(
+            classify(409, b"per_user_limit reached"),
+            Answer::Refused(Refusal::PerUserLimit)
+        );
         assert_eq!(classify(503, b""), Answer::Unexpected(503));
-        assert_eq!(classify(503, br#"{"error":{"code":"unavailable","message":"x"}}"#), Answer::Unexpected(503));
-        assert_eq!(classify(503, br#"{"error":{"code":"overloaded","message":"x"}}"#), Answer::Shed);
+        assert_eq!(
+            classify(503, br#"{"error":{"code":"unavailable","message":"x"}}"#),
+            Answer::Unexpected(503)
+        );
+        assert_eq!(
+            classify(503, br#"{"error":{"code":"overloaded","message":"x"}}"#),
+            Answer::Shed
+        );
         assert_eq!(Answer::Shed.label(), "503 shed (Retry-After)");
     }
 
@@ -337,6 +398,9 @@ mod tests {
         assert!(!Answer::Refused(Refusal::SoldOut).outcome_unknown());
         assert!(!Answer::Refused(Refusal::SoldOut).is_error());
         assert!(Answer::Unexpected(422).is_error());
-        assert!(Answer::Shed.is_error() && !Answer::Shed.outcome_unknown(), "shed: past capacity, nothing booked");
+        assert!(
+            Answer::Shed.is_error() && !Answer::Shed.outcome_unknown(),
+            "shed: past capacity, nothing booked"
+        );
     }
 }

@@ -42,22 +42,41 @@ impl Endpoint {
             None => url.path().to_string(),
         };
         // The URL form of an IPv6 literal is bracketed; the socket address wants it bare.
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        Some(Self { host, port, authority, target })
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Some(Self {
+            host,
+            port,
+            authority,
+            target,
+        })
     }
 }
 
 /// One worker's way to book: its own connection, or the pooled client for `https`.
 pub enum Booker {
     Direct(BookingConn),
-    Pooled { client: ApiClient, url: reqwest::Url },
+    Pooled {
+        client: ApiClient,
+        url: reqwest::Url,
+    },
 }
 
 impl Booker {
-    pub fn new(client: &ApiClient, url: &reqwest::Url, endpoint: Option<&Arc<Endpoint>>, timeout: Duration) -> Self {
+    pub fn new(
+        client: &ApiClient,
+        url: &reqwest::Url,
+        endpoint: Option<&Arc<Endpoint>>,
+        timeout: Duration,
+    ) -> Self {
         match endpoint {
             Some(endpoint) => Booker::Direct(BookingConn::new(endpoint.clone(), timeout)),
-            None => Booker::Pooled { client: client.clone(), url: url.clone() },
+            None => Booker::Pooled {
+                client: client.clone(),
+                url: url.clone(),
+            },
         }
     }
 
@@ -132,7 +151,9 @@ impl BookingConn {
         };
         self.last_used = Instant::now();
         match outcome {
-            Ok((status, retry_after, body)) => shed_if(classify(status, &self.buf[body]), retry_after),
+            Ok((status, retry_after, body)) => {
+                shed_if(classify(status, &self.buf[body]), retry_after)
+            }
             Err(kind) => {
                 // The connection's state is unknown after a failure: the next attempt starts afresh.
                 self.stream = None;
@@ -160,7 +181,9 @@ impl BookingConn {
         r.extend_from_slice(body);
     }
 
-    async fn exchange_with_retry(&mut self) -> Result<(u16, bool, std::ops::Range<usize>), &'static str> {
+    async fn exchange_with_retry(
+        &mut self,
+    ) -> Result<(u16, bool, std::ops::Range<usize>), &'static str> {
         match self.exchange().await {
             Err(Failure { retry: true, .. }) => {
                 self.stream = None;
@@ -178,22 +201,39 @@ impl BookingConn {
             let e = &self.endpoint;
             let stream = TcpStream::connect((e.host.as_str(), e.port))
                 .await
-                .map_err(|_| Failure { kind: "connect", retry: false })?;
-            stream.set_nodelay(true).map_err(|_| Failure { kind: "connect", retry: false })?;
+                .map_err(|_| Failure {
+                    kind: "connect",
+                    retry: false,
+                })?;
+            stream.set_nodelay(true).map_err(|_| Failure {
+                kind: "connect",
+                retry: false,
+            })?;
             self.stream = Some(stream);
         }
         let stream = self.stream.as_mut().expect("connected above");
         if stream.write_all(&self.request).await.is_err() {
-            return Err(Failure { kind: "request", retry: reused });
+            return Err(Failure {
+                kind: "request",
+                retry: reused,
+            });
         }
         self.buf.clear();
         // The head.
         let (status, retry_after, framing, close, head_len) = loop {
-            let n = read_more(stream, &mut self.buf).await.map_err(|_| Failure { kind: "request", retry: false })?;
+            let n = read_more(stream, &mut self.buf)
+                .await
+                .map_err(|_| Failure {
+                    kind: "request",
+                    retry: false,
+                })?;
             if n == 0 {
                 // Closed before a byte of answer: on a reused connection the peer closed it idle,
                 // but it may also have read the request; reqwest does not retry this either.
-                return Err(Failure { kind: "request", retry: false });
+                return Err(Failure {
+                    kind: "request",
+                    retry: false,
+                });
             }
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut headers);
@@ -202,17 +242,32 @@ impl BookingConn {
                     let status = response.code.unwrap_or(0);
                     let head = Head::of(response.headers);
                     let close = head.close || response.version == Some(0);
-                    break (status, status == 503 && head.retry_after, head.framing, close, len);
+                    break (
+                        status,
+                        status == 503 && head.retry_after,
+                        head.framing,
+                        close,
+                        len,
+                    );
                 }
                 Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => continue,
-                _ => return Err(Failure { kind: "request", retry: false }),
+                _ => {
+                    return Err(Failure {
+                        kind: "request",
+                        retry: false,
+                    });
+                }
             }
         };
         let body = match framing {
             Framing::Length(len) => {
                 let end = head_len + len;
                 while self.buf.len() < end {
-                    if read_more(stream, &mut self.buf).await.map_err(|_| body_failure())? == 0 {
+                    if read_more(stream, &mut self.buf)
+                        .await
+                        .map_err(|_| body_failure())?
+                        == 0
+                    {
                         return Err(body_failure());
                     }
                 }
@@ -223,7 +278,11 @@ impl BookingConn {
                 head_len..end
             }
             Framing::UntilClose => {
-                while read_more(stream, &mut self.buf).await.map_err(|_| body_failure())? > 0 {}
+                while read_more(stream, &mut self.buf)
+                    .await
+                    .map_err(|_| body_failure())?
+                    > 0
+                {}
                 self.stream = None;
                 return Ok((status, retry_after, head_len..self.buf.len()));
             }
@@ -236,7 +295,10 @@ impl BookingConn {
 }
 
 fn body_failure() -> Failure {
-    Failure { kind: "body", retry: false }
+    Failure {
+        kind: "body",
+        retry: false,
+    }
 }
 
 /// Appends what the socket has to `buf` (into its spare capacity: nothing is zeroed first).
@@ -247,7 +309,11 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
 
 /// A chunked body, decoded in place: the chunks' data is moved to follow the head; returns the
 /// end of the decoded body in `buf`.
-async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>, head_len: usize) -> Result<usize, Failure> {
+async fn read_chunked(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head_len: usize,
+) -> Result<usize, Failure> {
     let mut out = head_len; // end of the decoded body
     let mut at = head_len; // start of the next chunk's size line
     loop {
@@ -295,7 +361,11 @@ struct Head {
 
 impl Head {
     fn of(headers: &[httparse::Header<'_>]) -> Self {
-        let mut head = Head { framing: Framing::UntilClose, close: false, retry_after: false };
+        let mut head = Head {
+            framing: Framing::UntilClose,
+            close: false,
+            retry_after: false,
+        };
         for h in headers {
             let value = std::str::from_utf8(h.value).unwrap_or("").trim();
             if h.name.eq_ignore_ascii_case("content-length") {
@@ -331,15 +401,23 @@ mod tests {
     fn endpoints_come_from_plain_http_urls_only() {
         let e = endpoint("http://127.0.0.1:18181/events/abc/bookings").unwrap();
         assert_eq!((e.host.as_str(), e.port), ("127.0.0.1", 18181));
-        assert_eq!((e.authority.as_str(), e.target.as_str()), ("127.0.0.1:18181", "/events/abc/bookings"));
+        assert_eq!(
+            (e.authority.as_str(), e.target.as_str()),
+            ("127.0.0.1:18181", "/events/abc/bookings")
+        );
         let e = endpoint("http://booking.sale.svc/events/x/bookings?a=1").unwrap();
-        assert_eq!((e.port, e.authority.as_str(), e.target.as_str()), (80, "booking.sale.svc", "/events/x/bookings?a=1"));
+        assert_eq!(
+            (e.port, e.authority.as_str(), e.target.as_str()),
+            (80, "booking.sale.svc", "/events/x/bookings?a=1")
+        );
         assert_eq!(endpoint("http://[::1]:8080/x").unwrap().host, "::1");
         assert_eq!(endpoint("https://example.com/x"), None);
     }
 
     /// A server that answers each request read with the next canned response, then closes.
-    async fn serve(responses: Vec<&'static [u8]>) -> (Arc<Endpoint>, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
+    async fn serve(
+        responses: Vec<&'static [u8]>,
+    ) -> (Arc<Endpoint>, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let handle = tokio::spawn(async move {
@@ -353,7 +431,8 @@ mod tests {
             }
             seen
         });
-        let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}/events/e1/bookings")).unwrap();
+        let url =
+            reqwest::Url::parse(&format!("http://127.0.0.1:{port}/events/e1/bookings")).unwrap();
         (Arc::new(Endpoint::of(&url).unwrap()), handle)
     }
 
@@ -361,7 +440,10 @@ mod tests {
     async fn bookings_share_one_connection_and_answers_are_classified() {
         let id = "7f0c3f5e-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
         let body = format!(r#"{{"id":"{id}"}}"#);
-        let head = format!("HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+        let head = format!(
+            "HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
         let pending: &'static [u8] = Box::leak((head + &body).into_bytes().into_boxed_slice());
         let (endpoint, server) = serve(vec![
             b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}",
@@ -376,17 +458,41 @@ mod tests {
         ])
         .await;
         let mut conn = BookingConn::new(endpoint, Duration::from_secs(5));
-        assert_eq!(conn.book(br#"{"user_id":"u","quantity":1}"#, Some("k-1")).await, Answer::Confirmed);
-        assert_eq!(conn.book(b"{}", None).await, Answer::Pending(id.parse().unwrap()));
-        assert_eq!(conn.book(b"{}", None).await, Answer::Refused(super::super::client::Refusal::SoldOut));
+        assert_eq!(
+            conn.book(br#"{"user_id":"u","quantity":1}"#, Some("k-1"))
+                .await,
+            Answer::Confirmed
+        );
+        assert_eq!(
+            conn.book(b"{}", None).await,
+            Answer::Pending(id.parse().unwrap())
+        );
+        assert_eq!(
+            conn.book(b"{}", None).await,
+            Answer::Refused(super::super::client::Refusal::SoldOut)
+        );
         assert_eq!(conn.book(b"{}", None).await, Answer::Shed);
         assert_eq!(conn.book(b"{}", None).await, Answer::Unexpected(503));
         let seen = server.await.unwrap();
         let first = String::from_utf8(seen[0].clone()).unwrap();
-        assert!(first.starts_with("POST /events/e1/bookings HTTP/1.1\r\n"), "{first}");
-        assert!(first.contains("\r\nIdempotency-Key: k-1\r\n") && first.contains("content-length: 28\r\n"), "{first}");
-        assert!(first.ends_with("\r\n\r\n{\"user_id\":\"u\",\"quantity\":1}"), "{first}");
-        assert!(!String::from_utf8(seen[1].clone()).unwrap().contains("Idempotency-Key"));
+        assert!(
+            first.starts_with("POST /events/e1/bookings HTTP/1.1\r\n"),
+            "{first}"
+        );
+        assert!(
+            first.contains("\r\nIdempotency-Key: k-1\r\n")
+                && first.contains("content-length: 28\r\n"),
+            "{first}"
+        );
+        assert!(
+            first.ends_with("\r\n\r\n{\"user_id\":\"u\",\"quantity\":1}"),
+            "{first}"
+        );
+        assert!(
+            !String::from_utf8(seen[1].clone())
+                .unwrap()
+                .contains("Idempotency-Key")
+        );
     }
 
     #[tokio::test]
@@ -401,10 +507,16 @@ mod tests {
             drop(socket);
             let (mut socket, _) = listener.accept().await.unwrap();
             let _ = socket.read(&mut buf).await;
-            socket.write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
         });
         let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}/b")).unwrap();
-        let mut conn = BookingConn::new(Arc::new(Endpoint::of(&url).unwrap()), Duration::from_secs(5));
+        let mut conn = BookingConn::new(
+            Arc::new(Endpoint::of(&url).unwrap()),
+            Duration::from_secs(5),
+        );
         let answer = conn.book(b"{}", Some("k")).await;
         assert_eq!(answer, Answer::Failed("request"));
         assert!(answer.outcome_unknown());
@@ -422,14 +534,20 @@ mod tests {
             drop(socket);
         });
         let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}/b")).unwrap();
-        let mut conn = BookingConn::new(Arc::new(Endpoint::of(&url).unwrap()), Duration::from_millis(200));
+        let mut conn = BookingConn::new(
+            Arc::new(Endpoint::of(&url).unwrap()),
+            Duration::from_millis(200),
+        );
         assert_eq!(conn.book(b"{}", None).await, Answer::Failed("timeout"));
 
         let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = free.local_addr().unwrap().port();
         drop(free);
         let url = reqwest::Url::parse(&format!("http://127.0.0.1:{port}/b")).unwrap();
-        let mut conn = BookingConn::new(Arc::new(Endpoint::of(&url).unwrap()), Duration::from_secs(2));
+        let mut conn = BookingConn::new(
+            Arc::new(Endpoint::of(&url).unwrap()),
+            Duration::from_secs(2),
+        );
         assert_eq!(conn.book(b"{}", None).await, Answer::Failed("connect"));
     }
 }

@@ -133,7 +133,12 @@ impl Shared {
     /// A worker's own way to book (its connection, opened at its first request).
     fn booker(&self) -> Booker {
         let t = &self.target;
-        Booker::new(&t.client, &t.bookings_url, t.endpoint.as_ref(), t.request_timeout)
+        Booker::new(
+            &t.client,
+            &t.bookings_url,
+            t.endpoint.as_ref(),
+            t.request_timeout,
+        )
     }
 }
 
@@ -150,8 +155,15 @@ pub async fn drive(target: Target, plan: Plan, counters: Arc<Counters>) -> RunOu
     let start = Instant::now();
     let measure_from = start + plan.warmup;
     let end = measure_from + plan.duration;
-    let recorders = (0..RECORDER_SHARDS).map(|_| std::sync::Mutex::new(Recorder::new())).collect();
-    let shared = Arc::new(Shared { target, counters, measure_from, recorders });
+    let recorders = (0..RECORDER_SHARDS)
+        .map(|_| std::sync::Mutex::new(Recorder::new()))
+        .collect();
+    let shared = Arc::new(Shared {
+        target,
+        counters,
+        measure_from,
+        recorders,
+    });
 
     let (outputs, missed_sends) = match plan.shape {
         LoadShape::Closed { concurrency } => {
@@ -164,14 +176,18 @@ pub async fn drive(target: Target, plan: Plan, counters: Arc<Counters>) -> RunOu
                     let mut booker = shared.booker();
                     while Instant::now() < end {
                         let index = next.fetch_add(1, Ordering::Relaxed);
-                        out.attempt(&shared, &mut booker, index, Instant::now()).await;
+                        out.attempt(&shared, &mut booker, index, Instant::now())
+                            .await;
                     }
                     out
                 })
             });
             (join_all(workers.collect()).await, 0)
         }
-        LoadShape::Open { rate, max_in_flight } => {
+        LoadShape::Open {
+            rate,
+            max_in_flight,
+        } => {
             let (tx, rx) = mpsc::channel::<(u64, Instant)>(max_in_flight.max(1));
             let rx = Arc::new(Mutex::new(rx));
             let workers = (0..max_in_flight.max(1)).map(|worker| {
@@ -215,11 +231,23 @@ pub async fn drive(target: Target, plan: Plan, counters: Arc<Counters>) -> RunOu
         }
     }
     let window = last.saturating_duration_since(measure_from);
-    RunOutput { recorder, ledger, window, missed_sends, first_pending_at }
+    RunOutput {
+        recorder,
+        ledger,
+        window,
+        missed_sends,
+        first_pending_at,
+    }
 }
 
 /// Feeds the workers request indices at their due times; returns how many due sends never left.
-async fn dispatch(tx: mpsc::Sender<(u64, Instant)>, start: Instant, end: Instant, give_up: Instant, rate: f64) -> u64 {
+async fn dispatch(
+    tx: mpsc::Sender<(u64, Instant)>,
+    start: Instant,
+    end: Instant,
+    give_up: Instant,
+    rate: f64,
+) -> u64 {
     let total = due_by(end.saturating_duration_since(start), rate);
     let mut next = 0u64;
     while next < total {
@@ -261,14 +289,28 @@ async fn join_all(handles: Vec<tokio::task::JoinHandle<WorkerOutput>>) -> Vec<Wo
 
 impl WorkerOutput {
     fn new(worker: usize) -> Self {
-        Self { shard: worker % RECORDER_SHARDS, ledger: Ledger::default(), last_measured: None, first_pending_at: None }
+        Self {
+            shard: worker % RECORDER_SHARDS,
+            ledger: Ledger::default(),
+            last_measured: None,
+            first_pending_at: None,
+        }
     }
 
-    async fn attempt(&mut self, shared: &Shared, booker: &mut Booker, index: u64, intended: Instant) {
+    async fn attempt(
+        &mut self,
+        shared: &Shared,
+        booker: &mut Booker,
+        index: u64,
+        intended: Instant,
+    ) {
         let target = &shared.target;
         let attempt = target.workload.attempt(index);
         let body = booking_body(user_id(attempt.user), attempt.quantity);
-        let key = target.key_prefix.as_ref().map(|prefix| idempotency_key(prefix, index));
+        let key = target
+            .key_prefix
+            .as_ref()
+            .map(|prefix| idempotency_key(prefix, index));
         shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         let answer = booker.book(&body, key.as_deref()).await;
         let done = Instant::now();
@@ -278,7 +320,9 @@ impl WorkerOutput {
             self.first_pending_at = Some(done);
         }
         if intended >= shared.measure_from {
-            let mut recorder = shared.recorders[self.shard].lock().expect("no panics while recording");
+            let mut recorder = shared.recorders[self.shard]
+                .lock()
+                .expect("no panics while recording");
             recorder.record(done.saturating_duration_since(intended), &answer);
             self.last_measured = Some(done);
         }
@@ -314,13 +358,24 @@ mod tests {
 
     #[test]
     fn the_workload_is_a_pure_function_of_seed_and_index() {
-        let w = Workload { users: 50, max_quantity: 4, seed: 42 };
+        let w = Workload {
+            users: 50,
+            max_quantity: 4,
+            seed: 42,
+        };
         let first: Vec<_> = (0..1000).map(|i| w.attempt(i)).collect();
         let again: Vec<_> = (0..1000).map(|i| w.attempt(i)).collect();
         assert_eq!(first, again);
         let other_seed = Workload { seed: 43, ..w };
-        assert_ne!(first, (0..1000).map(|i| other_seed.attempt(i)).collect::<Vec<_>>());
-        assert!(first.iter().all(|a| a.user < 50 && (1..=4).contains(&a.quantity)));
+        assert_ne!(
+            first,
+            (0..1000).map(|i| other_seed.attempt(i)).collect::<Vec<_>>()
+        );
+        assert!(
+            first
+                .iter()
+                .all(|a| a.user < 50 && (1..=4).contains(&a.quantity))
+        );
         // All users and quantities show up: the spread is not degenerate.
         let users: std::collections::HashSet<_> = first.iter().map(|a| a.user).collect();
         let quantities: std::collections::HashSet<_> = first.iter().map(|a| a.quantity).collect();

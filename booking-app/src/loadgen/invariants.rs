@@ -70,7 +70,10 @@ impl Ledger {
 
     /// The user holding the most tickets, from loadgen's answers alone.
     pub fn top_user(&self) -> Option<(u32, i64)> {
-        self.per_user.iter().map(|(u, q)| (*u, *q)).max_by_key(|(u, q)| (*q, std::cmp::Reverse(*u)))
+        self.per_user
+            .iter()
+            .map(|(u, q)| (*u, *q))
+            .max_by_key(|(u, q)| (*q, std::cmp::Reverse(*u)))
     }
 }
 
@@ -113,29 +116,63 @@ impl Observed {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Violation {
-    Oversold { tickets: i64, sold: i64 },
-    RemainingMismatch { expected_min: i64, expected_max: i64, actual: i64 },
-    PerUserLimitExceeded { user: u32, held: i64, limit: i32 },
-    PendingUnresolved { count: u64 },
-    PendingMissing { count: u64 },
+    Oversold {
+        tickets: i64,
+        sold: i64,
+    },
+    RemainingMismatch {
+        expected_min: i64,
+        expected_max: i64,
+        actual: i64,
+    },
+    PerUserLimitExceeded {
+        user: u32,
+        held: i64,
+        limit: i32,
+    },
+    PendingUnresolved {
+        count: u64,
+    },
+    PendingMissing {
+        count: u64,
+    },
 }
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Violation::Oversold { tickets, sold } => write!(f, "oversold: {sold} tickets sold of {tickets}"),
-            Violation::RemainingMismatch { expected_min, expected_max, actual } if expected_min == expected_max => {
-                write!(f, "remaining is {actual}, the confirmed answers imply {expected_max}")
+            Violation::Oversold { tickets, sold } => {
+                write!(f, "oversold: {sold} tickets sold of {tickets}")
             }
-            Violation::RemainingMismatch { expected_min, expected_max, actual } => write!(
+            Violation::RemainingMismatch {
+                expected_min,
+                expected_max,
+                actual,
+            } if expected_min == expected_max => {
+                write!(
+                    f,
+                    "remaining is {actual}, the confirmed answers imply {expected_max}"
+                )
+            }
+            Violation::RemainingMismatch {
+                expected_min,
+                expected_max,
+                actual,
+            } => write!(
                 f,
                 "remaining is {actual}, the answers imply between {expected_min} and {expected_max}"
             ),
             Violation::PerUserLimitExceeded { user, held, limit } => {
-                write!(f, "user-{user} holds {held} tickets, above the per-user limit {limit}")
+                write!(
+                    f,
+                    "user-{user} holds {held} tickets, above the per-user limit {limit}"
+                )
             }
             Violation::PendingUnresolved { count } => {
-                write!(f, "{count} pending bookings were still pending when the wait ran out")
+                write!(
+                    f,
+                    "{count} pending bookings were still pending when the wait ran out"
+                )
             }
             Violation::PendingMissing { count } => {
                 write!(f, "{count} bookings answered 202 pending cannot be found")
@@ -149,12 +186,19 @@ pub fn check(o: &Observed) -> Vec<Violation> {
     let mut violations = Vec::new();
     let sold = o.sold();
     if o.remaining_after < 0 || sold > o.tickets {
-        violations.push(Violation::Oversold { tickets: o.tickets, sold });
+        violations.push(Violation::Oversold {
+            tickets: o.tickets,
+            sold,
+        });
     }
     let expected_max = o.remaining_before - o.confirmed_quantity;
     let expected_min = expected_max - o.unknown_quantity;
     if o.remaining_after < expected_min || o.remaining_after > expected_max {
-        violations.push(Violation::RemainingMismatch { expected_min, expected_max, actual: o.remaining_after });
+        violations.push(Violation::RemainingMismatch {
+            expected_min,
+            expected_max,
+            actual: o.remaining_after,
+        });
     }
     if let (Some(limit), Some((user, held))) = (o.per_user_limit, o.top_user)
         && held > i64::from(limit)
@@ -162,10 +206,14 @@ pub fn check(o: &Observed) -> Vec<Violation> {
         violations.push(Violation::PerUserLimitExceeded { user, held, limit });
     }
     if o.pending_unresolved > 0 {
-        violations.push(Violation::PendingUnresolved { count: o.pending_unresolved });
+        violations.push(Violation::PendingUnresolved {
+            count: o.pending_unresolved,
+        });
     }
     if o.pending_missing > 0 {
-        violations.push(Violation::PendingMissing { count: o.pending_missing });
+        violations.push(Violation::PendingMissing {
+            count: o.pending_missing,
+        });
     }
     violations
 }
@@ -202,14 +250,22 @@ impl fmt::Display for InvariantReport {
             o.remaining_after
         )?;
         if self.pending_total > 0 {
-            write!(f, "pending     {} answered 202, {} unresolved", self.pending_total, o.pending_unresolved)?;
+            write!(
+                f,
+                "pending     {} answered 202, {} unresolved",
+                self.pending_total, o.pending_unresolved
+            )?;
             match self.drain_rps {
                 Some(rps) => writeln!(f, ", drained at {rps:.1} decisions/s")?,
                 None => writeln!(f)?,
             }
         }
         if o.unknown_quantity > 0 {
-            writeln!(f, "unknown     {} tickets in attempts with no answer", o.unknown_quantity)?;
+            writeln!(
+                f,
+                "unknown     {} tickets in attempts with no answer",
+                o.unknown_quantity
+            )?;
         }
         if self.ok {
             writeln!(f, "invariants  ok (oversold = {})", o.oversold())
@@ -229,7 +285,11 @@ mod tests {
     use crate::loadgen::client::Refusal;
 
     fn attempt(index: u64, user: u32, quantity: i32) -> Attempt {
-        Attempt { index, user, quantity }
+        Attempt {
+            index,
+            user,
+            quantity,
+        }
     }
 
     fn consistent() -> Observed {
@@ -249,51 +309,119 @@ mod tests {
     #[test]
     fn a_consistent_sale_passes() {
         assert_eq!(check(&consistent()), vec![]);
-        let sold_out = Observed { remaining_after: 0, confirmed_quantity: 100, ..consistent() };
+        let sold_out = Observed {
+            remaining_after: 0,
+            confirmed_quantity: 100,
+            ..consistent()
+        };
         assert_eq!(check(&sold_out), vec![]);
     }
 
     #[test]
     fn a_fabricated_oversold_state_is_flagged() {
         // The store says -3 left and the answers confirmed 103 of 100 tickets.
-        let oversold = Observed { remaining_after: -3, confirmed_quantity: 103, ..consistent() };
+        let oversold = Observed {
+            remaining_after: -3,
+            confirmed_quantity: 103,
+            ..consistent()
+        };
         let violations = check(&oversold);
-        assert_eq!(violations, vec![Violation::Oversold { tickets: 100, sold: 103 }]);
+        assert_eq!(
+            violations,
+            vec![Violation::Oversold {
+                tickets: 100,
+                sold: 103
+            }]
+        );
         // Oversold by confirmations alone, while the store's counter looks fine (lost decrement).
-        let lost_update = Observed { remaining_after: 0, confirmed_quantity: 103, ..consistent() };
+        let lost_update = Observed {
+            remaining_after: 0,
+            confirmed_quantity: 103,
+            ..consistent()
+        };
         let violations = check(&lost_update);
-        assert!(violations.contains(&Violation::Oversold { tickets: 100, sold: 103 }), "{violations:?}");
-        assert!(violations.iter().any(|v| matches!(v, Violation::RemainingMismatch { .. })));
+        assert!(
+            violations.contains(&Violation::Oversold {
+                tickets: 100,
+                sold: 103
+            }),
+            "{violations:?}"
+        );
+        assert!(
+            violations
+                .iter()
+                .any(|v| matches!(v, Violation::RemainingMismatch { .. }))
+        );
     }
 
     #[test]
     fn remaining_must_match_the_confirmed_answers() {
         // A confirmed booking that the store forgot (remaining too high).
-        let forgot = Observed { remaining_after: 42, ..consistent() };
+        let forgot = Observed {
+            remaining_after: 42,
+            ..consistent()
+        };
         assert_eq!(
             check(&forgot),
-            vec![Violation::RemainingMismatch { expected_min: 40, expected_max: 40, actual: 42 }]
+            vec![Violation::RemainingMismatch {
+                expected_min: 40,
+                expected_max: 40,
+                actual: 42
+            }]
         );
         // Unknown outcomes widen the accepted range, by exactly their quantity.
-        let unknown = Observed { remaining_after: 37, unknown_quantity: 3, ..consistent() };
+        let unknown = Observed {
+            remaining_after: 37,
+            unknown_quantity: 3,
+            ..consistent()
+        };
         assert_eq!(check(&unknown), vec![]);
-        let beyond = Observed { remaining_after: 36, unknown_quantity: 3, ..consistent() };
+        let beyond = Observed {
+            remaining_after: 36,
+            unknown_quantity: 3,
+            ..consistent()
+        };
         assert_eq!(check(&beyond).len(), 1);
         // An existing event: only this run's sales are accounted against its starting remaining.
-        let existing = Observed { remaining_before: 70, remaining_after: 10, ..consistent() };
+        let existing = Observed {
+            remaining_before: 70,
+            remaining_after: 10,
+            ..consistent()
+        };
         assert_eq!(check(&existing), vec![]);
     }
 
     #[test]
     fn per_user_limit_and_pending_are_checked() {
-        let greedy = Observed { top_user: Some((3, 5)), ..consistent() };
-        assert_eq!(check(&greedy), vec![Violation::PerUserLimitExceeded { user: 3, held: 5, limit: 4 }]);
-        let unlimited = Observed { per_user_limit: None, top_user: Some((3, 50)), ..consistent() };
+        let greedy = Observed {
+            top_user: Some((3, 5)),
+            ..consistent()
+        };
+        assert_eq!(
+            check(&greedy),
+            vec![Violation::PerUserLimitExceeded {
+                user: 3,
+                held: 5,
+                limit: 4
+            }]
+        );
+        let unlimited = Observed {
+            per_user_limit: None,
+            top_user: Some((3, 50)),
+            ..consistent()
+        };
         assert_eq!(check(&unlimited), vec![]);
-        let stuck = Observed { pending_unresolved: 2, pending_missing: 1, ..consistent() };
+        let stuck = Observed {
+            pending_unresolved: 2,
+            pending_missing: 1,
+            ..consistent()
+        };
         assert_eq!(
             check(&stuck),
-            vec![Violation::PendingUnresolved { count: 2 }, Violation::PendingMissing { count: 1 }]
+            vec![
+                Violation::PendingUnresolved { count: 2 },
+                Violation::PendingMissing { count: 1 }
+            ]
         );
     }
 
@@ -314,7 +442,13 @@ mod tests {
         assert_eq!(a.confirmed_bookings, 2);
         assert_eq!(a.rejected_bookings, 1);
         assert_eq!(a.top_user(), Some((1, 5)));
-        assert_eq!(a.pending, vec![PendingBooking { id, attempt: attempt(4, 3, 1) }]);
+        assert_eq!(
+            a.pending,
+            vec![PendingBooking {
+                id,
+                attempt: attempt(4, 3, 1)
+            }]
+        );
         assert_eq!(a.uncertain, vec![attempt(2, 2, 3), attempt(6, 4, 1)]);
     }
 }

@@ -71,7 +71,10 @@ impl LoadgenError {
 
 /// The exit code for an error `run` returned: loadgen's own codes survive `anyhow`.
 pub fn exit_code(err: &anyhow::Error) -> ExitCode {
-    ExitCode::from(err.downcast_ref::<LoadgenError>().map_or(1, LoadgenError::exit_code))
+    ExitCode::from(
+        err.downcast_ref::<LoadgenError>()
+            .map_or(1, LoadgenError::exit_code),
+    )
 }
 
 /// The calibration Job's answer to the operator, written to `--termination-message-path`.
@@ -95,15 +98,23 @@ pub struct CalibrationResult {
 
 impl CalibrationResult {
     /// The answer of a search, and the drain rates its runs measured (one per run, if any).
-    pub fn from_capacity(result: &CapacityResult, drain_rates: impl IntoIterator<Item = f64>) -> Self {
+    pub fn from_capacity(
+        result: &CapacityResult,
+        drain_rates: impl IntoIterator<Item = f64>,
+    ) -> Self {
         // With no passing step, report the lowest rate tried so the operator can say why.
-        let step = result.best().or_else(|| result.steps.iter().min_by(|a, b| a.rate.total_cmp(&b.rate)));
+        let step = result
+            .best()
+            .or_else(|| result.steps.iter().min_by(|a, b| a.rate.total_cmp(&b.rate)));
         Self {
             per_pod_rps: result.capacity_rps.unwrap_or(0.0),
             slo_p99_ms: result.slo.p99_ms,
             p99_ms: step.map_or(0.0, |s| s.measured.p99_ms),
             error_rate: step.map_or(0.0, |s| s.measured.error_rate),
-            drain_rps: drain_rates.into_iter().filter(|r| r.is_finite() && *r > 0.0).reduce(f64::max),
+            drain_rps: drain_rates
+                .into_iter()
+                .filter(|r| r.is_finite() && *r > 0.0)
+                .reduce(f64::max),
         }
     }
 }
@@ -138,11 +149,18 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     if a.find_capacity {
         let found = session.capacity().await?;
         if let Some(path) = &a.termination_message_path {
-            let text = serde_json::to_string(&found.calibration).expect("a CalibrationResult always serializes");
-            std::fs::write(path, text).map_err(|source| LoadgenError::Write { path: path.clone(), source })?;
+            let text = serde_json::to_string(&found.calibration)
+                .expect("a CalibrationResult always serializes");
+            std::fs::write(path, text).map_err(|source| LoadgenError::Write {
+                path: path.clone(),
+                source,
+            })?;
         }
         if a.json {
-            println!("{}", serde_json::json!({"url": a.url, "seed": a.seed, "result": found}));
+            println!(
+                "{}",
+                serde_json::json!({"url": a.url, "seed": a.seed, "result": found})
+            );
         } else {
             let slo = found.capacity.slo;
             match found.capacity.capacity_rps {
@@ -167,7 +185,10 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<()> {
     } else {
         let result = session.sale().await?;
         if a.json {
-            println!("{}", serde_json::json!({"url": a.url, "seed": a.seed, "run": result}));
+            println!(
+                "{}",
+                serde_json::json!({"url": a.url, "seed": a.seed, "run": result})
+            );
         } else {
             print!("{}", result.report);
             if let Some(inv) = &result.invariants {
@@ -202,8 +223,13 @@ impl Session {
     pub async fn sale(&self) -> Result<RunResult, LoadgenError> {
         let a = &self.args;
         let shape = match a.rate {
-            Some(rate) => LoadShape::Open { rate, max_in_flight: a.concurrency as usize },
-            None => LoadShape::Closed { concurrency: a.concurrency as usize },
+            Some(rate) => LoadShape::Open {
+                rate,
+                max_in_flight: a.concurrency as usize,
+            },
+            None => LoadShape::Closed {
+                concurrency: a.concurrency as usize,
+            },
         };
         let event = self.event("loadgen sale", DEFAULT_SALE_TICKETS).await?;
         if !a.json {
@@ -213,7 +239,9 @@ impl Session {
                 event.id,
                 event.tickets,
                 event.remaining,
-                event.per_user_limit.map_or("none".to_string(), |l| l.to_string()),
+                event
+                    .per_user_limit
+                    .map_or("none".to_string(), |l| l.to_string()),
                 a.seed
             );
         }
@@ -223,7 +251,10 @@ impl Session {
     /// `--find-capacity`: one open-loop run per step; each step's line is printed as it ends.
     pub async fn capacity(&self) -> Result<CapacityRun, LoadgenError> {
         let a = &self.args;
-        let slo = Slo { p99_ms: a.slo_p99_ms, max_error_rate: a.max_error_rate };
+        let slo = Slo {
+            p99_ms: a.slo_p99_ms,
+            max_error_rate: a.max_error_rate,
+        };
         let config = SearchConfig {
             start_rate: a.rate.unwrap_or(SearchConfig::default().start_rate),
             max_rate: a.max_rate,
@@ -256,7 +287,11 @@ impl Session {
         let runs = runs.into_inner().expect("no panics while holding it");
         let drain_rates = runs.iter().filter_map(|r| r.invariants.as_ref()?.drain_rps);
         let calibration = CalibrationResult::from_capacity(&capacity, drain_rates);
-        Ok(CapacityRun { capacity, calibration, runs })
+        Ok(CapacityRun {
+            capacity,
+            calibration,
+            runs,
+        })
     }
 
     /// The event to book: `--event-id` as it is now, or a new one.
@@ -276,7 +311,12 @@ impl Session {
     }
 
     /// Drives one run against `event`, then settles and checks it.
-    async fn measure(&self, shape: LoadShape, event: EventView, label: String) -> Result<RunResult, LoadgenError> {
+    async fn measure(
+        &self,
+        shape: LoadShape,
+        event: EventView,
+        label: String,
+    ) -> Result<RunResult, LoadgenError> {
         let a = &self.args;
         // Unique per run, so keys never collide with an earlier run's on the same event.
         let key_prefix: Option<Arc<str>> =
@@ -287,10 +327,18 @@ impl Session {
             endpoint: conn::Endpoint::of(&bookings_url).map(Arc::new),
             request_timeout: a.request_timeout,
             bookings_url,
-            workload: Workload { users: a.users, max_quantity: a.max_quantity, seed: a.seed },
+            workload: Workload {
+                users: a.users,
+                max_quantity: a.max_quantity,
+                seed: a.seed,
+            },
             key_prefix: key_prefix.clone(),
         };
-        let plan = Plan { shape, warmup: a.warmup, duration: a.duration };
+        let plan = Plan {
+            shape,
+            warmup: a.warmup,
+            duration: a.duration,
+        };
         let counters = Arc::new(Counters::default());
         let progress = Progress::start(counters.clone(), label, a.warmup, !a.no_progress);
         let out = driver::drive(target, plan, counters).await;
@@ -300,11 +348,30 @@ impl Session {
         let invariants = if a.no_invariants {
             None
         } else {
-            let baseline = Baseline { event: event.clone(), first_pending_at: out.first_pending_at };
-            let options = SettleOptions { pending_timeout: a.pending_timeout, concurrency: a.concurrency as usize };
-            Some(settle::settle(&self.client, &baseline, out.ledger, key_prefix.as_deref(), options).await?)
+            let baseline = Baseline {
+                event: event.clone(),
+                first_pending_at: out.first_pending_at,
+            };
+            let options = SettleOptions {
+                pending_timeout: a.pending_timeout,
+                concurrency: a.concurrency as usize,
+            };
+            Some(
+                settle::settle(
+                    &self.client,
+                    &baseline,
+                    out.ledger,
+                    key_prefix.as_deref(),
+                    options,
+                )
+                .await?,
+            )
         };
-        Ok(RunResult { event_id: event.id, report, invariants })
+        Ok(RunResult {
+            event_id: event.id,
+            report,
+            invariants,
+        })
     }
 }
 
@@ -314,28 +381,54 @@ mod tests {
     use capacity::Step;
 
     fn step(rate: f64, p99_ms: f64, pass: bool) -> Step {
-        Step { rate, measured: Measured { achieved_rps: rate, p99_ms, error_rate: 0.0 }, pass, breach: None }
+        Step {
+            rate,
+            measured: Measured {
+                achieved_rps: rate,
+                p99_ms,
+                error_rate: 0.0,
+            },
+            pass,
+            breach: None,
+        }
     }
 
     #[test]
     fn the_termination_message_has_the_operators_field_names() {
-        let slo = Slo { p99_ms: 50, max_error_rate: 0.01 };
+        let slo = Slo {
+            p99_ms: 50,
+            max_error_rate: 0.01,
+        };
         let result = CapacityResult {
             slo,
             capacity_rps: Some(800.0),
-            steps: vec![step(400.0, 3.0, true), step(800.0, 9.5, true), step(1600.0, 900.0, false)],
+            steps: vec![
+                step(400.0, 3.0, true),
+                step(800.0, 9.5, true),
+                step(1600.0, 900.0, false),
+            ],
         };
         let json = serde_json::to_value(CalibrationResult::from_capacity(&result, [])).unwrap();
-        assert_eq!(json, serde_json::json!({"perPodRps": 800.0, "sloP99Ms": 50, "p99Ms": 9.5, "errorRate": 0.0}));
+        assert_eq!(
+            json,
+            serde_json::json!({"perPodRps": 800.0, "sloP99Ms": 50, "p99Ms": 9.5, "errorRate": 0.0})
+        );
         // Stage kafka: the fastest drain of any step (a backlog drained flat out).
-        let json = serde_json::to_value(CalibrationResult::from_capacity(&result, [390.0, 640.5, 610.0])).unwrap();
+        let json = serde_json::to_value(CalibrationResult::from_capacity(
+            &result,
+            [390.0, 640.5, 610.0],
+        ))
+        .unwrap();
         assert_eq!(json["drainRps"], 640.5);
     }
 
     #[test]
     fn no_capacity_reports_zero_rps_and_the_lowest_step() {
         let result = CapacityResult {
-            slo: Slo { p99_ms: 5, max_error_rate: 0.0 },
+            slo: Slo {
+                p99_ms: 5,
+                max_error_rate: 0.0,
+            },
             capacity_rps: None,
             steps: vec![step(100.0, 80.0, false), step(50.0, 40.0, false)],
         };

@@ -27,7 +27,10 @@ impl Progress {
         let terminal = enabled && std::io::stderr().is_terminal();
         let bar = terminal.then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
-            bar.set_style(ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("static template"));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                    .expect("static template"),
+            );
             bar
         });
         let tick = if terminal { TERMINAL_TICK } else { LOG_TICK };
@@ -42,14 +45,21 @@ impl Progress {
                 let done = counters.done.load(Ordering::Relaxed);
                 let rps = (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
                 last = (now, done);
-                let phase = if now.duration_since(start) < warmup { "warm-up" } else { "measuring" };
+                let phase = if now.duration_since(start) < warmup {
+                    "warm-up"
+                } else {
+                    "measuring"
+                };
                 let line = line(&label, phase, &counters, rps);
                 match &task_bar {
                     Some(bar) => {
                         bar.set_message(line);
                         bar.tick();
                     }
-                    None if enabled => eprintln!("[loadgen {:>5.0}s] {line}", now.duration_since(start).as_secs_f64()),
+                    None if enabled => eprintln!(
+                        "[loadgen {:>5.0}s] {line}",
+                        now.duration_since(start).as_secs_f64()
+                    ),
                     None => {}
                 }
             }

@@ -36,7 +36,8 @@ impl Default for Recorder {
 impl Recorder {
     pub fn new() -> Self {
         let histogram = || {
-            Histogram::new_with_bounds(1, LATENCY_MAX_US, SIGNIFICANT_DIGITS).expect("static histogram bounds are valid")
+            Histogram::new_with_bounds(1, LATENCY_MAX_US, SIGNIFICANT_DIGITS)
+                .expect("static histogram bounds are valid")
         };
         Self {
             latency_us: histogram(),
@@ -49,7 +50,9 @@ impl Recorder {
 
     /// Records one finished attempt. Failed attempts are timed too: a timeout is a latency.
     pub fn record(&mut self, latency: Duration, answer: &Answer) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.latency_us.saturating_record(micros);
         if answer.is_admitted() {
             self.admitted_us.saturating_record(micros);
@@ -71,8 +74,12 @@ impl Recorder {
     }
 
     pub fn merge(&mut self, other: &Recorder) {
-        self.latency_us.add(&other.latency_us).expect("recorders share their bounds");
-        self.admitted_us.add(&other.admitted_us).expect("recorders share their bounds");
+        self.latency_us
+            .add(&other.latency_us)
+            .expect("recorders share their bounds");
+        self.admitted_us
+            .add(&other.admitted_us)
+            .expect("recorders share their bounds");
         for (label, count) in &other.answers {
             *self.answers.entry(label.clone()).or_default() += count;
         }
@@ -128,8 +135,14 @@ impl fmt::Display for LoadShape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadShape::Closed { concurrency } => write!(f, "closed loop, {concurrency} workers"),
-            LoadShape::Open { rate, max_in_flight } => {
-                write!(f, "open loop, {rate:.0} req/s (at most {max_in_flight} in flight)")
+            LoadShape::Open {
+                rate,
+                max_in_flight,
+            } => {
+                write!(
+                    f,
+                    "open loop, {rate:.0} req/s (at most {max_in_flight} in flight)"
+                )
             }
         }
     }
@@ -163,7 +176,11 @@ impl Report {
             shape,
             duration_s: secs,
             requests: recorder.requests,
-            throughput_rps: if secs > 0.0 { recorder.requests as f64 / secs } else { 0.0 },
+            throughput_rps: if secs > 0.0 {
+                recorder.requests as f64 / secs
+            } else {
+                0.0
+            },
             latency_ms: Latency::of(&recorder.latency_us),
             admitted_latency_ms: Latency::of(&recorder.admitted_us),
             answers: recorder.answers.clone(),
@@ -184,14 +201,22 @@ impl Report {
 
 /// Errors over attempts; zero attempts is no evidence of errors.
 pub fn error_rate(errors: u64, requests: u64) -> f64 {
-    if requests == 0 { 0.0 } else { errors as f64 / requests as f64 }
+    if requests == 0 {
+        0.0
+    } else {
+        errors as f64 / requests as f64
+    }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let l = &self.latency_ms;
         writeln!(f, "load        {}", self.shape)?;
-        writeln!(f, "measured    {:.1} s, {} requests", self.duration_s, self.requests)?;
+        writeln!(
+            f,
+            "measured    {:.1} s, {} requests",
+            self.duration_s, self.requests
+        )?;
         writeln!(f, "throughput  {:.1} req/s", self.throughput_rps)?;
         writeln!(
             f,
@@ -206,13 +231,26 @@ impl fmt::Display for Report {
                 a.p50, a.p90, a.p99, a.p999, a.max
             )?;
         }
-        writeln!(f, "errors      {} ({:.3}%)", self.errors, self.error_rate * 100.0)?;
+        writeln!(
+            f,
+            "errors      {} ({:.3}%)",
+            self.errors,
+            self.error_rate * 100.0
+        )?;
         if self.missed_sends > 0 {
-            writeln!(f, "missed      {} sends due in the window never left", self.missed_sends)?;
+            writeln!(
+                f,
+                "missed      {} sends due in the window never left",
+                self.missed_sends
+            )?;
         }
         writeln!(f, "answers")?;
         for (label, count) in &self.answers {
-            let share = if self.requests > 0 { *count as f64 * 100.0 / self.requests as f64 } else { 0.0 };
+            let share = if self.requests > 0 {
+                *count as f64 * 100.0 / self.requests as f64
+            } else {
+                0.0
+            };
             writeln!(f, "  {label:<24} {count:>10}  {share:>6.2}%")?;
         }
         Ok(())
@@ -234,7 +272,12 @@ mod tests {
         for i in 1..=1000 {
             r.record(ms(i), &Answer::Confirmed);
         }
-        let report = Report::new(LoadShape::Closed { concurrency: 4 }, &r, Duration::from_secs(10), 0);
+        let report = Report::new(
+            LoadShape::Closed { concurrency: 4 },
+            &r,
+            Duration::from_secs(10),
+            0,
+        );
         let l = report.latency_ms;
         // HDR keeps 3 significant digits: each value within 0.1% of the exact one.
         let close = |got: f64, want: f64| (got - want).abs() <= want * 0.001 + 0.001;
@@ -258,7 +301,15 @@ mod tests {
         b.record(ms(4), &Answer::Unexpected(503));
         b.record(ms(5), &Answer::Confirmed);
         a.merge(&b);
-        let report = Report::new(LoadShape::Open { rate: 5.0, max_in_flight: 8 }, &a, Duration::from_secs(1), 2);
+        let report = Report::new(
+            LoadShape::Open {
+                rate: 5.0,
+                max_in_flight: 8,
+            },
+            &a,
+            Duration::from_secs(1),
+            2,
+        );
         assert_eq!(report.requests, 5);
         assert_eq!(report.errors, 2);
         assert!((report.error_rate - 0.4).abs() < 1e-12);
@@ -269,7 +320,10 @@ mod tests {
         assert_eq!(report.offered_rate(), Some(5.0));
         // Only the two 201s are admitted: their latencies, not the error's or the refusal's.
         let admitted = report.admitted_latency_ms;
-        assert!((admitted.max - 5.0).abs() <= 0.005 && (admitted.p50 - 1.0).abs() <= 0.005, "{admitted:?}");
+        assert!(
+            (admitted.max - 5.0).abs() <= 0.005 && (admitted.p50 - 1.0).abs() <= 0.005,
+            "{admitted:?}"
+        );
         let table = report.to_string();
         assert!(table.contains("missed      2"), "{table}");
         assert!(table.contains("admitted ms p50 1.00"), "{table}");
@@ -281,7 +335,12 @@ mod tests {
 
     #[test]
     fn an_empty_run_reports_zeros_not_nan() {
-        let report = Report::new(LoadShape::Closed { concurrency: 1 }, &Recorder::new(), Duration::ZERO, 0);
+        let report = Report::new(
+            LoadShape::Closed { concurrency: 1 },
+            &Recorder::new(),
+            Duration::ZERO,
+            0,
+        );
         assert_eq!(report.throughput_rps, 0.0);
         assert_eq!(report.error_rate, 0.0);
         assert_eq!(report.latency_ms, Latency::default());

@@ -40,7 +40,14 @@ pub async fn settle(
     options: SettleOptions,
 ) -> Result<InvariantReport, ClientError> {
     let event_id = baseline.event.id;
-    let unknown_quantity = replay_uncertain(client, event_id, &mut ledger, key_prefix, options.concurrency).await?;
+    let unknown_quantity = replay_uncertain(
+        client,
+        event_id,
+        &mut ledger,
+        key_prefix,
+        options.concurrency,
+    )
+    .await?;
     let pending_total = ledger.pending.len() as u64;
     let drained = resolve_pending(client, &mut ledger, options).await;
     let after = client.get_event(event_id).await?;
@@ -129,12 +136,20 @@ struct Drained {
 /// loadgen waits and then probes only the oldest, so the polling does not take the CPU the worker
 /// is draining with. On giving up, one last sweep asks about every booking left, so only the
 /// really undecided ones are reported.
-async fn resolve_pending(client: &ApiClient, ledger: &mut Ledger, options: SettleOptions) -> Drained {
+async fn resolve_pending(
+    client: &ApiClient,
+    ledger: &mut Ledger,
+    options: SettleOptions,
+) -> Drained {
     const POLL_INTERVAL: Duration = Duration::from_millis(100);
     let mut queue: VecDeque<PendingBooking> = std::mem::take(&mut ledger.pending).into();
     let mut deadline = Instant::now() + options.pending_timeout;
     let batch = options.concurrency.clamp(1, 256);
-    let mut follow = Follow { ledger, drained: Drained::default(), not_found: Default::default() };
+    let mut follow = Follow {
+        ledger,
+        drained: Drained::default(),
+        not_found: Default::default(),
+    };
     let mut probe_only = false;
     while !queue.is_empty() && Instant::now() < deadline {
         let size = if probe_only { 1 } else { batch }.min(queue.len());
@@ -160,7 +175,10 @@ async fn resolve_pending(client: &ApiClient, ledger: &mut Ledger, options: Settl
         follow.poll(client, queue.into(), batch, false).await
     };
     let mut drained = follow.drained;
-    drained.missing = left.iter().filter(|p| follow.not_found.contains(&p.id)).count() as u64;
+    drained.missing = left
+        .iter()
+        .filter(|p| follow.not_found.contains(&p.id))
+        .count() as u64;
     drained.unresolved = left.len() as u64 - drained.missing;
     drained
 }
@@ -190,7 +208,10 @@ impl Follow<'_> {
         let mut still = Vec::new();
         for (p, result) in polled {
             match result {
-                Ok(BookingView { status: BookingStatus::Pending, .. }) => still.push(p),
+                Ok(BookingView {
+                    status: BookingStatus::Pending,
+                    ..
+                }) => still.push(p),
                 Ok(BookingView { status, .. }) => {
                     if clock {
                         self.drained.decided += 1;

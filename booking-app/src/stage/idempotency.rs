@@ -9,11 +9,17 @@ use crate::domain::{Booking, BookingOutcome, BookingRequest, BookingStatus, Reje
 
 /// True when `first` was made by the same request (the key is global, so the event counts too).
 pub fn same_request(first: &Booking, event_id: Uuid, request: &BookingRequest) -> bool {
-    first.event_id == event_id && first.user_id == request.user_id && first.quantity == request.quantity
+    first.event_id == event_id
+        && first.user_id == request.user_id
+        && first.quantity == request.quantity
 }
 
 /// The answer to a request whose key was first used for `first`.
-pub fn replay(first: Booking, event_id: Uuid, request: &BookingRequest) -> Result<BookingOutcome, StageError> {
+pub fn replay(
+    first: Booking,
+    event_id: Uuid,
+    request: &BookingRequest,
+) -> Result<BookingOutcome, StageError> {
     if !same_request(&first, event_id, request) {
         return Err(StageError::IdempotencyKeyReused);
     }
@@ -45,7 +51,10 @@ mod tests {
     }
 
     fn request(user_id: &str, quantity: i32) -> BookingRequest {
-        BookingRequest { user_id: user_id.into(), quantity }
+        BookingRequest {
+            user_id: user_id.into(),
+            quantity,
+        }
     }
 
     #[test]
@@ -59,13 +68,28 @@ mod tests {
     fn first_refusal_is_replayed_as_refusal() {
         let first = booking(BookingStatus::Rejected, Some(RejectReason::PerUserLimit));
         let err = replay(first, Uuid::nil(), &request("alice", 2)).unwrap_err();
-        assert!(matches!(err, StageError::Rejected { reason: RejectReason::PerUserLimit, .. }));
+        assert!(matches!(
+            err,
+            StageError::Rejected {
+                reason: RejectReason::PerUserLimit,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn different_request_is_refused() {
-        for (event, user, quantity) in [(Uuid::nil(), "bob", 2), (Uuid::nil(), "alice", 3), (Uuid::new_v4(), "alice", 2)] {
-            let err = replay(booking(BookingStatus::Confirmed, None), event, &request(user, quantity)).unwrap_err();
+        for (event, user, quantity) in [
+            (Uuid::nil(), "bob", 2),
+            (Uuid::nil(), "alice", 3),
+            (Uuid::new_v4(), "alice", 2),
+        ] {
+            let err = replay(
+                booking(BookingStatus::Confirmed, None),
+                event,
+                &request(user, quantity),
+            )
+            .unwrap_err();
             assert!(matches!(err, StageError::IdempotencyKeyReused));
         }
     }

@@ -31,7 +31,9 @@ use self::metrics::GroupMetrics;
 use self::record::{BookingRecord, RECORD_VERSION, booking_id};
 use super::records::{self, pg_error};
 use super::{IdempotencyKey, Inventory, StageError, idempotency};
-use crate::domain::{Booking, BookingOutcome, BookingRequest, BookingStatus, Event, NewEvent, RejectReason, Stage};
+use crate::domain::{
+    Booking, BookingOutcome, BookingRequest, BookingStatus, Event, NewEvent, RejectReason, Stage,
+};
 use crate::http::Metrics;
 use crate::validation::validate_booking_request;
 
@@ -62,12 +64,23 @@ struct Inner {
 impl KafkaInventory {
     /// Creates the topics if missing, positions this pod's tail at the group's committed offsets
     /// and starts it; everything stops when the inventory is dropped.
-    pub async fn connect(settings: KafkaSettings, pool: PgPool, metrics: &Metrics) -> Result<Self, StageError> {
+    pub async fn connect(
+        settings: KafkaSettings,
+        pool: PgPool,
+        metrics: &Metrics,
+    ) -> Result<Self, StageError> {
         let partitions = settings.ensure_topics().await?;
         let reader = Arc::new(settings.offsets_reader()?);
         let backlog = Arc::new(Backlog::new(partitions));
         let tasks = CancellationToken::new();
-        tail::start(&settings, backlog.clone(), reader.clone(), GroupMetrics::register(metrics), tasks.clone()).await?;
+        tail::start(
+            &settings,
+            backlog.clone(),
+            reader.clone(),
+            GroupMetrics::register(metrics),
+            tasks.clone(),
+        )
+        .await?;
         let produce_failures = Counter::default();
         metrics.register(
             "kafka_produce_failures",
@@ -83,7 +96,10 @@ impl KafkaInventory {
             known_events: Mutex::default(),
             produce_failures,
         };
-        Ok(Self { inner: Arc::new(inner), _tasks: tasks.drop_guard() })
+        Ok(Self {
+            inner: Arc::new(inner),
+            _tasks: tasks.drop_guard(),
+        })
     }
 
     /// Requests this pod sees queued and undecided.
@@ -94,7 +110,12 @@ impl KafkaInventory {
 
 impl Inner {
     async fn require_event(&self, event_id: Uuid) -> Result<(), StageError> {
-        if self.known_events.lock().expect("lock poisoned").contains(&event_id) {
+        if self
+            .known_events
+            .lock()
+            .expect("lock poisoned")
+            .contains(&event_id)
+        {
             return Ok(());
         }
         let event = records::fetch_event(&self.pool, event_id).await?;
@@ -115,13 +136,24 @@ impl Inner {
     async fn produce(&self, record: &BookingRecord) -> Result<(i32, i64), StageError> {
         let (key, payload) = (record.key(), record.encode());
         // The id in a header too, so a pod's tail skips decoding the records it already holds.
-        let headers = OwnedHeaders::new_with_capacity(1)
-            .insert(Header { key: record::ID_HEADER, value: Some(record.id.as_bytes().as_slice()) });
+        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+            key: record::ID_HEADER,
+            value: Some(record.id.as_bytes().as_slice()),
+        });
         let delivery = self
             .producer
-            .send_result(FutureRecord::to(&self.settings.topic).key(&key).payload(&payload).headers(headers))
+            .send_result(
+                FutureRecord::to(&self.settings.topic)
+                    .key(&key)
+                    .payload(&payload)
+                    .headers(headers),
+            )
             .map_err(|(err, _)| unavailable(format!("cannot queue the request: {err}")))?;
-        let result = tokio::time::timeout(self.settings.produce_timeout + Duration::from_secs(1), delivery).await;
+        let result = tokio::time::timeout(
+            self.settings.produce_timeout + Duration::from_secs(1),
+            delivery,
+        )
+        .await;
         match result {
             Ok(Ok(Ok(delivery))) => Ok((delivery.partition, delivery.offset)),
             Ok(Ok(Err((err, _)))) => Err(unavailable(format!("broker did not acknowledge: {err}"))),
@@ -143,8 +175,11 @@ impl Inner {
             other => return other,
         }
         let partitions = self.backlog.partitions();
-        let high: Vec<i64> =
-            watermarks(&self.reader, &self.settings.topic, partitions).await?.into_iter().map(|(_, h)| h).collect();
+        let high: Vec<i64> = watermarks(&self.reader, &self.settings.topic, partitions)
+            .await?
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect();
         tokio::time::timeout(READ_YOUR_WRITES_WAIT, self.backlog.wait_caught_up(&high))
             .await
             .map_err(|_| unavailable("this pod's view of the queue is behind"))?;
@@ -163,7 +198,11 @@ impl Inventory for KafkaInventory {
 
     async fn create_event(&self, new: NewEvent) -> Result<Event, StageError> {
         let event = records::insert_event(&self.inner.pool, &new).await?;
-        self.inner.known_events.lock().expect("lock poisoned").insert(event.id);
+        self.inner
+            .known_events
+            .lock()
+            .expect("lock poisoned")
+            .insert(event.id);
         Ok(event)
     }
 
@@ -203,7 +242,10 @@ impl Inventory for KafkaInventory {
                     Err(err) => return Err(err),
                 }
             }
-            return Err(StageError::Rejected { reason: RejectReason::SoldOut, detail: "the event is sold out".into() });
+            return Err(StageError::Rejected {
+                reason: RejectReason::SoldOut,
+                detail: "the event is sold out".into(),
+            });
         }
         // Bounded memory: past the cap the door sheds rather than the pod growing until it is
         // killed (requests other pods queue still enter the view: they are accepted already).
@@ -242,14 +284,25 @@ impl Inventory for KafkaInventory {
     async fn watch_booking(&self, id: Uuid) -> Result<BoxStream<'static, Booking>, StageError> {
         // The first read outside the stream, so an unknown id is a 404 rather than an empty stream.
         let first = self.inner.booking(id).await?;
-        let watch = Watch { inner: self.inner.clone(), id, wake: self.inner.backlog.subscribe(), first: Some(first), last: None };
+        let watch = Watch {
+            inner: self.inner.clone(),
+            id,
+            wake: self.inner.backlog.subscribe(),
+            first: Some(first),
+            last: None,
+        };
         Ok(stream::unfold(watch, Watch::next).boxed())
     }
 
     async fn ready(&self) -> Result<(), StageError> {
-        sqlx::query("SELECT 1").execute(&self.inner.pool).await.map_err(pg_error)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.inner.pool)
+            .await
+            .map_err(pg_error)?;
         if partition_count(&self.inner.reader, &self.inner.settings.topic).await? == 0 {
-            return Err(unavailable("the requests topic is missing or has no leader"));
+            return Err(unavailable(
+                "the requests topic is missing or has no leader",
+            ));
         }
         if !self.inner.backlog.complete() {
             return Err(unavailable("this pod is still reading the queue"));
@@ -270,14 +323,19 @@ struct Watch {
 
 impl Watch {
     async fn next(mut self) -> Option<(Booking, Self)> {
-        if self.last.as_ref().is_some_and(|b| b.status != BookingStatus::Pending) {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|b| b.status != BookingStatus::Pending)
+        {
             return None;
         }
         loop {
             let state = match self.first.take() {
                 Some(first) => first,
                 None => {
-                    if let Ok(Err(_)) = tokio::time::timeout(WATCH_POLL, self.wake.changed()).await {
+                    if let Ok(Err(_)) = tokio::time::timeout(WATCH_POLL, self.wake.changed()).await
+                    {
                         // The stage is shutting down: keep polling slowly until the client goes.
                         tokio::time::sleep(WATCH_POLL).await;
                     }

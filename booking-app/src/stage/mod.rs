@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use uuid::Uuid;
 
-use crate::domain::{Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage};
+use crate::domain::{
+    Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage,
+};
 
 /// An opaque client-chosen key (`Idempotency-Key` header): a repeated key returns the first
 /// answer and books nothing more.
@@ -20,7 +22,10 @@ pub enum StageError {
     BookingNotFound(Uuid),
     /// The request was decided against at once (stages postgres and redis).
     #[error("booking refused: {reason:?}: {detail}")]
-    Rejected { reason: RejectReason, detail: String },
+    Rejected {
+        reason: RejectReason,
+        detail: String,
+    },
     /// The same idempotency key was used before with a different request.
     #[error("idempotency key was already used for a different request")]
     IdempotencyKeyReused,
@@ -90,13 +95,17 @@ pub async fn build_inventory(
     // Before any request: the sale's own event exists once the API answers.
     sale_event::ensure(&pool, &config.sale_event).await?;
     match config.stage {
-        Stage::Postgres => {
-            Ok(std::sync::Arc::new(postgres::PostgresInventory::from_config(&config.postgres, pool, &metrics)?))
-        }
-        Stage::Redis => Ok(std::sync::Arc::new(redis::RedisInventory::connect(&config.redis, pool, metrics.clone()).await?)),
+        Stage::Postgres => Ok(std::sync::Arc::new(
+            postgres::PostgresInventory::from_config(&config.postgres, pool, &metrics)?,
+        )),
+        Stage::Redis => Ok(std::sync::Arc::new(
+            redis::RedisInventory::connect(&config.redis, pool, metrics.clone()).await?,
+        )),
         Stage::Kafka => {
             let settings = kafka::client::KafkaSettings::from_config(&config.kafka)?;
-            Ok(std::sync::Arc::new(kafka::KafkaInventory::connect(settings, pool, &metrics).await?))
+            Ok(std::sync::Arc::new(
+                kafka::KafkaInventory::connect(settings, pool, &metrics).await?,
+            ))
         }
     }
 }

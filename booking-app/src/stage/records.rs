@@ -61,8 +61,9 @@ impl TryFrom<BookingRow> for Booking {
     type Error = StageError;
 
     fn try_from(r: BookingRow) -> Result<Self, StageError> {
-        let status = parse_status(&r.status)
-            .ok_or_else(|| StageError::Internal(format!("booking {} has status {:?}", r.id, r.status)))?;
+        let status = parse_status(&r.status).ok_or_else(|| {
+            StageError::Internal(format!("booking {} has status {:?}", r.id, r.status))
+        })?;
         let reason = match r.reason.as_deref() {
             None => None,
             Some(text) => Some(parse_reason(text).ok_or_else(|| {
@@ -83,15 +84,23 @@ impl TryFrom<BookingRow> for Booking {
 }
 
 pub fn parse_status(text: &str) -> Option<BookingStatus> {
-    [BookingStatus::Pending, BookingStatus::Confirmed, BookingStatus::Rejected]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+    [
+        BookingStatus::Pending,
+        BookingStatus::Confirmed,
+        BookingStatus::Rejected,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == text)
 }
 
 pub fn parse_reason(text: &str) -> Option<RejectReason> {
-    [RejectReason::SoldOut, RejectReason::PerUserLimit, RejectReason::IdempotencyKeyReused]
-        .into_iter()
-        .find(|r| r.as_str() == text)
+    [
+        RejectReason::SoldOut,
+        RejectReason::PerUserLimit,
+        RejectReason::IdempotencyKeyReused,
+    ]
+    .into_iter()
+    .find(|r| r.as_str() == text)
 }
 
 /// SQLSTATEs of a statement given up on by our own timeouts (`lock_timeout`: 55P03
@@ -102,15 +111,23 @@ const UNAVAILABLE_SQLSTATES: &[&str] = &["55P03", "57014", "57P01", "57P02", "57
 /// Connection-level failures and timeouts are the store being unavailable (503); the rest stays
 /// a database error (500).
 pub fn pg_error(err: sqlx::Error) -> StageError {
-    let timed_out =
-        err.as_database_error().and_then(|db| db.code()).is_some_and(|code| UNAVAILABLE_SQLSTATES.contains(&code.as_ref()));
+    let timed_out = err
+        .as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| UNAVAILABLE_SQLSTATES.contains(&code.as_ref()));
     match err {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StageError::Unavailable { store: "postgres", detail: err.to_string() },
-        _ if timed_out => StageError::Unavailable { store: "postgres", detail: err.to_string() },
+        | sqlx::Error::WorkerCrashed => StageError::Unavailable {
+            store: "postgres",
+            detail: err.to_string(),
+        },
+        _ if timed_out => StageError::Unavailable {
+            store: "postgres",
+            detail: err.to_string(),
+        },
         other => StageError::Database(other),
     }
 }
@@ -143,8 +160,16 @@ pub async fn insert_event(db: impl PgExecutor<'_>, new: &NewEvent) -> Result<Eve
 /// The event `id` as stored, creating it from `new` if absent (any number of pods may race).
 /// An existing event is never changed: its inventory may already be partly sold. The flag is
 /// true when this call created it.
-pub async fn ensure_event(db: &sqlx::PgPool, id: Uuid, new: &NewEvent) -> Result<(Event, bool), StageError> {
-    let sql = concat!(insert_event!(), " ON CONFLICT (id) DO NOTHING RETURNING ", event_columns!());
+pub async fn ensure_event(
+    db: &sqlx::PgPool,
+    id: Uuid,
+    new: &NewEvent,
+) -> Result<(Event, bool), StageError> {
+    let sql = concat!(
+        insert_event!(),
+        " ON CONFLICT (id) DO NOTHING RETURNING ",
+        event_columns!()
+    );
     let created: Option<EventRow> = sqlx::query_as(sql)
         .bind(id)
         .bind(&new.name)
@@ -161,20 +186,43 @@ pub async fn ensure_event(db: &sqlx::PgPool, id: Uuid, new: &NewEvent) -> Result
 
 pub async fn fetch_event(db: impl PgExecutor<'_>, id: Uuid) -> Result<Event, StageError> {
     let sql = concat!("SELECT ", event_columns!(), " FROM events WHERE id = $1");
-    let row: Option<EventRow> = sqlx::query_as(sql).bind(id).fetch_optional(db).await.map_err(pg_error)?;
+    let row: Option<EventRow> = sqlx::query_as(sql)
+        .bind(id)
+        .fetch_optional(db)
+        .await
+        .map_err(pg_error)?;
     row.map(Event::from).ok_or(StageError::EventNotFound(id))
 }
 
 pub async fn fetch_booking(db: impl PgExecutor<'_>, id: Uuid) -> Result<Booking, StageError> {
-    let sql = concat!("SELECT ", booking_columns!(), " FROM bookings WHERE id = $1");
-    let row: Option<BookingRow> = sqlx::query_as(sql).bind(id).fetch_optional(db).await.map_err(pg_error)?;
+    let sql = concat!(
+        "SELECT ",
+        booking_columns!(),
+        " FROM bookings WHERE id = $1"
+    );
+    let row: Option<BookingRow> = sqlx::query_as(sql)
+        .bind(id)
+        .fetch_optional(db)
+        .await
+        .map_err(pg_error)?;
     row.ok_or(StageError::BookingNotFound(id))?.try_into()
 }
 
 /// The booking first made with this idempotency key, if any.
-pub async fn fetch_booking_by_key(db: impl PgExecutor<'_>, key: &str) -> Result<Option<Booking>, StageError> {
-    let sql = concat!("SELECT ", booking_columns!(), " FROM bookings WHERE idempotency_key = $1");
-    let row: Option<BookingRow> = sqlx::query_as(sql).bind(key).fetch_optional(db).await.map_err(pg_error)?;
+pub async fn fetch_booking_by_key(
+    db: impl PgExecutor<'_>,
+    key: &str,
+) -> Result<Option<Booking>, StageError> {
+    let sql = concat!(
+        "SELECT ",
+        booking_columns!(),
+        " FROM bookings WHERE idempotency_key = $1"
+    );
+    let row: Option<BookingRow> = sqlx::query_as(sql)
+        .bind(key)
+        .fetch_optional(db)
+        .await
+        .map_err(pg_error)?;
     row.map(Booking::try_from).transpose()
 }
 
@@ -195,8 +243,14 @@ pub async fn fetch_bookings_by_keys(
         booking_columns!(),
         " FROM bookings WHERE idempotency_key = ANY($1)"
     );
-    let rows: Vec<KeyedBookingRow> = sqlx::query_as(sql).bind(keys).fetch_all(db).await.map_err(pg_error)?;
-    rows.into_iter().map(|r| Ok((r.idempotency_key, r.booking.try_into()?))).collect()
+    let rows: Vec<KeyedBookingRow> = sqlx::query_as(sql)
+        .bind(keys)
+        .fetch_all(db)
+        .await
+        .map_err(pg_error)?;
+    rows.into_iter()
+        .map(|r| Ok((r.idempotency_key, r.booking.try_into()?)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -205,10 +259,18 @@ mod tests {
 
     #[test]
     fn status_and_reason_round_trip_through_their_column_text() {
-        for s in [BookingStatus::Pending, BookingStatus::Confirmed, BookingStatus::Rejected] {
+        for s in [
+            BookingStatus::Pending,
+            BookingStatus::Confirmed,
+            BookingStatus::Rejected,
+        ] {
             assert_eq!(parse_status(s.as_str()), Some(s));
         }
-        for r in [RejectReason::SoldOut, RejectReason::PerUserLimit, RejectReason::IdempotencyKeyReused] {
+        for r in [
+            RejectReason::SoldOut,
+            RejectReason::PerUserLimit,
+            RejectReason::IdempotencyKeyReused,
+        ] {
             assert_eq!(parse_reason(r.as_str()), Some(r));
         }
         assert_eq!(parse_status("cancelled"), None);

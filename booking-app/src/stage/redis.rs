@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use prometheus_client::metrics::gauge::Gauge;
-use redis::{AsyncCommands, RedisWrite};
 use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisWrite};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -31,7 +31,9 @@ use self::keys::Keys;
 use self::load::Loader;
 use super::{IdempotencyKey, Inventory, StageError, idempotency, records};
 use crate::config::RedisConfig;
-use crate::domain::{Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage};
+use crate::domain::{
+    Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage,
+};
 use crate::http::Metrics;
 
 /// The booking decision (see the script's header for its keys, arguments and answers).
@@ -60,24 +62,50 @@ pub struct RedisInventory {
 impl RedisInventory {
     /// Connects, loads the scripts once (later calls are EVALSHA; a Redis that lost its script
     /// cache gets them again on NOSCRIPT), and starts the stream-lag gauge.
-    pub async fn connect(config: &RedisConfig, pool: PgPool, metrics: Arc<Metrics>) -> Result<Self, StageError> {
+    pub async fn connect(
+        config: &RedisConfig,
+        pool: PgPool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StageError> {
         let url = config.redis_url.as_deref().ok_or_else(|| {
             StageError::Internal("stage redis needs REDIS_URL (--redis-url)".into())
         })?;
-        let bookings = Pool::connect(url, config.response_timeout(), config.redis_connections).await?;
+        let bookings =
+            Pool::connect(url, config.response_timeout(), config.redis_connections).await?;
         let mut redis = bookings.get();
         let keys = Keys::new(config.redis_key_prefix.clone());
         let booking_script = redis::Script::new(BOOKING_SCRIPT);
-        booking_script.prepare_invoke().load_async(&mut redis).await.map_err(classify)?;
+        booking_script
+            .prepare_invoke()
+            .load_async(&mut redis)
+            .await
+            .map_err(classify)?;
         let loader = Loader::new(redis.clone(), pool.clone(), keys.clone());
         loader.prepare(&mut redis).await?;
 
         let lag = Gauge::default();
-        metrics.register("redis_stream_lag", "Confirmed bookings in Redis not yet written to Postgres", lag.clone());
+        metrics.register(
+            "redis_stream_lag",
+            "Confirmed bookings in Redis not yet written to Postgres",
+            lag.clone(),
+        );
         let sampler = CancellationToken::new();
-        tokio::spawn(sample_lag(redis.clone(), keys.clone(), lag, sampler.clone()));
+        tokio::spawn(sample_lag(
+            redis.clone(),
+            keys.clone(),
+            lag,
+            sampler.clone(),
+        ));
 
-        Ok(Self { redis, bookings, pool, keys, booking_script, loader, sampler })
+        Ok(Self {
+            redis,
+            bookings,
+            pool,
+            keys,
+            booking_script,
+            loader,
+            sampler,
+        })
     }
 
     pub fn keys(&self) -> &Keys {
@@ -88,12 +116,22 @@ impl RedisInventory {
     /// across events, so this one key is outside the event's hash slot; a single Redis primary
     /// is assumed). Without a key only the event's own keys are passed. A Redis that lost its
     /// script cache (restart) answers NOSCRIPT: the script is loaded and the call made again.
-    async fn run_booking_script(&self, booking: &Booking, key: &str) -> Result<Verdict, StageError> {
+    async fn run_booking_script(
+        &self,
+        booking: &Booking,
+        key: &str,
+    ) -> Result<Verdict, StageError> {
         let call = booking_call(&self.keys, self.booking_script.get_hash(), booking, key)?;
         let mut redis = self.bookings.get();
         let reply: redis::Value = match call.query_async(&mut redis).await {
-            Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.booking_script.prepare_invoke().load_async(&mut redis).await.map_err(classify)?;
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                self.booking_script
+                    .prepare_invoke()
+                    .load_async(&mut redis)
+                    .await
+                    .map_err(classify)?;
                 call.query_async(&mut redis).await
             }
             reply => reply,
@@ -112,15 +150,23 @@ impl Drop for RedisInventory {
 /// The booking script's EVALSHA command (its arguments as booking.lua's header lists them),
 /// every key and argument written straight into the command's one buffer: the booking's JSON is
 /// serialized there, the key names formatted there.
-fn booking_call(keys: &Keys, script_hash: &str, booking: &Booking, key: &str) -> Result<redis::Cmd, StageError> {
+fn booking_call(
+    keys: &Keys,
+    script_hash: &str,
+    booking: &Booking,
+    key: &str,
+) -> Result<redis::Cmd, StageError> {
     let mut call = redis::Cmd::with_capacity(16, 1024);
-    call.arg("EVALSHA").arg(script_hash).arg(if key.is_empty() { 5 } else { 6 });
+    call.arg("EVALSHA")
+        .arg(script_hash)
+        .arg(if key.is_empty() { 5 } else { 6 });
     keys.write_event_args(&mut call, booking.event_id);
     if !key.is_empty() {
         keys.write_key_claim_arg(&mut call, key);
     }
     call.arg(&booking.user_id).arg(booking.quantity).arg(key);
-    serde_json::to_writer(call.writer_for_next_arg(), booking).map_err(|e| StageError::Internal(e.to_string()))?;
+    serde_json::to_writer(call.writer_for_next_arg(), booking)
+        .map_err(|e| StageError::Internal(e.to_string()))?;
     call.write_arg_fmt(booking.id);
     call.write_arg_fmt(booking.event_id);
     call.arg(KEY_CLAIM_TTL_SECS);
@@ -134,7 +180,10 @@ enum Verdict {
     Reused,
     Missing,
     Replay(String),
-    Rejected { reason: RejectReason, count: i64 },
+    Rejected {
+        reason: RejectReason,
+        count: i64,
+    },
     Confirmed,
 }
 
@@ -142,7 +191,9 @@ impl Verdict {
     /// Reads the script's answer in place (an array of bulk strings).
     fn parse(reply: &redis::Value) -> Result<Self, StageError> {
         let bad = || StageError::Internal(format!("booking script answered {reply:?}"));
-        let redis::Value::Array(items) = reply else { return Err(bad()) };
+        let redis::Value::Array(items) = reply else {
+            return Err(bad());
+        };
         let text = |i: usize| match items.get(i) {
             Some(redis::Value::BulkString(bytes)) => std::str::from_utf8(bytes).ok(),
             Some(redis::Value::SimpleString(s)) => Some(s.as_str()),
@@ -156,7 +207,10 @@ impl Verdict {
             Some("confirmed") => Ok(Verdict::Confirmed),
             Some("rejected") => {
                 let reason = text(1).and_then(records::parse_reason).ok_or_else(bad)?;
-                Ok(Verdict::Rejected { reason, count: count(2)? })
+                Ok(Verdict::Rejected {
+                    reason,
+                    count: count(2)?,
+                })
             }
             _ => Err(bad()),
         }
@@ -173,7 +227,10 @@ fn rejection(reason: RejectReason, count: i64, request: &BookingRequest) -> Stag
     let detail = match reason {
         RejectReason::SoldOut => format!("{count} tickets left, {} asked for", request.quantity),
         RejectReason::PerUserLimit => {
-            format!("user {} holds {count} tickets, {} more would exceed the limit", request.user_id, request.quantity)
+            format!(
+                "user {} holds {count} tickets, {} more would exceed the limit",
+                request.user_id, request.quantity
+            )
         }
         RejectReason::IdempotencyKeyReused => StageError::IdempotencyKeyReused.to_string(),
     };
@@ -204,7 +261,9 @@ impl Inventory for RedisInventory {
             }
             self.loader.load(id).await?;
         }
-        Err(StageError::Internal(format!("event {id} vanished from Redis right after loading")))
+        Err(StageError::Internal(format!(
+            "event {id} vanished from Redis right after loading"
+        )))
     }
 
     async fn book(
@@ -236,11 +295,16 @@ impl Inventory for RedisInventory {
                         .map_err(|e| StageError::Internal(format!("stored answer: {e}")))?;
                     return idempotency::replay(first, event_id, &request);
                 }
-                Verdict::Rejected { reason, count } => return Err(rejection(reason, count, &request)),
+                Verdict::Rejected { reason, count } => {
+                    return Err(rejection(reason, count, &request));
+                }
                 Verdict::Confirmed => return Ok(BookingOutcome::Confirmed(booking)),
             }
         }
-        Err(StageError::Unavailable { store: "redis", detail: format!("event {event_id} keeps disappearing") })
+        Err(StageError::Unavailable {
+            store: "redis",
+            detail: format!("event {event_id} keeps disappearing"),
+        })
     }
 
     /// Redis first (bookings not synced yet), then Postgres. In that order a booking the syncer
@@ -249,14 +313,18 @@ impl Inventory for RedisInventory {
     /// in one round trip (the syncer stops watching events that are sold out and synced).
     async fn get_booking(&self, id: Uuid) -> Result<Booking, StageError> {
         let mut redis = self.redis.clone();
-        let events: Vec<String> = redis.smembers(self.keys.event_index()).await.map_err(classify)?;
+        let events: Vec<String> = redis
+            .smembers(self.keys.event_index())
+            .await
+            .map_err(classify)?;
         let mut pipe = redis::pipe();
         for event in events.iter().filter_map(|e| e.parse::<Uuid>().ok()) {
             pipe.hget(self.keys.event(event).unsynced, id.to_string());
         }
         let found: Vec<Option<String>> = pipe.query_async(&mut redis).await.map_err(classify)?;
         if let Some(json) = found.into_iter().flatten().next() {
-            return serde_json::from_str(&json).map_err(|e| StageError::Internal(format!("unsynced booking: {e}")));
+            return serde_json::from_str(&json)
+                .map_err(|e| StageError::Internal(format!("unsynced booking: {e}")));
         }
         records::fetch_booking(&self.pool, id).await
     }
@@ -268,14 +336,23 @@ impl Inventory for RedisInventory {
 
     async fn ready(&self) -> Result<(), StageError> {
         let mut redis = self.redis.clone();
-        let _: String = redis::cmd("PING").query_async(&mut redis).await.map_err(classify)?;
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(records::pg_error)?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut redis)
+            .await
+            .map_err(classify)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(records::pg_error)?;
         Ok(())
     }
 }
 
 /// Unsynced bookings = the length of every event's stream (synced entries are deleted).
-pub async fn stream_lag(redis: &mut ConnectionManager, keys: &Keys) -> Result<i64, redis::RedisError> {
+pub async fn stream_lag(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+) -> Result<i64, redis::RedisError> {
     let events: Vec<String> = redis.smembers(keys.event_index()).await?;
     let mut pipe = redis::pipe();
     for id in events.iter().filter_map(|e| e.parse::<Uuid>().ok()) {
@@ -305,22 +382,45 @@ mod tests {
     use super::*;
 
     fn reply(items: &[&str]) -> redis::Value {
-        redis::Value::Array(items.iter().map(|s| redis::Value::BulkString(s.as_bytes().to_vec())).collect())
+        redis::Value::Array(
+            items
+                .iter()
+                .map(|s| redis::Value::BulkString(s.as_bytes().to_vec()))
+                .collect(),
+        )
     }
 
     #[test]
     fn script_answers_parse() {
-        assert_eq!(Verdict::parse(&reply(&["reused"])).unwrap(), Verdict::Reused);
-        assert_eq!(Verdict::parse(&reply(&["missing"])).unwrap(), Verdict::Missing);
-        assert_eq!(Verdict::parse(&reply(&["confirmed", "7"])).unwrap(), Verdict::Confirmed);
-        assert_eq!(Verdict::parse(&reply(&["replay", "{}"])).unwrap(), Verdict::Replay("{}".into()));
+        assert_eq!(
+            Verdict::parse(&reply(&["reused"])).unwrap(),
+            Verdict::Reused
+        );
+        assert_eq!(
+            Verdict::parse(&reply(&["missing"])).unwrap(),
+            Verdict::Missing
+        );
+        assert_eq!(
+            Verdict::parse(&reply(&["confirmed", "7"])).unwrap(),
+            Verdict::Confirmed
+        );
+        assert_eq!(
+            Verdict::parse(&reply(&["replay", "{}"])).unwrap(),
+            Verdict::Replay("{}".into())
+        );
         assert_eq!(
             Verdict::parse(&reply(&["rejected", "sold_out", "0"])).unwrap(),
-            Verdict::Rejected { reason: RejectReason::SoldOut, count: 0 }
+            Verdict::Rejected {
+                reason: RejectReason::SoldOut,
+                count: 0
+            }
         );
         assert_eq!(
             Verdict::parse(&reply(&["rejected", "per_user_limit", "2"])).unwrap(),
-            Verdict::Rejected { reason: RejectReason::PerUserLimit, count: 2 }
+            Verdict::Rejected {
+                reason: RejectReason::PerUserLimit,
+                count: 2
+            }
         );
         assert!(Verdict::parse(&reply(&["rejected", "weather", "1"])).is_err());
         assert!(Verdict::parse(&reply(&[])).is_err());
@@ -332,11 +432,16 @@ mod tests {
     fn booking_call_is_the_scripts_interface() {
         let keys = Keys::new("test:run-1");
         let script = redis::Script::new(BOOKING_SCRIPT);
-        let request = BookingRequest { user_id: "user-1".into(), quantity: 2 };
+        let request = BookingRequest {
+            user_id: "user-1".into(),
+            quantity: 2,
+        };
         let booking = Booking::confirmed(Uuid::new_v4(), Uuid::new_v4(), &request, now_micros());
         for key in ["", "key-7"] {
             let mut expected = redis::cmd("EVALSHA");
-            expected.arg(script.get_hash()).arg(if key.is_empty() { 5 } else { 6 });
+            expected
+                .arg(script.get_hash())
+                .arg(if key.is_empty() { 5 } else { 6 });
             for k in keys.event(booking.event_id).as_array() {
                 expected.arg(k);
             }
@@ -352,7 +457,11 @@ mod tests {
                 .arg(booking.event_id.to_string())
                 .arg(KEY_CLAIM_TTL_SECS);
             let built = booking_call(&keys, script.get_hash(), &booking, key).unwrap();
-            assert_eq!(built.get_packed_command(), expected.get_packed_command(), "key {key:?}");
+            assert_eq!(
+                built.get_packed_command(),
+                expected.get_packed_command(),
+                "key {key:?}"
+            );
         }
     }
 

@@ -13,13 +13,27 @@ use crate::validation::validate_new_event;
 /// The configured sale event, or None when no `SALE_EVENT_*` is set. Id, name and tickets go
 /// together; a per-user limit alone is refused too (it would silently do nothing).
 pub fn from_config(config: &SaleEventConfig) -> Result<Option<(Uuid, NewEvent)>, StageError> {
-    let SaleEventConfig { sale_event_id, sale_event_name, sale_event_tickets, sale_event_per_user_limit } = config;
+    let SaleEventConfig {
+        sale_event_id,
+        sale_event_name,
+        sale_event_tickets,
+        sale_event_per_user_limit,
+    } = config;
     match (sale_event_id, sale_event_name, sale_event_tickets) {
         (None, None, None) if sale_event_per_user_limit.is_none() => Ok(None),
         (Some(id), Some(name), Some(tickets)) => {
-            let new = NewEvent { name: name.clone(), tickets: *tickets, per_user_limit: *sale_event_per_user_limit };
-            validate_new_event(&new)
-                .map_err(|e| StageError::Invalid(format!("SALE_EVENT_{}: {}", e.field.to_uppercase(), e.problem)))?;
+            let new = NewEvent {
+                name: name.clone(),
+                tickets: *tickets,
+                per_user_limit: *sale_event_per_user_limit,
+            };
+            validate_new_event(&new).map_err(|e| {
+                StageError::Invalid(format!(
+                    "SALE_EVENT_{}: {}",
+                    e.field.to_uppercase(),
+                    e.problem
+                ))
+            })?;
             Ok(Some((*id, new)))
         }
         _ => {
@@ -43,11 +57,15 @@ pub fn from_config(config: &SaleEventConfig) -> Result<Option<(Uuid, NewEvent)>,
 /// Creates the configured sale event if absent. An existing one is kept as stored, even when the
 /// settings differ: its tickets may be partly sold, and changing them could resurrect sold ones.
 pub async fn ensure(pool: &PgPool, config: &SaleEventConfig) -> Result<Option<Event>, StageError> {
-    let Some((id, new)) = from_config(config)? else { return Ok(None) };
+    let Some((id, new)) = from_config(config)? else {
+        return Ok(None);
+    };
     let (event, created) = records::ensure_event(pool, id, &new).await?;
     if created {
         tracing::info!(event = %id, tickets = event.tickets, "sale event created");
-    } else if (event.tickets, &event.name, event.per_user_limit) != (new.tickets, &new.name, new.per_user_limit) {
+    } else if (event.tickets, &event.name, event.per_user_limit)
+        != (new.tickets, &new.name, new.per_user_limit)
+    {
         tracing::warn!(
             event = %id,
             stored_tickets = event.tickets,
@@ -78,23 +96,41 @@ mod tests {
 
     #[test]
     fn no_settings_means_no_sale_event() {
-        assert!(from_config(&config(false, false, false, false)).unwrap().is_none());
+        assert!(
+            from_config(&config(false, false, false, false))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn all_settings_make_the_event_and_the_limit_is_optional() {
-        let (_, new) = from_config(&config(true, true, true, true)).unwrap().unwrap();
-        assert_eq!((new.name.as_str(), new.tickets, new.per_user_limit), ("Tour", 100, Some(2)));
-        let (_, new) = from_config(&config(true, true, true, false)).unwrap().unwrap();
+        let (_, new) = from_config(&config(true, true, true, true))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (new.name.as_str(), new.tickets, new.per_user_limit),
+            ("Tour", 100, Some(2))
+        );
+        let (_, new) = from_config(&config(true, true, true, false))
+            .unwrap()
+            .unwrap();
         assert_eq!(new.per_user_limit, None);
     }
 
     #[test]
     fn part_of_the_settings_is_refused_naming_what_is_missing() {
-        let err = from_config(&config(true, false, true, false)).unwrap_err().to_string();
+        let err = from_config(&config(true, false, true, false))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing SALE_EVENT_NAME"), "{err}");
-        let err = from_config(&config(false, false, false, true)).unwrap_err().to_string();
-        assert!(err.contains("SALE_EVENT_ID, SALE_EVENT_NAME, SALE_EVENT_TICKETS"), "{err}");
+        let err = from_config(&config(false, false, false, true))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SALE_EVENT_ID, SALE_EVENT_NAME, SALE_EVENT_TICKETS"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -55,12 +55,18 @@ pub struct KafkaWorker {
 }
 
 /// `run` with the settings and database of `config`.
-pub async fn run_from_config(config: &Config, metrics: &Metrics, stop: CancellationToken) -> Result<(), StageError> {
+pub async fn run_from_config(
+    config: &Config,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) -> Result<(), StageError> {
     let settings = KafkaSettings::from_config(&config.kafka)?;
     // One transaction at a time: two connections are plenty (and the operator counts them).
     let mut postgres = config.postgres.clone();
     postgres.db_pool_size = postgres.db_pool_size.min(WORKER_DB_CONNECTIONS);
-    let pool = crate::db::connect(&postgres).await.map_err(crate::stage::records::pg_error)?;
+    let pool = crate::db::connect(&postgres)
+        .await
+        .map_err(crate::stage::records::pg_error)?;
     if config.drain {
         return drain(settings, pool, metrics, stop).await;
     }
@@ -77,7 +83,12 @@ const DRAIN_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// the group until its committed offsets reach the end of every partition, i.e. every request
 /// that was ever answered 202 is decided in Postgres, then returns. The Job's API pods are gone by
 /// then, so the end of the topic no longer moves.
-async fn drain(settings: KafkaSettings, pool: PgPool, metrics: &Metrics, stop: CancellationToken) -> Result<(), StageError> {
+async fn drain(
+    settings: KafkaSettings,
+    pool: PgPool,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) -> Result<(), StageError> {
     let partitions = settings.ensure_topics().await?;
     let reader = std::sync::Arc::new(settings.offsets_reader()?);
     let worker = KafkaWorker::new(settings.clone(), pool, WorkerMetrics::register(metrics))?;
@@ -90,7 +101,9 @@ async fn drain(settings: KafkaSettings, pool: PgPool, metrics: &Metrics, stop: C
         }
         let committed = committed_offsets(&reader, &settings.topic, partitions).await;
         let marks = watermarks(&reader, &settings.topic, partitions).await;
-        let (Ok(committed), Ok(marks)) = (committed, marks) else { continue };
+        let (Ok(committed), Ok(marks)) = (committed, marks) else {
+            continue;
+        };
         let left = undecided(&committed, &marks);
         if left == 0 {
             tracing::info!(topic = %settings.topic, "kafka queue drained: every request is decided");
@@ -106,11 +119,20 @@ async fn drain(settings: KafkaSettings, pool: PgPool, metrics: &Metrics, stop: C
 /// Requests not decided yet: per partition, the end of the log minus the group's committed
 /// offset (a partition the group never committed counts from its oldest retained record).
 fn undecided(committed: &[Option<i64>], marks: &[(i64, i64)]) -> i64 {
-    committed.iter().zip(marks).map(|(c, (low, high))| (high - c.unwrap_or(*low).max(*low)).max(0)).sum()
+    committed
+        .iter()
+        .zip(marks)
+        .map(|(c, (low, high))| (high - c.unwrap_or(*low).max(*low)).max(0))
+        .sum()
 }
 
 /// Runs a worker until `stop` is cancelled, its series registered in `metrics`.
-pub async fn run(settings: KafkaSettings, pool: PgPool, metrics: &Metrics, stop: CancellationToken) -> Result<(), StageError> {
+pub async fn run(
+    settings: KafkaSettings,
+    pool: PgPool,
+    metrics: &Metrics,
+    stop: CancellationToken,
+) -> Result<(), StageError> {
     settings.ensure_topics().await?;
     let worker = KafkaWorker::new(settings, pool, WorkerMetrics::register(metrics))?;
     worker.run(stop).await;
@@ -118,11 +140,17 @@ pub async fn run(settings: KafkaSettings, pool: PgPool, metrics: &Metrics, stop:
 }
 
 impl KafkaWorker {
-    pub fn new(settings: KafkaSettings, pool: PgPool, metrics: WorkerMetrics) -> Result<Self, StageError> {
+    pub fn new(
+        settings: KafkaSettings,
+        pool: PgPool,
+        metrics: WorkerMetrics,
+    ) -> Result<Self, StageError> {
         let consumer = settings.group_consumer(DefaultConsumerContext)?;
         consumer.subscribe(&[&settings.topic])?;
         let producer = settings.producer()?;
-        let abort_after_batches = std::env::var("KAFKA_WORKER_ABORT_AFTER_BATCHES").ok().and_then(|v| v.parse().ok());
+        let abort_after_batches = std::env::var("KAFKA_WORKER_ABORT_AFTER_BATCHES")
+            .ok()
+            .and_then(|v| v.parse().ok());
         Ok(Self {
             settings,
             pool,
@@ -146,10 +174,15 @@ impl KafkaWorker {
                 batch = self.next_batch() => batch,
             };
             let started = Instant::now();
-            let Some(outcome) = self.decide_until_committed(&batch, &stop).await else { break };
+            let Some(outcome) = self.decide_until_committed(&batch, &stop).await else {
+                break;
+            };
             self.batches += 1;
             if self.abort_after_batches.is_some_and(|n| self.batches >= n) {
-                tracing::error!(batches = self.batches, "KAFKA_WORKER_ABORT_AFTER_BATCHES: aborting before the offset commit");
+                tracing::error!(
+                    batches = self.batches,
+                    "KAFKA_WORKER_ABORT_AFTER_BATCHES: aborting before the offset commit"
+                );
                 std::process::abort();
             }
             self.commit(&batch);
@@ -187,10 +220,16 @@ impl KafkaWorker {
                 Err(err) => {
                     tracing::warn!(error = %err, "kafka worker: cannot read; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    if batch.last_offsets.is_empty() { continue } else { break }
+                    if batch.last_offsets.is_empty() {
+                        continue;
+                    } else {
+                        break;
+                    }
                 }
             };
-            batch.last_offsets.insert(message.partition(), message.offset());
+            batch
+                .last_offsets
+                .insert(message.partition(), message.offset());
             match BookingRecord::decode(message.payload()) {
                 Ok(record) => batch.requests.push(record),
                 Err(err) => {
@@ -200,13 +239,18 @@ impl KafkaWorker {
                     batch.malformed += 1;
                 }
             }
-            deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.settings.batch_linger);
+            deadline
+                .get_or_insert_with(|| tokio::time::Instant::now() + self.settings.batch_linger);
         }
         batch
     }
 
     /// The batch's transaction, retried with backoff until it commits (`None`: stopped first).
-    async fn decide_until_committed(&self, batch: &Batch, stop: &CancellationToken) -> Option<ledger::Outcome> {
+    async fn decide_until_committed(
+        &self,
+        batch: &Batch,
+        stop: &CancellationToken,
+    ) -> Option<ledger::Outcome> {
         let mut backoff = Duration::from_millis(100);
         loop {
             match ledger::decide_batch(&self.pool, &batch.requests).await {
@@ -242,7 +286,11 @@ impl KafkaWorker {
         }
         let mut offsets = TopicPartitionList::with_capacity(self.uncommitted.len());
         for (partition, next) in &self.uncommitted {
-            if let Err(err) = offsets.add_partition_offset(&self.settings.topic, *partition, Offset::Offset(*next)) {
+            if let Err(err) = offsets.add_partition_offset(
+                &self.settings.topic,
+                *partition,
+                Offset::Offset(*next),
+            ) {
                 tracing::error!(error = %err, "kafka worker: cannot build the offset list");
                 return;
             }
@@ -266,7 +314,11 @@ impl KafkaWorker {
             self.metrics.decided(outcome, *n);
         }
         self.metrics.decided("malformed", batch.malformed);
-        tracing::debug!(?by_outcome, malformed = batch.malformed, "kafka worker: batch committed");
+        tracing::debug!(
+            ?by_outcome,
+            malformed = batch.malformed,
+            "kafka worker: batch committed"
+        );
     }
 
     /// Tells every API pod that these events are sold out, so they answer 409 at the door. After
@@ -277,13 +329,21 @@ impl KafkaWorker {
                 continue;
             }
             let key = event.to_string();
-            let record = FutureRecord::to(&self.settings.sold_out_topic).key(&key).payload(SOLD_OUT_PAYLOAD);
-            match self.producer.send(record, self.settings.produce_timeout).await {
+            let record = FutureRecord::to(&self.settings.sold_out_topic)
+                .key(&key)
+                .payload(SOLD_OUT_PAYLOAD);
+            match self
+                .producer
+                .send(record, self.settings.produce_timeout)
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(%event, "event sold out: published");
                     self.sold_out_published.insert(*event);
                 }
-                Err((err, _)) => tracing::warn!(%event, error = %err, "cannot publish sold-out mark; will retry"),
+                Err((err, _)) => {
+                    tracing::warn!(%event, error = %err, "cannot publish sold-out mark; will retry")
+                }
             }
         }
     }
@@ -296,7 +356,10 @@ mod drain_tests {
     #[test]
     fn undecided_counts_what_the_group_has_not_committed() {
         // Partition 0: 10 of 15 decided; partition 1: never committed, 3 retained; partition 2: done.
-        assert_eq!(undecided(&[Some(10), None, Some(7)], &[(0, 15), (4, 7), (0, 7)]), 8);
+        assert_eq!(
+            undecided(&[Some(10), None, Some(7)], &[(0, 15), (4, 7), (0, 7)]),
+            8
+        );
         assert_eq!(undecided(&[Some(15), Some(7)], &[(0, 15), (0, 7)]), 0);
         // A committed offset below the retention start counts from the retention start.
         assert_eq!(undecided(&[Some(1)], &[(5, 9)]), 4);

@@ -17,7 +17,12 @@ pub fn needed(stage: Stage) -> bool {
 
 /// Runs the worker of `config.stage` until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    run_with_metrics(config, std::sync::Arc::new(crate::http::Metrics::new()), shutdown).await
+    run_with_metrics(
+        config,
+        std::sync::Arc::new(crate::http::Metrics::new()),
+        shutdown,
+    )
+    .await
 }
 
 /// `run`, with the worker's series registered in `metrics` (a standalone `booking-app worker`

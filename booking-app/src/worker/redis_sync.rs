@@ -68,10 +68,26 @@ pub struct SyncMetrics {
 impl SyncMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let m = Self::default();
-        metrics.register("redis_sync_written", "Bookings the write-behind syncer wrote to Postgres", m.written.clone());
-        metrics.register("redis_sync_batches", "Batches the write-behind syncer committed", m.batches.clone());
-        metrics.register("redis_sync_failures", "Write-behind syncer passes that failed and were retried", m.failures.clone());
-        metrics.register("redis_stream_lag", "Confirmed bookings in Redis not yet written to Postgres", m.lag.clone());
+        metrics.register(
+            "redis_sync_written",
+            "Bookings the write-behind syncer wrote to Postgres",
+            m.written.clone(),
+        );
+        metrics.register(
+            "redis_sync_batches",
+            "Batches the write-behind syncer committed",
+            m.batches.clone(),
+        );
+        metrics.register(
+            "redis_sync_failures",
+            "Write-behind syncer passes that failed and were retried",
+            m.failures.clone(),
+        );
+        metrics.register(
+            "redis_stream_lag",
+            "Confirmed bookings in Redis not yet written to Postgres",
+            m.lag.clone(),
+        );
         m
     }
 }
@@ -115,7 +131,12 @@ impl Syncer {
         })?;
         let redis = connection::connect(url, settings.block + config.response_timeout()).await?;
         let acks = connection::connect(url, config.response_timeout()).await?;
-        let mut syncer = Self::new(redis, pool, Keys::new(config.redis_key_prefix.clone()), settings);
+        let mut syncer = Self::new(
+            redis,
+            pool,
+            Keys::new(config.redis_key_prefix.clone()),
+            settings,
+        );
         syncer.acks = acks;
         Ok(syncer)
     }
@@ -192,7 +213,9 @@ impl Syncer {
                 self.own_pending = true;
                 tracing::warn!(error = %err, "acknowledgement failed; the batch is read again");
             }
-            let lag = crate::stage::redis::stream_lag(&mut self.redis, &self.keys).await.map_err(classify)?;
+            let lag = crate::stage::redis::stream_lag(&mut self.redis, &self.keys)
+                .await
+                .map_err(classify)?;
             self.metrics.lag.set(lag);
             if lag == 0 {
                 tracing::info!("redis streams drained: every booking is in Postgres");
@@ -228,7 +251,9 @@ impl Syncer {
             }
             return self.sync(batches).await;
         }
-        let claim_due = self.last_claim.is_none_or(|t| t.elapsed() >= self.settings.claim_idle / 2);
+        let claim_due = self
+            .last_claim
+            .is_none_or(|t| t.elapsed() >= self.settings.claim_idle / 2);
         if claim_due {
             self.last_claim = Some(Instant::now());
             self.forget_finished(&events).await?;
@@ -257,7 +282,9 @@ impl Syncer {
             tracing::debug!(event = %batch.event_id, entries = batch.entry_ids.len(), inserted = outcome.inserted, "batch synced");
             self.settle_ack().await?;
             let (mut acks, keys) = (self.acks.clone(), self.keys.clone());
-            self.acking = Some(tokio::spawn(async move { acknowledge(&mut acks, &keys, &batch).await }));
+            self.acking = Some(tokio::spawn(async move {
+                acknowledge(&mut acks, &keys, &batch).await
+            }));
         }
         Ok(written)
     }
@@ -265,7 +292,9 @@ impl Syncer {
     /// Waits for the acknowledgement on its way, if any.
     async fn settle_ack(&mut self) -> Result<(), StageError> {
         match self.acking.take() {
-            Some(acking) => acking.await.map_err(|e| StageError::Internal(format!("acknowledgement task: {e}")))?,
+            Some(acking) => acking
+                .await
+                .map_err(|e| StageError::Internal(format!("acknowledgement task: {e}")))?,
             None => Ok(()),
         }
     }
@@ -277,7 +306,10 @@ impl Syncer {
 
     /// Refreshes the lag gauge, at most once a second.
     async fn sample_lag(&mut self) {
-        if self.last_lag_sample.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        if self
+            .last_lag_sample
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
             return;
         }
         self.last_lag_sample = Some(Instant::now());
@@ -291,9 +323,18 @@ impl Syncer {
 
     /// XREADGROUP over every stream: `from` "0" re-reads this consumer's pending entries, ">"
     /// takes new ones.
-    pub async fn read(&mut self, events: &[Uuid], from: &str, block: Option<Duration>) -> Result<Vec<Batch>, StageError> {
+    pub async fn read(
+        &mut self,
+        events: &[Uuid],
+        from: &str,
+        block: Option<Duration>,
+    ) -> Result<Vec<Batch>, StageError> {
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(SYNC_GROUP).arg(&self.settings.consumer).arg("COUNT").arg(self.settings.batch_size);
+        cmd.arg("GROUP")
+            .arg(SYNC_GROUP)
+            .arg(&self.settings.consumer)
+            .arg("COUNT")
+            .arg(self.settings.batch_size);
         if let Some(block) = block {
             cmd.arg("BLOCK").arg(block.as_millis() as u64);
         }
@@ -318,7 +359,10 @@ impl Syncer {
         let mut batches = Vec::new();
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
             let event_id = self.keys.event_of_stream(&stream.key).ok_or_else(|| {
-                StageError::Internal(format!("XREADGROUP answered for unknown stream {}", stream.key))
+                StageError::Internal(format!(
+                    "XREADGROUP answered for unknown stream {}",
+                    stream.key
+                ))
             })?;
             batches.push(self.batch(event_id, stream.ids)?);
         }
@@ -339,7 +383,8 @@ impl Syncer {
                 .arg("COUNT")
                 .arg(self.settings.batch_size);
         }
-        let replies: Vec<StreamAutoClaimReply> = pipe.query_async(&mut self.redis).await.map_err(classify)?;
+        let replies: Vec<StreamAutoClaimReply> =
+            pipe.query_async(&mut self.redis).await.map_err(classify)?;
         let mut batches = Vec::new();
         for (&event_id, reply) in events.iter().zip(replies) {
             if !reply.claimed.is_empty() {
@@ -354,17 +399,32 @@ impl Syncer {
     }
 
     fn batch(&self, event_id: Uuid, entries: Vec<StreamId>) -> Result<Batch, StageError> {
-        let bookings = entries.iter().map(parse_entry).collect::<Result<Vec<_>, _>>()?;
-        Ok(Batch { event_id, entry_ids: entries.into_iter().map(|e| e.id).collect(), bookings })
+        let bookings = entries
+            .iter()
+            .map(parse_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Batch {
+            event_id,
+            entry_ids: entries.into_iter().map(|e| e.id).collect(),
+            bookings,
+        })
     }
 }
 
 /// Acknowledges and deletes the batch's entries, and their bookings' unsynced copies, in one
 /// MULTI (one event's keys, one slot): an entry is either still pending (and will be written
 /// again, harmlessly) or gone with its copy, never acknowledged but left in the stream.
-async fn acknowledge(redis: &mut ConnectionManager, keys: &Keys, batch: &Batch) -> Result<(), StageError> {
+async fn acknowledge(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    batch: &Batch,
+) -> Result<(), StageError> {
     let keys = keys.event(batch.event_id);
-    let ids: Vec<String> = batch.bookings.iter().map(|b| b.booking.id.to_string()).collect();
+    let ids: Vec<String> = batch
+        .bookings
+        .iter()
+        .map(|b| b.booking.id.to_string())
+        .collect();
     let mut pipe = redis::pipe();
     pipe.atomic()
         .cmd("XACK")
@@ -387,14 +447,20 @@ async fn acknowledge(redis: &mut ConnectionManager, keys: &Keys, batch: &Batch) 
 /// `booking-app worker --stage redis` and `serve` with RUN_WORKER: the syncer until `stop` (with
 /// `--drain`: until the streams are empty).
 /// One transaction at a time needs one connection (a second covers a stuck one being replaced).
-pub async fn run_from_config(config: &Config, metrics: &Arc<Metrics>, stop: CancellationToken) -> Result<(), StageError> {
+pub async fn run_from_config(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    stop: CancellationToken,
+) -> Result<(), StageError> {
     let pool = PgPoolOptions::new()
         .max_connections(config.postgres.db_pool_size.clamp(1, 2))
         .acquire_timeout(config.postgres.acquire_timeout())
         .connect(&config.postgres.database_url)
         .await
         .map_err(crate::stage::records::pg_error)?;
-    let syncer = Syncer::connect(&config.redis, pool).await?.with_metrics(SyncMetrics::register(metrics));
+    let syncer = Syncer::connect(&config.redis, pool)
+        .await?
+        .with_metrics(SyncMetrics::register(metrics));
     if config.drain {
         return syncer.drain(stop).await;
     }

@@ -25,7 +25,13 @@ impl TestApp {
         .fetch_all(&self.pool)
         .await
         .expect("query confirmed bookings");
-        rows.into_iter().map(|(id, user_id, quantity)| StoredBooking { id, user_id, quantity }).collect()
+        rows.into_iter()
+            .map(|(id, user_id, quantity)| StoredBooking {
+                id,
+                user_id,
+                quantity,
+            })
+            .collect()
     }
 
     /// Every booking row of the event, whatever its status.
@@ -55,13 +61,20 @@ impl TestApp {
 
     /// Waits until Postgres holds exactly `expected` as the event's confirmed bookings (stage
     /// redis writes them behind), then returns them. Fails on an unexpected booking at once.
-    pub async fn wait_confirmed_in_db(&self, event_id: Uuid, expected: &BTreeSet<Uuid>) -> Vec<StoredBooking> {
+    pub async fn wait_confirmed_in_db(
+        &self,
+        event_id: Uuid,
+        expected: &BTreeSet<Uuid>,
+    ) -> Vec<StoredBooking> {
         let started = Instant::now();
         loop {
             let stored = self.confirmed_in_db(event_id).await;
             let ids: BTreeSet<Uuid> = stored.iter().map(|b| b.id).collect();
             let unexpected: Vec<_> = ids.difference(expected).collect();
-            assert!(unexpected.is_empty(), "Postgres has confirmed bookings no client was told about: {unexpected:?}");
+            assert!(
+                unexpected.is_empty(),
+                "Postgres has confirmed bookings no client was told about: {unexpected:?}"
+            );
             if ids == *expected {
                 return stored;
             }
@@ -91,15 +104,27 @@ impl TestApp {
         let stored = self.confirmed_in_db(event_id).await;
         let sold: i64 = stored.iter().map(|b| i64::from(b.quantity)).sum();
         assert!(remaining >= 0, "Postgres: remaining {remaining}");
-        assert_eq!(remaining, tickets - sold, "Postgres: events.remaining disagrees with the confirmed bookings");
-        let holdings: Vec<(String, i32)> =
-            sqlx::query_as("SELECT user_id, quantity FROM holdings WHERE event_id = $1 AND quantity > 0")
-                .bind(event_id)
-                .fetch_all(&self.pool)
-                .await
-                .expect("holdings");
-        let holdings: BTreeMap<&str, i64> = holdings.iter().map(|(u, q)| (u.as_str(), i64::from(*q))).collect();
-        assert_eq!(holdings, per_user(&stored), "Postgres: holdings disagree with the confirmed bookings");
+        assert_eq!(
+            remaining,
+            tickets - sold,
+            "Postgres: events.remaining disagrees with the confirmed bookings"
+        );
+        let holdings: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT user_id, quantity FROM holdings WHERE event_id = $1 AND quantity > 0",
+        )
+        .bind(event_id)
+        .fetch_all(&self.pool)
+        .await
+        .expect("holdings");
+        let holdings: BTreeMap<&str, i64> = holdings
+            .iter()
+            .map(|(u, q)| (u.as_str(), i64::from(*q)))
+            .collect();
+        assert_eq!(
+            holdings,
+            per_user(&stored),
+            "Postgres: holdings disagree with the confirmed bookings"
+        );
     }
 }
 

@@ -22,14 +22,21 @@ impl Answer {
     /// The `error.code` of an error answer; panics when the body is not the error shape.
     pub fn error_code(&self) -> &str {
         assert!(
-            self.content_type.as_deref().is_some_and(|c| c.starts_with("application/json")),
+            self.content_type
+                .as_deref()
+                .is_some_and(|c| c.starts_with("application/json")),
             "error answer {} is not JSON: {:?}",
             self.status,
             self.content_type
         );
         let code = self.body["error"]["code"].as_str();
         let message = self.body["error"]["message"].as_str();
-        assert!(code.is_some() && message.is_some(), "not an error body: {} {}", self.status, self.body);
+        assert!(
+            code.is_some() && message.is_some(),
+            "not an error body: {} {}",
+            self.status,
+            self.body
+        );
         code.unwrap()
     }
 
@@ -49,7 +56,10 @@ pub enum Decision {
 
 impl TestApp {
     async fn answer(&self, request: reqwest::RequestBuilder) -> Answer {
-        let response = request.send().await.unwrap_or_else(|e| panic!("request failed: {e}"));
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request failed: {e}"));
         let status = response.status();
         let content_type = response
             .headers()
@@ -59,14 +69,23 @@ impl TestApp {
         let bytes = response.bytes().await.expect("response body");
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Answer { status, body, content_type }
+        Answer {
+            status,
+            body,
+            content_type,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Answer {
         self.answer(self.http.get(self.url(path))).await
     }
 
-    pub async fn post_json(&self, path: &str, body: &Value, idempotency_key: Option<&str>) -> Answer {
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Answer {
         let mut request = self.http.post(self.url(path)).json(body);
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
@@ -75,7 +94,12 @@ impl TestApp {
     }
 
     /// A POST with exactly these bytes and this content type (none when `None`).
-    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> Answer {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Answer {
         let mut request = self.http.post(self.url(path)).body(body);
         if let Some(ct) = content_type {
             request = request.header(reqwest::header::CONTENT_TYPE, ct);
@@ -90,9 +114,18 @@ impl TestApp {
     pub async fn create_event(&self, tickets: i64, per_user_limit: Option<i32>) -> Event {
         let name = format!("test-{}", Uuid::new_v4());
         let answer = self
-            .post_json("/events", &json!({"name": name, "tickets": tickets, "per_user_limit": per_user_limit}), None)
+            .post_json(
+                "/events",
+                &json!({"name": name, "tickets": tickets, "per_user_limit": per_user_limit}),
+                None,
+            )
             .await;
-        assert_eq!(answer.status, StatusCode::CREATED, "create event: {}", answer.body);
+        assert_eq!(
+            answer.status,
+            StatusCode::CREATED,
+            "create event: {}",
+            answer.body
+        );
         serde_json::from_value(answer.body).expect("an Event")
     }
 
@@ -102,7 +135,13 @@ impl TestApp {
         serde_json::from_value(answer.body).expect("an Event")
     }
 
-    pub async fn book(&self, event_id: Uuid, user_id: &str, quantity: i32, key: Option<&str>) -> Answer {
+    pub async fn book(
+        &self,
+        event_id: Uuid,
+        user_id: &str,
+        quantity: i32,
+        key: Option<&str>,
+    ) -> Answer {
         self.post_json(
             &format!("/events/{event_id}/bookings"),
             &json!({"user_id": user_id, "quantity": quantity}),
@@ -117,13 +156,23 @@ impl TestApp {
         match answer.status {
             StatusCode::CREATED => {
                 let booking = answer.booking();
-                assert_eq!(booking.status, BookingStatus::Confirmed, "201 must be confirmed: {}", answer.body);
+                assert_eq!(
+                    booking.status,
+                    BookingStatus::Confirmed,
+                    "201 must be confirmed: {}",
+                    answer.body
+                );
                 Decision::Confirmed(booking)
             }
             StatusCode::CONFLICT => Decision::Rejected(answer.error_code().to_owned()),
             StatusCode::ACCEPTED => {
                 let pending = answer.booking();
-                assert_eq!(pending.status, BookingStatus::Pending, "202 must be pending: {}", answer.body);
+                assert_eq!(
+                    pending.status,
+                    BookingStatus::Pending,
+                    "202 must be pending: {}",
+                    answer.body
+                );
                 self.wait_decided(pending.id).await
             }
             other => panic!("booking answered {other}: {}", answer.body),
@@ -135,17 +184,27 @@ impl TestApp {
         let started = Instant::now();
         loop {
             let answer = self.get(&format!("/bookings/{id}")).await;
-            assert_eq!(answer.status, StatusCode::OK, "GET /bookings/{id}: {}", answer.body);
+            assert_eq!(
+                answer.status,
+                StatusCode::OK,
+                "GET /bookings/{id}: {}",
+                answer.body
+            );
             let booking = answer.booking();
             match booking.status {
                 BookingStatus::Confirmed => return Decision::Confirmed(booking),
                 BookingStatus::Rejected => {
-                    let reason = booking.reason.unwrap_or_else(|| panic!("rejected without reason: {}", answer.body));
+                    let reason = booking
+                        .reason
+                        .unwrap_or_else(|| panic!("rejected without reason: {}", answer.body));
                     return Decision::Rejected(reason.as_str().to_owned());
                 }
                 BookingStatus::Pending => {
                     self.assert_worker_alive();
-                    assert!(started.elapsed() < EVENTUAL, "booking {id} still pending after {EVENTUAL:?}");
+                    assert!(
+                        started.elapsed() < EVENTUAL,
+                        "booking {id} still pending after {EVENTUAL:?}"
+                    );
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
             }

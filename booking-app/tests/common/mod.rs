@@ -85,7 +85,10 @@ pub struct Target {
 
 impl From<Stage> for Target {
     fn from(stage: Stage) -> Self {
-        Target { stage, configure: |_| {} }
+        Target {
+            stage,
+            configure: |_| {},
+        }
     }
 }
 
@@ -121,7 +124,10 @@ impl TestApp {
     }
 
     /// Like `spawn`, with the configuration adjusted first (e.g. a unique Kafka topic per test).
-    pub async fn spawn_with(target: impl Into<Target>, customize: impl FnOnce(&mut Config)) -> TestApp {
+    pub async fn spawn_with(
+        target: impl Into<Target>,
+        customize: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let Target { stage, configure } = target.into();
         let mut config = test_config(stage);
         configure(&mut config);
@@ -141,10 +147,20 @@ impl TestApp {
         // Hook for asynchronous stages: their worker runs beside the server, stopped with it.
         let worker = worker::needed(stage)
             .then(|| tokio::spawn(worker::run(config.clone(), shutdown.child_token())));
-        let listener = tokio::net::TcpListener::bind(config.listen_addr).await.expect("bind a free port");
+        let listener = tokio::net::TcpListener::bind(config.listen_addr)
+            .await
+            .expect("bind a free port");
         let addr = listener.local_addr().expect("local address");
-        let router = http::app(AppState { inventory, metrics: metrics.clone(), limits: config.http.clone() });
-        let server = tokio::spawn(server::serve(listener, router, shutdown.clone().cancelled_owned()));
+        let router = http::app(AppState {
+            inventory,
+            metrics: metrics.clone(),
+            limits: config.http.clone(),
+        });
+        let server = tokio::spawn(server::serve(
+            listener,
+            router,
+            shutdown.clone().cancelled_owned(),
+        ));
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(512)
@@ -173,7 +189,10 @@ impl TestApp {
         if let Some(worker) = &self.worker
             && worker.is_finished()
         {
-            panic!("the {} worker stopped while the test needed it (see its log above)", self.stage);
+            panic!(
+                "the {} worker stopped while the test needed it (see its log above)",
+                self.stage
+            );
         }
     }
 
@@ -181,10 +200,16 @@ impl TestApp {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
-            server.await.expect("server task").expect("server stops cleanly");
+            server
+                .await
+                .expect("server task")
+                .expect("server stops cleanly");
         }
         if let Some(worker) = self.worker.take() {
-            worker.await.expect("worker task").expect("worker stops cleanly");
+            worker
+                .await
+                .expect("worker task")
+                .expect("worker stops cleanly");
         }
     }
 }

@@ -26,7 +26,8 @@ use crate::common::{EVENTUAL, test_config};
 /// The binary under test; `BOOKING_APP_BIN` overrides it (a copy taken out of a target
 /// directory that other builds share).
 pub fn binary() -> String {
-    std::env::var("BOOKING_APP_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_booking-app").to_owned())
+    std::env::var("BOOKING_APP_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_booking-app").to_owned())
 }
 
 /// The stage kafka test configuration on a topic and group of its own.
@@ -42,8 +43,12 @@ pub fn kafka_config(test: &str) -> Config {
 static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
 pub async fn pool(config: &Config) -> PgPool {
-    let pool = db::connect(&config.postgres).await.expect("connect to Postgres (is `hack/services.sh up` running?)");
-    MIGRATED.get_or_init(|| async { db::migrate(&pool).await.expect("migrations apply") }).await;
+    let pool = db::connect(&config.postgres)
+        .await
+        .expect("connect to Postgres (is `hack/services.sh up` running?)");
+    MIGRATED
+        .get_or_init(|| async { db::migrate(&pool).await.expect("migrations apply") })
+        .await;
     pool
 }
 
@@ -75,14 +80,37 @@ pub struct Pod {
 impl Pod {
     pub async fn start(config: &Config, pool: PgPool) -> Pod {
         let metrics = Arc::new(Metrics::new());
-        let inventory = stage::build_inventory(config, pool, metrics.clone()).await.expect("build stage kafka");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let inventory = stage::build_inventory(config, pool, metrics.clone())
+            .await
+            .expect("build stage kafka");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let router = http::app(AppState { inventory, metrics: metrics.clone(), limits: config.http.clone() });
-        let server = tokio::spawn(server::serve(listener, router, shutdown.clone().cancelled_owned()));
-        let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(256).timeout(EVENTUAL).build().unwrap();
-        Pod { base_url, http, metrics, shutdown, server }
+        let router = http::app(AppState {
+            inventory,
+            metrics: metrics.clone(),
+            limits: config.http.clone(),
+        });
+        let server = tokio::spawn(server::serve(
+            listener,
+            router,
+            shutdown.clone().cancelled_owned(),
+        ));
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(256)
+            .timeout(EVENTUAL)
+            .build()
+            .unwrap();
+        Pod {
+            base_url,
+            http,
+            metrics,
+            shutdown,
+            server,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -97,14 +125,24 @@ impl Pod {
 
     pub async fn create_event(&self, tickets: i64, per_user_limit: Option<i32>) -> Uuid {
         let body = json!({"name": format!("kafka-{}", Uuid::new_v4()), "tickets": tickets, "per_user_limit": per_user_limit});
-        let (status, body) = self.answer(self.http.post(self.url("/events")).json(&body)).await;
+        let (status, body) = self
+            .answer(self.http.post(self.url("/events")).json(&body))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["id"].as_str().unwrap().parse().unwrap()
     }
 
-    pub async fn book(&self, event: Uuid, user: &str, quantity: i32, key: Option<&str>) -> (StatusCode, Value) {
-        let mut request =
-            self.http.post(self.url(&format!("/events/{event}/bookings"))).json(&json!({"user_id": user, "quantity": quantity}));
+    pub async fn book(
+        &self,
+        event: Uuid,
+        user: &str,
+        quantity: i32,
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/events/{event}/bookings")))
+            .json(&json!({"user_id": user, "quantity": quantity}));
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
         }
@@ -112,28 +150,42 @@ impl Pod {
     }
 
     pub async fn booking(&self, id: Uuid) -> (StatusCode, Value) {
-        self.answer(self.http.get(self.url(&format!("/bookings/{id}")))).await
+        self.answer(self.http.get(self.url(&format!("/bookings/{id}"))))
+            .await
     }
 
     pub async fn remaining(&self, event: Uuid) -> i64 {
-        let (status, body) = self.answer(self.http.get(self.url(&format!("/events/{event}")))).await;
+        let (status, body) = self
+            .answer(self.http.get(self.url(&format!("/events/{event}"))))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body["remaining"].as_i64().unwrap()
     }
 
     pub async fn metrics_text(&self) -> String {
-        self.http.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.server.await.expect("server task").expect("server stops");
+        self.server
+            .await
+            .expect("server task")
+            .expect("server stops");
     }
 }
 
 /// The value of an unlabelled series in a Prometheus text exposition.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// A worker in this process, with its own metrics.
@@ -150,19 +202,34 @@ impl Worker {
         let stop = CancellationToken::new();
         let handle = tokio::spawn({
             let (metrics, stop) = (metrics.clone(), stop.clone());
-            async move { kafka_consumer::run(settings, pool, &metrics, stop).await.expect("worker runs") }
+            async move {
+                kafka_consumer::run(settings, pool, &metrics, stop)
+                    .await
+                    .expect("worker runs")
+            }
         });
-        Worker { metrics, stop, handle }
+        Worker {
+            metrics,
+            stop,
+            handle,
+        }
     }
 
     pub fn decisions(&self, outcome: &str) -> f64 {
         let text = self.metrics.encode().unwrap();
-        metric(&text, &format!("booking_kafka_decisions_total{{outcome=\"{outcome}\"}}")).unwrap_or(0.0)
+        metric(
+            &text,
+            &format!("booking_kafka_decisions_total{{outcome=\"{outcome}\"}}"),
+        )
+        .unwrap_or(0.0)
     }
 
     pub async fn stop(self) {
         self.stop.cancel();
-        tokio::time::timeout(EVENTUAL, self.handle).await.expect("worker stops").expect("worker task");
+        tokio::time::timeout(EVENTUAL, self.handle)
+            .await
+            .expect("worker stops")
+            .expect("worker task");
     }
 }
 
@@ -184,7 +251,13 @@ impl ChildWorker {
                 panic!("booking-app worker exited at start: {status}");
             }
             let request = client.get(format!("{base_url}/healthz")).send();
-            async move { request.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+            async move {
+                request
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
         })
         .await;
         worker
@@ -192,7 +265,11 @@ impl ChildWorker {
 
     /// Starts a worker process without waiting for it (one that may exit at once).
     pub fn start(config: &Config, extra_env: &[(&str, &str)]) -> ChildWorker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut command = Command::new(binary());
         command
             .arg("worker")
@@ -201,8 +278,14 @@ impl ChildWorker {
             .env("MIGRATE_ON_START", "false")
             .env("KAFKA_TOPIC", &config.kafka.kafka_topic)
             .env("KAFKA_CONSUMER_GROUP", &config.kafka.kafka_consumer_group)
-            .env("KAFKA_PARTITIONS", config.kafka.kafka_partitions.to_string())
-            .env("KAFKA_BATCH_SIZE", config.kafka.kafka_batch_size.to_string())
+            .env(
+                "KAFKA_PARTITIONS",
+                config.kafka.kafka_partitions.to_string(),
+            )
+            .env(
+                "KAFKA_BATCH_SIZE",
+                config.kafka.kafka_batch_size.to_string(),
+            )
             .env("LOG_FORMAT", "json")
             .stdout(Stdio::null())
             .kill_on_drop(true);
@@ -210,12 +293,22 @@ impl ChildWorker {
             command.env(k, v);
         }
         let child = command.spawn().expect("start booking-app worker");
-        ChildWorker { child, base_url: format!("http://127.0.0.1:{port}") }
+        ChildWorker {
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+        }
     }
 
     pub async fn metrics_text(&self) -> Option<String> {
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
-        client.get(format!("{}/metrics", self.base_url)).send().await.ok()?.text().await.ok()
+        client
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
     }
 
     /// SIGKILL: no shutdown, no offset commit, nothing flushed.

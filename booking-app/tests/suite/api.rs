@@ -5,13 +5,19 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{Target, TestApp};
 use crate::common::client::Decision;
+use crate::common::{Target, TestApp};
 
 pub async fn event_round_trip_and_booking_read_back(target: Target) {
     let app = TestApp::spawn(target).await;
     let name = format!("round-trip-{}", Uuid::new_v4());
-    let created = app.post_json("/events", &json!({"name": name, "tickets": 10, "per_user_limit": 4}), None).await;
+    let created = app
+        .post_json(
+            "/events",
+            &json!({"name": name, "tickets": 10, "per_user_limit": 4}),
+            None,
+        )
+        .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     let id: Uuid = created.body["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(created.body["name"], name);
@@ -21,9 +27,18 @@ pub async fn event_round_trip_and_booking_read_back(target: Target) {
     assert_eq!(app.event(id).await.remaining, 10);
 
     let answer = app.book(id, "alice", 3, None).await;
-    assert!(matches!(answer.status, StatusCode::CREATED | StatusCode::ACCEPTED), "{}", answer.body);
-    let Decision::Confirmed(booking) = app.settle(&answer).await else { panic!("not confirmed: {}", answer.body) };
-    assert_eq!((booking.event_id, booking.user_id.as_str(), booking.quantity), (id, "alice", 3));
+    assert!(
+        matches!(answer.status, StatusCode::CREATED | StatusCode::ACCEPTED),
+        "{}",
+        answer.body
+    );
+    let Decision::Confirmed(booking) = app.settle(&answer).await else {
+        panic!("not confirmed: {}", answer.body)
+    };
+    assert_eq!(
+        (booking.event_id, booking.user_id.as_str(), booking.quantity),
+        (id, "alice", 3)
+    );
 
     let read = app.get(&format!("/bookings/{}", booking.id)).await;
     assert_eq!(read.status, StatusCode::OK);
@@ -42,14 +57,27 @@ pub async fn refusals_are_409_with_their_reason(target: Target) {
 
     // alice holds 2 of at most 2.
     let over_limit = app.book(event.id, "alice", 1, None).await;
-    assert_eq!(app.settle(&over_limit).await, Decision::Rejected("per_user_limit".into()), "{}", over_limit.body);
+    assert_eq!(
+        app.settle(&over_limit).await,
+        Decision::Rejected("per_user_limit".into()),
+        "{}",
+        over_limit.body
+    );
     // 1 ticket left, bob asks for 2.
     let too_many = app.book(event.id, "bob", 2, None).await;
-    assert_eq!(app.settle(&too_many).await, Decision::Rejected("sold_out".into()), "{}", too_many.body);
+    assert_eq!(
+        app.settle(&too_many).await,
+        Decision::Rejected("sold_out".into()),
+        "{}",
+        too_many.body
+    );
     let last = app.book(event.id, "bob", 1, None).await;
     assert!(matches!(app.settle(&last).await, Decision::Confirmed(_)));
     let none_left = app.book(event.id, "carol", 1, None).await;
-    assert_eq!(app.settle(&none_left).await, Decision::Rejected("sold_out".into()));
+    assert_eq!(
+        app.settle(&none_left).await,
+        Decision::Rejected("sold_out".into())
+    );
     assert_eq!(app.event(event.id).await.remaining, 0);
 }
 
@@ -59,9 +87,19 @@ pub async fn booking_status_streams_as_server_sent_events(target: Target) {
     let answer = app.book(event.id, "alice", 1, None).await;
     let id = answer.booking().id;
 
-    let mut response = app.http.get(app.url(&format!("/bookings/{id}/events"))).send().await.unwrap();
+    let mut response = app
+        .http
+        .get(app.url(&format!("/bookings/{id}/events")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        response.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     // The stream ends after the final state; collect it whole.
     let mut text = String::new();
     while let Some(chunk) = response.chunk().await.expect("stream chunk") {
@@ -73,12 +111,19 @@ pub async fn booking_status_streams_as_server_sent_events(target: Target) {
         .map(|data| serde_json::from_str(data.trim()).expect("booking JSON"))
         .collect();
     assert!(text.contains("event: booking"), "{text}");
-    let last = states.last().unwrap_or_else(|| panic!("no states in {text:?}"));
+    let last = states
+        .last()
+        .unwrap_or_else(|| panic!("no states in {text:?}"));
     assert_eq!(last["id"], id.to_string());
     assert_eq!(last["status"], "confirmed");
-    assert!(states.iter().all(|s| s["status"] == "pending" || s == last), "{states:?}");
+    assert!(
+        states.iter().all(|s| s["status"] == "pending" || s == last),
+        "{states:?}"
+    );
 
-    let unknown = app.get(&format!("/bookings/{}/events", Uuid::new_v4())).await;
+    let unknown = app
+        .get(&format!("/bookings/{}/events", Uuid::new_v4()))
+        .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.error_code(), "not_found");
 }
@@ -88,16 +133,35 @@ pub async fn idempotent_retries_book_once(target: Target) {
     let event = app.create_event(10, None).await;
     let key = format!("retry-{}", Uuid::new_v4());
     // The same request, with the same key, 20 times at once and then twice more.
-    let concurrent = futures::future::join_all((0..20).map(|_| app.book(event.id, "alice", 2, Some(&key)))).await;
-    let later = [app.book(event.id, "alice", 2, Some(&key)).await, app.book(event.id, "alice", 2, Some(&key)).await];
+    let concurrent =
+        futures::future::join_all((0..20).map(|_| app.book(event.id, "alice", 2, Some(&key))))
+            .await;
+    let later = [
+        app.book(event.id, "alice", 2, Some(&key)).await,
+        app.book(event.id, "alice", 2, Some(&key)).await,
+    ];
     let answers: Vec<_> = concurrent.iter().chain(&later).collect();
     let first_id = answers[0].booking().id;
     for answer in &answers {
-        assert!(matches!(answer.status, StatusCode::CREATED | StatusCode::ACCEPTED), "{}", answer.body);
-        assert_eq!(answer.booking().id, first_id, "a retry got a different booking");
+        assert!(
+            matches!(answer.status, StatusCode::CREATED | StatusCode::ACCEPTED),
+            "{}",
+            answer.body
+        );
+        assert_eq!(
+            answer.booking().id,
+            first_id,
+            "a retry got a different booking"
+        );
     }
-    let Decision::Confirmed(_) = app.settle(answers[0]).await else { panic!("not confirmed") };
-    assert_eq!(app.event(event.id).await.remaining, 8, "retries must book nothing more");
+    let Decision::Confirmed(_) = app.settle(answers[0]).await else {
+        panic!("not confirmed")
+    };
+    assert_eq!(
+        app.event(event.id).await.remaining,
+        8,
+        "retries must book nothing more"
+    );
     let stored = app.wait_confirmed_in_db(event.id, &[first_id].into()).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(app.rows_with_key(&key).await, 1);
@@ -106,9 +170,15 @@ pub async fn idempotent_retries_book_once(target: Target) {
     let small = app.create_event(1, None).await;
     let refused_key = format!("refused-{}", Uuid::new_v4());
     let refused = app.book(small.id, "bob", 2, Some(&refused_key)).await;
-    assert_eq!(app.settle(&refused).await, Decision::Rejected("sold_out".into()));
+    assert_eq!(
+        app.settle(&refused).await,
+        Decision::Rejected("sold_out".into())
+    );
     let again = app.book(small.id, "bob", 2, Some(&refused_key)).await;
-    assert_eq!(app.settle(&again).await, Decision::Rejected("sold_out".into()));
+    assert_eq!(
+        app.settle(&again).await,
+        Decision::Rejected("sold_out".into())
+    );
     assert_eq!(app.event(small.id).await.remaining, 1);
 }
 
@@ -118,23 +188,40 @@ pub async fn reused_idempotency_key_is_refused(target: Target) {
     let other = app.create_event(10, None).await;
     let key = format!("reuse-{}", Uuid::new_v4());
     let first = app.book(event.id, "alice", 1, Some(&key)).await;
-    let Decision::Confirmed(first) = app.settle(&first).await else { panic!("not confirmed") };
-    for (event_id, user, quantity) in [(event.id, "alice", 2), (event.id, "bob", 1), (other.id, "alice", 1)] {
+    let Decision::Confirmed(first) = app.settle(&first).await else {
+        panic!("not confirmed")
+    };
+    for (event_id, user, quantity) in [
+        (event.id, "alice", 2),
+        (event.id, "bob", 1),
+        (other.id, "alice", 1),
+    ] {
         let reused = app.book(event_id, user, quantity, Some(&key)).await;
         if target.stage == Stage::Kafka && reused.status == StatusCode::ACCEPTED {
             // Stage kafka's door reads no store: once the first request is decided and out of
             // the queue, the reuse is queued and the worker decides it as refused.
-            assert_eq!(app.settle(&reused).await, Decision::Rejected("idempotency_key_reused".into()));
+            assert_eq!(
+                app.settle(&reused).await,
+                Decision::Rejected("idempotency_key_reused".into())
+            );
             continue;
         }
-        assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", reused.body);
+        assert_eq!(
+            reused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            reused.body
+        );
         assert_eq!(reused.error_code(), "idempotency_key_reused");
     }
     assert_eq!(app.event(event.id).await.remaining, 9);
     assert_eq!(app.event(other.id).await.remaining, 10);
     app.wait_confirmed_in_db(event.id, &[first.id].into()).await;
     // Stage kafka stores the worker's refusal (the status shows it); nothing is ever confirmed.
-    assert!(app.confirmed_in_db(other.id).await.is_empty(), "a reuse books nothing");
+    assert!(
+        app.confirmed_in_db(other.id).await.is_empty(),
+        "a reuse books nothing"
+    );
     if target.stage != Stage::Kafka {
         assert_eq!(app.bookings_in_db(other.id).await, 0);
     }
@@ -155,16 +242,34 @@ pub async fn operations_endpoints_answer(target: Target) {
     let metrics = app.get("/metrics").await;
     assert_eq!(metrics.status, StatusCode::OK);
     let text = metrics.body.as_str().expect("metrics are text");
-    assert!(text.contains(r#"booking_http_requests_total{method="POST",route="/events/{id}/bookings",status="#), "{text}");
-    assert!(text.contains("booking_http_request_duration_seconds_bucket"), "{text}");
-    assert!(text.contains(&format!(r#"booking_bookings_total{{stage="{}",outcome="#, app.stage)), "{text}");
+    assert!(
+        text.contains(
+            r#"booking_http_requests_total{method="POST",route="/events/{id}/bookings",status="#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("booking_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"booking_bookings_total{{stage="{}",outcome="#,
+            app.stage
+        )),
+        "{text}"
+    );
 }
 
 pub async fn every_documented_route_is_served(target: Target) {
     let app = TestApp::spawn(target).await;
     let doc = app.get("/openapi.json").await;
     assert_eq!(doc.status, StatusCode::OK);
-    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."), "{}", doc.body["openapi"]);
+    assert!(
+        doc.body["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc.body["openapi"]
+    );
     let paths = doc.body["paths"].as_object().expect("paths");
     assert!(paths.len() >= 9, "{paths:?}");
     for (path, item) in paths {

@@ -24,15 +24,26 @@ struct Attempt {
 }
 
 fn seeded_rng() -> (u64, StdRng) {
-    let seed = std::env::var("TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed = std::env::var("TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
     eprintln!("random seed {seed} (set TEST_SEED to replay)");
     (seed, StdRng::seed_from_u64(seed))
 }
 
 fn assert_booking_answer(answer: &Answer) {
-    assert!(!answer.status.is_server_error(), "5xx under load: {} {}", answer.status, answer.body);
     assert!(
-        matches!(answer.status, StatusCode::CREATED | StatusCode::ACCEPTED | StatusCode::CONFLICT),
+        !answer.status.is_server_error(),
+        "5xx under load: {} {}",
+        answer.status,
+        answer.body
+    );
+    assert!(
+        matches!(
+            answer.status,
+            StatusCode::CREATED | StatusCode::ACCEPTED | StatusCode::CONFLICT
+        ),
         "unexpected answer {} {}",
         answer.status,
         answer.body
@@ -67,7 +78,12 @@ pub async fn concurrent_bookings_never_oversell(target: Target) {
                     vec![a, b, c]
                 }
             };
-            Attempt { user, quantity, key, answers }
+            Attempt {
+                user,
+                quantity,
+                key,
+                answers,
+            }
         }));
     }
     let mut attempts = Vec::with_capacity(ATTEMPTS);
@@ -91,11 +107,23 @@ pub async fn concurrent_bookings_never_oversell(target: Target) {
         );
         match &decisions[0] {
             Decision::Confirmed(b) => {
-                assert_eq!((b.user_id.as_str(), b.quantity, b.event_id), (attempt.user.as_str(), attempt.quantity, event.id));
-                assert!(confirmed.insert(b.id, (b.user_id.clone(), b.quantity)).is_none(), "booking {} twice", b.id);
+                assert_eq!(
+                    (b.user_id.as_str(), b.quantity, b.event_id),
+                    (attempt.user.as_str(), attempt.quantity, event.id)
+                );
+                assert!(
+                    confirmed
+                        .insert(b.id, (b.user_id.clone(), b.quantity))
+                        .is_none(),
+                    "booking {} twice",
+                    b.id
+                );
             }
             Decision::Rejected(code) => {
-                assert!(code == "sold_out" || code == "per_user_limit", "unknown refusal {code}");
+                assert!(
+                    code == "sold_out" || code == "per_user_limit",
+                    "unknown refusal {code}"
+                );
                 *refusals.entry(code.clone()).or_default() += 1;
             }
         }
@@ -104,22 +132,38 @@ pub async fn concurrent_bookings_never_oversell(target: Target) {
     // The API's view.
     let remaining = app.event(event.id).await.remaining;
     let sold: i64 = confirmed.values().map(|(_, q)| i64::from(*q)).sum();
-    eprintln!("{} confirmed ({sold} tickets), refusals {refusals:?}, remaining {remaining}", confirmed.len());
+    eprintln!(
+        "{} confirmed ({sold} tickets), refusals {refusals:?}, remaining {remaining}",
+        confirmed.len()
+    );
     assert!(remaining >= 0, "remaining {remaining}");
-    assert_eq!(sold, TICKETS - remaining, "confirmed tickets != tickets - remaining");
-    assert!(!confirmed.is_empty() && !refusals.is_empty(), "demand exceeded supply: expected both outcomes");
+    assert_eq!(
+        sold,
+        TICKETS - remaining,
+        "confirmed tickets != tickets - remaining"
+    );
+    assert!(
+        !confirmed.is_empty() && !refusals.is_empty(),
+        "demand exceeded supply: expected both outcomes"
+    );
     let mut held: BTreeMap<&str, i64> = BTreeMap::new();
     for (user, quantity) in confirmed.values() {
         *held.entry(user.as_str()).or_default() += i64::from(*quantity);
     }
-    assert!(held.values().all(|&h| h <= i64::from(LIMIT)), "a user above the limit: {held:?}");
+    assert!(
+        held.values().all(|&h| h <= i64::from(LIMIT)),
+        "a user above the limit: {held:?}"
+    );
 
     // Postgres' view: exactly the bookings clients were told are confirmed, nothing more.
     let ids: BTreeSet<Uuid> = confirmed.keys().copied().collect();
     let stored = app.wait_confirmed_in_db(event.id, &ids).await;
     let stored_sold: i64 = stored.iter().map(|b| i64::from(b.quantity)).sum();
     assert_eq!(stored_sold, sold);
-    assert!(per_user(&stored).values().all(|&h| h <= i64::from(LIMIT)), "Postgres: a user above the limit");
+    assert!(
+        per_user(&stored).values().all(|&h| h <= i64::from(LIMIT)),
+        "Postgres: a user above the limit"
+    );
     app.assert_store_consistent(event.id).await;
     for attempt in attempts.iter().filter(|a| a.key.is_some()) {
         let rows = app.rows_with_key(attempt.key.as_deref().unwrap()).await;
@@ -146,9 +190,15 @@ pub async fn last_ticket_is_sold_once(target: Target) {
             Decision::Rejected(code) => assert_eq!(code, "sold_out"),
         }
     }
-    assert_eq!(winners.len(), 1, "the one ticket was sold {} times", winners.len());
+    assert_eq!(
+        winners.len(),
+        1,
+        "the one ticket was sold {} times",
+        winners.len()
+    );
     assert_eq!(app.event(event.id).await.remaining, 0);
-    app.wait_confirmed_in_db(event.id, &winners.into_iter().collect()).await;
+    app.wait_confirmed_in_db(event.id, &winners.into_iter().collect())
+        .await;
     app.assert_store_consistent(event.id).await;
 }
 
@@ -174,8 +224,16 @@ pub async fn per_user_limit_holds_under_concurrency(target: Target) {
             Decision::Rejected(code) => assert_eq!(code, "per_user_limit"),
         }
     }
-    assert_eq!(confirmed.len(), LIMIT as usize, "one user got {} tickets, limit {LIMIT}", confirmed.len());
-    assert_eq!(app.event(event.id).await.remaining, 1_000 - i64::from(LIMIT));
+    assert_eq!(
+        confirmed.len(),
+        LIMIT as usize,
+        "one user got {} tickets, limit {LIMIT}",
+        confirmed.len()
+    );
+    assert_eq!(
+        app.event(event.id).await.remaining,
+        1_000 - i64::from(LIMIT)
+    );
     let stored = app.wait_confirmed_in_db(event.id, &confirmed).await;
     assert_eq!(per_user(&stored).get("greedy"), Some(&i64::from(LIMIT)));
     app.assert_store_consistent(event.id).await;

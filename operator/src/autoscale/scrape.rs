@@ -52,20 +52,40 @@ pub struct HttpRequestCounter {
 
 impl HttpRequestCounter {
     pub fn new() -> Result<Self, reqwest::Error> {
-        Ok(Self { client: reqwest::Client::builder().timeout(SCRAPE_TIMEOUT).build()? })
+        Ok(Self {
+            client: reqwest::Client::builder().timeout(SCRAPE_TIMEOUT).build()?,
+        })
     }
 }
 
 impl RequestCounter for HttpRequestCounter {
     fn read<'a>(&'a self, pod: &'a PodTarget) -> BoxFuture<'a, Result<f64, ScrapeError>> {
         Box::pin(async move {
-            let url = format!("http://{}:{}{}", pod.ip, contract::HTTP_PORT, contract::METRICS_PATH);
+            let url = format!(
+                "http://{}:{}{}",
+                pod.ip,
+                contract::HTTP_PORT,
+                contract::METRICS_PATH
+            );
             let response =
-                self.client.get(&url).send().await.map_err(|source| ScrapeError::Http { url: url.clone(), source })?;
+                self.client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|source| ScrapeError::Http {
+                        url: url.clone(),
+                        source,
+                    })?;
             if !response.status().is_success() {
-                return Err(ScrapeError::Status { url, status: response.status().as_u16() });
+                return Err(ScrapeError::Status {
+                    url,
+                    status: response.status().as_u16(),
+                });
             }
-            let text = response.text().await.map_err(|source| ScrapeError::Http { url, source })?;
+            let text = response
+                .text()
+                .await
+                .map_err(|source| ScrapeError::Http { url, source })?;
             served_requests(&text)
         })
     }
@@ -74,23 +94,39 @@ impl RequestCounter for HttpRequestCounter {
 /// Sum of the request counter over every route except the probes and /metrics itself, which
 /// the kubelet and scrapers call at their own pace whatever the sale's load.
 pub fn served_requests(exposition: &str) -> Result<f64, ScrapeError> {
-    let operations = [contract::METRICS_PATH, contract::HEALTHZ_PATH, contract::READYZ_PATH];
+    let operations = [
+        contract::METRICS_PATH,
+        contract::HEALTHZ_PATH,
+        contract::READYZ_PATH,
+    ];
     let mut total = 0.0;
     let mut found = false;
     for line in exposition.lines() {
-        let Some(rest) = line.strip_prefix(REQUEST_COUNTER) else { continue };
+        let Some(rest) = line.strip_prefix(REQUEST_COUNTER) else {
+            continue;
+        };
         if !rest.starts_with(['{', ' ']) {
             continue; // another metric whose name merely starts with ours
         }
-        let (labels, value) = split_sample(rest).ok_or_else(|| ScrapeError::Malformed(line.to_owned()))?;
-        let value: f64 = value.parse().map_err(|_| ScrapeError::Malformed(line.to_owned()))?;
+        let (labels, value) =
+            split_sample(rest).ok_or_else(|| ScrapeError::Malformed(line.to_owned()))?;
+        let value: f64 = value
+            .parse()
+            .map_err(|_| ScrapeError::Malformed(line.to_owned()))?;
         found = true;
-        if labels.get("route").is_some_and(|route| operations.contains(&route.as_str())) {
+        if labels
+            .get("route")
+            .is_some_and(|route| operations.contains(&route.as_str()))
+        {
             continue;
         }
         total += value;
     }
-    if found { Ok(total) } else { Err(ScrapeError::NoCounter) }
+    if found {
+        Ok(total)
+    } else {
+        Err(ScrapeError::NoCounter)
+    }
 }
 
 /// `{a="x",b="y"} 12 [timestamp]` (what follows the metric name) → labels and the value.
@@ -137,9 +173,16 @@ pub fn ready_targets(pods: &[Pod]) -> Vec<PodTarget> {
     pods.iter()
         .filter_map(|pod| {
             let status = pod.status.as_ref()?;
-            let ready = status.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            let ready = status
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
             let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty())?;
-            ready.then(|| PodTarget { name: pod.metadata.name.clone().unwrap_or_default(), ip })
+            ready.then(|| PodTarget {
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                ip,
+            })
         })
         .collect()
 }
@@ -168,32 +211,60 @@ pub struct LoadObserver {
 
 impl LoadObserver {
     pub fn new(counter: Arc<dyn RequestCounter>) -> Self {
-        Self { counter, last: Mutex::new(HashMap::new()) }
+        Self {
+            counter,
+            last: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Reads every pod at once and returns the load since the previous round for `sale`
     /// (`None` on the first round, or when no pod answered twice). Unreadable pods are logged
     /// and left out: a rate from the pods that answered beats no rate. Within `READ_INTERVAL`
     /// of the last round, that round's load is returned without reading.
-    pub async fn observe(&self, sale: &str, pods: &[PodTarget], now: DateTime<Utc>) -> Option<ObservedLoad> {
-        if let Some(round) = self.lock().get(sale).filter(|r| now >= r.at && now - r.at < READ_INTERVAL) {
+    pub async fn observe(
+        &self,
+        sale: &str,
+        pods: &[PodTarget],
+        now: DateTime<Utc>,
+    ) -> Option<ObservedLoad> {
+        if let Some(round) = self
+            .lock()
+            .get(sale)
+            .filter(|r| now >= r.at && now - r.at < READ_INTERVAL)
+        {
             return round.load;
         }
         let reads = futures::future::join_all(pods.iter().map(|pod| self.counter.read(pod))).await;
         let mut current = Vec::with_capacity(pods.len());
         for (pod, read) in pods.iter().zip(reads) {
             match read {
-                Ok(requests) => current.push(CounterSample { pod: pod.name.clone(), requests, at: now }),
-                Err(error) => tracing::warn!(%sale, pod = %pod.name, %error, "reading the request counter failed"),
+                Ok(requests) => current.push(CounterSample {
+                    pod: pod.name.clone(),
+                    requests,
+                    at: now,
+                }),
+                Err(error) => {
+                    tracing::warn!(%sale, pod = %pod.name, %error, "reading the request counter failed")
+                }
             }
         }
         let mut last = self.lock();
         // Deleted sales are never observed again: their rounds go once they are stale, so the
         // map holds the sales of the last few minutes, not every sale the operator ever saw.
         last.retain(|_, round| now - round.at < FORGET_AFTER);
-        let previous = last.get(sale).map(|r| r.samples.as_slice()).unwrap_or_default();
+        let previous = last
+            .get(sale)
+            .map(|r| r.samples.as_slice())
+            .unwrap_or_default();
         let load = observed_load(previous, &current);
-        last.insert(sale.to_owned(), Round { samples: current, at: now, load });
+        last.insert(
+            sale.to_owned(),
+            Round {
+                samples: current,
+                at: now,
+                load,
+            },
+        );
         load
     }
 
@@ -205,7 +276,9 @@ impl LoadObserver {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Round>> {
-        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -233,7 +306,10 @@ booking_bookings_total{stage="postgres",outcome="confirmed"} 1200
 
     #[test]
     fn an_exposition_without_the_counter_is_an_error_not_zero() {
-        assert!(matches!(served_requests("booking_bookings_total 3\n"), Err(ScrapeError::NoCounter)));
+        assert!(matches!(
+            served_requests("booking_bookings_total 3\n"),
+            Err(ScrapeError::NoCounter)
+        ));
         assert!(matches!(
             served_requests("booking_http_requests_total{route=\"/x\" 3\n"),
             Err(ScrapeError::Malformed(_))
@@ -242,8 +318,14 @@ booking_bookings_total{stage="postgres",outcome="confirmed"} 1200
 
     #[test]
     fn reads_the_series_name_exactly() {
-        assert_eq!(served_requests("booking_http_requests_total 9\n").unwrap(), 9.0);
-        assert!(matches!(served_requests("booking_http_requests_total_extra 9\n"), Err(ScrapeError::NoCounter)));
+        assert_eq!(
+            served_requests("booking_http_requests_total 9\n").unwrap(),
+            9.0
+        );
+        assert!(matches!(
+            served_requests("booking_http_requests_total_extra 9\n"),
+            Err(ScrapeError::NoCounter)
+        ));
     }
 
     struct Scripted(Mutex<HashMap<String, Vec<f64>>>);
@@ -261,22 +343,47 @@ booking_bookings_total{stage="postgres",outcome="confirmed"} 1200
     }
 
     fn pod(name: &str) -> PodTarget {
-        PodTarget { name: name.into(), ip: "192.0.2.1".into() }
+        PodTarget {
+            name: name.into(),
+            ip: "192.0.2.1".into(),
+        }
     }
 
     #[tokio::test]
     async fn observer_turns_two_rounds_into_a_rate_and_skips_silent_pods() {
-        let script = HashMap::from([("a".to_owned(), vec![100.0, 1100.0]), ("b".to_owned(), vec![0.0])]);
+        let script = HashMap::from([
+            ("a".to_owned(), vec![100.0, 1100.0]),
+            ("b".to_owned(), vec![0.0]),
+        ]);
         let observer = LoadObserver::new(Arc::new(Scripted(Mutex::new(script))));
         let t0: DateTime<Utc> = "2026-12-01T18:00:00Z".parse().unwrap();
         let pods = [pod("a"), pod("b")];
         assert_eq!(observer.observe("ns/sale", &pods, t0).await, None);
-        let load = observer.observe("ns/sale", &pods, t0 + READ_INTERVAL).await.unwrap();
-        assert_eq!(load, ObservedLoad { pods: 1, total_rps: 1000.0 / 15.0 });
+        let load = observer
+            .observe("ns/sale", &pods, t0 + READ_INTERVAL)
+            .await
+            .unwrap();
+        assert_eq!(
+            load,
+            ObservedLoad {
+                pods: 1,
+                total_rps: 1000.0 / 15.0
+            }
+        );
         // Soon after: the same answer, nothing read (the script has no values left to give).
-        assert_eq!(observer.observe("ns/sale", &pods, t0 + READ_INTERVAL + TimeDelta::seconds(1)).await, Some(load));
+        assert_eq!(
+            observer
+                .observe("ns/sale", &pods, t0 + READ_INTERVAL + TimeDelta::seconds(1))
+                .await,
+            Some(load)
+        );
         // Two intervals on: pod a is read again (its script is spent: an error), so no pod has a rate.
-        assert_eq!(observer.observe("ns/sale", &pods, t0 + READ_INTERVAL * 3).await, None);
+        assert_eq!(
+            observer
+                .observe("ns/sale", &pods, t0 + READ_INTERVAL * 3)
+                .await,
+            None
+        );
     }
 
     #[tokio::test]
@@ -285,10 +392,22 @@ booking_bookings_total{stage="postgres",outcome="confirmed"} 1200
         let observer = LoadObserver::new(Arc::new(Scripted(Mutex::new(script))));
         let t0: DateTime<Utc> = "2026-12-01T18:00:00Z".parse().unwrap();
         observer.observe("ns/deleted", &[pod("a")], t0).await;
-        observer.observe("ns/live", &[pod("a")], t0 + FORGET_AFTER - TimeDelta::seconds(1)).await;
+        observer
+            .observe(
+                "ns/live",
+                &[pod("a")],
+                t0 + FORGET_AFTER - TimeDelta::seconds(1),
+            )
+            .await;
         assert_eq!(observer.remembered(), ["ns/deleted", "ns/live"]);
-        observer.observe("ns/live", &[pod("a")], t0 + FORGET_AFTER + READ_INTERVAL).await;
-        assert_eq!(observer.remembered(), ["ns/live"], "the deleted sale's round is dropped");
+        observer
+            .observe("ns/live", &[pod("a")], t0 + FORGET_AFTER + READ_INTERVAL)
+            .await;
+        assert_eq!(
+            observer.remembered(),
+            ["ns/live"],
+            "the deleted sale's round is dropped"
+        );
     }
 
     #[test]
@@ -300,6 +419,12 @@ booking_bookings_total{stage="postgres",outcome="confirmed"} 1200
             {"metadata": {"name": "pending"}}
         ]))
         .unwrap();
-        assert_eq!(ready_targets(&pods), vec![PodTarget { name: "ready".into(), ip: "10.0.0.1".into() }]);
+        assert_eq!(
+            ready_targets(&pods),
+            vec![PodTarget {
+                name: "ready".into(),
+                ip: "10.0.0.1".into()
+            }]
+        );
     }
 }

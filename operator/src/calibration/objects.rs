@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, ResourceRequirements, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    Container, PodTemplateSpec, ResourceRequirements, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -51,7 +53,10 @@ pub fn job_name(sale: &str, key: &CalibrationKey, attempt: u32) -> String {
 
 fn attempt_digest(key: &CalibrationKey, attempt: u32) -> String {
     CalibrationKey {
-        recalibrate: Some(format!("{}#{attempt}", key.recalibrate.as_deref().unwrap_or(""))),
+        recalibrate: Some(format!(
+            "{}#{attempt}",
+            key.recalibrate.as_deref().unwrap_or("")
+        )),
         ..key.clone()
     }
     .digest()
@@ -60,21 +65,42 @@ fn attempt_digest(key: &CalibrationKey, attempt: u32) -> String {
 /// Where loadgen finds the scratch pod.
 pub fn server_url(sale: &Sale, run: &Run) -> String {
     let service = server_name(&sale.name, &run.key, run.attempt);
-    format!("http://{}:{}", names::service_host(&service, &sale.namespace), contract::HTTP_PORT)
+    format!(
+        "http://{}:{}",
+        names::service_host(&service, &sale.namespace),
+        contract::HTTP_PORT
+    )
 }
 
 /// The objects of `run`: the scratch Deployment and its Service, plus the Job once the pod is Ready.
 pub fn build(sale: &Sale, run: &Run, sizing: &Sizing) -> (Deployment, Service, Option<Job>) {
     let stage = run.key.stage;
     let name = server_name(&sale.name, &run.key, run.attempt);
-    let attempt = BTreeMap::from([(ATTEMPT_LABEL.to_string(), attempt_digest(&run.key, run.attempt))]);
+    let attempt = BTreeMap::from([(
+        ATTEMPT_LABEL.to_string(),
+        attempt_digest(&run.key, run.attempt),
+    )]);
 
-    let container = booking_app::container(sale, stage, sizing, vec![contract::CMD_SERVE.into()], true);
-    let mut deployment = booking_app::deployment(sale, name.clone(), Component::Calibration, stage, 1, container);
+    let container =
+        booking_app::container(sale, stage, sizing, vec![contract::CMD_SERVE.into()], true);
+    let mut deployment = booking_app::deployment(
+        sale,
+        name.clone(),
+        Component::Calibration,
+        stage,
+        1,
+        container,
+    );
     if let Some(spec) = deployment.spec.as_mut() {
-        spec.selector.match_labels.get_or_insert_with(BTreeMap::new).extend(attempt.clone());
+        spec.selector
+            .match_labels
+            .get_or_insert_with(BTreeMap::new)
+            .extend(attempt.clone());
         if let Some(template_meta) = spec.template.metadata.as_mut() {
-            template_meta.labels.get_or_insert_with(BTreeMap::new).extend(attempt.clone());
+            template_meta
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .extend(attempt.clone());
         }
     }
 
@@ -128,7 +154,10 @@ fn loadgen_job(sale: &Sale, run: &Run, sizing: &Sizing) -> Job {
                 ("cpu".to_string(), Quantity("2".into())),
                 ("memory".to_string(), Quantity("256Mi".into())),
             ])),
-            limits: Some(BTreeMap::from([("memory".to_string(), Quantity("1Gi".into()))])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("1Gi".into()),
+            )])),
             ..ResourceRequirements::default()
         }),
         security_context: Some(container_security(true)),
@@ -143,7 +172,11 @@ fn loadgen_job(sale: &Sale, run: &Run, sizing: &Sizing) -> Job {
             active_deadline_seconds: Some(JOB_DEADLINE_SECONDS),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels::labels(&sale.name, Component::CalibrationLoad, Some(stage))),
+                    labels: Some(labels::labels(
+                        &sale.name,
+                        Component::CalibrationLoad,
+                        Some(stage),
+                    )),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(booking_app::pod_spec(container, Some("Never"))),
@@ -168,7 +201,11 @@ mod tests {
             slo_p99_ms: 150,
             recalibrate: None,
         };
-        Run { key, attempt: 1, with_job }
+        Run {
+            key,
+            attempt: 1,
+            with_job,
+        }
     }
 
     #[test]
@@ -177,7 +214,10 @@ mod tests {
         let long = "a".repeat(40);
         assert!(job_name(&long, &key, u32::MAX).len() <= 63);
         assert_ne!(server_name("s", &key, 1), server_name("s", &key, 2));
-        assert_eq!(job_name("s", &key, 1), format!("{}-lg", server_name("s", &key, 1)));
+        assert_eq!(
+            job_name("s", &key, 1),
+            format!("{}-lg", server_name("s", &key, 1))
+        );
     }
 
     #[test]
@@ -190,15 +230,28 @@ mod tests {
         let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
         let container = &spec.template.spec.unwrap().containers[0];
         assert_eq!(container.args.as_deref(), Some(&["serve".to_string()][..]));
-        let env: BTreeMap<_, _> = container.env.clone().unwrap().into_iter().map(|e| (e.name, e.value)).collect();
+        let env: BTreeMap<_, _> = container
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value))
+            .collect();
         assert_eq!(env["STAGE"].as_deref(), Some("redis"));
         let api_selector = labels::selector("s", Component::BookingApi, Some(Stage::Redis));
         assert!(
-            !api_selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+            !api_selector
+                .iter()
+                .all(|(k, v)| pod_labels.get(k) == Some(v)),
             "the sale's Service must not route to it"
         );
         let own_selector = service.spec.unwrap().selector.unwrap();
-        assert!(own_selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "its own Service routes to it");
+        assert!(
+            own_selector
+                .iter()
+                .all(|(k, v)| pod_labels.get(k) == Some(v)),
+            "its own Service routes to it"
+        );
         assert!(own_selector.contains_key(ATTEMPT_LABEL));
     }
 
@@ -207,7 +260,10 @@ mod tests {
         let sale = sale("s", Stage::Redis);
         let (_, _, job) = build(&sale, &run(true), &sizing(3));
         let job = job.unwrap();
-        assert_eq!(job.metadata.name.as_deref(), Some(job_name("s", &run(true).key, 1).as_str()));
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some(job_name("s", &run(true).key, 1).as_str())
+        );
         let spec = job.spec.unwrap();
         assert_eq!(spec.backoff_limit, Some(0));
         let pod = spec.template.spec.unwrap();
@@ -217,18 +273,40 @@ mod tests {
         assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
         let args = c.args.clone().unwrap().join(" ");
         assert!(args.starts_with("loadgen --url http://s-cal-"), "{args}");
-        assert!(args.contains(".ns.svc:8080 --find-capacity --slo-p99-ms 150"), "{args}");
-        assert!(args.contains("--termination-message-path /dev/termination-log"), "{args}");
-        assert!(c.env.as_ref().is_none_or(Vec::is_empty), "loadgen needs no store credentials");
+        assert!(
+            args.contains(".ns.svc:8080 --find-capacity --slo-p99-ms 150"),
+            "{args}"
+        );
+        assert!(
+            args.contains("--termination-message-path /dev/termination-log"),
+            "{args}"
+        );
+        assert!(
+            c.env.as_ref().is_none_or(Vec::is_empty),
+            "loadgen needs no store credentials"
+        );
     }
 
     #[test]
     fn loadgen_flags_exist_in_booking_app() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../booking-app/src/loadgen/args.rs");
-        let source = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-        for flag in [FLAG_URL, FLAG_FIND_CAPACITY, FLAG_SLO_P99_MS, FLAG_TERMINATION_MESSAGE_PATH, FLAG_NO_PROGRESS] {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../booking-app/src/loadgen/args.rs"
+        );
+        let source =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        for flag in [
+            FLAG_URL,
+            FLAG_FIND_CAPACITY,
+            FLAG_SLO_P99_MS,
+            FLAG_TERMINATION_MESSAGE_PATH,
+            FLAG_NO_PROGRESS,
+        ] {
             let field = format!("pub {}:", flag.trim_start_matches("--").replace('-', "_"));
-            assert!(source.contains(&field), "booking-app loadgen has no {flag} (no `{field}` in {path})");
+            assert!(
+                source.contains(&field),
+                "booking-app loadgen has no {flag} (no `{field}` in {path})"
+            );
         }
     }
 }

@@ -11,7 +11,13 @@ fn at(s: &str) -> DateTime<Utc> {
 const POD: &str = "requests cpu=1,memory=256Mi; limits cpu=1,memory=512Mi";
 
 fn key(stage: Stage) -> CalibrationKey {
-    CalibrationKey { stage, image: "booking-app:1".into(), resources: POD.into(), slo_p99_ms: 200, recalibrate: None }
+    CalibrationKey {
+        stage,
+        image: "booking-app:1".into(),
+        resources: POD.into(),
+        slo_p99_ms: 200,
+        recalibrate: None,
+    }
 }
 
 fn record(stage: Stage, rps: f64) -> CalibrationRecord {
@@ -29,24 +35,50 @@ fn record(stage: Stage, rps: f64) -> CalibrationRecord {
 }
 
 const NOW: &str = "2026-12-01T09:00:00Z";
-const NOTHING: Observation = Observation { server_ready: false, job: JobState::Absent };
+const NOTHING: Observation = Observation {
+    server_ready: false,
+    job: JobState::Absent,
+};
 
 fn inputs<'a>(key: &'a CalibrationKey, observation: &'a Observation) -> Inputs<'a> {
-    Inputs { sale: "s", key, pinned: None, record: None, attempt: None, stores_ready: true, observation, now: at(NOW) }
+    Inputs {
+        sale: "s",
+        key,
+        pinned: None,
+        record: None,
+        attempt: None,
+        stores_ready: true,
+        observation,
+        now: at(NOW),
+    }
 }
 
 fn result(rps: f64) -> CalibrationResult {
-    CalibrationResult { per_pod_rps: rps, slo_p99_ms: 200, p99_ms: 150.0, error_rate: 0.0, drain_rps: None }
+    CalibrationResult {
+        per_pod_rps: rps,
+        slo_p99_ms: 200,
+        p99_ms: 150.0,
+        error_rate: 0.0,
+        drain_rps: None,
+    }
 }
 
 #[test]
 fn result_format_is_what_loadgen_writes() {
-    let parsed =
-        CalibrationResult::parse(r#"{"perPodRps":4210.5,"sloP99Ms":200,"p99Ms":183.2,"errorRate":0.001}"#, 200)
-            .unwrap();
+    let parsed = CalibrationResult::parse(
+        r#"{"perPodRps":4210.5,"sloP99Ms":200,"p99Ms":183.2,"errorRate":0.001}"#,
+        200,
+    )
+    .unwrap();
     assert_eq!(
         parsed,
-        CalibrationResult { per_pod_rps: 4210.5, slo_p99_ms: 200, p99_ms: 183.2, error_rate: 0.001, drain_rps: None }
+        CalibrationResult {
+            per_pod_rps: 4210.5,
+            slo_p99_ms: 200,
+            p99_ms: 183.2,
+            error_rate: 0.001,
+            drain_rps: None
+        }
     );
     assert_eq!(
         serde_json::to_string(&parsed).unwrap(),
@@ -54,47 +86,87 @@ fn result_format_is_what_loadgen_writes() {
     );
     // Stage kafka adds the drain rate of the workers behind the pod.
     let kafka = r#"{"perPodRps":900,"sloP99Ms":200,"p99Ms":80,"errorRate":0,"drainRps":786.5}"#;
-    assert_eq!(CalibrationResult::parse(kafka, 200).unwrap().drain_rps, Some(786.5));
+    assert_eq!(
+        CalibrationResult::parse(kafka, 200).unwrap().drain_rps,
+        Some(786.5)
+    );
 }
 
 #[test]
 fn loadgen_declares_the_same_fields() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../booking-app/src/loadgen/mod.rs");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../booking-app/src/loadgen/mod.rs"
+    );
     let source = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    let start = source.find("pub struct CalibrationResult").expect("loadgen defines CalibrationResult");
+    let start = source
+        .find("pub struct CalibrationResult")
+        .expect("loadgen defines CalibrationResult");
     let body = &source[start..start + source[start..].find('}').unwrap()];
     assert!(
-        body.contains("camelCase") || source[..start].ends_with("#[serde(rename_all = \"camelCase\")]\n"),
+        body.contains("camelCase")
+            || source[..start].ends_with("#[serde(rename_all = \"camelCase\")]\n"),
         "{body}"
     );
-    for field in
-        ["pub per_pod_rps: f64", "pub slo_p99_ms: u64", "pub p99_ms: f64", "pub error_rate: f64", "pub drain_rps: Option<f64>"]
-    {
-        assert!(body.contains(field), "loadgen's CalibrationResult lacks `{field}`: {body}");
+    for field in [
+        "pub per_pod_rps: f64",
+        "pub slo_p99_ms: u64",
+        "pub p99_ms: f64",
+        "pub error_rate: f64",
+        "pub drain_rps: Option<f64>",
+    ] {
+        assert!(
+            body.contains(field),
+            "loadgen's CalibrationResult lacks `{field}`: {body}"
+        );
     }
 }
 
 #[test]
 fn doubtful_results_are_refused() {
-    assert_eq!(CalibrationResult::parse("  \n", 200), Err(ResultError::Missing));
-    assert!(matches!(CalibrationResult::parse("capacity: 4000 req/s", 200), Err(ResultError::Unreadable(_))));
+    assert_eq!(
+        CalibrationResult::parse("  \n", 200),
+        Err(ResultError::Missing)
+    );
+    assert!(matches!(
+        CalibrationResult::parse("capacity: 4000 req/s", 200),
+        Err(ResultError::Unreadable(_))
+    ));
     let other_slo = r#"{"perPodRps":4000,"sloP99Ms":100,"p99Ms":80}"#;
-    assert_eq!(CalibrationResult::parse(other_slo, 200), Err(ResultError::SloMismatch { got: 100, want: 200 }));
+    assert_eq!(
+        CalibrationResult::parse(other_slo, 200),
+        Err(ResultError::SloMismatch {
+            got: 100,
+            want: 200
+        })
+    );
     for rps in ["0", "-5", "1e999"] {
         let text = format!(r#"{{"perPodRps":{rps},"sloP99Ms":200,"p99Ms":80}}"#);
         assert!(CalibrationResult::parse(&text, 200).is_err(), "{text}");
     }
     let slow = r#"{"perPodRps":4000,"sloP99Ms":200,"p99Ms":201}"#;
-    assert!(matches!(CalibrationResult::parse(slow, 200), Err(ResultError::AboveSlo { .. })));
+    assert!(matches!(
+        CalibrationResult::parse(slow, 200),
+        Err(ResultError::AboveSlo { .. })
+    ));
     let no_drain = r#"{"perPodRps":4000,"sloP99Ms":200,"p99Ms":80,"drainRps":0}"#;
-    assert!(matches!(CalibrationResult::parse(no_drain, 200), Err(ResultError::Unreadable(_))));
+    assert!(matches!(
+        CalibrationResult::parse(no_drain, 200),
+        Err(ResultError::Unreadable(_))
+    ));
 }
 
 #[test]
 fn pinned_capacity_needs_no_calibration() {
     let k = key(Stage::Postgres);
-    let a = assess(&Inputs { pinned: Some(4000.0), ..inputs(&k, &NOTHING) });
-    assert_eq!((a.per_pod_rps, a.calibrated, a.reason), (Some(4000.0), true, "Pinned"));
+    let a = assess(&Inputs {
+        pinned: Some(4000.0),
+        ..inputs(&k, &NOTHING)
+    });
+    assert_eq!(
+        (a.per_pod_rps, a.calibrated, a.reason),
+        (Some(4000.0), true, "Pinned")
+    );
     assert_eq!((a.run, a.attempt), (None, None));
 }
 
@@ -102,8 +174,14 @@ fn pinned_capacity_needs_no_calibration() {
 fn a_valid_measurement_is_reused_whatever_the_target() {
     let k = key(Stage::Postgres);
     let r = record(Stage::Postgres, 3100.0);
-    let a = assess(&Inputs { record: Some(&r), ..inputs(&k, &NOTHING) });
-    assert_eq!((a.per_pod_rps, a.calibrated, a.reason), (Some(3100.0), true, "Measured"));
+    let a = assess(&Inputs {
+        record: Some(&r),
+        ..inputs(&k, &NOTHING)
+    });
+    assert_eq!(
+        (a.per_pod_rps, a.calibrated, a.reason),
+        (Some(3100.0), true, "Measured")
+    );
     assert_eq!(a.run, None, "leftover calibration objects get deleted");
     assert_eq!(a.record, Some(r));
 }
@@ -112,24 +190,55 @@ fn a_valid_measurement_is_reused_whatever_the_target() {
 fn new_sale_starts_a_scratch_pod_then_the_job_once_it_is_ready() {
     let k = key(Stage::Redis);
     let a = assess(&inputs(&k, &NOTHING));
-    assert_eq!((a.per_pod_rps, a.calibrated, a.reason), (None, false, "Calibrating"));
-    assert_eq!(a.run, Some(Run { key: k.clone(), attempt: 1, with_job: false }));
+    assert_eq!(
+        (a.per_pod_rps, a.calibrated, a.reason),
+        (None, false, "Calibrating")
+    );
+    assert_eq!(
+        a.run,
+        Some(Run {
+            key: k.clone(),
+            attempt: 1,
+            with_job: false
+        })
+    );
     let attempt = a.attempt.clone().unwrap();
     assert_eq!(attempt.started_at, Some(to_time(at(NOW))));
     assert_eq!(a.requeue_at, Some(at(NOW) + SERVER_READY_TIMEOUT));
 
-    let ready = Observation { server_ready: true, job: JobState::Absent };
-    let later = Inputs { attempt: Some(&attempt), now: at(NOW) + TimeDelta::seconds(20), ..inputs(&k, &ready) };
+    let ready = Observation {
+        server_ready: true,
+        job: JobState::Absent,
+    };
+    let later = Inputs {
+        attempt: Some(&attempt),
+        now: at(NOW) + TimeDelta::seconds(20),
+        ..inputs(&k, &ready)
+    };
     let b = assess(&later);
-    assert_eq!(b.run, Some(Run { key: k.clone(), attempt: 1, with_job: true }));
-    assert_eq!(b.attempt, Some(attempt), "nothing in status changes while it runs");
+    assert_eq!(
+        b.run,
+        Some(Run {
+            key: k.clone(),
+            attempt: 1,
+            with_job: true
+        })
+    );
+    assert_eq!(
+        b.attempt,
+        Some(attempt),
+        "nothing in status changes while it runs"
+    );
 }
 
 #[test]
 fn a_stage_change_invalidates_the_measurement() {
     let k = key(Stage::Kafka);
     let r = record(Stage::Postgres, 3100.0);
-    let a = assess(&Inputs { record: Some(&r), ..inputs(&k, &NOTHING) });
+    let a = assess(&Inputs {
+        record: Some(&r),
+        ..inputs(&k, &NOTHING)
+    });
     assert_eq!((a.per_pod_rps, a.reason), (None, "Calibrating"));
     assert_eq!(a.record, Some(r), "the old record stays until replaced");
 }
@@ -137,51 +246,106 @@ fn a_stage_change_invalidates_the_measurement() {
 #[test]
 fn image_pod_size_or_slo_change_recalibrates_sizing_with_the_old_number_meanwhile() {
     let r = record(Stage::Postgres, 3100.0);
-    let image = CalibrationKey { image: "booking-app:2".into(), ..key(Stage::Postgres) };
-    let bigger = CalibrationKey { resources: "requests cpu=2,memory=1Gi; limits cpu=2,memory=1Gi".into(), ..key(Stage::Postgres) };
-    let slo = CalibrationKey { slo_p99_ms: 50, ..key(Stage::Postgres) };
+    let image = CalibrationKey {
+        image: "booking-app:2".into(),
+        ..key(Stage::Postgres)
+    };
+    let bigger = CalibrationKey {
+        resources: "requests cpu=2,memory=1Gi; limits cpu=2,memory=1Gi".into(),
+        ..key(Stage::Postgres)
+    };
+    let slo = CalibrationKey {
+        slo_p99_ms: 50,
+        ..key(Stage::Postgres)
+    };
     for k in [image, bigger, slo] {
-        let a = assess(&Inputs { record: Some(&r), ..inputs(&k, &NOTHING) });
-        assert_eq!((a.per_pod_rps, a.calibrated, a.reason), (Some(3100.0), false, "Calibrating"), "{k:?}");
+        let a = assess(&Inputs {
+            record: Some(&r),
+            ..inputs(&k, &NOTHING)
+        });
+        assert_eq!(
+            (a.per_pod_rps, a.calibrated, a.reason),
+            (Some(3100.0), false, "Calibrating"),
+            "{k:?}"
+        );
         assert!(a.run.is_some(), "{k:?} measures again");
-        assert!(a.message.contains("sized meanwhile with the previous measurement"), "{}", a.message);
+        assert!(
+            a.message
+                .contains("sized meanwhile with the previous measurement"),
+            "{}",
+            a.message
+        );
         assert!(!k.same_pod(&r), "{k:?}");
     }
     // A record from before pod sizes were recorded is measured again.
-    let legacy = CalibrationRecord { resources: None, ..r };
+    let legacy = CalibrationRecord {
+        resources: None,
+        ..r
+    };
     assert!(!key(Stage::Postgres).same_pod(&legacy));
 }
 
 #[test]
 fn recalibration_on_request_keeps_the_old_number_meanwhile() {
-    let k = CalibrationKey { recalibrate: Some("2".into()), ..key(Stage::Postgres) };
+    let k = CalibrationKey {
+        recalibrate: Some("2".into()),
+        ..key(Stage::Postgres)
+    };
     let r = record(Stage::Postgres, 3100.0);
-    let a = assess(&Inputs { record: Some(&r), ..inputs(&k, &NOTHING) });
-    assert_eq!((a.per_pod_rps, a.calibrated, a.reason), (Some(3100.0), false, "Calibrating"));
+    let a = assess(&Inputs {
+        record: Some(&r),
+        ..inputs(&k, &NOTHING)
+    });
+    assert_eq!(
+        (a.per_pod_rps, a.calibrated, a.reason),
+        (Some(3100.0), false, "Calibrating")
+    );
     assert!(a.run.is_some());
 }
 
 #[test]
 fn success_records_the_measurement_for_this_stage_image_and_request() {
-    let k = CalibrationKey { recalibrate: Some("2".into()), ..key(Stage::Redis) };
-    let done = Observation { server_ready: true, job: JobState::Succeeded(result(5200.0)) };
+    let k = CalibrationKey {
+        recalibrate: Some("2".into()),
+        ..key(Stage::Redis)
+    };
+    let done = Observation {
+        server_ready: true,
+        job: JobState::Succeeded(result(5200.0)),
+    };
     let a = assess(&inputs(&k, &done));
-    assert_eq!((a.per_pod_rps, a.calibrated, a.reason), (Some(5200.0), true, "Measured"));
+    assert_eq!(
+        (a.per_pod_rps, a.calibrated, a.reason),
+        (Some(5200.0), true, "Measured")
+    );
     let r = a.record.unwrap();
-    assert_eq!((r.stage, r.image.as_str(), r.slo_p99_ms, r.per_pod_rps), (Stage::Redis, "booking-app:1", 200, 5200.0));
+    assert_eq!(
+        (r.stage, r.image.as_str(), r.slo_p99_ms, r.per_pod_rps),
+        (Stage::Redis, "booking-app:1", 200, 5200.0)
+    );
     assert_eq!(r.recalibrate.as_deref(), Some("2"));
     assert_eq!(r.measured_at, to_time(at(NOW)));
     assert_eq!(r.job, Some(objects::job_name("s", &k, 1)));
     assert!(k.matches_record(&r), "the next pass sees it as valid");
-    assert_eq!((a.run, a.attempt), (None, None), "objects deleted, attempt cleared");
+    assert_eq!(
+        (a.run, a.attempt),
+        (None, None),
+        "objects deleted, attempt cleared"
+    );
 }
 
 #[test]
 fn failure_is_reported_and_retried_with_growing_backoff() {
     let k = key(Stage::Postgres);
-    let failed = Observation { server_ready: true, job: JobState::Failed("loadgen exited with code 1: boom".into()) };
+    let failed = Observation {
+        server_ready: true,
+        job: JobState::Failed("loadgen exited with code 1: boom".into()),
+    };
     let a = assess(&inputs(&k, &failed));
-    assert_eq!((a.per_pod_rps, a.calibrated, a.reason), (None, false, "CalibrationFailed"));
+    assert_eq!(
+        (a.per_pod_rps, a.calibrated, a.reason),
+        (None, false, "CalibrationFailed")
+    );
     assert_eq!(a.run, None, "the failed Job and pod are removed");
     assert!(a.message.contains("boom"), "{}", a.message);
     let attempt = a.attempt.unwrap();
@@ -189,25 +353,49 @@ fn failure_is_reported_and_retried_with_growing_backoff() {
     assert_eq!(a.requeue_at, Some(at(NOW) + FIRST_BACKOFF));
 
     // During the backoff: nothing runs, the same status is written again.
-    let waiting =
-        assess(&Inputs { attempt: Some(&attempt), now: at(NOW) + TimeDelta::seconds(10), ..inputs(&k, &NOTHING) });
+    let waiting = assess(&Inputs {
+        attempt: Some(&attempt),
+        now: at(NOW) + TimeDelta::seconds(10),
+        ..inputs(&k, &NOTHING)
+    });
     assert_eq!((waiting.run, waiting.reason), (None, "CalibrationFailed"));
     assert_eq!(waiting.attempt.as_ref(), Some(&attempt));
 
     // After it: attempt 2, with new object names.
-    let retry = assess(&Inputs { attempt: Some(&attempt), now: at(NOW) + FIRST_BACKOFF, ..inputs(&k, &NOTHING) });
-    assert_eq!(retry.run, Some(Run { key: k.clone(), attempt: 2, with_job: false }));
-    assert_eq!(retry.attempt.unwrap().started_at, Some(to_time(at(NOW) + FIRST_BACKOFF)));
+    let retry = assess(&Inputs {
+        attempt: Some(&attempt),
+        now: at(NOW) + FIRST_BACKOFF,
+        ..inputs(&k, &NOTHING)
+    });
+    assert_eq!(
+        retry.run,
+        Some(Run {
+            key: k.clone(),
+            attempt: 2,
+            with_job: false
+        })
+    );
+    assert_eq!(
+        retry.attempt.unwrap().started_at,
+        Some(to_time(at(NOW) + FIRST_BACKOFF))
+    );
 }
 
 #[test]
 fn a_scratch_pod_that_never_gets_ready_fails_the_attempt() {
     let k = key(Stage::Postgres);
     let started = assess(&inputs(&k, &NOTHING)).attempt.unwrap();
-    let still =
-        assess(&Inputs { attempt: Some(&started), now: at(NOW) + TimeDelta::minutes(9), ..inputs(&k, &NOTHING) });
+    let still = assess(&Inputs {
+        attempt: Some(&started),
+        now: at(NOW) + TimeDelta::minutes(9),
+        ..inputs(&k, &NOTHING)
+    });
     assert_eq!(still.reason, "Calibrating");
-    let late = assess(&Inputs { attempt: Some(&started), now: at(NOW) + SERVER_READY_TIMEOUT, ..inputs(&k, &NOTHING) });
+    let late = assess(&Inputs {
+        attempt: Some(&started),
+        now: at(NOW) + SERVER_READY_TIMEOUT,
+        ..inputs(&k, &NOTHING)
+    });
     assert_eq!(late.reason, "CalibrationFailed");
     assert!(late.message.contains("not Ready"), "{}", late.message);
 }
@@ -215,18 +403,40 @@ fn a_scratch_pod_that_never_gets_ready_fails_the_attempt() {
 #[test]
 fn calibration_waits_for_the_stores() {
     let k = key(Stage::Kafka);
-    let a = assess(&Inputs { stores_ready: false, ..inputs(&k, &NOTHING) });
+    let a = assess(&Inputs {
+        stores_ready: false,
+        ..inputs(&k, &NOTHING)
+    });
     assert_eq!((a.run, a.reason), (None, "WaitingForStores"));
-    assert_eq!(a.attempt.unwrap().started_at, None, "the Ready timeout starts with the pod, not before");
+    assert_eq!(
+        a.attempt.unwrap().started_at,
+        None,
+        "the Ready timeout starts with the pod, not before"
+    );
 }
 
 #[test]
 fn an_attempt_for_other_inputs_is_dropped() {
     let k = key(Stage::Redis);
-    let failed = Observation { server_ready: true, job: JobState::Failed("x".into()) };
-    let old = assess(&inputs(&key(Stage::Postgres), &failed)).attempt.unwrap();
-    let a = assess(&Inputs { attempt: Some(&old), ..inputs(&k, &NOTHING) });
-    assert_eq!(a.run, Some(Run { key: k, attempt: 1, with_job: false }));
+    let failed = Observation {
+        server_ready: true,
+        job: JobState::Failed("x".into()),
+    };
+    let old = assess(&inputs(&key(Stage::Postgres), &failed))
+        .attempt
+        .unwrap();
+    let a = assess(&Inputs {
+        attempt: Some(&old),
+        ..inputs(&k, &NOTHING)
+    });
+    assert_eq!(
+        a.run,
+        Some(Run {
+            key: k,
+            attempt: 1,
+            with_job: false
+        })
+    );
 }
 
 #[test]
@@ -247,6 +457,20 @@ fn digest_is_stable_and_tells_keys_apart() {
     // Pinned: a new operator build must find the objects an older one created.
     assert_eq!(k.digest(), "c4c6b0a8");
     assert_ne!(k.digest(), key(Stage::Redis).digest());
-    assert_ne!(k.digest(), CalibrationKey { recalibrate: Some("x".into()), ..k.clone() }.digest());
-    assert_ne!(k.digest(), CalibrationKey { resources: "requests cpu=2".into(), ..k.clone() }.digest());
+    assert_ne!(
+        k.digest(),
+        CalibrationKey {
+            recalibrate: Some("x".into()),
+            ..k.clone()
+        }
+        .digest()
+    );
+    assert_ne!(
+        k.digest(),
+        CalibrationKey {
+            resources: "requests cpu=2".into(),
+            ..k.clone()
+        }
+        .digest()
+    );
 }

@@ -91,7 +91,10 @@ pub fn plan_connections(request: &ConnectionRequest) -> ConnectionPlan {
     let pods = with_surge(request.pods);
     let reserved = u64::from(RESERVED_CONNECTIONS);
     // Saturating: a u32 pool times a u32 pod count with surge can exceed u64.
-    let peak_for = |pool: u32| pods.saturating_mul(u64::from(pool)).saturating_add(reserved);
+    let peak_for = |pool: u32| {
+        pods.saturating_mul(u64::from(pool))
+            .saturating_add(reserved)
+    };
     let in_use_for = |pool: u32| u64::from(request.pods) * u64::from(pool);
     let ceiling = u64::from(request.ceiling);
     let floor = u64::from(POSTGRES_DEFAULT_MAX_CONNECTIONS).min(ceiling);
@@ -108,11 +111,27 @@ pub fn plan_connections(request: &ConnectionRequest) -> ConnectionPlan {
     }
     let shrunk = ceiling.saturating_sub(reserved) / pods.max(1);
     let (pool, limit) = if shrunk >= 1 {
-        (to_u32(shrunk), ConnectionLimit::PoolShrunk { wanted: request.pool })
+        (
+            to_u32(shrunk),
+            ConnectionLimit::PoolShrunk {
+                wanted: request.pool,
+            },
+        )
     } else {
-        (1, ConnectionLimit::Exhausted { needed: peak_for(1) })
+        (
+            1,
+            ConnectionLimit::Exhausted {
+                needed: peak_for(1),
+            },
+        )
     };
-    ConnectionPlan { max_connections: request.ceiling, pool, in_use: in_use_for(pool), peak: peak_for(pool), limit }
+    ConnectionPlan {
+        max_connections: request.ceiling,
+        pool,
+        in_use: in_use_for(pool),
+        peak: peak_for(pool),
+        limit,
+    }
 }
 
 fn to_u32(n: u64) -> u32 {
@@ -124,7 +143,11 @@ mod tests {
     use super::*;
 
     fn request(pods: u32, pool: u32) -> ConnectionRequest {
-        ConnectionRequest { pods, pool, ceiling: 1000 }
+        ConnectionRequest {
+            pods,
+            pool,
+            ceiling: 1000,
+        }
     }
 
     #[test]
@@ -146,7 +169,11 @@ mod tests {
         assert_eq!(u64::from(plan.max_connections), plan.peak);
         assert_eq!(plan.in_use, 440);
         assert!(plan.in_use + u64::from(RESERVED_CONNECTIONS) <= u64::from(plan.max_connections));
-        assert!(plan.message().contains("max_connections 560"), "{}", plan.message());
+        assert!(
+            plan.message().contains("max_connections 560"),
+            "{}",
+            plan.message()
+        );
     }
 
     #[test]
@@ -170,17 +197,36 @@ mod tests {
 
     #[test]
     fn huge_pod_counts_do_not_overflow() {
-        let plan = plan_connections(&ConnectionRequest { pods: u32::MAX, pool: u32::MAX, ceiling: u32::MAX });
-        assert!(matches!(plan.limit, ConnectionLimit::PoolShrunk { .. } | ConnectionLimit::Exhausted { .. }));
+        let plan = plan_connections(&ConnectionRequest {
+            pods: u32::MAX,
+            pool: u32::MAX,
+            ceiling: u32::MAX,
+        });
+        assert!(matches!(
+            plan.limit,
+            ConnectionLimit::PoolShrunk { .. } | ConnectionLimit::Exhausted { .. }
+        ));
         assert_eq!(plan.max_connections, u32::MAX);
-        assert!(plan.peak <= u64::from(u32::MAX) || matches!(plan.limit, ConnectionLimit::Exhausted { .. }));
+        assert!(
+            plan.peak <= u64::from(u32::MAX)
+                || matches!(plan.limit, ConnectionLimit::Exhausted { .. })
+        );
     }
 
     #[test]
     fn pods_without_a_pool_need_only_the_reserve() {
         let plan = plan_connections(&request(100, 0));
-        assert_eq!((plan.limit, plan.in_use, plan.max_connections), (ConnectionLimit::Fits, 0, 100));
-        let low_ceiling = plan_connections(&ConnectionRequest { ceiling: 50, ..request(1, 4) });
-        assert_eq!(low_ceiling.max_connections, 50, "the ceiling wins over the Postgres default");
+        assert_eq!(
+            (plan.limit, plan.in_use, plan.max_connections),
+            (ConnectionLimit::Fits, 0, 100)
+        );
+        let low_ceiling = plan_connections(&ConnectionRequest {
+            ceiling: 50,
+            ..request(1, 4)
+        });
+        assert_eq!(
+            low_ceiling.max_connections, 50,
+            "the ceiling wins over the Postgres default"
+        );
     }
 }

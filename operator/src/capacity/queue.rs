@@ -53,19 +53,32 @@ pub fn plan_queue(request: &QueueRequest) -> Option<QueuePlan> {
     #[allow(clippy::cast_precision_loss)] // above 2^53 rps a rounding of the target is moot
     let target = request.target_rps as f64;
     let needed = pods_for(target, per_worker).max(1);
-    let workers = u32::try_from(needed).unwrap_or(MAX_REPLICAS).min(request.events.max(1)).min(MAX_REPLICAS);
+    let workers = u32::try_from(needed)
+        .unwrap_or(MAX_REPLICAS)
+        .min(request.events.max(1))
+        .min(MAX_REPLICAS);
     let drain_rps = per_worker * f64::from(workers);
     let growth_rps = (target - drain_rps).max(0.0);
     let (backlog_at_end, drained_after) = match request.peak {
         Some(peak) if growth_rps > 0.0 => {
             let backlog = growth_rps * peak.as_seconds_f64();
             let seconds = (backlog / drain_rps).ceil().min(i64::MAX as f64 / 1000.0);
-            (Some(backlog), Some(TimeDelta::try_seconds(seconds as i64).unwrap_or(TimeDelta::MAX)))
+            (
+                Some(backlog),
+                Some(TimeDelta::try_seconds(seconds as i64).unwrap_or(TimeDelta::MAX)),
+            )
         }
         Some(_) => (Some(0.0), Some(TimeDelta::zero())),
         None => (None, None),
     };
-    Some(QueuePlan { workers, drain_rps, growth_rps, backlog_at_end, drained_after, request: *request })
+    Some(QueuePlan {
+        workers,
+        drain_rps,
+        growth_rps,
+        backlog_at_end,
+        drained_after,
+        request: *request,
+    })
 }
 
 impl QueuePlan {
@@ -77,13 +90,31 @@ impl QueuePlan {
     /// One sentence for status and `plan`.
     pub fn message(&self) -> String {
         let r = &self.request;
-        let workers = if self.workers == 1 { "1 worker decides".to_string() } else { format!("{} workers decide", self.workers) };
-        let events = if r.events == 1 { "the event".to_string() } else { format!("{} events", r.events) };
-        let head = format!("{workers} {events} in order at {} rps", whole(self.drain_rps));
+        let workers = if self.workers == 1 {
+            "1 worker decides".to_string()
+        } else {
+            format!("{} workers decide", self.workers)
+        };
+        let events = if r.events == 1 {
+            "the event".to_string()
+        } else {
+            format!("{} events", r.events)
+        };
+        let head = format!(
+            "{workers} {events} in order at {} rps",
+            whole(self.drain_rps)
+        );
         if self.keeps_up() {
-            return format!("{head}: the queue keeps up with the target of {} rps", r.target_rps);
+            return format!(
+                "{head}: the queue keeps up with the target of {} rps",
+                r.target_rps
+            );
         }
-        let growth = format!("{head}; at the target of {} rps {FALLS_BEHIND} {} rps", r.target_rps, whole(self.growth_rps));
+        let growth = format!(
+            "{head}; at the target of {} rps {FALLS_BEHIND} {} rps",
+            r.target_rps,
+            whole(self.growth_rps)
+        );
         match (self.backlog_at_end, self.drained_after, r.peak) {
             (Some(backlog), Some(after), Some(peak)) => format!(
                 "{growth}: a {} peak leaves {} requests queued, the last decided {} after it ends",
@@ -115,16 +146,39 @@ fn human(d: TimeDelta) -> String {
 mod tests {
     use super::*;
 
-    fn request(target_rps: u64, drain_rps: f64, events: u32, peak: Option<TimeDelta>) -> QueueRequest {
-        QueueRequest { target_rps, drain_rps, events, peak }
+    fn request(
+        target_rps: u64,
+        drain_rps: f64,
+        events: u32,
+        peak: Option<TimeDelta>,
+    ) -> QueueRequest {
+        QueueRequest {
+            target_rps,
+            drain_rps,
+            events,
+            peak,
+        }
     }
 
     #[test]
     fn one_event_is_one_worker_however_high_the_target() {
         let plan = plan_queue(&request(50_000, 800.0, EVENTS_PER_SALE, None)).unwrap();
-        assert_eq!((plan.workers, plan.drain_rps, plan.growth_rps), (1, 800.0, 49_200.0));
-        assert!(plan.message().starts_with("1 worker decides the event in order at 800 rps"), "{}", plan.message());
-        assert!(plan.message().ends_with("grows by 49200 rps (2952000 per minute)"), "{}", plan.message());
+        assert_eq!(
+            (plan.workers, plan.drain_rps, plan.growth_rps),
+            (1, 800.0, 49_200.0)
+        );
+        assert!(
+            plan.message()
+                .starts_with("1 worker decides the event in order at 800 rps"),
+            "{}",
+            plan.message()
+        );
+        assert!(
+            plan.message()
+                .ends_with("grows by 49200 rps (2952000 per minute)"),
+            "{}",
+            plan.message()
+        );
     }
 
     #[test]
@@ -133,15 +187,27 @@ mod tests {
         let plan = plan_queue(&request(1000, 800.0, 1, Some(TimeDelta::hours(2)))).unwrap();
         assert_eq!(plan.backlog_at_end, Some(1_440_000.0));
         assert_eq!(plan.drained_after, Some(TimeDelta::minutes(30)));
-        assert!(plan.message().ends_with("a 2h peak leaves 1440000 requests queued, the last decided 30m after it ends"), "{}", plan.message());
+        assert!(
+            plan.message().ends_with(
+                "a 2h peak leaves 1440000 requests queued, the last decided 30m after it ends"
+            ),
+            "{}",
+            plan.message()
+        );
     }
 
     #[test]
     fn workers_that_keep_up_leave_no_backlog() {
         let plan = plan_queue(&request(500, 800.0, 1, Some(TimeDelta::minutes(10)))).unwrap();
         assert!(plan.keeps_up());
-        assert_eq!((plan.backlog_at_end, plan.drained_after), (Some(0.0), Some(TimeDelta::zero())));
-        assert_eq!(plan.message(), "1 worker decides the event in order at 800 rps: the queue keeps up with the target of 500 rps");
+        assert_eq!(
+            (plan.backlog_at_end, plan.drained_after),
+            (Some(0.0), Some(TimeDelta::zero()))
+        );
+        assert_eq!(
+            plan.message(),
+            "1 worker decides the event in order at 800 rps: the queue keeps up with the target of 500 rps"
+        );
     }
 
     #[test]
@@ -160,7 +226,13 @@ mod tests {
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             assert_eq!(plan_queue(&request(1000, bad, 1, None)), None, "{bad}");
         }
-        let plan = plan_queue(&request(u64::MAX, 1e-300, u32::MAX, Some(TimeDelta::days(3650)))).unwrap();
+        let plan = plan_queue(&request(
+            u64::MAX,
+            1e-300,
+            u32::MAX,
+            Some(TimeDelta::days(3650)),
+        ))
+        .unwrap();
         assert!(plan.workers >= 1 && plan.drained_after.is_some());
         let _ = plan.message();
     }

@@ -4,10 +4,11 @@
 
 use std::fmt::Write as _;
 
-use super::{
-    whole, ConnectionPlan, ConnectionRequest, DEFAULT_PARTITIONS, ReplicaPlan, SizingLimit, kafka_partitions, plan_connections,
-};
 use super::queue::QueuePlan;
+use super::{
+    ConnectionPlan, ConnectionRequest, DEFAULT_PARTITIONS, ReplicaPlan, SizingLimit,
+    kafka_partitions, plan_connections, whole,
+};
 use crate::stage::Stage;
 
 /// Pool each pod asks for when the spec does not pin one. Stage postgres holds a connection
@@ -52,30 +53,51 @@ pub struct Derived {
 /// a scale-up in the middle of a sale must not do. The stage's pools are divided out of it.
 pub fn derive(request: &DerivedRequest) -> Derived {
     let budget = plan_connections(&ConnectionRequest {
-        pods: request.api_pods.saturating_add(request.workers_any_stage.max(request.workers)),
+        pods: request
+            .api_pods
+            .saturating_add(request.workers_any_stage.max(request.workers)),
         pool: request.pinned_pool.unwrap_or(LARGEST_DEFAULT_POOL),
         ceiling: request.max_connections_ceiling,
     });
     let stage = plan_connections(&ConnectionRequest {
         pods: request.api_pods.saturating_add(request.workers),
-        pool: request.pinned_pool.unwrap_or_else(|| default_pool(request.stage)),
+        pool: request
+            .pinned_pool
+            .unwrap_or_else(|| default_pool(request.stage)),
         ceiling: budget.max_connections,
     });
-    let connections = ConnectionPlan { max_connections: budget.max_connections, ..stage };
-    let partitions = request
-        .stage
-        .uses_kafka()
-        .then(|| kafka_partitions(request.workers, request.pinned_partitions.unwrap_or(DEFAULT_PARTITIONS)));
-    Derived { connections, partitions }
+    let connections = ConnectionPlan {
+        max_connections: budget.max_connections,
+        ..stage
+    };
+    let partitions = request.stage.uses_kafka().then(|| {
+        kafka_partitions(
+            request.workers,
+            request.pinned_partitions.unwrap_or(DEFAULT_PARTITIONS),
+        )
+    });
+    Derived {
+        connections,
+        partitions,
+    }
 }
 
 /// The unit-capacity table: one measured pod, multiplied out to the target.
-pub fn table(stage: Stage, api: &ReplicaPlan, queue: Option<&QueuePlan>, derived: &Derived) -> String {
+pub fn table(
+    stage: Stage,
+    api: &ReplicaPlan,
+    queue: Option<&QueuePlan>,
+    derived: &Derived,
+) -> String {
     let mut out = String::new();
     let util = api.utilization * 100.0;
     let per_pod_planned = api.per_pod_rps * api.utilization;
     // Writing to a String cannot fail.
-    let _ = writeln!(out, "Unit capacity plan: {} rps at stage {stage}", api.target_rps);
+    let _ = writeln!(
+        out,
+        "Unit capacity plan: {} rps at stage {stage}",
+        api.target_rps
+    );
     let _ = writeln!(
         out,
         "one booking-app pod sustains {} rps; planned at {util:.0}% utilization: {} rps per pod\n",
@@ -91,7 +113,10 @@ pub fn table(stage: Stage, api: &ReplicaPlan, queue: Option<&QueuePlan>, derived
     row(
         "booking-app instances",
         api.replicas.to_string(),
-        format!("ceil({} / ({} x {:.2})) = {}{bounds}", api.target_rps, api.per_pod_rps, api.utilization, api.required),
+        format!(
+            "ceil({} / ({} x {:.2})) = {}{bounds}",
+            api.target_rps, api.per_pod_rps, api.utilization, api.required
+        ),
     );
     row(
         "  serving",
@@ -99,10 +124,18 @@ pub fn table(stage: Stage, api: &ReplicaPlan, queue: Option<&QueuePlan>, derived
         format!("rps planned, {} rps flat out", whole(api.saturation_rps())),
     );
     match (stage.has_worker(), queue) {
-        (false, _) => row("workers", "-".into(), format!("stage {stage} decides in the API pods")),
+        (false, _) => row(
+            "workers",
+            "-".into(),
+            format!("stage {stage} decides in the API pods"),
+        ),
         (true, Some(q)) => row("workers", q.workers.to_string(), q.message()),
         (true, None) if stage.uses_kafka() => {
-            row("workers", "1".into(), "drain rate not measured (--drain-rps): one worker".into());
+            row(
+                "workers",
+                "1".into(),
+                "drain rate not measured (--drain-rps): one worker".into(),
+            );
         }
         (true, None) => row("workers", "1".into(), "one write-behind syncer".into()),
     }
@@ -111,10 +144,18 @@ pub fn table(stage: Stage, api: &ReplicaPlan, queue: Option<&QueuePlan>, derived
     row(
         "Postgres max_connections",
         c.max_connections.to_string(),
-        format!("{} at the peak of a rollout, {} reserved", c.peak, super::RESERVED_CONNECTIONS),
+        format!(
+            "{} at the peak of a rollout, {} reserved",
+            c.peak,
+            super::RESERVED_CONNECTIONS
+        ),
     );
     match derived.partitions {
-        Some(p) => row("Kafka partitions", p.to_string(), "at least one per worker".into()),
+        Some(p) => row(
+            "Kafka partitions",
+            p.to_string(),
+            "at least one per worker".into(),
+        ),
         None => row("Kafka partitions", "-".into(), "stage kafka only".into()),
     }
     out
@@ -141,7 +182,10 @@ mod tests {
     fn pools_are_sized_for_every_pod_including_workers() {
         let derived = derive(&request(Stage::Redis, 20, 2));
         // 22 pods → 28 in a rollout, 4 each, + 10 reserved.
-        assert_eq!((derived.connections.pool, derived.connections.peak), (4, 28 * 4 + 10));
+        assert_eq!(
+            (derived.connections.pool, derived.connections.peak),
+            (4, 28 * 4 + 10)
+        );
         assert!(derived.connections.peak <= u64::from(derived.connections.max_connections));
         assert_eq!(derived.partitions, None);
     }
@@ -150,7 +194,11 @@ mod tests {
     fn changing_the_stage_keeps_max_connections_so_postgres_does_not_restart() {
         let all: Vec<u32> = [(Stage::Postgres, 0), (Stage::Redis, 1), (Stage::Kafka, 1)]
             .into_iter()
-            .map(|(stage, workers)| derive(&request(stage, 30, workers)).connections.max_connections)
+            .map(|(stage, workers)| {
+                derive(&request(stage, 30, workers))
+                    .connections
+                    .max_connections
+            })
             .collect();
         assert_eq!(all, vec![all[0]; 3]);
         // 31 pods → 39 in a rollout, budgeted at 16 each, + 10 reserved.
@@ -162,16 +210,29 @@ mod tests {
         let derived = derive(&request(Stage::Postgres, 100, 0));
         assert_eq!(derived.connections.pool, 7, "(1000 - 10) / 125");
         assert!(derived.connections.peak <= 1000);
-        let pinned = derive(&DerivedRequest { pinned_pool: Some(3), ..request(Stage::Postgres, 100, 0) });
+        let pinned = derive(&DerivedRequest {
+            pinned_pool: Some(3),
+            ..request(Stage::Postgres, 100, 0)
+        });
         assert_eq!(pinned.connections.pool, 3);
     }
 
     #[test]
     fn kafka_partitions_cover_the_workers() {
         assert_eq!(derive(&request(Stage::Kafka, 10, 9)).partitions, Some(9));
-        assert_eq!(derive(&request(Stage::Kafka, 10, 1)).partitions, Some(DEFAULT_PARTITIONS));
-        let pinned = DerivedRequest { pinned_partitions: Some(3), ..request(Stage::Kafka, 10, 5) };
-        assert_eq!(derive(&pinned).partitions, Some(5), "a pin below the workers is raised");
+        assert_eq!(
+            derive(&request(Stage::Kafka, 10, 1)).partitions,
+            Some(DEFAULT_PARTITIONS)
+        );
+        let pinned = DerivedRequest {
+            pinned_partitions: Some(3),
+            ..request(Stage::Kafka, 10, 5)
+        };
+        assert_eq!(
+            derive(&pinned).partitions,
+            Some(5),
+            "a pin below the workers is raised"
+        );
     }
 
     #[test]
@@ -187,11 +248,21 @@ mod tests {
         let derived = derive(&request(Stage::Postgres, api.replicas, 0));
         let text = table(Stage::Postgres, &api, None, &derived);
         let value = |what: &str| {
-            let line = text.lines().find(|l| l.trim_start().starts_with(what)).unwrap_or_else(|| panic!("{what}: {text}"));
-            line[line.find(what).unwrap() + what.len()..].split_whitespace().next().unwrap().to_string()
+            let line = text
+                .lines()
+                .find(|l| l.trim_start().starts_with(what))
+                .unwrap_or_else(|| panic!("{what}: {text}"));
+            line[line.find(what).unwrap() + what.len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string()
         };
         assert_eq!(value("booking-app instances"), "358", "{text}");
-        assert!(text.contains("ceil(1000000 / (4000 x 0.70)) = 358"), "{text}");
+        assert!(
+            text.contains("ceil(1000000 / (4000 x 0.70)) = 358"),
+            "{text}"
+        );
         assert_eq!(value("serving"), "1002400", "{text}");
         assert_eq!(value("DB pool per pod"), "2", "{text}");
         assert_eq!(value("Postgres max_connections"), "1000", "{text}");

@@ -61,24 +61,57 @@ impl Applied {
     }
 
     /// `observed` (as listed this pass) is the object this operator applied `hash` onto, unchanged since.
-    pub fn is_current(&self, kind: &'static str, namespace: &str, name: &str, hash: u64, observed: Option<&ObjectMeta>) -> bool {
+    pub fn is_current(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        hash: u64,
+        observed: Option<&ObjectMeta>,
+    ) -> bool {
         let Some(meta) = observed else { return false };
         if meta.deletion_timestamp.is_some() {
             return false;
         }
-        let key = Key { kind, namespace: namespace.into(), name: name.into() };
+        let key = Key {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        };
         self.lock().get(&key).is_some_and(|e| {
-            e.hash == hash && e.at.elapsed() < TTL && meta.uid.as_deref() == Some(e.uid.as_str()) && version(meta).as_deref() == Some(e.version.as_str())
+            e.hash == hash
+                && e.at.elapsed() < TTL
+                && meta.uid.as_deref() == Some(e.uid.as_str())
+                && version(meta).as_deref() == Some(e.version.as_str())
         })
     }
 
     /// Remember the answer of an apply of `hash`.
-    pub fn record(&self, kind: &'static str, namespace: &str, name: &str, hash: u64, answer: &ObjectMeta) {
-        let key = Key { kind, namespace: namespace.into(), name: name.into() };
+    pub fn record(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        hash: u64,
+        answer: &ObjectMeta,
+    ) {
+        let key = Key {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        };
         let mut entries = self.lock();
         match (answer.uid.clone(), version(answer)) {
             (Some(uid), Some(version)) => {
-                entries.insert(key, Entry { hash, uid, version, at: Instant::now() });
+                entries.insert(
+                    key,
+                    Entry {
+                        hash,
+                        uid,
+                        version,
+                        at: Instant::now(),
+                    },
+                );
             }
             _ => {
                 entries.remove(&key);
@@ -90,7 +123,11 @@ impl Applied {
     }
 
     pub fn forget(&self, kind: &'static str, namespace: &str, name: &str) {
-        self.lock().remove(&Key { kind, namespace: namespace.into(), name: name.into() });
+        self.lock().remove(&Key {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        });
     }
 }
 
@@ -99,27 +136,76 @@ mod tests {
     use super::*;
 
     fn meta(uid: &str, generation: Option<i64>, rv: &str) -> ObjectMeta {
-        ObjectMeta { uid: Some(uid.into()), generation, resource_version: Some(rv.into()), ..Default::default() }
+        ObjectMeta {
+            uid: Some(uid.into()),
+            generation,
+            resource_version: Some(rv.into()),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn skips_only_the_same_desired_object_onto_the_unchanged_child() {
         let applied = Applied::default();
         let answer = meta("u1", Some(2), "100");
-        assert!(!applied.is_current("Deployment", "ns", "d", 7, Some(&answer)), "nothing applied yet");
+        assert!(
+            !applied.is_current("Deployment", "ns", "d", 7, Some(&answer)),
+            "nothing applied yet"
+        );
         applied.record("Deployment", "ns", "d", 7, &answer);
         // A status update moves resourceVersion, not generation.
-        assert!(applied.is_current("Deployment", "ns", "d", 7, Some(&meta("u1", Some(2), "105"))));
-        assert!(!applied.is_current("Deployment", "ns", "d", 8, Some(&answer)), "wanted differently");
-        assert!(!applied.is_current("Deployment", "ns", "d", 7, Some(&meta("u1", Some(3), "106"))), "spec changed by someone");
-        assert!(!applied.is_current("Deployment", "ns", "d", 7, Some(&meta("u2", Some(2), "107"))), "recreated");
-        assert!(!applied.is_current("Deployment", "ns", "d", 7, None), "deleted");
-        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-        let terminating = ObjectMeta { deletion_timestamp: Some(now), ..answer.clone() };
+        assert!(applied.is_current(
+            "Deployment",
+            "ns",
+            "d",
+            7,
+            Some(&meta("u1", Some(2), "105"))
+        ));
+        assert!(
+            !applied.is_current("Deployment", "ns", "d", 8, Some(&answer)),
+            "wanted differently"
+        );
+        assert!(
+            !applied.is_current(
+                "Deployment",
+                "ns",
+                "d",
+                7,
+                Some(&meta("u1", Some(3), "106"))
+            ),
+            "spec changed by someone"
+        );
+        assert!(
+            !applied.is_current(
+                "Deployment",
+                "ns",
+                "d",
+                7,
+                Some(&meta("u2", Some(2), "107"))
+            ),
+            "recreated"
+        );
+        assert!(
+            !applied.is_current("Deployment", "ns", "d", 7, None),
+            "deleted"
+        );
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        );
+        let terminating = ObjectMeta {
+            deletion_timestamp: Some(now),
+            ..answer.clone()
+        };
         assert!(!applied.is_current("Deployment", "ns", "d", 7, Some(&terminating)));
-        assert!(!applied.is_current("Service", "ns", "d", 7, Some(&answer)), "another kind");
+        assert!(
+            !applied.is_current("Service", "ns", "d", 7, Some(&answer)),
+            "another kind"
+        );
         applied.forget("Deployment", "ns", "d");
-        assert!(!applied.is_current("Deployment", "ns", "d", 7, Some(&answer)), "forgotten");
+        assert!(
+            !applied.is_current("Deployment", "ns", "d", 7, Some(&answer)),
+            "forgotten"
+        );
     }
 
     #[test]
@@ -127,6 +213,9 @@ mod tests {
         let applied = Applied::default();
         applied.record("Secret", "ns", "s", 1, &meta("u1", None, "10"));
         assert!(applied.is_current("Secret", "ns", "s", 1, Some(&meta("u1", None, "10"))));
-        assert!(!applied.is_current("Secret", "ns", "s", 1, Some(&meta("u1", None, "11"))), "changed by someone");
+        assert!(
+            !applied.is_current("Secret", "ns", "s", 1, Some(&meta("u1", None, "11"))),
+            "changed by someone"
+        );
     }
 }

@@ -20,30 +20,81 @@ use super::observe::Observed;
 use super::validate::Sale;
 use crate::error::{Error, Result};
 
-trait Child: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug {}
-impl<K> Child for K where K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug {}
+trait Child:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+impl<K> Child for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+{
+}
 
-pub async fn apply(client: &Client, applied: &Applied, sale: &Sale, children: Children, observed: &Observed) -> Result<()> {
-    let Children { secrets, services, stateful_sets, pdbs, deployments, jobs } = children;
+pub async fn apply(
+    client: &Client,
+    applied: &Applied,
+    sale: &Sale,
+    children: Children,
+    observed: &Observed,
+) -> Result<()> {
+    let Children {
+        secrets,
+        services,
+        stateful_sets,
+        pdbs,
+        deployments,
+        jobs,
+    } = children;
     let ns = sale.namespace.as_str();
     apply_all(client, applied, ns, &secrets, &observed.secrets).await?;
     apply_all(client, applied, ns, &services, &observed.services).await?;
-    apply_all(client, applied, ns, &stateful_sets, &observed.stateful_sets).await.map_err(immutable_as_invalid_spec)?;
+    apply_all(client, applied, ns, &stateful_sets, &observed.stateful_sets)
+        .await
+        .map_err(immutable_as_invalid_spec)?;
     apply_all(client, applied, ns, &pdbs, &observed.pdbs).await?;
     apply_all(client, applied, ns, &deployments, &observed.deployments).await?;
     create_missing(client, ns, &jobs, &observed.jobs).await?;
 
     let uid = sale.owner.uid.as_str();
     delete_orphans(client, applied, ns, uid, &observed.jobs, &jobs).await?;
-    delete_orphans(client, applied, ns, uid, &observed.deployments, &deployments).await?;
+    delete_orphans(
+        client,
+        applied,
+        ns,
+        uid,
+        &observed.deployments,
+        &deployments,
+    )
+    .await?;
     delete_orphans(client, applied, ns, uid, &observed.pdbs, &pdbs).await?;
-    delete_orphans(client, applied, ns, uid, &observed.stateful_sets, &stateful_sets).await?;
+    delete_orphans(
+        client,
+        applied,
+        ns,
+        uid,
+        &observed.stateful_sets,
+        &stateful_sets,
+    )
+    .await?;
     delete_orphans(client, applied, ns, uid, &observed.services, &services).await?;
     delete_orphans(client, applied, ns, uid, &observed.secrets, &secrets).await?;
     Ok(())
 }
 
-async fn apply_all<K: Child>(client: &Client, applied: &Applied, ns: &str, objects: &[K], observed: &[K]) -> Result<()> {
+async fn apply_all<K: Child>(
+    client: &Client,
+    applied: &Applied,
+    ns: &str,
+    objects: &[K],
+    observed: &[K],
+) -> Result<()> {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     // force: this operator is the only rightful owner of the fields it sets.
     let params = PatchParams::apply(MANAGER).force();
@@ -51,7 +102,10 @@ async fn apply_all<K: Child>(client: &Client, applied: &Applied, ns: &str, objec
     for object in objects {
         let name = object.name_any();
         let hash = applied::hash_of(object);
-        let current = observed.iter().find(|o| o.meta().name.as_deref() == Some(name.as_str())).map(|o| o.meta());
+        let current = observed
+            .iter()
+            .find(|o| o.meta().name.as_deref() == Some(name.as_str()))
+            .map(|o| o.meta());
         if applied.is_current(kind, ns, &name, hash, current) {
             debug!(%kind, %name, "unchanged since applied");
             continue;
@@ -76,14 +130,28 @@ fn kind_of<K: Child>() -> &'static str {
     }
 }
 
-async fn create_missing<K: Child>(client: &Client, ns: &str, objects: &[K], existing: &[K]) -> Result<()> {
+async fn create_missing<K: Child>(
+    client: &Client,
+    ns: &str,
+    objects: &[K],
+    existing: &[K],
+) -> Result<()> {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     for object in objects {
         let name = object.name_any();
         if existing.iter().any(|e| e.name_any() == name) {
             continue;
         }
-        match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..PostParams::default() }, object).await {
+        match api
+            .create(
+                &PostParams {
+                    field_manager: Some(MANAGER.into()),
+                    ..PostParams::default()
+                },
+                object,
+            )
+            .await
+        {
             Ok(_) => info!(kind = %K::kind(&()), %name, "created"),
             // Created by a reconcile that raced this one; same content.
             Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -94,10 +162,20 @@ async fn create_missing<K: Child>(client: &Client, ns: &str, objects: &[K], exis
 }
 
 /// Delete `observed` objects owned by the sale (`uid`) that are not `desired`.
-async fn delete_orphans<K: Child>(client: &Client, applied: &Applied, ns: &str, uid: &str, observed: &[K], desired: &[K]) -> Result<()> {
+async fn delete_orphans<K: Child>(
+    client: &Client,
+    applied: &Applied,
+    ns: &str,
+    uid: &str,
+    observed: &[K],
+    desired: &[K],
+) -> Result<()> {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
     // Background: the Job's pods, the Deployment's ReplicaSets go with it.
-    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
     for object in observed {
         let name = object.name_any();
         let owned = object.owner_references().iter().any(|o| o.uid == uid);
@@ -118,9 +196,10 @@ async fn delete_orphans<K: Child>(client: &Client, applied: &Applied, ns: &str, 
 /// spec asking for the impossible, not a reason to retry.
 fn immutable_as_invalid_spec(e: Error) -> Error {
     match e {
-        Error::Kube(kube::Error::Api(s)) if s.code == 422 => {
-            Error::InvalidSpec(format!("a store cannot change this way once created (storage and storageClassName are fixed): {}", s.message))
-        }
+        Error::Kube(kube::Error::Api(s)) if s.code == 422 => Error::InvalidSpec(format!(
+            "a store cannot change this way once created (storage and storageClassName are fixed): {}",
+            s.message
+        )),
         other => other,
     }
 }

@@ -23,10 +23,17 @@ pub fn transitions(previous: &FlashSaleStatus, next: &FlashSaleStatus) -> Vec<Ev
     if previous.phase != next.phase
         && let Some(phase) = next.phase
     {
-        let ready = next.conditions.iter().find(|c| c.type_ == super::status::types::READY);
+        let ready = next
+            .conditions
+            .iter()
+            .find(|c| c.type_ == super::status::types::READY);
         let note = ready.map(|c| c.message.clone()).filter(|m| !m.is_empty());
         events.push(Event {
-            type_: if phase == Phase::Degraded { EventType::Warning } else { EventType::Normal },
+            type_: if phase == Phase::Degraded {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: format!("{phase:?}"),
             note,
             action: "Reconcile".into(),
@@ -34,7 +41,9 @@ pub fn transitions(previous: &FlashSaleStatus, next: &FlashSaleStatus) -> Vec<Ev
         });
     }
     let queue = |status: &FlashSaleStatus| status.sizing.as_ref().and_then(|s| s.queue.clone());
-    if let Some(message) = queue(next).filter(|m| m.contains(FALLS_BEHIND) && queue(previous).as_ref() != Some(m)) {
+    if let Some(message) =
+        queue(next).filter(|m| m.contains(FALLS_BEHIND) && queue(previous).as_ref() != Some(m))
+    {
         events.push(Event {
             type_: EventType::Warning,
             reason: "QueueFallsBehind".into(),
@@ -53,15 +62,30 @@ mod tests {
 
     #[test]
     fn no_change_no_event() {
-        let s = FlashSaleStatus { phase: Some(Phase::Ready), stage: Some(Stage::Redis), ..Default::default() };
+        let s = FlashSaleStatus {
+            phase: Some(Phase::Ready),
+            stage: Some(Stage::Redis),
+            ..Default::default()
+        };
         assert!(transitions(&s, &s).is_empty());
     }
 
     #[test]
     fn phase_and_stage_changes_are_reported() {
-        let before = FlashSaleStatus { phase: Some(Phase::Draining), stage: Some(Stage::Redis), ..Default::default() };
-        let after = FlashSaleStatus { phase: Some(Phase::Provisioning), stage: Some(Stage::Kafka), ..Default::default() };
-        let reasons: Vec<_> = transitions(&before, &after).into_iter().map(|e| e.reason).collect();
+        let before = FlashSaleStatus {
+            phase: Some(Phase::Draining),
+            stage: Some(Stage::Redis),
+            ..Default::default()
+        };
+        let after = FlashSaleStatus {
+            phase: Some(Phase::Provisioning),
+            stage: Some(Stage::Kafka),
+            ..Default::default()
+        };
+        let reasons: Vec<_> = transitions(&before, &after)
+            .into_iter()
+            .map(|e| e.reason)
+            .collect();
         assert_eq!(reasons, ["StageSwitched", "Provisioning"]);
     }
 
@@ -69,21 +93,43 @@ mod tests {
     fn a_queue_that_falls_behind_is_a_warning_once() {
         use crate::crd::SizingStatus;
         let with = |queue: &str| FlashSaleStatus {
-            sizing: Some(SizingStatus { queue: Some(queue.into()), ..Default::default() }),
+            sizing: Some(SizingStatus {
+                queue: Some(queue.into()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
-        let behind = with("1 worker decides the event in order at 800 rps; at the target of 5000 rps the queue grows by 4200 rps (252000 per minute)");
+        let behind = with(
+            "1 worker decides the event in order at 800 rps; at the target of 5000 rps the queue grows by 4200 rps (252000 per minute)",
+        );
         let events = transitions(&FlashSaleStatus::default(), &behind);
-        assert_eq!(events.iter().map(|e| (e.type_, e.reason.as_str())).collect::<Vec<_>>(), [(EventType::Warning, "QueueFallsBehind")]);
-        assert!(transitions(&behind, &behind).is_empty(), "not again while nothing changes");
-        let keeps_up = with("1 worker decides the event in order at 800 rps: the queue keeps up with the target of 500 rps");
+        assert_eq!(
+            events
+                .iter()
+                .map(|e| (e.type_, e.reason.as_str()))
+                .collect::<Vec<_>>(),
+            [(EventType::Warning, "QueueFallsBehind")]
+        );
+        assert!(
+            transitions(&behind, &behind).is_empty(),
+            "not again while nothing changes"
+        );
+        let keeps_up = with(
+            "1 worker decides the event in order at 800 rps: the queue keeps up with the target of 500 rps",
+        );
         assert!(transitions(&behind, &keeps_up).is_empty());
     }
 
     #[test]
     fn degraded_is_a_warning() {
-        let before = FlashSaleStatus { phase: Some(Phase::Ready), ..Default::default() };
-        let after = FlashSaleStatus { phase: Some(Phase::Degraded), ..Default::default() };
+        let before = FlashSaleStatus {
+            phase: Some(Phase::Ready),
+            ..Default::default()
+        };
+        let after = FlashSaleStatus {
+            phase: Some(Phase::Degraded),
+            ..Default::default()
+        };
         assert_eq!(transitions(&before, &after)[0].type_, EventType::Warning);
     }
 }

@@ -50,20 +50,41 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
     };
 
     let observed = observe::observe(&ctx.client, &sale, previous.stage).await?;
-    let drain = previous.stage.and_then(|s| observed.job(&desired::names::drain_job(&sale.name, s)));
-    let plan = transition::plan(sale.spec.stage, previous.stage, observed.serving_pods, drain);
+    let drain = previous
+        .stage
+        .and_then(|s| observed.job(&desired::names::drain_job(&sale.name, s)));
+    let plan = transition::plan(
+        sale.spec.stage,
+        previous.stage,
+        observed.serving_pods,
+        drain,
+    );
     // The switch is recorded before the new stage's pods are created: should this pass fail
     // half-way, the next one must not mistake the new stage's pods for the old stage's.
     if let Some(old) = previous.stage.filter(|s| *s != plan.serving) {
         info!(from = %old, to = %plan.serving, "switching stage");
         patch_status_stage(ctx, fs, plan.serving).await?;
     }
-    let recalibrate = fs.annotations().get(crate::calibration::RECALIBRATE_ANNOTATION).cloned();
+    let recalibrate = fs
+        .annotations()
+        .get(crate::calibration::RECALIBRATE_ANNOTATION)
+        .cloned();
     let load = ctx.load_observer.as_ref();
-    let inputs = crate::scaling::observe(&ctx.client, &sale, &previous, &observed, recalibrate, load, now_utc).await?;
+    let inputs = crate::scaling::observe(
+        &ctx.client,
+        &sale,
+        &previous,
+        &observed,
+        recalibrate,
+        load,
+        now_utc,
+    )
+    .await?;
     let sizing = sizing::decide(&sale, &previous, &inputs);
 
-    let credentials = observed.credentials(&sale).unwrap_or_else(Credentials::generate);
+    let credentials = observed
+        .credentials(&sale)
+        .unwrap_or_else(Credentials::generate);
     let children = desired::build(&sale, &plan, &sizing, &credentials);
     match apply::apply(&ctx.client, &ctx.applied, &sale, children, &observed).await {
         Ok(()) => {}
@@ -78,24 +99,39 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
 
     let status = status::compute(&previous, &sale, &plan, &sizing, &observed, &now);
     write_status(ctx, fs, &previous, &status).await?;
-    let requeue = if observed.missing_external.is_empty() { sizing.requeue_after.unwrap_or(RESYNC) } else { WAIT_FOR_EXTERNAL };
+    let requeue = if observed.missing_external.is_empty() {
+        sizing.requeue_after.unwrap_or(RESYNC)
+    } else {
+        WAIT_FOR_EXTERNAL
+    };
     Ok(Action::requeue(requeue))
 }
 
 /// Server-side apply of the whole status (one owner, so fields left out are removed), then the
 /// Events its transitions call for.
-async fn write_status(ctx: &Context, fs: &FlashSale, previous: &FlashSaleStatus, status: &FlashSaleStatus) -> Result<()> {
+async fn write_status(
+    ctx: &Context,
+    fs: &FlashSale,
+    previous: &FlashSaleStatus,
+    status: &FlashSaleStatus,
+) -> Result<()> {
     // Nothing to write: the apply would change nothing either (and no Event is due).
     if fs.status.as_ref() == Some(status) {
         return Ok(());
     }
-    let api: Api<FlashSale> = Api::namespaced(ctx.client.clone(), &fs.namespace().unwrap_or_default());
+    let api: Api<FlashSale> =
+        Api::namespaced(ctx.client.clone(), &fs.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": FlashSale::api_version(&()),
         "kind": FlashSale::kind(&()),
         "status": status,
     });
-    api.patch_status(&fs.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    api.patch_status(
+        &fs.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     let reference = fs.object_ref(&());
     for event in events::transitions(previous, status) {
         // An event lost is a log line lost, not a reason to reconcile again.
@@ -106,11 +142,20 @@ async fn write_status(ctx: &Context, fs: &FlashSale, previous: &FlashSaleStatus,
     Ok(())
 }
 
-async fn patch_status_stage(ctx: &Context, fs: &FlashSale, stage: crate::stage::Stage) -> Result<()> {
-    let api: Api<FlashSale> = Api::namespaced(ctx.client.clone(), &fs.namespace().unwrap_or_default());
+async fn patch_status_stage(
+    ctx: &Context,
+    fs: &FlashSale,
+    stage: crate::stage::Stage,
+) -> Result<()> {
+    let api: Api<FlashSale> =
+        Api::namespaced(ctx.client.clone(), &fs.namespace().unwrap_or_default());
     let patch = json!({ "status": { "stage": stage } });
-    let params = PatchParams { field_manager: Some(MANAGER.into()), ..PatchParams::default() };
-    api.patch_status(&fs.name_any(), &params, &Patch::Merge(&patch)).await?;
+    let params = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..PatchParams::default()
+    };
+    api.patch_status(&fs.name_any(), &params, &Patch::Merge(&patch))
+        .await?;
     Ok(())
 }
 

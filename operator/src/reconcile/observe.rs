@@ -51,12 +51,15 @@ impl Workload {
 }
 
 pub(crate) fn find<'a, T: Resource>(objects: &'a [T], name: &str) -> Option<&'a T> {
-    objects.iter().find(|o| o.meta().name.as_deref() == Some(name))
+    objects
+        .iter()
+        .find(|o| o.meta().name.as_deref() == Some(name))
 }
 
 impl Observed {
     pub fn credentials(&self, sale: &Sale) -> Option<Credentials> {
-        find(&self.secrets, &names::credentials_secret(&sale.name)).and_then(Credentials::from_secret)
+        find(&self.secrets, &names::credentials_secret(&sale.name))
+            .and_then(Credentials::from_secret)
     }
 
     pub fn deployment(&self, name: &str) -> Option<Workload> {
@@ -84,7 +87,11 @@ impl Observed {
     pub fn job(&self, name: &str) -> Option<JobState> {
         let status = find(&self.jobs, name)?.status.clone().unwrap_or_default();
         let has = |type_: &str| {
-            status.conditions.iter().flatten().any(|c| c.type_ == type_ && c.status == "True")
+            status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == type_ && c.status == "True")
         };
         Some(if has("Complete") || status.succeeded.unwrap_or(0) > 0 {
             JobState::Succeeded
@@ -103,10 +110,16 @@ impl Observed {
 
 async fn list<K>(client: &Client, namespace: &str, selector: &str) -> Result<Vec<K>>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    Ok(api.list(&ListParams::default().labels(selector)).await?.items)
+    Ok(api
+        .list(&ListParams::default().labels(selector))
+        .await?
+        .items)
 }
 
 /// Read the sale's children; `serving` is status.stage, whose pods are counted when it differs
@@ -140,12 +153,14 @@ pub async fn observe(client: &Client, sale: &Sale, serving: Option<Stage>) -> Re
     ];
     for (_, store) in needed.into_iter().filter(|(needed, _)| *needed) {
         if let Store::External(r) = store {
-            let present = secrets
-                .get_opt(&r.name)
-                .await?
-                .is_some_and(|s| s.data.is_some_and(|d| d.contains_key(&r.key)) || s.string_data.is_some_and(|d| d.contains_key(&r.key)));
+            let present = secrets.get_opt(&r.name).await?.is_some_and(|s| {
+                s.data.is_some_and(|d| d.contains_key(&r.key))
+                    || s.string_data.is_some_and(|d| d.contains_key(&r.key))
+            });
             if !present {
-                observed.missing_external.push(format!("{}/{}", r.name, r.key));
+                observed
+                    .missing_external
+                    .push(format!("{}/{}", r.name, r.key));
             }
         }
     }

@@ -54,7 +54,10 @@ pub struct Sizing {
 pub fn decide(sale: &Sale, status: &FlashSaleStatus, inputs: &Inputs) -> Sizing {
     let s = scaling::decide(sale, status, inputs);
     let measured = s.calibration.record.as_ref().filter(|r| s.key.same_pod(r));
-    let (measured_per_pod_rps, measured_drain_rps) = (measured.map(|r| r.per_pod_rps), measured.and_then(|r| r.drain_rps));
+    let (measured_per_pod_rps, measured_drain_rps) = (
+        measured.map(|r| r.per_pod_rps),
+        measured.and_then(|r| r.drain_rps),
+    );
     let to_i32 = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     Sizing {
         booking_replicas: to_i32(s.booking_replicas),
@@ -88,32 +91,67 @@ mod tests {
     use crate::stage::Stage;
 
     fn size(fs: &FlashSale) -> Sizing {
-        decide(&sale_from(fs), &FlashSaleStatus::default(), &Inputs::at(chrono::DateTime::UNIX_EPOCH))
+        decide(
+            &sale_from(fs),
+            &FlashSaleStatus::default(),
+            &Inputs::at(chrono::DateTime::UNIX_EPOCH),
+        )
     }
 
     #[test]
     fn pinned_per_pod_rps_gives_the_roadmap_formula() {
-        let fs = FlashSaleBuilder::new("s", Stage::Postgres).target_rps(10_000).per_pod_rps(1_000.0).replicas(1, 100).build();
+        let fs = FlashSaleBuilder::new("s", Stage::Postgres)
+            .target_rps(10_000)
+            .per_pod_rps(1_000.0)
+            .replicas(1, 100)
+            .build();
         let sizing = size(&fs);
         // 10000 / (1000 × 0.7) = 14.28 → 15
-        assert_eq!((sizing.booking_replicas, sizing.reason.as_str()), (15, "SizedForTarget"));
-        assert_eq!((sizing.calibrated, sizing.calibration_reason.as_str()), (true, "Pinned"));
+        assert_eq!(
+            (sizing.booking_replicas, sizing.reason.as_str()),
+            (15, "SizedForTarget")
+        );
+        assert_eq!(
+            (sizing.calibrated, sizing.calibration_reason.as_str()),
+            (true, "Pinned")
+        );
         assert_eq!(sizing.requeue_after, None);
     }
 
     #[test]
     fn clamped_to_max_says_how_much_the_sale_gets() {
-        let fs = FlashSaleBuilder::new("s", Stage::Postgres).target_rps(1_000_000).per_pod_rps(1_000.0).replicas(2, 10).build();
+        let fs = FlashSaleBuilder::new("s", Stage::Postgres)
+            .target_rps(1_000_000)
+            .per_pod_rps(1_000.0)
+            .replicas(2, 10)
+            .build();
         let sizing = size(&fs);
-        assert_eq!((sizing.booking_replicas, sizing.reason.as_str()), (10, "ClampedByMaxReplicas"));
-        assert!(sizing.message.contains("only 7000 rps"), "{}", sizing.message);
+        assert_eq!(
+            (sizing.booking_replicas, sizing.reason.as_str()),
+            (10, "ClampedByMaxReplicas")
+        );
+        assert!(
+            sizing.message.contains("only 7000 rps"),
+            "{}",
+            sizing.message
+        );
     }
 
     #[test]
     fn without_capacity_it_runs_min_replicas_and_calibrates() {
-        let sizing = size(&FlashSaleBuilder::new("s", Stage::Redis).replicas(3, 10).build());
-        assert_eq!((sizing.booking_replicas, sizing.reason.as_str()), (3, "NotCalibrated"));
-        assert_eq!((sizing.calibrated, sizing.calibration_reason.as_str()), (false, "Calibrating"));
+        let sizing = size(
+            &FlashSaleBuilder::new("s", Stage::Redis)
+                .replicas(3, 10)
+                .build(),
+        );
+        assert_eq!(
+            (sizing.booking_replicas, sizing.reason.as_str()),
+            (3, "NotCalibrated")
+        );
+        assert_eq!(
+            (sizing.calibrated, sizing.calibration_reason.as_str()),
+            (false, "Calibrating")
+        );
         assert!(sizing.calibration_run.is_some());
         assert!(sizing.calibration_attempt.is_some());
         assert_eq!(sizing.worker_replicas, 1);
@@ -121,11 +159,19 @@ mod tests {
 
     #[test]
     fn pools_fit_max_connections_at_max_replicas_through_a_rollout() {
-        let fs = FlashSaleBuilder::new("s", Stage::Postgres).target_rps(100_000).per_pod_rps(1_000.0).replicas(1, 60).build();
+        let fs = FlashSaleBuilder::new("s", Stage::Postgres)
+            .target_rps(100_000)
+            .per_pod_rps(1_000.0)
+            .replicas(1, 60)
+            .build();
         let sizing = size(&fs);
         // 60 API pods (stage postgres has no worker) + 25% surge, plus the reserve.
         let peak = (60 + 15) * sizing.db_pool_size + crate::capacity::RESERVED_CONNECTIONS;
-        assert!(peak <= sizing.postgres_max_connections, "{peak} > {}", sizing.postgres_max_connections);
+        assert!(
+            peak <= sizing.postgres_max_connections,
+            "{peak} > {}",
+            sizing.postgres_max_connections
+        );
     }
 
     #[test]

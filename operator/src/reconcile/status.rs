@@ -27,7 +27,14 @@ pub mod types {
 type Check = (&'static str, bool, String, String);
 
 /// The status of a sale that validated, from this pass's plan, sizing and observations.
-pub fn compute(previous: &FlashSaleStatus, sale: &Sale, plan: &StagePlan, sizing: &Sizing, observed: &Observed, now: &Time) -> FlashSaleStatus {
+pub fn compute(
+    previous: &FlashSaleStatus,
+    sale: &Sale,
+    plan: &StagePlan,
+    sizing: &Sizing,
+    observed: &Observed,
+    now: &Time,
+) -> FlashSaleStatus {
     let checks = vec![
         stores(sale, plan.serving, observed),
         booking_app(sale, plan, observed),
@@ -38,7 +45,15 @@ pub fn compute(previous: &FlashSaleStatus, sale: &Sale, plan: &StagePlan, sizing
     let checks: Vec<Check> = checks.into_iter().flatten().collect();
     let failing = checks.iter().find(|c| !c.1);
     let ready: Check = match failing {
-        None => (types::READY, true, "SaleReady".into(), format!("serving stage {} at {} replicas", plan.serving, sizing.booking_replicas)),
+        None => (
+            types::READY,
+            true,
+            "SaleReady".into(),
+            format!(
+                "serving stage {} at {} replicas",
+                plan.serving, sizing.booking_replicas
+            ),
+        ),
         Some((_, _, reason, message)) => (types::READY, false, reason.clone(), message.clone()),
     };
     let ok = |t: &str| checks.iter().any(|c| c.0 == t && c.1);
@@ -46,8 +61,18 @@ pub fn compute(previous: &FlashSaleStatus, sale: &Sale, plan: &StagePlan, sizing
         Phase::Draining
     } else if observed.is_empty() {
         Phase::Pending
-    } else if ok(types::STORES_READY) && ok(types::BOOKING_APP_READY) && checks.iter().filter(|c| c.0 == types::WORKER_READY).all(|c| c.1) {
-        if failing.is_none() { Phase::Ready } else { Phase::Calibrating }
+    } else if ok(types::STORES_READY)
+        && ok(types::BOOKING_APP_READY)
+        && checks
+            .iter()
+            .filter(|c| c.0 == types::WORKER_READY)
+            .all(|c| c.1)
+    {
+        if failing.is_none() {
+            Phase::Ready
+        } else {
+            Phase::Calibrating
+        }
     } else if matches!(previous.phase, Some(Phase::Ready | Phase::Degraded)) {
         Phase::Degraded
     } else {
@@ -55,10 +80,16 @@ pub fn compute(previous: &FlashSaleStatus, sale: &Sale, plan: &StagePlan, sizing
     };
     let generation = sale.generation;
     let mut conditions = vec![condition(previous, &ready, generation, now)];
-    conditions.extend(checks.iter().map(|c| condition(previous, c, generation, now)));
+    conditions.extend(
+        checks
+            .iter()
+            .map(|c| condition(previous, c, generation, now)),
+    );
     let api = observed.deployment(&names::booking_deployment(&sale.name, plan.serving));
     let last_scale_time = match &previous.sizing {
-        Some(s) if previous.desired_replicas == sizing.booking_replicas => s.last_scale_time.clone(),
+        Some(s) if previous.desired_replicas == sizing.booking_replicas => {
+            s.last_scale_time.clone()
+        }
         _ => Some(now.clone()),
     };
     FlashSaleStatus {
@@ -90,14 +121,39 @@ pub fn compute(previous: &FlashSaleStatus, sale: &Sale, plan: &StagePlan, sizing
 
 /// The status of a sale that cannot be served as written: the rest of the last status stays,
 /// Ready says why.
-pub fn compute_invalid(previous: &FlashSaleStatus, generation: Option<i64>, error: &Error, now: &Time) -> FlashSaleStatus {
-    let ready: Check = (types::READY, false, error.reason().into(), error.to_string());
-    let mut conditions: Vec<Condition> = previous.conditions.iter().filter(|c| c.type_ != types::READY).cloned().collect();
+pub fn compute_invalid(
+    previous: &FlashSaleStatus,
+    generation: Option<i64>,
+    error: &Error,
+    now: &Time,
+) -> FlashSaleStatus {
+    let ready: Check = (
+        types::READY,
+        false,
+        error.reason().into(),
+        error.to_string(),
+    );
+    let mut conditions: Vec<Condition> = previous
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != types::READY)
+        .cloned()
+        .collect();
     conditions.insert(0, condition(previous, &ready, generation, now));
-    FlashSaleStatus { phase: Some(Phase::Degraded), conditions, observed_generation: generation, ..previous.clone() }
+    FlashSaleStatus {
+        phase: Some(Phase::Degraded),
+        conditions,
+        observed_generation: generation,
+        ..previous.clone()
+    }
 }
 
-fn condition(previous: &FlashSaleStatus, (type_, ok, reason, message): &Check, generation: Option<i64>, now: &Time) -> Condition {
+fn condition(
+    previous: &FlashSaleStatus,
+    (type_, ok, reason, message): &Check,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
     let status = if *ok { "True" } else { "False" };
     let last_transition_time = previous
         .conditions
@@ -117,7 +173,12 @@ fn condition(previous: &FlashSaleStatus, (type_, ok, reason, message): &Check, g
 /// StoresReady for `stage` (the serving one here; calibration asks about spec.stage's).
 pub(crate) fn stores(sale: &Sale, stage: Stage, observed: &Observed) -> Option<Check> {
     if let Some(missing) = observed.missing_external.first() {
-        return Some((types::STORES_READY, false, "ExternalSecretMissing".into(), format!("external store Secret key {missing} not found")));
+        return Some((
+            types::STORES_READY,
+            false,
+            "ExternalSecretMissing".into(),
+            format!("external store Secret key {missing} not found"),
+        ));
     }
     let mut waiting = vec![];
     let mut ready = vec![];
@@ -126,7 +187,9 @@ pub(crate) fn stores(sale: &Sale, stage: Stage, observed: &Observed) -> Option<C
         ("redis", &sale.redis, names::redis(&sale.name)),
         ("kafka", &sale.kafka, names::kafka(&sale.name)),
     ] {
-        let used = what == "postgres" || (what == "redis" && stage.uses_redis()) || (what == "kafka" && stage.uses_kafka());
+        let used = what == "postgres"
+            || (what == "redis" && stage.uses_redis())
+            || (what == "kafka" && stage.uses_kafka());
         match store {
             _ if !used => {}
             Store::External(_) => ready.push(format!("{what} (external)")),
@@ -138,22 +201,55 @@ pub(crate) fn stores(sale: &Sale, stage: Stage, observed: &Observed) -> Option<C
         }
     }
     Some(if waiting.is_empty() {
-        (types::STORES_READY, true, "StoresReady".into(), format!("{} ready", ready.join(", ")))
+        (
+            types::STORES_READY,
+            true,
+            "StoresReady".into(),
+            format!("{} ready", ready.join(", ")),
+        )
     } else {
-        (types::STORES_READY, false, "StoresStarting".into(), waiting.join("; "))
+        (
+            types::STORES_READY,
+            false,
+            "StoresStarting".into(),
+            waiting.join("; "),
+        )
     })
 }
 
 fn booking_app(sale: &Sale, plan: &StagePlan, observed: &Observed) -> Option<Check> {
     if let Some(leaving) = plan.leaving {
-        let message = format!("booking stopped while the sale moves from stage {} to {}", leaving.from, leaving.to);
-        return Some((types::BOOKING_APP_READY, false, "StoppedForStageChange".into(), message));
+        let message = format!(
+            "booking stopped while the sale moves from stage {} to {}",
+            leaving.from, leaving.to
+        );
+        return Some((
+            types::BOOKING_APP_READY,
+            false,
+            "StoppedForStageChange".into(),
+            message,
+        ));
     }
     let name = names::booking_deployment(&sale.name, plan.serving);
     Some(match observed.deployment(&name) {
-        Some(w) if w.is_ready() => (types::BOOKING_APP_READY, true, "AllReplicasReady".into(), format!("{}/{} ready", w.ready, w.desired)),
-        Some(w) => (types::BOOKING_APP_READY, false, "ReplicasNotReady".into(), format!("{} {}/{} ready", name, w.ready, w.desired)),
-        None => (types::BOOKING_APP_READY, false, "NotCreated".into(), format!("{name} not created yet")),
+        Some(w) if w.is_ready() => (
+            types::BOOKING_APP_READY,
+            true,
+            "AllReplicasReady".into(),
+            format!("{}/{} ready", w.ready, w.desired),
+        ),
+        Some(w) => (
+            types::BOOKING_APP_READY,
+            false,
+            "ReplicasNotReady".into(),
+            format!("{} {}/{} ready", name, w.ready, w.desired),
+        ),
+        None => (
+            types::BOOKING_APP_READY,
+            false,
+            "NotCreated".into(),
+            format!("{name} not created yet"),
+        ),
     })
 }
 
@@ -164,15 +260,35 @@ fn worker(sale: &Sale, plan: &StagePlan, observed: &Observed) -> Option<Check> {
     }
     let name = names::worker_deployment(&sale.name, stage);
     Some(match observed.deployment(&name) {
-        Some(w) if w.is_ready() => (types::WORKER_READY, true, "AllReplicasReady".into(), format!("{}/{} ready", w.ready, w.desired)),
-        Some(w) => (types::WORKER_READY, false, "WorkerNotReady".into(), format!("{} {}/{} ready", name, w.ready, w.desired)),
-        None => (types::WORKER_READY, false, "NotCreated".into(), format!("{name} not created yet")),
+        Some(w) if w.is_ready() => (
+            types::WORKER_READY,
+            true,
+            "AllReplicasReady".into(),
+            format!("{}/{} ready", w.ready, w.desired),
+        ),
+        Some(w) => (
+            types::WORKER_READY,
+            false,
+            "WorkerNotReady".into(),
+            format!("{} {}/{} ready", name, w.ready, w.desired),
+        ),
+        None => (
+            types::WORKER_READY,
+            false,
+            "NotCreated".into(),
+            format!("{name} not created yet"),
+        ),
     })
 }
 
 fn stage_settled(sale: &Sale, plan: &StagePlan) -> Option<Check> {
     let Some(l) = plan.leaving else {
-        return Some((types::STAGE_SETTLED, true, "Serving".into(), format!("serving stage {}", plan.serving)));
+        return Some((
+            types::STAGE_SETTLED,
+            true,
+            "Serving".into(),
+            format!("serving stage {}", plan.serving),
+        ));
     };
     let job = names::drain_job(&sale.name, l.from);
     Some(match l.step {
@@ -180,26 +296,40 @@ fn stage_settled(sale: &Sale, plan: &StagePlan) -> Option<Check> {
             types::STAGE_SETTLED,
             false,
             "StoppingOldStage".into(),
-            format!("waiting for {remaining} stage-{} booking pods to stop before stage {} starts", l.from, l.to),
+            format!(
+                "waiting for {remaining} stage-{} booking pods to stop before stage {} starts",
+                l.from, l.to
+            ),
         ),
         LeaveStep::Draining => (
             types::STAGE_SETTLED,
             false,
             "DrainingBacklog".into(),
-            format!("Job {job} is writing the stage-{} backlog to Postgres; stage {} starts when it completes", l.from, l.to),
+            format!(
+                "Job {job} is writing the stage-{} backlog to Postgres; stage {} starts when it completes",
+                l.from, l.to
+            ),
         ),
         LeaveStep::DrainFailed => (
             types::STAGE_SETTLED,
             false,
             "DrainFailed".into(),
-            format!("Job {job} failed: booking stays stopped on stage {}; see `kubectl logs job/{job}`, then delete the Job to retry", l.from),
+            format!(
+                "Job {job} failed: booking stays stopped on stage {}; see `kubectl logs job/{job}`, then delete the Job to retry",
+                l.from
+            ),
         ),
     })
 }
 
 /// Pinned, Measured, Calibrating, WaitingForStores or CalibrationFailed (see `crate::calibration`).
 fn calibrated(sizing: &Sizing) -> Option<Check> {
-    Some((types::CALIBRATED, sizing.calibrated, sizing.calibration_reason.clone(), sizing.calibration_message.clone()))
+    Some((
+        types::CALIBRATED,
+        sizing.calibrated,
+        sizing.calibration_reason.clone(),
+        sizing.calibration_message.clone(),
+    ))
 }
 
 #[cfg(test)]

@@ -18,27 +18,52 @@ fn at(seconds: i64) -> Time {
 /// What the cluster holds after the children were applied, every workload `ready` pods ready.
 fn observed_with(sale: &Sale, plan: &StagePlan, sizing: &Sizing, ready: i32) -> Observed {
     let c = desired::build(sale, plan, sizing, &Credentials::generate());
-    let mut o = Observed { secrets: c.secrets, services: c.services, pdbs: c.pdbs, jobs: c.jobs, ..Observed::default() };
+    let mut o = Observed {
+        secrets: c.secrets,
+        services: c.services,
+        pdbs: c.pdbs,
+        jobs: c.jobs,
+        ..Observed::default()
+    };
     for mut sts in c.stateful_sets {
         sts.metadata.generation = Some(1);
-        sts.status = Some(StatefulSetStatus { observed_generation: Some(1), ready_replicas: Some(ready.min(1)), updated_replicas: Some(ready.min(1)), ..Default::default() });
+        sts.status = Some(StatefulSetStatus {
+            observed_generation: Some(1),
+            ready_replicas: Some(ready.min(1)),
+            updated_replicas: Some(ready.min(1)),
+            ..Default::default()
+        });
         o.stateful_sets.push(sts);
     }
     for mut d in c.deployments {
         let want = d.spec.as_ref().unwrap().replicas.unwrap();
         d.metadata.generation = Some(1);
-        d.status = Some(DeploymentStatus { observed_generation: Some(1), ready_replicas: Some(ready.min(want)), updated_replicas: Some(ready.min(want)), ..Default::default() });
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(1),
+            ready_replicas: Some(ready.min(want)),
+            updated_replicas: Some(ready.min(want)),
+            ..Default::default()
+        });
         o.deployments.push(d);
     }
     o
 }
 
 fn cond<'a>(s: &'a FlashSaleStatus, t: &str) -> &'a Condition {
-    s.conditions.iter().find(|c| c.type_ == t).unwrap_or_else(|| panic!("no {t} condition in {:?}", s.conditions))
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap_or_else(|| panic!("no {t} condition in {:?}", s.conditions))
 }
 
 fn pinned(stage: Stage) -> Sale {
-    sale_from(&FlashSaleBuilder::new("s", stage).per_pod_rps(500.0).target_rps(1000).replicas(2, 10).build())
+    sale_from(
+        &FlashSaleBuilder::new("s", stage)
+            .per_pod_rps(500.0)
+            .target_rps(1000)
+            .replicas(2, 10)
+            .build(),
+    )
 }
 
 #[test]
@@ -46,7 +71,14 @@ fn nothing_created_yet_is_pending() {
     let sale = pinned(Stage::Postgres);
     let p = plan(Stage::Postgres, None, 0, None);
     let sz = crate::fixtures::sized(&sale);
-    let s = compute(&Default::default(), &sale, &p, &sz, &Observed::default(), &at(1));
+    let s = compute(
+        &Default::default(),
+        &sale,
+        &p,
+        &sz,
+        &Observed::default(),
+        &at(1),
+    );
     assert_eq!(s.phase, Some(Phase::Pending));
     assert_eq!(cond(&s, types::READY).status, "False");
     assert_eq!(s.stage, Some(Stage::Postgres));
@@ -58,11 +90,25 @@ fn starting_stores_mean_provisioning_with_a_reason() {
     let sale = pinned(Stage::Redis);
     let p = plan(Stage::Redis, None, 0, None);
     let sz = crate::fixtures::sized(&sale);
-    let s = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 0), &at(1));
+    let s = compute(
+        &Default::default(),
+        &sale,
+        &p,
+        &sz,
+        &observed_with(&sale, &p, &sz, 0),
+        &at(1),
+    );
     assert_eq!(s.phase, Some(Phase::Provisioning));
     let stores = cond(&s, types::STORES_READY);
-    assert_eq!((stores.status.as_str(), stores.reason.as_str()), ("False", "StoresStarting"));
-    assert!(stores.message.contains("redis 0/1 ready"), "{}", stores.message);
+    assert_eq!(
+        (stores.status.as_str(), stores.reason.as_str()),
+        ("False", "StoresStarting")
+    );
+    assert!(
+        stores.message.contains("redis 0/1 ready"),
+        "{}",
+        stores.message
+    );
     assert_eq!(cond(&s, types::READY).reason, "StoresStarting");
 }
 
@@ -73,15 +119,36 @@ fn everything_ready_and_pinned_is_ready() {
     let sz = crate::fixtures::sized(&sale);
     // 1000 / (500 × 0.7) = 2.86 → 3
     assert_eq!(sz.booking_replicas, 3);
-    let s = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 10), &at(1));
+    let s = compute(
+        &Default::default(),
+        &sale,
+        &p,
+        &sz,
+        &observed_with(&sale, &p, &sz, 10),
+        &at(1),
+    );
     assert_eq!(s.phase, Some(Phase::Ready));
     assert_eq!((s.replicas, s.desired_replicas), (3, 3));
     assert_eq!(s.per_pod_rps, Some(500.0));
-    for t in [types::READY, types::STORES_READY, types::BOOKING_APP_READY, types::WORKER_READY, types::STAGE_SETTLED, types::CALIBRATED] {
+    for t in [
+        types::READY,
+        types::STORES_READY,
+        types::BOOKING_APP_READY,
+        types::WORKER_READY,
+        types::STAGE_SETTLED,
+        types::CALIBRATED,
+    ] {
         assert_eq!(cond(&s, t).status, "True", "{t}: {:?}", cond(&s, t));
     }
-    assert_eq!(s.endpoint.as_deref(), Some("http://s-booking-app.ns.svc:8080"));
-    assert_eq!(s.event_id, Some(booking_app::sale_event_id(&sale).to_string()), "clients find the sale's event here");
+    assert_eq!(
+        s.endpoint.as_deref(),
+        Some("http://s-booking-app.ns.svc:8080")
+    );
+    assert_eq!(
+        s.event_id,
+        Some(booking_app::sale_event_id(&sale).to_string()),
+        "clients find the sale's event here"
+    );
 }
 
 #[test]
@@ -89,7 +156,14 @@ fn stage_without_worker_has_no_worker_condition() {
     let sale = pinned(Stage::Postgres);
     let p = plan(Stage::Postgres, None, 0, None);
     let sz = crate::fixtures::sized(&sale);
-    let s = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 10), &at(1));
+    let s = compute(
+        &Default::default(),
+        &sale,
+        &p,
+        &sz,
+        &observed_with(&sale, &p, &sz, 10),
+        &at(1),
+    );
     assert!(s.conditions.iter().all(|c| c.type_ != types::WORKER_READY));
 }
 
@@ -98,7 +172,14 @@ fn running_but_uncalibrated_is_calibrating() {
     let sale = sale("s", Stage::Postgres);
     let p = plan(Stage::Postgres, None, 0, None);
     let sz = crate::fixtures::sized(&sale);
-    let s = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 10), &at(1));
+    let s = compute(
+        &Default::default(),
+        &sale,
+        &p,
+        &sz,
+        &observed_with(&sale, &p, &sz, 10),
+        &at(1),
+    );
     assert_eq!(s.phase, Some(Phase::Calibrating));
     assert_eq!(cond(&s, types::CALIBRATED).reason, "Calibrating");
     assert_eq!(s.sizing.as_ref().unwrap().reason, "NotCalibrated");
@@ -109,13 +190,27 @@ fn losing_readiness_after_ready_is_degraded() {
     let sale = pinned(Stage::Postgres);
     let p = plan(Stage::Postgres, None, 0, None);
     let sz = crate::fixtures::sized(&sale);
-    let ready = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 10), &at(1));
+    let ready = compute(
+        &Default::default(),
+        &sale,
+        &p,
+        &sz,
+        &observed_with(&sale, &p, &sz, 10),
+        &at(1),
+    );
     let mut observed = observed_with(&sale, &p, &sz, 10);
-    observed.deployments[0].status.as_mut().unwrap().ready_replicas = Some(1);
+    observed.deployments[0]
+        .status
+        .as_mut()
+        .unwrap()
+        .ready_replicas = Some(1);
     let s = compute(&ready, &sale, &p, &sz, &observed, &at(2));
     assert_eq!(s.phase, Some(Phase::Degraded));
     let app = cond(&s, types::BOOKING_APP_READY);
-    assert_eq!((app.reason.as_str(), app.message.as_str()), ("ReplicasNotReady", "s-booking-app-postgres 1/3 ready"));
+    assert_eq!(
+        (app.reason.as_str(), app.message.as_str()),
+        ("ReplicasNotReady", "s-booking-app-postgres 1/3 ready")
+    );
 }
 
 #[test]
@@ -123,34 +218,81 @@ fn last_transition_time_moves_only_when_the_status_flips() {
     let sale = pinned(Stage::Postgres);
     let p = plan(Stage::Postgres, None, 0, None);
     let sz = crate::fixtures::sized(&sale);
-    let first = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 0), &at(1));
-    let same = compute(&first, &sale, &p, &sz, &observed_with(&sale, &p, &sz, 0), &at(2));
-    assert_eq!(first, same, "an unchanged sale must produce an identical status");
-    let flipped = compute(&same, &sale, &p, &sz, &observed_with(&sale, &p, &sz, 10), &at(3));
+    let first = compute(
+        &Default::default(),
+        &sale,
+        &p,
+        &sz,
+        &observed_with(&sale, &p, &sz, 0),
+        &at(1),
+    );
+    let same = compute(
+        &first,
+        &sale,
+        &p,
+        &sz,
+        &observed_with(&sale, &p, &sz, 0),
+        &at(2),
+    );
+    assert_eq!(
+        first, same,
+        "an unchanged sale must produce an identical status"
+    );
+    let flipped = compute(
+        &same,
+        &sale,
+        &p,
+        &sz,
+        &observed_with(&sale, &p, &sz, 10),
+        &at(3),
+    );
     assert_eq!(cond(&flipped, types::READY).last_transition_time, at(3));
-    assert_eq!(cond(&flipped, types::STAGE_SETTLED).last_transition_time, at(1), "StageSettled stayed True");
+    assert_eq!(
+        cond(&flipped, types::STAGE_SETTLED).last_transition_time,
+        at(1),
+        "StageSettled stayed True"
+    );
 }
 
 #[test]
 fn a_drain_shows_as_draining_with_the_job_named() {
     let sale = pinned(Stage::Postgres);
-    let p = plan(Stage::Postgres, Some(Stage::Redis), 0, Some(JobState::Running));
+    let p = plan(
+        Stage::Postgres,
+        Some(Stage::Redis),
+        0,
+        Some(JobState::Running),
+    );
     let sz = crate::fixtures::sized(&sale);
     let mut observed = observed_with(&sale, &p, &sz, 10);
-    observed.jobs[0].status = Some(JobStatus { active: Some(1), ..Default::default() });
+    observed.jobs[0].status = Some(JobStatus {
+        active: Some(1),
+        ..Default::default()
+    });
     let s = compute(&Default::default(), &sale, &p, &sz, &observed, &at(1));
     assert_eq!(s.phase, Some(Phase::Draining));
     assert_eq!(s.stage, Some(Stage::Redis));
     let settled = cond(&s, types::STAGE_SETTLED);
     assert_eq!(settled.reason, "DrainingBacklog");
-    assert!(settled.message.contains("s-drain-redis"), "{}", settled.message);
-    assert_eq!(cond(&s, types::BOOKING_APP_READY).reason, "StoppedForStageChange");
+    assert!(
+        settled.message.contains("s-drain-redis"),
+        "{}",
+        settled.message
+    );
+    assert_eq!(
+        cond(&s, types::BOOKING_APP_READY).reason,
+        "StoppedForStageChange"
+    );
     assert_eq!(cond(&s, types::READY).status, "False");
 }
 
 #[test]
 fn a_missing_external_secret_is_named() {
-    let sale = sale_from(&FlashSaleBuilder::new("s", Stage::Postgres).external_postgres("pg", "url").build());
+    let sale = sale_from(
+        &FlashSaleBuilder::new("s", Stage::Postgres)
+            .external_postgres("pg", "url")
+            .build(),
+    );
     let p = plan(Stage::Postgres, None, 0, None);
     let sz = crate::fixtures::sized(&sale);
     let mut observed = observed_with(&sale, &p, &sz, 10);
@@ -166,12 +308,22 @@ fn an_invalid_spec_keeps_the_last_status_and_says_why() {
     let sale = pinned(Stage::Postgres);
     let p = plan(Stage::Postgres, None, 0, None);
     let sz = crate::fixtures::sized(&sale);
-    let ready = compute(&Default::default(), &sale, &p, &sz, &observed_with(&sale, &p, &sz, 10), &at(1));
+    let ready = compute(
+        &Default::default(),
+        &sale,
+        &p,
+        &sz,
+        &observed_with(&sale, &p, &sz, 10),
+        &at(1),
+    );
     let err = Error::InvalidSpec("postgres.storage cannot change".into());
     let s = compute_invalid(&ready, Some(2), &err, &at(2));
     assert_eq!(s.phase, Some(Phase::Degraded));
     assert_eq!(s.replicas, ready.replicas);
     let r = cond(&s, types::READY);
-    assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "InvalidSpec"));
+    assert_eq!(
+        (r.status.as_str(), r.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
     assert_eq!(s.observed_generation, Some(2));
 }

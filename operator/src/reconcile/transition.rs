@@ -42,14 +42,31 @@ pub enum JobState {
 
 /// `target` is spec.stage; `serving` is status.stage (None for a new sale); `old_pods` counts the
 /// booking pods of `serving`, terminating ones included; `drain` is the state of its drain Job.
-pub fn plan(target: Stage, serving: Option<Stage>, old_pods: usize, drain: Option<JobState>) -> StagePlan {
-    let steady = StagePlan { serving: target, leaving: None };
+pub fn plan(
+    target: Stage,
+    serving: Option<Stage>,
+    old_pods: usize,
+    drain: Option<JobState>,
+) -> StagePlan {
+    let steady = StagePlan {
+        serving: target,
+        leaving: None,
+    };
     let Some(from) = serving.filter(|s| *s != target) else {
         return steady;
     };
-    let leaving = |step| StagePlan { serving: from, leaving: Some(Leaving { from, to: target, step }) };
+    let leaving = |step| StagePlan {
+        serving: from,
+        leaving: Some(Leaving {
+            from,
+            to: target,
+            step,
+        }),
+    };
     if old_pods > 0 {
-        return leaving(LeaveStep::StoppingPods { remaining: old_pods });
+        return leaving(LeaveStep::StoppingPods {
+            remaining: old_pods,
+        });
     }
     if !from.needs_drain() {
         return steady;
@@ -86,14 +103,23 @@ mod tests {
 
     #[test]
     fn a_new_sale_serves_its_stage_at_once() {
-        assert_eq!(plan(Redis, None, 0, None), StagePlan { serving: Redis, leaving: None });
+        assert_eq!(
+            plan(Redis, None, 0, None),
+            StagePlan {
+                serving: Redis,
+                leaving: None
+            }
+        );
     }
 
     #[test]
     fn leaving_redis_stops_pods_then_drains_then_switches() {
         let stopping = plan(Kafka, Some(Redis), 3, None);
         assert_eq!(stopping.serving, Redis);
-        assert_eq!(stopping.leaving.unwrap().step, LeaveStep::StoppingPods { remaining: 3 });
+        assert_eq!(
+            stopping.leaving.unwrap().step,
+            LeaveStep::StoppingPods { remaining: 3 }
+        );
         assert_eq!(stopping.drain_job(), None);
 
         let draining = plan(Kafka, Some(Redis), 0, Some(JobState::Running));
@@ -101,8 +127,18 @@ mod tests {
         assert_eq!(draining.drain_job(), Some(Redis));
         assert_eq!(draining.stages(), vec![Redis, Kafka]);
 
-        assert_eq!(plan(Kafka, Some(Redis), 0, None).drain_job(), Some(Redis), "job not created yet");
-        assert_eq!(plan(Kafka, Some(Redis), 0, Some(JobState::Succeeded)), StagePlan { serving: Kafka, leaving: None });
+        assert_eq!(
+            plan(Kafka, Some(Redis), 0, None).drain_job(),
+            Some(Redis),
+            "job not created yet"
+        );
+        assert_eq!(
+            plan(Kafka, Some(Redis), 0, Some(JobState::Succeeded)),
+            StagePlan {
+                serving: Kafka,
+                leaving: None
+            }
+        );
     }
 
     #[test]
@@ -115,11 +151,23 @@ mod tests {
     #[test]
     fn leaving_postgres_needs_no_drain_only_stopped_pods() {
         assert_eq!(plan(Redis, Some(Postgres), 1, None).serving, Postgres);
-        assert_eq!(plan(Redis, Some(Postgres), 0, None), StagePlan { serving: Redis, leaving: None });
+        assert_eq!(
+            plan(Redis, Some(Postgres), 0, None),
+            StagePlan {
+                serving: Redis,
+                leaving: None
+            }
+        );
     }
 
     #[test]
     fn changing_back_mid_drain_resumes_the_old_stage() {
-        assert_eq!(plan(Redis, Some(Redis), 0, Some(JobState::Running)), StagePlan { serving: Redis, leaving: None });
+        assert_eq!(
+            plan(Redis, Some(Redis), 0, Some(JobState::Running)),
+            StagePlan {
+                serving: Redis,
+                leaving: None
+            }
+        );
     }
 }

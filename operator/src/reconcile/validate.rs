@@ -23,7 +23,9 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Self { booking_app_image: concat!("flashsale/booking-app:", env!("CARGO_PKG_VERSION")).into() }
+        Self {
+            booking_app_image: concat!("flashsale/booking-app:", env!("CARGO_PKG_VERSION")).into(),
+        }
     }
 }
 
@@ -89,7 +91,9 @@ impl Sale {
 
 pub fn validate(fs: &FlashSale, defaults: &Defaults) -> Result<Sale> {
     let name = fs.name_any();
-    let namespace = fs.namespace().ok_or_else(|| Error::InvalidSpec("FlashSale has no namespace".into()))?;
+    let namespace = fs
+        .namespace()
+        .ok_or_else(|| Error::InvalidSpec("FlashSale has no namespace".into()))?;
     let owner = fs
         .controller_owner_ref(&())
         .ok_or_else(|| Error::InvalidSpec("FlashSale has no uid yet".into()))?;
@@ -97,18 +101,50 @@ pub fn validate(fs: &FlashSale, defaults: &Defaults) -> Result<Sale> {
     // The API server enforces these through CEL; checked again because a reconcile can see an
     // object stored before the CRD had the rule.
     if spec.capacity.min_replicas > spec.capacity.max_replicas {
-        return Err(Error::InvalidSpec("capacity.minReplicas exceeds capacity.maxReplicas".into()));
+        return Err(Error::InvalidSpec(
+            "capacity.minReplicas exceeds capacity.maxReplicas".into(),
+        ));
     }
     if !(spec.capacity.target_utilization > 0.0 && spec.capacity.target_utilization <= 1.0) {
-        return Err(Error::InvalidSpec("capacity.targetUtilization must be in (0, 1]".into()));
+        return Err(Error::InvalidSpec(
+            "capacity.targetUtilization must be in (0, 1]".into(),
+        ));
     }
-    if spec.capacity.per_pod_rps.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return Err(Error::InvalidSpec("capacity.perPodRps must be a positive number".into()));
+    if spec
+        .capacity
+        .per_pod_rps
+        .is_some_and(|r| !(r > 0.0 && r.is_finite()))
+    {
+        return Err(Error::InvalidSpec(
+            "capacity.perPodRps must be a positive number".into(),
+        ));
     }
-    let postgres = store("postgres", spec.postgres.external.as_ref(), &spec.postgres.in_cluster, DEFAULT_POSTGRES_IMAGE, "10Gi")?;
-    let redis = store("redis", spec.redis.external.as_ref(), &spec.redis.in_cluster, DEFAULT_REDIS_IMAGE, "2Gi")?;
-    let kafka = store("kafka", spec.kafka.external.as_ref(), &spec.kafka.in_cluster, DEFAULT_KAFKA_IMAGE, "10Gi")?;
-    for (what, store) in [("postgres", &postgres), ("redis", &redis), ("kafka", &kafka)] {
+    let postgres = store(
+        "postgres",
+        spec.postgres.external.as_ref(),
+        &spec.postgres.in_cluster,
+        DEFAULT_POSTGRES_IMAGE,
+        "10Gi",
+    )?;
+    let redis = store(
+        "redis",
+        spec.redis.external.as_ref(),
+        &spec.redis.in_cluster,
+        DEFAULT_REDIS_IMAGE,
+        "2Gi",
+    )?;
+    let kafka = store(
+        "kafka",
+        spec.kafka.external.as_ref(),
+        &spec.kafka.in_cluster,
+        DEFAULT_KAFKA_IMAGE,
+        "10Gi",
+    )?;
+    for (what, store) in [
+        ("postgres", &postgres),
+        ("redis", &redis),
+        ("kafka", &kafka),
+    ] {
         if let Store::InCluster(c) = store {
             check_quantity(&format!("{what}.storage"), &c.storage)?;
         }
@@ -122,7 +158,11 @@ pub fn validate(fs: &FlashSale, defaults: &Defaults) -> Result<Sale> {
     Ok(Sale {
         window,
         kafka_topic: spec.kafka.topic.clone().unwrap_or_else(|| name.clone()),
-        booking_image: spec.booking_app.image.clone().unwrap_or_else(|| defaults.booking_app_image.clone()),
+        booking_image: spec
+            .booking_app
+            .image
+            .clone()
+            .unwrap_or_else(|| defaults.booking_app_image.clone()),
         pull_policy: spec.booking_app.image_pull_policy,
         service: spec.booking_app.service.clone(),
         generation: fs.metadata.generation,
@@ -145,13 +185,19 @@ fn store(
     default_storage: &str,
 ) -> Result<Store> {
     match external {
-        Some(_) if settings.is_set() => {
-            Err(Error::InvalidSpec(format!("{what}: use either external or in-cluster settings, not both")))
-        }
+        Some(_) if settings.is_set() => Err(Error::InvalidSpec(format!(
+            "{what}: use either external or in-cluster settings, not both"
+        ))),
         Some(ext) => Ok(Store::External(ext.secret_ref.clone())),
         None => Ok(Store::InCluster(InCluster {
-            image: settings.image.clone().unwrap_or_else(|| default_image.into()),
-            storage: settings.storage.clone().unwrap_or_else(|| Quantity(default_storage.into())),
+            image: settings
+                .image
+                .clone()
+                .unwrap_or_else(|| default_image.into()),
+            storage: settings
+                .storage
+                .clone()
+                .unwrap_or_else(|| Quantity(default_storage.into())),
             storage_class_name: settings.storage_class_name.clone(),
             resources: settings.resources.clone(),
         })),
@@ -164,12 +210,16 @@ fn check_quantity(field: &str, q: &Quantity) -> Result<()> {
     let s = q.0.as_str();
     let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let suffix = &s[digits.len()..];
-    let known = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E"];
+    let known = [
+        "", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E",
+    ];
     let number_ok = !digits.is_empty() && digits.parse::<f64>().is_ok_and(|n| n > 0.0);
     if number_ok && known.contains(&suffix) {
         Ok(())
     } else {
-        Err(Error::InvalidSpec(format!("{field} {s:?} is not a size such as 10Gi")))
+        Err(Error::InvalidSpec(format!(
+            "{field} {s:?} is not a size such as 10Gi"
+        )))
     }
 }
 
@@ -180,7 +230,11 @@ mod tests {
 
     #[test]
     fn defaults_fill_every_in_cluster_store() {
-        let sale = validate(&FlashSaleBuilder::new("s", Stage::Redis).build(), &Defaults::default()).unwrap();
+        let sale = validate(
+            &FlashSaleBuilder::new("s", Stage::Redis).build(),
+            &Defaults::default(),
+        )
+        .unwrap();
         let pg = sale.postgres.in_cluster().unwrap();
         assert_eq!(pg.image, DEFAULT_POSTGRES_IMAGE);
         assert_eq!(pg.storage, Quantity("10Gi".into()));
@@ -192,14 +246,24 @@ mod tests {
 
     #[test]
     fn external_store_replaces_the_in_cluster_one() {
-        let fs = FlashSaleBuilder::new("s", Stage::Postgres).external_postgres("pg", "uri").build();
+        let fs = FlashSaleBuilder::new("s", Stage::Postgres)
+            .external_postgres("pg", "uri")
+            .build();
         let sale = validate(&fs, &Defaults::default()).unwrap();
-        assert_eq!(sale.postgres, Store::External(SecretKeyRef { name: "pg".into(), key: "uri".into() }));
+        assert_eq!(
+            sale.postgres,
+            Store::External(SecretKeyRef {
+                name: "pg".into(),
+                key: "uri".into()
+            })
+        );
     }
 
     #[test]
     fn external_with_in_cluster_settings_is_refused() {
-        let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).external_postgres("pg", "url").build();
+        let mut fs = FlashSaleBuilder::new("s", Stage::Postgres)
+            .external_postgres("pg", "url")
+            .build();
         fs.spec.postgres.in_cluster.storage = Some(Quantity("1Gi".into()));
         let err = validate(&fs, &Defaults::default()).unwrap_err();
         assert!(err.to_string().contains("not both"), "{err}");
@@ -218,7 +282,14 @@ mod tests {
 
     #[test]
     fn storage_sizes_are_checked() {
-        for (size, ok) in [("10Gi", true), ("500M", true), ("1.5Gi", true), ("ten", false), ("10Gb", false), ("", false)] {
+        for (size, ok) in [
+            ("10Gi", true),
+            ("500M", true),
+            ("1.5Gi", true),
+            ("ten", false),
+            ("10Gb", false),
+            ("", false),
+        ] {
             let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).build();
             fs.spec.postgres.in_cluster.storage = Some(Quantity(size.into()));
             assert_eq!(validate(&fs, &Defaults::default()).is_ok(), ok, "{size}");

@@ -16,7 +16,9 @@ pub fn parse_duration(text: &str) -> Result<TimeDelta, DurationError> {
         return Err(fail());
     }
     while !rest.is_empty() {
-        let whole_len = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let whole_len = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if whole_len == 0 {
             return Err(fail());
         }
@@ -24,7 +26,9 @@ pub fn parse_duration(text: &str) -> Result<TimeDelta, DurationError> {
         rest = &rest[whole_len..];
         let mut fraction = "";
         if let Some(after_dot) = rest.strip_prefix('.') {
-            let len = after_dot.find(|c: char| !c.is_ascii_digit()).unwrap_or(after_dot.len());
+            let len = after_dot
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after_dot.len());
             if len == 0 {
                 return Err(fail());
             }
@@ -62,7 +66,10 @@ fn unit(rest: &str) -> Option<(i128, usize)> {
         ("h", 3_600_000_000_000),
     ];
     // Two-letter units first, so "ms" is not read as "m" followed by garbage.
-    UNITS.iter().find(|(name, _)| rest.starts_with(name)).map(|(name, ns)| (*ns, name.len()))
+    UNITS
+        .iter()
+        .find(|(name, _)| rest.starts_with(name))
+        .map(|(name, ns)| (*ns, name.len()))
 }
 
 #[cfg(test)]
@@ -73,23 +80,41 @@ mod tests {
     fn go_durations_parse() {
         assert_eq!(parse_duration("10m").unwrap(), TimeDelta::minutes(10));
         assert_eq!(parse_duration("1h30m").unwrap(), TimeDelta::minutes(90));
-        assert_eq!(parse_duration("1.5s").unwrap(), TimeDelta::milliseconds(1500));
-        assert_eq!(parse_duration("250ms").unwrap(), TimeDelta::milliseconds(250));
-        assert_eq!(parse_duration("2h45m30s").unwrap(), TimeDelta::seconds(2 * 3600 + 45 * 60 + 30));
+        assert_eq!(
+            parse_duration("1.5s").unwrap(),
+            TimeDelta::milliseconds(1500)
+        );
+        assert_eq!(
+            parse_duration("250ms").unwrap(),
+            TimeDelta::milliseconds(250)
+        );
+        assert_eq!(
+            parse_duration("2h45m30s").unwrap(),
+            TimeDelta::seconds(2 * 3600 + 45 * 60 + 30)
+        );
         assert_eq!(parse_duration("7us").unwrap(), TimeDelta::microseconds(7));
         assert_eq!(parse_duration("0s").unwrap(), TimeDelta::zero());
     }
 
     #[test]
     fn anything_else_is_refused() {
-        for bad in ["", "10", "m", "1.m", ".5s", "-1m", "10 m", "1d", "1h30", "1e3s"] {
-            assert_eq!(parse_duration(bad), Err(DurationError(bad.to_owned())), "{bad}");
+        for bad in [
+            "", "10", "m", "1.m", ".5s", "-1m", "10 m", "1d", "1h30", "1e3s",
+        ] {
+            assert_eq!(
+                parse_duration(bad),
+                Err(DurationError(bad.to_owned())),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn overflow_is_an_error_not_a_wrap() {
         assert!(parse_duration("99999999999999999999h").is_err());
-        assert!(parse_duration("9999999h").is_err(), "beyond i64 nanoseconds");
+        assert!(
+            parse_duration("9999999h").is_err(),
+            "beyond i64 nanoseconds"
+        );
     }
 }

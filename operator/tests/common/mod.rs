@@ -16,11 +16,12 @@ use flashsale_operator::crd::FlashSale;
 use flashsale_operator::metrics::Metrics;
 use flashsale_operator::reconcile::validate::Defaults;
 use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, Namespace, ObjectReference, PersistentVolume, PersistentVolumeSpec, ResourceRequirements,
+    HostPathVolumeSource, Namespace, ObjectReference, PersistentVolume, PersistentVolumeSpec,
+    ResourceRequirements,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, CustomResourceExt, Resource, ResourceExt};
@@ -42,18 +43,24 @@ fn kubeconfig_path() -> String {
         .filter_map(|l| l.trim().strip_prefix("export KUBECONFIG="))
         .map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_string())
         .next()
-        .unwrap_or_else(|| panic!("{env_file} has no `export KUBECONFIG=` line: rerun `hack/control-plane.sh up`"))
+        .unwrap_or_else(|| {
+            panic!("{env_file} has no `export KUBECONFIG=` line: rerun `hack/control-plane.sh up`")
+        })
 }
 
 pub async fn client() -> Client {
     let path = kubeconfig_path();
-    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
-    let client = Client::try_from(config).expect("client");
-    client
-        .apiserver_version()
+    let kubeconfig =
+        Kubeconfig::read_from(&path).unwrap_or_else(|e| panic!("reading kubeconfig {path}: {e}"));
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .unwrap_or_else(|e| panic!("API server from {path} does not answer ({e}): is `hack/control-plane.sh up` running?"));
+        .expect("kubeconfig");
+    let client = Client::try_from(config).expect("client");
+    client.apiserver_version().await.unwrap_or_else(|e| {
+        panic!(
+            "API server from {path} does not answer ({e}): is `hack/control-plane.sh up` running?"
+        )
+    });
     client
 }
 
@@ -62,16 +69,29 @@ pub async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = FlashSale::crd();
     let name = crd.name_any();
-    crds.patch(&name, &PatchParams::apply("flashsale-tests").force(), &Patch::Apply(&crd)).await.expect("apply CRD");
+    crds.patch(
+        &name,
+        &PatchParams::apply("flashsale-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply CRD");
     wait_until("CRD established", || async {
         let crd = crds.get(&name).await.ok()?;
-        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        let established = crd
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
         established.then_some(())
     })
     .await;
     // Established can precede discovery by a moment.
     let sales: Api<FlashSale> = Api::all(client.clone());
-    wait_until("FlashSale API served", || async { sales.list(&Default::default()).await.ok().map(|_| ()) }).await;
+    wait_until("FlashSale API served", || async {
+        sales.list(&Default::default()).await.ok().map(|_| ())
+    })
+    .await;
 }
 
 /// A fresh namespace, deleted (with everything in it) when the guard drops.
@@ -86,9 +106,15 @@ impl Drop for TestNamespace {
         // test's pods stayed on kwok's nodes until they were full ("Too many pods"). Delete from
         // a thread with its own runtime and client, and wait until the API server took it.
         let deleted = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
             runtime.block_on(async move {
-                Api::<Namespace>::all(client().await).delete(&name, &DeleteParams::background()).await.map(|_| ())
+                Api::<Namespace>::all(client().await)
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                    .map(|_| ())
             })
         })
         .join();
@@ -101,13 +127,28 @@ impl Drop for TestNamespace {
 pub async fn namespace(client: &Client, test: &str) -> TestNamespace {
     let suffix: u32 = rand::random::<u32>() % 1_000_000;
     let name = format!("fs-{test}-{suffix}");
-    let ns = Namespace { metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
     TestNamespace { name }
 }
 
 pub fn context(client: &Client) -> Arc<Context> {
-    Arc::new(Context::new(client.clone(), Arc::new(Metrics::default()), Defaults { booking_app_image: "flashsale/booking-app:test".into() }))
+    Arc::new(Context::new(
+        client.clone(),
+        Arc::new(Metrics::default()),
+        Defaults {
+            booking_app_image: "flashsale/booking-app:test".into(),
+        },
+    ))
 }
 
 /// The controller, watching only `namespace`, until the handle is dropped.
@@ -160,7 +201,9 @@ where
             Err(e) => eprintln!("get {name}: {e}"),
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {WAIT:?} waiting for {name} to be {what}; last seen: {last:#?}");
+            panic!(
+                "timed out after {WAIT:?} waiting for {name} to be {what}; last seen: {last:#?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -183,7 +226,10 @@ where
 /// `fs` with tiny requests everywhere, so kwok's nodes fit every test at once.
 pub fn with_tiny_resources(mut fs: FlashSale) -> FlashSale {
     let tiny = ResourceRequirements {
-        requests: Some(BTreeMap::from([("cpu".into(), Quantity("10m".into())), ("memory".into(), Quantity("16Mi".into()))])),
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), Quantity("10m".into())),
+            ("memory".into(), Quantity("16Mi".into())),
+        ])),
         ..Default::default()
     };
     fs.spec.booking_app.resources = Some(tiny.clone());
@@ -196,30 +242,58 @@ pub fn with_tiny_resources(mut fs: FlashSale) -> FlashSale {
 
 pub async fn apply_sale(client: &Client, ns: &str, fs: &FlashSale) -> FlashSale {
     let api: Api<FlashSale> = Api::namespaced(client.clone(), ns);
-    api.patch(&fs.name_any(), &PatchParams::apply("flashsale-tests").force(), &Patch::Apply(fs)).await.expect("apply FlashSale")
+    api.patch(
+        &fs.name_any(),
+        &PatchParams::apply("flashsale-tests").force(),
+        &Patch::Apply(fs),
+    )
+    .await
+    .expect("apply FlashSale")
 }
 
 pub async fn patch_spec(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
     let api: Api<FlashSale> = Api::namespaced(client.clone(), ns);
-    api.patch(name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "spec": spec }))).await.expect("patch FlashSale");
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "spec": spec })),
+    )
+    .await
+    .expect("patch FlashSale");
 }
 
 /// A PersistentVolume pre-bound to the StatefulSet's claim: kwok nodes have no provisioner.
 pub async fn volume_for(client: &Client, ns: &str, claim: &str) -> String {
     let name = format!("{ns}-{claim}");
     let pv = PersistentVolume {
-        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
         spec: Some(PersistentVolumeSpec {
-            capacity: Some(BTreeMap::from([("storage".into(), Quantity("10Gi".into()))])),
+            capacity: Some(BTreeMap::from([(
+                "storage".into(),
+                Quantity("10Gi".into()),
+            )])),
             access_modes: Some(vec!["ReadWriteOnce".into()]),
-            host_path: Some(HostPathVolumeSource { path: format!("/nonexistent/{name}"), type_: None }),
-            claim_ref: Some(ObjectReference { namespace: Some(ns.into()), name: Some(claim.into()), ..Default::default() }),
+            host_path: Some(HostPathVolumeSource {
+                path: format!("/nonexistent/{name}"),
+                type_: None,
+            }),
+            claim_ref: Some(ObjectReference {
+                namespace: Some(ns.into()),
+                name: Some(claim.into()),
+                ..Default::default()
+            }),
             storage_class_name: Some(String::new()),
             ..Default::default()
         }),
         ..Default::default()
     };
-    Api::<PersistentVolume>::all(client.clone()).create(&PostParams::default(), &pv).await.expect("create PV");
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .expect("create PV");
     name
 }
 

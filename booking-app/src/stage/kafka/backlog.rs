@@ -90,7 +90,11 @@ impl Backlog {
     /// readiness: before that, a status read may have to wait for it).
     pub fn complete(&self) -> bool {
         let state = self.lock();
-        state.start_high.iter().zip(&state.tailed).all(|(h, t)| t >= h)
+        state
+            .start_high
+            .iter()
+            .zip(&state.tailed)
+            .all(|(h, t)| t >= h)
     }
 
     /// Records a request seen in the topic (by the tail, or by this pod's producer when the
@@ -116,7 +120,11 @@ impl Backlog {
                 }
             }
             Entry::Vacant(slot) => {
-                slot.insert(Queued { record, partition, offset });
+                slot.insert(Queued {
+                    record,
+                    partition,
+                    offset,
+                });
             }
         }
     }
@@ -124,7 +132,10 @@ impl Backlog {
     /// Whether `id` is queued at exactly (`partition`, `offset`): the tail's record is one this
     /// pod inserted already when the broker acknowledged it.
     pub fn holds(&self, partition: i32, offset: i64, id: Uuid) -> bool {
-        self.lock().queued.get(&id).is_some_and(|q| q.partition == partition && q.offset == offset)
+        self.lock()
+            .queued
+            .get(&id)
+            .is_some_and(|q| q.partition == partition && q.offset == offset)
     }
 
     /// The tail read up to `offset` (inclusive) of `partition`.
@@ -160,9 +171,17 @@ impl Backlog {
         let mut moved = false;
         {
             let mut state = self.lock();
-            let State { queued, by_offset, decided_upto, by_key, .. } = &mut *state;
+            let State {
+                queued,
+                by_offset,
+                decided_upto,
+                by_key,
+                ..
+            } = &mut *state;
             for (p, committed) in offsets.iter().enumerate().take(decided_upto.len()) {
-                let Some(committed) = *committed else { continue };
+                let Some(committed) = *committed else {
+                    continue;
+                };
                 if committed <= decided_upto[p] {
                     continue;
                 }
@@ -170,10 +189,15 @@ impl Backlog {
                 moved = true;
                 let still_queued = by_offset[p].split_off(&committed);
                 for (offset, id) in std::mem::replace(&mut by_offset[p], still_queued) {
-                    if !queued.get(&id).is_some_and(|q| q.partition == p as i32 && q.offset == offset) {
+                    if !queued
+                        .get(&id)
+                        .is_some_and(|q| q.partition == p as i32 && q.offset == offset)
+                    {
                         continue;
                     }
-                    let Some(decided) = queued.remove(&id) else { continue };
+                    let Some(decided) = queued.remove(&id) else {
+                        continue;
+                    };
                     if let Some(key) = decided.record.idempotency_key
                         && by_key.get(&key) == Some(&id)
                     {
@@ -261,12 +285,18 @@ mod tests {
         backlog.insert(0, 15, b.clone());
         assert_eq!(backlog.pending(a.id).unwrap().position, Some(2));
         assert_eq!(backlog.pending(b.id).unwrap().position, Some(5));
-        assert_eq!(backlog.pending(b.id).unwrap().status, BookingStatus::Pending);
+        assert_eq!(
+            backlog.pending(b.id).unwrap().status,
+            BookingStatus::Pending
+        );
 
         let mut rx = backlog.subscribe();
         backlog.decided_upto(&[Some(13), None]);
         assert!(rx.has_changed().unwrap());
-        assert!(backlog.pending(a.id).is_none(), "decided requests leave the backlog");
+        assert!(
+            backlog.pending(a.id).is_none(),
+            "decided requests leave the backlog"
+        );
         assert_eq!(backlog.pending(b.id).unwrap().position, Some(2));
         rx.mark_unchanged();
         backlog.decided_upto(&[Some(13), None]);
@@ -279,18 +309,32 @@ mod tests {
         backlog.start(&[5], &[5]);
         let old = record(None);
         backlog.insert(0, 4, old.clone());
-        assert!(backlog.pending(old.id).is_none(), "below the committed offset: already decided");
+        assert!(
+            backlog.pending(old.id).is_none(),
+            "below the committed offset: already decided"
+        );
 
         let retried = record(Some("k"));
         backlog.insert(0, 9, retried.clone());
         backlog.insert(0, 6, retried.clone());
-        assert_eq!(backlog.pending(retried.id).unwrap().position, Some(1), "the earliest place wins");
+        assert_eq!(
+            backlog.pending(retried.id).unwrap().position,
+            Some(1),
+            "the earliest place wins"
+        );
         backlog.insert(0, 8, retried.clone());
-        assert_eq!(backlog.pending(retried.id).unwrap().position, Some(1), "a later copy changes nothing");
+        assert_eq!(
+            backlog.pending(retried.id).unwrap().position,
+            Some(1),
+            "a later copy changes nothing"
+        );
         assert_eq!(backlog.pending_with_key("k").unwrap().id, retried.id);
         backlog.decided_upto(&[Some(7)]);
         assert!(backlog.pending(retried.id).is_none());
-        assert!(backlog.pending_with_key("k").is_none(), "a decided request frees its key");
+        assert!(
+            backlog.pending_with_key("k").is_none(),
+            "a decided request frees its key"
+        );
         backlog.decided_upto(&[Some(10)]);
         assert!(backlog.is_empty());
     }
@@ -299,7 +343,10 @@ mod tests {
     async fn waits_for_the_tail() {
         let backlog = std::sync::Arc::new(Backlog::new(2));
         backlog.start(&[0, 3], &[2, 3]);
-        assert!(!backlog.complete(), "two records queued before the start are not read yet");
+        assert!(
+            !backlog.complete(),
+            "two records queued before the start are not read yet"
+        );
         assert!(backlog.caught_up(&[0, 3]));
         assert!(!backlog.caught_up(&[1, 3]));
         let waiter = tokio::spawn({
@@ -308,7 +355,10 @@ mod tests {
         });
         backlog.tailed(0, 0);
         backlog.tailed(0, 1);
-        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(backlog.complete());
     }
 

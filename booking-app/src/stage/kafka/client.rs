@@ -58,7 +58,9 @@ impl KafkaSettings {
             .filter(|b| !b.trim().is_empty())
             .ok_or_else(|| StageError::Invalid("stage kafka needs KAFKA_BROKERS".into()))?;
         if config.kafka_partitions < 1 {
-            return Err(StageError::Invalid("KAFKA_PARTITIONS must be at least 1".into()));
+            return Err(StageError::Invalid(
+                "KAFKA_PARTITIONS must be at least 1".into(),
+            ));
         }
         Ok(Self {
             brokers,
@@ -93,7 +95,10 @@ impl KafkaSettings {
         self.base("booking-api")
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("message.timeout.ms", self.produce_timeout.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                self.produce_timeout.as_millis().to_string(),
+            )
             .set("linger.ms", self.linger.as_millis().to_string())
             .create()
     }
@@ -121,7 +126,10 @@ impl KafkaSettings {
     /// the API pod's tail of the requests and sold-out topics.
     pub fn tail_consumer(&self) -> Result<rdkafka::consumer::StreamConsumer, KafkaError> {
         self.base("booking-api-tail")
-            .set("group.id", format!("{}-tail-{}", self.group, uuid::Uuid::new_v4()))
+            .set(
+                "group.id",
+                format!("{}-tail-{}", self.group, uuid::Uuid::new_v4()),
+            )
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -154,9 +162,10 @@ impl KafkaSettings {
                 .set("cleanup.policy", "compact"),
         ];
         let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
-        let results = tokio::time::timeout(ADMIN_TIMEOUT * 2, admin.create_topics(&topics, &options))
-            .await
-            .map_err(|_| unavailable("creating topics timed out"))??;
+        let results =
+            tokio::time::timeout(ADMIN_TIMEOUT * 2, admin.create_topics(&topics, &options))
+                .await
+                .map_err(|_| unavailable("creating topics timed out"))??;
         for result in results {
             match result {
                 Ok(name) => tracing::info!(topic = %name, "created Kafka topic"),
@@ -179,12 +188,18 @@ impl KafkaSettings {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(unavailable(format!("topic {} has no partitions in metadata", self.topic)))
+        Err(unavailable(format!(
+            "topic {} has no partitions in metadata",
+            self.topic
+        )))
     }
 }
 
 pub fn unavailable(detail: impl Into<String>) -> StageError {
-    StageError::Unavailable { store: "kafka", detail: detail.into() }
+    StageError::Unavailable {
+        store: "kafka",
+        detail: detail.into(),
+    }
 }
 
 /// Runs a blocking librdkafka call on the blocking pool.
@@ -203,10 +218,17 @@ pub async fn partition_count(reader: &Arc<BaseConsumer>, topic: &str) -> Result<
     let (reader, topic) = (reader.clone(), topic.to_owned());
     blocking(move || {
         let metadata = reader.fetch_metadata(Some(&topic), ADMIN_TIMEOUT)?;
-        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()) else {
+        let Some(t) = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+        else {
             return Ok(0);
         };
-        let led = t.partitions().iter().all(|p| p.error().is_none() && p.leader() >= 0);
+        let led = t
+            .partitions()
+            .iter()
+            .all(|p| p.error().is_none() && p.leader() >= 0);
         Ok(if led { t.partitions().len() as i32 } else { 0 })
     })
     .await
@@ -225,10 +247,12 @@ pub async fn committed_offsets(
         tpl.add_partition_range(&topic, 0, partitions - 1);
         let committed = reader.committed_offsets(tpl, ADMIN_TIMEOUT)?;
         Ok((0..partitions)
-            .map(|p| match committed.find_partition(&topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            })
+            .map(
+                |p| match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                },
+            )
             .collect())
     })
     .await
@@ -243,7 +267,9 @@ pub async fn watermarks(
 ) -> Result<Vec<(i64, i64)>, StageError> {
     let (reader, topic) = (reader.clone(), topic.to_owned());
     blocking(move || {
-        (0..partitions).map(|p| reader.fetch_watermarks(&topic, p, ADMIN_TIMEOUT)).collect()
+        (0..partitions)
+            .map(|p| reader.fetch_watermarks(&topic, p, ADMIN_TIMEOUT))
+            .collect()
     })
     .await
 }
@@ -262,8 +288,16 @@ mod tests {
     fn undecided_counts_from_the_committed_offset() {
         assert_eq!(undecided(Some(40), 0, 100), 60);
         assert_eq!(undecided(None, 0, 100), 100);
-        assert_eq!(undecided(None, 30, 100), 70, "retention removed the first 30");
-        assert_eq!(undecided(Some(10), 30, 100), 70, "a commit below retention counts from low");
+        assert_eq!(
+            undecided(None, 30, 100),
+            70,
+            "retention removed the first 30"
+        );
+        assert_eq!(
+            undecided(Some(10), 30, 100),
+            70,
+            "a commit below retention counts from low"
+        );
         assert_eq!(undecided(Some(100), 0, 100), 0);
     }
 }

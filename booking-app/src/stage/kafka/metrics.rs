@@ -67,10 +67,18 @@ impl GroupMetrics {
         for (p, (c, (low, high))) in committed.iter().zip(marks).enumerate() {
             let lag = undecided(*c, *low, *high);
             total += lag;
-            self.lag.get_or_create(&PartitionLabels { partition: p as i32 }).set(lag);
+            self.lag
+                .get_or_create(&PartitionLabels {
+                    partition: p as i32,
+                })
+                .set(lag);
         }
         self.lag_total.set(total);
-        let decided: i64 = committed.iter().zip(marks).map(|(c, (low, _))| c.unwrap_or(*low).max(*low)).sum();
+        let decided: i64 = committed
+            .iter()
+            .zip(marks)
+            .map(|(c, (low, _))| c.unwrap_or(*low).max(*low))
+            .sum();
         let now = Instant::now();
         let mut last = self.last.lock().expect("metrics lock poisoned");
         if let Some((at, before)) = *last {
@@ -119,12 +127,20 @@ impl WorkerMetrics {
 
     pub fn decided(&self, outcome: &str, n: u64) {
         if n > 0 {
-            self.decisions.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).inc_by(n);
+            self.decisions
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(n);
         }
     }
 
     pub fn decided_count(&self, outcome: &str) -> u64 {
-        self.decisions.get_or_create(&OutcomeLabels { outcome: outcome.to_owned() }).get()
+        self.decisions
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .get()
     }
 
     pub fn commit_failed(&self) {
@@ -146,13 +162,25 @@ mod tests {
         let group = GroupMetrics::register(&metrics);
         group.observe(&[Some(10), None], &[(0, 30), (0, 5)]);
         let text = metrics.encode().unwrap();
-        assert!(text.contains(r#"booking_kafka_consumer_lag{partition="0"} 20"#), "{text}");
-        assert!(text.contains(r#"booking_kafka_consumer_lag{partition="1"} 5"#), "{text}");
-        assert!(text.contains("booking_kafka_consumer_lag_total 25"), "{text}");
+        assert!(
+            text.contains(r#"booking_kafka_consumer_lag{partition="0"} 20"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"booking_kafka_consumer_lag{partition="1"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("booking_kafka_consumer_lag_total 25"),
+            "{text}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
         group.observe(&[Some(30), Some(5)], &[(0, 30), (0, 5)]);
         let text = metrics.encode().unwrap();
-        assert!(text.contains("booking_kafka_consumer_lag_total 0"), "{text}");
+        assert!(
+            text.contains("booking_kafka_consumer_lag_total 0"),
+            "{text}"
+        );
         let rate: f64 = text
             .lines()
             .find_map(|l| l.strip_prefix("booking_kafka_decision_rate "))
@@ -170,8 +198,14 @@ mod tests {
         worker.decided("duplicate", 0);
         worker.batch_took(0.01);
         let text = metrics.encode().unwrap();
-        assert!(text.contains(r#"booking_kafka_decisions_total{outcome="confirmed"} 3"#), "{text}");
-        assert!(!text.contains(r#"outcome="duplicate""#), "zero counts are not created: {text}");
+        assert!(
+            text.contains(r#"booking_kafka_decisions_total{outcome="confirmed"} 3"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"outcome="duplicate""#),
+            "zero counts are not created: {text}"
+        );
         assert_eq!(worker.decided_count("confirmed"), 3);
     }
 }

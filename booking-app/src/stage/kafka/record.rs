@@ -48,8 +48,15 @@ pub enum RecordError {
 /// once, with no store read at the door; the same key sent with a different request gets another
 /// id, which the worker decides as rejected (`idempotency_key_reused`) and the status then shows.
 /// Keys stay unique across events (see the `bookings.idempotency_key` column).
-pub fn booking_id(idempotency_key: Option<&str>, event_id: Uuid, user_id: &str, quantity: i32) -> Uuid {
-    let Some(key) = idempotency_key else { return Uuid::new_v4() };
+pub fn booking_id(
+    idempotency_key: Option<&str>,
+    event_id: Uuid,
+    user_id: &str,
+    quantity: i32,
+) -> Uuid {
+    let Some(key) = idempotency_key else {
+        return Uuid::new_v4();
+    };
     // Length-prefixed fields: no two different requests share an encoding.
     let mut name = Vec::with_capacity(key.len() + user_id.len() + 28);
     name.extend_from_slice(&(key.len() as u32).to_be_bytes());
@@ -130,21 +137,44 @@ mod tests {
         let id = |key, user, quantity| booking_id(Some(key), e, user, quantity);
         assert_eq!(id("k-1", "alice", 1), id("k-1", "alice", 1));
         assert_ne!(id("k-1", "alice", 1), id("k-2", "alice", 1));
-        assert_ne!(id("k-1", "alice", 1), id("k-1", "bob", 1), "another user: another request");
-        assert_ne!(id("k-1", "alice", 1), id("k-1", "alice", 2), "another quantity: another request");
-        assert_ne!(id("k-1", "alice", 1), booking_id(Some("k-1"), Uuid::max(), "alice", 1));
+        assert_ne!(
+            id("k-1", "alice", 1),
+            id("k-1", "bob", 1),
+            "another user: another request"
+        );
+        assert_ne!(
+            id("k-1", "alice", 1),
+            id("k-1", "alice", 2),
+            "another quantity: another request"
+        );
+        assert_ne!(
+            id("k-1", "alice", 1),
+            booking_id(Some("k-1"), Uuid::max(), "alice", 1)
+        );
         // Field boundaries count: key "ab" + user "c" is not key "a" + user "bc".
         assert_ne!(id("ab", "c", 1), id("a", "bc", 1));
-        assert_ne!(booking_id(None, e, "alice", 1), booking_id(None, e, "alice", 1));
+        assert_ne!(
+            booking_id(None, e, "alice", 1),
+            booking_id(None, e, "alice", 1)
+        );
         // Pinned: a change of namespace or encoding would break retries across a deploy.
-        assert_eq!(id("k-1", "alice", 1).to_string(), "754b3219-60b2-5770-997b-afe644618abe");
+        assert_eq!(
+            id("k-1", "alice", 1).to_string(),
+            "754b3219-60b2-5770-997b-afe644618abe"
+        );
         assert_eq!(id("k-1", "alice", 1).get_version_num(), 5);
     }
 
     #[test]
     fn refuses_garbage_and_unknown_versions() {
-        assert!(matches!(BookingRecord::decode(None), Err(RecordError::Empty)));
-        assert!(matches!(BookingRecord::decode(Some(b"{")), Err(RecordError::Malformed(_))));
+        assert!(matches!(
+            BookingRecord::decode(None),
+            Err(RecordError::Empty)
+        ));
+        assert!(matches!(
+            BookingRecord::decode(Some(b"{")),
+            Err(RecordError::Malformed(_))
+        ));
         let mut r = record();
         r.v = 9;
         assert!(matches!(
@@ -157,7 +187,10 @@ mod tests {
     fn pending_booking_carries_the_request() {
         let r = record();
         let b = r.pending_booking(Some(3));
-        assert_eq!((b.id, b.event_id, b.quantity, b.position), (r.id, r.event_id, 2, Some(3)));
+        assert_eq!(
+            (b.id, b.event_id, b.quantity, b.position),
+            (r.id, r.event_id, 2, Some(3))
+        );
         assert_eq!(b.status, BookingStatus::Pending);
         assert!(r.same_request(r.event_id, "alice", 2));
         assert!(!r.same_request(r.event_id, "alice", 1));

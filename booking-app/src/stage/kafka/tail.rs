@@ -35,7 +35,10 @@ pub async fn start(
     let (committed, marks) = loop {
         let read = async {
             let committed = committed_offsets(&reader, &settings.topic, partitions).await?;
-            Ok::<_, StageError>((committed, watermarks(&reader, &settings.topic, partitions).await?))
+            Ok::<_, StageError>((
+                committed,
+                watermarks(&reader, &settings.topic, partitions).await?,
+            ))
         };
         match read.await {
             Ok(read) => break read,
@@ -47,8 +50,11 @@ pub async fn start(
             Err(err) => return Err(err),
         }
     };
-    let start: Vec<i64> =
-        committed.iter().zip(&marks).map(|(c, (low, _))| c.unwrap_or(*low).max(*low)).collect();
+    let start: Vec<i64> = committed
+        .iter()
+        .zip(&marks)
+        .map(|(c, (low, _))| c.unwrap_or(*low).max(*low))
+        .collect();
     let high: Vec<i64> = marks.iter().map(|(_, high)| *high).collect();
     backlog.start(&start, &high);
 
@@ -60,12 +66,22 @@ pub async fn start(
     assignment.add_partition_offset(&settings.sold_out_topic, 0, Offset::Beginning)?;
     consumer.assign(&assignment)?;
 
-    tokio::spawn(tail(consumer, settings.topic.clone(), backlog.clone(), cancel.clone()));
+    tokio::spawn(tail(
+        consumer,
+        settings.topic.clone(),
+        backlog.clone(),
+        cancel.clone(),
+    ));
     tokio::spawn(refresh(settings.clone(), reader, backlog, metrics, cancel));
     Ok(())
 }
 
-async fn tail(consumer: StreamConsumer, topic: String, backlog: Arc<Backlog>, cancel: CancellationToken) {
+async fn tail(
+    consumer: StreamConsumer,
+    topic: String,
+    backlog: Arc<Backlog>,
+    cancel: CancellationToken,
+) {
     let mut last_warning: Option<Instant> = None;
     loop {
         let message = tokio::select! {
@@ -92,15 +108,24 @@ async fn tail(consumer: StreamConsumer, topic: String, backlog: Arc<Backlog>, ca
             }
             match BookingRecord::decode(message.payload()) {
                 Ok(record) => backlog.insert(partition, offset, record),
-                Err(err) => tracing::warn!(partition, offset, error = %err, "kafka tail: skipping record"),
+                Err(err) => {
+                    tracing::warn!(partition, offset, error = %err, "kafka tail: skipping record")
+                }
             }
             backlog.tailed(partition, offset);
         } else {
-            let event = message.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.parse::<Uuid>().ok());
+            let event = message
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .and_then(|k| k.parse::<Uuid>().ok());
             match event {
                 // A tombstone (no payload) lifts the mark.
                 Some(event) => backlog.set_sold_out(event, message.payload().is_some()),
-                None => tracing::warn!(partition, offset, "kafka tail: sold-out record without an event id"),
+                None => tracing::warn!(
+                    partition,
+                    offset,
+                    "kafka tail: sold-out record without an event id"
+                ),
             }
         }
     }
@@ -108,7 +133,9 @@ async fn tail(consumer: StreamConsumer, topic: String, backlog: Arc<Backlog>, ca
 
 /// The record's id from its header, if this pod holds it at this place already (it produced it).
 fn held_already(message: &impl Message, backlog: &Backlog) -> bool {
-    let Some(headers) = message.headers() else { return false };
+    let Some(headers) = message.headers() else {
+        return false;
+    };
     let id = headers
         .iter()
         .find(|h| h.key == ID_HEADER)

@@ -57,7 +57,10 @@ impl BatchSettings {
                 "POSTGRES_BATCH_SIZE ({max_batch}) and POSTGRES_QUEUE_CAPACITY ({queue_capacity}) must be at least 1"
             )));
         }
-        Ok(Self { max_batch, queue_capacity })
+        Ok(Self {
+            max_batch,
+            queue_capacity,
+        })
     }
 }
 
@@ -110,9 +113,21 @@ impl BatchMetrics {
             refused: Family::default(),
             reruns: Counter::default(),
         };
-        metrics.register("postgres_batch_queued", "Bookings waiting for their event's next batch", m.queued.clone());
-        metrics.register("postgres_batch_active_events", "Events with a batch decider", m.active_events.clone());
-        metrics.register("postgres_batch_size", "Bookings decided per batch transaction", m.batch_size.clone());
+        metrics.register(
+            "postgres_batch_queued",
+            "Bookings waiting for their event's next batch",
+            m.queued.clone(),
+        );
+        metrics.register(
+            "postgres_batch_active_events",
+            "Events with a batch decider",
+            m.active_events.clone(),
+        );
+        metrics.register(
+            "postgres_batch_size",
+            "Bookings decided per batch transaction",
+            m.batch_size.clone(),
+        );
         metrics.register(
             "postgres_batch_refused",
             "Bookings answered 503 before their batch (queue full, too many events)",
@@ -129,7 +144,10 @@ impl BatchMetrics {
     fn refuse(&self, reason: &'static str, detail: String) -> StageError {
         self.refused.get_or_create(&RefusedLabels { reason }).inc();
         tracing::warn!(reason, %detail, "booking refused before its batch");
-        StageError::Unavailable { store: "postgres", detail }
+        StageError::Unavailable {
+            store: "postgres",
+            detail,
+        }
     }
 }
 
@@ -148,15 +166,24 @@ struct Shared {
 
 impl Batcher {
     pub fn new(pool: PgPool, settings: BatchSettings, metrics: &Metrics) -> Self {
-        let shared = Shared { pool, settings, metrics: BatchMetrics::register(metrics), deciders: Mutex::default() };
-        Self { shared: Arc::new(shared) }
+        let shared = Shared {
+            pool,
+            settings,
+            metrics: BatchMetrics::register(metrics),
+            deciders: Mutex::default(),
+        };
+        Self {
+            shared: Arc::new(shared),
+        }
     }
 
     /// Queues `ask` for its event's next batch and waits for its own answer.
     pub async fn book(&self, event_id: Uuid, ask: Ask) -> Result<BookingOutcome, StageError> {
         let (reply, answer) = oneshot::channel();
         self.enqueue(event_id, Waiter { ask, reply })?;
-        answer.await.map_err(|_| StageError::Internal(format!("the batch decider of event {event_id} stopped")))?
+        answer.await.map_err(|_| {
+            StageError::Internal(format!("the batch decider of event {event_id} stopped"))
+        })?
     }
 
     fn enqueue(&self, event_id: Uuid, waiter: Waiter) -> Result<(), StageError> {
@@ -164,37 +191,47 @@ impl Batcher {
         let mut deciders = shared.deciders.lock().expect("batch deciders poisoned");
         let waiter = match deciders.by_event.get(&event_id) {
             None => waiter,
-            Some(entry) => match entry.queue.try_send(waiter) {
-                Ok(()) => {
-                    shared.metrics.queued.inc();
-                    return Ok(());
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    let capacity = shared.settings.queue_capacity;
-                    return Err(shared.metrics.refuse(
+            Some(entry) => {
+                match entry.queue.try_send(waiter) {
+                    Ok(()) => {
+                        shared.metrics.queued.inc();
+                        return Ok(());
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        let capacity = shared.settings.queue_capacity;
+                        return Err(shared.metrics.refuse(
                         "queue_full",
                         format!("{capacity} bookings of event {event_id} already wait for their batch"),
                     ));
+                    }
+                    // Its decider is gone (it panicked): start another.
+                    Err(mpsc::error::TrySendError::Closed(waiter)) => {
+                        deciders.by_event.remove(&event_id);
+                        waiter
+                    }
                 }
-                // Its decider is gone (it panicked): start another.
-                Err(mpsc::error::TrySendError::Closed(waiter)) => {
-                    deciders.by_event.remove(&event_id);
-                    waiter
-                }
-            },
+            }
         };
         if deciders.by_event.len() >= MAX_ACTIVE_EVENTS {
-            return Err(shared
-                .metrics
-                .refuse("too_many_events", format!("{MAX_ACTIVE_EVENTS} events already have bookings being decided")));
+            return Err(shared.metrics.refuse(
+                "too_many_events",
+                format!("{MAX_ACTIVE_EVENTS} events already have bookings being decided"),
+            ));
         }
         let (queue, receiver) = mpsc::channel(shared.settings.queue_capacity);
-        let Ok(()) = queue.try_send(waiter) else { unreachable!("a new queue has room for one") };
+        let Ok(()) = queue.try_send(waiter) else {
+            unreachable!("a new queue has room for one")
+        };
         shared.metrics.queued.inc();
         deciders.next_generation += 1;
         let generation = deciders.next_generation;
-        deciders.by_event.insert(event_id, Entry { generation, queue });
-        shared.metrics.active_events.set(deciders.by_event.len() as i64);
+        deciders
+            .by_event
+            .insert(event_id, Entry { generation, queue });
+        shared
+            .metrics
+            .active_events
+            .set(deciders.by_event.len() as i64);
         let decider = Decider {
             event_id,
             generation,
@@ -245,7 +282,9 @@ impl Decider {
                 continue;
             }
             let answers = self.decide(&batch).await;
-            let not_found = answers.iter().all(|a| matches!(a, Err(StageError::EventNotFound(_))));
+            let not_found = answers
+                .iter()
+                .all(|a| matches!(a, Err(StageError::EventNotFound(_))));
             for (waiter, answer) in batch.drain(..).zip(answers) {
                 // A caller gone since is fine: its booking stands, a retry with its key replays it.
                 let _ = waiter.reply.send(answer);
@@ -274,7 +313,11 @@ impl Decider {
                         elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                         "batch decided"
                     );
-                    return answers.into_iter().zip(&asks).map(|(a, ask)| a.into_result(self.event_id, ask)).collect();
+                    return answers
+                        .into_iter()
+                        .zip(&asks)
+                        .map(|(a, ask)| a.into_result(self.event_id, ask))
+                        .collect();
                 }
                 Err(StageError::Database(err))
                     if violates(&err, IDEMPOTENCY_KEY_CONSTRAINT) && attempt < MAX_ATTEMPTS =>
@@ -291,7 +334,9 @@ impl Decider {
                 Err(StageError::Database(err)) if violates(&err, IDEMPOTENCY_KEY_CONSTRAINT) => {
                     break StageError::Unavailable {
                         store: "postgres",
-                        detail: format!("idempotency keys kept being committed elsewhere ({attempt} attempts)"),
+                        detail: format!(
+                            "idempotency keys kept being committed elsewhere ({attempt} attempts)"
+                        ),
                     };
                 }
                 Err(StageError::Database(err)) => break pg_error(err),
@@ -305,15 +350,23 @@ impl Decider {
     /// Removes this decider's entry if nothing waits in its queue, under the map's lock (senders
     /// only send under it, so nothing can arrive afterwards). False: something arrived, go on.
     fn retire(&self, queue: &mpsc::Receiver<Waiter>) -> bool {
-        let Some(shared) = self.shared.upgrade() else { return queue.is_empty() };
+        let Some(shared) = self.shared.upgrade() else {
+            return queue.is_empty();
+        };
         let mut deciders = shared.deciders.lock().expect("batch deciders poisoned");
         if !queue.is_empty() {
             return false;
         }
-        if deciders.by_event.get(&self.event_id).is_some_and(|e| e.generation == self.generation) {
+        if deciders
+            .by_event
+            .get(&self.event_id)
+            .is_some_and(|e| e.generation == self.generation)
+        {
             deciders.by_event.remove(&self.event_id);
         }
-        self.metrics.active_events.set(deciders.by_event.len() as i64);
+        self.metrics
+            .active_events
+            .set(deciders.by_event.len() as i64);
         true
     }
 }
@@ -322,9 +375,15 @@ impl Decider {
 /// cause kept once in the log above rather than cloned (database errors are not `Clone`).
 fn same_error(err: &StageError) -> StageError {
     match err {
-        StageError::Unavailable { store, detail } => StageError::Unavailable { store, detail: detail.clone() },
+        StageError::Unavailable { store, detail } => StageError::Unavailable {
+            store,
+            detail: detail.clone(),
+        },
         StageError::EventNotFound(id) => StageError::EventNotFound(*id),
-        StageError::Rejected { reason, detail } => StageError::Rejected { reason: *reason, detail: detail.clone() },
+        StageError::Rejected { reason, detail } => StageError::Rejected {
+            reason: *reason,
+            detail: detail.clone(),
+        },
         StageError::IdempotencyKeyReused => StageError::IdempotencyKeyReused,
         StageError::Invalid(detail) => StageError::Invalid(detail.clone()),
         other => StageError::Internal(format!("batch failed: {other}")),
@@ -337,11 +396,23 @@ mod tests {
 
     #[test]
     fn a_failed_batch_answers_each_waiter_with_the_same_class() {
-        let down = StageError::Unavailable { store: "postgres", detail: "pool timed out".into() };
-        assert!(matches!(same_error(&down), StageError::Unavailable { store: "postgres", .. }));
+        let down = StageError::Unavailable {
+            store: "postgres",
+            detail: "pool timed out".into(),
+        };
+        assert!(matches!(
+            same_error(&down),
+            StageError::Unavailable {
+                store: "postgres",
+                ..
+            }
+        ));
         let db = StageError::Database(sqlx::Error::Protocol("bad".into()));
         assert!(matches!(same_error(&db), StageError::Internal(m) if m.contains("bad")));
-        assert!(matches!(same_error(&StageError::EventNotFound(Uuid::nil())), StageError::EventNotFound(_)));
+        assert!(matches!(
+            same_error(&StageError::EventNotFound(Uuid::nil())),
+            StageError::EventNotFound(_)
+        ));
     }
 
     #[test]

@@ -19,7 +19,9 @@ use self::decide::Ask;
 use super::records::{self, IDEMPOTENCY_KEY_CONSTRAINT, pg_error, violates};
 use super::{IdempotencyKey, Inventory, StageError, idempotency};
 use crate::config::{PostgresConfig, PostgresDecide};
-use crate::domain::{Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage};
+use crate::domain::{
+    Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage,
+};
 use crate::http::Metrics;
 use crate::validation::{validate_booking_request, validate_idempotency_key};
 
@@ -32,15 +34,25 @@ pub struct PostgresInventory {
 impl PostgresInventory {
     /// The per-booking form.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, batcher: None }
+        Self {
+            pool,
+            batcher: None,
+        }
     }
 
     /// The form `config.postgres_decide` names; its series are registered on `metrics`.
-    pub fn from_config(config: &PostgresConfig, pool: PgPool, metrics: &Metrics) -> Result<Self, StageError> {
+    pub fn from_config(
+        config: &PostgresConfig,
+        pool: PgPool,
+        metrics: &Metrics,
+    ) -> Result<Self, StageError> {
         let batcher = match config.postgres_decide {
             PostgresDecide::PerBooking => None,
             PostgresDecide::Batch => {
-                let settings = BatchSettings::checked(config.postgres_batch_size, config.postgres_queue_capacity)?;
+                let settings = BatchSettings::checked(
+                    config.postgres_batch_size,
+                    config.postgres_queue_capacity,
+                )?;
                 Some(Batcher::new(pool.clone(), settings, metrics))
             }
         };
@@ -57,7 +69,10 @@ impl PostgresInventory {
         idempotency_key: Option<IdempotencyKey>,
     ) -> Result<BookingOutcome, StageError> {
         let Some(key) = idempotency_key else {
-            return self.decide(event_id, &request, None).await.map_err(db_to_pg_error);
+            return self
+                .decide(event_id, &request, None)
+                .await
+                .map_err(db_to_pg_error);
         };
         // A retry usually finds its first answer here, without taking the event's lock.
         if let Some(first) = records::fetch_booking_by_key(&self.pool, &key).await? {
@@ -65,9 +80,13 @@ impl PostgresInventory {
         }
         match self.decide(event_id, &request, Some(&key)).await {
             Err(StageError::Database(err)) if violates(&err, IDEMPOTENCY_KEY_CONSTRAINT) => {
-                let first = records::fetch_booking_by_key(&self.pool, &key).await?.ok_or_else(|| {
-                    StageError::Internal(format!("idempotency key {key:?} conflicted but its booking is gone"))
-                })?;
+                let first = records::fetch_booking_by_key(&self.pool, &key)
+                    .await?
+                    .ok_or_else(|| {
+                        StageError::Internal(format!(
+                            "idempotency key {key:?} conflicted but its booking is gone"
+                        ))
+                    })?;
                 idempotency::replay(first, event_id, &request)
             }
             other => other.map_err(db_to_pg_error),
@@ -151,23 +170,35 @@ impl PostgresInventory {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await.map_err(pg_error)?;
-        Ok(BookingOutcome::Confirmed(Booking::confirmed(id, event_id, request, created_at)))
+        Ok(BookingOutcome::Confirmed(Booking::confirmed(
+            id, event_id, request, created_at,
+        )))
     }
 }
 
 /// Why a request for `quantity` must be refused, if it must. The limit is checked first, so a
 /// user at their limit hears that even when the event is also sold out (as stage redis does).
-pub(crate) fn refusal(remaining: i64, per_user_limit: Option<i32>, held: i32, quantity: i32) -> Option<(RejectReason, String)> {
+pub(crate) fn refusal(
+    remaining: i64,
+    per_user_limit: Option<i32>,
+    held: i32,
+    quantity: i32,
+) -> Option<(RejectReason, String)> {
     if let Some(limit) = per_user_limit
         && i64::from(held) + i64::from(quantity) > i64::from(limit)
     {
         return Some((
             RejectReason::PerUserLimit,
-            format!("user holds {held} of at most {limit} tickets; {quantity} more would exceed it"),
+            format!(
+                "user holds {held} of at most {limit} tickets; {quantity} more would exceed it"
+            ),
         ));
     }
     if i64::from(quantity) > remaining {
-        return Some((RejectReason::SoldOut, format!("{remaining} tickets left, {quantity} asked for")));
+        return Some((
+            RejectReason::SoldOut,
+            format!("{remaining} tickets left, {quantity} asked for"),
+        ));
     }
     None
 }
@@ -202,7 +233,15 @@ impl Inventory for PostgresInventory {
         }
         // No key lookup before the batch: the batch reads every key after the lock anyway, so a
         // retry costs no more than its place in the batch, and the hot path reads Postgres once.
-        batcher.book(event_id, Ask { request, key: idempotency_key }).await
+        batcher
+            .book(
+                event_id,
+                Ask {
+                    request,
+                    key: idempotency_key,
+                },
+            )
+            .await
     }
 
     async fn get_booking(&self, id: Uuid) -> Result<Booking, StageError> {
@@ -216,7 +255,10 @@ impl Inventory for PostgresInventory {
     }
 
     async fn ready(&self) -> Result<(), StageError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(pg_error)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(pg_error)?;
         Ok(())
     }
 }
@@ -237,9 +279,15 @@ mod tests {
     fn refusal_checks_the_limit_then_the_stock() {
         assert!(refusal(10, Some(4), 2, 2).is_none());
         assert!(refusal(2, None, 1_000, 2).is_none());
-        assert_eq!(refusal(10, Some(4), 3, 2).unwrap().0, RejectReason::PerUserLimit);
+        assert_eq!(
+            refusal(10, Some(4), 3, 2).unwrap().0,
+            RejectReason::PerUserLimit
+        );
         assert_eq!(refusal(1, Some(4), 0, 2).unwrap().0, RejectReason::SoldOut);
-        assert_eq!(refusal(0, Some(1), 1, 1).unwrap().0, RejectReason::PerUserLimit);
+        assert_eq!(
+            refusal(0, Some(1), 1, 1).unwrap().0,
+            RejectReason::PerUserLimit
+        );
         assert_eq!(refusal(0, None, 0, 1).unwrap().0, RejectReason::SoldOut);
     }
 }

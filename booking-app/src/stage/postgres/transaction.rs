@@ -16,18 +16,26 @@ use crate::stage::{StageError, records};
 /// Decides `asks` (all for `event_id`, in arrival order) and commits. Writes keep their raw
 /// `Database` error so the caller can tell an idempotency-key conflict (another transaction
 /// committed one of the keys after this one read them) from other failures.
-pub async fn decide_batch(pool: &PgPool, event_id: Uuid, asks: &[Ask]) -> Result<Vec<Answer>, StageError> {
+pub async fn decide_batch(
+    pool: &PgPool,
+    event_id: Uuid,
+    asks: &[Ask],
+) -> Result<Vec<Answer>, StageError> {
     let mut tx = pool.begin().await.map_err(pg_error)?;
     // The lock: batches of this event, from every pod, wait here for the one before to commit.
     // `now()` is the transaction's timestamp, every new row's `created_at` (as in the per-booking
     // form, whose rows default to it).
-    let row: Option<(i64, Option<i32>, DateTime<Utc>)> =
-        sqlx::query_as("SELECT remaining, per_user_limit, now() FROM events WHERE id = $1 FOR UPDATE")
-            .bind(event_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(pg_error)?;
-    let locked = row.map(|(remaining, per_user_limit, _)| Locked { remaining, per_user_limit });
+    let row: Option<(i64, Option<i32>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT remaining, per_user_limit, now() FROM events WHERE id = $1 FOR UPDATE",
+    )
+    .bind(event_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(pg_error)?;
+    let locked = row.map(|(remaining, per_user_limit, _)| Locked {
+        remaining,
+        per_user_limit,
+    });
     let now = row.map_or_else(Utc::now, |(_, _, now)| now);
 
     // Separate statements after the lock, so they read what the previous holder committed (joined
@@ -38,21 +46,29 @@ pub async fn decide_batch(pool: &PgPool, event_id: Uuid, asks: &[Ask]) -> Result
     let known: HashMap<String, _> = if keys.is_empty() {
         HashMap::new()
     } else {
-        records::fetch_bookings_by_keys(&mut *tx, &keys).await?.into_iter().collect()
+        records::fetch_bookings_by_keys(&mut *tx, &keys)
+            .await?
+            .into_iter()
+            .collect()
     };
     let holdings: HashMap<String, i32> = match locked {
-        Some(Locked { per_user_limit: Some(_), .. }) => {
+        Some(Locked {
+            per_user_limit: Some(_),
+            ..
+        }) => {
             let mut users: Vec<&str> = asks.iter().map(|a| a.request.user_id.as_str()).collect();
             users.sort_unstable();
             users.dedup();
-            sqlx::query_as("SELECT user_id, quantity FROM holdings WHERE event_id = $1 AND user_id = ANY($2)")
-                .bind(event_id)
-                .bind(&users)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(pg_error)?
-                .into_iter()
-                .collect()
+            sqlx::query_as(
+                "SELECT user_id, quantity FROM holdings WHERE event_id = $1 AND user_id = ANY($2)",
+            )
+            .bind(event_id)
+            .bind(&users)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(pg_error)?
+            .into_iter()
+            .collect()
         }
         _ => HashMap::new(),
     };
@@ -77,8 +93,16 @@ async fn write(
     now: DateTime<Utc>,
 ) -> Result<(), StageError> {
     let n = decided.rows.len();
-    let (mut ids, mut users, mut quantities) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut statuses, mut reasons, mut keys) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut ids, mut users, mut quantities) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut statuses, mut reasons, mut keys) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for row in &decided.rows {
         ids.push(row.booking.id);
         users.push(row.booking.user_id.as_str());
@@ -87,8 +111,11 @@ async fn write(
         reasons.push(row.booking.reason.map(|r| r.as_str()));
         keys.push(row.key.as_deref());
     }
-    let (holders, held): (Vec<&str>, Vec<i32>) =
-        decided.holdings_added.iter().map(|(user, quantity)| (user.as_str(), *quantity)).unzip();
+    let (holders, held): (Vec<&str>, Vec<i32>) = decided
+        .holdings_added
+        .iter()
+        .map(|(user, quantity)| (user.as_str(), *quantity))
+        .unzip();
     // No ON CONFLICT on the key: a conflict means another transaction committed one of these keys
     // after this one read them; failing here makes the caller re-run the batch, which then
     // replays that key (a silent skip would answer a booking that was never written).

@@ -12,15 +12,21 @@ use crate::stage::StageError;
 /// A self-healing multiplexed connection. While Redis is down, a command fails after at most
 /// about a second (two quick reconnect attempts) instead of queueing behind the reconnects, so
 /// callers answer 503 and clients retry with their idempotency key.
-pub async fn connect(url: &str, response_timeout: Duration) -> Result<ConnectionManager, StageError> {
-    let client = redis::Client::open(url).map_err(|e| StageError::Internal(format!("REDIS_URL: {e}")))?;
+pub async fn connect(
+    url: &str,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, StageError> {
+    let client =
+        redis::Client::open(url).map_err(|e| StageError::Internal(format!("REDIS_URL: {e}")))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(response_timeout))
         .set_number_of_retries(2)
         .set_min_delay(Duration::from_millis(50))
         .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_with_config(client, config).await.map_err(classify)
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(classify)
 }
 
 /// A few multiplexed connections, handed out round-robin. One connection is not enough under
@@ -36,9 +42,18 @@ pub struct Pool {
 
 impl Pool {
     /// `size` connections (at least one), each self-healing as `connect` describes.
-    pub async fn connect(url: &str, response_timeout: Duration, size: usize) -> Result<Self, StageError> {
-        let connections = futures::future::try_join_all((0..size.max(1)).map(|_| connect(url, response_timeout))).await?;
-        Ok(Self { connections: connections.into(), next: Arc::new(AtomicUsize::new(0)) })
+    pub async fn connect(
+        url: &str,
+        response_timeout: Duration,
+        size: usize,
+    ) -> Result<Self, StageError> {
+        let connections =
+            futures::future::try_join_all((0..size.max(1)).map(|_| connect(url, response_timeout)))
+                .await?;
+        Ok(Self {
+            connections: connections.into(),
+            next: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
     /// The next connection in turn (a clone is a handle on the same connection).
@@ -69,7 +84,10 @@ pub fn classify(err: RedisError) -> StageError {
         // BUSY: a script runs too long. Both pass.
         || matches!(err.code(), Some("MISCONF" | "BUSY"));
     if transient {
-        StageError::Unavailable { store: "redis", detail: err.to_string() }
+        StageError::Unavailable {
+            store: "redis",
+            detail: err.to_string(),
+        }
     } else {
         StageError::Redis(err)
     }

@@ -14,7 +14,13 @@ pub const ENTRY_BOOKING: &str = "booking";
 pub const ENTRY_KEY: &str = "key";
 
 /// The last part of each of an event's keys, in `EventKeys::as_array` order.
-const EVENT_KEY_SUFFIXES: [&str; 5] = ["inventory", "holdings", "idempotency", "bookings", "unsynced"];
+const EVENT_KEY_SUFFIXES: [&str; 5] = [
+    "inventory",
+    "holdings",
+    "idempotency",
+    "bookings",
+    "unsynced",
+];
 
 /// Key names under one prefix, so several deployments (or test runs) can share one Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,13 +46,21 @@ pub struct EventKeys {
 
 impl EventKeys {
     pub fn as_array(&self) -> [&str; 5] {
-        [&self.inventory, &self.holdings, &self.idempotency, &self.stream, &self.unsynced]
+        [
+            &self.inventory,
+            &self.holdings,
+            &self.idempotency,
+            &self.stream,
+            &self.unsynced,
+        ]
     }
 }
 
 impl Keys {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -55,8 +69,15 @@ impl Keys {
 
     pub fn event(&self, id: Uuid) -> EventKeys {
         let base = format!("{}:{{{id}}}", self.prefix);
-        let [inventory, holdings, idempotency, stream, unsynced] = EVENT_KEY_SUFFIXES.map(|s| format!("{base}:{s}"));
-        EventKeys { inventory, holdings, idempotency, stream, unsynced }
+        let [inventory, holdings, idempotency, stream, unsynced] =
+            EVENT_KEY_SUFFIXES.map(|s| format!("{base}:{s}"));
+        EventKeys {
+            inventory,
+            holdings,
+            idempotency,
+            stream,
+            unsynced,
+        }
     }
 
     /// Writes `event(id)`'s keys, in the scripts' order, as the next arguments of a command,
@@ -69,7 +90,10 @@ impl Keys {
 
     /// Writes `key_claim(idempotency_key)` as the next argument of a command.
     pub fn write_key_claim_arg(&self, out: &mut impl RedisWrite, idempotency_key: &str) {
-        out.write_arg_fmt(format_args!("{}:idempotency-key:{{{idempotency_key}}}", self.prefix));
+        out.write_arg_fmt(format_args!(
+            "{}:idempotency-key:{{{idempotency_key}}}",
+            self.prefix
+        ));
     }
 
     /// Set of the ids of events loaded into Redis: the streams the syncer reads.
@@ -87,7 +111,10 @@ impl Keys {
 
     /// The event whose stream `key` is (`None` for any other key).
     pub fn event_of_stream(&self, key: &str) -> Option<Uuid> {
-        let tagged = key.strip_prefix(&self.prefix)?.strip_prefix(":{")?.strip_suffix("}:bookings")?;
+        let tagged = key
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(":{")?
+            .strip_suffix("}:bookings")?;
         tagged.parse().ok()
     }
 }
@@ -119,7 +146,12 @@ mod tests {
         let mut written: Vec<Vec<u8>> = Vec::new();
         keys.write_event_args(&mut written, id);
         keys.write_key_claim_arg(&mut written, "key-7");
-        let mut expected: Vec<Vec<u8>> = keys.event(id).as_array().iter().map(|k| k.as_bytes().to_vec()).collect();
+        let mut expected: Vec<Vec<u8>> = keys
+            .event(id)
+            .as_array()
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
         expected.push(keys.key_claim("key-7").into_bytes());
         assert_eq!(written, expected);
     }
@@ -130,6 +162,9 @@ mod tests {
         let id = Uuid::new_v4();
         assert_eq!(keys.event_of_stream(&keys.event(id).stream), Some(id));
         assert_eq!(keys.event_of_stream(&keys.event(id).inventory), None);
-        assert_eq!(Keys::new("other").event_of_stream(&keys.event(id).stream), None);
+        assert_eq!(
+            Keys::new("other").event_of_stream(&keys.event(id).stream),
+            None
+        );
     }
 }

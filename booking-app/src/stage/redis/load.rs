@@ -35,13 +35,26 @@ pub struct StreamBooking {
 /// Parses a stream entry written by the booking script.
 pub fn parse_entry(entry: &redis::streams::StreamId) -> Result<StreamBooking, StageError> {
     let bad = |what: &str| StageError::Internal(format!("stream entry {}: {what}", entry.id));
-    let json: String = entry.get(ENTRY_BOOKING).ok_or_else(|| bad("no booking field"))?;
+    let json: String = entry
+        .get(ENTRY_BOOKING)
+        .ok_or_else(|| bad("no booking field"))?;
     let booking: Booking = serde_json::from_str(&json).map_err(|e| bad(&e.to_string()))?;
     let key: String = entry.get(ENTRY_KEY).unwrap_or_default();
-    Ok(StreamBooking { booking, idempotency_key: Some(key).filter(|k| !k.is_empty()) })
+    Ok(StreamBooking {
+        booking,
+        idempotency_key: Some(key).filter(|k| !k.is_empty()),
+    })
 }
 
-type KeyedRow = (String, Uuid, String, i32, String, Option<String>, DateTime<Utc>);
+type KeyedRow = (
+    String,
+    Uuid,
+    String,
+    i32,
+    String,
+    Option<String>,
+    DateTime<Utc>,
+);
 
 /// Everything Postgres knows about one event, read in one snapshot.
 struct Snapshot {
@@ -55,11 +68,20 @@ struct Snapshot {
 
 impl Loader {
     pub fn new(redis: ConnectionManager, pool: PgPool, keys: Keys) -> Self {
-        Self { redis, pool, keys, script: redis::Script::new(LOAD_SCRIPT) }
+        Self {
+            redis,
+            pool,
+            keys,
+            script: redis::Script::new(LOAD_SCRIPT),
+        }
     }
 
     pub async fn prepare(&self, redis: &mut ConnectionManager) -> Result<(), StageError> {
-        self.script.prepare_invoke().load_async(redis).await.map_err(classify)?;
+        self.script
+            .prepare_invoke()
+            .load_async(redis)
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -75,7 +97,12 @@ impl Loader {
             return Ok(None);
         }
         let bad = |what: &str| StageError::Internal(format!("event {id} in Redis: bad {what}"));
-        let number = |name: &str| fields.get(name).and_then(|v| v.parse::<i64>().ok()).ok_or_else(|| bad(name));
+        let number = |name: &str| {
+            fields
+                .get(name)
+                .and_then(|v| v.parse::<i64>().ok())
+                .ok_or_else(|| bad(name))
+        };
         let limit = number("limit")?;
         let created_at = fields
             .get("created_at")
@@ -86,7 +113,11 @@ impl Loader {
             name: fields.get("name").cloned().ok_or_else(|| bad("name"))?,
             tickets: number("tickets")?,
             remaining: number("remaining")?,
-            per_user_limit: if limit < 0 { None } else { Some(i32::try_from(limit).map_err(|_| bad("limit"))?) },
+            per_user_limit: if limit < 0 {
+                None
+            } else {
+                Some(i32::try_from(limit).map_err(|_| bad("limit"))?)
+            },
             created_at: created_at.with_timezone(&Utc),
         }))
     }
@@ -104,16 +135,26 @@ impl Loader {
             .query_async(&mut redis)
             .await
             .map_err(classify)?;
-        let unsynced_candidates = range.ids.iter().map(parse_entry).collect::<Result<Vec<_>, _>>()?;
+        let unsynced_candidates = range
+            .ids
+            .iter()
+            .map(parse_entry)
+            .collect::<Result<Vec<_>, _>>()?;
         let ids: Vec<Uuid> = unsynced_candidates.iter().map(|s| s.booking.id).collect();
         let mut snapshot = self.snapshot(id, &ids).await?;
 
         let mut remaining = snapshot.event.remaining;
-        for pending in unsynced_candidates.into_iter().filter(|s| !snapshot.synced.contains(&s.booking.id)) {
+        for pending in unsynced_candidates
+            .into_iter()
+            .filter(|s| !snapshot.synced.contains(&s.booking.id))
+        {
             if pending.booking.status == BookingStatus::Confirmed {
                 let quantity = i64::from(pending.booking.quantity);
                 remaining -= quantity;
-                *snapshot.holdings.entry(pending.booking.user_id.clone()).or_default() += quantity;
+                *snapshot
+                    .holdings
+                    .entry(pending.booking.user_id.clone())
+                    .or_default() += quantity;
             }
             if let Some(key) = pending.idempotency_key {
                 snapshot.answers.push((key, pending.booking));
@@ -151,10 +192,14 @@ impl Loader {
             invocation.arg(user).arg(tickets);
         }
         for (key, booking) in &snapshot.answers {
-            let answer = serde_json::to_string(booking).map_err(|e| StageError::Internal(e.to_string()))?;
+            let answer =
+                serde_json::to_string(booking).map_err(|e| StageError::Internal(e.to_string()))?;
             invocation.arg(key).arg(answer);
         }
-        let loaded: i64 = invocation.invoke_async(&mut redis).await.map_err(classify)?;
+        let loaded: i64 = invocation
+            .invoke_async(&mut redis)
+            .await
+            .map_err(classify)?;
         if loaded == 1 {
             tracing::info!(event = %id, remaining, tickets = event.tickets, "event inventory loaded into Redis");
         }
@@ -175,12 +220,13 @@ impl Loader {
             .fetch_all(&mut *tx)
             .await
             .map_err(pg)?;
-        let holdings: Vec<(String, i32)> =
-            sqlx::query_as("SELECT user_id, quantity FROM holdings WHERE event_id = $1 AND quantity > 0")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(pg)?;
+        let holdings: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT user_id, quantity FROM holdings WHERE event_id = $1 AND quantity > 0",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg)?;
         // Every first answer a key must replay: bookings and the refusals kept for their key.
         let keyed: Vec<KeyedRow> = sqlx::query_as(
             "SELECT idempotency_key, id, user_id, quantity, status, reason, created_at FROM bookings \
@@ -194,28 +240,37 @@ impl Loader {
 
         let answers = keyed
             .into_iter()
-            .map(|(key, booking_id, user_id, quantity, status, reason, created_at)| {
-                let bad = || StageError::Internal(format!("booking {booking_id}: status {status:?}, reason {reason:?}"));
-                let booking = Booking {
-                    id: booking_id,
-                    event_id: id,
-                    user_id,
-                    quantity,
-                    status: records::parse_status(&status).ok_or_else(bad)?,
-                    reason: match reason.as_deref() {
-                        None => None,
-                        Some(r) => Some(records::parse_reason(r).ok_or_else(bad)?),
-                    },
-                    position: None,
-                    created_at,
-                };
-                Ok((key, booking))
-            })
+            .map(
+                |(key, booking_id, user_id, quantity, status, reason, created_at)| {
+                    let bad = || {
+                        StageError::Internal(format!(
+                            "booking {booking_id}: status {status:?}, reason {reason:?}"
+                        ))
+                    };
+                    let booking = Booking {
+                        id: booking_id,
+                        event_id: id,
+                        user_id,
+                        quantity,
+                        status: records::parse_status(&status).ok_or_else(bad)?,
+                        reason: match reason.as_deref() {
+                            None => None,
+                            Some(r) => Some(records::parse_reason(r).ok_or_else(bad)?),
+                        },
+                        position: None,
+                        created_at,
+                    };
+                    Ok((key, booking))
+                },
+            )
             .collect::<Result<_, StageError>>()?;
         Ok(Snapshot {
             event,
             synced: synced.into_iter().collect(),
-            holdings: holdings.into_iter().map(|(u, q)| (u, i64::from(q))).collect(),
+            holdings: holdings
+                .into_iter()
+                .map(|(u, q)| (u, i64::from(q)))
+                .collect(),
             answers,
         })
     }

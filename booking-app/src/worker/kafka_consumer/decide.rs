@@ -121,9 +121,15 @@ pub fn decide(
 /// The checks the API makes before producing (`validation`), made again on what was read: the
 /// topic is writable by more than our API.
 fn valid(request: &BookingRecord) -> bool {
-    let as_request = crate::domain::BookingRequest { user_id: request.user_id.clone(), quantity: request.quantity };
+    let as_request = crate::domain::BookingRequest {
+        user_id: request.user_id.clone(),
+        quantity: request.quantity,
+    };
     crate::validation::validate_booking_request(&as_request).is_ok()
-        && request.idempotency_key.as_deref().is_none_or(|k| crate::validation::validate_idempotency_key(k).is_ok())
+        && request
+            .idempotency_key
+            .as_deref()
+            .is_none_or(|k| crate::validation::validate_idempotency_key(k).is_ok())
 }
 
 #[cfg(test)]
@@ -144,18 +150,43 @@ mod tests {
     }
 
     fn events(list: &[(Uuid, i64, Option<i32>)]) -> HashMap<Uuid, Inventory> {
-        list.iter().map(|&(id, remaining, per_user_limit)| (id, Inventory { remaining, per_user_limit })).collect()
+        list.iter()
+            .map(|&(id, remaining, per_user_limit)| {
+                (
+                    id,
+                    Inventory {
+                        remaining,
+                        per_user_limit,
+                    },
+                )
+            })
+            .collect()
     }
 
     #[test]
     fn decides_in_order_until_sold_out() {
         let e = Uuid::new_v4();
-        let requests =
-            [request(e, "a", 2, None), request(e, "b", 2, None), request(e, "c", 1, None), request(e, "d", 1, None)];
-        let d = decide(&requests, &events(&[(e, 5, None)]), &HashMap::new(), &HashSet::new(), &HashMap::new());
+        let requests = [
+            request(e, "a", 2, None),
+            request(e, "b", 2, None),
+            request(e, "c", 1, None),
+            request(e, "d", 1, None),
+        ];
+        let d = decide(
+            &requests,
+            &events(&[(e, 5, None)]),
+            &HashMap::new(),
+            &HashSet::new(),
+            &HashMap::new(),
+        );
         assert_eq!(
             d.verdicts,
-            [Verdict::Confirmed, Verdict::Confirmed, Verdict::Confirmed, Verdict::Rejected(RejectReason::SoldOut)]
+            [
+                Verdict::Confirmed,
+                Verdict::Confirmed,
+                Verdict::Confirmed,
+                Verdict::Rejected(RejectReason::SoldOut)
+            ]
         );
         assert_eq!(d.remaining[&e], 0);
         assert_eq!(d.holdings_added.values().sum::<i32>(), 5);
@@ -165,8 +196,17 @@ mod tests {
     fn a_smaller_request_still_fits_after_a_bigger_one_is_refused() {
         let e = Uuid::new_v4();
         let requests = [request(e, "a", 3, None), request(e, "b", 1, None)];
-        let d = decide(&requests, &events(&[(e, 2, None)]), &HashMap::new(), &HashSet::new(), &HashMap::new());
-        assert_eq!(d.verdicts, [Verdict::Rejected(RejectReason::SoldOut), Verdict::Confirmed]);
+        let d = decide(
+            &requests,
+            &events(&[(e, 2, None)]),
+            &HashMap::new(),
+            &HashSet::new(),
+            &HashMap::new(),
+        );
+        assert_eq!(
+            d.verdicts,
+            [Verdict::Rejected(RejectReason::SoldOut), Verdict::Confirmed]
+        );
         assert_eq!(d.remaining[&e], 1);
     }
 
@@ -174,9 +214,26 @@ mod tests {
     fn per_user_limit_counts_earlier_holdings_and_this_batch() {
         let e = Uuid::new_v4();
         let holdings = HashMap::from([((e, "a".to_owned()), 1)]);
-        let requests = [request(e, "a", 1, None), request(e, "a", 1, None), request(e, "b", 2, None)];
-        let d = decide(&requests, &events(&[(e, 100, Some(2))]), &holdings, &HashSet::new(), &HashMap::new());
-        assert_eq!(d.verdicts, [Verdict::Confirmed, Verdict::Rejected(RejectReason::PerUserLimit), Verdict::Confirmed]);
+        let requests = [
+            request(e, "a", 1, None),
+            request(e, "a", 1, None),
+            request(e, "b", 2, None),
+        ];
+        let d = decide(
+            &requests,
+            &events(&[(e, 100, Some(2))]),
+            &holdings,
+            &HashSet::new(),
+            &HashMap::new(),
+        );
+        assert_eq!(
+            d.verdicts,
+            [
+                Verdict::Confirmed,
+                Verdict::Rejected(RejectReason::PerUserLimit),
+                Verdict::Confirmed
+            ]
+        );
         assert_eq!(d.holdings_added[&(e, "a".to_owned())], 1);
         assert_eq!(d.remaining[&e], 97);
     }
@@ -188,7 +245,12 @@ mod tests {
         let retry = first.clone();
         let decided_before = request(e, "b", 1, None);
         let retried_after_its_decision = request(e, "c", 1, Some("k2"));
-        let requests = [first, retry, decided_before.clone(), retried_after_its_decision.clone()];
+        let requests = [
+            first,
+            retry,
+            decided_before.clone(),
+            retried_after_its_decision.clone(),
+        ];
         let d = decide(
             &requests,
             &events(&[(e, 10, None)]),
@@ -196,7 +258,15 @@ mod tests {
             &HashSet::from([decided_before.id, retried_after_its_decision.id]),
             &HashMap::from([("k2".to_owned(), retried_after_its_decision.id)]),
         );
-        assert_eq!(d.verdicts, [Verdict::Confirmed, Verdict::Duplicate, Verdict::Duplicate, Verdict::Duplicate]);
+        assert_eq!(
+            d.verdicts,
+            [
+                Verdict::Confirmed,
+                Verdict::Duplicate,
+                Verdict::Duplicate,
+                Verdict::Duplicate
+            ]
+        );
         assert_eq!(d.remaining[&e], 9);
     }
 
@@ -218,7 +288,10 @@ mod tests {
         let reused = Verdict::Rejected(RejectReason::IdempotencyKeyReused);
         assert_eq!(d.verdicts, [reused, Verdict::Confirmed, reused]);
         assert_eq!(d.remaining[&e], 9);
-        assert!(reused.is_decision(), "the refusal is stored so the status shows it");
+        assert!(
+            reused.is_decision(),
+            "the refusal is stored so the status shows it"
+        );
     }
 
     #[test]
@@ -229,8 +302,17 @@ mod tests {
         let mut nobody = request(e, "a", 1, None);
         nobody.user_id = String::new();
         let fine = request(e, "b", 1, None);
-        let d = decide(&[zero, nobody, fine], &events(&[(e, 10, None)]), &HashMap::new(), &HashSet::new(), &HashMap::new());
-        assert_eq!(d.verdicts, [Verdict::Invalid, Verdict::Invalid, Verdict::Confirmed]);
+        let d = decide(
+            &[zero, nobody, fine],
+            &events(&[(e, 10, None)]),
+            &HashMap::new(),
+            &HashSet::new(),
+            &HashMap::new(),
+        );
+        assert_eq!(
+            d.verdicts,
+            [Verdict::Invalid, Verdict::Invalid, Verdict::Confirmed]
+        );
         assert!(!Verdict::Invalid.is_decision());
     }
 
@@ -238,10 +320,28 @@ mod tests {
     fn unknown_events_and_untouched_inventory() {
         let (e, other) = (Uuid::new_v4(), Uuid::new_v4());
         let requests = [request(other, "a", 1, None), request(e, "a", 5, None)];
-        let d = decide(&requests, &events(&[(e, 1, None)]), &HashMap::new(), &HashSet::new(), &HashMap::new());
-        assert_eq!(d.verdicts, [Verdict::UnknownEvent, Verdict::Rejected(RejectReason::SoldOut)]);
+        let d = decide(
+            &requests,
+            &events(&[(e, 1, None)]),
+            &HashMap::new(),
+            &HashSet::new(),
+            &HashMap::new(),
+        );
+        assert_eq!(
+            d.verdicts,
+            [
+                Verdict::UnknownEvent,
+                Verdict::Rejected(RejectReason::SoldOut)
+            ]
+        );
         assert!(d.remaining.is_empty(), "nothing sold: no inventory write");
-        assert!(Verdict::Rejected(RejectReason::SoldOut).is_decision() && !Verdict::Duplicate.is_decision());
-        assert_eq!(Verdict::Rejected(RejectReason::PerUserLimit).outcome(), "per_user_limit");
+        assert!(
+            Verdict::Rejected(RejectReason::SoldOut).is_decision()
+                && !Verdict::Duplicate.is_decision()
+        );
+        assert_eq!(
+            Verdict::Rejected(RejectReason::PerUserLimit).outcome(),
+            "per_user_limit"
+        );
     }
 }

@@ -20,7 +20,10 @@ pub struct Outcome {
     pub remaining_after: HashMap<Uuid, i64>,
 }
 
-pub async fn decide_batch(pool: &PgPool, requests: &[BookingRecord]) -> Result<Outcome, sqlx::Error> {
+pub async fn decide_batch(
+    pool: &PgPool,
+    requests: &[BookingRecord],
+) -> Result<Outcome, sqlx::Error> {
     let mut tx = pool.begin().await?;
 
     let mut event_ids: Vec<Uuid> = requests.iter().map(|r| r.event_id).collect();
@@ -34,22 +37,41 @@ pub async fn decide_batch(pool: &PgPool, requests: &[BookingRecord]) -> Result<O
     .bind(&event_ids)
     .fetch_all(&mut *tx)
     .await?;
-    let events: HashMap<Uuid, Inventory> =
-        rows.into_iter().map(|(id, remaining, per_user_limit)| (id, Inventory { remaining, per_user_limit })).collect();
+    let events: HashMap<Uuid, Inventory> = rows
+        .into_iter()
+        .map(|(id, remaining, per_user_limit)| {
+            (
+                id,
+                Inventory {
+                    remaining,
+                    per_user_limit,
+                },
+            )
+        })
+        .collect();
 
     let ids: Vec<Uuid> = requests.iter().map(|r| r.id).collect();
-    let keys: Vec<String> = requests.iter().filter_map(|r| r.idempotency_key.clone()).collect();
-    let known: Vec<(Uuid, Option<String>)> =
-        sqlx::query_as("SELECT id, idempotency_key FROM bookings WHERE id = ANY($1) OR idempotency_key = ANY($2)")
-            .bind(&ids)
-            .bind(&keys)
-            .fetch_all(&mut *tx)
-            .await?;
+    let keys: Vec<String> = requests
+        .iter()
+        .filter_map(|r| r.idempotency_key.clone())
+        .collect();
+    let known: Vec<(Uuid, Option<String>)> = sqlx::query_as(
+        "SELECT id, idempotency_key FROM bookings WHERE id = ANY($1) OR idempotency_key = ANY($2)",
+    )
+    .bind(&ids)
+    .bind(&keys)
+    .fetch_all(&mut *tx)
+    .await?;
     let known_ids: HashSet<Uuid> = known.iter().map(|(id, _)| *id).collect();
-    let known_keys: HashMap<String, Uuid> = known.into_iter().filter_map(|(id, key)| Some((key?, id))).collect();
+    let known_keys: HashMap<String, Uuid> = known
+        .into_iter()
+        .filter_map(|(id, key)| Some((key?, id)))
+        .collect();
 
-    let (holders_events, holders): (Vec<Uuid>, Vec<String>) =
-        requests.iter().map(|r| (r.event_id, r.user_id.clone())).unzip();
+    let (holders_events, holders): (Vec<Uuid>, Vec<String>) = requests
+        .iter()
+        .map(|r| (r.event_id, r.user_id.clone()))
+        .unzip();
     let held: Vec<(Uuid, String, i32)> = sqlx::query_as(
         "SELECT h.event_id, h.user_id, h.quantity FROM holdings h \
          JOIN (SELECT DISTINCT * FROM UNNEST($1::uuid[], $2::text[])) AS k(event_id, user_id) \
@@ -59,13 +81,15 @@ pub async fn decide_batch(pool: &PgPool, requests: &[BookingRecord]) -> Result<O
     .bind(&holders)
     .fetch_all(&mut *tx)
     .await?;
-    let holdings: HashMap<(Uuid, String), i32> = held.into_iter().map(|(e, u, q)| ((e, u), q)).collect();
+    let holdings: HashMap<(Uuid, String), i32> =
+        held.into_iter().map(|(e, u, q)| ((e, u), q)).collect();
 
     let decided = decide(requests, &events, &holdings, &known_ids, &known_keys);
     insert_bookings(&mut tx, requests, &decided.verdicts).await?;
     add_holdings(&mut tx, &decided.holdings_added).await?;
     if !decided.remaining.is_empty() {
-        let (ids, remaining): (Vec<Uuid>, Vec<i64>) = decided.remaining.iter().map(|(id, r)| (*id, *r)).unzip();
+        let (ids, remaining): (Vec<Uuid>, Vec<i64>) =
+            decided.remaining.iter().map(|(id, r)| (*id, *r)).unzip();
         sqlx::query(
             "UPDATE events e SET remaining = d.remaining \
              FROM UNNEST($1::uuid[], $2::bigint[]) AS d(id, remaining) WHERE e.id = d.id",
@@ -79,9 +103,17 @@ pub async fn decide_batch(pool: &PgPool, requests: &[BookingRecord]) -> Result<O
 
     let remaining_after = events
         .iter()
-        .map(|(id, e)| (*id, decided.remaining.get(id).copied().unwrap_or(e.remaining)))
+        .map(|(id, e)| {
+            (
+                *id,
+                decided.remaining.get(id).copied().unwrap_or(e.remaining),
+            )
+        })
         .collect();
-    Ok(Outcome { decided, remaining_after })
+    Ok(Outcome {
+        decided,
+        remaining_after,
+    })
 }
 
 async fn insert_bookings(

@@ -29,7 +29,11 @@ impl Syncer {
             .await
             .map_err(classify)?;
         let events: Vec<Uuid> = members.iter().filter_map(|m| m.parse().ok()).collect();
-        let new: Vec<Uuid> = events.iter().copied().filter(|id| !self.grouped.contains(id)).collect();
+        let new: Vec<Uuid> = events
+            .iter()
+            .copied()
+            .filter(|id| !self.grouped.contains(id))
+            .collect();
         for id in new {
             let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
                 .arg("CREATE")
@@ -60,7 +64,8 @@ impl Syncer {
             let keys = self.keys.event(id);
             pipe.hget(&keys.inventory, "remaining").xlen(&keys.stream);
         }
-        let state: Vec<(Option<i64>, i64)> = pipe.query_async(&mut self.redis).await.map_err(classify)?;
+        let state: Vec<(Option<i64>, i64)> =
+            pipe.query_async(&mut self.redis).await.map_err(classify)?;
         let finished: Vec<String> = events
             .iter()
             .zip(state)
@@ -77,7 +82,10 @@ impl Syncer {
             if let Some((_, watched)) = &mut self.events_read {
                 watched.retain(|id| !finished.contains(&id.to_string()));
             }
-            tracing::info!(events = finished.len(), "sold out and fully synced: no longer watched");
+            tracing::info!(
+                events = finished.len(),
+                "sold out and fully synced: no longer watched"
+            );
         }
         Ok(())
     }

@@ -66,14 +66,20 @@ pub async fn write_batch(pool: &PgPool, batch: &Batch) -> Result<Written, StageE
     for entry in &batch.bookings {
         let b = &entry.booking;
         if b.event_id != batch.event_id {
-            return Err(StageError::Internal(format!("booking {} of event {} in the stream of {}", b.id, b.event_id, batch.event_id)));
+            return Err(StageError::Internal(format!(
+                "booking {} of event {} in the stream of {}",
+                b.id, b.event_id, batch.event_id
+            )));
         }
         // A stream entry delivered twice in one batch (a claim racing a read) is written once.
         if !seen.insert(b.id) {
             continue;
         }
         if !matches!(b.status, BookingStatus::Confirmed | BookingStatus::Rejected) {
-            return Err(StageError::Internal(format!("booking {} streamed as {:?}", b.id, b.status)));
+            return Err(StageError::Internal(format!(
+                "booking {} streamed as {:?}",
+                b.id, b.status
+            )));
         }
         ids.push(b.id);
         users.push(b.user_id.clone());
@@ -84,7 +90,15 @@ pub async fn write_batch(pool: &PgPool, batch: &Batch) -> Result<Written, StageE
         created.push(b.created_at);
     }
 
-    let rows = Rows { ids, users, quantities, statuses, reasons, keys, created };
+    let rows = Rows {
+        ids,
+        users,
+        quantities,
+        statuses,
+        reasons,
+        keys,
+        created,
+    };
     // Almost always no key of the batch is held by another booking: one statement, no lookup of
     // the keys first. When one is (the unique index refuses the insert and nothing is written),
     // the batch is written again, the taken keys looked up and dropped first.
@@ -111,10 +125,17 @@ async fn insert(pool: &PgPool, event_id: Uuid, rows: &Rows<'_>) -> Result<Writte
     let mut tx = pool.begin().await.map_err(pg_error)?;
     let inserted = insert_in(&mut tx, event_id, rows).await?;
     tx.commit().await.map_err(pg_error)?;
-    Ok(Written { inserted, keys_dropped: 0 })
+    Ok(Written {
+        inserted,
+        keys_dropped: 0,
+    })
 }
 
-async fn insert_dropping_taken_keys(pool: &PgPool, event_id: Uuid, mut rows: Rows<'_>) -> Result<Written, StageError> {
+async fn insert_dropping_taken_keys(
+    pool: &PgPool,
+    event_id: Uuid,
+    mut rows: Rows<'_>,
+) -> Result<Written, StageError> {
     let mut tx = pool.begin().await.map_err(pg_error)?;
     let taken: Vec<Uuid> = sqlx::query_scalar(KEYS_TAKEN)
         .bind(&rows.ids)
@@ -130,10 +151,17 @@ async fn insert_dropping_taken_keys(pool: &PgPool, event_id: Uuid, mut rows: Row
     }
     let inserted = insert_in(&mut tx, event_id, &rows).await?;
     tx.commit().await.map_err(pg_error)?;
-    Ok(Written { inserted, keys_dropped: taken.len() })
+    Ok(Written {
+        inserted,
+        keys_dropped: taken.len(),
+    })
 }
 
-async fn insert_in(tx: &mut sqlx::PgConnection, event_id: Uuid, rows: &Rows<'_>) -> Result<usize, StageError> {
+async fn insert_in(
+    tx: &mut sqlx::PgConnection,
+    event_id: Uuid,
+    rows: &Rows<'_>,
+) -> Result<usize, StageError> {
     let (inserted, sold, updated): (i64, i64, i64) = sqlx::query_as(WRITE_BATCH)
         .bind(event_id)
         .bind(&rows.ids)
@@ -148,7 +176,9 @@ async fn insert_in(tx: &mut sqlx::PgConnection, event_id: Uuid, rows: &Rows<'_>)
         .map_err(pg_error)?;
     if sold > 0 && updated != 1 {
         // The foreign key makes this unreachable; if it ever is, nothing must be committed.
-        return Err(StageError::Internal(format!("event {event_id} missing while syncing its bookings")));
+        return Err(StageError::Internal(format!(
+            "event {event_id} missing while syncing its bookings"
+        )));
     }
     Ok(inserted as usize)
 }

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -15,12 +17,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::kafka;
 use super::labels::{self, Component};
 use super::names::{self, secret_keys};
-use super::pod::{container_security, env, env_from_secret, http_probe, meta, pod_security, resources};
-use crate::{capacity, contract};
+use super::pod::{
+    container_security, env, env_from_secret, http_probe, meta, pod_security, resources,
+};
 use crate::crd::{PullPolicy, ServiceType};
 use crate::reconcile::sizing::Sizing;
 use crate::reconcile::validate::{Sale, Store};
 use crate::stage::Stage;
+use crate::{capacity, contract};
 
 /// UUID v5 namespace of sale event ids (a fixed random UUID: ids never collide with other v5 uses).
 const SALE_EVENT_NAMESPACE: uuid::Uuid = uuid::uuid!("6c1f9a52-3d4e-4b8a-9f0e-2a7d5c8b1e43");
@@ -43,8 +47,15 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
     };
     let mut vars = vec![
         env(contract::STAGE, stage.as_str()),
-        env(contract::LISTEN_ADDR, format!("0.0.0.0:{}", contract::HTTP_PORT)),
-        from_store(contract::DATABASE_URL, &sale.postgres, secret_keys::DATABASE_URL),
+        env(
+            contract::LISTEN_ADDR,
+            format!("0.0.0.0:{}", contract::HTTP_PORT),
+        ),
+        from_store(
+            contract::DATABASE_URL,
+            &sale.postgres,
+            secret_keys::DATABASE_URL,
+        ),
         env(contract::DB_POOL_SIZE, sizing.db_pool_size.to_string()),
         env(contract::MIGRATE_ON_START, "true"),
         // The worker runs in its own Deployment, sized on its own.
@@ -53,12 +64,25 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
         // `serve` creates the sale's event if absent; an existing one (partly sold) is kept.
         env(contract::SALE_EVENT_ID, sale_event_id(sale).to_string()),
         env(contract::SALE_EVENT_NAME, sale.spec.event.name.clone()),
-        env(contract::SALE_EVENT_TICKETS, sale.spec.event.tickets.to_string()),
-        env(contract::SALE_EVENT_PER_USER_LIMIT, sale.spec.event.per_user_limit.to_string()),
+        env(
+            contract::SALE_EVENT_TICKETS,
+            sale.spec.event.tickets.to_string(),
+        ),
+        env(
+            contract::SALE_EVENT_PER_USER_LIMIT,
+            sale.spec.event.per_user_limit.to_string(),
+        ),
     ];
     if stage.uses_redis() {
-        vars.push(from_store(contract::REDIS_URL, &sale.redis, secret_keys::REDIS_URL));
-        vars.push(env(contract::REDIS_KEY_PREFIX, format!("flashsale:{}:{}", sale.namespace, sale.name)));
+        vars.push(from_store(
+            contract::REDIS_URL,
+            &sale.redis,
+            secret_keys::REDIS_URL,
+        ));
+        vars.push(env(
+            contract::REDIS_KEY_PREFIX,
+            format!("flashsale:{}:{}", sale.namespace, sale.name),
+        ));
     }
     if stage.uses_kafka() {
         vars.push(match &sale.kafka {
@@ -66,8 +90,14 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
             Store::External(r) => env_from_secret(contract::KAFKA_BROKERS, &r.name, &r.key),
         });
         vars.push(env(contract::KAFKA_TOPIC, sale.kafka_topic.clone()));
-        vars.push(env(contract::KAFKA_PARTITIONS, sizing.kafka_partitions.to_string()));
-        vars.push(env(contract::KAFKA_CONSUMER_GROUP, format!("{}-workers", sale.kafka_topic)));
+        vars.push(env(
+            contract::KAFKA_PARTITIONS,
+            sizing.kafka_partitions.to_string(),
+        ));
+        vars.push(env(
+            contract::KAFKA_CONSUMER_GROUP,
+            format!("{}-workers", sale.kafka_topic),
+        ));
     }
     vars
 }
@@ -79,13 +109,21 @@ pub fn pod_resources(given: Option<&ResourceRequirements>) -> ResourceRequiremen
 }
 
 /// A booking-app container running `args`; probes only for long-running ones.
-pub fn container(sale: &Sale, stage: Stage, sizing: &Sizing, args: Vec<String>, probes: bool) -> Container {
+pub fn container(
+    sale: &Sale,
+    stage: Stage,
+    sizing: &Sizing,
+    args: Vec<String>,
+    probes: bool,
+) -> Container {
     let spec = &sale.spec.booking_app;
-    let resources = pod_resources(if args.first().map(String::as_str) == Some(contract::CMD_SERVE) {
-        spec.resources.as_ref()
-    } else {
-        spec.worker.resources.as_ref()
-    });
+    let resources = pod_resources(
+        if args.first().map(String::as_str) == Some(contract::CMD_SERVE) {
+            spec.resources.as_ref()
+        } else {
+            spec.worker.resources.as_ref()
+        },
+    );
     // `serve` answers /readyz once its stores do; a standalone worker serves only /healthz.
     let readiness_path = if args.first().map(String::as_str) == Some(contract::CMD_SERVE) {
         contract::READYZ_PATH
@@ -111,13 +149,19 @@ pub fn container(sale: &Sale, stage: Stage, sizing: &Sizing, args: Vec<String>, 
             }]
         }),
         readiness_probe: probes.then(|| http_probe(readiness_path, contract::HTTP_PORT_NAME, 5, 3)),
-        liveness_probe: probes.then(|| http_probe(contract::HEALTHZ_PATH, contract::HTTP_PORT_NAME, 10, 3)),
+        liveness_probe: probes
+            .then(|| http_probe(contract::HEALTHZ_PATH, contract::HTTP_PORT_NAME, 10, 3)),
         // Migrations run before the server listens: give start-up a minute before liveness counts.
-        startup_probe: probes.then(|| http_probe(contract::HEALTHZ_PATH, contract::HTTP_PORT_NAME, 2, 30)),
+        startup_probe: probes
+            .then(|| http_probe(contract::HEALTHZ_PATH, contract::HTTP_PORT_NAME, 2, 30)),
         // CPU request = limit: calibration measures a pod of exactly this size.
         resources: Some(resources),
         security_context: Some(container_security(true)),
-        volume_mounts: Some(vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..VolumeMount::default() }]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        }]),
         ..Container::default()
     }
 }
@@ -140,11 +184,24 @@ pub fn pod_spec(container: Container, restart_policy: Option<&str>) -> PodSpec {
 }
 
 /// A long-running booking-app Deployment (API or worker) of `stage`.
-pub fn deployment(sale: &Sale, name: String, component: Component, stage: Stage, replicas: i32, container: Container) -> Deployment {
+pub fn deployment(
+    sale: &Sale,
+    name: String,
+    component: Component,
+    stage: Stage,
+    replicas: i32,
+    container: Container,
+) -> Deployment {
     let annotations = BTreeMap::from([
         ("prometheus.io/scrape".to_string(), "true".to_string()),
-        ("prometheus.io/port".to_string(), contract::HTTP_PORT.to_string()),
-        ("prometheus.io/path".to_string(), contract::METRICS_PATH.to_string()),
+        (
+            "prometheus.io/port".to_string(),
+            contract::HTTP_PORT.to_string(),
+        ),
+        (
+            "prometheus.io/path".to_string(),
+            contract::METRICS_PATH.to_string(),
+        ),
     ]);
     Deployment {
         metadata: meta(sale, name, component, Some(stage)),
@@ -184,10 +241,23 @@ pub fn api_deployment(sale: &Sale, stage: Stage, replicas: i32, sizing: &Sizing)
     if let Some(per_pod_rps) = sizing.per_pod_rps {
         let slo = sale.spec.capacity.slo_p99_ms;
         let vars = container.env.get_or_insert_with(Vec::new);
-        vars.push(env(contract::MAX_IN_FLIGHT, capacity::in_flight_limit(per_pod_rps, slo).to_string()));
-        vars.push(env(contract::ADMISSION_WAIT_MS, capacity::admission_wait_ms(slo).to_string()));
+        vars.push(env(
+            contract::MAX_IN_FLIGHT,
+            capacity::in_flight_limit(per_pod_rps, slo).to_string(),
+        ));
+        vars.push(env(
+            contract::ADMISSION_WAIT_MS,
+            capacity::admission_wait_ms(slo).to_string(),
+        ));
     }
-    deployment(sale, names::booking_deployment(&sale.name, stage), Component::BookingApi, stage, replicas, container)
+    deployment(
+        sale,
+        names::booking_deployment(&sale.name, stage),
+        Component::BookingApi,
+        stage,
+        replicas,
+        container,
+    )
 }
 
 /// The booking API Service, selecting the pods of the stage being served.
@@ -198,10 +268,19 @@ pub fn service(sale: &Sale, serving: Stage) -> Service {
         ServiceType::LoadBalancer => "LoadBalancer",
     };
     Service {
-        metadata: meta(sale, names::booking_service(&sale.name), Component::BookingApi, None),
+        metadata: meta(
+            sale,
+            names::booking_service(&sale.name),
+            Component::BookingApi,
+            None,
+        ),
         spec: Some(ServiceSpec {
             type_: Some(type_.into()),
-            selector: Some(labels::selector(&sale.name, Component::BookingApi, Some(serving))),
+            selector: Some(labels::selector(
+                &sale.name,
+                Component::BookingApi,
+                Some(serving),
+            )),
             ports: Some(vec![ServicePort {
                 name: Some(contract::HTTP_PORT_NAME.into()),
                 port: contract::HTTP_PORT,
@@ -217,7 +296,11 @@ pub fn service(sale: &Sale, serving: Stage) -> Service {
 
 /// Where the booking API answers inside the cluster.
 pub fn endpoint(sale: &Sale) -> String {
-    format!("http://{}:{}", names::service_host(&names::booking_service(&sale.name), &sale.namespace), contract::HTTP_PORT)
+    format!(
+        "http://{}:{}",
+        names::service_host(&names::booking_service(&sale.name), &sale.namespace),
+        contract::HTTP_PORT
+    )
 }
 
 #[cfg(test)]
@@ -226,7 +309,12 @@ mod tests {
     use crate::fixtures::{FlashSaleBuilder, sale, sale_from, sizing};
 
     fn env_of(c: &Container) -> BTreeMap<String, EnvVar> {
-        c.env.clone().unwrap().into_iter().map(|e| (e.name.clone(), e)).collect()
+        c.env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect()
     }
 
     #[test]
@@ -240,14 +328,35 @@ mod tests {
         let env = env_of(c);
         assert_eq!(env["STAGE"].value.as_deref(), Some("kafka"));
         assert_eq!(env["LISTEN_ADDR"].value.as_deref(), Some("0.0.0.0:8080"));
-        assert_eq!(env["KAFKA_BROKERS"].value.as_deref(), Some("s-kafka.ns.svc:9092"));
+        assert_eq!(
+            env["KAFKA_BROKERS"].value.as_deref(),
+            Some("s-kafka.ns.svc:9092")
+        );
         assert_eq!(env["KAFKA_TOPIC"].value.as_deref(), Some("s"));
-        assert_eq!(env["KAFKA_CONSUMER_GROUP"].value.as_deref(), Some("s-workers"));
+        assert_eq!(
+            env["KAFKA_CONSUMER_GROUP"].value.as_deref(),
+            Some("s-workers")
+        );
         assert_eq!(env["RUN_WORKER"].value.as_deref(), Some("false"));
-        assert!(!env.contains_key("REDIS_URL"), "stage kafka does not use redis");
-        let db = env["DATABASE_URL"].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-        assert_eq!((db.name.as_str(), db.key.as_str()), ("s-credentials", "database-url"));
-        assert!(env.keys().all(|k| contract::ENV_VARS.contains(&k.as_str())), "only contract variables");
+        assert!(
+            !env.contains_key("REDIS_URL"),
+            "stage kafka does not use redis"
+        );
+        let db = env["DATABASE_URL"]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (db.name.as_str(), db.key.as_str()),
+            ("s-credentials", "database-url")
+        );
+        assert!(
+            env.keys().all(|k| contract::ENV_VARS.contains(&k.as_str())),
+            "only contract variables"
+        );
     }
 
     #[test]
@@ -259,23 +368,48 @@ mod tests {
         let env = env_of(&d.spec.unwrap().template.spec.unwrap().containers[0]);
         let slo = sale.spec.capacity.slo_p99_ms;
         let expected = (4000.0 * f64::from(slo) / 2000.0).ceil() as u32;
-        assert_eq!(env["MAX_IN_FLIGHT"].value.as_deref(), Some(expected.max(16).to_string().as_str()));
-        assert_eq!(env["ADMISSION_WAIT_MS"].value.as_deref(), Some((slo / 4).to_string().as_str()));
+        assert_eq!(
+            env["MAX_IN_FLIGHT"].value.as_deref(),
+            Some(expected.max(16).to_string().as_str())
+        );
+        assert_eq!(
+            env["ADMISSION_WAIT_MS"].value.as_deref(),
+            Some((slo / 4).to_string().as_str())
+        );
         // Nothing measured yet: booking-app's own default.
         sized.per_pod_rps = None;
         let d = api_deployment(&sale, Stage::Redis, 3, &sized);
-        assert!(!env_of(&d.spec.unwrap().template.spec.unwrap().containers[0]).contains_key("MAX_IN_FLIGHT"));
-        assert_eq!(capacity::in_flight_limit(10.0, 200), capacity::MIN_IN_FLIGHT);
-        assert_eq!(capacity::in_flight_limit(f64::NAN, 200), capacity::MIN_IN_FLIGHT);
+        assert!(
+            !env_of(&d.spec.unwrap().template.spec.unwrap().containers[0])
+                .contains_key("MAX_IN_FLIGHT")
+        );
+        assert_eq!(
+            capacity::in_flight_limit(10.0, 200),
+            capacity::MIN_IN_FLIGHT
+        );
+        assert_eq!(
+            capacity::in_flight_limit(f64::NAN, 200),
+            capacity::MIN_IN_FLIGHT
+        );
         assert_eq!(capacity::in_flight_limit(10_000.0, 200), 1000);
     }
 
     #[test]
     fn api_pods_create_the_sales_event_with_an_id_derived_from_the_flashsale() {
         let mut fs = FlashSaleBuilder::new("s", Stage::Redis).build();
-        fs.spec.event = crate::crd::EventSpec { name: "Tour 2026".into(), tickets: 5000, per_user_limit: 4 };
+        fs.spec.event = crate::crd::EventSpec {
+            name: "Tour 2026".into(),
+            tickets: 5000,
+            per_user_limit: 4,
+        };
         let sale = sale_from(&fs);
-        let env = env_of(&container(&sale, Stage::Redis, &sizing(1), vec!["serve".into()], true));
+        let env = env_of(&container(
+            &sale,
+            Stage::Redis,
+            &sizing(1),
+            vec!["serve".into()],
+            true,
+        ));
         let id = env["SALE_EVENT_ID"].value.clone().unwrap();
         assert_eq!(id.parse::<uuid::Uuid>().unwrap().get_version_num(), 5);
         assert_eq!(id, sale_event_id(&sale).to_string());
@@ -285,7 +419,13 @@ mod tests {
         // Same FlashSale, same id: at every stage, every reconcile, with any spec change.
         let mut changed = fs.clone();
         changed.spec.event.tickets = 10;
-        let again = env_of(&container(&sale_from(&changed), Stage::Kafka, &sizing(3), vec!["serve".into()], true));
+        let again = env_of(&container(
+            &sale_from(&changed),
+            Stage::Kafka,
+            &sizing(3),
+            vec!["serve".into()],
+            true,
+        ));
         assert_eq!(again["SALE_EVENT_ID"].value.as_deref(), Some(id.as_str()));
         // Another FlashSale (another uid), another event.
         let mut other = fs.clone();
@@ -299,34 +439,84 @@ mod tests {
         let d = api_deployment(&sale, Stage::Postgres, 2, &sizing(2));
         let pod = d.spec.unwrap().template.spec.unwrap();
         let c = &pod.containers[0];
-        let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone().unwrap();
+        let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+            p.as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .clone()
+                .unwrap()
+        };
         assert_eq!(path(&c.readiness_probe), "/readyz");
         assert_eq!(path(&c.liveness_probe), "/healthz");
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
-        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
         let psc = pod.security_context.unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
         assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
-        assert!(c.resources.as_ref().unwrap().limits.as_ref().unwrap().contains_key("cpu"));
+        assert!(
+            c.resources
+                .as_ref()
+                .unwrap()
+                .limits
+                .as_ref()
+                .unwrap()
+                .contains_key("cpu")
+        );
     }
 
     #[test]
     fn external_stores_are_read_from_the_users_secret() {
-        let fs = FlashSaleBuilder::new("s", Stage::Redis).external_postgres("managed-pg", "uri").build();
+        let fs = FlashSaleBuilder::new("s", Stage::Redis)
+            .external_postgres("managed-pg", "uri")
+            .build();
         let sale = sale_from(&fs);
-        let env = env_of(&container(&sale, Stage::Redis, &sizing(1), vec!["serve".into()], true));
-        let db = env["DATABASE_URL"].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        let env = env_of(&container(
+            &sale,
+            Stage::Redis,
+            &sizing(1),
+            vec!["serve".into()],
+            true,
+        ));
+        let db = env["DATABASE_URL"]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
         assert_eq!((db.name.as_str(), db.key.as_str()), ("managed-pg", "uri"));
-        let redis = env["REDIS_URL"].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-        assert_eq!((redis.name.as_str(), redis.key.as_str()), ("s-credentials", "redis-url"));
-        assert_eq!(env["REDIS_KEY_PREFIX"].value.as_deref(), Some("flashsale:ns:s"), "per sale: sales may share a Redis");
+        let redis = env["REDIS_URL"]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (redis.name.as_str(), redis.key.as_str()),
+            ("s-credentials", "redis-url")
+        );
+        assert_eq!(
+            env["REDIS_KEY_PREFIX"].value.as_deref(),
+            Some("flashsale:ns:s"),
+            "per sale: sales may share a Redis"
+        );
     }
 
     #[test]
     fn service_selects_the_serving_stage_and_can_pin_a_node_port() {
         let mut fs = FlashSaleBuilder::new("s", Stage::Redis).build();
-        fs.spec.booking_app.service = crate::crd::ServiceSpec { type_: ServiceType::NodePort, node_port: Some(30080) };
+        fs.spec.booking_app.service = crate::crd::ServiceSpec {
+            type_: ServiceType::NodePort,
+            node_port: Some(30080),
+        };
         let sale = sale_from(&fs);
         let spec = service(&sale, Stage::Postgres).spec.unwrap();
         assert_eq!(spec.selector.unwrap()[labels::STAGE], "postgres");

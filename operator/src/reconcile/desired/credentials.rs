@@ -25,14 +25,27 @@ impl Credentials {
     pub fn generate() -> Self {
         use rand::Rng;
         use rand::distr::Alphanumeric;
-        let password = || rand::rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect::<String>();
-        Self { postgres_password: password(), redis_password: password() }
+        let password = || {
+            rand::rng()
+                .sample_iter(&Alphanumeric)
+                .take(32)
+                .map(char::from)
+                .collect::<String>()
+        };
+        Self {
+            postgres_password: password(),
+            redis_password: password(),
+        }
     }
 
     /// The passwords an existing Secret holds, if it holds both.
     pub fn from_secret(secret: &Secret) -> Option<Self> {
         let data = secret.data.as_ref()?;
-        let read = |key: &str| data.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok()).filter(|s| !s.is_empty());
+        let read = |key: &str| {
+            data.get(key)
+                .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                .filter(|s| !s.is_empty())
+        };
         Some(Self {
             postgres_password: read(secret_keys::POSTGRES_PASSWORD)?,
             redis_password: read(secret_keys::REDIS_PASSWORD)?,
@@ -44,7 +57,10 @@ pub fn secret(sale: &Sale, creds: &Credentials) -> Secret {
     let postgres_host = names::service_host(&names::postgres(&sale.name), &sale.namespace);
     let redis_host = names::service_host(&names::redis(&sale.name), &sale.namespace);
     let data = BTreeMap::from([
-        (secret_keys::POSTGRES_PASSWORD, creds.postgres_password.clone()),
+        (
+            secret_keys::POSTGRES_PASSWORD,
+            creds.postgres_password.clone(),
+        ),
         (
             secret_keys::DATABASE_URL,
             format!(
@@ -53,12 +69,27 @@ pub fn secret(sale: &Sale, creds: &Credentials) -> Secret {
             ),
         ),
         (secret_keys::REDIS_PASSWORD, creds.redis_password.clone()),
-        (secret_keys::REDIS_URL, format!("redis://:{}@{redis_host}:{REDIS_PORT}/0", creds.redis_password)),
+        (
+            secret_keys::REDIS_URL,
+            format!(
+                "redis://:{}@{redis_host}:{REDIS_PORT}/0",
+                creds.redis_password
+            ),
+        ),
     ]);
     Secret {
-        metadata: meta(sale, names::credentials_secret(&sale.name), Component::Credentials, None),
+        metadata: meta(
+            sale,
+            names::credentials_secret(&sale.name),
+            Component::Credentials,
+            None,
+        ),
         type_: Some("Opaque".into()),
-        data: Some(data.into_iter().map(|(k, v)| (k.to_string(), ByteString(v.into_bytes()))).collect()),
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.into_bytes())))
+                .collect(),
+        ),
         ..Secret::default()
     }
 }
@@ -74,8 +105,15 @@ mod tests {
         let creds = Credentials::generate();
         let secret = secret(&sale("s", Stage::Redis), &creds);
         assert_eq!(Credentials::from_secret(&secret), Some(creds.clone()));
-        let url = String::from_utf8(secret.data.unwrap()[secret_keys::DATABASE_URL].0.clone()).unwrap();
-        assert_eq!(url, format!("postgres://flashsale:{}@s-postgres.ns.svc:5432/flashsale", creds.postgres_password));
+        let url =
+            String::from_utf8(secret.data.unwrap()[secret_keys::DATABASE_URL].0.clone()).unwrap();
+        assert_eq!(
+            url,
+            format!(
+                "postgres://flashsale:{}@s-postgres.ns.svc:5432/flashsale",
+                creds.postgres_password
+            )
+        );
     }
 
     #[test]
@@ -89,7 +127,11 @@ mod tests {
     #[test]
     fn a_secret_missing_a_password_is_not_trusted() {
         let mut secret = secret(&sale("s", Stage::Redis), &Credentials::generate());
-        secret.data.as_mut().unwrap().remove(secret_keys::REDIS_PASSWORD);
+        secret
+            .data
+            .as_mut()
+            .unwrap()
+            .remove(secret_keys::REDIS_PASSWORD);
         assert_eq!(Credentials::from_secret(&secret), None);
     }
 }

@@ -18,7 +18,10 @@ const DATA_DIR: &str = "/var/lib/kafka/data";
 
 /// Bootstrap address booking-app connects to.
 pub fn bootstrap(sale: &Sale) -> String {
-    format!("{}:{KAFKA_PORT}", names::service_host(&names::kafka(&sale.name), &sale.namespace))
+    format!(
+        "{}:{KAFKA_PORT}",
+        names::service_host(&names::kafka(&sale.name), &sale.namespace)
+    )
 }
 
 pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
@@ -26,18 +29,33 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
         ("CLUSTER_ID", cluster_id(&sale.owner.uid)),
         ("KAFKA_NODE_ID", "1".into()),
         ("KAFKA_PROCESS_ROLES", "broker,controller".into()),
-        ("KAFKA_LISTENERS", format!("PLAINTEXT://:{KAFKA_PORT},CONTROLLER://:{KAFKA_CONTROLLER_PORT}")),
-        ("KAFKA_ADVERTISED_LISTENERS", format!("PLAINTEXT://{}", bootstrap(sale))),
+        (
+            "KAFKA_LISTENERS",
+            format!("PLAINTEXT://:{KAFKA_PORT},CONTROLLER://:{KAFKA_CONTROLLER_PORT}"),
+        ),
+        (
+            "KAFKA_ADVERTISED_LISTENERS",
+            format!("PLAINTEXT://{}", bootstrap(sale)),
+        ),
         ("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER".into()),
         ("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT".into()),
-        ("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into()),
-        ("KAFKA_CONTROLLER_QUORUM_VOTERS", format!("1@localhost:{KAFKA_CONTROLLER_PORT}")),
+        (
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+            "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".into(),
+        ),
+        (
+            "KAFKA_CONTROLLER_QUORUM_VOTERS",
+            format!("1@localhost:{KAFKA_CONTROLLER_PORT}"),
+        ),
         ("KAFKA_LOG_DIRS", format!("{DATA_DIR}/logs")),
         // One broker: every internal topic has one replica.
         ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1".into()),
         ("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1".into()),
         ("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1".into()),
-        ("KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR", "1".into()),
+        (
+            "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR",
+            "1".into(),
+        ),
         ("KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR", "1".into()),
         ("KAFKA_MIN_INSYNC_REPLICAS", "1".into()),
         ("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0".into()),
@@ -50,15 +68,31 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
         image: Some(store.image.clone()),
         env: Some(settings.iter().map(|(k, v)| env(k, v.clone())).collect()),
         ports: Some(vec![
-            ContainerPort { name: Some("kafka".into()), container_port: KAFKA_PORT, ..ContainerPort::default() },
-            ContainerPort { name: Some("controller".into()), container_port: KAFKA_CONTROLLER_PORT, ..ContainerPort::default() },
+            ContainerPort {
+                name: Some("kafka".into()),
+                container_port: KAFKA_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("controller".into()),
+                container_port: KAFKA_CONTROLLER_PORT,
+                ..ContainerPort::default()
+            },
         ]),
         readiness_probe: Some(tcp_probe("kafka", 5, 3)),
         liveness_probe: Some(tcp_probe("controller", 15, 8)),
-        resources: Some(resources(store.resources.as_ref(), ("500m", "1Gi"), ("2", "1536Mi"))),
+        resources: Some(resources(
+            store.resources.as_ref(),
+            ("500m", "1Gi"),
+            ("2", "1536Mi"),
+        )),
         // The image's start script writes server.properties under /opt/kafka/config.
         security_context: Some(container_security(false)),
-        volume_mounts: Some(vec![VolumeMount { name: DATA_VOLUME.into(), mount_path: DATA_DIR.into(), ..VolumeMount::default() }]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: DATA_VOLUME.into(),
+            mount_path: DATA_DIR.into(),
+            ..VolumeMount::default()
+        }]),
         ..Container::default()
     };
     stateful_set(
@@ -112,8 +146,14 @@ mod tests {
     #[test]
     fn cluster_id_is_the_uid_in_kafka_base64() {
         // 00000000-0000-0000-0000-000000000000 → 22 'A'; bytes ff.. → '_' and a final 'w'.
-        assert_eq!(cluster_id("00000000-0000-0000-0000-000000000000"), "A".repeat(22));
-        assert_eq!(cluster_id("ffffffff-ffff-ffff-ffff-ffffffffffff"), format!("{}w", "_".repeat(21)));
+        assert_eq!(
+            cluster_id("00000000-0000-0000-0000-000000000000"),
+            "A".repeat(22)
+        );
+        assert_eq!(
+            cluster_id("ffffffff-ffff-ffff-ffff-ffffffffffff"),
+            format!("{}w", "_".repeat(21))
+        );
         assert_eq!(cluster_id("5f0c8a2e-8d5b-4b8f-9a57-0c1a9cfd3a11").len(), 22);
     }
 
@@ -121,10 +161,29 @@ mod tests {
     fn kafka_is_a_single_kraft_node_advertising_its_service() {
         let sale = sale("s", Stage::Kafka);
         let (sts, svc) = build(&sale, sale.kafka.in_cluster().unwrap());
-        let c = &sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
-        let get = |k: &str| c.env.as_ref().unwrap().iter().find(|e| e.name == k).and_then(|e| e.value.clone()).unwrap();
+        let c = &sts
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        let get = |k: &str| {
+            c.env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|e| e.name == k)
+                .and_then(|e| e.value.clone())
+                .unwrap()
+        };
         assert_eq!(get("KAFKA_PROCESS_ROLES"), "broker,controller");
-        assert_eq!(get("KAFKA_ADVERTISED_LISTENERS"), "PLAINTEXT://s-kafka.ns.svc:9092");
+        assert_eq!(
+            get("KAFKA_ADVERTISED_LISTENERS"),
+            "PLAINTEXT://s-kafka.ns.svc:9092"
+        );
         assert_eq!(get("CLUSTER_ID").len(), 22);
         assert_eq!(c.image.as_deref(), Some("apache/kafka:4.1.0"));
         assert_eq!(svc.spec.unwrap().ports.unwrap().len(), 2);

@@ -64,7 +64,11 @@ impl Component {
 }
 
 /// Selector of a workload's pods: never changes for a given child (selectors are immutable).
-pub fn selector(sale: &str, component: Component, stage: Option<Stage>) -> BTreeMap<String, String> {
+pub fn selector(
+    sale: &str,
+    component: Component,
+    stage: Option<Stage>,
+) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
         (NAME.to_string(), component.name().to_string()),
         (INSTANCE.to_string(), sale.to_string()),
@@ -105,11 +109,17 @@ mod tests {
         assert!(sel.iter().all(|(k, v)| all.get(k) == Some(v)));
         assert_eq!(all[MANAGED_BY], MANAGER);
         assert_eq!(all[STAGE], "redis");
-        assert_eq!(children_of("s"), "app.kubernetes.io/instance=s,app.kubernetes.io/managed-by=flashsale-operator");
+        assert_eq!(
+            children_of("s"),
+            "app.kubernetes.io/instance=s,app.kubernetes.io/managed-by=flashsale-operator"
+        );
     }
 
     #[test]
     fn api_and_worker_pods_do_not_share_a_selector() {
-        assert_ne!(selector("s", Component::BookingApi, None), selector("s", Component::Worker, None));
+        assert_ne!(
+            selector("s", Component::BookingApi, None),
+            selector("s", Component::Worker, None)
+        );
     }
 }

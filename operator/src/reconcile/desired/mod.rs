@@ -57,28 +57,52 @@ pub fn build(sale: &Sale, plan: &StagePlan, sizing: &Sizing, creds: &Credentials
     if let Some(pg) = sale.postgres.in_cluster() {
         store(postgres::build(sale, pg, sizing));
     }
-    if let Some(r) = sale.redis.in_cluster().filter(|_| stages.iter().any(|s| s.uses_redis())) {
+    if let Some(r) = sale
+        .redis
+        .in_cluster()
+        .filter(|_| stages.iter().any(|s| s.uses_redis()))
+    {
         store(redis::build(sale, r));
     }
-    if let Some(k) = sale.kafka.in_cluster().filter(|_| stages.iter().any(|s| s.uses_kafka())) {
+    if let Some(k) = sale
+        .kafka
+        .in_cluster()
+        .filter(|_| stages.iter().any(|s| s.uses_kafka()))
+    {
         store(kafka::build(sale, k));
     }
 
-    children.services.push(booking_app::service(sale, plan.serving));
+    children
+        .services
+        .push(booking_app::service(sale, plan.serving));
     children.pdbs.push(pdb::build(sale, plan.serving));
     match plan.leaving {
         None => {
-            children.deployments.push(booking_app::api_deployment(sale, plan.serving, sizing.booking_replicas, sizing));
+            children.deployments.push(booking_app::api_deployment(
+                sale,
+                plan.serving,
+                sizing.booking_replicas,
+                sizing,
+            ));
             if plan.serving.has_worker() {
-                children.deployments.push(worker::worker_deployment(sale, plan.serving, sizing));
+                children
+                    .deployments
+                    .push(worker::worker_deployment(sale, plan.serving, sizing));
             }
         }
         Some(leaving) => {
             // The old stage's API is stopped; its worker keeps emptying the backlog meanwhile.
-            children.deployments.push(booking_app::api_deployment(sale, leaving.from, 0, sizing));
+            children
+                .deployments
+                .push(booking_app::api_deployment(sale, leaving.from, 0, sizing));
             if leaving.from.has_worker() {
-                let old = Sizing { worker_replicas: sizing.worker_replicas.max(1), ..sizing.clone() };
-                children.deployments.push(worker::worker_deployment(sale, leaving.from, &old));
+                let old = Sizing {
+                    worker_replicas: sizing.worker_replicas.max(1),
+                    ..sizing.clone()
+                };
+                children
+                    .deployments
+                    .push(worker::worker_deployment(sale, leaving.from, &old));
             }
             if let Some(stage) = plan.drain_job() {
                 children.jobs.push(worker::drain_job(sale, stage, sizing));
@@ -104,11 +128,19 @@ mod tests {
     use crate::stage::Stage;
 
     fn names<T: kube::Resource>(objects: &[T]) -> Vec<String> {
-        objects.iter().map(|o| o.meta().name.clone().unwrap()).collect()
+        objects
+            .iter()
+            .map(|o| o.meta().name.clone().unwrap())
+            .collect()
     }
 
     fn build_for(stage: Stage) -> Children {
-        build(&sale("s", stage), &plan(stage, None, 0, None), &sizing(3), &Credentials::generate())
+        build(
+            &sale("s", stage),
+            &plan(stage, None, 0, None),
+            &sizing(3),
+            &Credentials::generate(),
+        )
     }
 
     #[test]
@@ -126,37 +158,60 @@ mod tests {
     fn stage_redis_adds_redis_and_the_syncer() {
         let c = build_for(Stage::Redis);
         assert_eq!(names(&c.stateful_sets), ["s-postgres", "s-redis"]);
-        assert_eq!(names(&c.deployments), ["s-booking-app-redis", "s-worker-redis"]);
+        assert_eq!(
+            names(&c.deployments),
+            ["s-booking-app-redis", "s-worker-redis"]
+        );
     }
 
     #[test]
     fn stage_kafka_adds_kafka_and_the_consumers() {
         let c = build_for(Stage::Kafka);
         assert_eq!(names(&c.stateful_sets), ["s-postgres", "s-kafka"]);
-        assert_eq!(names(&c.deployments), ["s-booking-app-kafka", "s-worker-kafka"]);
+        assert_eq!(
+            names(&c.deployments),
+            ["s-booking-app-kafka", "s-worker-kafka"]
+        );
     }
 
     #[test]
     fn every_child_is_owned_by_the_sale_and_labelled() {
         let c = build_for(Stage::Kafka);
         let metas = c
-            .secrets.iter().map(|o| &o.metadata)
+            .secrets
+            .iter()
+            .map(|o| &o.metadata)
             .chain(c.services.iter().map(|o| &o.metadata))
             .chain(c.stateful_sets.iter().map(|o| &o.metadata))
             .chain(c.pdbs.iter().map(|o| &o.metadata))
             .chain(c.deployments.iter().map(|o| &o.metadata));
         for m in metas {
             let owner = &m.owner_references.as_ref().unwrap()[0];
-            assert_eq!((owner.kind.as_str(), owner.controller), ("FlashSale", Some(true)), "{:?}", m.name);
-            assert_eq!(m.labels.as_ref().unwrap()[labels::MANAGED_BY], labels::MANAGER);
+            assert_eq!(
+                (owner.kind.as_str(), owner.controller),
+                ("FlashSale", Some(true)),
+                "{:?}",
+                m.name
+            );
+            assert_eq!(
+                m.labels.as_ref().unwrap()[labels::MANAGED_BY],
+                labels::MANAGER
+            );
             assert_eq!(m.namespace.as_deref(), Some("ns"));
         }
     }
 
     #[test]
     fn external_postgres_deploys_no_database() {
-        let fs = FlashSaleBuilder::new("s", Stage::Postgres).external_postgres("pg", "url").build();
-        let c = build(&sale_from(&fs), &plan(Stage::Postgres, None, 0, None), &sizing(1), &Credentials::generate());
+        let fs = FlashSaleBuilder::new("s", Stage::Postgres)
+            .external_postgres("pg", "url")
+            .build();
+        let c = build(
+            &sale_from(&fs),
+            &plan(Stage::Postgres, None, 0, None),
+            &sizing(1),
+            &Credentials::generate(),
+        );
         assert!(c.stateful_sets.is_empty());
         assert_eq!(names(&c.services), ["s-booking-app"]);
     }
@@ -166,19 +221,37 @@ mod tests {
         let sale = sale("s", Stage::Kafka);
         let p = plan(Stage::Kafka, Some(Stage::Redis), 0, Some(JobState::Running));
         let c = build(&sale, &p, &sizing(4), &Credentials::generate());
-        assert_eq!(names(&c.deployments), ["s-booking-app-redis", "s-worker-redis"]);
+        assert_eq!(
+            names(&c.deployments),
+            ["s-booking-app-redis", "s-worker-redis"]
+        );
         assert_eq!(c.deployments[0].spec.as_ref().unwrap().replicas, Some(0));
         assert_eq!(names(&c.jobs), ["s-drain-redis"]);
         // The next stage's store starts early; its API waits for the drain.
-        assert_eq!(names(&c.stateful_sets), ["s-postgres", "s-redis", "s-kafka"]);
-        let svc = c.services.iter().find(|s| s.metadata.name.as_deref() == Some("s-booking-app")).unwrap();
-        assert_eq!(svc.spec.as_ref().unwrap().selector.as_ref().unwrap()[labels::STAGE], "redis");
+        assert_eq!(
+            names(&c.stateful_sets),
+            ["s-postgres", "s-redis", "s-kafka"]
+        );
+        let svc = c
+            .services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some("s-booking-app"))
+            .unwrap();
+        assert_eq!(
+            svc.spec.as_ref().unwrap().selector.as_ref().unwrap()[labels::STAGE],
+            "redis"
+        );
     }
 
     #[test]
     fn after_the_drain_only_the_new_stage_remains() {
         let sale = sale("s", Stage::Postgres);
-        let p = plan(Stage::Postgres, Some(Stage::Redis), 0, Some(JobState::Succeeded));
+        let p = plan(
+            Stage::Postgres,
+            Some(Stage::Redis),
+            0,
+            Some(JobState::Succeeded),
+        );
         let c = build(&sale, &p, &sizing(2), &Credentials::generate());
         assert_eq!(names(&c.deployments), ["s-booking-app-postgres"]);
         assert_eq!(names(&c.stateful_sets), ["s-postgres"]);

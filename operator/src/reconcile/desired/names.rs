@@ -73,7 +73,13 @@ mod tests {
         let sale = "a".repeat(40);
         let longest = Stage::ALL
             .iter()
-            .flat_map(|s| [booking_deployment(&sale, *s), worker_deployment(&sale, *s), drain_job(&sale, *s)])
+            .flat_map(|s| {
+                [
+                    booking_deployment(&sale, *s),
+                    worker_deployment(&sale, *s),
+                    drain_job(&sale, *s),
+                ]
+            })
             .map(|n| n.len())
             .max()
             .unwrap();

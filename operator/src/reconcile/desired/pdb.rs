@@ -13,11 +13,20 @@ use crate::stage::Stage;
 
 pub fn build(sale: &Sale, serving: Stage) -> PodDisruptionBudget {
     PodDisruptionBudget {
-        metadata: meta(sale, names::booking_pdb(&sale.name), Component::BookingApi, None),
+        metadata: meta(
+            sale,
+            names::booking_pdb(&sale.name),
+            Component::BookingApi,
+            None,
+        ),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
-                match_labels: Some(labels::selector(&sale.name, Component::BookingApi, Some(serving))),
+                match_labels: Some(labels::selector(
+                    &sale.name,
+                    Component::BookingApi,
+                    Some(serving),
+                )),
                 ..LabelSelector::default()
             }),
             ..PodDisruptionBudgetSpec::default()

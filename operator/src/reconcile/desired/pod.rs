@@ -35,7 +35,10 @@ pub fn pod_security(uid: i64, fs_group: bool) -> PodSecurityContext {
         run_as_user: Some(uid),
         run_as_group: Some(uid),
         fs_group: fs_group.then_some(uid),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..SeccompProfile::default()
+        }),
         ..PodSecurityContext::default()
     }
 }
@@ -48,20 +51,31 @@ pub fn container_security(read_only_root: bool) -> SecurityContext {
         privileged: Some(false),
         read_only_root_filesystem: Some(read_only_root),
         run_as_non_root: Some(true),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
         ..SecurityContext::default()
     }
 }
 
 pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), ..EnvVar::default() }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
 }
 
 pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(false) }),
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
@@ -69,14 +83,25 @@ pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
 }
 
 /// Requests and limits given in the spec, else these defaults.
-pub fn resources(spec: Option<&ResourceRequirements>, requests: (&str, &str), limits: (&str, &str)) -> ResourceRequirements {
+pub fn resources(
+    spec: Option<&ResourceRequirements>,
+    requests: (&str, &str),
+    limits: (&str, &str),
+) -> ResourceRequirements {
     if let Some(given) = spec {
         return given.clone();
     }
     let pair = |(cpu, memory): (&str, &str)| {
-        BTreeMap::from([("cpu".to_string(), Quantity(cpu.into())), ("memory".to_string(), Quantity(memory.into()))])
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])
     };
-    ResourceRequirements { requests: Some(pair(requests)), limits: Some(pair(limits)), ..ResourceRequirements::default() }
+    ResourceRequirements {
+        requests: Some(pair(requests)),
+        limits: Some(pair(limits)),
+        ..ResourceRequirements::default()
+    }
 }
 
 pub fn http_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
@@ -95,7 +120,9 @@ pub fn http_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
 
 pub fn exec_probe(command: &[&str], period: i32, failures: i32) -> Probe {
     Probe {
-        exec: Some(ExecAction { command: Some(command.iter().map(|s| s.to_string()).collect()) }),
+        exec: Some(ExecAction {
+            command: Some(command.iter().map(|s| s.to_string()).collect()),
+        }),
         period_seconds: Some(period),
         failure_threshold: Some(failures),
         timeout_seconds: Some(5),
@@ -105,7 +132,10 @@ pub fn exec_probe(command: &[&str], period: i32, failures: i32) -> Probe {
 
 pub fn tcp_probe(port: &str, period: i32, failures: i32) -> Probe {
     Probe {
-        tcp_socket: Some(TCPSocketAction { port: IntOrString::String(port.into()), ..TCPSocketAction::default() }),
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String(port.into()),
+            ..TCPSocketAction::default()
+        }),
         period_seconds: Some(period),
         failure_threshold: Some(failures),
         timeout_seconds: Some(2),

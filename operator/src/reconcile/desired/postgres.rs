@@ -3,7 +3,9 @@
 //! rescaling booking-app never restarts it.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, ContainerPort, EmptyDirVolumeSource, Service, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EmptyDirVolumeSource, Service, Volume, VolumeMount,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::labels::Component;
@@ -20,7 +22,15 @@ const DATA_DIR: &str = "/var/lib/postgresql/data";
 
 pub fn build(sale: &Sale, store: &InCluster, sizing: &Sizing) -> (StatefulSet, Service) {
     let name = names::postgres(&sale.name);
-    let ready = ["pg_isready", "-h", "127.0.0.1", "-U", POSTGRES_USER, "-d", POSTGRES_DATABASE];
+    let ready = [
+        "pg_isready",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        POSTGRES_USER,
+        "-d",
+        POSTGRES_DATABASE,
+    ];
     let empty_dir = |name: &str, medium: Option<&str>| Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -29,22 +39,41 @@ pub fn build(sale: &Sale, store: &InCluster, sizing: &Sizing) -> (StatefulSet, S
         }),
         ..Volume::default()
     };
-    let mount = |name: &str, path: &str| VolumeMount { name: name.into(), mount_path: path.into(), ..VolumeMount::default() };
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..VolumeMount::default()
+    };
     let container = Container {
         name: "postgres".into(),
         image: Some(store.image.clone()),
-        args: Some(vec!["-c".into(), format!("max_connections={}", sizing.postgres_max_connections)]),
+        args: Some(vec![
+            "-c".into(),
+            format!("max_connections={}", sizing.postgres_max_connections),
+        ]),
         env: Some(vec![
             env("POSTGRES_USER", POSTGRES_USER),
             env("POSTGRES_DB", POSTGRES_DATABASE),
-            env_from_secret("POSTGRES_PASSWORD", &names::credentials_secret(&sale.name), secret_keys::POSTGRES_PASSWORD),
+            env_from_secret(
+                "POSTGRES_PASSWORD",
+                &names::credentials_secret(&sale.name),
+                secret_keys::POSTGRES_PASSWORD,
+            ),
             // A subdirectory: the volume's root may hold lost+found, which initdb refuses.
             env("PGDATA", format!("{DATA_DIR}/pgdata")),
         ]),
-        ports: Some(vec![ContainerPort { name: Some("postgres".into()), container_port: POSTGRES_PORT, ..ContainerPort::default() }]),
+        ports: Some(vec![ContainerPort {
+            name: Some("postgres".into()),
+            container_port: POSTGRES_PORT,
+            ..ContainerPort::default()
+        }]),
         readiness_probe: Some(exec_probe(&ready, 5, 3)),
         liveness_probe: Some(exec_probe(&ready, 15, 6)),
-        resources: Some(resources(store.resources.as_ref(), ("500m", "512Mi"), ("2", "1Gi"))),
+        resources: Some(resources(
+            store.resources.as_ref(),
+            ("500m", "512Mi"),
+            ("2", "1Gi"),
+        )),
         security_context: Some(container_security(true)),
         volume_mounts: Some(vec![
             mount(DATA_VOLUME, DATA_DIR),
@@ -63,7 +92,11 @@ pub fn build(sale: &Sale, store: &InCluster, sizing: &Sizing) -> (StatefulSet, S
             container,
             ports: vec![("postgres", POSTGRES_PORT)],
             uid: UID,
-            extra_volumes: vec![empty_dir("run", None), empty_dir("tmp", None), empty_dir("shm", Some("Memory"))],
+            extra_volumes: vec![
+                empty_dir("run", None),
+                empty_dir("tmp", None),
+                empty_dir("shm", Some("Memory")),
+            ],
             keep_data: true,
         },
     )
@@ -83,17 +116,64 @@ mod tests {
         let spec = sts.spec.unwrap();
         assert_eq!(sts.metadata.name.as_deref(), Some("s-postgres"));
         assert_eq!(spec.replicas, Some(1));
-        assert_eq!(spec.persistent_volume_claim_retention_policy.unwrap().when_deleted.as_deref(), Some("Retain"));
+        assert_eq!(
+            spec.persistent_volume_claim_retention_policy
+                .unwrap()
+                .when_deleted
+                .as_deref(),
+            Some("Retain")
+        );
         let pod = spec.template.spec.unwrap();
-        assert_eq!(pod.security_context.as_ref().unwrap().run_as_user, Some(999));
+        assert_eq!(
+            pod.security_context.as_ref().unwrap().run_as_user,
+            Some(999)
+        );
         let c = &pod.containers[0];
-        assert_eq!(c.args.as_ref().unwrap()[1], format!("max_connections={}", sz.postgres_max_connections));
-        let password = c.env.as_ref().unwrap().iter().find(|e| e.name == "POSTGRES_PASSWORD").unwrap();
-        assert_eq!(password.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().name, "s-credentials");
-        assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+        assert_eq!(
+            c.args.as_ref().unwrap()[1],
+            format!("max_connections={}", sz.postgres_max_connections)
+        );
+        let password = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "POSTGRES_PASSWORD")
+            .unwrap();
+        assert_eq!(
+            password
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "s-credentials"
+        );
+        assert_eq!(
+            c.security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(true)
+        );
         assert!(c.readiness_probe.as_ref().unwrap().exec.is_some());
         let claim = &spec.volume_claim_templates.unwrap()[0];
-        assert_eq!(claim.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "10Gi");
+        assert_eq!(
+            claim
+                .spec
+                .as_ref()
+                .unwrap()
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"]
+                .0,
+            "10Gi"
+        );
         assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("None"));
         assert_eq!(sts.metadata.owner_references.unwrap()[0].kind, "FlashSale");
     }

@@ -23,11 +23,16 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
         // $(REDIS_PASSWORD) is expanded by the kubelet from the env below.
         args: Some(
             [
-                "--port", &REDIS_PORT.to_string(),
-                "--dir", "/data",
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--requirepass", "$(REDIS_PASSWORD)",
+                "--port",
+                &REDIS_PORT.to_string(),
+                "--dir",
+                "/data",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--requirepass",
+                "$(REDIS_PASSWORD)",
             ]
             .map(String::from)
             .to_vec(),
@@ -37,12 +42,32 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
             // redis-cli (the probes) reads the password from here, not from argv.
             env_from_secret("REDISCLI_AUTH", &secret, secret_keys::REDIS_PASSWORD),
         ]),
-        ports: Some(vec![ContainerPort { name: Some("redis".into()), container_port: REDIS_PORT, ..ContainerPort::default() }]),
-        readiness_probe: Some(exec_probe(&["redis-cli", "-p", &REDIS_PORT.to_string(), "ping"], 5, 3)),
-        liveness_probe: Some(exec_probe(&["redis-cli", "-p", &REDIS_PORT.to_string(), "ping"], 15, 6)),
-        resources: Some(resources(store.resources.as_ref(), ("250m", "256Mi"), ("1", "1Gi"))),
+        ports: Some(vec![ContainerPort {
+            name: Some("redis".into()),
+            container_port: REDIS_PORT,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(exec_probe(
+            &["redis-cli", "-p", &REDIS_PORT.to_string(), "ping"],
+            5,
+            3,
+        )),
+        liveness_probe: Some(exec_probe(
+            &["redis-cli", "-p", &REDIS_PORT.to_string(), "ping"],
+            15,
+            6,
+        )),
+        resources: Some(resources(
+            store.resources.as_ref(),
+            ("250m", "256Mi"),
+            ("1", "1Gi"),
+        )),
         security_context: Some(container_security(true)),
-        volume_mounts: Some(vec![VolumeMount { name: DATA_VOLUME.into(), mount_path: "/data".into(), ..VolumeMount::default() }]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: DATA_VOLUME.into(),
+            mount_path: "/data".into(),
+            ..VolumeMount::default()
+        }]),
         ..Container::default()
     };
     stateful_set(
@@ -71,10 +96,23 @@ mod tests {
         let sale = sale("s", Stage::Redis);
         let (sts, svc) = build(&sale, sale.redis.in_cluster().unwrap());
         let spec = sts.spec.unwrap();
-        let args = spec.template.spec.as_ref().unwrap().containers[0].args.clone().unwrap().join(" ");
-        assert!(args.contains("--appendonly yes --appendfsync always"), "{args}");
+        let args = spec.template.spec.as_ref().unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap()
+            .join(" ");
+        assert!(
+            args.contains("--appendonly yes --appendfsync always"),
+            "{args}"
+        );
         assert!(args.contains("--requirepass $(REDIS_PASSWORD)"), "{args}");
-        assert_eq!(spec.persistent_volume_claim_retention_policy.unwrap().when_deleted.as_deref(), Some("Delete"));
+        assert_eq!(
+            spec.persistent_volume_claim_retention_policy
+                .unwrap()
+                .when_deleted
+                .as_deref(),
+            Some("Delete")
+        );
         assert_eq!(svc.metadata.name.as_deref(), Some("s-redis"));
         assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 6379);
     }

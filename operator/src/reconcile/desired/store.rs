@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Service, ServicePort,
-    ServiceSpec, Volume, VolumeResourceRequirements,
+    Container, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Service,
+    ServicePort, ServiceSpec, Volume, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -34,7 +36,11 @@ pub fn stateful_set(sale: &Sale, store: &InCluster, shape: StoreShape) -> (State
     let pod_labels = labels::labels(&sale.name, shape.component, None);
     let retention = if shape.keep_data { "Retain" } else { "Delete" };
     let claim = PersistentVolumeClaim {
-        metadata: ObjectMeta { name: Some(DATA_VOLUME.into()), labels: Some(pod_labels.clone()), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.into()),
+            labels: Some(pod_labels.clone()),
+            ..ObjectMeta::default()
+        },
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: store.storage_class_name.clone(),
@@ -51,13 +57,21 @@ pub fn stateful_set(sale: &Sale, store: &InCluster, shape: StoreShape) -> (State
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(shape.name.clone()),
-            selector: LabelSelector { match_labels: Some(selector.clone()), ..LabelSelector::default() },
-            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
-                when_deleted: Some(retention.into()),
-                when_scaled: Some("Retain".into()),
-            }),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
+            },
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(retention.into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![shape.container],
                     security_context: Some(pod_security(shape.uid, true)),

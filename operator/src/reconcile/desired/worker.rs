@@ -21,14 +21,29 @@ const DRAIN_BACKOFF_LIMIT: i32 = 6;
 
 pub fn worker_deployment(sale: &Sale, stage: Stage, sizing: &Sizing) -> Deployment {
     let container = container(sale, stage, sizing, vec![contract::CMD_WORKER.into()], true);
-    deployment(sale, names::worker_deployment(&sale.name, stage), Component::Worker, stage, sizing.worker_replicas, container)
+    deployment(
+        sale,
+        names::worker_deployment(&sale.name, stage),
+        Component::Worker,
+        stage,
+        sizing.worker_replicas,
+        container,
+    )
 }
 
 pub fn drain_job(sale: &Sale, stage: Stage, sizing: &Sizing) -> Job {
-    let args = vec![contract::CMD_WORKER.into(), contract::WORKER_DRAIN_FLAG.into()];
+    let args = vec![
+        contract::CMD_WORKER.into(),
+        contract::WORKER_DRAIN_FLAG.into(),
+    ];
     let container = container(sale, stage, sizing, args, false);
     Job {
-        metadata: meta(sale, names::drain_job(&sale.name, stage), Component::Drain, Some(stage)),
+        metadata: meta(
+            sale,
+            names::drain_job(&sale.name, stage),
+            Component::Drain,
+            Some(stage),
+        ),
         spec: Some(JobSpec {
             backoff_limit: Some(DRAIN_BACKOFF_LIMIT),
             template: PodTemplateSpec {
@@ -60,9 +75,24 @@ mod tests {
         assert_eq!(spec.replicas, Some(4));
         let c = &spec.template.spec.unwrap().containers[0];
         assert_eq!(c.args.as_deref(), Some(&["worker".to_string()][..]));
-        let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().path.clone();
-        assert_eq!(ready.as_deref(), Some("/healthz"), "a worker serves /healthz, not /readyz");
-        assert_eq!(spec.selector.match_labels.unwrap()[labels::COMPONENT], "worker");
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .clone();
+        assert_eq!(
+            ready.as_deref(),
+            Some("/healthz"),
+            "a worker serves /healthz, not /readyz"
+        );
+        assert_eq!(
+            spec.selector.match_labels.unwrap()[labels::COMPONENT],
+            "worker"
+        );
     }
 
     #[test]
@@ -73,8 +103,17 @@ mod tests {
         let pod = job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("OnFailure"));
         let c = &pod.containers[0];
-        assert_eq!(c.args.as_deref(), Some(&["worker".to_string(), "--drain".to_string()][..]));
-        let stage = c.env.as_ref().unwrap().iter().find(|e| e.name == "STAGE").unwrap();
+        assert_eq!(
+            c.args.as_deref(),
+            Some(&["worker".to_string(), "--drain".to_string()][..])
+        );
+        let stage = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "STAGE")
+            .unwrap();
         assert_eq!(stage.value.as_deref(), Some("redis"));
         assert!(c.readiness_probe.is_none(), "a Job's pod is not probed");
     }
