@@ -61,7 +61,8 @@ pub fn validate_booking_request(request: &BookingRequest) -> Result<(), Validati
     Ok(())
 }
 
-fn validate_user_id(user_id: &str) -> Result<(), ValidationError> {
+/// A user id (a token's `sub`, or a body's `user_id` when auth is disabled).
+pub fn validate_user_id(user_id: &str) -> Result<(), ValidationError> {
     if user_id.trim().is_empty() {
         return Err(invalid("user_id", "must not be empty"));
     }
