@@ -1,6 +1,8 @@
 //! Step 2 of a reconcile: read what exists. Lists the sale's children by label (for status and
 //! for finding orphans), the credentials it generated earlier, the pods of a stage being left,
-//! and the Secrets that external stores point at. The only reads of a reconcile.
+//! and the Secrets that external stores point at. The only reads of a reconcile (but for the
+//! applier's look-up of a name not listed here). A listed object that carries the sale's labels
+//! but is not the sale's (`ownership::accepts`) is left out: it is someone else's.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -32,6 +34,9 @@ pub struct Observed {
     pub serving_pods: usize,
     /// External store Secrets (or keys) that do not exist: "secret/key".
     pub missing_external: Vec<String>,
+    /// Objects holding a child's name that are not the sale's: found by the applier, which then
+    /// applied nothing.
+    pub conflicts: Vec<super::ownership::Conflict>,
 }
 
 /// Readiness of a Deployment or StatefulSet as its controller reports it.
@@ -108,18 +113,20 @@ impl Observed {
     }
 }
 
-async fn list<K>(client: &Client, namespace: &str, selector: &str) -> Result<Vec<K>>
+async fn list<K>(client: &Client, sale: &Sale, selector: &str) -> Result<Vec<K>>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    Ok(api
+    let api: Api<K> = Api::namespaced(client.clone(), &sale.namespace);
+    let mut items = api
         .list(&ListParams::default().labels(selector))
         .await?
-        .items)
+        .items;
+    items.retain(|o| super::ownership::accepts_meta(o.meta(), &sale.owner.uid));
+    Ok(items)
 }
 
 /// Read the sale's children; `serving` is status.stage, whose pods are counted when it differs
@@ -128,12 +135,12 @@ pub async fn observe(client: &Client, sale: &Sale, serving: Option<Stage>) -> Re
     let ns = sale.namespace.as_str();
     let selector = labels::children_of(&sale.name);
     let mut observed = Observed {
-        secrets: list(client, ns, &selector).await?,
-        services: list(client, ns, &selector).await?,
-        stateful_sets: list(client, ns, &selector).await?,
-        pdbs: list(client, ns, &selector).await?,
-        deployments: list(client, ns, &selector).await?,
-        jobs: list(client, ns, &selector).await?,
+        secrets: list(client, sale, &selector).await?,
+        services: list(client, sale, &selector).await?,
+        stateful_sets: list(client, sale, &selector).await?,
+        pdbs: list(client, sale, &selector).await?,
+        deployments: list(client, sale, &selector).await?,
+        jobs: list(client, sale, &selector).await?,
         ..Observed::default()
     };
     if let Some(old) = serving.filter(|s| *s != sale.spec.stage) {
@@ -142,7 +149,12 @@ pub async fn observe(client: &Client, sale: &Sale, serving: Option<Stage>) -> Re
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
-        observed.serving_pods = list::<Pod>(client, ns, &pods_selector).await?.len();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        observed.serving_pods = pods
+            .list_metadata(&ListParams::default().labels(&pods_selector))
+            .await?
+            .items
+            .len();
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let stages = [Some(sale.spec.stage), serving];
