@@ -44,6 +44,10 @@ struct RunArgs {
     /// booking-app image for sales that do not name one.
     #[arg(long, env = "BOOKING_APP_IMAGE", default_value_t = Defaults::default().booking_app_image)]
     booking_app_image: String,
+    /// Image prefixes (registries, or registry/path) that images named in a FlashSale must start
+    /// with, comma-separated; empty: any image. A sale naming another is refused (InvalidSpec).
+    #[arg(long, env = "ALLOWED_IMAGE_PREFIXES", value_delimiter = ',')]
+    allowed_image_prefixes: Vec<String>,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Follow observed load: read each ready booking-app pod's /metrics (by pod IP, port 8080)
@@ -102,6 +106,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics,
         Defaults {
             booking_app_image: args.booking_app_image,
+            allowed_image_prefixes: args
+                .allowed_image_prefixes
+                .into_iter()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
         },
     );
     ctx.concurrency = args.concurrency;

@@ -169,3 +169,130 @@ async fn a_foreign_service_and_secret_of_a_childs_name_are_left_untouched() {
     })
     .await;
 }
+
+fn ready_condition(fs: &FlashSale) -> Option<(String, String)> {
+    let c = fs
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == types::READY)?;
+    Some((c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_secret_is_referenced_only_with_its_owners_label() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "secretref").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("team-db".into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(
+            "url".into(),
+            "postgres://u:p@db.example:5432/d".into(),
+        )])),
+        ..Default::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let _controller = start_controller(&client, &ns.name);
+    let fs = with_tiny_resources(
+        FlashSaleBuilder::new("ext", Stage::Postgres)
+            .namespace(&ns.name)
+            .per_pod_rps(100.0)
+            .external_postgres("team-db", "url")
+            .build_for_apply(),
+    );
+    apply_sale(&client, &ns.name, &fs).await;
+    let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
+    let refused = wait_for(&sales, "ext", "refused for the Secret", |fs| {
+        ready_condition(fs).is_some_and(|(reason, _)| reason == "InvalidSpec")
+    })
+    .await;
+    let (_, message) = ready_condition(&refused).unwrap();
+    eprintln!("Ready: InvalidSpec: {message}");
+    assert!(
+        message.contains("team-db")
+            && message.contains(flashsale_operator::reconcile::desired::labels::ALLOW_REFERENCE),
+        "{message}"
+    );
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns.name);
+    assert!(
+        deployments
+            .get_opt(&names::booking_deployment("ext", Stage::Postgres))
+            .await
+            .unwrap()
+            .is_none(),
+        "no pod was given the Secret"
+    );
+
+    // The owner opts in: the sale goes ahead at its next look (30 s, the Secret is not watched).
+    secrets
+        .patch(
+            "team-db",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {
+                flashsale_operator::reconcile::desired::labels::ALLOW_REFERENCE: "true"
+            }}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &deployments,
+        &names::booking_deployment("ext", Stage::Postgres),
+        "created",
+        |_| true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_outside_the_allowlist_is_refused() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "allowlist").await;
+    let ctx = std::sync::Arc::new(flashsale_operator::context::Context::new(
+        client.clone(),
+        std::sync::Arc::new(flashsale_operator::metrics::Metrics::default()),
+        flashsale_operator::reconcile::validate::Defaults {
+            booking_app_image: "registry.corp.example/booking-app:test".into(),
+            allowed_image_prefixes: vec!["registry.corp.example/".into()],
+        },
+    ));
+    let _controller = start_controller_with(ctx, &ns.name);
+    let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
+    let outside = small_sale("outside", Stage::Postgres, &ns.name);
+    let mut outside = outside;
+    outside.spec.booking_app.image = Some("docker.io/someone/booking-app:1".into());
+    apply_sale(&client, &ns.name, &outside).await;
+    // The operator's own default image is not the author's choice: a sale naming none goes ahead.
+    apply_sale(&client, &ns.name, &small_sale("inside", Stage::Postgres, &ns.name)).await;
+
+    let refused = wait_for(&sales, "outside", "refused for its image", |fs| {
+        ready_condition(fs).is_some_and(|(reason, _)| reason == "InvalidSpec")
+    })
+    .await;
+    let (_, message) = ready_condition(&refused).unwrap();
+    eprintln!("Ready: InvalidSpec: {message}");
+    assert!(
+        message.contains("docker.io/someone/booking-app:1")
+            && message.contains("registry.corp.example/"),
+        "{message}"
+    );
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
+    wait_for(&stateful_sets, &names::postgres("inside"), "created", |_| true).await;
+    assert!(
+        stateful_sets
+            .get_opt(&names::postgres("outside"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -54,7 +54,17 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
         Err(e) => return Err(e),
     };
 
-    let mut observed = observe::observe(&ctx.client, &sale, previous.stage).await?;
+    let mut observed = match observe::observe(&ctx.client, &sale, previous.stage).await {
+        Ok(observed) => observed,
+        // An external store's Secret without the opt-in label: not watched, so look again.
+        Err(e @ Error::InvalidSpec(_)) => {
+            warn!(error = %e, "spec cannot be served");
+            let status = status::compute_invalid(&previous, fs.metadata.generation, &e, &now);
+            write_status(ctx, fs, &previous, &status).await?;
+            return Ok(Action::requeue(WAIT_FOR_EXTERNAL));
+        }
+        Err(e) => return Err(e),
+    };
     let drain = previous
         .stage
         .and_then(|s| observed.job(&desired::names::drain_job(&sale.name, s)));

@@ -2,7 +2,9 @@
 //! for finding orphans), the credentials it generated earlier, the pods of a stage being left,
 //! and the Secrets that external stores point at. The only reads of a reconcile (but for the
 //! applier's look-up of a name not listed here). A listed object that carries the sale's labels
-//! but is not the sale's (`ownership::accepts`) is left out: it is someone else's.
+//! but is not the sale's (`ownership::accepts`) is left out: it is someone else's. An external
+//! store's Secret without the opt-in label `flashsale.dev/allow-reference: "true"` refuses the
+//! sale (InvalidSpec).
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -17,7 +19,7 @@ use super::desired::labels::{self, Component};
 use super::desired::names;
 use super::transition::JobState;
 use super::validate::{Sale, Store};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::stage::Stage;
 
 /// Everything a reconcile knows about the cluster, taken before it changes anything.
@@ -165,7 +167,17 @@ pub async fn observe(client: &Client, sale: &Sale, serving: Option<Stage>) -> Re
     ];
     for (_, store) in needed.into_iter().filter(|(needed, _)| *needed) {
         if let Store::External(r) = store {
-            let present = secrets.get_opt(&r.name).await?.is_some_and(|s| {
+            let secret = secrets.get_opt(&r.name).await?;
+            if let Some(s) = &secret
+                && !allows_reference(s)
+            {
+                return Err(Error::InvalidSpec(format!(
+                    "Secret {} may not be referenced by a FlashSale: its owner opts in with the label {}=\"true\"",
+                    r.name,
+                    labels::ALLOW_REFERENCE
+                )));
+            }
+            let present = secret.is_some_and(|s| {
                 s.data.is_some_and(|d| d.contains_key(&r.key))
                     || s.string_data.is_some_and(|d| d.contains_key(&r.key))
             });
@@ -177,4 +189,14 @@ pub async fn observe(client: &Client, sale: &Sale, serving: Option<Stage>) -> Re
         }
     }
     Ok(observed)
+}
+
+/// The Secret's owner let FlashSales reference it (`labels::ALLOW_REFERENCE`).
+fn allows_reference(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::ALLOW_REFERENCE))
+        .is_some_and(|v| v == "true")
 }
