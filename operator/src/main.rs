@@ -35,9 +35,10 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all namespaces). A namespaced
+    /// install needs no cluster-wide permission.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
@@ -99,7 +100,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    controller::check_crd(&client).await?;
+    let namespaces: Vec<String> = args
+        .namespaces
+        .iter()
+        .map(|ns| ns.trim().to_string())
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    controller::check_crd(&client, &namespaces).await?;
     state.ready.store(true, Ordering::Relaxed);
     let mut ctx = Context::new(
         client,
@@ -122,11 +129,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ));
     }
     let ctx = Arc::new(ctx);
-    tracing::info!(
-        namespace = args.namespace.as_deref().unwrap_or("<all>"),
-        "starting FlashSale controller"
-    );
-    controller::run_controller(ctx, args.namespace.as_deref()).await;
+    let watched = if namespaces.is_empty() {
+        "<all>".to_string()
+    } else {
+        namespaces.join(",")
+    };
+    tracing::info!(namespaces = %watched, "starting FlashSale controller");
+    controller::run_controllers(ctx, &namespaces).await;
 
     shutdown.cancel();
     http.await??;
