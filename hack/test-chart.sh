@@ -82,11 +82,14 @@ fail() { die "check $STEP failed: $*"; }
 check "helm lint --strict"
 helm lint --strict "$CHART" >"$WORK/lint.out" 2>&1 || { cat "$WORK/lint.out" >&2; fail "helm lint"; }
 
-check "values.schema.json refuses replicaCount=2 (no leader election)"
-if helm template x "$CHART" --set replicaCount=2 >/dev/null 2>"$WORK/schema.err"; then
-  fail "helm template accepted replicaCount=2"
+check "values.schema.json refuses replicaCount=-1 and leaderElection.leaseDurationSeconds=0"
+if helm template x "$CHART" --set replicaCount=-1 >/dev/null 2>"$WORK/schema.err"; then
+  fail "helm template accepted replicaCount=-1"
 fi
 grep -q replicaCount "$WORK/schema.err" || { cat "$WORK/schema.err" >&2; fail "refused, but not for replicaCount"; }
+if helm template x "$CHART" --set leaderElection.leaseDurationSeconds=0 >/dev/null 2>"$WORK/schema.err"; then
+  fail "helm template accepted leaderElection.leaseDurationSeconds=0"
+fi
 
 # ---------------------------------------------------------------------------------------------
 check "the chart's CRD is crds/flashsale.yaml (make crds keeps the copy in sync)"
@@ -145,13 +148,17 @@ objects_json() { kubectl create --dry-run=client -o json -f "$1" | jq -s '[.[] |
 objects_json "$WORK/nsd.yaml" >"$WORK/nsd.json"
 kinds_in() { jq -r --arg k "$1" '[.[] | select(.kind == $k) | .metadata.namespace // "-"] | sort | join(",")' "$WORK/nsd.json"; }
 [[ "$(kinds_in ClusterRole)$(kinds_in ClusterRoleBinding)" == "" ]] || fail "a namespaced install renders a ClusterRole or ClusterRoleBinding"
-[[ "$(kinds_in Role)" == *"team-a,team-b"* ]] || fail "no Role in team-a and team-b: $(kinds_in Role)"
-[[ "$(kinds_in RoleBinding)" == *"team-a,team-b"* ]] || fail "no RoleBinding in team-a and team-b: $(kinds_in RoleBinding)"
+# The Role in the release namespace is the leader election's (leases only).
+[[ "$(kinds_in Role)" == "$NS,team-a,team-b" ]] || fail "Roles not in exactly $NS (Lease), team-a and team-b: $(kinds_in Role)"
+[[ "$(kinds_in RoleBinding)" == "$NS,team-a,team-b" ]] || fail "RoleBindings not in exactly $NS, team-a and team-b: $(kinds_in RoleBinding)"
 [[ "$(jq -r '.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].env[] | select(.name == "WATCH_NAMESPACE") | .value' "$WORK/nsd.json")" == "team-a,team-b" ]] ||
   fail "the Deployment does not set WATCH_NAMESPACE=team-a,team-b"
 helm template "$RELEASE" "$CHART" --namespace "$NS" >"$WORK/cluster.yaml"
 objects_json "$WORK/cluster.yaml" >"$WORK/nsd.json"
-[[ "$(kinds_in ClusterRole)" == "-" && "$(kinds_in Role)" != *"-"* ]] || fail "the default (cluster-wide) install renders no ClusterRole, or a Role beside it"
+[[ "$(kinds_in ClusterRole)" == "-" && "$(kinds_in Role)" == "$NS" ]] ||
+  fail "the default (cluster-wide) install: ClusterRoles in '$(kinds_in ClusterRole)', Roles in '$(kinds_in Role)' (want one ClusterRole, the Lease's Role in $NS)"
+[[ "$(jq -c '[.[] | select(.kind == "Role") | .rules[] | .resources[]] | unique' "$WORK/nsd.json")" == '["leases"]' ]] ||
+  fail "the release namespace's Role grants more than leases"
 if helm template x "$CHART" --set 'watchNamespaces={Not_A_Namespace}' >/dev/null 2>"$WORK/schema.err"; then
   fail "helm template accepted watchNamespaces={Not_A_Namespace}"
 fi
@@ -236,6 +243,7 @@ token_kubeconfig "$FULLNAME" "$WORK/operator.kubeconfig"
 PORT="$(free_port)"
 # Limited to the test namespace: other tests' sales are not this operator's business.
 KUBECONFIG="$WORK/operator.kubeconfig" WATCH_NAMESPACE="$NS" HTTP_ADDR="127.0.0.1:$PORT" LOG_FORMAT=text NO_COLOR=1 \
+  LEASE_NAME="$FULLNAME" LEASE_NAMESPACE="$NS" \
   RUST_LOG="info,flashsale_operator=debug" "$OPERATOR" run >"$WORK/operator.log" 2>&1 &
 OPERATOR_PID=$!
 wait_until 60 "operator /readyz on 127.0.0.1:$PORT" "$OPERATOR_PID" curl -sf "http://127.0.0.1:$PORT/readyz"
@@ -333,6 +341,7 @@ WATCH_NSD="$(objects_json "$WORK/nsd-manifest.yaml" |
 [[ "$WATCH_NSD" == "$NS_WATCHED" ]] || fail "the namespaced Deployment sets WATCH_NAMESPACE=$WATCH_NSD, not $NS_WATCHED"
 PORT_NSD="$(free_port)"
 KUBECONFIG="$WORK/nsd.kubeconfig" WATCH_NAMESPACE="$WATCH_NSD" HTTP_ADDR="127.0.0.1:$PORT_NSD" LOG_FORMAT=text NO_COLOR=1 \
+  LEASE_NAME="$FULLNAME_NSD" LEASE_NAMESPACE="$NS" \
   RUST_LOG="info,flashsale_operator=debug" "$OPERATOR" run >"$WORK/operator-nsd.log" 2>&1 &
 OPERATOR_NSD_PID=$!
 wait_until 60 "namespaced operator /readyz on 127.0.0.1:$PORT_NSD" "$OPERATOR_NSD_PID" curl -sf "http://127.0.0.1:$PORT_NSD/readyz"
@@ -364,7 +373,7 @@ nsd_no_forbidden
 log "  tour-postgres in $NS_OTHER: no status, no children"
 
 check "the namespaced operator pointed at $NS_OTHER is refused (forbidden)"
-if KUBECONFIG="$WORK/nsd.kubeconfig" WATCH_NAMESPACE="$NS_OTHER" HTTP_ADDR="127.0.0.1:$(free_port)" \
+if KUBECONFIG="$WORK/nsd.kubeconfig" WATCH_NAMESPACE="$NS_OTHER" HTTP_ADDR="127.0.0.1:$(free_port)" LEASE_NAME="$FULLNAME_NSD" \
   timeout 60 "$OPERATOR" run >"$WORK/nsd-other.log" 2>&1; then
   fail "the namespaced operator ran in $NS_OTHER"
 fi

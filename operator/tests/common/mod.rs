@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 pub const WAIT: Duration = Duration::from_secs(120);
 
 /// The kubeconfig from $KUBECONFIG, else from hack/.control-plane.env; panics naming the fix.
-fn kubeconfig_path() -> String {
+pub fn kubeconfig_path() -> String {
     if let Ok(path) = std::env::var("KUBECONFIG") {
         return path;
     }
