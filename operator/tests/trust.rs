@@ -202,13 +202,15 @@ async fn an_external_secret_is_referenced_only_with_its_owners_label() {
         .await
         .unwrap();
     let _controller = start_controller(&client, &ns.name);
-    let fs = with_tiny_resources(
+    let mut fs = with_tiny_resources(
         FlashSaleBuilder::new("ext", Stage::Postgres)
             .namespace(&ns.name)
             .per_pod_rps(100.0)
             .external_postgres("team-db", "url")
             .build_for_apply(),
     );
+    // An external store has no in-cluster settings (a CEL rule).
+    fs.spec.postgres.in_cluster.resources = None;
     apply_sale(&client, &ns.name, &fs).await;
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     let refused = wait_for(&sales, "ext", "refused for the Secret", |fs| {

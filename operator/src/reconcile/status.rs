@@ -57,7 +57,6 @@ pub fn compute(
             (types::READY, false, reason.clone(), message.clone())
         }
         (None, None) => (
-        None => (
             types::READY,
             true,
             "SaleReady".into(),

@@ -357,7 +357,8 @@ fn a_conflict_is_a_true_condition_and_keeps_the_sale_from_ready() {
         events
             .iter()
             .any(|e| e.reason == "Conflict" && e.note.as_deref() == Some(&conflict.message)),
-        "{events:?}"
+        "{:?}",
+        events.iter().map(|e| &e.reason).collect::<Vec<_>>()
     );
     assert!(
         crate::reconcile::events::transitions(&s, &s).is_empty(),
