@@ -8,8 +8,8 @@ use common::*;
 use flashsale_operator::crd::FlashSale;
 use flashsale_operator::fixtures::FlashSaleBuilder;
 use flashsale_operator::stage::Stage;
-use kube::api::Api;
 use kube::Client;
+use kube::api::Api;
 
 fn small_sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
     with_tiny_resources(
@@ -99,7 +99,12 @@ fn spawn_operator(identity: &str, ns: &str, port: u16) -> OperatorProcess {
 async fn lease_holder(client: &Client, ns: &str) -> Option<String> {
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(client.clone(), ns);
-    leases.get_opt(TEST_LEASE).await.ok()??.spec?.holder_identity
+    leases
+        .get_opt(TEST_LEASE)
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
 }
 
 async fn reconciled_generation(sales: &Api<FlashSale>, generation: i64) -> FlashSale {
@@ -127,7 +132,12 @@ async fn two_operators_one_leads_and_a_kill_9_hands_over_within_seconds() {
     })
     .await;
 
-    let fs = apply_sale(&client, &ns.name, &small_sale("le", Stage::Postgres, &ns.name)).await;
+    let fs = apply_sale(
+        &client,
+        &ns.name,
+        &small_sale("le", Stage::Postgres, &ns.name),
+    )
+    .await;
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     reconciled_generation(&sales, fs.metadata.generation.unwrap()).await;
     assert_eq!(
@@ -153,8 +163,7 @@ async fn two_operators_one_leads_and_a_kill_9_hands_over_within_seconds() {
     assert!(status.success(), "kill -9 {a_pid}");
     drop(a);
     let handed_over = wait_until("op-b leading after op-a was killed", || async {
-        (lease_holder(&client, &ns.name).await.as_deref() == Some("op-b"))
-            .then(|| killed.elapsed())
+        (lease_holder(&client, &ns.name).await.as_deref() == Some("op-b")).then(|| killed.elapsed())
     })
     .await;
     eprintln!(
@@ -167,7 +176,13 @@ async fn two_operators_one_leads_and_a_kill_9_hands_over_within_seconds() {
     );
 
     // The new leader reconciles: a spec change is picked up and its status written.
-    patch_spec(&client, &ns.name, "le", serde_json::json!({"targetRps": 300})).await;
+    patch_spec(
+        &client,
+        &ns.name,
+        "le",
+        serde_json::json!({"targetRps": 300}),
+    )
+    .await;
     let generation = sales.get("le").await.unwrap().metadata.generation.unwrap();
     reconciled_generation(&sales, generation).await;
     let reconciled_by_b = killed.elapsed();

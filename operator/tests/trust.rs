@@ -80,7 +80,12 @@ async fn a_foreign_service_and_secret_of_a_childs_name_are_left_untouched() {
     let ns = namespace(&client, "takeover").await;
     let (service, secret) = foreign_objects(&client, &ns.name, "f0").await;
     let _controller = start_controller(&client, &ns.name);
-    apply_sale(&client, &ns.name, &small_sale("f0", Stage::Postgres, &ns.name)).await;
+    apply_sale(
+        &client,
+        &ns.name,
+        &small_sale("f0", Stage::Postgres, &ns.name),
+    )
+    .await;
 
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     let fs = wait_for(&sales, "f0", "reporting the conflict", |fs| {
@@ -275,7 +280,12 @@ async fn an_image_outside_the_allowlist_is_refused() {
     outside.spec.booking_app.image = Some("docker.io/someone/booking-app:1".into());
     apply_sale(&client, &ns.name, &outside).await;
     // The operator's own default image is not the author's choice: a sale naming none goes ahead.
-    apply_sale(&client, &ns.name, &small_sale("inside", Stage::Postgres, &ns.name)).await;
+    apply_sale(
+        &client,
+        &ns.name,
+        &small_sale("inside", Stage::Postgres, &ns.name),
+    )
+    .await;
 
     let refused = wait_for(&sales, "outside", "refused for its image", |fs| {
         ready_condition(fs).is_some_and(|(reason, _)| reason == "InvalidSpec")
@@ -289,7 +299,13 @@ async fn an_image_outside_the_allowlist_is_refused() {
         "{message}"
     );
     let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
-    wait_for(&stateful_sets, &names::postgres("inside"), "created", |_| true).await;
+    wait_for(
+        &stateful_sets,
+        &names::postgres("inside"),
+        "created",
+        |_| true,
+    )
+    .await;
     assert!(
         stateful_sets
             .get_opt(&names::postgres("outside"))

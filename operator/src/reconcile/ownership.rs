@@ -50,7 +50,10 @@ pub fn accepts(owner_refs: &[OwnerReference], sale_uid: &str) -> bool {
 
 /// `accepts` for an object's metadata.
 pub fn accepts_meta(meta: &ObjectMeta, sale_uid: &str) -> bool {
-    accepts(meta.owner_references.as_deref().unwrap_or_default(), sale_uid)
+    accepts(
+        meta.owner_references.as_deref().unwrap_or_default(),
+        sale_uid,
+    )
 }
 
 /// The message of all conflicts of a pass, one sentence each.
@@ -97,7 +100,10 @@ mod tests {
             ..Default::default()
         };
         let c = Conflict::new("Service", &unowned);
-        assert!(c.message().starts_with("Service f0-booking-app already exists"));
+        assert!(
+            c.message()
+                .starts_with("Service f0-booking-app already exists")
+        );
         assert!(c.message().contains("its owner: nothing"));
         let owned = ObjectMeta {
             owner_references: Some(vec![owner("u2", Some(true))]),

@@ -342,7 +342,9 @@ fn a_conflict_is_a_true_condition_and_keeps_the_sale_from_ready() {
         name: Some("s-booking-app".into()),
         ..Default::default()
     };
-    observed.conflicts = vec![crate::reconcile::ownership::Conflict::new("Service", &taken)];
+    observed.conflicts = vec![crate::reconcile::ownership::Conflict::new(
+        "Service", &taken,
+    )];
     let s = compute(&ready, &sale, &p, &sz, &observed, &at(2));
     assert_eq!(s.phase, Some(Phase::Degraded));
     let conflict = cond(&s, types::CONFLICT);
