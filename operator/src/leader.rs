@@ -1,10 +1,11 @@
 //! Leader election (issue 14): the operator's replicas share one coordination.k8s.io Lease and
 //! only its holder runs the controller, so two replicas never reconcile a sale at once and a
-//! standby takes over within about one lease duration of the leader's death (at once when the
-//! leader stops cleanly: it releases the Lease). Built on `kube-lease-manager`.
+//! standby takes over within about one lease duration of the leader's death (within
+//! `STANDBY_POLL` when the leader stops cleanly: it releases the Lease). Built on
+//! `kube-lease-manager`.
 
 use std::future::Future;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
@@ -15,6 +16,9 @@ pub const DEFAULT_LEASE_DURATION_SECONDS: u64 = 15;
 /// The holder renews this long before its Lease would expire; also the clock skew between nodes
 /// the election tolerates.
 pub const DEFAULT_LEASE_GRACE_SECONDS: u64 = 5;
+/// How often a standby reads the Lease (client-go's retryPeriod): a Lease released by a leader
+/// that stopped cleanly is taken within this.
+pub const STANDBY_POLL: Duration = Duration::from_secs(2);
 
 /// Which Lease, and who is asking for it.
 #[derive(Clone, Debug)]
@@ -71,27 +75,32 @@ where
             grace: election.grace_seconds,
         });
     }
-    let manager = LeaseManagerBuilder::new(client, &election.lease_name)
-        .with_namespace(&election.namespace)
-        .with_identity(&election.identity)
-        .with_duration(election.duration_seconds)
-        .with_grace(election.grace_seconds)
-        .build()
-        .await
-        .map_err(|e| election.lease_error(e))?;
-    let (mut leading, task) = manager.watch().await;
     let lease = format!("{}/{}", election.namespace, election.lease_name);
     info!(%lease, identity = %election.identity, "waiting to lead");
     let waited = Instant::now();
-    while !*leading.borrow_and_update() {
-        if leading.changed().await.is_err() {
-            // The manager's task ended: it says why.
-            return match task.await {
-                Ok(Err(e)) => Err(election.lease_error(e)),
-                _ => Err(LeaderError::Lost(lease)),
-            };
+    // The manager sleeps until the holder's Lease would expire, without looking again: a Lease
+    // released by a leader that stopped cleanly would stay unnoticed that long. So a standby
+    // looks again every STANDBY_POLL, through a manager built afresh (one GET).
+    let manager = loop {
+        let manager = LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+            .with_namespace(&election.namespace)
+            .with_identity(&election.identity)
+            .with_duration(election.duration_seconds)
+            .with_grace(election.grace_seconds)
+            .build()
+            .await
+            .map_err(|e| election.lease_error(e))?;
+        match tokio::time::timeout(STANDBY_POLL, manager.changed()).await {
+            Ok(Ok(true)) => break manager,
+            Ok(Ok(false)) | Err(_) => {}
+            Ok(Err(e)) => {
+                warn!(%lease, error = %e, "taking the lease failed; trying again");
+                tokio::time::sleep(STANDBY_POLL).await;
+            }
         }
-    }
+    };
+    // From here the manager renews the Lease and says when it is lost.
+    let (mut leading, task) = manager.watch().await;
     info!(%lease, identity = %election.identity, waited_ms = waited.elapsed().as_millis() as u64, "leading: starting the controller");
     on_change(true);
     tokio::pin!(work);

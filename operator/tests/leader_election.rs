@@ -68,6 +68,16 @@ fn free_port(skip: &[u16]) -> u16 {
 const TEST_LEASE: &str = "flashsale-operator-test";
 
 fn spawn_operator(identity: &str, ns: &str, port: u16) -> OperatorProcess {
+    spawn_operator_with_lease(identity, ns, port, 3, 1)
+}
+
+fn spawn_operator_with_lease(
+    identity: &str,
+    ns: &str,
+    port: u16,
+    duration_seconds: u64,
+    grace_seconds: u64,
+) -> OperatorProcess {
     let log = std::env::temp_dir().join(format!("{ns}-{identity}.log"));
     let file = std::fs::File::create(&log).expect("operator log file");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_flashsale-operator"))
@@ -76,8 +86,8 @@ fn spawn_operator(identity: &str, ns: &str, port: u16) -> OperatorProcess {
         .env("WATCH_NAMESPACE", ns)
         .env("LEASE_NAME", TEST_LEASE)
         .env("LEASE_NAMESPACE", ns)
-        .env("LEASE_DURATION_SECONDS", "3")
-        .env("LEASE_GRACE_SECONDS", "1")
+        .env("LEASE_DURATION_SECONDS", duration_seconds.to_string())
+        .env("LEASE_GRACE_SECONDS", grace_seconds.to_string())
         .env("POD_NAME", identity)
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("BOOKING_APP_IMAGE", "flashsale/booking-app:test")
@@ -197,4 +207,44 @@ async fn two_operators_one_leads_and_a_kill_9_hands_over_within_seconds() {
     })
     .await;
     assert_eq!(b.identity, "op-b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_by_sigterm_releases_the_lease_and_the_standby_takes_it_at_once() {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "handover").await;
+    // A 30 s Lease: a standby that waited for it to expire would take 30 s.
+    let port_a = free_port(&[]);
+    let a = spawn_operator_with_lease("op-a", &ns.name, port_a, 30, 5);
+    wait_until("op-a leading", || async {
+        (lease_holder(&client, &ns.name).await.as_deref() == Some("op-a")).then_some(())
+    })
+    .await;
+    let b = spawn_operator_with_lease("op-b", &ns.name, free_port(&[port_a]), 30, 5);
+    wait_until("op-b waiting to lead", || async {
+        b.log().contains("waiting to lead").then_some(())
+    })
+    .await;
+
+    let stopped = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let handed_over = wait_until("op-b leading after op-a stopped", || async {
+        (lease_holder(&client, &ns.name).await.as_deref() == Some("op-b"))
+            .then(|| stopped.elapsed())
+    })
+    .await;
+    eprintln!(
+        "op-a stopped with SIGTERM; op-b holds the Lease {:.1} s later (lease 30 s)",
+        handed_over.as_secs_f64()
+    );
+    assert!(a.log().contains("lease released"), "{}", a.log());
+    assert!(
+        handed_over < std::time::Duration::from_secs(8),
+        "hand-over took {handed_over:?}: the standby waited for the Lease to expire"
+    );
 }
