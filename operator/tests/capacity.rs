@@ -54,6 +54,7 @@ fn step_context(client: &Client) -> Context {
         Arc::new(Metrics::default()),
         Defaults {
             booking_app_image: IMAGE.into(),
+            ..Defaults::default()
         },
     )
 }
@@ -96,6 +97,7 @@ fn key(fs: &FlashSale) -> CalibrationKey {
         fs,
         &Defaults {
             booking_app_image: IMAGE.into(),
+            ..Defaults::default()
         },
     )
     .expect("a valid sale");

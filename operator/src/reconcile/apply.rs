@@ -51,8 +51,18 @@ pub async fn apply(
         pdbs,
         deployments,
         jobs,
+        network_policies,
     } = children;
     let ns = sale.namespace.as_str();
+    // Policies first: a store is isolated before it starts.
+    apply_all(
+        client,
+        applied,
+        ns,
+        &network_policies,
+        &observed.network_policies,
+    )
+    .await?;
     apply_all(client, applied, ns, &secrets, &observed.secrets).await?;
     apply_all(client, applied, ns, &services, &observed.services).await?;
     apply_all(client, applied, ns, &stateful_sets, &observed.stateful_sets)
@@ -85,6 +95,15 @@ pub async fn apply(
     .await?;
     delete_orphans(client, applied, ns, uid, &observed.services, &services).await?;
     delete_orphans(client, applied, ns, uid, &observed.secrets, &secrets).await?;
+    delete_orphans(
+        client,
+        applied,
+        ns,
+        uid,
+        &observed.network_policies,
+        &network_policies,
+    )
+    .await?;
     Ok(())
 }
 
