@@ -10,6 +10,9 @@
 #   7. RBAC: the chart installed (operator scaled to 0), the real operator run locally with its
 #      ServiceAccount's token reconciles sales (children, status, calibration, a stage change)
 #      with no "forbidden"; the same run with a ServiceAccount without the chart's role is refused.
+#   8. a namespaced install (watchNamespaces): Roles only, `kubectl auth can-i` says no outside its
+#      namespace, its operator reconciles a sale there, leaves one elsewhere alone, and is refused
+#      (forbidden) when pointed at another namespace.
 # Each check says what it checks; the first failure stops the script. Everything it creates (a
 # namespace, a Helm release, the operator process) is removed on exit.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -42,26 +45,37 @@ RELEASE="$NS"
 FULLNAME="$RELEASE-flashsale-operator"
 WORK="$(mktemp -d)"
 OPERATOR_PID=""
+# The namespaced install of check 8: its release (in $NS), the namespace it watches, another one.
+RELEASE_NSD="$NS-nsd"
+FULLNAME_NSD="$RELEASE_NSD-flashsale-operator"
+NS_WATCHED="$NS-watched"
+NS_OTHER="$NS-other"
+OPERATOR_NSD_PID=""
 STEP=0
 
 cleanup() {
   local rc=$?
   set +e
-  if [[ -n "$OPERATOR_PID" ]] && pid_alive "$OPERATOR_PID"; then
-    kill "$OPERATOR_PID"
-    wait_gone 10 "$OPERATOR_PID" || kill -9 "$OPERATOR_PID"
-  fi
+  for pid in "$OPERATOR_PID" "$OPERATOR_NSD_PID"; do
+    if [[ -n "$pid" ]] && pid_alive "$pid"; then
+      kill "$pid"
+      wait_gone 10 "$pid" || kill -9 "$pid"
+    fi
+  done
   if ((rc != 0)) && [[ -f "$WORK/operator.log" ]]; then
     log "last lines of the operator's log:"
     tail -n 30 "$WORK/operator.log" >&2
   fi
   helm uninstall "$RELEASE" --namespace "$NS" >/dev/null 2>&1
-  # The operator is stopped, so nobody would take the sales' drain finalizers off: do it here,
+  helm uninstall "$RELEASE_NSD" --namespace "$NS" >/dev/null 2>&1
+  # The operators are stopped, so nobody would take the sales' drain finalizers off: do it here,
   # then the namespace controller deletes the sales and their children.
-  for fs in $(kubectl get flashsales --namespace "$NS" -o name 2>/dev/null); do
-    kubectl patch "$fs" --namespace "$NS" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
+  for ns in "$NS" "$NS_WATCHED" "$NS_OTHER"; do
+    for fs in $(kubectl get flashsales --namespace "$ns" -o name 2>/dev/null); do
+      kubectl patch "$fs" --namespace "$ns" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1
+    done
   done
-  kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1
+  kubectl delete namespace "$NS" "$NS_WATCHED" "$NS_OTHER" --ignore-not-found --wait=false >/dev/null 2>&1
   rm -rf "$WORK"
   if ((rc == 0)); then log "all chart checks passed"; else log "FAILED (exit $rc)"; fi
 }
@@ -74,11 +88,14 @@ fail() { die "check $STEP failed: $*"; }
 check "helm lint --strict"
 helm lint --strict "$CHART" >"$WORK/lint.out" 2>&1 || { cat "$WORK/lint.out" >&2; fail "helm lint"; }
 
-check "values.schema.json refuses replicaCount=2 (no leader election)"
-if helm template x "$CHART" --set replicaCount=2 >/dev/null 2>"$WORK/schema.err"; then
-  fail "helm template accepted replicaCount=2"
+check "values.schema.json refuses replicaCount=-1 and leaderElection.leaseDurationSeconds=0"
+if helm template x "$CHART" --set replicaCount=-1 >/dev/null 2>"$WORK/schema.err"; then
+  fail "helm template accepted replicaCount=-1"
 fi
 grep -q replicaCount "$WORK/schema.err" || { cat "$WORK/schema.err" >&2; fail "refused, but not for replicaCount"; }
+if helm template x "$CHART" --set leaderElection.leaseDurationSeconds=0 >/dev/null 2>"$WORK/schema.err"; then
+  fail "helm template accepted leaderElection.leaseDurationSeconds=0"
+fi
 
 # ---------------------------------------------------------------------------------------------
 check "the chart's CRD is crds/flashsale.yaml (make crds keeps the copy in sync)"
@@ -130,12 +147,35 @@ if ! diff "$WORK/crd-fields" "$WORK/readme-fields" >"$WORK/fields.diff"; then
   fail "README.md's FlashSale tables and crds/flashsale.yaml disagree (lines above)"
 fi
 
+check "watchNamespaces renders a Role and RoleBinding per listed namespace, no cluster-wide RBAC"
+helm template "$RELEASE" "$CHART" --namespace "$NS" --set 'watchNamespaces={team-a,team-b}' >"$WORK/nsd.yaml"
+# objects_json FILE: its objects as one JSON array, namespaces kept.
+objects_json() { kubectl create --dry-run=client -o json -f "$1" | jq -s '[.[] | if .kind == "List" then .items[] else . end]'; }
+objects_json "$WORK/nsd.yaml" >"$WORK/nsd.json"
+kinds_in() { jq -r --arg k "$1" '[.[] | select(.kind == $k) | .metadata.namespace // "-"] | sort | join(",")' "$WORK/nsd.json"; }
+[[ "$(kinds_in ClusterRole)$(kinds_in ClusterRoleBinding)" == "" ]] || fail "a namespaced install renders a ClusterRole or ClusterRoleBinding"
+# The Role in the release namespace is the leader election's (leases only).
+[[ "$(kinds_in Role)" == "$NS,team-a,team-b" ]] || fail "Roles not in exactly $NS (Lease), team-a and team-b: $(kinds_in Role)"
+[[ "$(kinds_in RoleBinding)" == "$NS,team-a,team-b" ]] || fail "RoleBindings not in exactly $NS, team-a and team-b: $(kinds_in RoleBinding)"
+[[ "$(jq -r '.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].env[] | select(.name == "WATCH_NAMESPACE") | .value' "$WORK/nsd.json")" == "team-a,team-b" ]] ||
+  fail "the Deployment does not set WATCH_NAMESPACE=team-a,team-b"
+helm template "$RELEASE" "$CHART" --namespace "$NS" >"$WORK/cluster.yaml"
+objects_json "$WORK/cluster.yaml" >"$WORK/nsd.json"
+[[ "$(kinds_in ClusterRole)" == "-" && "$(kinds_in Role)" == "$NS" ]] ||
+  fail "the default (cluster-wide) install: ClusterRoles in '$(kinds_in ClusterRole)', Roles in '$(kinds_in Role)' (want one ClusterRole, the Lease's Role in $NS)"
+[[ "$(jq -c '[.[] | select(.kind == "Role") | .rules[] | .resources[]] | unique' "$WORK/nsd.json")" == '["leases"]' ]] ||
+  fail "the release namespace's Role grants more than leases"
+if helm template x "$CHART" --set 'watchNamespaces={Not_A_Namespace}' >/dev/null 2>"$WORK/schema.err"; then
+  fail "helm template accepted watchNamespaces={Not_A_Namespace}"
+fi
+
 # ---------------------------------------------------------------------------------------------
 kubectl create namespace "$NS" >/dev/null
 VALUE_SETS=(
   ""
   "crds.install=false,replicaCount=0,logFormat=text,logLevel=debug"
   "rbac.create=false,serviceAccount.create=false,serviceAccount.name=custom,metrics.service.enabled=false"
+  "watchNamespaces={$NS},imageAllowlist={registry.corp.example/,ghcr.io/flashsale/}"
 )
 for values in "${VALUE_SETS[@]}"; do
   check "helm template ${values:-(default values)} accepted by the API server (server-side dry run)"
@@ -209,6 +249,7 @@ token_kubeconfig "$FULLNAME" "$WORK/operator.kubeconfig"
 PORT="$(free_port)"
 # Limited to the test namespace: other tests' sales are not this operator's business.
 KUBECONFIG="$WORK/operator.kubeconfig" WATCH_NAMESPACE="$NS" HTTP_ADDR="127.0.0.1:$PORT" LOG_FORMAT=text NO_COLOR=1 \
+  LEASE_NAME="$FULLNAME" LEASE_NAMESPACE="$NS" \
   RUST_LOG="info,flashsale_operator=debug" "$OPERATOR" run >"$WORK/operator.log" 2>&1 &
 OPERATOR_PID=$!
 wait_until 60 "operator /readyz on 127.0.0.1:$PORT" "$OPERATOR_PID" curl -sf "http://127.0.0.1:$PORT/readyz"
@@ -279,3 +320,74 @@ sale_gone() { ! has flashsale tour-redis; }
 wait_for "$RECONCILE_TIMEOUT" "tour-redis deleted: its drain finalizer removed by the operator" sale_gone
 no_forbidden
 log "  the operator's log has no \"forbidden\" ($(wc -l <"$WORK/operator.log") lines)"
+
+# ---------------------------------------------------------------------------------------------
+check "a namespaced install: Roles in $NS_WATCHED only, no cluster-wide permission"
+kubectl create namespace "$NS_WATCHED" >/dev/null
+kubectl create namespace "$NS_OTHER" >/dev/null
+helm install "$RELEASE_NSD" "$CHART" --namespace "$NS" --set replicaCount=0 --set crds.install=false \
+  --set metrics.service.enabled=false --set "watchNamespaces={$NS_WATCHED}" \
+  --wait --timeout 2m >"$WORK/install-nsd.out" 2>&1 || { cat "$WORK/install-nsd.out" >&2; fail "helm install (namespaced)"; }
+SA_NSD="system:serviceaccount:$NS:$FULLNAME_NSD"
+# can_i VERB RESOURCE SCOPE...: kubectl auth can-i's answer for the namespaced install's ServiceAccount.
+can_i() { kubectl auth can-i "$1" "$2" "${@:3}" --as "$SA_NSD" 2>/dev/null || true; }
+for q in "list secrets -A" "list secrets --namespace $NS_OTHER" "create statefulsets --namespace $NS_OTHER" \
+  "list flashsales.flashsale.dev -A" "get secrets --namespace kube-system"; do
+  # shellcheck disable=SC2086
+  answer="$(can_i $q)"
+  log "  kubectl auth can-i $q --as $SA_NSD: $answer"
+  [[ "$answer" == no ]] || fail "the namespaced install may $q"
+done
+for q in "list secrets --namespace $NS_WATCHED" "patch statefulsets --namespace $NS_WATCHED" "list flashsales.flashsale.dev --namespace $NS_WATCHED"; do
+  # shellcheck disable=SC2086
+  answer="$(can_i $q)"
+  log "  kubectl auth can-i $q --as $SA_NSD: $answer"
+  [[ "$answer" == yes ]] || fail "the namespaced install may not $q"
+done
+
+check "the namespaced operator reconciles a sale in $NS_WATCHED and leaves one in $NS_OTHER alone"
+token_kubeconfig "$FULLNAME_NSD" "$WORK/nsd.kubeconfig"
+helm get manifest "$RELEASE_NSD" --namespace "$NS" >"$WORK/nsd-manifest.yaml"
+WATCH_NSD="$(objects_json "$WORK/nsd-manifest.yaml" |
+  jq -r '.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].env[] | select(.name == "WATCH_NAMESPACE") | .value')"
+[[ "$WATCH_NSD" == "$NS_WATCHED" ]] || fail "the namespaced Deployment sets WATCH_NAMESPACE=$WATCH_NSD, not $NS_WATCHED"
+PORT_NSD="$(free_port)"
+KUBECONFIG="$WORK/nsd.kubeconfig" WATCH_NAMESPACE="$WATCH_NSD" HTTP_ADDR="127.0.0.1:$PORT_NSD" LOG_FORMAT=text NO_COLOR=1 \
+  LEASE_NAME="$FULLNAME_NSD" LEASE_NAMESPACE="$NS" \
+  RUST_LOG="info,flashsale_operator=debug" "$OPERATOR" run >"$WORK/operator-nsd.log" 2>&1 &
+OPERATOR_NSD_PID=$!
+wait_until 60 "namespaced operator /readyz on 127.0.0.1:$PORT_NSD" "$OPERATOR_NSD_PID" curl -sf "http://127.0.0.1:$PORT_NSD/readyz"
+for ns in "$NS_WATCHED" "$NS_OTHER"; do
+  as_json "$REPO_ROOT/examples/postgres.yaml" | jq 'if .kind == "FlashSale" then del(.spec.bookingApp.service) else . end' |
+    kubectl apply --namespace "$ns" -f - >/dev/null
+done
+nsd_status_written() {
+  kubectl get flashsale tour-postgres --namespace "$NS_WATCHED" -o json | jq -e '.status.observedGeneration == .metadata.generation'
+}
+nsd_no_forbidden() {
+  if grep -i forbidden "$WORK/operator-nsd.log" >&2; then fail "the namespaced operator was forbidden something (lines above)"; fi
+  pid_alive "$OPERATOR_NSD_PID" || fail "the namespaced operator exited"
+}
+start=$SECONDS
+until nsd_status_written >/dev/null 2>&1; do
+  nsd_no_forbidden
+  ((SECONDS - start < RECONCILE_TIMEOUT)) || fail "tour-postgres in $NS_WATCHED: no status after ${RECONCILE_TIMEOUT}s"
+  sleep 1
+done
+log "  tour-postgres in $NS_WATCHED reconciled (status written) after $((SECONDS - start))s"
+kubectl get statefulset tour-postgres-postgres --namespace "$NS_WATCHED" >/dev/null || fail "no StatefulSet in $NS_WATCHED"
+sleep 5
+[[ "$(kubectl get flashsale tour-postgres --namespace "$NS_OTHER" -o json | jq -c '.status // null')" == null ]] ||
+  fail "the sale in $NS_OTHER has a status: the namespaced operator reached it"
+[[ "$(kubectl get statefulsets,deployments,secrets --namespace "$NS_OTHER" -l app.kubernetes.io/instance=tour-postgres -o name | wc -l)" == 0 ]] ||
+  fail "children of the sale in $NS_OTHER exist"
+nsd_no_forbidden
+log "  tour-postgres in $NS_OTHER: no status, no children"
+
+check "the namespaced operator pointed at $NS_OTHER is refused (forbidden)"
+if KUBECONFIG="$WORK/nsd.kubeconfig" WATCH_NAMESPACE="$NS_OTHER" HTTP_ADDR="127.0.0.1:$(free_port)" LEASE_NAME="$FULLNAME_NSD" \
+  timeout 60 "$OPERATOR" run >"$WORK/nsd-other.log" 2>&1; then
+  fail "the namespaced operator ran in $NS_OTHER"
+fi
+grep -qi forbidden "$WORK/nsd-other.log" || { cat "$WORK/nsd-other.log" >&2; fail "it failed, but not with forbidden"; }
+log "  $(grep -i -m1 -o 'cannot list.*forbidden[^"]*' "$WORK/nsd-other.log" | head -c 240)"

@@ -87,16 +87,40 @@ fn error_policy(
     Action::requeue(delay)
 }
 
-/// Fail fast, with the fix, when the CRD is not installed.
-pub async fn check_crd(client: &Client) -> anyhow::Result<()> {
-    let api: Api<FlashSale> = Api::all(client.clone());
-    if let Err(e) = api.list(&ListParams::default().limit(1)).await {
-        anyhow::bail!(
-            "cannot list FlashSales ({e}). Is the CRD installed? \
-             Install it with: flashsale-operator crd | kubectl apply --server-side -f -  (or helm install the chart)"
-        );
+/// Fail fast, with the fix, when the CRD is not installed (or FlashSales of a watched namespace
+/// may not be listed: a namespaced install lists only its own namespaces).
+pub async fn check_crd(client: &Client, namespaces: &[String]) -> anyhow::Result<()> {
+    let apis: Vec<Api<FlashSale>> = if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    for api in apis {
+        if let Err(e) = api.list(&ListParams::default().limit(1)).await {
+            anyhow::bail!(
+                "cannot list FlashSales ({e}). Is the CRD installed? \
+                 Install it with: flashsale-operator crd | kubectl apply --server-side -f -  (or helm install the chart)"
+            );
+        }
     }
     Ok(())
+}
+
+/// One controller per watched namespace (a namespaced install may not watch the whole cluster),
+/// or one for the whole cluster when `namespaces` is empty; returns when all have stopped.
+pub async fn run_controllers(ctx: Arc<Context>, namespaces: &[String]) {
+    if namespaces.is_empty() {
+        return run_controller(ctx, None).await;
+    }
+    futures::future::join_all(
+        namespaces
+            .iter()
+            .map(|ns| run_controller(ctx.clone(), Some(ns.as_str()))),
+    )
+    .await;
 }
 
 /// Run the controller until `shutdown_on_signal` (SIGTERM/SIGINT) or the future is dropped.

@@ -11,6 +11,7 @@ pub mod crd;
 pub mod crdgen;
 pub mod error;
 pub mod fixtures;
+pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use flashsale_operator::{
-    context::Context, controller, crdgen, metrics::Metrics, reconcile::validate::Defaults, server,
+    context::Context, controller, crdgen, leader, metrics::Metrics, reconcile::validate::Defaults,
+    server,
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -35,15 +36,20 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all namespaces). A namespaced
+    /// install needs no cluster-wide permission.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
     /// booking-app image for sales that do not name one.
     #[arg(long, env = "BOOKING_APP_IMAGE", default_value_t = Defaults::default().booking_app_image)]
     booking_app_image: String,
+    /// Image prefixes (registries, or registry/path) that images named in a FlashSale must start
+    /// with, comma-separated; empty: any image. A sale naming another is refused (InvalidSpec).
+    #[arg(long, env = "ALLOWED_IMAGE_PREFIXES", value_delimiter = ',')]
+    allowed_image_prefixes: Vec<String>,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Who may scrape the sales' metrics ports: a JSON list of NetworkPolicy peers (e.g.
@@ -57,6 +63,22 @@ struct RunArgs {
     /// Off by default: it needs pod-network access from the operator.
     #[arg(long, env = "OBSERVE_LOAD")]
     observe_load: bool,
+    /// Run the controller only while holding the leader Lease, so replicas can run side by side
+    /// (a standby takes over when the leader dies). Off: this process reconciles at once.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// The Lease's name (one per installation).
+    #[arg(long, env = "LEASE_NAME", default_value = "flashsale-operator")]
+    lease_name: String,
+    /// The Lease's namespace (the operator's own); default: the kubeconfig's namespace.
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// Seconds a Lease holds without renewal: the longest a dead leader's successor waits.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = leader::DEFAULT_LEASE_DURATION_SECONDS)]
+    lease_duration_seconds: u64,
+    /// Seconds before expiry the leader renews (also the clock skew tolerated between nodes).
+    #[arg(long, env = "LEASE_GRACE_SECONDS", default_value_t = leader::DEFAULT_LEASE_GRACE_SECONDS)]
+    lease_grace_seconds: u64,
     /// Reconciles running at once (0: unbounded).
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = flashsale_operator::controller::CONCURRENCY)]
     concurrency: u16,
@@ -111,14 +133,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    controller::check_crd(&client).await?;
+    let namespaces: Vec<String> = args
+        .namespaces
+        .iter()
+        .map(|ns| ns.trim().to_string())
+        .filter(|ns| !ns.is_empty())
+        .collect();
+    controller::check_crd(&client, &namespaces).await?;
     state.ready.store(true, Ordering::Relaxed);
+    let metrics_gauge = metrics.leader.clone();
     let mut ctx = Context::new(
-        client,
+        client.clone(),
         metrics,
         Defaults {
             booking_app_image: args.booking_app_image,
             metrics_from: args.metrics_from.0,
+            allowed_image_prefixes: args
+                .allowed_image_prefixes
+                .into_iter()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
         },
     );
     ctx.concurrency = args.concurrency;
@@ -129,13 +164,45 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ));
     }
     let ctx = Arc::new(ctx);
-    tracing::info!(
-        namespace = args.namespace.as_deref().unwrap_or("<all>"),
-        "starting FlashSale controller"
-    );
-    controller::run_controller(ctx, args.namespace.as_deref()).await;
+    let watched = if namespaces.is_empty() {
+        "<all>".to_string()
+    } else {
+        namespaces.join(",")
+    };
+    let election = args.leader_election.then(|| leader::Election {
+        lease_name: args.lease_name.clone(),
+        namespace: args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string()),
+        identity: leader::identity(),
+        duration_seconds: args.lease_duration_seconds,
+        grace_seconds: args.lease_grace_seconds,
+    });
+    tracing::info!(namespaces = %watched, leader_election = args.leader_election, "starting FlashSale controller");
+    let controllers = controller::run_controllers(ctx, &namespaces);
+    let led = match &election {
+        Some(election) => {
+            let gauge = metrics_gauge.clone();
+            leader::run_while_leading(
+                client.clone(),
+                election,
+                move |leading| {
+                    gauge.set(i64::from(leading));
+                },
+                controllers,
+            )
+            .await
+        }
+        None => {
+            metrics_gauge.set(1);
+            controllers.await;
+            Ok(())
+        }
+    };
 
     shutdown.cancel();
     http.await??;
+    led?;
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Prometheus metrics of the operator (`flashsale_operator_*`): reconciles, failures by error
-//! label, reconcile duration. Served on /metrics by `server.rs`.
+//! label, reconcile duration, and whether this replica leads (runs the controller). Served on /metrics by `server.rs`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::time::Instant;
@@ -21,6 +22,8 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub failures: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
+    /// 1 while this replica holds the leader Lease (see `leader`).
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -45,11 +48,18 @@ impl Default for Metrics {
             Unit::Seconds,
             duration.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and runs the controller",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciles,
             failures,
             duration,
+            leader,
         }
     }
 }

@@ -259,7 +259,7 @@ async fn deleting_a_redis_sale_drains_it_first_then_keeps_only_the_volume_and_re
         .await
         .expect("the Postgres volume's claim is kept");
     let kept = secrets.get(&credentials).await.expect("credentials kept");
-    assert!(teardown::is_kept_with_volume(&kept, name));
+    assert!(teardown::is_kept_with_volume(&kept.metadata, name));
     assert_eq!(
         kept.owner_references()
             .iter()

@@ -5,18 +5,21 @@
 //! A child whose desired object is the one applied last time, onto the object as it was left
 //! (see `applied`), is not applied again: most passes are triggered by the children's status
 //! and change nothing, and 100 sales applying every child on every pass saturated the API server.
+//! Before anything is applied, every desired child's name is checked (see `ownership`): when one
+//! is taken by an object that is not this sale's, nothing is applied and the conflicts are returned.
 
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::applied::{self, Applied};
 use super::desired::Children;
 use super::desired::labels::MANAGER;
-use super::observe::Observed;
+use super::observe::{self, Observed};
+use super::ownership::{self, Conflict};
 use super::validate::Sale;
 use crate::error::{Error, Result};
 
@@ -37,13 +40,14 @@ impl<K> Child for K where
 {
 }
 
+/// Apply `children`, or nothing when a name is taken: then the objects in the way.
 pub async fn apply(
     client: &Client,
     applied: &Applied,
     sale: &Sale,
     children: Children,
     observed: &Observed,
-) -> Result<()> {
+) -> Result<Vec<Conflict>> {
     let Children {
         secrets,
         services,
@@ -54,6 +58,23 @@ pub async fn apply(
         network_policies,
     } = children;
     let ns = sale.namespace.as_str();
+    let uid = sale.owner.uid.as_str();
+    let mut conflicts = vec![];
+    conflicts.extend(foreign(client, sale, &secrets, &observed.secrets).await?);
+    conflicts.extend(foreign(client, sale, &services, &observed.services).await?);
+    conflicts.extend(foreign(client, sale, &stateful_sets, &observed.stateful_sets).await?);
+    conflicts.extend(foreign(client, sale, &pdbs, &observed.pdbs).await?);
+    conflicts.extend(foreign(client, sale, &deployments, &observed.deployments).await?);
+    conflicts.extend(foreign(client, sale, &jobs, &observed.jobs).await?);
+    conflicts.extend(foreign(client, sale, &network_policies, &observed.network_policies).await?);
+    if !conflicts.is_empty() {
+        // Half a sale (its Deployment beside someone else's Service of the name its clients
+        // resolve) would be worse than none: nothing is applied until the names are free.
+        for c in &conflicts {
+            warn!(kind = c.kind, name = %c.name, owner = %c.owner, "name taken by a foreign object");
+        }
+        return Ok(conflicts);
+    }
     // Policies first: a store is isolated before it starts.
     apply_all(
         client,
@@ -72,7 +93,6 @@ pub async fn apply(
     apply_all(client, applied, ns, &deployments, &observed.deployments).await?;
     create_missing(client, ns, &jobs, &observed.jobs).await?;
 
-    let uid = sale.owner.uid.as_str();
     delete_orphans(client, applied, ns, uid, &observed.jobs, &jobs).await?;
     delete_orphans(
         client,
@@ -104,7 +124,32 @@ pub async fn apply(
         &network_policies,
     )
     .await?;
-    Ok(())
+    Ok(conflicts)
+}
+
+/// The desired `objects` whose name an object not accepted by the sale holds. `observed`
+/// holds only the sale's own children (see `observe`); a name absent from it is looked up, so
+/// this costs a request only for children not created yet.
+async fn foreign<K: Child>(
+    client: &Client,
+    sale: &Sale,
+    objects: &[K],
+    observed: &[K],
+) -> Result<Vec<Conflict>> {
+    let api: Api<K> = Api::namespaced(client.clone(), &sale.namespace);
+    let mut conflicts = vec![];
+    for object in objects {
+        let name = object.name_any();
+        if observe::find(observed, &name).is_some() {
+            continue;
+        }
+        if let Some(existing) = api.get_metadata_opt(&name).await?
+            && !ownership::accepts_meta(&existing.metadata, &sale.owner.uid, &sale.name)
+        {
+            conflicts.push(Conflict::new(kind_of::<K>(), &existing.metadata));
+        }
+    }
+    Ok(conflicts)
 }
 
 async fn apply_all<K: Child>(

@@ -1,5 +1,6 @@
 //! Kubernetes Events for what a user wants to see in `kubectl describe fs`: phase changes,
-//! stage switches, and a stage-kafka queue that will fall behind at the target. Derived from
+//! stage switches, a stage-kafka queue that will fall behind at the target, and a child's name
+//! taken by a foreign object (Conflict). Derived from
 //! the old and new status (pure), so a reconcile that changes nothing emits nothing.
 
 use kube::runtime::events::{Event, EventType};
@@ -37,6 +38,22 @@ pub fn transitions(previous: &FlashSaleStatus, next: &FlashSaleStatus) -> Vec<Ev
             reason: format!("{phase:?}"),
             note,
             action: "Reconcile".into(),
+            secondary: None,
+        });
+    }
+    let conflict = |status: &FlashSaleStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == super::status::types::CONFLICT && c.status == "True")
+            .map(|c| c.message.clone())
+    };
+    if let Some(message) = conflict(next).filter(|m| conflict(previous).as_ref() != Some(m)) {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: "Conflict".into(),
+            note: Some(message),
+            action: "Apply".into(),
             secondary: None,
         });
     }

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod desired;
 pub mod events;
 pub mod observe;
+pub mod ownership;
 pub mod sizing;
 pub mod status;
 pub mod teardown;
@@ -37,6 +38,10 @@ use transition::{LeaveStep, Leaving, StagePlan};
 const WAIT_FOR_EXTERNAL: Duration = Duration::from_secs(30);
 const RESYNC: Duration = Duration::from_secs(300);
 const TEARDOWN_RECHECK: Duration = Duration::from_secs(10);
+/// How soon to look again at a name taken by a foreign object (not watched: it has not our
+/// labels, or not our owner reference). Also the wait for a recreated sale's predecessor's
+/// children to be garbage-collected.
+const WAIT_FOR_CONFLICT: Duration = Duration::from_secs(10);
 
 /// Reconcile one FlashSale.
 #[instrument(skip_all, fields(sale = %fs.name_any(), namespace = fs.namespace().unwrap_or_default()))]
@@ -63,7 +68,17 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
     };
 
     let changing = previous.stage.is_some_and(|s| s != sale.spec.stage);
-    let observed = observe::observe(&ctx.client, &sale, previous.stage, changing).await?;
+    let mut observed = match observe::observe(&ctx.client, &sale, previous.stage, changing).await {
+        Ok(observed) => observed,
+        // An external store's Secret without the opt-in label: not watched, so look again.
+        Err(e @ Error::InvalidSpec(_)) => {
+            warn!(error = %e, "spec cannot be served");
+            let status = status::compute_invalid(&previous, fs.metadata.generation, &e, &now);
+            write_status(ctx, fs, &previous, &status).await?;
+            return Ok(Action::requeue(WAIT_FOR_EXTERNAL));
+        }
+        Err(e) => return Err(e),
+    };
     let drain = previous
         .stage
         .and_then(|s| observed.job(&desired::names::drain_job(&sale.name, s)));
@@ -102,7 +117,7 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
         .unwrap_or_else(Credentials::generate);
     let children = desired::build(&sale, &plan, &sizing, &credentials);
     match apply::apply(&ctx.client, &ctx.applied, &sale, children, &observed).await {
-        Ok(()) => {}
+        Ok(conflicts) => observed.conflicts = conflicts,
         Err(e @ Error::InvalidSpec(_)) => {
             warn!(error = %e, "spec cannot be applied");
             let status = status::compute_invalid(&previous, fs.metadata.generation, &e, &now);
@@ -114,7 +129,9 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
 
     let status = status::compute(&previous, &sale, &plan, &sizing, &observed, &now);
     write_status(ctx, fs, &previous, &status).await?;
-    let requeue = if observed.missing_external.is_empty() {
+    let requeue = if !observed.conflicts.is_empty() {
+        WAIT_FOR_CONFLICT
+    } else if observed.missing_external.is_empty() {
         sizing.requeue_after.unwrap_or(RESYNC)
     } else {
         WAIT_FOR_EXTERNAL

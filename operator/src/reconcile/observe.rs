@@ -1,6 +1,10 @@
 //! Step 2 of a reconcile: read what exists. Lists the sale's children by label (for status and
 //! for finding orphans), the credentials it generated earlier, the pods of a stage being left,
-//! and the Secrets that external stores point at. The only reads of a reconcile.
+//! and the Secrets that external stores point at. The only reads of a reconcile (but for the
+//! applier's look-up of a name not listed here). A listed object that carries the sale's labels
+//! but is not the sale's (`ownership::accepts`) is left out: it is someone else's. An external
+//! store's Secret without the opt-in label `flashsale.dev/allow-reference: "true"` refuses the
+//! sale (InvalidSpec).
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -16,7 +20,7 @@ use super::desired::labels::{self, Component};
 use super::desired::names;
 use super::transition::JobState;
 use super::validate::{Sale, Store};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::stage::Stage;
 
 /// Everything a reconcile knows about the cluster, taken before it changes anything.
@@ -34,6 +38,9 @@ pub struct Observed {
     pub serving_pods: usize,
     /// External store Secrets (or keys) that do not exist: "secret/key".
     pub missing_external: Vec<String>,
+    /// Objects holding a child's name that are not the sale's: found by the applier, which then
+    /// applied nothing.
+    pub conflicts: Vec<super::ownership::Conflict>,
 }
 
 /// Readiness of a Deployment or StatefulSet as its controller reports it.
@@ -123,18 +130,20 @@ impl Observed {
     }
 }
 
-async fn list<K>(client: &Client, namespace: &str, selector: &str) -> Result<Vec<K>>
+async fn list<K>(client: &Client, sale: &Sale, selector: &str) -> Result<Vec<K>>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    Ok(api
+    let api: Api<K> = Api::namespaced(client.clone(), &sale.namespace);
+    let mut items = api
         .list(&ListParams::default().labels(selector))
         .await?
-        .items)
+        .items;
+    items.retain(|o| super::ownership::accepts_meta(o.meta(), &sale.owner.uid, &sale.name));
+    Ok(items)
 }
 
 /// Read the sale's children; `serving` is status.stage, whose API pods are counted when
@@ -148,13 +157,13 @@ pub async fn observe(
     let ns = sale.namespace.as_str();
     let selector = labels::children_of(&sale.name);
     let mut observed = Observed {
-        secrets: list(client, ns, &selector).await?,
-        services: list(client, ns, &selector).await?,
-        stateful_sets: list(client, ns, &selector).await?,
-        pdbs: list(client, ns, &selector).await?,
-        deployments: list(client, ns, &selector).await?,
-        jobs: list(client, ns, &selector).await?,
-        network_policies: list(client, ns, &selector).await?,
+        secrets: list(client, sale, &selector).await?,
+        services: list(client, sale, &selector).await?,
+        stateful_sets: list(client, sale, &selector).await?,
+        pdbs: list(client, sale, &selector).await?,
+        deployments: list(client, sale, &selector).await?,
+        jobs: list(client, sale, &selector).await?,
+        network_policies: list(client, sale, &selector).await?,
         ..Observed::default()
     };
     if let Some(old) = serving.filter(|_| count_serving_pods) {
@@ -163,7 +172,12 @@ pub async fn observe(
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
-        observed.serving_pods = list::<Pod>(client, ns, &pods_selector).await?.len();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        observed.serving_pods = pods
+            .list_metadata(&ListParams::default().labels(&pods_selector))
+            .await?
+            .items
+            .len();
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let stages = [Some(sale.spec.stage), serving];
@@ -174,7 +188,17 @@ pub async fn observe(
     ];
     for (_, store) in needed.into_iter().filter(|(needed, _)| *needed) {
         if let Store::External(r) = store {
-            let present = secrets.get_opt(&r.name).await?.is_some_and(|s| {
+            let secret = secrets.get_opt(&r.name).await?;
+            if let Some(s) = &secret
+                && !allows_reference(s)
+            {
+                return Err(Error::InvalidSpec(format!(
+                    "Secret {} may not be referenced by a FlashSale: its owner opts in with the label {}=\"true\"",
+                    r.name,
+                    labels::ALLOW_REFERENCE
+                )));
+            }
+            let present = secret.is_some_and(|s| {
                 s.data.is_some_and(|d| d.contains_key(&r.key))
                     || s.string_data.is_some_and(|d| d.contains_key(&r.key))
             });
@@ -186,4 +210,14 @@ pub async fn observe(
         }
     }
     Ok(observed)
+}
+
+/// The Secret's owner let FlashSales reference it (`labels::ALLOW_REFERENCE`).
+fn allows_reference(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::ALLOW_REFERENCE))
+        .is_some_and(|v| v == "true")
 }

@@ -1,6 +1,7 @@
 //! Step 5 of a reconcile: the status, computed from what was observed, never accumulated.
 //! Conditions: StoresReady, BookingAppReady, WorkerReady (stages with a worker), StageSettled,
-//! Calibrated, and Ready summing them up. `lastTransitionTime` changes only when a condition's
+//! Calibrated, and Ready summing them up; `Conflict` (True) while a child's name is taken by a
+//! foreign object (see `ownership`), which also makes Ready false. `lastTransitionTime` changes only when a condition's
 //! status flips, so an unchanged sale writes an identical status (and no new resourceVersion).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -23,7 +24,12 @@ pub mod types {
     pub const CALIBRATED: &str = "Calibrated";
     /// Only on a sale being deleted: whether its stage's backlog is in Postgres yet.
     pub const DRAINED: &str = "Drained";
+    /// Present (True) only while an object in the way of a child is left untouched.
+    pub const CONFLICT: &str = "Conflict";
 }
+
+/// Reason of the Conflict condition, and of Ready while it holds.
+pub const FOREIGN_OBJECT: &str = "ForeignObject";
 
 /// One condition before timestamps: (type, ok, reason, message).
 type Check = (&'static str, bool, String, String);
@@ -45,9 +51,14 @@ pub fn compute(
         calibrated(sizing),
     ];
     let checks: Vec<Check> = checks.into_iter().flatten().collect();
+    let conflict: Option<Check> = super::ownership::summary(&observed.conflicts)
+        .map(|message| (types::CONFLICT, true, FOREIGN_OBJECT.into(), message));
     let failing = checks.iter().find(|c| !c.1);
-    let ready: Check = match failing {
-        None => (
+    let ready: Check = match (&conflict, failing) {
+        (Some((_, _, reason, message)), _) => {
+            (types::READY, false, reason.clone(), message.clone())
+        }
+        (None, None) => (
             types::READY,
             true,
             "SaleReady".into(),
@@ -56,11 +67,16 @@ pub fn compute(
                 plan.serving, sizing.booking_replicas
             ),
         ),
-        Some((_, _, reason, message)) => (types::READY, false, reason.clone(), message.clone()),
+        (None, Some((_, _, reason, message))) => {
+            (types::READY, false, reason.clone(), message.clone())
+        }
     };
     let ok = |t: &str| checks.iter().any(|c| c.0 == t && c.1);
     let phase = if plan.leaving.is_some() {
         Phase::Draining
+    } else if conflict.is_some() {
+        // Nothing was applied: the sale cannot become ready until the name is free.
+        Phase::Degraded
     } else if observed.is_empty() {
         Phase::Pending
     } else if ok(types::STORES_READY)
@@ -87,6 +103,7 @@ pub fn compute(
             .iter()
             .map(|c| condition(previous, c, generation, now)),
     );
+    conditions.extend(conflict.map(|c| condition(previous, &c, generation, now)));
     let api = observed.deployment(&names::booking_deployment(&sale.name, plan.serving));
     let last_scale_time = match &previous.sizing {
         Some(s) if previous.desired_replicas == sizing.booking_replicas => {

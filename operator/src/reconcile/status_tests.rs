@@ -327,3 +327,43 @@ fn an_invalid_spec_keeps_the_last_status_and_says_why() {
     );
     assert_eq!(s.observed_generation, Some(2));
 }
+
+#[test]
+fn a_conflict_is_a_true_condition_and_keeps_the_sale_from_ready() {
+    let sale = pinned(Stage::Postgres);
+    let p = plan(Stage::Postgres, None, 0, None);
+    let sz = crate::fixtures::sized(&sale);
+    let mut observed = observed_with(&sale, &p, &sz, 10);
+    let ready = compute(&Default::default(), &sale, &p, &sz, &observed, &at(1));
+    assert_eq!(ready.phase, Some(Phase::Ready));
+    assert!(ready.conditions.iter().all(|c| c.type_ != types::CONFLICT));
+
+    let taken = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some("s-booking-app".into()),
+        ..Default::default()
+    };
+    observed.conflicts = vec![crate::reconcile::ownership::Conflict::new(
+        "Service", &taken,
+    )];
+    let s = compute(&ready, &sale, &p, &sz, &observed, &at(2));
+    assert_eq!(s.phase, Some(Phase::Degraded));
+    let conflict = cond(&s, types::CONFLICT);
+    assert_eq!(
+        (conflict.status.as_str(), conflict.reason.as_str()),
+        ("True", FOREIGN_OBJECT)
+    );
+    assert!(conflict.message.contains("Service s-booking-app"));
+    assert_eq!(cond(&s, types::READY).reason, FOREIGN_OBJECT);
+    let events = crate::reconcile::events::transitions(&ready, &s);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "Conflict" && e.note.as_deref() == Some(&conflict.message)),
+        "{:?}",
+        events.iter().map(|e| &e.reason).collect::<Vec<_>>()
+    );
+    assert!(
+        crate::reconcile::events::transitions(&s, &s).is_empty(),
+        "once"
+    );
+}

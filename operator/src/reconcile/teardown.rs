@@ -9,7 +9,7 @@
 //! takes the rest. `plan` is pure; `add`, `release` and `keep_credentials` do the I/O.
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -166,14 +166,19 @@ pub fn postgres_claim(sale: &str) -> String {
     names::data_claim(&names::postgres(sale))
 }
 
-/// Whether the credentials Secret is held by the sale's kept Postgres volume (the state
-/// `keep_credentials` leaves it in): a sale recreated under the same name adopts it.
-pub fn is_kept_with_volume(secret: &Secret, sale: &str) -> bool {
+/// Whether this is the sale's credentials Secret held by its kept Postgres volume (the state
+/// `keep_credentials` leaves it in), with no controller: a sale recreated under the same name
+/// adopts it.
+pub fn is_kept_with_volume(meta: &ObjectMeta, sale: &str) -> bool {
     let claim = postgres_claim(sale);
-    secret
-        .owner_references()
-        .iter()
-        .any(|o| o.kind == "PersistentVolumeClaim" && o.name == claim)
+    let owners = meta.owner_references.as_deref().unwrap_or_default();
+    meta.name.as_deref() == Some(names::credentials_secret(sale).as_str())
+        && owners
+            .iter()
+            .all(|o| o.controller != Some(true) || o.kind == "PersistentVolumeClaim")
+        && owners
+            .iter()
+            .any(|o| o.kind == "PersistentVolumeClaim" && o.name == claim)
 }
 
 /// Hand the credentials Secret to the kept Postgres volume: its only owner becomes the claim, so
@@ -265,14 +270,19 @@ mod tests {
 
     #[test]
     fn only_the_postgres_claim_keeps_credentials() {
-        let mut secret = Secret::default();
-        assert!(!is_kept_with_volume(&secret, "s"));
-        secret.metadata.owner_references = Some(vec![OwnerReference {
+        let mut meta = ObjectMeta {
+            name: Some("s-credentials".into()),
+            ..ObjectMeta::default()
+        };
+        assert!(!is_kept_with_volume(&meta, "s"));
+        meta.owner_references = Some(vec![OwnerReference {
             kind: "PersistentVolumeClaim".into(),
             name: "data-s-postgres-0".into(),
             ..OwnerReference::default()
         }]);
-        assert!(is_kept_with_volume(&secret, "s"));
-        assert!(!is_kept_with_volume(&secret, "t"));
+        assert!(is_kept_with_volume(&meta, "s"));
+        assert!(!is_kept_with_volume(&meta, "t"), "another sale's");
+        meta.name = Some("s-other".into());
+        assert!(!is_kept_with_volume(&meta, "s"), "not the credentials");
     }
 }

@@ -16,12 +16,15 @@ pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17";
 pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4";
 pub const DEFAULT_KAFKA_IMAGE: &str = "apache/kafka:4.1.0";
 
-/// Operator-wide defaults (flags of `flashsale-operator run`).
+/// Operator-wide defaults and limits (flags of `flashsale-operator run`).
 #[derive(Clone, Debug)]
 pub struct Defaults {
     pub booking_app_image: String,
     /// Who may scrape the sale's metrics ports (`--metrics-from`); empty: any pod.
     pub metrics_from: Vec<NetworkPolicyPeer>,
+    /// Prefixes (registries, or registry/path) every image a FlashSale names must start with
+    /// (`--allowed-image-prefixes`); empty: any image.
+    pub allowed_image_prefixes: Vec<String>,
 }
 
 impl Default for Defaults {
@@ -29,8 +32,42 @@ impl Default for Defaults {
         Self {
             booking_app_image: concat!("flashsale/booking-app:", env!("CARGO_PKG_VERSION")).into(),
             metrics_from: Vec::new(),
+            allowed_image_prefixes: vec![],
         }
     }
+}
+
+/// `image` starts with `prefix` at a path boundary: "registry.corp" allows "registry.corp/app:1"
+/// but not "registry.corp.evil.io/app:1".
+fn image_allowed(image: &str, prefix: &str) -> bool {
+    image.strip_prefix(prefix).is_some_and(|rest| {
+        rest.is_empty() || prefix.ends_with(['/', ':', '@']) || rest.starts_with(['/', ':', '@'])
+    })
+}
+
+/// Refuse an image the FlashSale names outside the allowlist. The operator's own defaults (its
+/// booking-app image, the store images) are the installer's choice and not checked.
+fn check_images(spec: &FlashSaleSpec, allowed: &[String]) -> Result<()> {
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let named = [
+        ("bookingApp.image", &spec.booking_app.image),
+        ("postgres.image", &spec.postgres.in_cluster.image),
+        ("redis.image", &spec.redis.in_cluster.image),
+        ("kafka.image", &spec.kafka.in_cluster.image),
+    ];
+    for (field, image) in named {
+        if let Some(image) = image
+            && !allowed.iter().any(|p| image_allowed(image, p))
+        {
+            return Err(Error::InvalidSpec(format!(
+                "{field} {image:?} is not allowed: this operator runs only images starting with {} (ALLOWED_IMAGE_PREFIXES)",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A FlashSale with every default resolved; what the builders read.
@@ -125,6 +162,7 @@ pub fn validate(fs: &FlashSale, defaults: &Defaults) -> Result<Sale> {
             "capacity.perPodRps must be a positive number".into(),
         ));
     }
+    check_images(&spec, &defaults.allowed_image_prefixes)?;
     let postgres = store(
         "postgres",
         spec.postgres.external.as_ref(),
@@ -308,5 +346,45 @@ mod tests {
         let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).build();
         fs.metadata.uid = None;
         assert!(validate(&fs, &Defaults::default()).is_err());
+    }
+
+    #[test]
+    fn images_a_sale_names_must_be_on_the_allowlist() {
+        let defaults = Defaults {
+            allowed_image_prefixes: vec!["registry.corp".into(), "ghcr.io/flashsale/".into()],
+            ..Defaults::default()
+        };
+        let with = |image: &str| {
+            let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).build();
+            fs.spec.booking_app.image = Some(image.into());
+            validate(&fs, &defaults)
+        };
+        assert!(with("registry.corp/booking-app:1").is_ok());
+        assert!(with("ghcr.io/flashsale/booking-app:1").is_ok());
+        for refused in [
+            "registry.corp.evil.io/booking-app:1",
+            "ghcr.io/other/booking-app:1",
+            "booking-app:1",
+        ] {
+            let e = with(refused).unwrap_err();
+            assert!(matches!(e, Error::InvalidSpec(_)), "{refused}");
+            assert!(
+                e.to_string().contains("bookingApp.image") && e.to_string().contains(refused),
+                "{e}"
+            );
+        }
+        let mut fs = FlashSaleBuilder::new("s", Stage::Redis).build();
+        fs.spec.redis.in_cluster.image = Some("redis:7.4".into());
+        assert!(
+            validate(&fs, &defaults)
+                .unwrap_err()
+                .to_string()
+                .contains("redis.image")
+        );
+        // The operator's own defaults are not the author's choice; no allowlist allows anything.
+        assert!(validate(&FlashSaleBuilder::new("s", Stage::Kafka).build(), &defaults).is_ok());
+        let mut fs = FlashSaleBuilder::new("s", Stage::Postgres).build();
+        fs.spec.booking_app.image = Some("anything:1".into());
+        assert!(validate(&fs, &Defaults::default()).is_ok());
     }
 }

@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 pub const WAIT: Duration = Duration::from_secs(120);
 
 /// The kubeconfig from $KUBECONFIG, else from hack/.control-plane.env; panics naming the fix.
-fn kubeconfig_path() -> String {
+pub fn kubeconfig_path() -> String {
     if let Ok(path) = std::env::var("KUBECONFIG") {
         return path;
     }
@@ -186,7 +186,11 @@ impl Drop for RunningController {
 }
 
 pub fn start_controller(client: &Client, namespace: &str) -> RunningController {
-    let ctx = context(client);
+    start_controller_with(context(client), namespace)
+}
+
+/// `start_controller` with a context of the test's own (other defaults or limits).
+pub fn start_controller_with(ctx: Arc<Context>, namespace: &str) -> RunningController {
     let ns = namespace.to_string();
     RunningController(tokio::spawn(async move {
         flashsale_operator::controller::run_controller(ctx, Some(&ns)).await;

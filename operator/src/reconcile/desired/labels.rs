@@ -13,6 +13,11 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Stage of booking-app, worker and drain pods.
 pub const STAGE: &str = "flashsale.dev/stage";
 
+/// A Secret may be named by a sale's `spec.<store>.external.secretRef` only with this label set
+/// to "true": its owner opts in, so a FlashSale author cannot put any Secret of the namespace
+/// into the sale's pods (issue 14).
+pub const ALLOW_REFERENCE: &str = "flashsale.dev/allow-reference";
+
 /// Field manager of every server-side apply and value of `managed-by`.
 pub const MANAGER: &str = "flashsale-operator";
 const PART_OF_VALUE: &str = "flashsale";
