@@ -2,6 +2,10 @@
 //! by an object someone else made (a team's own `<sale>-booking-app` Service): force-applying over
 //! it took it over, and deleting the sale then garbage-collected it. Such an object is left
 //! untouched and reported as a `Conflict` (condition and Warning Event) naming it.
+//! A name is looked up just before its first apply: an object created by someone else in the
+//! instant between the two would still be applied over (server-side apply cannot require that an
+//! object does not exist). Once created, a child is listed with the sale's owner reference and
+//! checked again on every pass.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::core::ObjectMeta;
