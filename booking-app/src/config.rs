@@ -106,6 +106,12 @@ pub struct HttpConfig {
     /// Most status streams (`GET /bookings/{id}/events`) open at once; more are answered 503.
     #[arg(long, env = "MAX_STREAMS", default_value_t = 1024)]
     pub max_streams: usize,
+
+    /// Serve `/metrics` (and `/healthz`) on this address of its own, and no longer on
+    /// LISTEN_ADDR: a NetworkPolicy can then open the API to clients and the metrics only to the
+    /// scrapers. Unset: `/metrics` is on LISTEN_ADDR beside the API.
+    #[arg(long, env = "METRICS_LISTEN_ADDR")]
+    pub metrics_listen_addr: Option<SocketAddr>,
 }
 
 impl HttpConfig {

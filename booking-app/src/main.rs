@@ -67,6 +67,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;
+    worker::ops::spawn_metrics_listener(&config, metrics.clone(), &shutdown).await?;
     let app = http::app(AppState {
         inventory,
         metrics,

@@ -16,8 +16,13 @@ use tokio::process::{Child, Command};
 const BINARY: &str = env!("CARGO_BIN_EXE_booking-app");
 
 fn serve(port: u16) -> Child {
+    serve_with(port, &[])
+}
+
+fn serve_with(port: u16, extra_env: &[(&str, String)]) -> Child {
     Command::new(BINARY)
         .arg("serve")
+        .envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("STAGE", "postgres")
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("LOG_FORMAT", "json")
@@ -95,6 +100,50 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
         .expect("exits")
         .unwrap();
     assert!(status.success(), "exit status {status}");
+}
+
+/// With METRICS_LISTEN_ADDR, `/metrics` has a port of its own (a NetworkPolicy can keep it to
+/// the scrapers) and is gone from the API port.
+#[tokio::test]
+async fn metrics_listen_addr_moves_metrics_off_the_api_port() {
+    common::require_services(Stage::Postgres);
+    let (port, metrics_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = serve_with(
+        port,
+        &[("METRICS_LISTEN_ADDR", format!("127.0.0.1:{metrics_port}"))],
+    );
+    wait_ready(&mut child, &base).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let on_api = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(on_api.status(), 404);
+    let body: serde_json::Value = on_api.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&metrics_port.to_string()),
+        "{body}"
+    );
+    let metrics = client
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("booking_http_requests")
+    );
+    let health = client
+        .get(format!("http://127.0.0.1:{metrics_port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
 }
 
 #[tokio::test]

@@ -217,6 +217,17 @@ pub struct Observation {
     pub job: JobState,
 }
 
+/// Why no calibration may run now, even though the sale needs one: a measurement books against
+/// the sale's stores and takes a pod's worth of CPU, so it never runs while the sale is open
+/// (or warming up), nor while the sale moves between stages (the old stage still decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Inside the window (warmup included) until this instant.
+    Window { until: DateTime<Utc> },
+    /// A stage change is under way.
+    StageChange,
+}
+
 /// Everything `assess` needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
@@ -230,6 +241,7 @@ pub struct Inputs<'a> {
     pub stores_ready: bool,
     pub observation: &'a Observation,
     pub now: DateTime<Utc>,
+    pub hold: Option<Hold>,
 }
 
 /// What the reconcile does with calibration this pass.
@@ -311,6 +323,31 @@ pub fn assess(inputs: &Inputs<'_>) -> Assessment {
                 requeue_at,
             }
         };
+    if let Some(hold) = inputs.hold {
+        // A run under way stops (its objects are no longer desired); it starts afresh later.
+        attempt.started_at = None;
+        let kept = if per_pod_rps.is_some() {
+            "the sale keeps its last measurement"
+        } else {
+            "meanwhile the sale runs at minReplicas (pin capacity.perPodRps to size it now)"
+        };
+        let (reason, message, requeue_at) = match hold {
+            Hold::Window { until } => (
+                "WaitingForWindowEnd",
+                format!(
+                    "calibration waits for the sale window to end at {}: {kept}",
+                    to_time(until).0
+                ),
+                Some(until),
+            ),
+            Hold::StageChange => (
+                "WaitingForStageChange",
+                format!("calibration waits for the stage change to finish: {kept}"),
+                None,
+            ),
+        };
+        return pending(attempt, None, reason, message, requeue_at);
+    }
     if let Some(retry_at) = attempt.retry_at.as_ref().map(from_time) {
         if inputs.now < retry_at {
             let message = format!(

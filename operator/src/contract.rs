@@ -4,8 +4,10 @@
 
 /// Inventory stage: `postgres | redis | kafka`.
 pub const STAGE: &str = "STAGE";
-/// Address the HTTP API (and /healthz, /readyz, /metrics) listens on.
+/// Address the HTTP API (and /healthz, /readyz) listens on.
 pub const LISTEN_ADDR: &str = "LISTEN_ADDR";
+/// Address `/metrics` listens on, apart from the API (so a NetworkPolicy can keep it private).
+pub const METRICS_LISTEN_ADDR: &str = "METRICS_LISTEN_ADDR";
 pub const DATABASE_URL: &str = "DATABASE_URL";
 /// Postgres connections per pod.
 pub const DB_POOL_SIZE: &str = "DB_POOL_SIZE";
@@ -39,6 +41,7 @@ pub const AUTH_HS256_SECRET_FILE: &str = "AUTH_HS256_SECRET_FILE";
 pub const ENV_VARS: [&str; 20] = [
     STAGE,
     LISTEN_ADDR,
+    METRICS_LISTEN_ADDR,
     DATABASE_URL,
     DB_POOL_SIZE,
     REDIS_URL,
@@ -67,9 +70,12 @@ pub const CMD_WORKER: &str = "worker";
 /// operator runs it as a Job before switching a live sale to another stage.
 pub const WORKER_DRAIN_FLAG: &str = "--drain";
 
-/// The one port of a booking-app pod: API, probes and metrics.
+/// The API port of a booking-app pod (API and probes).
 pub const HTTP_PORT: i32 = 8080;
 pub const HTTP_PORT_NAME: &str = "http";
+/// The metrics port of a booking-app pod (`/metrics`, and `/healthz`).
+pub const METRICS_PORT: i32 = 9090;
+pub const METRICS_PORT_NAME: &str = "metrics";
 /// Liveness: the process answers.
 pub const HEALTHZ_PATH: &str = "/healthz";
 /// Readiness: its stores answer.

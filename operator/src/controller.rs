@@ -9,6 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
@@ -146,7 +147,11 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     .owns(api::<Service>(&client, namespace), owned.clone())
     .owns(api::<Secret>(&client, namespace), owned.clone())
     .owns(api::<Job>(&client, namespace), owned.clone())
-    .owns(api::<PodDisruptionBudget>(&client, namespace), owned)
+    .owns(
+        api::<PodDisruptionBudget>(&client, namespace),
+        owned.clone(),
+    )
+    .owns(api::<NetworkPolicy>(&client, namespace), owned)
     .with_config(
         Config::default()
             .concurrency(ctx.concurrency)

@@ -96,6 +96,40 @@ pub struct FlashSaleSpec {
     /// Used by stage kafka. Ignored by the other stages.
     #[serde(default)]
     pub kafka: KafkaSpec,
+
+    /// Who may reach the sale's pods: by default each store admits only the sale's own pods,
+    /// the booking API any client, and the metrics port only the scrapers the operator's install
+    /// names.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Render the sale's NetworkPolicies (default true). Turn it off only where something else
+    /// isolates the stores (a service mesh, cluster-wide policies): off, every pod of the cluster
+    /// reaches the sale's Postgres, Redis and Kafka.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Who may call the booking API port, as the `from` peers of a NetworkPolicy rule (pod,
+    /// namespace selectors or IP blocks). Absent or empty: any client. The sale's own pods are
+    /// always admitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            api_from: Vec::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

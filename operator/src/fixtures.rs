@@ -29,6 +29,7 @@ impl FlashSaleBuilder {
             postgres: Default::default(),
             redis: Default::default(),
             kafka: Default::default(),
+            network_policy: Default::default(),
         };
         let mut fs = FlashSale::new(name, spec);
         fs.metadata = ObjectMeta {

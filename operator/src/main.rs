@@ -52,7 +52,13 @@ struct RunArgs {
     allowed_image_prefixes: Vec<String>,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Follow observed load: read each ready booking-app pod's /metrics (by pod IP, port 8080)
+    /// Who may scrape the sales' metrics ports: a JSON list of NetworkPolicy peers (e.g.
+    /// `[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]`),
+    /// written into every sale's NetworkPolicies. Unset or `[]`: any pod. The chart sets it to
+    /// the operator's own pods plus `networkPolicy.metricsFrom`.
+    #[arg(long, env = "METRICS_FROM", value_parser = parse_peers, default_value = "[]")]
+    metrics_from: Peers,
+    /// Follow observed load: read each ready booking-app pod's /metrics (by pod IP, port 9090)
     /// every 15 s and scale up when pods serve more than measured capacity x utilization.
     /// Off by default: it needs pod-network access from the operator.
     #[arg(long, env = "OBSERVE_LOAD")]
@@ -76,6 +82,16 @@ struct RunArgs {
     /// Reconciles running at once (0: unbounded).
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = flashsale_operator::controller::CONCURRENCY)]
     concurrency: u16,
+}
+
+/// `--metrics-from`, parsed.
+#[derive(Clone, Debug)]
+struct Peers(Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>);
+
+fn parse_peers(text: &str) -> Result<Peers, String> {
+    serde_json::from_str(text)
+        .map(Peers)
+        .map_err(|e| format!("not a JSON list of NetworkPolicy peers: {e}"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -131,6 +147,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics,
         Defaults {
             booking_app_image: args.booking_app_image,
+            metrics_from: args.metrics_from.0,
             allowed_image_prefixes: args
                 .allowed_image_prefixes
                 .into_iter()

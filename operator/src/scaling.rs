@@ -37,6 +37,8 @@ pub struct Inputs {
     pub calibration: Observation,
     /// `None`: load is not followed (`--observe-load` off). `Some(None)`: followed, no rate yet.
     pub load: Option<Option<ObservedLoad>>,
+    /// The sale is moving between stages (no calibration meanwhile).
+    pub stage_changing: bool,
 }
 
 impl Inputs {
@@ -51,6 +53,7 @@ impl Inputs {
                 job: JobState::Absent,
             },
             load: None,
+            stage_changing: false,
         }
     }
 }
@@ -99,6 +102,23 @@ pub fn calibration_key(sale: &Sale, recalibrate: Option<String>) -> CalibrationK
     }
 }
 
+/// No calibration inside the sale window (warmup included) or during a stage change.
+fn calibration_hold(
+    sale: &Sale,
+    window: &WindowDecision,
+    stage_changing: bool,
+) -> Option<calibration::Hold> {
+    if stage_changing {
+        return Some(calibration::Hold::StageChange);
+    }
+    match (window.phase, &sale.window) {
+        (WindowPhase::WarmingUp | WindowPhase::Open, Some(w)) => {
+            Some(calibration::Hold::Window { until: w.ends_at() })
+        }
+        _ => None,
+    }
+}
+
 fn replica_count(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
@@ -107,6 +127,8 @@ pub fn decide(sale: &Sale, previous: &FlashSaleStatus, inputs: &Inputs) -> Scali
     let spec = &sale.spec;
     let cap = &spec.capacity;
     let key = calibration_key(sale, inputs.recalibrate.clone());
+    let window = schedule::decide(sale.window.as_ref(), inputs.now);
+    let hold = calibration_hold(sale, &window, inputs.stage_changing);
     let calibration = calibration::assess(&calibration::Inputs {
         sale: &sale.name,
         key: &key,
@@ -116,6 +138,7 @@ pub fn decide(sale: &Sale, previous: &FlashSaleStatus, inputs: &Inputs) -> Scali
         stores_ready: inputs.stores_ready,
         observation: &inputs.calibration,
         now: inputs.now,
+        hold,
     });
     let (min, max) = (
         replica_count(cap.min_replicas),
@@ -128,7 +151,6 @@ pub fn decide(sale: &Sale, previous: &FlashSaleStatus, inputs: &Inputs) -> Scali
         min_replicas: min,
         max_replicas: max,
     });
-    let window = schedule::decide(sale.window.as_ref(), inputs.now);
     let sized = replicas.as_ref().map_or(min, |plan| plan.replicas);
     let floor = window.replicas(min, sized);
 
@@ -354,6 +376,7 @@ pub async fn observe(
         stores_ready: stores_ready(sale, observed),
         calibration,
         load,
+        stage_changing: false,
     })
 }
 

@@ -138,6 +138,11 @@ impl SaleWindow {
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
+    /// When the doors close.
+    pub fn ends_at(&self) -> DateTime<Utc> {
+        self.ends_at
+    }
+
     /// How long the doors are open: `endsAt − startsAt` (positive, checked by `new`).
     pub fn length(&self) -> TimeDelta {
         self.ends_at - self.starts_at

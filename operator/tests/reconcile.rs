@@ -348,10 +348,36 @@ async fn deleting_a_sale_garbage_collects_its_children() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     wait_for(&deployments, "gone-worker-redis", "created", |_| true).await;
     wait_for(&stateful_sets, "gone-redis", "created", |_| true).await;
-    // Stop the controller first: the garbage collector alone must remove the children.
+    // Stop the controller first: the drain finalizer then holds the sale and its children,
+    // until it is taken off by hand (README, "Deleting a sale"); the garbage collector alone
+    // removes the children then.
     drop(controller);
-    Api::<FlashSale>::namespaced(client.clone(), &ns.name)
+    let sales = Api::<FlashSale>::namespaced(client.clone(), &ns.name);
+    sales
         .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        sales.get_opt("gone").await.unwrap().is_some(),
+        "held by its finalizer"
+    );
+    assert!(
+        deployments
+            .get_opt("gone-worker-redis")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    sales
+        .patch(
+            "gone",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Json::<()>(
+                serde_json::from_value(json!([{"op": "remove", "path": "/metadata/finalizers"}]))
+                    .unwrap(),
+            ),
+        )
         .await
         .unwrap();
     for name in ["gone-booking-app-redis", "gone-worker-redis"] {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use common::*;
 use flashsale_operator::crd::{FlashSale, Phase};
 use flashsale_operator::fixtures::FlashSaleBuilder;
-use flashsale_operator::reconcile::desired::names;
+use flashsale_operator::reconcile::desired::{labels, names};
 use flashsale_operator::reconcile::status::{FOREIGN_OBJECT, types};
 use flashsale_operator::stage::Stage;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -48,8 +48,16 @@ async fn foreign_objects(client: &Client, ns: &str, sale: &str) -> (Service, Sec
         }),
         ..Default::default()
     };
+    // The Secret even carries the labels the sale's children have: a label is no proof of
+    // ownership, the controller owner reference is.
+    let mut secret_meta = meta(names::credentials_secret(sale));
+    secret_meta.labels.as_mut().unwrap().extend(labels::labels(
+        sale,
+        labels::Component::Credentials,
+        None,
+    ));
     let secret = Secret {
-        metadata: meta(names::credentials_secret(sale)),
+        metadata: secret_meta,
         string_data: Some(BTreeMap::from([("token".into(), "not-yours".into())])),
         ..Default::default()
     };
@@ -271,6 +279,7 @@ async fn an_image_outside_the_allowlist_is_refused() {
         flashsale_operator::reconcile::validate::Defaults {
             booking_app_image: "registry.corp.example/booking-app:test".into(),
             allowed_image_prefixes: vec!["registry.corp.example/".into()],
+            ..Default::default()
         },
     ));
     let _controller = start_controller_with(ctx, &ns.name);

@@ -190,6 +190,7 @@ mod tests {
             max_in_flight: Some(limit as u32),
             admission_wait_ms: wait_ms,
             max_streams: 1,
+            metrics_listen_addr: None,
         };
         Admission::new(&config, Stage::Postgres, &Metrics::new())
     }

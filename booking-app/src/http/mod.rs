@@ -50,6 +50,7 @@ pub fn app(state: AppState) -> Router {
         &state.metrics,
     ));
     let (router, _doc) = openapi::routes().split_for_parts();
+    let metrics_elsewhere = state.limits.metrics_listen_addr;
     router
         // Route layers see the matched route: the timeout sits inside the metrics so a timed-out
         // request is still counted (as 503).
@@ -69,9 +70,33 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(axum::Extension(admission))
         .fallback(no_route)
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            metrics_only_elsewhere(metrics_elsewhere, request, next)
+        }))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// With METRICS_LISTEN_ADDR set, `/metrics` answers there only: the API port (open to every
+/// client) must not expose it.
+async fn metrics_only_elsewhere(
+    elsewhere: Option<std::net::SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match elsewhere {
+        Some(addr) if request.uri().path() == "/metrics" => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!(
+                "/metrics is served on port {} (METRICS_LISTEN_ADDR)",
+                addr.port()
+            ),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 async fn no_route(request: Request) -> ApiError {

@@ -1,5 +1,5 @@
 //! The operations endpoints of a standalone `booking-app worker` process: `/healthz` for its
-//! probes and `/metrics` for its series (stage kafka adds the consumer group's lag, which inside
+//! probes and `/metrics` for its series (on METRICS_LISTEN_ADDR when set, for `serve` too) (stage kafka adds the consumer group's lag, which inside
 //! `serve` the stage itself exports).
 
 use std::sync::Arc;
@@ -21,13 +21,40 @@ use crate::stage::kafka::tail::monitor_lag;
 
 /// `/healthz` and `/metrics` over `metrics`.
 pub fn router(metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+    health_routes()
         .route("/metrics", get(encode))
         .with_state(metrics)
+}
+
+fn health_router(metrics: Arc<Metrics>) -> Router {
+    health_routes().with_state(metrics)
+}
+
+fn health_routes() -> Router<Arc<Metrics>> {
+    Router::new().route(
+        "/healthz",
+        get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+    )
+}
+
+/// Serves `/healthz` and `/metrics` on METRICS_LISTEN_ADDR until `shutdown`, when it is set.
+pub async fn spawn_metrics_listener(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let Some(addr) = config.http.metrics_listen_addr else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding METRICS_LISTEN_ADDR {addr}"))?;
+    tokio::spawn(crate::server::serve(
+        listener,
+        router(metrics),
+        shutdown.clone().cancelled_owned(),
+    ));
+    Ok(())
 }
 
 async fn encode(State(metrics): State<Arc<Metrics>>) -> axum::response::Response {
@@ -67,9 +94,16 @@ pub async fn spawn(
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;
+    // /metrics on LISTEN_ADDR only when it has no port of its own.
+    let ops = if config.http.metrics_listen_addr.is_some() {
+        health_router(metrics.clone())
+    } else {
+        router(metrics.clone())
+    };
+    spawn_metrics_listener(config, metrics, &shutdown).await?;
     tokio::spawn(crate::server::serve(
         listener,
-        router(metrics),
+        ops,
         shutdown.cancelled_owned(),
     ));
     Ok(())

@@ -31,3 +31,10 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
+
+{{/* The NetworkPolicy peers admitted to the sales' metrics ports, as JSON: the operator's pods,
+then networkPolicy.metricsFrom. */}}
+{{- define "flashsale-operator.metricsFrom" -}}
+{{- $self := dict "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" .Release.Namespace)) "podSelector" (dict "matchLabels" (include "flashsale-operator.selectorLabels" . | fromYaml)) -}}
+{{- concat (list $self) (.Values.networkPolicy.metricsFrom | default list) | toJson -}}
+{{- end }}

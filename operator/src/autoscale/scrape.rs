@@ -44,7 +44,7 @@ pub trait RequestCounter: Send + Sync {
     fn read<'a>(&'a self, pod: &'a PodTarget) -> BoxFuture<'a, Result<f64, ScrapeError>>;
 }
 
-/// Reads `GET http://<pod IP>:8080/metrics`.
+/// Reads `GET http://<pod IP>:9090/metrics` (the pod's metrics port).
 #[derive(Debug, Clone)]
 pub struct HttpRequestCounter {
     client: reqwest::Client,
@@ -64,7 +64,7 @@ impl RequestCounter for HttpRequestCounter {
             let url = format!(
                 "http://{}:{}{}",
                 pod.ip,
-                contract::HTTP_PORT,
+                contract::METRICS_PORT,
                 contract::METRICS_PATH
             );
             let response =

@@ -50,6 +50,7 @@ fn inputs<'a>(key: &'a CalibrationKey, observation: &'a Observation) -> Inputs<'
         stores_ready: true,
         observation,
         now: at(NOW),
+        hold: None,
     }
 }
 
@@ -473,4 +474,56 @@ fn digest_is_stable_and_tells_keys_apart() {
         }
         .digest()
     );
+}
+
+#[test]
+fn no_calibration_starts_inside_the_window_and_a_run_under_way_stops() {
+    let key = key(Stage::Redis);
+    let until = at("2026-12-01T12:00:00Z");
+    let ready = Observation {
+        server_ready: true,
+        job: JobState::Running,
+    };
+    let a = assess(&Inputs {
+        hold: Some(Hold::Window { until }),
+        ..inputs(&key, &ready)
+    });
+    assert_eq!(a.run, None, "no scratch pod, no Job");
+    assert_eq!(a.reason, "WaitingForWindowEnd");
+    assert_eq!(a.requeue_at, Some(until));
+    assert!(!a.calibrated);
+    assert!(a.message.contains("minReplicas"), "{}", a.message);
+}
+
+#[test]
+fn a_held_calibration_keeps_the_last_measurement_of_the_stage() {
+    let key = key(Stage::Redis);
+    let mut record = record(Stage::Redis, 900.0);
+    record.image = "older-image".into();
+    let a = assess(&Inputs {
+        record: Some(&record),
+        hold: Some(Hold::StageChange),
+        ..inputs(&key, &NOTHING)
+    });
+    assert_eq!(a.per_pod_rps, Some(900.0));
+    assert_eq!(a.reason, "WaitingForStageChange");
+    assert!(
+        a.message.contains("keeps its last measurement"),
+        "{}",
+        a.message
+    );
+    assert_eq!(a.run, None);
+}
+
+#[test]
+fn a_valid_measurement_is_used_whatever_the_hold() {
+    let key = key(Stage::Redis);
+    let record = record(Stage::Redis, 700.0);
+    let a = assess(&Inputs {
+        record: Some(&record),
+        hold: Some(Hold::StageChange),
+        ..inputs(&key, &NOTHING)
+    });
+    assert!(a.calibrated);
+    assert_eq!(a.per_pod_rps, Some(700.0));
 }

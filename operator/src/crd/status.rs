@@ -23,6 +23,9 @@ pub enum Phase {
     Ready,
     /// Something that ran is not ready now, or the spec cannot be served.
     Degraded,
+    /// Deleted: the booking API is stopped and the stage's backlog drained before the sale and its
+    /// children go (the `flashsale.dev/drain` finalizer; condition Drained).
+    Deleting,
 }
 
 /// Everything here is recomputed each reconcile from what the operator observes, except the

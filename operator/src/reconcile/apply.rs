@@ -55,16 +55,18 @@ pub async fn apply(
         pdbs,
         deployments,
         jobs,
+        network_policies,
     } = children;
     let ns = sale.namespace.as_str();
     let uid = sale.owner.uid.as_str();
     let mut conflicts = vec![];
-    conflicts.extend(foreign(client, ns, uid, &secrets, &observed.secrets).await?);
-    conflicts.extend(foreign(client, ns, uid, &services, &observed.services).await?);
-    conflicts.extend(foreign(client, ns, uid, &stateful_sets, &observed.stateful_sets).await?);
-    conflicts.extend(foreign(client, ns, uid, &pdbs, &observed.pdbs).await?);
-    conflicts.extend(foreign(client, ns, uid, &deployments, &observed.deployments).await?);
-    conflicts.extend(foreign(client, ns, uid, &jobs, &observed.jobs).await?);
+    conflicts.extend(foreign(client, sale, &secrets, &observed.secrets).await?);
+    conflicts.extend(foreign(client, sale, &services, &observed.services).await?);
+    conflicts.extend(foreign(client, sale, &stateful_sets, &observed.stateful_sets).await?);
+    conflicts.extend(foreign(client, sale, &pdbs, &observed.pdbs).await?);
+    conflicts.extend(foreign(client, sale, &deployments, &observed.deployments).await?);
+    conflicts.extend(foreign(client, sale, &jobs, &observed.jobs).await?);
+    conflicts.extend(foreign(client, sale, &network_policies, &observed.network_policies).await?);
     if !conflicts.is_empty() {
         // Half a sale (its Deployment beside someone else's Service of the name its clients
         // resolve) would be worse than none: nothing is applied until the names are free.
@@ -73,6 +75,15 @@ pub async fn apply(
         }
         return Ok(conflicts);
     }
+    // Policies first: a store is isolated before it starts.
+    apply_all(
+        client,
+        applied,
+        ns,
+        &network_policies,
+        &observed.network_policies,
+    )
+    .await?;
     apply_all(client, applied, ns, &secrets, &observed.secrets).await?;
     apply_all(client, applied, ns, &services, &observed.services).await?;
     apply_all(client, applied, ns, &stateful_sets, &observed.stateful_sets)
@@ -104,20 +115,28 @@ pub async fn apply(
     .await?;
     delete_orphans(client, applied, ns, uid, &observed.services, &services).await?;
     delete_orphans(client, applied, ns, uid, &observed.secrets, &secrets).await?;
+    delete_orphans(
+        client,
+        applied,
+        ns,
+        uid,
+        &observed.network_policies,
+        &network_policies,
+    )
+    .await?;
     Ok(conflicts)
 }
 
-/// The desired `objects` whose name an object not accepted by the sale (`uid`) holds. `observed`
+/// The desired `objects` whose name an object not accepted by the sale holds. `observed`
 /// holds only the sale's own children (see `observe`); a name absent from it is looked up, so
 /// this costs a request only for children not created yet.
 async fn foreign<K: Child>(
     client: &Client,
-    ns: &str,
-    uid: &str,
+    sale: &Sale,
     objects: &[K],
     observed: &[K],
 ) -> Result<Vec<Conflict>> {
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let api: Api<K> = Api::namespaced(client.clone(), &sale.namespace);
     let mut conflicts = vec![];
     for object in objects {
         let name = object.name_any();
@@ -125,7 +144,7 @@ async fn foreign<K: Child>(
             continue;
         }
         if let Some(existing) = api.get_metadata_opt(&name).await?
-            && !ownership::accepts_meta(&existing.metadata, uid)
+            && !ownership::accepts_meta(&existing.metadata, &sale.owner.uid, &sale.name)
         {
             conflicts.push(Conflict::new(kind_of::<K>(), &existing.metadata));
         }

@@ -2,6 +2,8 @@
 //! `validate -> observe -> plan (stage transition) + size -> build -> apply -> status`.
 //! Only `observe`, `apply` and the status write do I/O; `validate`, `transition::plan`,
 //! `sizing::decide`, `desired::build` and `status::compute` are pure and unit-tested.
+//! A sale being deleted takes the same pipeline with `teardown::plan` in place of the stage
+//! transition: its API stopped, its backlog drained, then its finalizer removed.
 
 pub mod applied;
 pub mod apply;
@@ -11,6 +13,7 @@ pub mod observe;
 pub mod ownership;
 pub mod sizing;
 pub mod status;
+pub mod teardown;
 pub mod transition;
 pub mod validate;
 
@@ -27,11 +30,14 @@ use crate::crd::{FlashSale, FlashSaleStatus};
 use crate::error::{Error, Result};
 use desired::credentials::Credentials;
 use desired::labels::MANAGER;
+use teardown::Teardown;
+use transition::{LeaveStep, Leaving, StagePlan};
 
 /// How soon to look again when something outside the watched children is awaited
 /// (an external store's Secret, which the operator does not watch).
 const WAIT_FOR_EXTERNAL: Duration = Duration::from_secs(30);
 const RESYNC: Duration = Duration::from_secs(300);
+const TEARDOWN_RECHECK: Duration = Duration::from_secs(10);
 /// How soon to look again at a name taken by a foreign object (not watched: it has not our
 /// labels, or not our owner reference). Also the wait for a recreated sale's predecessor's
 /// children to be garbage-collected.
@@ -43,6 +49,13 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
     let previous = fs.status.clone().unwrap_or_default();
     let now_utc = ctx.clock.now();
     let now = crate::schedule::to_time(now_utc);
+    if fs.metadata.deletion_timestamp.is_some() {
+        return teardown_sale(fs, ctx, &previous).await;
+    }
+    // Before the first child: from here on, deleting the sale waits for its drain.
+    if !teardown::has_finalizer(fs) {
+        teardown::add(&ctx.client, fs).await?;
+    }
     let sale = match validate::validate(fs, &ctx.defaults) {
         Ok(sale) => sale,
         Err(e @ Error::InvalidSpec(_)) => {
@@ -54,7 +67,8 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
         Err(e) => return Err(e),
     };
 
-    let mut observed = match observe::observe(&ctx.client, &sale, previous.stage).await {
+    let changing = previous.stage.is_some_and(|s| s != sale.spec.stage);
+    let mut observed = match observe::observe(&ctx.client, &sale, previous.stage, changing).await {
         Ok(observed) => observed,
         // An external store's Secret without the opt-in label: not watched, so look again.
         Err(e @ Error::InvalidSpec(_)) => {
@@ -85,7 +99,7 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
         .get(crate::calibration::RECALIBRATE_ANNOTATION)
         .cloned();
     let load = ctx.load_observer.as_ref();
-    let inputs = crate::scaling::observe(
+    let mut inputs = crate::scaling::observe(
         &ctx.client,
         &sale,
         &previous,
@@ -95,6 +109,7 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
         now_utc,
     )
     .await?;
+    inputs.stage_changing = plan.leaving.is_some();
     let sizing = sizing::decide(&sale, &previous, &inputs);
 
     let credentials = observed
@@ -122,6 +137,79 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
         WAIT_FOR_EXTERNAL
     };
     Ok(Action::requeue(requeue))
+}
+
+/// A pass over a sale being deleted (see `teardown`): stop the serving stage's API, run its drain
+/// Job, and once nothing is held outside Postgres hand the credentials to the kept volume and
+/// remove the finalizer.
+async fn teardown_sale(
+    fs: &FlashSale,
+    ctx: &Context,
+    previous: &FlashSaleStatus,
+) -> Result<Action> {
+    if !teardown::has_finalizer(fs) {
+        // Another party's finalizer holds the sale: ours is done.
+        return Ok(Action::await_change());
+    }
+    let now_utc = ctx.clock.now();
+    let now = crate::schedule::to_time(now_utc);
+    let name = fs.name_any();
+    let namespace = fs.namespace().unwrap_or_default();
+    let sale = match validate::validate(fs, &ctx.defaults) {
+        Ok(sale) => sale,
+        Err(e) => {
+            // Without a valid spec no drain Job can be built: the sale goes as Kubernetes would
+            // delete it without the operator, and the log says so.
+            warn!(error = %e, "deleted sale has an invalid spec: released without a drain");
+            teardown::keep_credentials(&ctx.client, &namespace, &name).await?;
+            teardown::release(&ctx.client, fs).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let observed = observe::observe(&ctx.client, &sale, previous.stage, true).await?;
+    let step = match previous.stage {
+        Some(stage) => teardown::plan(
+            Some(stage),
+            observed.serving_pods,
+            observed.store_exists(&sale, stage),
+            observed.job(&desired::names::drain_job(&sale.name, stage)),
+        ),
+        None => teardown::plan(None, 0, true, None),
+    };
+    let (stage, leave) = match step {
+        Teardown::Release(reason) => {
+            info!(reason = reason.reason(), "sale drained: releasing it");
+            teardown::keep_credentials(&ctx.client, &namespace, &name).await?;
+            teardown::release(&ctx.client, fs).await?;
+            return Ok(Action::await_change());
+        }
+        Teardown::StoppingPods { stage, remaining } => {
+            (stage, LeaveStep::StoppingPods { remaining })
+        }
+        Teardown::Draining { stage } => (stage, LeaveStep::Draining),
+        Teardown::DrainFailed { stage } => (stage, LeaveStep::DrainFailed),
+    };
+    // The serving stage leaves for nowhere: its API at zero, its worker kept emptying the backlog,
+    // its drain Job once the API pods are gone; no calibration, no load followed.
+    let plan = StagePlan {
+        serving: stage,
+        leaving: Some(Leaving {
+            from: stage,
+            to: stage,
+            step: leave,
+        }),
+    };
+    let mut sizing = sizing::decide(&sale, previous, &crate::scaling::Inputs::at(now_utc));
+    sizing.calibration_run = None;
+    let credentials = observed
+        .credentials(&sale)
+        .unwrap_or_else(Credentials::generate);
+    let children = desired::build(&sale, &plan, &sizing, &credentials);
+    apply::apply(&ctx.client, &ctx.applied, &sale, children, &observed).await?;
+    let status = status::compute_deleting(previous, fs.metadata.generation, step, &now);
+    write_status(ctx, fs, previous, &status).await?;
+    // Pods and Jobs are watched; the requeue only bounds a missed event.
+    Ok(Action::requeue(TEARDOWN_RECHECK))
 }
 
 /// Server-side apply of the whole status (one owner, so fields left out are removed), then the

@@ -9,6 +9,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource};
@@ -31,6 +32,7 @@ pub struct Observed {
     pub pdbs: Vec<PodDisruptionBudget>,
     pub deployments: Vec<Deployment>,
     pub jobs: Vec<Job>,
+    pub network_policies: Vec<NetworkPolicy>,
     /// API pods of the stage in status.stage, terminating ones included (only counted while the
     /// sale is moving to another stage).
     pub serving_pods: usize,
@@ -109,6 +111,19 @@ impl Observed {
         })
     }
 
+    /// The store holding `stage`'s backlog still exists (an external one always counts as there).
+    pub fn store_exists(&self, sale: &Sale, stage: Stage) -> bool {
+        let (store, name) = match stage {
+            Stage::Redis => (&sale.redis, names::redis(&sale.name)),
+            Stage::Kafka => (&sale.kafka, names::kafka(&sale.name)),
+            Stage::Postgres => (&sale.postgres, names::postgres(&sale.name)),
+        };
+        match store {
+            Store::External(_) => true,
+            _ => find(&self.stateful_sets, &name).is_some(),
+        }
+    }
+
     /// Nothing of the sale exists yet.
     pub fn is_empty(&self) -> bool {
         self.stateful_sets.is_empty() && self.deployments.is_empty()
@@ -127,13 +142,18 @@ where
         .list(&ListParams::default().labels(selector))
         .await?
         .items;
-    items.retain(|o| super::ownership::accepts_meta(o.meta(), &sale.owner.uid));
+    items.retain(|o| super::ownership::accepts_meta(o.meta(), &sale.owner.uid, &sale.name));
     Ok(items)
 }
 
-/// Read the sale's children; `serving` is status.stage, whose pods are counted when it differs
-/// from spec.stage.
-pub async fn observe(client: &Client, sale: &Sale, serving: Option<Stage>) -> Result<Observed> {
+/// Read the sale's children; `serving` is status.stage, whose API pods are counted when
+/// `count_serving_pods` (the sale moves to another stage, or is being deleted).
+pub async fn observe(
+    client: &Client,
+    sale: &Sale,
+    serving: Option<Stage>,
+    count_serving_pods: bool,
+) -> Result<Observed> {
     let ns = sale.namespace.as_str();
     let selector = labels::children_of(&sale.name);
     let mut observed = Observed {
@@ -143,9 +163,10 @@ pub async fn observe(client: &Client, sale: &Sale, serving: Option<Stage>) -> Re
         pdbs: list(client, sale, &selector).await?,
         deployments: list(client, sale, &selector).await?,
         jobs: list(client, sale, &selector).await?,
+        network_policies: list(client, sale, &selector).await?,
         ..Observed::default()
     };
-    if let Some(old) = serving.filter(|s| *s != sale.spec.stage) {
+    if let Some(old) = serving.filter(|_| count_serving_pods) {
         let pods_selector = labels::selector(&sale.name, Component::BookingApi, Some(old))
             .iter()
             .map(|(k, v)| format!("{k}={v}"))

@@ -2,6 +2,10 @@
 //! by an object someone else made (a team's own `<sale>-booking-app` Service): force-applying over
 //! it took it over, and deleting the sale then garbage-collected it. Such an object is left
 //! untouched and reported as a `Conflict` (condition and Warning Event) naming it.
+//! A name is looked up just before its first apply: an object created by someone else in the
+//! instant between the two would still be applied over (server-side apply cannot require that an
+//! object does not exist). Once created, a child is listed with the sale's owner reference and
+//! checked again on every pass.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::core::ObjectMeta;
@@ -48,12 +52,14 @@ pub fn accepts(owner_refs: &[OwnerReference], sale_uid: &str) -> bool {
         .any(|o| o.controller == Some(true) && o.uid == sale_uid)
 }
 
-/// `accepts` for an object's metadata.
-pub fn accepts_meta(meta: &ObjectMeta, sale_uid: &str) -> bool {
+/// `accepts` for an object's metadata, widened by the one child a sale leaves behind on purpose:
+/// its credentials Secret, handed to the kept Postgres volume when the sale was deleted
+/// (`teardown::keep_credentials`), which a sale of the same name adopts.
+pub fn accepts_meta(meta: &ObjectMeta, sale_uid: &str, sale_name: &str) -> bool {
     accepts(
         meta.owner_references.as_deref().unwrap_or_default(),
         sale_uid,
-    )
+    ) || super::teardown::is_kept_with_volume(meta, sale_name)
 }
 
 /// The message of all conflicts of a pass, one sentence each.

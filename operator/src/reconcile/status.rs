@@ -22,6 +22,8 @@ pub mod types {
     pub const WORKER_READY: &str = "WorkerReady";
     pub const STAGE_SETTLED: &str = "StageSettled";
     pub const CALIBRATED: &str = "Calibrated";
+    /// Only on a sale being deleted: whether its stage's backlog is in Postgres yet.
+    pub const DRAINED: &str = "Drained";
     /// Present (True) only while an object in the way of a child is left untouched.
     pub const CONFLICT: &str = "Conflict";
 }
@@ -159,6 +161,38 @@ pub fn compute_invalid(
     conditions.insert(0, condition(previous, &ready, generation, now));
     FlashSaleStatus {
         phase: Some(Phase::Degraded),
+        conditions,
+        observed_generation: generation,
+        ..previous.clone()
+    }
+}
+
+/// The status of a sale being deleted: phase Deleting, a Drained condition saying where the
+/// drain stands, and Ready false for the same reason; the rest of the last status stays.
+pub fn compute_deleting(
+    previous: &FlashSaleStatus,
+    generation: Option<i64>,
+    step: super::teardown::Teardown,
+    now: &Time,
+) -> FlashSaleStatus {
+    let (drained, reason, message) = step.condition();
+    let checks: [Check; 2] = [
+        (types::DRAINED, drained, reason.into(), message.clone()),
+        (types::READY, false, "Deleting".into(), message),
+    ];
+    let mut conditions: Vec<Condition> = checks
+        .iter()
+        .map(|check| condition(previous, check, generation, now))
+        .collect();
+    conditions.extend(
+        previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != types::READY && c.type_ != types::DRAINED)
+            .cloned(),
+    );
+    FlashSaleStatus {
+        phase: Some(Phase::Deleting),
         conditions,
         observed_generation: generation,
         ..previous.clone()

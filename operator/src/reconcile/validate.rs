@@ -3,6 +3,7 @@
 //! can act on. Pure: what needs the API (do referenced Secrets exist?) is `observe`'s job.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
@@ -19,6 +20,8 @@ pub const DEFAULT_KAFKA_IMAGE: &str = "apache/kafka:4.1.0";
 #[derive(Clone, Debug)]
 pub struct Defaults {
     pub booking_app_image: String,
+    /// Who may scrape the sale's metrics ports (`--metrics-from`); empty: any pod.
+    pub metrics_from: Vec<NetworkPolicyPeer>,
     /// Prefixes (registries, or registry/path) every image a FlashSale names must start with
     /// (`--allowed-image-prefixes`); empty: any image.
     pub allowed_image_prefixes: Vec<String>,
@@ -28,6 +31,7 @@ impl Default for Defaults {
     fn default() -> Self {
         Self {
             booking_app_image: concat!("flashsale/booking-app:", env!("CARGO_PKG_VERSION")).into(),
+            metrics_from: Vec::new(),
             allowed_image_prefixes: vec![],
         }
     }
@@ -84,6 +88,8 @@ pub struct Sale {
     pub kafka_topic: String,
     /// `spec.window` with its warmup parsed.
     pub window: Option<crate::schedule::SaleWindow>,
+    /// The scrapers admitted to the metrics ports (from `Defaults`).
+    pub metrics_from: Vec<NetworkPolicyPeer>,
 }
 
 /// Where a store runs.
@@ -211,6 +217,7 @@ pub fn validate(fs: &FlashSale, defaults: &Defaults) -> Result<Sale> {
         postgres,
         redis,
         kafka,
+        metrics_from: defaults.metrics_from.clone(),
     })
 }
 

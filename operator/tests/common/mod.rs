@@ -111,7 +111,26 @@ impl Drop for TestNamespace {
                 .build()
                 .expect("tokio runtime");
             runtime.block_on(async move {
-                Api::<Namespace>::all(client().await)
+                let client = client().await;
+                // The test's controller is gone: nobody would remove the sales' drain
+                // finalizers, and the namespace would stay Terminating for ever.
+                let sales: Api<FlashSale> = Api::namespaced(client.clone(), &name);
+                for sale in sales
+                    .list(&Default::default())
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default()
+                {
+                    let clear = serde_json::json!({ "metadata": { "finalizers": null } });
+                    let _ = sales
+                        .patch(
+                            &sale.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(&clear),
+                        )
+                        .await;
+                }
+                Api::<Namespace>::all(client)
                     .delete(&name, &DeleteParams::background())
                     .await
                     .map(|_| ())
@@ -142,14 +161,19 @@ pub async fn namespace(client: &Client, test: &str) -> TestNamespace {
 }
 
 pub fn context(client: &Client) -> Arc<Context> {
-    Arc::new(Context::new(
+    Arc::new(plain_context(client))
+}
+
+/// A Context of its own (e.g. to drive `reconcile_by_name` step by step, with a clock).
+pub fn plain_context(client: &Client) -> Context {
+    Context::new(
         client.clone(),
         Arc::new(Metrics::default()),
         Defaults {
             booking_app_image: "flashsale/booking-app:test".into(),
             ..Defaults::default()
         },
-    ))
+    )
 }
 
 /// The controller, watching only `namespace`, until the handle is dropped.

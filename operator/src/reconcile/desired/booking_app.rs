@@ -57,6 +57,10 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
             contract::LISTEN_ADDR,
             format!("0.0.0.0:{}", contract::HTTP_PORT),
         ),
+        env(
+            contract::METRICS_LISTEN_ADDR,
+            format!("0.0.0.0:{}", contract::METRICS_PORT),
+        ),
         from_store(
             contract::DATABASE_URL,
             &sale.postgres,
@@ -152,11 +156,18 @@ pub fn container(
         args: Some(args),
         env: Some(app_env(sale, stage, sizing)),
         ports: probes.then(|| {
-            vec![ContainerPort {
-                name: Some(contract::HTTP_PORT_NAME.into()),
-                container_port: contract::HTTP_PORT,
-                ..ContainerPort::default()
-            }]
+            vec![
+                ContainerPort {
+                    name: Some(contract::HTTP_PORT_NAME.into()),
+                    container_port: contract::HTTP_PORT,
+                    ..ContainerPort::default()
+                },
+                ContainerPort {
+                    name: Some(contract::METRICS_PORT_NAME.into()),
+                    container_port: contract::METRICS_PORT,
+                    ..ContainerPort::default()
+                },
+            ]
         }),
         readiness_probe: probes.then(|| http_probe(readiness_path, contract::HTTP_PORT_NAME, 5, 3)),
         liveness_probe: probes
@@ -232,7 +243,7 @@ pub fn deployment(
         ("prometheus.io/scrape".to_string(), "true".to_string()),
         (
             "prometheus.io/port".to_string(),
-            contract::HTTP_PORT.to_string(),
+            contract::METRICS_PORT.to_string(),
         ),
         (
             "prometheus.io/path".to_string(),

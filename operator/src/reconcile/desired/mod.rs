@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod kafka;
 pub mod labels;
 pub mod names;
+pub mod network_policy;
 pub mod pdb;
 pub mod pod;
 pub mod postgres;
@@ -17,12 +18,14 @@ pub mod worker;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
 use crate::reconcile::sizing::Sizing;
 use crate::reconcile::transition::StagePlan;
 use crate::reconcile::validate::Sale;
 use credentials::Credentials;
+use labels::Component;
 
 pub const POSTGRES_USER: &str = "flashsale";
 pub const POSTGRES_DATABASE: &str = "flashsale";
@@ -41,6 +44,7 @@ pub struct Children {
     pub pdbs: Vec<PodDisruptionBudget>,
     pub deployments: Vec<Deployment>,
     pub jobs: Vec<Job>,
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 pub fn build(sale: &Sale, plan: &StagePlan, sizing: &Sizing, creds: &Credentials) -> Children {
@@ -50,26 +54,42 @@ pub fn build(sale: &Sale, plan: &StagePlan, sizing: &Sizing, creds: &Credentials
     children.secrets.push(credentials::secret(sale, creds));
 
     let stages = plan.stages();
-    let mut store = |pair: (StatefulSet, Service)| {
+    let policies = sale.spec.network_policy.enabled;
+    let mut store = |pair: (StatefulSet, Service), component, ports: &[i32]| {
+        if policies {
+            let name = pair.0.metadata.name.clone().unwrap_or_default();
+            let policy = network_policy::store(sale, name, component, ports);
+            children.network_policies.push(policy);
+        }
         children.stateful_sets.push(pair.0);
         children.services.push(pair.1);
     };
     if let Some(pg) = sale.postgres.in_cluster() {
-        store(postgres::build(sale, pg, sizing));
+        store(
+            postgres::build(sale, pg, sizing),
+            Component::Postgres,
+            &[POSTGRES_PORT],
+        );
     }
     if let Some(r) = sale
         .redis
         .in_cluster()
         .filter(|_| stages.iter().any(|s| s.uses_redis()))
     {
-        store(redis::build(sale, r));
+        store(redis::build(sale, r), Component::Redis, &[REDIS_PORT]);
     }
     if let Some(k) = sale
         .kafka
         .in_cluster()
         .filter(|_| stages.iter().any(|s| s.uses_kafka()))
     {
-        store(kafka::build(sale, k));
+        store(kafka::build(sale, k), Component::Kafka, &[KAFKA_PORT]);
+    }
+    if policies {
+        let api_from = &sale.spec.network_policy.api_from;
+        children
+            .network_policies
+            .extend(network_policy::booking(sale, api_from));
     }
 
     children
@@ -184,7 +204,8 @@ mod tests {
             .chain(c.services.iter().map(|o| &o.metadata))
             .chain(c.stateful_sets.iter().map(|o| &o.metadata))
             .chain(c.pdbs.iter().map(|o| &o.metadata))
-            .chain(c.deployments.iter().map(|o| &o.metadata));
+            .chain(c.deployments.iter().map(|o| &o.metadata))
+            .chain(c.network_policies.iter().map(|o| &o.metadata));
         for m in metas {
             let owner = &m.owner_references.as_ref().unwrap()[0];
             assert_eq!(
@@ -199,6 +220,32 @@ mod tests {
             );
             assert_eq!(m.namespace.as_deref(), Some("ns"));
         }
+    }
+
+    #[test]
+    fn every_in_cluster_store_and_the_booking_pods_get_a_policy() {
+        assert_eq!(
+            names(&build_for(Stage::Postgres).network_policies),
+            ["s-postgres", "s-booking-app", "s-booking-internal"]
+        );
+        assert_eq!(
+            names(&build_for(Stage::Kafka).network_policies),
+            [
+                "s-postgres",
+                "s-kafka",
+                "s-booking-app",
+                "s-booking-internal"
+            ]
+        );
+        let mut fs = FlashSaleBuilder::new("s", Stage::Redis).build();
+        fs.spec.network_policy.enabled = false;
+        let c = build(
+            &sale_from(&fs),
+            &plan(Stage::Redis, None, 0, None),
+            &sizing(1),
+            &Credentials::generate(),
+        );
+        assert!(c.network_policies.is_empty());
     }
 
     #[test]

@@ -40,6 +40,16 @@ pub fn drain_job(sale: &str, stage: Stage) -> String {
     format!("{sale}-drain-{stage}")
 }
 
+/// NetworkPolicy of the booking API pods (a store's policy has the store's name).
+pub fn api_network_policy(sale: &str) -> String {
+    format!("{sale}-booking-app")
+}
+
+/// NetworkPolicy of the sale's other booking-app pods: worker, drain, calibration.
+pub fn internal_network_policy(sale: &str) -> String {
+    format!("{sale}-booking-internal")
+}
+
 pub fn booking_pdb(sale: &str) -> String {
     format!("{sale}-booking-app")
 }
