@@ -38,7 +38,7 @@ pub const SALE_EVENT_PER_USER_LIMIT: &str = "SALE_EVENT_PER_USER_LIMIT";
 pub const AUTH_HS256_SECRET_FILE: &str = "AUTH_HS256_SECRET_FILE";
 
 /// Every variable above: what the operator may set on a booking-app container.
-pub const ENV_VARS: [&str; 20] = [
+pub const ENV_VARS: [&str; 21] = [
     STAGE,
     LISTEN_ADDR,
     METRICS_LISTEN_ADDR,
