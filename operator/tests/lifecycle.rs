@@ -118,7 +118,7 @@ async fn every_stage_gets_network_policies_the_api_server_accepts() {
                 let guarded = policy.spec.as_ref().unwrap().pod_selector.as_ref().unwrap();
                 pods.iter().filter(|p| selects(guarded, p)).count() == 1
             });
-            (each_store_has_its_pod && pods.len() >= stores.len() + 1).then_some(pods)
+            (each_store_has_its_pod && pods.len() > stores.len()).then_some(pods)
         })
         .await;
         for (policy, port) in &stores {

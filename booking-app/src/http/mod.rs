@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod body_limit;
 pub mod bookings;
 pub mod error;
 pub mod events;
@@ -74,6 +75,13 @@ pub fn app(state: AppState) -> Router {
             metrics_only_elsewhere(metrics_elsewhere, request, next)
         }))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            body_limit::BodyLimit {
+                max_bytes: state.limits.max_body_bytes,
+                timeout: state.limits.request_timeout(),
+            },
+            body_limit::limit,
+        ))
         .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }
