@@ -4,7 +4,8 @@
 //! booking-app pod and a Job running `booking-app loadgen --find-capacity` against it; the Job's
 //! pod returns a `CalibrationResult` in its termination message. At stage kafka the sale's own
 //! workers decide the scratch pod's requests, so the same result carries their drain rate.
-//! This file decides (pure); `objects` builds the pod, Service and Job; `observe` reads the Job.
+//! This file decides (pure) and names the objects; `objects` builds the pod, Service and Job;
+//! `observe` reads the Job.
 
 pub mod objects;
 pub mod observe;
@@ -166,6 +167,34 @@ impl CalibrationKey {
         }
         format!("{:08x}", hash >> 32)
     }
+}
+
+/// Where the kubelet reads a container's termination message (the Kubernetes default).
+pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+/// Name of the loadgen container, which `observe` reads the result from.
+pub const LOADGEN_CONTAINER: &str = "loadgen";
+
+/// `<sale>-cal-<8 hex>`: the digest covers the key and the attempt number, so a retry never
+/// meets the previous attempt's objects while they are being deleted. At most 52 characters.
+pub fn server_name(sale: &str, key: &CalibrationKey, attempt: u32) -> String {
+    format!("{sale}-cal-{}", attempt_digest(key, attempt))
+}
+
+/// `<sale>-cal-<8 hex>-lg`, at most 55 characters (a Job's name becomes a label value: <= 63).
+pub fn job_name(sale: &str, key: &CalibrationKey, attempt: u32) -> String {
+    format!("{}-lg", server_name(sale, key, attempt))
+}
+
+/// The part of the objects' names (and the attempt label) that tells keys and attempts apart.
+pub fn attempt_digest(key: &CalibrationKey, attempt: u32) -> String {
+    CalibrationKey {
+        recalibrate: Some(format!(
+            "{}#{attempt}",
+            key.recalibrate.as_deref().unwrap_or("")
+        )),
+        ..key.clone()
+    }
+    .digest()
 }
 
 /// `requests cpu=1,memory=256Mi; limits cpu=1,memory=512Mi`: a pod size as the calibration key
@@ -383,7 +412,7 @@ pub fn assess(inputs: &Inputs<'_>) -> Assessment {
                 per_pod_rps: result.per_pod_rps,
                 drain_rps: result.drain_rps,
                 measured_at: to_time(inputs.now),
-                job: Some(objects::job_name(inputs.sale, key, number)),
+                job: Some(job_name(inputs.sale, key, number)),
                 recalibrate: key.recalibrate.clone(),
             };
             let drain = result.drain_rps.map_or_else(String::new, |d| {

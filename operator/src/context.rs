@@ -18,6 +18,13 @@ use crate::schedule::{Clock, SystemClock};
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
+/// Reconciles running at once, by default (`--concurrency`). Unbounded (kube-runtime's default),
+/// 100 new sales meant 100 reconciles each sending its ~16 requests at the same moment, and every
+/// re-trigger by a child's status applied every child again: the API server of a small control
+/// plane slowed down for every client (a 100-sale `kubectl apply` took a minute instead of a
+/// second). A reconcile mostly waits on the API server, so a few dozen at a time keep it busy.
+pub const CONCURRENCY: u16 = 32;
+
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
@@ -31,7 +38,7 @@ pub struct Context {
     pub load_observer: Option<LoadObserver>,
     /// What was applied to each child, so an unchanged one is not applied again.
     pub applied: Applied,
-    /// Reconciles running at once (`controller::CONCURRENCY` unless set).
+    /// Reconciles running at once (`CONCURRENCY` unless set).
     pub concurrency: u16,
 }
 
@@ -51,7 +58,7 @@ impl Context {
             clock: Arc::new(SystemClock),
             load_observer: None,
             applied: Applied::default(),
-            concurrency: crate::controller::CONCURRENCY,
+            concurrency: CONCURRENCY,
         }
     }
 

@@ -24,12 +24,7 @@ use crate::crd::FlashSale;
 use crate::error::{Error, Result};
 use crate::reconcile::{self, desired::labels};
 
-/// Reconciles running at once, by default (`--concurrency`). Unbounded (kube-runtime's default),
-/// 100 new sales meant 100 reconciles each sending its ~16 requests at the same moment, and every
-/// re-trigger by a child's status applied every child again: the API server of a small control
-/// plane slowed down for every client (a 100-sale `kubectl apply` took a minute instead of a
-/// second). A reconcile mostly waits on the API server, so a few dozen at a time keep it busy.
-pub const CONCURRENCY: u16 = 32;
+pub use crate::context::CONCURRENCY;
 /// A sale's children change in bursts (a Deployment's status moves a few times as its pods
 /// start): the triggers within this window make one reconcile.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);

@@ -20,8 +20,8 @@ use crate::capacity::{
     SizingRequest,
 };
 use crate::crd::FlashSaleStatus;
-use crate::reconcile::desired::booking_app;
 use crate::reconcile::desired::labels::{self, Component};
+use crate::reconcile::desired::pod;
 use crate::reconcile::observe::Observed;
 use crate::reconcile::validate::Sale;
 use crate::schedule::{self, SaleWindow, WindowDecision, WindowPhase, from_time};
@@ -85,12 +85,12 @@ pub struct Scaling {
 /// The calibration key of the sale as specified now.
 pub fn calibration_key(sale: &Sale, recalibrate: Option<String>) -> CalibrationKey {
     let app = &sale.spec.booking_app;
-    let mut resources = describe_resources(&booking_app::pod_resources(app.resources.as_ref()));
+    let mut resources = describe_resources(&pod::pod_resources(app.resources.as_ref()));
     // At stage kafka the result also carries the drain rate of the sale's workers.
     if sale.spec.stage.uses_kafka() {
         resources = format!(
             "{resources} | worker {}",
-            describe_resources(&booking_app::pod_resources(app.worker.resources.as_ref()))
+            describe_resources(&pod::pod_resources(app.worker.resources.as_ref()))
         );
     }
     CalibrationKey {
@@ -316,8 +316,7 @@ fn explain(
 
 /// The stores of `spec.stage` are up (the same check as the StoresReady condition).
 pub fn stores_ready(sale: &Sale, observed: &Observed) -> bool {
-    crate::reconcile::status::stores(sale, sale.spec.stage, observed)
-        .is_some_and(|(_, ready, _, _)| ready)
+    observed.stores(sale, sale.spec.stage).0
 }
 
 /// Reads what `decide` needs from the cluster: the calibration attempt's Job pods, and (only

@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use common::*;
 use flashsale_operator::autoscale::scrape::{LoadObserver, PodTarget, RequestCounter, ScrapeError};
 use flashsale_operator::calibration::CalibrationKey;
-use flashsale_operator::calibration::objects::{LOADGEN_CONTAINER, job_name};
+use flashsale_operator::calibration::{LOADGEN_CONTAINER, job_name};
 use flashsale_operator::context::Context;
 use flashsale_operator::crd::FlashSale;
 use flashsale_operator::fixtures::FlashSaleBuilder;

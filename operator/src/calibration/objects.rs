@@ -13,7 +13,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{CalibrationKey, Run};
+use super::{
+    LOADGEN_CONTAINER, Run, TERMINATION_MESSAGE_PATH, attempt_digest, job_name, server_name,
+};
 use crate::contract;
 use crate::reconcile::desired::booking_app;
 use crate::reconcile::desired::labels::{self, Component};
@@ -33,34 +35,8 @@ pub const FLAG_SLO_P99_MS: &str = "--slo-p99-ms";
 pub const FLAG_TERMINATION_MESSAGE_PATH: &str = "--termination-message-path";
 pub const FLAG_NO_PROGRESS: &str = "--no-progress";
 
-/// Where the kubelet reads a container's termination message (the Kubernetes default).
-pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
-/// Name of the loadgen container, which `observe` reads the result from.
-pub const LOADGEN_CONTAINER: &str = "loadgen";
 /// A search of ~15 steps of 12 s each takes minutes; past this the Job fails and is retried.
 pub const JOB_DEADLINE_SECONDS: i64 = 30 * 60;
-
-/// `<sale>-cal-<8 hex>`: the digest covers the key and the attempt number, so a retry never
-/// meets the previous attempt's objects while they are being deleted. At most 52 characters.
-pub fn server_name(sale: &str, key: &CalibrationKey, attempt: u32) -> String {
-    format!("{sale}-cal-{}", attempt_digest(key, attempt))
-}
-
-/// `<sale>-cal-<8 hex>-lg`, at most 55 characters (a Job's name becomes a label value: <= 63).
-pub fn job_name(sale: &str, key: &CalibrationKey, attempt: u32) -> String {
-    format!("{}-lg", server_name(sale, key, attempt))
-}
-
-fn attempt_digest(key: &CalibrationKey, attempt: u32) -> String {
-    CalibrationKey {
-        recalibrate: Some(format!(
-            "{}#{attempt}",
-            key.recalibrate.as_deref().unwrap_or("")
-        )),
-        ..key.clone()
-    }
-    .digest()
-}
 
 /// Where loadgen finds the scratch pod.
 pub fn server_url(sale: &Sale, run: &Run) -> String {
@@ -190,6 +166,7 @@ fn loadgen_job(sale: &Sale, run: &Run, sizing: &Sizing) -> Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calibration::CalibrationKey;
     use crate::fixtures::{sale, sizing};
     use crate::stage::Stage;
 

@@ -10,8 +10,10 @@ use kube::{Api, Client};
 use crate::reconcile::observe::{Observed, find};
 use crate::reconcile::validate::Sale;
 
-use super::objects::{LOADGEN_CONTAINER, job_name, server_name};
-use super::{CalibrationKey, CalibrationResult, JobState, Observation, ResultError};
+use super::{
+    CalibrationKey, CalibrationResult, JobState, LOADGEN_CONTAINER, Observation, ResultError,
+    job_name, server_name,
+};
 
 /// Label the Job controller puts on its pods.
 const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";

@@ -326,7 +326,7 @@ fn success_records_the_measurement_for_this_stage_image_and_request() {
     );
     assert_eq!(r.recalibrate.as_deref(), Some("2"));
     assert_eq!(r.measured_at, to_time(at(NOW)));
-    assert_eq!(r.job, Some(objects::job_name("s", &k, 1)));
+    assert_eq!(r.job, Some(job_name("s", &k, 1)));
     assert!(k.matches_record(&r), "the next pass sees it as valid");
     assert_eq!(
         (a.run, a.attempt),

@@ -124,6 +124,43 @@ impl Observed {
         }
     }
 
+    /// Whether the stores `stage` uses answer, as (ready, CamelCase reason, sentence): the
+    /// StoresReady condition, and what calibration waits for.
+    pub fn stores(&self, sale: &Sale, stage: Stage) -> (bool, &'static str, String) {
+        if let Some(missing) = self.missing_external.first() {
+            return (
+                false,
+                "ExternalSecretMissing",
+                format!("external store Secret key {missing} not found"),
+            );
+        }
+        let mut waiting = vec![];
+        let mut ready = vec![];
+        for (what, store, sts) in [
+            ("postgres", &sale.postgres, names::postgres(&sale.name)),
+            ("redis", &sale.redis, names::redis(&sale.name)),
+            ("kafka", &sale.kafka, names::kafka(&sale.name)),
+        ] {
+            let used = what == "postgres"
+                || (what == "redis" && stage.uses_redis())
+                || (what == "kafka" && stage.uses_kafka());
+            match store {
+                _ if !used => {}
+                Store::External(_) => ready.push(format!("{what} (external)")),
+                Store::InCluster(_) => match self.stateful_set(&sts) {
+                    Some(w) if w.ready >= 1 && w.current => ready.push(what.to_string()),
+                    Some(w) => waiting.push(format!("{what} {}/{} ready", w.ready, w.desired)),
+                    None => waiting.push(format!("{what} not created yet")),
+                },
+            }
+        }
+        if waiting.is_empty() {
+            (true, "StoresReady", format!("{} ready", ready.join(", ")))
+        } else {
+            (false, "StoresStarting", waiting.join("; "))
+        }
+    }
+
     /// Nothing of the sale exists yet.
     pub fn is_empty(&self) -> bool {
         self.stateful_sets.is_empty() && self.deployments.is_empty()

@@ -10,7 +10,7 @@ use super::desired::{booking_app, names};
 use super::observe::Observed;
 use super::sizing::Sizing;
 use super::transition::{LeaveStep, StagePlan};
-use super::validate::{Sale, Store};
+use super::validate::Sale;
 use crate::crd::{FlashSaleStatus, Phase, SizingStatus};
 use crate::error::Error;
 use crate::stage::Stage;
@@ -221,51 +221,10 @@ fn condition(
     }
 }
 
-/// StoresReady for `stage` (the serving one here; calibration asks about spec.stage's).
-pub(crate) fn stores(sale: &Sale, stage: Stage, observed: &Observed) -> Option<Check> {
-    if let Some(missing) = observed.missing_external.first() {
-        return Some((
-            types::STORES_READY,
-            false,
-            "ExternalSecretMissing".into(),
-            format!("external store Secret key {missing} not found"),
-        ));
-    }
-    let mut waiting = vec![];
-    let mut ready = vec![];
-    for (what, store, sts) in [
-        ("postgres", &sale.postgres, names::postgres(&sale.name)),
-        ("redis", &sale.redis, names::redis(&sale.name)),
-        ("kafka", &sale.kafka, names::kafka(&sale.name)),
-    ] {
-        let used = what == "postgres"
-            || (what == "redis" && stage.uses_redis())
-            || (what == "kafka" && stage.uses_kafka());
-        match store {
-            _ if !used => {}
-            Store::External(_) => ready.push(format!("{what} (external)")),
-            Store::InCluster(_) => match observed.stateful_set(&sts) {
-                Some(w) if w.ready >= 1 && w.current => ready.push(what.to_string()),
-                Some(w) => waiting.push(format!("{what} {}/{} ready", w.ready, w.desired)),
-                None => waiting.push(format!("{what} not created yet")),
-            },
-        }
-    }
-    Some(if waiting.is_empty() {
-        (
-            types::STORES_READY,
-            true,
-            "StoresReady".into(),
-            format!("{} ready", ready.join(", ")),
-        )
-    } else {
-        (
-            types::STORES_READY,
-            false,
-            "StoresStarting".into(),
-            waiting.join("; "),
-        )
-    })
+/// StoresReady for `stage` (the serving one).
+fn stores(sale: &Sale, stage: Stage, observed: &Observed) -> Option<Check> {
+    let (ready, reason, message) = observed.stores(sale, stage);
+    Some((types::STORES_READY, ready, reason.into(), message))
 }
 
 fn booking_app(sale: &Sale, plan: &StagePlan, observed: &Observed) -> Option<Check> {

@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec,
-    ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -18,7 +18,7 @@ use super::kafka;
 use super::labels::{self, Component};
 use super::names::{self, secret_keys};
 use super::pod::{
-    container_security, env, env_from_secret, http_probe, meta, pod_security, resources,
+    container_security, env, env_from_secret, http_probe, meta, pod_resources, pod_security,
 };
 use crate::crd::{PullPolicy, ServiceType};
 use crate::reconcile::sizing::Sizing;
@@ -104,12 +104,6 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
         ));
     }
     vars
-}
-
-/// Requests and limits of a booking-app pod (API, worker or drain): the spec's, else 1 CPU
-/// (request = limit, so calibration measures a pod of exactly this size).
-pub fn pod_resources(given: Option<&ResourceRequirements>) -> ResourceRequirements {
-    resources(given, ("1", "256Mi"), ("1", "512Mi"))
 }
 
 /// A booking-app container running `args`; probes only for long-running ones.

@@ -83,6 +83,12 @@ pub fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
 }
 
 /// Requests and limits given in the spec, else these defaults.
+/// Requests and limits of a booking-app pod (API, worker or drain): the spec's, else 1 CPU
+/// (request = limit, so calibration measures a pod of exactly this size).
+pub fn pod_resources(given: Option<&ResourceRequirements>) -> ResourceRequirements {
+    resources(given, ("1", "256Mi"), ("1", "512Mi"))
+}
+
 pub fn resources(
     spec: Option<&ResourceRequirements>,
     requests: (&str, &str),
