@@ -117,7 +117,7 @@ grep -q "value: \"flashsale/booking-app:$CARGO_VERSION\"" "$WORK/images.yaml" ||
 helm template x "$CHART" --show-only templates/deployment.yaml --set image.tag=1.2.3,fullnameOverride=shop-op \
   --set 'imagePullSecrets[0].name=regcred,podLabels.team=checkout' >"$WORK/overrides.yaml"
 for want in 'image: "flashsale/operator:1.2.3"' 'name: shop-op' '- name: regcred' 'team: checkout'; do
-  grep -qF "$want" "$WORK/overrides.yaml" || fail "image.tag/fullnameOverride/imagePullSecrets/podLabels: no '$want' in the Deployment"
+  grep -qF -- "$want" "$WORK/overrides.yaml" || fail "image.tag/fullnameOverride/imagePullSecrets/podLabels: no '$want' in the Deployment"
 done
 
 # ---------------------------------------------------------------------------------------------
