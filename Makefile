@@ -32,12 +32,17 @@ build: ## build the workspace
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: services-up ## format check, services up, control plane up, every test of the workspace, the chart's checks
+test: services-up ## format check, services up, control plane up, every test of the workspace, the fuzz run, the chart's checks
 	$(CARGO) fmt --all -- --check
 	$(CONTROL_PLANE_UP)
 	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
+	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory test-faults
 	FLASHSALE_OPERATOR="$${CARGO_TARGET_DIR:-target}/debug/flashsale-operator" hack/test-chart.sh
+
+.PHONY: fuzz
+fuzz: services-up ## schemathesis (pinned, from PyPI) drives booking-app from its own /openapi.json; zero failures (hack/fuzz.sh)
+	hack/fuzz.sh
 
 .PHONY: test-faults
 # --workspace rather than -p booking-app: the main run's feature set, so nothing is rebuilt.

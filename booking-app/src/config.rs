@@ -270,6 +270,12 @@ pub struct KafkaConfig {
     #[arg(long, env = "KAFKA_MAX_QUEUED", default_value_t = 200_000)]
     pub kafka_max_queued: usize,
 
+    /// API: most bytes (estimated) of undecided requests this pod keeps in its view of the queue;
+    /// the default is an eighth of the operator's default 512Mi pod limit. At the bound the door
+    /// sheds (503) and the tail stops reading until decisions make room.
+    #[arg(long, env = "KAFKA_MAX_QUEUED_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub kafka_max_queued_bytes: usize,
+
     /// Worker: most requests decided in one Postgres transaction.
     #[arg(long, env = "KAFKA_BATCH_SIZE", default_value_t = 2_000)]
     pub kafka_batch_size: usize,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Longest accepted `user_id`, in bytes.
+/// Longest accepted `user_id`, in characters.
 pub const MAX_USER_ID_LEN: usize = 128;
 /// Largest quantity one booking may ask for.
 pub const MAX_QUANTITY: i32 = 100;
@@ -48,10 +48,14 @@ impl std::fmt::Display for Stage {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEvent {
+    #[schema(schema_with = crate::validation::schema::event_name)]
     pub name: String,
+    #[schema(schema_with = crate::validation::schema::tickets)]
+    #[serde(deserialize_with = "integral::deserialize")]
     pub tickets: i64,
     /// Most tickets one user may hold for this event; unlimited when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integral::deserialize_option")]
+    #[schema(schema_with = crate::validation::schema::per_user_limit)]
     pub per_user_limit: Option<i32>,
 }
 
@@ -70,7 +74,10 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookingRequest {
+    #[schema(schema_with = crate::validation::schema::user_id)]
     pub user_id: String,
+    #[schema(schema_with = crate::validation::schema::quantity)]
+    #[serde(deserialize_with = "integral::deserialize")]
     pub quantity: i32,
 }
 
@@ -171,6 +178,107 @@ impl BookingOutcome {
     pub fn booking(&self) -> &Booking {
         match self {
             BookingOutcome::Confirmed(b) | BookingOutcome::Pending(b) => b,
+        }
+    }
+}
+
+/// Integers as JSON Schema defines them: `2.0` is the integer 2 (the document says `integer`, and
+/// a client or fuzzer may write it so); `2.5`, strings and out-of-range values are refused.
+mod integral {
+    use serde::de::{self, Deserializer, Visitor};
+
+    struct Integral<T>(std::marker::PhantomData<T>);
+
+    impl<T: TryFrom<i64>> Visitor<'_> for Integral<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            i64::try_from(v)
+                .ok()
+                .and_then(|v| T::try_from(v).ok())
+                .ok_or_else(|| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+            // Exactly representable integers only: beyond 2^53 a float is not one integer.
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if v.fract() != 0.0 || !(-EXACT..=EXACT).contains(&v) {
+                return Err(E::invalid_type(de::Unexpected::Float(v), &self));
+            }
+            self.visit_i64(v as i64)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<i64>>(
+        d: D,
+    ) -> Result<T, D::Error> {
+        d.deserialize_any(Integral(std::marker::PhantomData))
+    }
+
+    pub(super) fn deserialize_option<'de, D: Deserializer<'de>, T: TryFrom<i64>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        struct Optional<T>(std::marker::PhantomData<T>);
+        impl<'de, T: TryFrom<i64>> Visitor<'de> for Optional<T> {
+            type Value = Option<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an integer or null")
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+                Ok(None)
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+                deserialize(d).map(Some)
+            }
+        }
+        d.deserialize_option(Optional(std::marker::PhantomData))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use crate::domain::{BookingRequest, NewEvent};
+
+        #[test]
+        fn integral_floats_are_integers_and_the_rest_is_refused() {
+            let b: BookingRequest =
+                serde_json::from_str(r#"{"user_id":"u","quantity":2.0}"#).unwrap();
+            assert_eq!(b.quantity, 2);
+            for bad in ["2.5", "\"2\"", "4294967296", "1e300", "null", "true"] {
+                let json = format!(r#"{{"user_id":"u","quantity":{bad}}}"#);
+                assert!(
+                    serde_json::from_str::<BookingRequest>(&json).is_err(),
+                    "{bad}"
+                );
+            }
+            let e: NewEvent =
+                serde_json::from_str(r#"{"name":"n","tickets":5.0,"per_user_limit":3.0}"#).unwrap();
+            assert_eq!((e.tickets, e.per_user_limit), (5, Some(3)));
+            let e: NewEvent =
+                serde_json::from_str(r#"{"name":"n","tickets":5,"per_user_limit":null}"#).unwrap();
+            assert_eq!(e.per_user_limit, None);
+            let e: NewEvent = serde_json::from_str(r#"{"name":"n","tickets":5}"#).unwrap();
+            assert_eq!(e.per_user_limit, None);
+            assert!(
+                serde_json::from_str::<NewEvent>(
+                    r#"{"name":"n","tickets":5,"per_user_limit":1.5}"#
+                )
+                .is_err()
+            );
         }
     }
 }

@@ -3,10 +3,20 @@
 
 use crate::domain::{BookingRequest, MAX_QUANTITY, MAX_TICKETS, MAX_USER_ID_LEN, NewEvent};
 
-/// Longest accepted `Idempotency-Key` header, in bytes.
+/// Longest accepted `Idempotency-Key` header, in bytes (it is printable ASCII).
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
-/// Longest accepted event name, in bytes.
+/// Longest accepted event name, in characters.
 pub const MAX_EVENT_NAME_LEN: usize = 200;
+
+/// What `validate_text` accepts, as an ECMA-262 pattern for the OpenAPI document: no control
+/// character anywhere (`char::is_control`: U+0000-U+001F, U+007F-U+009F) and at least one
+/// character that is not white space. Postgres refuses NUL in `text`, and logs and headers should
+/// not carry the others.
+pub const TEXT_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*\
+                                [^\\s\\u0000-\\u001f\\u007f-\\u009f]\
+                                [^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// What `validate_idempotency_key` accepts, for the OpenAPI document.
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]+$";
 
 /// A request value outside what the API accepts (422).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,15 +34,7 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> ValidationError {
 }
 
 pub fn validate_new_event(new: &NewEvent) -> Result<(), ValidationError> {
-    if new.name.trim().is_empty() {
-        return Err(invalid("name", "must not be empty"));
-    }
-    if new.name.len() > MAX_EVENT_NAME_LEN {
-        return Err(invalid(
-            "name",
-            format!("must be at most {MAX_EVENT_NAME_LEN} bytes"),
-        ));
-    }
+    validate_text("name", &new.name, MAX_EVENT_NAME_LEN)?;
     if !(0..=MAX_TICKETS).contains(&new.tickets) {
         return Err(invalid(
             "tickets",
@@ -52,7 +54,11 @@ pub fn validate_new_event(new: &NewEvent) -> Result<(), ValidationError> {
 
 pub fn validate_booking_request(request: &BookingRequest) -> Result<(), ValidationError> {
     validate_user_id(&request.user_id)?;
-    if !(1..=MAX_QUANTITY).contains(&request.quantity) {
+    validate_quantity(request.quantity)
+}
+
+pub fn validate_quantity(quantity: i32) -> Result<(), ValidationError> {
+    if !(1..=MAX_QUANTITY).contains(&quantity) {
         return Err(invalid(
             "quantity",
             format!("must be between 1 and {MAX_QUANTITY}"),
@@ -61,18 +67,28 @@ pub fn validate_booking_request(request: &BookingRequest) -> Result<(), Validati
     Ok(())
 }
 
-fn validate_user_id(user_id: &str) -> Result<(), ValidationError> {
-    if user_id.trim().is_empty() {
-        return Err(invalid("user_id", "must not be empty"));
+pub fn validate_user_id(user_id: &str) -> Result<(), ValidationError> {
+    validate_text("user_id", user_id, MAX_USER_ID_LEN)
+}
+
+/// A text field as `TEXT_PATTERN` and `max_chars` describe it. Lengths are in characters (Unicode
+/// scalar values), as JSON Schema's `maxLength` counts them.
+fn validate_text(
+    field: &'static str,
+    value: &str,
+    max_chars: usize,
+) -> Result<(), ValidationError> {
+    if value.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
     }
-    if user_id.len() > MAX_USER_ID_LEN {
+    if value.trim().is_empty() {
+        return Err(invalid(field, "must not be empty or only white space"));
+    }
+    if value.chars().count() > max_chars {
         return Err(invalid(
-            "user_id",
-            format!("must be at most {MAX_USER_ID_LEN} bytes"),
+            field,
+            format!("must be at most {max_chars} characters"),
         ));
-    }
-    if user_id.chars().any(char::is_control) {
-        return Err(invalid("user_id", "must not contain control characters"));
     }
     Ok(())
 }
@@ -92,6 +108,67 @@ pub fn validate_idempotency_key(key: &str) -> Result<(), ValidationError> {
         ));
     }
     Ok(())
+}
+
+/// The constraints above as OpenAPI schemas, for the request types' `#[schema(schema_with)]`:
+/// the document states what validation enforces from the same constants, so they cannot drift.
+pub mod schema {
+    use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
+
+    use super::{MAX_EVENT_NAME_LEN, TEXT_PATTERN};
+    use crate::domain::{MAX_QUANTITY, MAX_TICKETS, MAX_USER_ID_LEN};
+
+    fn text(max_chars: usize, description: &str) -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(max_chars))
+            .pattern(Some(TEXT_PATTERN))
+            .description(Some(description))
+            .build()
+    }
+
+    fn integer(format: KnownFormat, minimum: i64, maximum: i64) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(format)))
+            .minimum(Some(minimum))
+            .maximum(Some(maximum))
+    }
+
+    pub fn user_id() -> Object {
+        text(
+            MAX_USER_ID_LEN,
+            "Who books: no control characters, not only white space",
+        )
+    }
+
+    pub fn event_name() -> Object {
+        text(
+            MAX_EVENT_NAME_LEN,
+            "No control characters, not only white space",
+        )
+    }
+
+    pub fn quantity() -> Object {
+        integer(KnownFormat::Int32, 1, MAX_QUANTITY.into()).build()
+    }
+
+    pub fn tickets() -> Object {
+        integer(KnownFormat::Int64, 0, MAX_TICKETS).build()
+    }
+
+    pub fn per_user_limit() -> Object {
+        integer(KnownFormat::Int32, 1, i32::MAX.into())
+            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+                Type::Integer,
+                Type::Null,
+            ]))
+            .description(Some(
+                "Most tickets one user may hold for this event; unlimited when absent or null",
+            ))
+            .build()
+    }
 }
 
 #[cfg(test)]
@@ -131,9 +208,35 @@ mod tests {
             "   ".to_owned(),
             "u".repeat(MAX_USER_ID_LEN + 1),
             "a\nb".to_owned(),
+            "nul\0".to_owned(),
+            "\u{85}".to_owned(),
         ] {
             let err = validate_booking_request(&booking(&bad, 1)).unwrap_err();
             assert_eq!(err.field, "user_id", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn lengths_are_in_characters() {
+        let wide = "\u{e9}".repeat(MAX_USER_ID_LEN);
+        assert!(validate_booking_request(&booking(&wide, 1)).is_ok());
+        let name = "\u{1f3ab}".repeat(MAX_EVENT_NAME_LEN + 1);
+        assert_eq!(
+            validate_new_event(&event(&name, 1, None))
+                .unwrap_err()
+                .field,
+            "name"
+        );
+    }
+
+    #[test]
+    fn event_name_refuses_control_characters() {
+        for bad in ["d\0", "tab\there", "\u{7f}", "\u{9f}x"] {
+            assert_eq!(
+                validate_new_event(&event(bad, 5, None)).unwrap_err().field,
+                "name",
+                "{bad:?}"
+            );
         }
     }
 
@@ -163,6 +266,46 @@ mod tests {
                 .field,
             "per_user_limit"
         );
+    }
+
+    /// The document's pattern and the validation agree, so a fuzzer trusting the document finds
+    /// no value one accepts and the other refuses.
+    #[test]
+    fn text_pattern_matches_validation() {
+        let pattern = regex::Regex::new(TEXT_PATTERN).unwrap();
+        for sample in [
+            "alice",
+            " a ",
+            "\u{a0}x",
+            "\u{3000}",
+            " ",
+            "",
+            "a\0",
+            "a\n",
+            "\t",
+            "\u{7f}",
+            "\u{9f}",
+            "\u{a0}",
+            "\u{2028}",
+            "\u{1f3ab}",
+            "x\u{85}",
+            "\u{200b}",
+            "caf\u{e9}",
+        ] {
+            assert_eq!(
+                pattern.is_match(sample),
+                validate_text("f", sample, 10).is_ok(),
+                "{sample:?}"
+            );
+        }
+        let key = regex::Regex::new(IDEMPOTENCY_KEY_PATTERN).unwrap();
+        for sample in ["k-1", "a b", "", "\u{e9}", "~!"] {
+            assert_eq!(
+                key.is_match(sample),
+                validate_idempotency_key(sample).is_ok(),
+                "{sample:?}"
+            );
+        }
     }
 
     #[test]

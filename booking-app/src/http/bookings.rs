@@ -27,8 +27,8 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 #[utoipa::path(post, path = "/events/{id}/bookings", tag = "bookings",
     params(
         ("id" = Uuid, Path, description = "Event id"),
-        ("Idempotency-Key" = Option<String>, Header,
-            description = "Repeating a key returns the first answer and books nothing more; \
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200,
+            pattern = "^[!-~]+$", description = "Repeating a key returns the first answer and books nothing more; \
                            reusing it for a different request is 422"),
     ),
     request_body = BookingRequest,

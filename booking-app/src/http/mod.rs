@@ -2,6 +2,7 @@
 //! metrics, limits). It knows the stage only as `Arc<dyn Inventory>`.
 
 pub mod admission;
+pub mod body_limit;
 pub mod bookings;
 pub mod error;
 pub mod events;
@@ -70,6 +71,13 @@ pub fn app(state: AppState) -> Router {
             metrics_only_elsewhere(metrics_elsewhere, request, next)
         }))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            body_limit::BodyLimit {
+                max_bytes: state.limits.max_body_bytes,
+                timeout: state.limits.request_timeout(),
+            },
+            body_limit::limit,
+        ))
         .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }

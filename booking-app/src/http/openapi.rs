@@ -107,4 +107,50 @@ mod tests {
             );
         }
     }
+
+    /// The request bodies are as strict in the document as in `validation`: a fuzzer that
+    /// trusts the document sends only what is accepted, and what it knows is invalid is refused.
+    #[test]
+    fn request_schemas_state_what_validation_enforces() {
+        use crate::domain::{MAX_QUANTITY, MAX_TICKETS, MAX_USER_ID_LEN};
+        use crate::validation::{MAX_EVENT_NAME_LEN, MAX_IDEMPOTENCY_KEY_LEN, TEXT_PATTERN};
+
+        let doc: serde_json::Value = serde_json::to_value(document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let booking = &schemas["BookingRequest"];
+        assert_eq!(booking["additionalProperties"], false, "{booking}");
+        assert_eq!(
+            booking["required"],
+            serde_json::json!(["user_id", "quantity"])
+        );
+        let user = &booking["properties"]["user_id"];
+        assert_eq!(user["maxLength"], MAX_USER_ID_LEN);
+        assert_eq!(user["minLength"], 1);
+        assert_eq!(user["pattern"], TEXT_PATTERN);
+        let quantity = &booking["properties"]["quantity"];
+        assert_eq!(
+            (quantity["minimum"].clone(), quantity["maximum"].clone()),
+            (1.into(), MAX_QUANTITY.into())
+        );
+
+        let event = &schemas["NewEvent"];
+        assert_eq!(event["additionalProperties"], false, "{event}");
+        assert_eq!(event["required"], serde_json::json!(["name", "tickets"]));
+        assert_eq!(event["properties"]["name"]["maxLength"], MAX_EVENT_NAME_LEN);
+        assert_eq!(event["properties"]["tickets"]["maximum"], MAX_TICKETS);
+        assert_eq!(event["properties"]["per_user_limit"]["minimum"], 1);
+
+        let params = doc["paths"]["/events/{id}/bookings"]["post"]["parameters"]
+            .as_array()
+            .unwrap();
+        let key = params
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .expect("Idempotency-Key parameter");
+        assert_eq!(key["schema"]["maxLength"], MAX_IDEMPOTENCY_KEY_LEN, "{key}");
+        assert_eq!(
+            key["schema"]["pattern"],
+            crate::validation::IDEMPOTENCY_KEY_PATTERN
+        );
+    }
 }

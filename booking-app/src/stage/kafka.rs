@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
-use self::backlog::Backlog;
+use self::backlog::{Backlog, Cap};
 use self::client::{KafkaSettings, partition_count, unavailable, watermarks};
 use self::metrics::GroupMetrics;
 use self::record::{BookingRecord, RECORD_VERSION, booking_id};
@@ -71,7 +71,13 @@ impl KafkaInventory {
     ) -> Result<Self, StageError> {
         let partitions = settings.ensure_topics().await?;
         let reader = Arc::new(settings.offsets_reader()?);
-        let backlog = Arc::new(Backlog::new(partitions));
+        let backlog = Arc::new(Backlog::new(
+            partitions,
+            Cap {
+                requests: settings.max_queued,
+                bytes: settings.max_queued_bytes,
+            },
+        ));
         let tasks = CancellationToken::new();
         tail::start(
             &settings,
@@ -249,10 +255,11 @@ impl Inventory for KafkaInventory {
         }
         // Bounded memory: past the cap the door sheds rather than the pod growing until it is
         // killed (requests other pods queue still enter the view: they are accepted already).
-        if inner.backlog.len() >= inner.settings.max_queued {
+        if inner.backlog.full() {
+            let (requests, bytes) = inner.backlog.usage();
             return Err(StageError::Overloaded(format!(
-                "{} undecided requests in this pod's view of the queue (KAFKA_MAX_QUEUED)",
-                inner.settings.max_queued
+                "{requests} undecided requests ({bytes} B) in this pod's view of the queue \
+                 (KAFKA_MAX_QUEUED, KAFKA_MAX_QUEUED_BYTES)"
             )));
         }
         let record = BookingRecord {
@@ -304,7 +311,7 @@ impl Inventory for KafkaInventory {
                 "the requests topic is missing or has no leader",
             ));
         }
-        if !self.inner.backlog.complete() {
+        if !self.inner.backlog.ready() {
             return Err(unavailable("this pod is still reading the queue"));
         }
         Ok(())

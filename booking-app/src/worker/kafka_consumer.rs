@@ -2,6 +2,7 @@
 //! batches, one Postgres transaction per batch, and commits the batch's offsets only after that
 //! transaction committed. A crash in between redelivers the batch, which then changes nothing.
 
+pub mod dead_letter;
 pub mod decide;
 pub mod ledger;
 
@@ -22,6 +23,7 @@ use crate::stage::StageError;
 use crate::stage::kafka::client::{KafkaSettings, committed_offsets, watermarks};
 use crate::stage::kafka::metrics::WorkerMetrics;
 use crate::stage::kafka::record::BookingRecord;
+use dead_letter::DeadLetter;
 
 /// Most Postgres connections a worker opens.
 pub const WORKER_DB_CONNECTIONS: u32 = 2;
@@ -33,9 +35,34 @@ pub const SOLD_OUT_PAYLOAD: &[u8] = b"sold_out";
 #[derive(Debug, Default)]
 pub struct Batch {
     pub requests: Vec<BookingRecord>,
+    /// (partition, offset) of each of `requests`, in the same order.
+    pub sources: Vec<(i32, i64)>,
     /// Highest offset read per partition.
     pub last_offsets: BTreeMap<i32, i64>,
-    pub malformed: u64,
+    /// Records that are not booking requests.
+    pub undecodable: Vec<DeadLetter>,
+}
+
+impl Batch {
+    /// Every record of the batch that is not decided, with its reason: the undecodable ones and
+    /// those `verdicts` (one per request) set aside.
+    pub fn dead_letters(&self, verdicts: &[decide::Verdict]) -> Vec<DeadLetter> {
+        let mut letters = self.undecodable.clone();
+        for ((request, (partition, offset)), verdict) in
+            self.requests.iter().zip(&self.sources).zip(verdicts)
+        {
+            if let Some(reason) = dead_letter::undecided(*verdict) {
+                letters.push(DeadLetter {
+                    partition: *partition,
+                    offset: *offset,
+                    key: Some(request.key().into_bytes()),
+                    payload: Some(request.encode()),
+                    reason,
+                });
+            }
+        }
+        letters
+    }
 }
 
 /// A worker: its group consumer, a producer for sold-out marks, and the database.
@@ -177,6 +204,10 @@ impl KafkaWorker {
             let Some(outcome) = self.decide_until_committed(&batch, &stop).await else {
                 break;
             };
+            let letters = batch.dead_letters(&outcome.decided.verdicts);
+            if !self.dead_letter_until_sent(&letters, &stop).await {
+                break;
+            }
             self.batches += 1;
             if self.abort_after_batches.is_some_and(|n| self.batches >= n) {
                 tracing::error!(
@@ -198,7 +229,7 @@ impl KafkaWorker {
     async fn next_batch(&mut self) -> Batch {
         let mut batch = Batch::default();
         let mut deadline = None;
-        while batch.requests.len() + (batch.malformed as usize) < self.settings.batch_size {
+        while batch.requests.len() + batch.undecodable.len() < self.settings.batch_size {
             let message = match deadline {
                 None if !self.uncommitted.is_empty() => {
                     match tokio::time::timeout(COMMIT_RETRY, self.consumer.recv()).await {
@@ -231,12 +262,21 @@ impl KafkaWorker {
                 .last_offsets
                 .insert(message.partition(), message.offset());
             match BookingRecord::decode(message.payload()) {
-                Ok(record) => batch.requests.push(record),
+                Ok(record) => {
+                    batch.requests.push(record);
+                    batch.sources.push((message.partition(), message.offset()));
+                }
                 Err(err) => {
-                    // Nothing can decide it: skipped, counted, and committed past.
+                    // Nothing can decide it: dead-lettered, counted, and committed past.
                     tracing::error!(partition = message.partition(), offset = message.offset(), error = %err,
-                        "kafka worker: skipping a record that is not a booking request");
-                    batch.malformed += 1;
+                        "kafka worker: setting aside a record that is not a booking request");
+                    batch.undecodable.push(DeadLetter {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message.key().map(<[u8]>::to_vec),
+                        payload: message.payload().map(<[u8]>::to_vec),
+                        reason: dead_letter::undecodable(&err),
+                    });
                 }
             }
             deadline
@@ -260,6 +300,47 @@ impl KafkaWorker {
             }
             tokio::select! {
                 _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Sends the batch's dead letters, retried with backoff until the broker took them all
+    /// (`false`: stopped first; the batch is then redelivered, and its letters sent again).
+    async fn dead_letter_until_sent(
+        &self,
+        letters: &[DeadLetter],
+        stop: &CancellationToken,
+    ) -> bool {
+        if letters.is_empty() {
+            return true;
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let sent = dead_letter::publish(
+                &self.producer,
+                &self.settings.dead_letter_topic,
+                &self.settings.topic,
+                letters,
+                self.settings.produce_timeout,
+            )
+            .await;
+            match sent {
+                Ok(()) => {
+                    for letter in letters {
+                        tracing::warn!(partition = letter.partition, offset = letter.offset,
+                            reason = letter.reason, topic = %self.settings.dead_letter_topic,
+                            "kafka worker: record not decided; dead-lettered");
+                        self.metrics.dead_lettered(letter.reason);
+                    }
+                    return true;
+                }
+                Err(err) => tracing::warn!(error = %err, letters = letters.len(),
+                    retry_in_ms = backoff.as_millis() as u64, "kafka worker: cannot dead-letter"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -313,10 +394,11 @@ impl KafkaWorker {
         for (outcome, n) in &by_outcome {
             self.metrics.decided(outcome, *n);
         }
-        self.metrics.decided("malformed", batch.malformed);
+        let undecodable = batch.undecodable.len() as u64;
+        self.metrics.decided("malformed", undecodable);
         tracing::debug!(
             ?by_outcome,
-            malformed = batch.malformed,
+            malformed = undecodable,
             "kafka worker: batch committed"
         );
     }

@@ -115,6 +115,13 @@ pub async fn bad_booking_requests_are_4xx_and_write_nothing(target: Target) {
             format!(r#"{{"user_id":"{oversized_user}","quantity":1}}"#),
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
+        // Far larger than the socket buffers: answered after the body is read, not reset.
+        (
+            "5 MiB body",
+            JSON,
+            format!(r#"{{"user_id":"{}","quantity":1}}"#, "u".repeat(5 << 20)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
     ];
     for (case, content_type, body, status) in others {
         let answer = app.post_raw(&path, content_type, body).await;
@@ -213,6 +220,25 @@ pub async fn bad_event_requests_are_4xx_and_write_nothing(target: Target) {
             r#"{"name":"","tickets":5}"#.to_owned(),
             StatusCode::UNPROCESSABLE_ENTITY,
         ),
+        // Postgres refuses NUL in text: refused before it gets there, naming the field.
+        (
+            "NUL in the name",
+            JSON,
+            format!(r#"{{"name":"{name}\u0000","tickets":5}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "a control character in the name",
+            JSON,
+            format!(r#"{{"name":"{name}\u001b[31m","tickets":5}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "5 MiB body",
+            JSON,
+            format!(r#"{{"name":"{}","tickets":5}}"#, "n".repeat(5 << 20)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
         (
             "malformed JSON",
             JSON,
@@ -229,6 +255,10 @@ pub async fn bad_event_requests_are_4xx_and_write_nothing(target: Target) {
     for (case, content_type, body, status) in cases {
         let answer = app.post_raw("/events", content_type, body).await;
         assert_error(&answer, status, case);
+        if case.contains("in the name") {
+            let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.starts_with("name:"), "{case}: {}", answer.body);
+        }
     }
     assert_eq!(
         app.events_named(&name).await,

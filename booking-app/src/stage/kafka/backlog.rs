@@ -2,6 +2,8 @@
 //! decided yet (id → partition, offset, request), the group's committed offsets, and the set of
 //! sold-out events. Filled by the pod's tail of the topics; this is where "pending" lives, so the
 //! hot path never writes to Postgres. Pure bookkeeping: the tasks that feed it are in `tail.rs`.
+//! Bounded by `Cap` (requests and estimated bytes): when full, the door sheds and the tail waits
+//! for decisions to make room, so a backlog far larger than a pod's memory never enters it.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -12,6 +14,24 @@ use uuid::Uuid;
 
 use super::record::BookingRecord;
 use crate::domain::Booking;
+
+/// How much of the queue one pod's view may hold (`KAFKA_MAX_QUEUED`, `KAFKA_MAX_QUEUED_BYTES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    pub requests: usize,
+    pub bytes: usize,
+}
+
+/// What one queued request costs beyond its strings: its `Queued` (~110 B), the hash-map and
+/// offset-index entries and their slack, rounded up.
+pub const QUEUED_OVERHEAD_BYTES: usize = 256;
+
+/// The estimated memory `record` takes in the view (its key is held twice: in the record and in
+/// `by_key`).
+pub fn footprint(record: &BookingRecord) -> usize {
+    let key = record.idempotency_key.as_ref().map_or(0, String::len);
+    QUEUED_OVERHEAD_BYTES + record.user_id.len() + 2 * key
+}
 
 /// A queued request and where it sits in its partition.
 #[derive(Debug, Clone)]
@@ -37,6 +57,8 @@ struct State {
     /// Idempotency key → id of the queued request that carries it (the first one seen), so a
     /// key reused with another request while the first is queued is refused at the door.
     by_key: HashMap<String, Uuid>,
+    /// Sum of `footprint` over `queued`.
+    bytes: usize,
 }
 
 /// Shared between the stage (lookups, produced records), the tail and the refresher.
@@ -47,10 +69,13 @@ pub struct Backlog {
     decided: watch::Sender<u64>,
     /// Woken whenever the tail advances.
     tail_progress: Notify,
+    /// Woken whenever decided requests leave the view.
+    room: Notify,
+    cap: Cap,
 }
 
 impl Backlog {
-    pub fn new(partitions: i32) -> Self {
+    pub fn new(partitions: i32, cap: Cap) -> Self {
         let n = partitions as usize;
         Self {
             state: Mutex::new(State {
@@ -61,9 +86,12 @@ impl Backlog {
                 sold_out: HashSet::new(),
                 start_high: Vec::new(),
                 by_key: HashMap::new(),
+                bytes: 0,
             }),
             decided: watch::Sender::new(0),
             tail_progress: Notify::new(),
+            room: Notify::new(),
+            cap,
         }
     }
 
@@ -86,8 +114,37 @@ impl Backlog {
         state.start_high = high.to_vec();
     }
 
-    /// Whether the tail has read everything that was queued when it started (the pod's
-    /// readiness: before that, a status read may have to wait for it).
+    /// The pod's readiness: the tail has read everything that was queued when it started, or
+    /// the view is as full as it may be (a longer backlog is read as decisions make room; until
+    /// then a status read of a request beyond it waits, then answers 503).
+    pub fn ready(&self) -> bool {
+        self.full() || self.complete()
+    }
+
+    /// Whether the view holds as much as its cap allows: the door sheds, the tail waits.
+    pub fn full(&self) -> bool {
+        let state = self.lock();
+        state.queued.len() >= self.cap.requests || state.bytes >= self.cap.bytes
+    }
+
+    /// Waits until the view is not `full`; the caller bounds it with a timeout.
+    pub async fn wait_room(&self) {
+        loop {
+            let notified = self.room.notified();
+            if !self.full() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Requests and estimated bytes in the view.
+    pub fn usage(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.queued.len(), state.bytes)
+    }
+
+    /// Whether the tail has read everything that was queued when it started.
     pub fn complete(&self) -> bool {
         let state = self.lock();
         state
@@ -110,6 +167,7 @@ impl Backlog {
         if let Some(key) = &record.idempotency_key {
             state.by_key.entry(key.clone()).or_insert(record.id);
         }
+        let state = &mut *state;
         match state.queued.entry(record.id) {
             // The earliest place wins: the first of two records with one id is the one decided
             // first (the second is its duplicate), so its decision is the booking's. Seen by the
@@ -120,6 +178,7 @@ impl Backlog {
                 }
             }
             Entry::Vacant(slot) => {
+                state.bytes += footprint(&record);
                 slot.insert(Queued {
                     record,
                     partition,
@@ -176,6 +235,7 @@ impl Backlog {
                 by_offset,
                 decided_upto,
                 by_key,
+                bytes,
                 ..
             } = &mut *state;
             for (p, committed) in offsets.iter().enumerate().take(decided_upto.len()) {
@@ -198,6 +258,7 @@ impl Backlog {
                     let Some(decided) = queued.remove(&id) else {
                         continue;
                     };
+                    *bytes = bytes.saturating_sub(footprint(&decided.record));
                     if let Some(key) = decided.record.idempotency_key
                         && by_key.get(&key) == Some(&id)
                     {
@@ -208,6 +269,7 @@ impl Backlog {
         }
         if moved {
             self.decided.send_modify(|generation| *generation += 1);
+            self.room.notify_waiters();
         }
     }
 
@@ -264,6 +326,11 @@ mod tests {
     use crate::domain::BookingStatus;
     use crate::stage::kafka::record::{RECORD_VERSION, booking_id};
 
+    const UNCAPPED: Cap = Cap {
+        requests: usize::MAX,
+        bytes: usize::MAX,
+    };
+
     fn record(key: Option<&str>) -> BookingRecord {
         BookingRecord {
             v: RECORD_VERSION,
@@ -278,7 +345,7 @@ mod tests {
 
     #[test]
     fn position_counts_undecided_requests_ahead() {
-        let backlog = Backlog::new(2);
+        let backlog = Backlog::new(2, UNCAPPED);
         backlog.start(&[10, 0], &[10, 0]);
         let (a, b) = (record(None), record(None));
         backlog.insert(0, 12, a.clone());
@@ -305,7 +372,7 @@ mod tests {
 
     #[test]
     fn decided_and_duplicate_records_are_not_queued_again() {
-        let backlog = Backlog::new(1);
+        let backlog = Backlog::new(1, UNCAPPED);
         backlog.start(&[5], &[5]);
         let old = record(None);
         backlog.insert(0, 4, old.clone());
@@ -341,7 +408,7 @@ mod tests {
 
     #[tokio::test]
     async fn waits_for_the_tail() {
-        let backlog = std::sync::Arc::new(Backlog::new(2));
+        let backlog = std::sync::Arc::new(Backlog::new(2, UNCAPPED));
         backlog.start(&[0, 3], &[2, 3]);
         assert!(
             !backlog.complete(),
@@ -363,8 +430,52 @@ mod tests {
     }
 
     #[test]
+    fn capped_by_requests_and_by_bytes_and_ready_when_full() {
+        let by_count = Backlog::new(
+            1,
+            Cap {
+                requests: 2,
+                bytes: usize::MAX,
+            },
+        );
+        by_count.start(&[0], &[100]);
+        assert!(!by_count.ready(), "100 queued, none read");
+        by_count.insert(0, 0, record(None));
+        assert!(!by_count.full());
+        by_count.insert(0, 1, record(None));
+        assert!(
+            by_count.full() && by_count.ready(),
+            "full: ready without reading the rest"
+        );
+        by_count.decided_upto(&[Some(1)]);
+        assert!(!by_count.full(), "a decision makes room");
+        assert_eq!(by_count.usage().0, 1);
+
+        let one = record(Some("a-long-idempotency-key"));
+        let by_bytes = Backlog::new(
+            1,
+            Cap {
+                requests: usize::MAX,
+                bytes: 2 * footprint(&one),
+            },
+        );
+        by_bytes.start(&[0], &[0]);
+        by_bytes.insert(0, 0, one.clone());
+        assert_eq!(by_bytes.usage(), (1, footprint(&one)));
+        assert!(!by_bytes.full());
+        by_bytes.insert(0, 1, record(Some("another-long-idempotency-key")));
+        assert!(by_bytes.full());
+        by_bytes.decided_upto(&[Some(2)]);
+        assert_eq!(
+            by_bytes.usage(),
+            (0, 0),
+            "decided requests give their bytes back"
+        );
+    }
+
+    #[test]
     fn sold_out_set() {
-        let backlog = Backlog::new(1);
+        let backlog = Backlog::new(1, UNCAPPED);
         let event = Uuid::new_v4();
         assert!(!backlog.is_sold_out(event));
         backlog.set_sold_out(event, true);

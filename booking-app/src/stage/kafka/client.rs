@@ -25,6 +25,17 @@ const FETCH_WAIT_MS: &str = "20";
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Stage kafka's settings, resolved from `KafkaConfig` (README "Configuration contract").
+/// Most KiB of records a consumer's librdkafka prefetches (the tail ahead of the view, a worker
+/// ahead of its batches; the default is 64 MiB, more than the view's whole cap). 4 MiB is still
+/// several worker batches of the largest records.
+pub const PREFETCH_KBYTES: usize = 4 * 1024;
+
+/// Largest fetch answer the tail asks for (librdkafka wants it above `message.max.bytes`, 1 MB).
+pub const TAIL_FETCH_MAX_BYTES: usize = 2 * 1024 * 1024;
+
+/// The dead-letter topic is the requests topic's name with this suffix.
+pub const DEAD_LETTER_SUFFIX: &str = ".dlq";
+
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
     pub brokers: String,
@@ -34,6 +45,9 @@ pub struct KafkaSettings {
     pub partitions: i32,
     /// Compacted topic of sold-out event ids, written by workers, read by every API pod.
     pub sold_out_topic: String,
+    /// Records a worker could not decide (not a booking request, invalid values, unknown event),
+    /// kept with the reason in a header instead of stopping the queue.
+    pub dead_letter_topic: String,
     /// The workers' consumer group (API pods read its committed offsets, never join it).
     pub group: String,
     /// Longest the API waits for the broker's acknowledgement before answering 503.
@@ -42,6 +56,8 @@ pub struct KafkaSettings {
     pub linger: Duration,
     /// Most undecided requests an API pod's backlog holds before its door sheds.
     pub max_queued: usize,
+    /// Most bytes (estimated) of undecided requests that backlog holds.
+    pub max_queued_bytes: usize,
     /// Most requests a worker decides in one database transaction.
     pub batch_size: usize,
     /// How long a worker waits for more records once a batch has its first one.
@@ -67,10 +83,12 @@ impl KafkaSettings {
             topic: config.kafka_topic.clone(),
             partitions: config.kafka_partitions,
             sold_out_topic: format!("{}-sold-out", config.kafka_topic),
+            dead_letter_topic: format!("{}{DEAD_LETTER_SUFFIX}", config.kafka_topic),
             group: config.kafka_consumer_group.clone(),
             produce_timeout: Duration::from_millis(config.kafka_produce_timeout_ms.max(1)),
             linger: Duration::from_millis(config.kafka_linger_ms),
             max_queued: config.kafka_max_queued.max(1),
+            max_queued_bytes: config.kafka_max_queued_bytes.max(1),
             batch_size: config.kafka_batch_size.max(1),
             batch_linger: Duration::from_millis(config.kafka_batch_linger_ms),
             status_refresh: Duration::from_millis(config.kafka_status_refresh_ms.max(10)),
@@ -114,6 +132,7 @@ impl KafkaSettings {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
             .set("partition.assignment.strategy", "cooperative-sticky")
@@ -126,6 +145,9 @@ impl KafkaSettings {
     /// the API pod's tail of the requests and sold-out topics.
     pub fn tail_consumer(&self) -> Result<rdkafka::consumer::StreamConsumer, KafkaError> {
         self.base("booking-api-tail")
+            // The prefetch is memory outside the view's cap: bound it (librdkafka's default is
+            // 64 MiB) so a tail that waits for room holds little more than its view.
+            .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
             .set(
                 "group.id",
                 format!("{}-tail-{}", self.group, uuid::Uuid::new_v4()),
@@ -160,6 +182,7 @@ impl KafkaSettings {
             NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(-1)),
             NewTopic::new(&self.sold_out_topic, 1, TopicReplication::Fixed(-1))
                 .set("cleanup.policy", "compact"),
+            NewTopic::new(&self.dead_letter_topic, 1, TopicReplication::Fixed(-1)),
         ];
         let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
         let results =

@@ -22,8 +22,14 @@ pub struct PartitionLabels {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// confirmed | sold_out | per_user_limit | duplicate | malformed
+    /// confirmed | sold_out | per_user_limit | duplicate | malformed | invalid | unknown_event
     pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `worker::kafka_consumer::dead_letter`'s reasons (malformed, invalid_quantity, ...)
+    pub reason: &'static str,
 }
 
 /// The workers' consumer group as seen from its committed offsets.
@@ -95,6 +101,7 @@ impl GroupMetrics {
 #[derive(Debug, Clone)]
 pub struct WorkerMetrics {
     decisions: Family<OutcomeLabels, Counter>,
+    dead_letters: Family<ReasonLabels, Counter>,
     batch_seconds: Histogram,
     commit_failures: Counter,
 }
@@ -103,6 +110,7 @@ impl WorkerMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let this = Self {
             decisions: Family::default(),
+            dead_letters: Family::default(),
             // 1 ms .. ~16 s: a batch is one transaction of up to a few thousand requests.
             batch_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             commit_failures: Counter::default(),
@@ -116,6 +124,11 @@ impl WorkerMetrics {
             "kafka_decisions",
             "Booking requests decided by this worker, by outcome (duplicate: redelivered, changed nothing)",
             this.decisions.clone(),
+        );
+        metrics.register(
+            "kafka_dead_letters",
+            "Records this worker did not decide and copied to the dead-letter topic, by reason",
+            this.dead_letters.clone(),
         );
         metrics.register(
             "kafka_batch_duration_seconds",
@@ -141,6 +154,12 @@ impl WorkerMetrics {
                 outcome: outcome.to_owned(),
             })
             .get()
+    }
+
+    pub fn dead_lettered(&self, reason: &'static str) {
+        self.dead_letters
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn commit_failed(&self) {

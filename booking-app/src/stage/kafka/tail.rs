@@ -20,6 +20,9 @@ use crate::stage::StageError;
 /// How often the lag gauges are refreshed (a watermark round trip per partition).
 const LAG_INTERVAL: Duration = Duration::from_secs(1);
 
+/// While the view is full, how often the tail looks again without being woken.
+const FULL_RECHECK: Duration = Duration::from_secs(1);
+
 /// Positions the tail at the group's committed offsets and starts both tasks.
 pub async fn start(
     settings: &KafkaSettings,
@@ -84,6 +87,22 @@ async fn tail(
 ) {
     let mut last_warning: Option<Instant> = None;
     loop {
+        // A full view reads no further: what is beyond it stays in the broker (and in
+        // librdkafka's bounded prefetch) until decisions make room.
+        if backlog.full() {
+            let (requests, bytes) = backlog.usage();
+            tracing::debug!(
+                requests,
+                bytes,
+                "kafka tail: this pod's view of the queue is full; waiting for decisions"
+            );
+            while backlog.full() {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::timeout(FULL_RECHECK, backlog.wait_room()) => {}
+                }
+            }
+        }
         let message = tokio::select! {
             _ = cancel.cancelled() => return,
             message = consumer.recv() => message,

@@ -81,8 +81,10 @@ pub fn classify(err: RedisError) -> StageError {
             )
         )
         // MISCONF: Redis refuses writes because it cannot persist them (disk full, AOF error).
-        // BUSY: a script runs too long. Both pass.
-        || matches!(err.code(), Some("MISCONF" | "BUSY"));
+        // BUSY: a script runs too long. OOM: `maxmemory` is reached and the policy is
+        // `noeviction` (nothing is evicted: an evicted claim or unsynced booking would be lost),
+        // so writes are refused until the syncer and the expiries free memory. All pass.
+        || matches!(err.code(), Some("MISCONF" | "BUSY" | "OOM"));
     if transient {
         StageError::Unavailable {
             store: "redis",

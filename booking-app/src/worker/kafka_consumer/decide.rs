@@ -27,9 +27,9 @@ pub enum Verdict {
     Duplicate,
     /// The event does not exist: the API checks this, so only a foreign record gets here.
     UnknownEvent,
-    /// The record's values are outside what the API accepts (a record nobody's API produced):
-    /// skipped and counted, so it can never stop the queue.
-    Invalid,
+    /// The record's values are outside what the API accepts (a record nobody's API produced),
+    /// naming the first field at fault: dead-lettered and counted, so it can never stop the queue.
+    Invalid(&'static str),
 }
 
 impl Verdict {
@@ -40,7 +40,7 @@ impl Verdict {
             Verdict::Rejected(reason) => reason.as_str(),
             Verdict::Duplicate => "duplicate",
             Verdict::UnknownEvent => "unknown_event",
-            Verdict::Invalid => "invalid",
+            Verdict::Invalid(_) => "invalid",
         }
     }
 
@@ -84,8 +84,8 @@ pub fn decide(
         });
         let verdict = if duplicate {
             Verdict::Duplicate
-        } else if !valid(request) {
-            Verdict::Invalid
+        } else if let Err(field) = check(request) {
+            Verdict::Invalid(field)
         } else if reused {
             Verdict::Rejected(RejectReason::IdempotencyKeyReused)
         } else if let Some(event) = events.get(&request.event_id) {
@@ -119,17 +119,15 @@ pub fn decide(
 }
 
 /// The checks the API makes before producing (`validation`), made again on what was read: the
-/// topic is writable by more than our API.
-fn valid(request: &BookingRecord) -> bool {
-    let as_request = crate::domain::BookingRequest {
-        user_id: request.user_id.clone(),
-        quantity: request.quantity,
-    };
-    crate::validation::validate_booking_request(&as_request).is_ok()
-        && request
-            .idempotency_key
-            .as_deref()
-            .is_none_or(|k| crate::validation::validate_idempotency_key(k).is_ok())
+/// topic is writable by more than our API. The error is the field at fault.
+pub fn check(request: &BookingRecord) -> Result<(), &'static str> {
+    use crate::validation::{validate_idempotency_key, validate_quantity, validate_user_id};
+    validate_user_id(&request.user_id).map_err(|e| e.field)?;
+    validate_quantity(request.quantity).map_err(|e| e.field)?;
+    if let Some(key) = request.idempotency_key.as_deref() {
+        validate_idempotency_key(key).map_err(|e| e.field)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -311,9 +309,13 @@ mod tests {
         );
         assert_eq!(
             d.verdicts,
-            [Verdict::Invalid, Verdict::Invalid, Verdict::Confirmed]
+            [
+                Verdict::Invalid("quantity"),
+                Verdict::Invalid("user_id"),
+                Verdict::Confirmed
+            ]
         );
-        assert!(!Verdict::Invalid.is_decision());
+        assert!(!Verdict::Invalid("quantity").is_decision());
     }
 
     #[test]

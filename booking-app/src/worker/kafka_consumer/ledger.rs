@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::decide::{Decided, Inventory, Verdict, decide};
+use super::decide::{Decided, Inventory, Verdict, check, decide};
 use crate::domain::RejectReason;
 use crate::stage::kafka::record::BookingRecord;
 
@@ -51,7 +51,10 @@ pub async fn decide_batch(
         .collect();
 
     let ids: Vec<Uuid> = requests.iter().map(|r| r.id).collect();
-    let keys: Vec<String> = requests
+    // Only valid requests' text reaches a query: Postgres refuses a NUL in text, so one foreign
+    // record could otherwise fail every retry of its batch (the invalid ones are set aside).
+    let valid: Vec<&BookingRecord> = requests.iter().filter(|r| check(r).is_ok()).collect();
+    let keys: Vec<String> = valid
         .iter()
         .filter_map(|r| r.idempotency_key.clone())
         .collect();
@@ -68,7 +71,7 @@ pub async fn decide_batch(
         .filter_map(|(id, key)| Some((key?, id)))
         .collect();
 
-    let (holders_events, holders): (Vec<Uuid>, Vec<String>) = requests
+    let (holders_events, holders): (Vec<Uuid>, Vec<String>) = valid
         .iter()
         .map(|r| (r.event_id, r.user_id.clone()))
         .unzip();
@@ -133,7 +136,7 @@ async fn insert_bookings(
         let (status, reason) = match verdict {
             Verdict::Confirmed => ("confirmed", None),
             Verdict::Rejected(reason) => ("rejected", Some(reason.as_str())),
-            Verdict::Duplicate | Verdict::UnknownEvent | Verdict::Invalid => continue,
+            Verdict::Duplicate | Verdict::UnknownEvent | Verdict::Invalid(_) => continue,
         };
         // A reused key stays with the booking it was first used for (the column is unique).
         let key = match verdict {
