@@ -6,21 +6,9 @@ mod common;
 
 use common::*;
 use flashsale_operator::crd::FlashSale;
-use flashsale_operator::fixtures::FlashSaleBuilder;
 use flashsale_operator::stage::Stage;
 use kube::Client;
 use kube::api::Api;
-
-fn small_sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
-    with_tiny_resources(
-        FlashSaleBuilder::new(name, stage)
-            .namespace(ns)
-            .per_pod_rps(100.0)
-            .target_rps(200)
-            .replicas(2, 20)
-            .build_for_apply(),
-    )
-}
 
 /// A `flashsale-operator run` process of this test (the binary, as a pod runs it), with short
 /// lease durations; killed when dropped.

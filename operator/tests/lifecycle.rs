@@ -27,17 +27,6 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-fn small_sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
-    with_tiny_resources(
-        FlashSaleBuilder::new(name, stage)
-            .namespace(ns)
-            .per_pod_rps(100.0)
-            .target_rps(200)
-            .replicas(2, 20)
-            .build_for_apply(),
-    )
-}
-
 /// Does `selector` (matchLabels and matchExpressions In/NotIn) select a pod labelled `labels`?
 fn selects(selector: &LabelSelector, pod: &Pod) -> bool {
     let labels = pod.labels();

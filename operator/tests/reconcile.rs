@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 
 use common::*;
 use flashsale_operator::crd::{FlashSale, Phase};
-use flashsale_operator::fixtures::FlashSaleBuilder;
 use flashsale_operator::reconcile::desired::{labels, names};
 use flashsale_operator::reconcile::reconcile_by_name;
 use flashsale_operator::stage::Stage;
@@ -20,18 +19,6 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-
-/// A small sale for the test cluster: tiny requests so kwok's nodes fit every test at once.
-fn small_sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
-    with_tiny_resources(
-        FlashSaleBuilder::new(name, stage)
-            .namespace(ns)
-            .per_pod_rps(100.0)
-            .target_rps(200)
-            .replicas(2, 20)
-            .build_for_apply(),
-    )
-}
 
 fn owned_by(obj: &impl Resource, owner: &FlashSale) -> bool {
     obj.meta().owner_references.iter().flatten().any(|o| {

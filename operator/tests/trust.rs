@@ -18,17 +18,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 
-fn small_sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
-    with_tiny_resources(
-        FlashSaleBuilder::new(name, stage)
-            .namespace(ns)
-            .per_pod_rps(100.0)
-            .target_rps(200)
-            .replicas(2, 20)
-            .build_for_apply(),
-    )
-}
-
 /// Someone's own Service and Secret, created before the sale, under the names its children take.
 async fn foreign_objects(client: &Client, ns: &str, sale: &str) -> (Service, Secret) {
     let meta = |name: String| ObjectMeta {

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use flashsale_operator::context::Context;
 use flashsale_operator::crd::FlashSale;
+use flashsale_operator::fixtures::FlashSaleBuilder;
 use flashsale_operator::metrics::Metrics;
 use flashsale_operator::reconcile::validate::Defaults;
+use flashsale_operator::stage::Stage;
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, Namespace, ObjectReference, PersistentVolume, PersistentVolumeSpec,
     ResourceRequirements,
@@ -267,6 +269,19 @@ pub fn with_tiny_resources(mut fs: FlashSale) -> FlashSale {
     fs.spec.redis.in_cluster.resources = Some(tiny.clone());
     fs.spec.kafka.in_cluster.resources = Some(tiny);
     fs
+}
+
+/// A small pinned sale for the test cluster (100 rps per pod, target 200, 2-20 replicas), with
+/// tiny requests so kwok's nodes fit every test at once.
+pub fn small_sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
+    with_tiny_resources(
+        FlashSaleBuilder::new(name, stage)
+            .namespace(ns)
+            .per_pod_rps(100.0)
+            .target_rps(200)
+            .replicas(2, 20)
+            .build_for_apply(),
+    )
 }
 
 pub async fn apply_sale(client: &Client, ns: &str, fs: &FlashSale) -> FlashSale {
