@@ -7,7 +7,7 @@
 #   hack/cluster.sh up | down | images | deploy | stress | check
 #
 # Knobs (environment): CONTAINER_ENGINE (docker|podman, default: the first that answers),
-# IMAGE_TAG (dev), EXAMPLE (examples/redis.yaml), READY_TIMEOUT (900 s), OPERATOR_NAMESPACE
+# IMAGE_TAG (the workspace's Cargo version), EXAMPLE (examples/redis.yaml), READY_TIMEOUT (900 s), OPERATOR_NAMESPACE
 # (flashsale-system), HELM_ARGS (more `helm upgrade` flags, split on spaces, e.g.
 # "--set observeLoad=false"); stress: STRESS_URL (http://localhost:8080), STRESS_RATE (open loop,
 # req/s; unset: closed loop), STRESS_CONCURRENCY (64), STRESS_DURATION (30s), STRESS_TICKETS.
@@ -19,7 +19,8 @@ KIND_CONFIG="$REPO_ROOT/kind-config.yaml"
 CHART="$REPO_ROOT/charts/flashsale-operator"
 RELEASE=flashsale-operator
 OPERATOR_NAMESPACE="${OPERATOR_NAMESPACE:-flashsale-system}"
-IMAGE_TAG="${IMAGE_TAG:-dev}"
+# The workspace's Cargo version: the chart's appVersion and the operator's default booking-app tag.
+IMAGE_TAG="${IMAGE_TAG:-$(workspace_version)}"
 # Fully qualified: podman would otherwise store `localhost/flashsale/...`, a name the cluster's
 # containerd never asks for; docker and containerd both normalise `flashsale/x` to this.
 OPERATOR_IMAGE="docker.io/flashsale/operator:$IMAGE_TAG"
@@ -130,7 +131,7 @@ install_chart() {
 }
 
 # The images built last (make images) into the running cluster, and the chart upgraded. The tag
-# stays `dev`, so a changed image needs a restart to be used: the operator gets one here.
+# stays the Cargo version, so a changed image needs a restart to be used: the operator gets one here.
 cmd_deploy() {
   check_tools engine
   cluster_exists || die "no kind cluster $CLUSTER_NAME: run make up"

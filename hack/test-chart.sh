@@ -13,6 +13,12 @@
 #   8. a namespaced install (watchNamespaces): Roles only, `kubectl auth can-i` says no outside its
 #      namespace, its operator reconciles a sale there, leaves one elsewhere alone, and is refused
 #      (forbidden) when pointed at another namespace.
+#   9. monitoring: with every monitor on, ServiceMonitor, PodMonitor, PrometheusRule and the Grafana
+#      dashboard render and pass a server-side dry run against the Prometheus Operator's CRDs
+#      (from its Go module, PROMETHEUS_OPERATOR_VERSION; they stay installed, like the FlashSale CRD);
+#      every metric name they use is one the operator serves or booking-app registers.
+#  10. the chart as a subchart of a throwaway parent chart (file:// dependency, `global` set) renders;
+#      appVersion is the workspace's Cargo version and the image tags default to it.
 # Each check says what it checks; the first failure stops the script. Everything it creates (a
 # namespace, a Helm release, the operator process) is removed on exit.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -23,6 +29,9 @@ CRD="$REPO_ROOT/crds/flashsale.yaml"
 CP_ENV="$REPO_ROOT/hack/.control-plane.env"
 # FLASHSALE_OPERATOR: an operator binary to use instead of building target/debug's.
 OPERATOR="${FLASHSALE_OPERATOR:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/flashsale-operator}"
+# The Prometheus Operator whose CRDs the monitoring objects are checked against.
+PROMETHEUS_OPERATOR_VERSION=v0.85.0
+MONITORING_VALUES="metrics.serviceMonitor.enabled=true,metrics.podMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.dashboard.enabled=true"
 # Deadlines for the operator's work on the fake (kwok) nodes, generous for a busy 2-core machine.
 RECONCILE_TIMEOUT=180
 
@@ -96,6 +105,20 @@ grep -q replicaCount "$WORK/schema.err" || { cat "$WORK/schema.err" >&2; fail "r
 if helm template x "$CHART" --set leaderElection.leaseDurationSeconds=0 >/dev/null 2>"$WORK/schema.err"; then
   fail "helm template accepted leaderElection.leaseDurationSeconds=0"
 fi
+
+check "appVersion is the workspace's Cargo version; both images default to it"
+CARGO_VERSION="$(workspace_version)"
+APP_VERSION="$(awk -F'"' '/^appVersion:/{print $2}' "$CHART/Chart.yaml")"
+[[ -n "$CARGO_VERSION" && "$APP_VERSION" == "$CARGO_VERSION" ]] ||
+  fail "Chart.yaml appVersion '$APP_VERSION' is not the workspace's Cargo version '$CARGO_VERSION'"
+helm template x "$CHART" --show-only templates/deployment.yaml >"$WORK/images.yaml"
+grep -q "image: \"flashsale/operator:$CARGO_VERSION\"" "$WORK/images.yaml" || fail "the operator image is not flashsale/operator:$CARGO_VERSION"
+grep -q "value: \"flashsale/booking-app:$CARGO_VERSION\"" "$WORK/images.yaml" || fail "BOOKING_APP_IMAGE is not flashsale/booking-app:$CARGO_VERSION"
+helm template x "$CHART" --show-only templates/deployment.yaml --set image.tag=1.2.3,fullnameOverride=shop-op \
+  --set 'imagePullSecrets[0].name=regcred,podLabels.team=checkout' >"$WORK/overrides.yaml"
+for want in 'image: "flashsale/operator:1.2.3"' 'name: shop-op' '- name: regcred' 'team: checkout'; do
+  grep -qF -- "$want" "$WORK/overrides.yaml" || fail "image.tag/fullnameOverride/imagePullSecrets/podLabels: no '$want' in the Deployment"
+done
 
 # ---------------------------------------------------------------------------------------------
 check "the chart's CRD is crds/flashsale.yaml (make crds keeps the copy in sync)"
@@ -186,6 +209,97 @@ for values in "${VALUE_SETS[@]}"; do
     { cat "$WORK/dry-run.out" >&2; fail "the API server refused the rendered chart"; }
   sed 's/^/    /' "$WORK/dry-run.out" >&2
 done
+
+# ---------------------------------------------------------------------------------------------
+check "default values render no monitoring object (they need the Prometheus Operator's CRDs)"
+helm template "$RELEASE" "$CHART" --namespace "$NS" >"$WORK/default.yaml"
+if grep -Eq '^kind: (ServiceMonitor|PodMonitor|PrometheusRule)$|grafana_dashboard' "$WORK/default.yaml"; then
+  fail "a monitoring object renders with the default values"
+fi
+
+check "the Prometheus Operator's CRDs ($PROMETHEUS_OPERATOR_VERSION, from its Go module) installed and Established"
+command -v go >/dev/null || die "go is not installed: hack/tools.sh needs it too"
+PROM_SCRATCH="$WORK/prom-mod"
+mkdir -p "$PROM_SCRATCH"
+PROM_DIR="$(cd "$PROM_SCRATCH" && go mod init scratch >/dev/null 2>&1 &&
+  GOTOOLCHAIN=local GOFLAGS=-mod=mod GOMODCACHE="$FLASHSALE_CACHE/go/mod" \
+    go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | jq -r .Dir)" ||
+  fail "go mod download github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION (is the Go module proxy reachable?)"
+for crd in servicemonitors podmonitors prometheusrules; do
+  f="$PROM_DIR/example/prometheus-operator-crd/monitoring.coreos.com_$crd.yaml"
+  [[ -s "$f" ]] || fail "$f missing from the module"
+  kubectl apply --server-side --force-conflicts --field-manager=chart-test -f "$f" >/dev/null
+  kubectl wait --for=condition=Established --timeout=60s "crd/$crd.monitoring.coreos.com" >/dev/null
+done
+
+check "helm template with every monitor on: ServiceMonitor, PodMonitor, PrometheusRule, dashboard, accepted by a server-side dry run"
+helm template "$RELEASE" "$CHART" --namespace "$NS" --set "$MONITORING_VALUES" >"$WORK/monitoring.yaml"
+objects_json "$WORK/monitoring.yaml" >"$WORK/monitoring.json"
+for kind in ServiceMonitor PodMonitor PrometheusRule; do
+  [[ "$(jq --arg k "$kind" '[.[] | select(.kind == $k)] | length' "$WORK/monitoring.json")" == 1 ]] || fail "not one $kind rendered"
+done
+jq -e '.[] | select(.kind == "ConfigMap" and .metadata.labels.grafana_dashboard == "1") | .data["flashsale.json"] | fromjson | .panels | length >= 6' \
+  "$WORK/monitoring.json" >/dev/null || fail "no dashboard ConfigMap (label grafana_dashboard: \"1\") with a dashboard JSON of 6+ panels"
+jq -e '.[] | select(.kind == "PodMonitor") | .spec.podMetricsEndpoints[0].port == "metrics" and .spec.namespaceSelector.any == true' \
+  "$WORK/monitoring.json" >/dev/null || fail "the PodMonitor does not scrape port metrics in every namespace"
+kubectl apply --dry-run=server --server-side --force-conflicts --field-manager=chart-test \
+  --namespace "$NS" -f "$WORK/monitoring.yaml" >"$WORK/dry-run.out" 2>&1 ||
+  { cat "$WORK/dry-run.out" >&2; fail "the API server refused the monitoring objects"; }
+grep -E 'servicemonitor|podmonitor|prometheusrule|configmap' "$WORK/dry-run.out" | sed 's/^/    /' >&2
+helm template "$RELEASE" "$CHART" --namespace "$NS" --set "$MONITORING_VALUES" --set "watchNamespaces={team-a}" \
+  --show-only templates/monitoring/podmonitor.yaml >"$WORK/podmonitor-nsd.yaml"
+grep -q -- '- team-a' "$WORK/podmonitor-nsd.yaml" || fail "with watchNamespaces the PodMonitor does not look in exactly them"
+
+check "every metric the PrometheusRule and the dashboard use is registered by booking-app or the operator"
+# Names, without the type suffixes Prometheus adds (_bucket of a histogram; counters keep _total).
+jq -r '.[] | select(.kind == "PrometheusRule") | .spec.groups[].rules[].expr' "$WORK/monitoring.json" >"$WORK/promql.txt"
+jq -r '.[] | select(.kind == "ConfigMap" and .metadata.labels.grafana_dashboard == "1") | .data["flashsale.json"] | fromjson
+       | .panels[].targets[].expr' "$WORK/monitoring.json" >>"$WORK/promql.txt"
+grep -oE '\b(booking|flashsale_operator)_[a-z0-9_]+' "$WORK/promql.txt" | sort -u >"$WORK/metric-names"
+[[ -s "$WORK/metric-names" ]] || fail "no metric name found in the rule and the dashboard"
+while read -r name; do
+  case "$name" in
+    flashsale_operator_*)
+      base="${name#flashsale_operator_}"
+      grep -rqE "\"${base%_total}\"" "$REPO_ROOT/operator/src" || fail "$name: the operator registers no \"${base%_total}\"" ;;
+    booking_*)
+      base="${name#booking_}"; base="${base%_bucket}"
+      grep -rqE "\"(${base}|${base%_total})\"" "$REPO_ROOT/booking-app/src" || fail "$name: booking-app registers no \"$base\"" ;;
+  esac
+done <"$WORK/metric-names"
+log "  $(wc -l <"$WORK/metric-names") metric names checked: $(tr '\n' ' ' <"$WORK/metric-names")"
+
+check "the chart as a subchart of a throwaway parent (file:// dependency, global values) renders"
+PARENT="$WORK/parent"
+mkdir -p "$PARENT"
+cat >"$PARENT/Chart.yaml" <<YAML
+apiVersion: v2
+name: shop-platform
+version: 0.0.1
+dependencies:
+  - name: flashsale-operator
+    version: "$(awk '/^version:/{print $2}' "$CHART/Chart.yaml")"
+    repository: "file://$CHART"
+YAML
+cat >"$PARENT/values.yaml" <<'YAML'
+global:
+  imageRegistry: registry.corp.example
+flashsale-operator:
+  replicaCount: 1
+  metrics:
+    serviceMonitor: {enabled: true}
+YAML
+helm dependency update "$PARENT" >"$WORK/dep.out" 2>&1 || { cat "$WORK/dep.out" >&2; fail "helm dependency update of the parent"; }
+helm template shop "$PARENT" --namespace "$NS" >"$WORK/parent.yaml" 2>"$WORK/parent.err" ||
+  { cat "$WORK/parent.err" >&2; fail "helm template of the parent chart"; }
+objects_json "$WORK/parent.yaml" >"$WORK/parent.json"
+jq -e '[.[] | select(.kind == "Deployment" and .spec.replicas == 1)] | length == 1' "$WORK/parent.json" >/dev/null ||
+  fail "the parent's value (replicaCount=1) did not reach the subchart's Deployment"
+jq -e '[.[] | select(.kind == "ServiceMonitor")] | length == 1' "$WORK/parent.json" >/dev/null || fail "no ServiceMonitor through the parent"
+kubectl apply --dry-run=server --server-side --force-conflicts --field-manager=chart-test \
+  --namespace "$NS" -f "$WORK/parent.yaml" >"$WORK/dry-run.out" 2>&1 ||
+  { cat "$WORK/dry-run.out" >&2; fail "the API server refused the parent chart's objects"; }
+log "  $(jq length "$WORK/parent.json") objects rendered through the parent, accepted by a server-side dry run"
 
 # ---------------------------------------------------------------------------------------------
 check "install crds/flashsale.yaml and wait until it is Established"
@@ -293,6 +407,16 @@ wait_for "$RECONCILE_TIMEOUT" "tour-redis: Secret, Services, StatefulSets, PDB, 
 wait_for "$RECONCILE_TIMEOUT" "tour-redis: status written for the current generation" status_written tour-redis
 wait_for "$RECONCILE_TIMEOUT" "tour-redis: Ready (pods Ready on the kwok nodes)" phase_is tour-redis Ready
 wait_for "$RECONCILE_TIMEOUT" "tour-external-db: status written (reads the external store's Secret)" status_written tour-external-db
+# The per-sale gauges the dashboard and the alerts read, from the controller's cache.
+sale_gauges_served() {
+  local text
+  text="$(curl -sf "http://127.0.0.1:$PORT/metrics")" || return 1
+  grep -qF "flashsale_operator_sale_phase{namespace=\"$NS\",sale=\"tour-redis\",phase=\"Ready\"} 1" <<<"$text" &&
+    grep -qE "^flashsale_operator_sale_desired_replicas\{namespace=\"$NS\",sale=\"tour-redis\"\} [1-9]" <<<"$text" &&
+    grep -qE "^flashsale_operator_sale_target_rps\{namespace=\"$NS\",sale=\"tour-external-db\"\} " <<<"$text"
+}
+wait_for 60 "the operator's /metrics: tour-redis's phase (Ready) and desired replicas, tour-external-db's target rps" sale_gauges_served
+curl -sf "http://127.0.0.1:$PORT/metrics" | grep -E "^flashsale_operator_sale_[a-z_]+\{namespace=\"$NS\",sale=\"tour-redis\"" | sed 's/^/    /' >&2
 
 # tour-postgres pins no perPodRps: the operator calibrates (a scratch Deployment and Service, a
 # loadgen Job, its pod's termination message read back). kwok completes the Job's pod without a

@@ -636,9 +636,9 @@ async fn a_keyed_booking_is_one_script_call() {
     fx.cleanup().await;
 }
 
-/// The first run of the script on an event Redis does not have claims the key and answers
-/// "missing"; the run after the load must see its own claim (same event), not a reuse. A key
-/// bound to another event is refused before the event is even looked at.
+/// The first run of the script on an event Redis does not have answers "missing" and claims
+/// nothing; the run after the load claims the key for this event. A key bound to another event is
+/// refused; one sent with an event that does not exist claims nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_claimed_by_a_missing_event_run_books_on_the_retry() {
     common::init_logs();
@@ -670,15 +670,19 @@ async fn a_key_claimed_by_a_missing_event_run_books_on_the_retry() {
         Err(StageError::IdempotencyKeyReused) => {}
         answer => panic!("the key is bound to the first event: {answer:?}"),
     }
-    let exists: bool = redis::cmd("EXISTS")
-        .arg(fx.keys.event(other.id).inventory)
+
+    // A key is claimed only for an event that exists: a made-up event leaves no claim behind.
+    let unclaimed = format!("nowhere-{}", event.id);
+    match fx.book(Uuid::new_v4(), "alice", 1, Some(&unclaimed)).await {
+        Err(StageError::EventNotFound(_)) => {}
+        answer => panic!("no such event: {answer:?}"),
+    }
+    let claim: Option<String> = redis::cmd("GET")
+        .arg(fx.keys.key_claim(&unclaimed))
         .query_async(&mut fx.redis.clone())
         .await
         .unwrap();
-    assert!(
-        !exists,
-        "a reused key is refused before the event is loaded"
-    );
+    assert_eq!(claim, None, "no claim for an event that does not exist");
     fx.cleanup().await;
 }
 

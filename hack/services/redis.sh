@@ -37,6 +37,10 @@ appendonly yes
 appendfsync always
 # No RDB snapshots: the AOF already persists everything, and snapshot forks cost under load.
 save ""
+# Bounded like the operator's Redis (3/4 of its memory limit there): past it writes are refused
+# (the API answers 503) instead of keys evicted, which would lose claims and unsynced bookings.
+maxmemory 1gb
+maxmemory-policy noeviction
 EOF
   rotate_log "$REDIS_DIR/redis.log"
   spawn_daemon "$REDIS_DIR/redis.pid" "$REDIS_DIR/redis.log" redis-server "$REDIS_DIR/redis.conf"

@@ -133,7 +133,7 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     }
     // Children are watched by the operator's label only: no cache of every Secret in the cluster.
     let owned = watcher::Config::default().labels(&labels::managed());
-    Controller::new(
+    let controller = Controller::new(
         api::<DeserializeGuard<FlashSale>>(&client, namespace),
         watcher::Config::default(),
     )
@@ -151,15 +151,17 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
         Config::default()
             .concurrency(ctx.concurrency)
             .debounce(DEBOUNCE),
-    )
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => tracing::debug!(sale = %object.name, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "controller event"),
-        }
-    })
-    .await;
+    );
+    let _cached_sales_in_metrics = ctx.metrics.sales.watch(controller.store());
+    controller
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(sale = %object.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "controller event"),
+            }
+        })
+        .await;
     info!("controller stopped");
 }

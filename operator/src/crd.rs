@@ -264,6 +264,7 @@ pub enum PullPolicy {
     validation = Rule::new("!has(self.nodePort) || self.type != 'ClusterIP'").message("bookingApp.service.nodePort needs type NodePort or LoadBalancer")
 )]
 pub struct ServiceSpec {
+    /// Kubernetes Service type of the booking API: ClusterIP (default), NodePort or LoadBalancer.
     #[serde(default, rename = "type")]
     pub type_: ServiceType,
     /// Fixed node port (30000-32767), e.g. the one a kind cluster maps to the host.
@@ -295,6 +296,7 @@ pub struct WorkerSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalStore {
+    /// The Secret key holding the store's connection URL, passed to booking-app as its URL setting.
     pub secret_ref: SecretKeyRef,
 }
 

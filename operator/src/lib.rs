@@ -15,6 +15,7 @@ pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
+pub mod sale_metrics;
 pub mod scaling;
 pub mod schedule;
 pub mod server;

@@ -1,6 +1,8 @@
 //! Prometheus metrics of the operator (`flashsale_operator_*`): reconciles, failures by error
-//! label, reconcile duration, and whether this replica leads (runs the controller). Served on /metrics by `server.rs`.
+//! label, reconcile duration, whether this replica leads (runs the controller), and the per-sale
+//! gauges of `sale_metrics`. Served on /metrics by `server.rs`.
 
+use crate::sale_metrics::SaleGauges;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,6 +26,8 @@ pub struct Metrics {
     pub duration: Histogram,
     /// 1 while this replica holds the leader Lease (see `leader`).
     pub leader: Gauge,
+    /// Per-sale gauges, read from the controllers' caches at each scrape.
+    pub sales: SaleGauges,
 }
 
 impl Default for Metrics {
@@ -54,12 +58,15 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease and runs the controller",
             leader.clone(),
         );
+        let sales = SaleGauges::default();
+        sales.register(&mut registry);
         Self {
             registry,
             reconciles,
             failures,
             duration,
             leader,
+            sales,
         }
     }
 }
@@ -85,6 +92,7 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        self.sales.refresh();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

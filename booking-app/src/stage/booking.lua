@@ -22,8 +22,7 @@
 -- Answers (arrays of strings, first element the verdict):
 --   {'reused'}                             the key is bound to another event: nothing done
 --   {'missing'}                            the event is not loaded: load it from Postgres, retry
---                                          (the key stays claimed for this event: the retry,
---                                          same event, passes the claim)
+--                                          (nothing claimed yet)
 --   {'replay', answer}                     the key was used before: the first answer, unchanged
 --   {'rejected', 'per_user_limit', held}   the user would hold more than the limit
 --   {'rejected', 'sold_out', remaining}    fewer tickets left than asked for
@@ -33,9 +32,16 @@ local event, holdings, idempotency, stream, unsynced = KEYS[1], KEYS[2], KEYS[3]
 local user, quantity, key, answer, booking_id = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local event_id, claim_ttl = ARGV[6], ARGV[7]
 
--- The key's claim first, before the event is even looked at: a key bound to another event is
--- refused whatever this event's state. The first use binds it for `claim_ttl`; later uses for
--- the same event leave it (and its expiry) as it is.
+-- The event first: a key is claimed only for an event that exists (loaded here), so requests
+-- naming made-up events cannot fill Redis with claims.
+local inventory = redis.call('HMGET', event, 'remaining', 'limit')
+if not inventory[1] then
+  return {'missing'}
+end
+
+-- Then the key's claim: a key bound to another event is refused whatever this event's state.
+-- The first use binds it for `claim_ttl`; later uses for the same event leave it (and its
+-- expiry) as it is.
 if key ~= '' then
   local claim = KEYS[6]
   if not claim then
@@ -47,11 +53,6 @@ if key ~= '' then
   elseif bound ~= event_id then
     return {'reused'}
   end
-end
-
-local inventory = redis.call('HMGET', event, 'remaining', 'limit')
-if not inventory[1] then
-  return {'missing'}
 end
 
 if key ~= '' then

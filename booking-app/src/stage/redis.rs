@@ -284,8 +284,7 @@ impl Inventory for RedisInventory {
 
         // A missing event is loaded and the script run again; twice missing means it vanished
         // again in between (Redis restarted empty twice): let the client retry. A run that
-        // answered missing may have claimed the key already; its value is this event's id, so
-        // the retry passes the claim.
+        // answered missing claimed nothing (the script checks the event first).
         for _ in 0..2 {
             match self.run_booking_script(&booking, &key).await? {
                 Verdict::Reused => return Err(StageError::IdempotencyKeyReused),

@@ -90,11 +90,14 @@ pub struct FlashSaleStatus {
 #[serde(rename_all = "camelCase")]
 pub struct CalibrationRecord {
     pub stage: Stage,
+    /// The booking-app image that was measured.
     pub image: String,
     /// Requests and limits of the measured pod (and of the workers, at stage kafka).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<String>,
+    /// The p99 latency bound (ms) the measured rate stayed within.
     pub slo_p99_ms: u32,
+    /// Requests per second one booking-app pod served within the SLO.
     pub per_pod_rps: f64,
     /// Stage kafka: decisions per second the queue was drained at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,9 +116,12 @@ pub struct CalibrationRecord {
 #[serde(rename_all = "camelCase")]
 pub struct CalibrationAttempt {
     pub stage: Stage,
+    /// The booking-app image being measured.
     pub image: String,
+    /// Requests and limits of the pod being measured (and of the workers, at stage kafka).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<String>,
+    /// The p99 latency bound (ms) the measurement must stay within.
     pub slo_p99_ms: u32,
     /// The `flashsale.dev/recalibrate` annotation value being answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +135,7 @@ pub struct CalibrationAttempt {
     /// No new attempt before this instant (exponential backoff after a failure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<Time>,
+    /// Why the last attempt failed, as the operator saw it (Job, pod or result).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }

@@ -3,6 +3,7 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Service, VolumeMount};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::REDIS_PORT;
 use super::labels::Component;
@@ -14,29 +15,71 @@ use crate::reconcile::validate::{InCluster, Sale};
 /// UID of `redis` in the official image.
 const UID: i64 = 999;
 
+/// Share of the container's memory limit Redis may use for data (`maxmemory`): the rest is its
+/// own overhead, the AOF rewrite's copy-on-write and the buffers of its clients.
+const MAXMEMORY_SHARE: (u64, u64) = (3, 4);
+
+/// `maxmemory` for a container limited to `limit` (a Kubernetes quantity), if it parses.
+fn maxmemory(limit: &Quantity) -> Option<u64> {
+    let s = limit.0.trim();
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let scale: u64 = match &s[digits.len()..] {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    let bytes = digits.parse::<f64>().ok().filter(|n| *n > 0.0)? * scale as f64;
+    Some(bytes as u64 / MAXMEMORY_SHARE.1 * MAXMEMORY_SHARE.0)
+}
+
 pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
     let secret = names::credentials_secret(&sale.name);
+    let resources = resources(store.resources.as_ref(), ("250m", "256Mi"), ("1", "1Gi"));
+    // A bound on Redis's data, and `noeviction`: past it writes are refused (the API answers 503)
+    // rather than keys evicted, because an evicted claim or unsynced booking would be lost.
+    let limit = resources
+        .limits
+        .as_ref()
+        .and_then(|l| l.get("memory"))
+        .and_then(maxmemory);
+    let mut args: Vec<String> = [
+        "--port",
+        &REDIS_PORT.to_string(),
+        "--dir",
+        "/data",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--requirepass",
+        "$(REDIS_PASSWORD)",
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(bytes) = limit {
+        args.extend(
+            [
+                "--maxmemory",
+                &bytes.to_string(),
+                "--maxmemory-policy",
+                "noeviction",
+            ]
+            .map(String::from),
+        );
+    }
     let container = Container {
         name: "redis".into(),
         image: Some(store.image.clone()),
         command: Some(vec!["redis-server".into()]),
         // $(REDIS_PASSWORD) is expanded by the kubelet from the env below.
-        args: Some(
-            [
-                "--port",
-                &REDIS_PORT.to_string(),
-                "--dir",
-                "/data",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--requirepass",
-                "$(REDIS_PASSWORD)",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ),
+        args: Some(args),
         env: Some(vec![
             env_from_secret("REDIS_PASSWORD", &secret, secret_keys::REDIS_PASSWORD),
             // redis-cli (the probes) reads the password from here, not from argv.
@@ -57,11 +100,7 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
             15,
             6,
         )),
-        resources: Some(resources(
-            store.resources.as_ref(),
-            ("250m", "256Mi"),
-            ("1", "1Gi"),
-        )),
+        resources: Some(resources),
         security_context: Some(container_security(true)),
         volume_mounts: Some(vec![VolumeMount {
             name: DATA_VOLUME.into(),
@@ -115,5 +154,22 @@ mod tests {
         );
         assert_eq!(svc.metadata.name.as_deref(), Some("s-redis"));
         assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 6379);
+        // The default 1Gi limit: 768 MiB of data, then writes refused rather than keys evicted.
+        assert!(
+            args.contains("--maxmemory 805306368 --maxmemory-policy noeviction"),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn maxmemory_is_three_quarters_of_the_limit() {
+        let q = |s: &str| maxmemory(&Quantity(s.into()));
+        assert_eq!(q("1Gi"), Some(805_306_368));
+        assert_eq!(q("512Mi"), Some(402_653_184));
+        assert_eq!(q("2G"), Some(1_500_000_000));
+        assert_eq!(q("1.5Gi"), Some(1_207_959_552));
+        assert_eq!(q("1000"), Some(750));
+        assert_eq!(q("lots"), None);
+        assert_eq!(q("0"), None);
     }
 }
