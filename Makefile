@@ -45,13 +45,19 @@ clean-local: ## stop the services and the control plane, remove the cache (~/.ca
 fmt: ## format the workspace (rustfmt.toml); make test fails on unformatted code
 	$(CARGO) fmt --all
 
+.PHONY: lint
+lint: ## rustfmt check, clippy with warnings as errors, and no module cycle (hack/module-cycles.py)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 hack/module-cycles.py operator/src booking-app/src
+
 .PHONY: build
 build: ## build the workspace
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: services-up ## format check, services up, control plane up, every test of the workspace, the fuzz run, the chart's checks
-	$(CARGO) fmt --all -- --check
+test: services-up ## lint (fmt, clippy, module cycles), services up, control plane up, every test of the workspace, the fuzz run, the chart's checks
+	$(MAKE) --no-print-directory lint
 	$(CONTROL_PLANE_UP)
 	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
 	$(MAKE) --no-print-directory fuzz
