@@ -23,17 +23,41 @@ services-up: ## start local Postgres, Redis and Kafka (hack/services.sh up)
 services-down: ## stop them
 	hack/services.sh down
 
+.PHONY: control-plane-up
+control-plane-up: ## start the Kubernetes control plane on loopback (hack/control-plane.sh up)
+	$(CONTROL_PLANE_UP)
+
+.PHONY: control-plane-down
+control-plane-down: ## stop it (hack/control-plane.sh down)
+	hack/control-plane.sh down
+
+# The cache of hack/lib.sh (FLASHSALE_CACHE): tools, Go modules, the services' data.
+FLASHSALE_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flashsale
+.PHONY: clean-local
+clean-local: ## stop the services and the control plane, remove the cache (~/.cache/flashsale) and the env files; keeps target/ and the apt packages
+	hack/services.sh down
+	hack/control-plane.sh down
+	chmod -R u+w "$(FLASHSALE_CACHE)" 2>/dev/null || true
+	rm -rf "$(FLASHSALE_CACHE)"
+	rm -f $(SERVICES_ENV) $(CONTROL_PLANE_ENV)
+
 .PHONY: fmt
 fmt: ## format the workspace (rustfmt.toml); make test fails on unformatted code
 	$(CARGO) fmt --all
+
+.PHONY: lint
+lint: ## rustfmt check, clippy with warnings as errors, and no module cycle (hack/module-cycles.py)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 hack/module-cycles.py operator/src booking-app/src
 
 .PHONY: build
 build: ## build the workspace
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: services-up ## format check, services up, control plane up, every test of the workspace, the fuzz run, the chart's checks
-	$(CARGO) fmt --all -- --check
+test: services-up ## lint (fmt, clippy, module cycles), services up, control plane up, every test of the workspace, the fuzz run, the chart's checks
+	$(MAKE) --no-print-directory lint
 	$(CONTROL_PLANE_UP)
 	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
 	$(MAKE) --no-print-directory fuzz

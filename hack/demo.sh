@@ -9,6 +9,7 @@
 # DEMO_USERS (20000), DEMO_CONCURRENCY (32), DEMO_DURATION (10s), DEMO_PORT (18080).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+command -v jq >/dev/null || apt_install jq # the summary below is read with jq
 
 STAGE="${STAGE:-redis}"
 TICKETS="${DEMO_TICKETS:-5000}"

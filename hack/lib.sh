@@ -100,13 +100,13 @@ spawn_daemon() {
   die "could not start $1 (see $logfile)"
 }
 
-# apt_install PKG...: install Debian packages once (apt-get update only when needed).
 # The workspace's version ([workspace.package] in Cargo.toml): the chart's appVersion and the
 # images' default tag.
 workspace_version() {
   awk -F'"' '/^\[workspace.package\]/{on=1} on && /^version *=/{print $2; exit}' "$REPO_ROOT/Cargo.toml"
 }
 
+# apt_install PKG...: install Debian packages once (apt-get update only when needed).
 apt_install() {
   local missing=()
   for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

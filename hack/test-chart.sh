@@ -16,7 +16,8 @@
 #   9. monitoring: with every monitor on, ServiceMonitor, PodMonitor, PrometheusRule and the Grafana
 #      dashboard render and pass a server-side dry run against the Prometheus Operator's CRDs
 #      (from its Go module, PROMETHEUS_OPERATOR_VERSION; they stay installed, like the FlashSale CRD);
-#      every metric name they use is one the operator serves or booking-app registers.
+#      every metric name they use is one the operator serves or booking-app registers, and every
+#      expression parses as PromQL (hack/promql-check, Prometheus's parser).
 #  10. the chart as a subchart of a throwaway parent chart (file:// dependency, `global` set) renders;
 #      appVersion is the workspace's Cargo version and the image tags default to it.
 # Each check says what it checks; the first failure stops the script. Everything it creates (a
@@ -268,6 +269,15 @@ while read -r name; do
   esac
 done <"$WORK/metric-names"
 log "  $(wc -l <"$WORK/metric-names") metric names checked: $(tr '\n' ' ' <"$WORK/metric-names")"
+
+check "every expression of the PrometheusRule and the dashboard parses as PromQL (Prometheus's parser, hack/promql-check)"
+(cd "$REPO_ROOT/hack/promql-check" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOMODCACHE="$FLASHSALE_CACHE/go/mod" \
+  GOCACHE="$FLASHSALE_CACHE/go/cache" go build -o "$WORK/promql-check" .) || fail "go build hack/promql-check"
+jq '[.[] | select(.kind == "PrometheusRule") | .spec.groups[].rules[].expr]
+    + [.[] | select(.kind == "ConfigMap" and .metadata.labels.grafana_dashboard == "1") | .data["flashsale.json"] | fromjson | .panels[].targets[].expr]' \
+  "$WORK/monitoring.json" >"$WORK/promql.json"
+"$WORK/promql-check" <"$WORK/promql.json" >"$WORK/promql.out" 2>&1 || { cat "$WORK/promql.out" >&2; fail "an expression does not parse"; }
+log "  $(cat "$WORK/promql.out")"
 
 check "the chart as a subchart of a throwaway parent (file:// dependency, global values) renders"
 PARENT="$WORK/parent"

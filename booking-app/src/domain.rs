@@ -1,6 +1,8 @@
 //! The booking domain: events, booking requests and bookings, shared by every stage.
 //! These are also the HTTP bodies (serde + utoipa), so the API and the stages speak one language.
 
+pub mod schema;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -8,6 +10,16 @@ use uuid::Uuid;
 
 /// Longest accepted `user_id`, in characters.
 pub const MAX_USER_ID_LEN: usize = 128;
+/// Longest accepted event name, in characters.
+pub const MAX_EVENT_NAME_LEN: usize = 200;
+
+/// What `validation::validate_text` accepts, as an ECMA-262 pattern for the OpenAPI document: no control
+/// character anywhere (`char::is_control`: U+0000-U+001F, U+007F-U+009F) and at least one
+/// character that is not white space. Postgres refuses NUL in `text`, and logs and headers should
+/// not carry the others.
+pub const TEXT_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*\
+                                [^\\s\\u0000-\\u001f\\u007f-\\u009f]\
+                                [^\\u0000-\\u001f\\u007f-\\u009f]*$";
 /// Largest quantity one booking may ask for.
 pub const MAX_QUANTITY: i32 = 100;
 /// Largest `tickets` an event may have.
@@ -48,14 +60,14 @@ impl std::fmt::Display for Stage {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEvent {
-    #[schema(schema_with = crate::validation::schema::event_name)]
+    #[schema(schema_with = schema::event_name)]
     pub name: String,
-    #[schema(schema_with = crate::validation::schema::tickets)]
+    #[schema(schema_with = schema::tickets)]
     #[serde(deserialize_with = "integral::deserialize")]
     pub tickets: i64,
     /// Most tickets one user may hold for this event; unlimited when absent.
     #[serde(default, deserialize_with = "integral::deserialize_option")]
-    #[schema(schema_with = crate::validation::schema::per_user_limit)]
+    #[schema(schema_with = schema::per_user_limit)]
     pub per_user_limit: Option<i32>,
 }
 
@@ -88,9 +100,9 @@ pub struct BookingBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookingRequest {
-    #[schema(schema_with = crate::validation::schema::user_id)]
+    #[schema(schema_with = schema::user_id)]
     pub user_id: String,
-    #[schema(schema_with = crate::validation::schema::quantity)]
+    #[schema(schema_with = schema::quantity)]
     #[serde(deserialize_with = "integral::deserialize")]
     pub quantity: i32,
 }

@@ -7,6 +7,7 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod loadgen;
+pub mod metrics;
 pub mod server;
 pub mod stage;
 pub mod telemetry;

@@ -2,19 +2,10 @@
 //! these, and a stage or worker that receives requests another way (a Kafka record) can too.
 
 use crate::domain::{BookingRequest, MAX_QUANTITY, MAX_TICKETS, MAX_USER_ID_LEN, NewEvent};
+pub use crate::domain::{MAX_EVENT_NAME_LEN, TEXT_PATTERN};
 
 /// Longest accepted `Idempotency-Key` header, in bytes (it is printable ASCII).
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
-/// Longest accepted event name, in characters.
-pub const MAX_EVENT_NAME_LEN: usize = 200;
-
-/// What `validate_text` accepts, as an ECMA-262 pattern for the OpenAPI document: no control
-/// character anywhere (`char::is_control`: U+0000-U+001F, U+007F-U+009F) and at least one
-/// character that is not white space. Postgres refuses NUL in `text`, and logs and headers should
-/// not carry the others.
-pub const TEXT_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*\
-                                [^\\s\\u0000-\\u001f\\u007f-\\u009f]\
-                                [^\\u0000-\\u001f\\u007f-\\u009f]*$";
 /// What `validate_idempotency_key` accepts, for the OpenAPI document.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]+$";
 
@@ -109,67 +100,6 @@ pub fn validate_idempotency_key(key: &str) -> Result<(), ValidationError> {
         ));
     }
     Ok(())
-}
-
-/// The constraints above as OpenAPI schemas, for the request types' `#[schema(schema_with)]`:
-/// the document states what validation enforces from the same constants, so they cannot drift.
-pub mod schema {
-    use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
-
-    use super::{MAX_EVENT_NAME_LEN, TEXT_PATTERN};
-    use crate::domain::{MAX_QUANTITY, MAX_TICKETS, MAX_USER_ID_LEN};
-
-    fn text(max_chars: usize, description: &str) -> Object {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .min_length(Some(1))
-            .max_length(Some(max_chars))
-            .pattern(Some(TEXT_PATTERN))
-            .description(Some(description))
-            .build()
-    }
-
-    fn integer(format: KnownFormat, minimum: i64, maximum: i64) -> ObjectBuilder {
-        ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .format(Some(SchemaFormat::KnownFormat(format)))
-            .minimum(Some(minimum))
-            .maximum(Some(maximum))
-    }
-
-    pub fn user_id() -> Object {
-        text(
-            MAX_USER_ID_LEN,
-            "Who books: no control characters, not only white space",
-        )
-    }
-
-    pub fn event_name() -> Object {
-        text(
-            MAX_EVENT_NAME_LEN,
-            "No control characters, not only white space",
-        )
-    }
-
-    pub fn quantity() -> Object {
-        integer(KnownFormat::Int32, 1, MAX_QUANTITY.into()).build()
-    }
-
-    pub fn tickets() -> Object {
-        integer(KnownFormat::Int64, 0, MAX_TICKETS).build()
-    }
-
-    pub fn per_user_limit() -> Object {
-        integer(KnownFormat::Int32, 1, i32::MAX.into())
-            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
-                Type::Integer,
-                Type::Null,
-            ]))
-            .description(Some(
-                "Most tickets one user may hold for this event; unlimited when absent or null",
-            ))
-            .build()
-    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use super::{IdempotencyKey, Inventory, StageError, idempotency};
 use crate::domain::{
     Booking, BookingOutcome, BookingRequest, BookingStatus, Event, NewEvent, RejectReason, Stage,
 };
-use crate::http::Metrics;
+use crate::metrics::Metrics;
 use crate::validation::validate_booking_request;
 
 /// Longest a status read waits for this pod's tail to reach what other pods acknowledged.

@@ -90,7 +90,7 @@ pub mod sale_event;
 pub async fn build_inventory(
     config: &crate::config::Config,
     pool: sqlx::PgPool,
-    metrics: std::sync::Arc<crate::http::Metrics>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) -> Result<std::sync::Arc<dyn Inventory>, StageError> {
     // Before any request: the sale's own event exists once the API answers.
     sale_event::ensure(&pool, &config.sale_event).await?;

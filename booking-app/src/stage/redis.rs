@@ -34,7 +34,7 @@ use crate::config::RedisConfig;
 use crate::domain::{
     Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage,
 };
-use crate::http::Metrics;
+use crate::metrics::Metrics;
 
 /// The booking decision (see the script's header for its keys, arguments and answers).
 pub const BOOKING_SCRIPT: &str = include_str!("booking.lua");

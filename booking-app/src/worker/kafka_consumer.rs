@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::http::Metrics;
+use crate::metrics::Metrics;
 use crate::stage::StageError;
 use crate::stage::kafka::client::{KafkaSettings, committed_offsets, watermarks};
 use crate::stage::kafka::metrics::WorkerMetrics;

@@ -19,7 +19,7 @@ pub fn needed(stage: Stage) -> bool {
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     run_with_metrics(
         config,
-        std::sync::Arc::new(crate::http::Metrics::new()),
+        std::sync::Arc::new(crate::metrics::Metrics::new()),
         shutdown,
     )
     .await
@@ -29,7 +29,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// serves them with `ops::spawn`).
 pub async fn run_with_metrics(
     config: Config,
-    metrics: std::sync::Arc<crate::http::Metrics>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     match config.stage {

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::domain::Stage;
-use crate::http::Metrics;
+use crate::metrics::Metrics;
 use crate::stage::kafka::client::KafkaSettings;
 use crate::stage::kafka::metrics::GroupMetrics;
 use crate::stage::kafka::tail::monitor_lag;

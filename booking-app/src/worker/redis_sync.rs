@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{Config, RedisConfig};
-use crate::http::Metrics;
+use crate::metrics::Metrics;
 use crate::stage::StageError;
 use crate::stage::redis::connection::{self, classify};
 use crate::stage::redis::keys::{Keys, SYNC_GROUP};

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::decide::Ask;
 use super::transaction::decide_batch;
 use crate::domain::BookingOutcome;
-use crate::http::Metrics;
+use crate::metrics::Metrics;
 use crate::stage::StageError;
 use crate::stage::records::{IDEMPOTENCY_KEY_CONSTRAINT, pg_error, violates};
 

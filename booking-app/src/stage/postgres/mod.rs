@@ -22,7 +22,7 @@ use crate::config::{PostgresConfig, PostgresDecide};
 use crate::domain::{
     Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage,
 };
-use crate::http::Metrics;
+use crate::metrics::Metrics;
 use crate::validation::{validate_booking_request, validate_idempotency_key};
 
 pub struct PostgresInventory {
