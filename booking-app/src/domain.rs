@@ -89,9 +89,9 @@ pub struct BookingBody {
     /// May be omitted; when given it must be the token's `sub` (403 otherwise). Required, and
     /// trusted, only when the service runs with AUTH_DISABLED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = crate::validation::schema::user_id, required = false)]
+    #[schema(schema_with = schema::user_id, required = false)]
     pub user_id: Option<String>,
-    #[schema(schema_with = crate::validation::schema::quantity)]
+    #[schema(schema_with = schema::quantity)]
     #[serde(deserialize_with = "integral::deserialize")]
     pub quantity: i32,
 }
