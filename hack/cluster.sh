@@ -179,14 +179,16 @@ cmd_up() {
   wait_ready "$name"
   kube get flashsale "$name"
   local event; event="$(kube get flashsale "$name" -o jsonpath='{.status.eventId}')"
+  fetch_auth_secret
   cat <<EOF
 
   FlashSale $name is Ready. The booking API answers at $BOOKING_URL; the sale's event
-  (spec.event) is $event:
+  (spec.event) is $event. Tokens are signed with the sale's secret, copied to hack/.auth-secret:
 
     curl -s $BOOKING_URL/events/$event
-    curl -s -XPOST $BOOKING_URL/events/$event/bookings -H 'content-type: application/json' \\
-         -H 'Idempotency-Key: order-1' -d '{"user_id":"alice","quantity":2}'
+    alice=\$(AUTH_HS256_SECRET_FILE=hack/.auth-secret cargo run -q -p booking-app -- token --user alice)
+    curl -s -XPOST $BOOKING_URL/events/$event/bookings -H "authorization: Bearer \$alice" \\
+         -H 'content-type: application/json' -H 'Idempotency-Key: order-1' -d '{"quantity":2}'
 
   Load it:      make stress            (loadgen against $BOOKING_URL, on an event of its own)
   Watch it:     kubectl get fs -w      (context kind-$CLUSTER_NAME)
@@ -204,9 +206,21 @@ cmd_down() {
   fi
 }
 
+# The example sale's token signing secret (the operator generates it into <sale>-credentials),
+# copied to the git-ignored hack/.auth-secret: loadgen and `booking-app token` sign with it.
+fetch_auth_secret() {
+  local sale ns name
+  sale="$(kube get -f "$REPO_ROOT/$EXAMPLE" -o jsonpath='{.metadata.namespace} {.metadata.name}')"
+  read -r ns name <<<"$sale"
+  kube -n "${ns:-default}" get secret "$name-credentials" -o jsonpath='{.data.auth-hs256-secret}' |
+    base64 -d >"$REPO_ROOT/hack/.auth-secret" || die "no signing secret in $name-credentials"
+  export AUTH_HS256_SECRET_FILE="$REPO_ROOT/hack/.auth-secret"
+}
+
 cmd_stress() {
   curl -sf --max-time 5 "$STRESS_URL/readyz" >/dev/null ||
     die "nothing Ready answers at $STRESS_URL/readyz: run make up first (or set STRESS_URL)"
+  [[ -n "${AUTH_HS256_SECRET_FILE:-}" ]] || fetch_auth_secret
   # An event of loadgen's own, as large as the API accepts, so the run measures booking work and
   # not sold-out answers.
   local args=(loadgen --url "$STRESS_URL" --tickets "${STRESS_TICKETS:-100000000}" --users 1000000

@@ -49,6 +49,10 @@ local_app_begin() {
   cp "$BIN" "$WORK/booking-app"
   BIN="$WORK/booking-app"
   "$BIN" migrate >/dev/null 2>&1 || "$BIN" migrate
+  # This run's token signing secret, as the operator generates one per sale: serve verifies with
+  # it, loadgen and `booking-app token` sign with it (every process started here inherits it).
+  head -c 32 /dev/urandom | base64 >"$WORK/auth-secret"
+  export AUTH_HS256_SECRET_FILE="$WORK/auth-secret"
   # Unique names per run, so no earlier run's backlog, stream or keys are in it.
   RUN_ID="$prefix-$(date +%s)"
 }

@@ -31,6 +31,8 @@ pub enum Command {
     Worker(Config),
     /// Apply the embedded database migrations and exit.
     Migrate(MigrateConfig),
+    /// Print bearer tokens signed with AUTH_HS256_SECRET_FILE (local use, scripts).
+    Token(crate::auth::TokenArgs),
     /// Drive load against a running booking-app and check the sale afterwards.
     Loadgen(crate::loadgen::LoadgenArgs),
     /// The benchmark's floor: an axum endpoint that books nothing (`make bench`; never a service).
@@ -76,6 +78,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     #[command(flatten)]
     pub sale_event: SaleEventConfig,
+    #[command(flatten)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Limits of the HTTP layer.

@@ -82,7 +82,21 @@ pub struct Event {
     pub created_at: DateTime<Utc>,
 }
 
-/// `POST /events/{id}/bookings` body.
+/// `POST /events/{id}/bookings` body. The user is the bearer token's subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookingBody {
+    /// May be omitted; when given it must be the token's `sub` (403 otherwise). Required, and
+    /// trusted, only when the service runs with AUTH_DISABLED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::validation::schema::user_id, required = false)]
+    pub user_id: Option<String>,
+    #[schema(schema_with = crate::validation::schema::quantity)]
+    #[serde(deserialize_with = "integral::deserialize")]
+    pub quantity: i32,
+}
+
+/// A booking request as a stage receives it: the user is settled (the token's subject).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BookingRequest {

@@ -1,6 +1,7 @@
 //! booking-app: the flash-sale booking service (HTTP API over three inventory stages), its
 //! background workers, and loadgen, the load generator that also calibrates pods for the operator.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -1,10 +1,11 @@
-//! `booking-app serve | worker | migrate | loadgen`: configuration → logs → pool → migrations →
+//! `booking-app serve | worker | migrate | token | loadgen`: configuration → logs → pool → migrations →
 //! stage → serve. Everything else lives in the library.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use booking_app::auth::{self, Authenticator};
 use booking_app::config::{Cli, Command, Config};
 use booking_app::http::{self, AppState, Metrics};
 use booking_app::{db, loadgen, server, stage, telemetry, worker};
@@ -23,6 +24,7 @@ async fn main() -> ExitCode {
         Command::Serve(config) => serve(config).await,
         Command::Worker(config) => run_worker(config).await,
         Command::Migrate(config) => migrate(config).await,
+        Command::Token(args) => auth::mint::run(&args),
         Command::Loadgen(args) => loadgen::run(args).await,
         Command::BareServe(args) => loadgen::bare::serve(args).await.map_err(Into::into),
     };
@@ -38,6 +40,12 @@ async fn main() -> ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(stage = %config.stage, "starting");
+    // First: a service that cannot tell its users apart must not start serving them.
+    let auth = Arc::new(
+        Authenticator::from_config(&config.auth)
+            .await
+            .context("setting up bearer-token verification")?,
+    );
     let pool = db::connect(&config.postgres)
         .await
         .context("connecting to Postgres")?;
@@ -64,6 +72,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         inventory,
         metrics,
         limits: config.http.clone(),
+        auth,
     });
     server::serve(listener, app, shutdown.clone().cancelled_owned()).await?;
     if let Some(worker) = worker {

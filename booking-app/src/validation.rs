@@ -58,6 +58,7 @@ pub fn validate_quantity(quantity: i32) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// A user id (a token's `sub`, or a body's `user_id` when auth is disabled).
 pub fn validate_user_id(user_id: &str) -> Result<(), ValidationError> {
     validate_text("user_id", user_id, MAX_USER_ID_LEN)
 }

@@ -103,6 +103,7 @@ async fn a_backlog_beyond_the_cap_sheds_at_the_door_stays_under_the_memory_limit
         )
         .env("KAFKA_MAX_QUEUED_BYTES", MAX_QUEUED_BYTES.to_string())
         .env("LOG_FORMAT", "json")
+        .envs(common::auth::env())
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -115,9 +116,17 @@ async fn a_backlog_beyond_the_cap_sheds_at_the_door_stays_under_the_memory_limit
         idle + uncapped as u64 > POD_MEMORY_LIMIT,
         "an uncapped view of the backlog must not fit the limit for this test to mean anything"
     );
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = reqwest::Client::builder()
+        .default_headers(common::auth::default_headers())
+        .no_proxy()
+        .build()
+        .unwrap();
     let book = |user: String| {
         http.post(format!("{base}/events/{event}/bookings"))
+            .header(
+                reqwest::header::AUTHORIZATION,
+                common::auth::bearer(&user, false),
+            )
             .json(&serde_json::json!({"user_id": user, "quantity": 1}))
             .send()
     };

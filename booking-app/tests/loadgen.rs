@@ -28,7 +28,15 @@ fn args(app: &TestApp, extra: &[&str]) -> LoadgenArgs {
         "--warmup",
         "0s",
     ];
-    Cli::parse_from(base.iter().chain(extra)).args
+    let auth = common::auth::loadgen_flags();
+    let auth = auth.iter().map(String::as_str);
+    Cli::parse_from(
+        base.iter()
+            .copied()
+            .chain(auth)
+            .chain(extra.iter().copied()),
+    )
+    .args
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -113,7 +121,12 @@ async fn the_check_flags_tickets_sold_behind_its_back() {
         .await
         .unwrap();
     let url = client.bookings_url(event.id).unwrap();
-    let book = |user: &str, quantity| client.book(&url, booking_body(user.into(), quantity), None);
+    let book = |user: &str, quantity| {
+        let bearer = client.bearer_named(user);
+        let body = booking_body(user.into(), quantity);
+        let url = &url;
+        async move { client.book(url, body, None, bearer.as_deref()).await }
+    };
     assert_eq!(book("user-1", 2).await, Answer::Confirmed);
     assert_eq!(
         book("user-2", 3).await,

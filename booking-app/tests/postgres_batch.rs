@@ -367,6 +367,10 @@ async fn a_full_queue_is_answered_503_with_retry_after() {
     let response = app
         .http
         .post(app.url(&format!("/events/{}/bookings", event.id)))
+        .header(
+            reqwest::header::AUTHORIZATION,
+            common::auth::bearer("one-too-many", false),
+        )
         .json(&serde_json::json!({"user_id": "one-too-many", "quantity": 1}))
         .send()
         .await

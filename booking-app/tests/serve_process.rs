@@ -27,6 +27,7 @@ fn serve_with(port: u16, extra_env: &[(&str, String)]) -> Child {
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("LOG_FORMAT", "json")
         .env("DB_POOL_SIZE", "4")
+        .envs(common::auth::env())
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -40,7 +41,11 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
     let base = format!("http://127.0.0.1:{port}");
     let mut child = serve(port);
     wait_ready(&mut child, &base).await;
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = reqwest::Client::builder()
+        .default_headers(common::auth::default_headers())
+        .no_proxy()
+        .build()
+        .unwrap();
     let event: serde_json::Value = client
         .post(format!("{base}/events"))
         .json(&serde_json::json!({"name": "shutdown", "tickets": 5}))
@@ -58,7 +63,8 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let head = format!(
         "POST /events/{event_id}/bookings HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+         Authorization: {}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        common::auth::bearer("alice", false),
         body.len()
     );
     conn.write_all(head.as_bytes()).await.unwrap();
@@ -155,11 +161,30 @@ async fn migrate_applies_the_schema_and_bad_settings_fail_loudly() {
         .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing")
         .env("DB_ACQUIRE_TIMEOUT_MS", "2000")
         .env("LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
+        .envs(common::auth::env())
         .output()
         .await
         .unwrap();
     assert!(!unreachable.status.success());
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("connecting to Postgres"));
+
+    // No way to tell users apart: refused before anything else, naming the settings.
+    let no_auth = Command::new(BINARY)
+        .arg("serve")
+        .env_remove("AUTH_HS256_SECRET_FILE")
+        .env_remove("AUTH_JWKS_FILE")
+        .env_remove("AUTH_JWKS_URL")
+        .env_remove("AUTH_DISABLED")
+        .env("LISTEN_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .await
+        .unwrap();
+    assert!(!no_auth.status.success());
+    let stderr = String::from_utf8_lossy(&no_auth.stderr);
+    assert!(
+        stderr.contains("AUTH_HS256_SECRET_FILE") && stderr.contains("AUTH_DISABLED=true"),
+        "{stderr}"
+    );
 
     let bad_stage = Command::new(BINARY)
         .args(["serve", "--stage", "mysql"])

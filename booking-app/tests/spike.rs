@@ -42,6 +42,7 @@ fn serve(stage: Stage, port: u16) -> Child {
         .env("KAFKA_TOPIC", &unique)
         .env("KAFKA_CONSUMER_GROUP", format!("{unique}-workers"))
         .env("KAFKA_PARTITIONS", "1")
+        .envs(common::auth::env())
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -67,33 +68,40 @@ async fn spike(stage: Stage) {
 
     // Open loop at 3,000/s for 2 s against 8 places: the burst is shed, the sale sells out
     // (300 tickets; 2,000 users at most 2 each), and the invariant check follows every answer.
-    let args = Cli::parse_from([
-        "loadgen",
-        "--url",
-        &base,
-        "--json",
-        "--no-progress",
-        "--warmup",
-        "0s",
-        "--rate",
-        "3000",
-        "--duration",
-        "2s",
-        "--concurrency",
-        "1024",
-        "--tickets",
-        "300",
-        "--per-user-limit",
-        "2",
-        "--users",
-        "2000",
-        "--max-quantity",
-        "2",
-        "--request-timeout",
-        "20s",
-        "--pending-timeout",
-        "60s",
-    ])
+    let auth = common::auth::loadgen_flags();
+    let args = Cli::parse_from(auth.iter().map(String::as_str).fold(
+        vec![
+            "loadgen",
+            "--url",
+            &base,
+            "--json",
+            "--no-progress",
+            "--warmup",
+            "0s",
+            "--rate",
+            "3000",
+            "--duration",
+            "2s",
+            "--concurrency",
+            "1024",
+            "--tickets",
+            "300",
+            "--per-user-limit",
+            "2",
+            "--users",
+            "2000",
+            "--max-quantity",
+            "2",
+            "--request-timeout",
+            "20s",
+            "--pending-timeout",
+            "60s",
+        ],
+        |mut all, flag| {
+            all.push(flag);
+            all
+        },
+    ))
     .args;
     let run = Session::new(args)
         .unwrap()

@@ -127,6 +127,7 @@ percentiles() {
 # new_event NAME PORT: creates an event too large to sell out through the API on PORT; prints its id.
 new_event() {
   curl -fsS --max-time 10 -H 'content-type: application/json' \
+    -H "authorization: Bearer $("$BIN" token --user bench --admin)" \
     -d "{\"name\":\"$1 $RUN_ID\",\"tickets\":$BENCH_TICKETS}" "http://127.0.0.1:$2/events" | jq -r .id
 }
 

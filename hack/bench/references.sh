@@ -10,14 +10,16 @@
 
 # ---------------------------------------------------------------- bare axum, loadgen and wrk
 
-# wrk_run NAME PORT EVENT CONNECTIONS: wrk with hack/bench/wrk-booking.lua (a fresh user and key
-# per request, quantity 1); prints its JSON summary with the cores.
+# wrk_run NAME PORT EVENT CONNECTIONS: wrk with hack/bench/wrk-booking.lua (a fresh key per
+# request, quantity 1, users wrk-0 … wrk-9999 each with a token signed by this run's secret);
+# prints its JSON summary with the cores.
 wrk_run() {
   local name="$1" port="$2" event="$3" c="$4"
   command -v wrk >/dev/null || apt_install wrk
+  [[ -s "$WORK/wrk-tokens" ]] || "$BIN" token --user wrk --count 10000 --ttl 24h >"$WORK/wrk-tokens"
   log "wrk $name: ${BENCH_SECONDS}s at $c connections, $BENCH_WRK_THREADS threads"
   timed "$name" wrk -t "$BENCH_WRK_THREADS" -c "$c" -d "${BENCH_SECONDS}s" --timeout 30s \
-    -s "$REPO_ROOT/hack/bench/wrk-booking.lua" "http://127.0.0.1:$port" -- "$event" "$RUN_ID-$name" \
+    -s "$REPO_ROOT/hack/bench/wrk-booking.lua" "http://127.0.0.1:$port" -- "$event" "$RUN_ID-$name" "$WORK/wrk-tokens" \
     >"$WORK/$name.out" || { cat "$WORK/$name.out" "$WORK/$name.err" >&2; die "wrk $name failed"; }
   grep '^{' "$WORK/$name.out" | tail -1 | jq -c --slurpfile cpu "$WORK/$name.cpu.json" '. + {tool: "wrk", cores: $cpu[0]}'
 }

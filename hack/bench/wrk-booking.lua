@@ -1,7 +1,8 @@
 -- wrk script of `make bench` (hack/bench/wrk.sh): the independent client next to loadgen. Every
--- request is a booking of quantity 1 by a user never seen before, with an Idempotency-Key never
--- used before, POSTed as JSON to /events/<event>/bookings. Arguments (after wrk's `--`):
---   EVENT_ID RUN_PREFIX
+-- request is a booking of quantity 1 with an Idempotency-Key never used before, POSTed as JSON to
+-- /events/<event>/bookings by one of the users of TOKENS_FILE in turn (line i: the bearer token
+-- of user wrk-<i-1>, from `booking-app token --user wrk --count N`). Arguments (after `--`):
+--   EVENT_ID RUN_PREFIX TOKENS_FILE
 -- done() prints one JSON line on stdout: requests, seconds, req/s, latency percentiles (ms),
 -- non-2xx answers and socket errors by kind.
 
@@ -16,20 +17,25 @@ end
 
 -- tid is a global of each thread's Lua state, set by setup() above.
 local path, prefix, n
+local tokens = {}
 
 function init(args)
   path = "/events/" .. (args[1] or "00000000-0000-4000-8000-000000000001") .. "/bookings"
   prefix = (args[2] or "wrk") .. "-" .. tid .. "-"
   n = 0
+  for line in io.lines(args[3] or "wrk-tokens") do
+    table.insert(tokens, line)
+  end
 end
 
 local headers = { ["Content-Type"] = "application/json" }
 
 function request()
   n = n + 1
-  local id = prefix .. n
-  headers["Idempotency-Key"] = id
-  return wrk.format("POST", path, headers, '{"user_id":"u-' .. id .. '","quantity":1}')
+  local user = n % #tokens
+  headers["Idempotency-Key"] = prefix .. n
+  headers["Authorization"] = "Bearer " .. tokens[user + 1]
+  return wrk.format("POST", path, headers, '{"user_id":"wrk-' .. user .. '","quantity":1}')
 end
 
 function done(summary, latency, requests)

@@ -34,9 +34,11 @@ pub const SALE_EVENT_ID: &str = "SALE_EVENT_ID";
 pub const SALE_EVENT_NAME: &str = "SALE_EVENT_NAME";
 pub const SALE_EVENT_TICKETS: &str = "SALE_EVENT_TICKETS";
 pub const SALE_EVENT_PER_USER_LIMIT: &str = "SALE_EVENT_PER_USER_LIMIT";
+/// File holding the HS256 secret bearer tokens are verified (API) and signed (loadgen) with.
+pub const AUTH_HS256_SECRET_FILE: &str = "AUTH_HS256_SECRET_FILE";
 
 /// Every variable above: what the operator may set on a booking-app container.
-pub const ENV_VARS: [&str; 20] = [
+pub const ENV_VARS: [&str; 21] = [
     STAGE,
     LISTEN_ADDR,
     METRICS_LISTEN_ADDR,
@@ -57,6 +59,7 @@ pub const ENV_VARS: [&str; 20] = [
     SALE_EVENT_NAME,
     SALE_EVENT_TICKETS,
     SALE_EVENT_PER_USER_LIMIT,
+    AUTH_HS256_SECRET_FILE,
 ];
 
 /// Subcommands of the `booking-app` binary the operator runs.
@@ -87,9 +90,16 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
+    /// booking-app's settings: `config.rs`, and the identity settings beside `auth/`.
     fn booking_app_config() -> String {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../booking-app/src/config.rs");
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../booking-app/src/");
+        ["config.rs", "auth/settings.rs"]
+            .iter()
+            .map(|file| {
+                let path = format!("{dir}{file}");
+                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+            })
+            .collect()
     }
 
     /// Every `env = "NAME"` booking-app declares.

@@ -14,9 +14,10 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::admission::Admission;
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
-use crate::domain::{Booking, BookingOutcome, BookingRequest};
+use crate::domain::{Booking, BookingBody, BookingOutcome, BookingRequest};
 use crate::stage::StageError;
 use crate::validation::{validate_booking_request, validate_idempotency_key};
 
@@ -31,13 +32,16 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
             pattern = "^[!-~]+$", description = "Repeating a key returns the first answer and books nothing more; \
                            reusing it for a different request is 422"),
     ),
-    request_body = BookingRequest,
+    request_body = BookingBody,
+    security(("bearer" = [])),
     responses(
         (status = 201, description = "Confirmed (stages postgres, redis)", body = BookingAnswer,
             headers(("Location" = String, description = "/bookings/{id}"))),
         (status = 202, description = "Queued; poll `status_url` or stream `events_url` (stage kafka)",
             body = BookingAnswer, headers(("Location" = String, description = "/bookings/{id}"))),
         (status = 400, description = "Malformed JSON, id or header", body = ErrorBody),
+        (status = 401, description = "No, expired or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "`user_id` is not the token's subject", body = ErrorBody),
         (status = 404, description = "No such event", body = ErrorBody),
         (status = 409, description = "`sold_out` or `per_user_limit`", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -48,9 +52,10 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
     ))]
 pub async fn create_booking(
     State(state): State<AppState>,
+    caller: Caller,
     Path(event_id): Path<Uuid>,
     headers: HeaderMap,
-    Json(request): Json<BookingRequest>,
+    Json(body): Json<BookingBody>,
 ) -> Result<
     (
         StatusCode,
@@ -60,6 +65,10 @@ pub async fn create_booking(
     ApiError,
 > {
     let key = idempotency_key(&headers)?;
+    let request = BookingRequest {
+        user_id: caller.booking_user(body.user_id)?,
+        quantity: body.quantity,
+    };
     validate_booking_request(&request).map_err(|e| ApiError::invalid(e.to_string()))?;
     let stage = state.inventory.stage();
     let outcome = state
@@ -127,33 +136,43 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// `GET /bookings/{id}`
 #[utoipa::path(get, path = "/bookings/{id}", tag = "bookings",
     params(("id" = Uuid, Path, description = "Booking id")),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The booking; `reason` when rejected, `position` while queued", body = Booking),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No, expired or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Another user's booking (only its owner or an admin reads it)", body = ErrorBody),
         (status = 404, description = "No such booking", body = ErrorBody),
     ))]
 pub async fn get_booking(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<Booking>, ApiError> {
-    Ok(axum::Json(state.inventory.get_booking(id).await?))
+    let booking = state.inventory.get_booking(id).await?;
+    caller.require_owner(&booking.user_id)?;
+    Ok(axum::Json(booking))
 }
 
 /// `GET /bookings/{id}/events`
 #[utoipa::path(get, path = "/bookings/{id}/events", tag = "bookings",
     params(("id" = Uuid, Path, description = "Booking id")),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Server-sent events named `booking`, each a Booking as JSON; \
                                       the stream ends after the first confirmed or rejected state \
                                       (or after REQUEST_TIMEOUT_MS: reconnect)",
             content_type = "text/event-stream", body = Booking),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "No, expired or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "Another user's booking", body = ErrorBody),
         (status = 404, description = "No such booking", body = ErrorBody),
         (status = 503, description = "Too many open streams on this pod (`overloaded`); poll instead", body = ErrorBody),
     ))]
 pub async fn watch_booking(
     State(state): State<AppState>,
     Extension(admission): Extension<Arc<Admission>>,
+    caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Response> {
     // The stream's own place, held until it ends (the request's place is given back as soon as
@@ -161,11 +180,20 @@ pub async fn watch_booking(
     let place = admission
         .open_stream()
         .map_err(IntoResponse::into_response)?;
-    let states = state
+    let mut states = state
         .inventory
         .watch_booking(id)
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
+    // Every stage's stream starts with the booking's current state: its owner is checked on
+    // that, and it is sent as the stream's first event.
+    let first = states.next().await;
+    if let Some(booking) = &first {
+        caller
+            .require_owner(&booking.user_id)
+            .map_err(IntoResponse::into_response)?;
+    }
+    let states = futures::stream::iter(first).chain(states);
     // Bounded like any request, so an undecided booking cannot hold a graceful shutdown open;
     // an SSE client reconnects and carries on.
     let deadline = tokio::time::sleep(state.limits.request_timeout());

@@ -5,6 +5,7 @@ use axum::http::{StatusCode, header};
 use uuid::Uuid;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
 use crate::domain::{Event, NewEvent};
@@ -13,16 +14,20 @@ use crate::validation::validate_new_event;
 /// `POST /events`
 #[utoipa::path(post, path = "/events", tag = "events",
     request_body = NewEvent,
+    security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = Event,
             headers(("Location" = String, description = "/events/{id}"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "No, expired or invalid bearer token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `flashsale:admin` scope or role", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Invalid values", body = ErrorBody),
     ))]
 pub async fn create_event(
     State(state): State<AppState>,
+    caller: Caller,
     Json(new): Json<NewEvent>,
 ) -> Result<
     (
@@ -32,6 +37,7 @@ pub async fn create_event(
     ),
     ApiError,
 > {
+    caller.require_admin()?;
     validate_new_event(&new).map_err(|e| ApiError::invalid(e.to_string()))?;
     let event = state.inventory.create_event(new).await?;
     let location = format!("/events/{}", event.id);

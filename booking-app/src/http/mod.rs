@@ -2,6 +2,7 @@
 //! metrics, limits). It knows the stage only as `Arc<dyn Inventory>`.
 
 pub mod admission;
+pub mod auth;
 pub mod body_limit;
 pub mod bookings;
 pub mod error;
@@ -20,6 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::timeout::TimeoutLayer;
 
+use crate::auth::Authenticator;
 use crate::config::HttpConfig;
 use crate::stage::Inventory;
 pub use error::ApiError;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub inventory: Arc<dyn Inventory>,
     pub metrics: Arc<Metrics>,
     pub limits: HttpConfig,
+    /// Verifies bearer tokens (or, AUTH_DISABLED, nothing).
+    pub auth: Arc<Authenticator>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<Metrics> {

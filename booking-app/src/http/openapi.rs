@@ -13,6 +13,7 @@ use super::{AppState, bookings, events, health, metrics};
 
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerAuth),
     info(
         title = "booking-app",
         description = "Flash-sale booking API. Every error is `{\"error\":{\"code\",\"message\"}}`."
@@ -24,6 +25,27 @@ use super::{AppState, bookings, events, health, metrics};
     )
 )]
 struct ApiDoc;
+
+/// The `bearer` security scheme the operations name: a JWT whose `sub` is the user.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
+            );
+    }
+}
 
 /// Every route of the API with its documentation.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -94,13 +116,7 @@ mod tests {
             "document has routes the README does not list: {paths:?}"
         );
         assert!(doc["openapi"].as_str().unwrap().starts_with('3'));
-        for schema in [
-            "Event",
-            "NewEvent",
-            "Booking",
-            "BookingRequest",
-            "ErrorBody",
-        ] {
+        for schema in ["Event", "NewEvent", "Booking", "BookingBody", "ErrorBody"] {
             assert!(
                 doc["components"]["schemas"].get(schema).is_some(),
                 "schema {schema} missing"
@@ -117,12 +133,10 @@ mod tests {
 
         let doc: serde_json::Value = serde_json::to_value(document()).unwrap();
         let schemas = &doc["components"]["schemas"];
-        let booking = &schemas["BookingRequest"];
+        let booking = &schemas["BookingBody"];
         assert_eq!(booking["additionalProperties"], false, "{booking}");
-        assert_eq!(
-            booking["required"],
-            serde_json::json!(["user_id", "quantity"])
-        );
+        // The user is the token's subject: `user_id` may be omitted.
+        assert_eq!(booking["required"], serde_json::json!(["quantity"]));
         let user = &booking["properties"]["user_id"];
         assert_eq!(user["maxLength"], MAX_USER_ID_LEN);
         assert_eq!(user["minLength"], 1);

@@ -14,6 +14,10 @@ use uuid::Uuid;
 /// 1 error, 2 invariants violated, 3 no rate met the SLO.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadgenArgs {
+    /// Signs a token per simulated user (AUTH_HS256_SECRET_FILE, AUTH_ISSUER, AUTH_AUDIENCE);
+    /// without a secret no token is sent (a service with AUTH_DISABLED).
+    #[command(flatten)]
+    pub auth: crate::auth::AuthConfig,
     /// booking-app base URL (plain HTTP: loopback or in-cluster).
     #[arg(long, env = "LOADGEN_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,

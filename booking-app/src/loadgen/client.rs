@@ -2,12 +2,14 @@
 //! A booking attempt never fails as a Rust error: every outcome, transport failures included,
 //! becomes an `Answer` that the report counts and the invariant ledger accounts for.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::tokens::Tokens;
 use crate::domain::{BookingRequest, BookingStatus, NewEvent};
 
 /// Header a client sets so a retried request books at most once (see `stage::IdempotencyKey`).
@@ -138,12 +140,27 @@ impl Answer {
 pub struct ApiClient {
     http: reqwest::Client,
     base: String,
+    /// None: the service runs with AUTH_DISABLED, no token is sent.
+    tokens: Option<Arc<Tokens>>,
 }
 
 impl ApiClient {
     /// `pool` idle connections are kept per host so `pool` workers each reuse their own.
-    pub fn new(base_url: &str, pool: usize, timeout: Duration) -> Result<Self, ClientError> {
+    /// Every request but a booking carries the admin token of `tokens`.
+    pub fn new(
+        base_url: &str,
+        pool: usize,
+        timeout: Duration,
+        tokens: Option<Arc<Tokens>>,
+    ) -> Result<Self, ClientError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(tokens) = &tokens {
+            let admin = reqwest::header::HeaderValue::from_str(tokens.admin())
+                .expect("a token is a header value");
+            headers.insert(reqwest::header::AUTHORIZATION, admin);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .pool_max_idle_per_host(pool)
             .tcp_nodelay(true)
             // Targets are loopback or in-cluster services: a proxy from the environment is never right.
@@ -157,7 +174,18 @@ impl ApiClient {
         Ok(Self {
             http,
             base: base_url.trim_end_matches('/').to_string(),
+            tokens,
         })
+    }
+
+    /// The `Authorization` value user index `user` books with (None: no tokens).
+    pub fn bearer(&self, user: u32) -> Option<&str> {
+        self.tokens.as_deref().map(|t| t.user(user))
+    }
+
+    /// The `Authorization` value of any user id (None: no tokens).
+    pub fn bearer_named(&self, user: &str) -> Option<String> {
+        self.tokens.as_deref().map(|t| t.named(user))
     }
 
     pub fn base_url(&self) -> &str {
@@ -192,18 +220,23 @@ impl ApiClient {
         })
     }
 
-    /// One booking attempt. `body` is the serialized `BookingRequest`.
+    /// One booking attempt. `body` is the serialized `BookingRequest`; `bearer` is its user's
+    /// `Authorization` value (`bearer()`).
     pub async fn book(
         &self,
         bookings_url: &reqwest::Url,
         body: Vec<u8>,
         key: Option<&str>,
+        bearer: Option<&str>,
     ) -> Answer {
         let mut request = self
             .http
             .post(bookings_url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
+        if let Some(bearer) = bearer {
+            request = request.header(reqwest::header::AUTHORIZATION, bearer);
+        }
         if let Some(key) = key {
             request = request.header(IDEMPOTENCY_KEY_HEADER, key);
         }

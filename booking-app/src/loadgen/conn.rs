@@ -80,10 +80,10 @@ impl Booker {
         }
     }
 
-    pub async fn book(&mut self, body: &[u8], key: Option<&str>) -> Answer {
+    pub async fn book(&mut self, body: &[u8], key: Option<&str>, bearer: Option<&str>) -> Answer {
         match self {
-            Booker::Direct(conn) => conn.book(body, key).await,
-            Booker::Pooled { client, url } => client.book(url, body.to_vec(), key).await,
+            Booker::Direct(conn) => conn.book(body, key, bearer).await,
+            Booker::Pooled { client, url } => client.book(url, body.to_vec(), key, bearer).await,
         }
     }
 }
@@ -142,8 +142,8 @@ impl BookingConn {
     }
 
     /// One booking attempt within the request timeout; never a Rust error (see `Answer`).
-    pub async fn book(&mut self, body: &[u8], key: Option<&str>) -> Answer {
-        self.write_request(body, key);
+    pub async fn book(&mut self, body: &[u8], key: Option<&str>, bearer: Option<&str>) -> Answer {
+        self.write_request(body, key, bearer);
         self.drop_if_closed();
         let outcome = match tokio::time::timeout(self.timeout, self.exchange_with_retry()).await {
             Ok(outcome) => outcome,
@@ -162,7 +162,7 @@ impl BookingConn {
         }
     }
 
-    fn write_request(&mut self, body: &[u8], key: Option<&str>) {
+    fn write_request(&mut self, body: &[u8], key: Option<&str>, bearer: Option<&str>) {
         use std::io::Write;
         let r = &mut self.request;
         r.clear();
@@ -176,6 +176,9 @@ impl BookingConn {
         );
         if let Some(key) = key {
             let _ = write!(r, "{IDEMPOTENCY_KEY_HEADER}: {key}\r\n");
+        }
+        if let Some(bearer) = bearer {
+            let _ = write!(r, "authorization: {bearer}\r\n");
         }
         r.extend_from_slice(b"\r\n");
         r.extend_from_slice(body);
@@ -459,20 +462,24 @@ mod tests {
         .await;
         let mut conn = BookingConn::new(endpoint, Duration::from_secs(5));
         assert_eq!(
-            conn.book(br#"{"user_id":"u","quantity":1}"#, Some("k-1"))
-                .await,
+            conn.book(
+                br#"{"user_id":"u","quantity":1}"#,
+                Some("k-1"),
+                Some("Bearer t")
+            )
+            .await,
             Answer::Confirmed
         );
         assert_eq!(
-            conn.book(b"{}", None).await,
+            conn.book(b"{}", None, None).await,
             Answer::Pending(id.parse().unwrap())
         );
         assert_eq!(
-            conn.book(b"{}", None).await,
+            conn.book(b"{}", None, None).await,
             Answer::Refused(super::super::client::Refusal::SoldOut)
         );
-        assert_eq!(conn.book(b"{}", None).await, Answer::Shed);
-        assert_eq!(conn.book(b"{}", None).await, Answer::Unexpected(503));
+        assert_eq!(conn.book(b"{}", None, None).await, Answer::Shed);
+        assert_eq!(conn.book(b"{}", None, None).await, Answer::Unexpected(503));
         let seen = server.await.unwrap();
         let first = String::from_utf8(seen[0].clone()).unwrap();
         assert!(
@@ -481,6 +488,7 @@ mod tests {
         );
         assert!(
             first.contains("\r\nIdempotency-Key: k-1\r\n")
+                && first.contains("\r\nauthorization: Bearer t\r\n")
                 && first.contains("content-length: 28\r\n"),
             "{first}"
         );
@@ -517,10 +525,10 @@ mod tests {
             Arc::new(Endpoint::of(&url).unwrap()),
             Duration::from_secs(5),
         );
-        let answer = conn.book(b"{}", Some("k")).await;
+        let answer = conn.book(b"{}", Some("k"), None).await;
         assert_eq!(answer, Answer::Failed("request"));
         assert!(answer.outcome_unknown());
-        assert_eq!(conn.book(b"{}", Some("k")).await, Answer::Confirmed);
+        assert_eq!(conn.book(b"{}", Some("k"), None).await, Answer::Confirmed);
         server.await.unwrap();
     }
 
@@ -538,7 +546,10 @@ mod tests {
             Arc::new(Endpoint::of(&url).unwrap()),
             Duration::from_millis(200),
         );
-        assert_eq!(conn.book(b"{}", None).await, Answer::Failed("timeout"));
+        assert_eq!(
+            conn.book(b"{}", None, None).await,
+            Answer::Failed("timeout")
+        );
 
         let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = free.local_addr().unwrap().port();
@@ -548,6 +559,9 @@ mod tests {
             Arc::new(Endpoint::of(&url).unwrap()),
             Duration::from_secs(2),
         );
-        assert_eq!(conn.book(b"{}", None).await, Answer::Failed("connect"));
+        assert_eq!(
+            conn.book(b"{}", None, None).await,
+            Answer::Failed("connect")
+        );
     }
 }

@@ -312,7 +312,8 @@ impl WorkerOutput {
             .as_ref()
             .map(|prefix| idempotency_key(prefix, index));
         shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        let answer = booker.book(&body, key.as_deref()).await;
+        let bearer = target.client.bearer(attempt.user);
+        let answer = booker.book(&body, key.as_deref(), bearer).await;
         let done = Instant::now();
         shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         shared.counters.count(&answer);

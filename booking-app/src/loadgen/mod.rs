@@ -12,6 +12,7 @@ pub mod invariants;
 pub mod progress;
 pub mod report;
 pub mod settle;
+pub mod tokens;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -211,7 +212,19 @@ pub struct Session {
 impl Session {
     pub fn new(args: LoadgenArgs) -> Result<Self, LoadgenError> {
         args.validate().map_err(LoadgenError::Invalid)?;
-        let client = ApiClient::new(&args.url, args.concurrency as usize, args.request_timeout)?;
+        let tokens = crate::auth::Minter::from_config(&args.auth)
+            .and_then(|minter| {
+                minter
+                    .map(|m| tokens::Tokens::new(m, args.users).map(Arc::new))
+                    .transpose()
+            })
+            .map_err(|e| LoadgenError::Invalid(e.to_string()))?;
+        let client = ApiClient::new(
+            &args.url,
+            args.concurrency as usize,
+            args.request_timeout,
+            tokens,
+        )?;
         Ok(Self { args, client })
     }
 

@@ -104,7 +104,8 @@ async fn replay_uncertain(
             async move {
                 let key = idempotency_key(prefix, attempt.index);
                 let body = booking_body(user_id(attempt.user), attempt.quantity);
-                (attempt, client.book(url, body, Some(&key)).await)
+                let bearer = client.bearer(attempt.user);
+                (attempt, client.book(url, body, Some(&key), bearer).await)
             }
         })
         .buffer_unordered(concurrency.max(1))

@@ -87,6 +87,13 @@ impl TestApp {
         idempotency_key: Option<&str>,
     ) -> Answer {
         let mut request = self.http.post(self.url(path)).json(body);
+        // A body that names a user is sent with that user's token (a booking of theirs).
+        if let Some(user) = body.get("user_id").and_then(Value::as_str) {
+            request = request.header(
+                reqwest::header::AUTHORIZATION,
+                super::auth::bearer(user, false),
+            );
+        }
         if let Some(key) = idempotency_key {
             request = request.header("Idempotency-Key", key);
         }

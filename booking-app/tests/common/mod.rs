@@ -4,6 +4,7 @@
 //! is started here beside the server (the hook for stages redis and kafka).
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod auth;
 pub mod checks;
 pub mod client;
 pub mod process;
@@ -64,6 +65,7 @@ pub fn test_config(stage: Stage) -> Config {
         "60000",
     ])
     .map(|mut config: Config| {
+        config.auth = auth::config();
         if stage == Stage::Kafka {
             // A topic and consumer group per test: tests run in parallel on one broker.
             let unique = format!("test-{}", uuid::Uuid::new_v4().simple());
@@ -140,6 +142,7 @@ impl TestApp {
             .get_or_init(|| async { db::migrate(&pool).await.expect("migrations apply") })
             .await;
         let metrics = Arc::new(Metrics::new());
+        let authenticator = auth::authenticator(&config).await;
         let inventory = stage::build_inventory(&config, pool.clone(), metrics.clone())
             .await
             .unwrap_or_else(|err| panic!("build stage {stage}: {err}"));
@@ -155,13 +158,16 @@ impl TestApp {
             inventory,
             metrics: metrics.clone(),
             limits: config.http.clone(),
+            auth: authenticator,
         });
         let server = tokio::spawn(server::serve(
             listener,
             router,
             shutdown.clone().cancelled_owned(),
         ));
+        // Requests that name no user come from the harness's admin (`auth::DEFAULT_USER`).
         let http = reqwest::Client::builder()
+            .default_headers(auth::default_headers())
             .no_proxy()
             .pool_max_idle_per_host(512)
             .timeout(EVENTUAL)

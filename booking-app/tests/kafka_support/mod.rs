@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::common::{EVENTUAL, test_config};
+use crate::common::{EVENTUAL, auth, test_config};
 
 /// The binary under test; `BOOKING_APP_BIN` overrides it (a copy taken out of a target
 /// directory that other builds share).
@@ -92,6 +92,7 @@ impl Pod {
             inventory,
             metrics: metrics.clone(),
             limits: config.http.clone(),
+            auth: auth::authenticator(config).await,
         });
         let server = tokio::spawn(server::serve(
             listener,
@@ -99,6 +100,7 @@ impl Pod {
             shutdown.clone().cancelled_owned(),
         ));
         let http = reqwest::Client::builder()
+            .default_headers(auth::default_headers())
             .no_proxy()
             .pool_max_idle_per_host(256)
             .timeout(EVENTUAL)
@@ -142,6 +144,7 @@ impl Pod {
         let mut request = self
             .http
             .post(self.url(&format!("/events/{event}/bookings")))
+            .header(reqwest::header::AUTHORIZATION, auth::bearer(user, false))
             .json(&json!({"user_id": user, "quantity": quantity}));
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);

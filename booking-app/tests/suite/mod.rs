@@ -4,6 +4,7 @@
 //! Each test makes its own events, so tests run in parallel on one database.
 
 pub mod api;
+pub mod auth;
 pub mod bad_input;
 pub mod concurrency;
 
@@ -30,6 +31,12 @@ macro_rules! stage_suite {
                 api::reused_idempotency_key_is_refused,
                 api::operations_endpoints_answer,
                 api::every_documented_route_is_served,
+                auth::requests_without_a_token_are_401,
+                auth::expired_misdirected_or_forged_tokens_are_401,
+                auth::the_token_names_the_user_and_the_body_cannot_name_another,
+                auth::only_admins_create_events,
+                auth::per_user_limit_holds_however_the_body_is_written,
+                auth::a_booking_is_read_by_its_owner_or_an_admin,
                 bad_input::bad_booking_requests_are_4xx_and_write_nothing,
                 bad_input::bad_event_requests_are_4xx_and_write_nothing,
                 bad_input::bad_ids_and_routes_are_4xx_json,

@@ -155,7 +155,7 @@ fn loadgen_job(sale: &Sale, run: &Run, sizing: &Sizing) -> Job {
                     )),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(booking_app::pod_spec(container, Some("Never"))),
+                spec: Some(booking_app::pod_spec(sale, container, Some("Never"))),
             },
             ..JobSpec::default()
         }),

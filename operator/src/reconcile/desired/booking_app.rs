@@ -8,8 +8,8 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath, PodSpec, PodTemplateSpec,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -28,6 +28,11 @@ use crate::{capacity, contract};
 
 /// UUID v5 namespace of sale event ids (a fixed random UUID: ids never collide with other v5 uses).
 const SALE_EVENT_NAMESPACE: uuid::Uuid = uuid::uuid!("6c1f9a52-3d4e-4b8a-9f0e-2a7d5c8b1e43");
+
+/// Where the sale's token signing secret is mounted in every booking-app container.
+const AUTH_DIR: &str = "/var/run/flashsale/auth";
+const AUTH_FILE: &str = "hs256-secret";
+const AUTH_VOLUME: &str = "auth";
 
 /// UID booking-app images run as (the distroless `nonroot` user).
 pub const UID: i64 = 65532;
@@ -65,6 +70,10 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
         // The worker runs in its own Deployment, sized on its own.
         env(contract::RUN_WORKER, "false"),
         env(contract::LOG_FORMAT, contract::LOG_FORMAT_JSON),
+        env(
+            contract::AUTH_HS256_SECRET_FILE,
+            format!("{AUTH_DIR}/{AUTH_FILE}"),
+        ),
         // `serve` creates the sale's event if absent; an existing one (partly sold) is kept.
         env(contract::SALE_EVENT_ID, sale_event_id(sale).to_string()),
         env(contract::SALE_EVENT_NAME, sale.spec.event.name.clone()),
@@ -162,16 +171,25 @@ pub fn container(
         // CPU request = limit: calibration measures a pod of exactly this size.
         resources: Some(resources),
         security_context: Some(container_security(true)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: AUTH_VOLUME.into(),
+                mount_path: AUTH_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
         ..Container::default()
     }
 }
 
-pub fn pod_spec(container: Container, restart_policy: Option<&str>) -> PodSpec {
+/// The pod of a booking-app `container`: its scratch space and the sale's signing secret.
+pub fn pod_spec(sale: &Sale, container: Container, restart_policy: Option<&str>) -> PodSpec {
     PodSpec {
         containers: vec![container],
         restart_policy: restart_policy.map(Into::into),
@@ -179,11 +197,28 @@ pub fn pod_spec(container: Container, restart_policy: Option<&str>) -> PodSpec {
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(30),
-        volumes: Some(vec![Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        volumes: Some(vec![
+            Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+            Volume {
+                name: AUTH_VOLUME.into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(names::credentials_secret(&sale.name)),
+                    items: Some(vec![KeyToPath {
+                        key: secret_keys::AUTH_HS256_SECRET.into(),
+                        path: AUTH_FILE.into(),
+                        ..KeyToPath::default()
+                    }]),
+                    // Readable by the non-root UID without an fsGroup; the container is its only reader.
+                    default_mode: Some(0o444),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
         ..PodSpec::default()
     }
 }
@@ -230,7 +265,7 @@ pub fn deployment(
                     annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(container, None)),
+                spec: Some(pod_spec(sale, container, None)),
             },
             ..DeploymentSpec::default()
         }),

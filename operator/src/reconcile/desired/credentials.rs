@@ -1,5 +1,6 @@
-//! The sale's generated credentials Secret: passwords for the in-cluster Postgres and Redis
-//! and the URLs booking-app reads. Generated once (by `observe`, when the Secret does not exist
+//! The sale's generated credentials Secret: passwords for the in-cluster Postgres and Redis,
+//! the URLs booking-app reads, and the HS256 secret its bearer tokens are signed with (mounted
+//! as a file into every booking-app pod: API, worker, calibration). Generated once (by `observe`, when the Secret does not exist
 //! yet) and then read back every reconcile, never regenerated: the data volumes were
 //! initialised with them.
 
@@ -18,23 +19,18 @@ use crate::reconcile::validate::Sale;
 pub struct Credentials {
     pub postgres_password: String,
     pub redis_password: String,
+    /// booking-app's AUTH_HS256_SECRET_FILE content: the calibration Job's loadgen and
+    /// `booking-app token` sign with it, the API verifies with it.
+    pub auth_secret: String,
 }
 
 impl Credentials {
     /// Fresh random passwords: alphanumeric, so they need no escaping inside a URL.
     pub fn generate() -> Self {
-        use rand::Rng;
-        use rand::distr::Alphanumeric;
-        let password = || {
-            rand::rng()
-                .sample_iter(&Alphanumeric)
-                .take(32)
-                .map(char::from)
-                .collect::<String>()
-        };
         Self {
-            postgres_password: password(),
-            redis_password: password(),
+            postgres_password: random_secret(32),
+            redis_password: random_secret(32),
+            auth_secret: random_secret(AUTH_SECRET_LEN),
         }
     }
 
@@ -49,8 +45,25 @@ impl Credentials {
         Some(Self {
             postgres_password: read(secret_keys::POSTGRES_PASSWORD)?,
             redis_password: read(secret_keys::REDIS_PASSWORD)?,
+            // A Secret written before tokens existed gets one now; the passwords are kept.
+            auth_secret: read(secret_keys::AUTH_HS256_SECRET)
+                .unwrap_or_else(|| random_secret(AUTH_SECRET_LEN)),
         })
     }
+}
+
+/// 48 alphanumeric characters: ~285 bits, above HMAC-SHA256's 256 (booking-app wants >= 32 bytes).
+const AUTH_SECRET_LEN: usize = 48;
+
+/// Random alphanumeric characters: no escaping needed inside a URL or a file.
+fn random_secret(len: usize) -> String {
+    use rand::Rng;
+    use rand::distr::Alphanumeric;
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }
 
 pub fn secret(sale: &Sale, creds: &Credentials) -> Secret {
@@ -69,6 +82,7 @@ pub fn secret(sale: &Sale, creds: &Credentials) -> Secret {
             ),
         ),
         (secret_keys::REDIS_PASSWORD, creds.redis_password.clone()),
+        (secret_keys::AUTH_HS256_SECRET, creds.auth_secret.clone()),
         (
             secret_keys::REDIS_URL,
             format!(
@@ -133,5 +147,20 @@ mod tests {
             .unwrap()
             .remove(secret_keys::REDIS_PASSWORD);
         assert_eq!(Credentials::from_secret(&secret), None);
+    }
+
+    #[test]
+    fn a_secret_from_before_tokens_keeps_its_passwords_and_gains_a_signing_secret() {
+        let creds = Credentials::generate();
+        let mut secret = secret(&sale("s", Stage::Redis), &creds);
+        secret
+            .data
+            .as_mut()
+            .unwrap()
+            .remove(secret_keys::AUTH_HS256_SECRET);
+        let read = Credentials::from_secret(&secret).unwrap();
+        assert_eq!(read.postgres_password, creds.postgres_password);
+        assert_eq!(read.redis_password, creds.redis_password);
+        assert_eq!(read.auth_secret.len(), AUTH_SECRET_LEN);
     }
 }

@@ -67,6 +67,8 @@ pub mod secret_keys {
     pub const DATABASE_URL: &str = "database-url";
     pub const REDIS_PASSWORD: &str = "redis-password";
     pub const REDIS_URL: &str = "redis-url";
+    /// booking-app's bearer-token signing secret (mounted as `AUTH_HS256_SECRET_FILE`).
+    pub const AUTH_HS256_SECRET: &str = "auth-hs256-secret";
 }
 
 /// In-cluster DNS name of a Service in the sale's namespace.

@@ -51,7 +51,7 @@ pub fn drain_job(sale: &Sale, stage: Stage, sizing: &Sizing) -> Job {
                     labels: Some(labels::labels(&sale.name, Component::Drain, Some(stage))),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(container, Some("OnFailure"))),
+                spec: Some(pod_spec(sale, container, Some("OnFailure"))),
             },
             ..JobSpec::default()
         }),
