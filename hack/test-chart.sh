@@ -107,6 +107,14 @@ if helm template x "$CHART" --set leaderElection.leaseDurationSeconds=0 >/dev/nu
   fail "helm template accepted leaderElection.leaseDurationSeconds=0"
 fi
 
+check "values.schema.json takes a parent chart's global values and still refuses an unknown key"
+helm template x "$CHART" --set global.imageRegistry=registry.corp.example >/dev/null 2>"$WORK/schema.err" ||
+  { cat "$WORK/schema.err" >&2; fail "helm template refused global.imageRegistry"; }
+if helm template x "$CHART" --set replicaCont=1 >/dev/null 2>"$WORK/schema.err"; then
+  fail "helm template accepted the unknown key replicaCont"
+fi
+grep -q replicaCont "$WORK/schema.err" || { cat "$WORK/schema.err" >&2; fail "refused, but not for replicaCont"; }
+
 check "appVersion is the workspace's Cargo version; both images default to it"
 CARGO_VERSION="$(workspace_version)"
 APP_VERSION="$(awk -F'"' '/^appVersion:/{print $2}' "$CHART/Chart.yaml")"
