@@ -56,7 +56,8 @@ enum Source {
     File,
     Url {
         url: axum::http::Uri,
-        client: HttpsClient,
+        // Boxed: the client is large, and `File` carries nothing.
+        client: Box<HttpsClient>,
     },
 }
 
@@ -105,7 +106,10 @@ impl Jwks {
             "JWKS fetched"
         );
         let jwks = Arc::new(Self {
-            source: Source::Url { url: uri, client },
+            source: Source::Url {
+                url: uri,
+                client: Box::new(client),
+            },
             keys: RwLock::new(Arc::new(keys)),
             fetched: tokio::sync::Mutex::new(Instant::now()),
         });

@@ -35,10 +35,7 @@ impl Workload {
     }
 }
 
-/// The `user_id` loadgen sends for a user index.
-pub fn user_id(user: u32) -> String {
-    format!("user-{user}")
-}
+pub use super::tokens::user_id;
 
 /// SplitMix64: a tiny, well-mixed, seedable hash (Steele et al.), enough for load shapes.
 fn splitmix64(x: u64) -> u64 {

@@ -33,10 +33,10 @@ impl Tokens {
         &self.admin
     }
 
-    /// `Authorization` value for user index `user` (`driver::user_id`).
+    /// `Authorization` value for user index `user` (`user_id`).
     pub fn user(&self, user: u32) -> &str {
         match self.users.get(user as usize) {
-            Some(cell) => cell.get_or_init(|| self.mint(&super::driver::user_id(user))),
+            Some(cell) => cell.get_or_init(|| self.mint(&user_id(user))),
             None => panic!("user index {user} beyond --users"),
         }
     }
@@ -54,4 +54,9 @@ impl Tokens {
             .expect("HS256 signing");
         format!("Bearer {token}")
     }
+}
+
+/// The `user_id` loadgen sends for a user index (its token's `sub`).
+pub fn user_id(user: u32) -> String {
+    format!("user-{user}")
 }
