@@ -19,6 +19,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
 use crate::domain::{Booking, BookingBody, BookingOutcome, BookingRequest};
 use crate::stage::StageError;
+use crate::stage::idempotency;
 use crate::validation::{validate_booking_request, validate_idempotency_key};
 
 /// Header carrying the client's idempotency key.
@@ -70,6 +71,8 @@ pub async fn create_booking(
         quantity: body.quantity,
     };
     validate_booking_request(&request).map_err(|e| ApiError::invalid(e.to_string()))?;
+    // Keys are the user's own: the stages see the key scoped to who asks.
+    let key = key.map(|k| idempotency::scoped(&request.user_id, &k));
     let stage = state.inventory.stage();
     let outcome = state
         .inventory

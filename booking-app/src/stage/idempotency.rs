@@ -1,11 +1,27 @@
 //! What a repeated `Idempotency-Key` gets: the first answer when the request is the same one,
 //! `IdempotencyKeyReused` (422) when the key comes back with a different request. Shared by every
-//! stage so replays answer alike.
+//! stage so replays answer alike. A key belongs to its user: the HTTP layer hands the stages
+//! `scoped(user, key)`, never the header itself.
 
 use uuid::Uuid;
 
-use super::StageError;
+use super::{IdempotencyKey, StageError};
 use crate::domain::{Booking, BookingOutcome, BookingRequest, BookingStatus, RejectReason};
+
+/// Namespace of the scoped keys (UUID v5); fixed, so every pod and release scopes alike.
+const SCOPE: Uuid = uuid::uuid!("3b0f6f4e-7c2a-4d8e-9a51-6f1e2d3c4b5a");
+
+/// The key the stages store for `user_id`'s `Idempotency-Key` header: the same header from two
+/// users is two requests, and no user can take another's key first. A UUID v5 of the user and
+/// the key (a user id holds no NUL, so the separator is unambiguous): 36 printable bytes, within
+/// every limit a stored key has, and opaque, so keys never tell one user's requests to another.
+pub fn scoped(user_id: &str, key: &str) -> IdempotencyKey {
+    let mut name = Vec::with_capacity(user_id.len() + 1 + key.len());
+    name.extend_from_slice(user_id.as_bytes());
+    name.push(0);
+    name.extend_from_slice(key.as_bytes());
+    Uuid::new_v5(&SCOPE, &name).to_string()
+}
 
 /// True when `first` was made by the same request (the key is global, so the event counts too).
 pub fn same_request(first: &Booking, event_id: Uuid, request: &BookingRequest) -> bool {
@@ -36,6 +52,18 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_scoped_to_its_user() {
+        assert_eq!(scoped("alice", "k1"), scoped("alice", "k1"));
+        assert_ne!(scoped("alice", "k1"), scoped("bob", "k1"));
+        assert_ne!(scoped("alice", "k1"), scoped("alice", "k2"));
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(scoped("ab", "c"), scoped("a", "bc"));
+        let key = scoped("alice", "k1");
+        assert_eq!(key.len(), 36);
+        assert!(crate::validation::validate_idempotency_key(&key).is_ok());
+    }
 
     fn booking(status: BookingStatus, reason: Option<RejectReason>) -> Booking {
         Booking {

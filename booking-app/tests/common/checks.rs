@@ -51,9 +51,10 @@ impl TestApp {
             .expect("count events")
     }
 
-    pub async fn rows_with_key(&self, key: &str) -> i64 {
+    /// Bookings stored under `user`'s `Idempotency-Key` `key` (stored scoped to the user).
+    pub async fn rows_with_key(&self, user: &str, key: &str) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM bookings WHERE idempotency_key = $1")
-            .bind(key)
+            .bind(booking_app::stage::idempotency::scoped(user, key))
             .fetch_one(&self.pool)
             .await
             .expect("count bookings by key")

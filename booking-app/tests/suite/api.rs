@@ -164,7 +164,7 @@ pub async fn idempotent_retries_book_once(target: Target) {
     );
     let stored = app.wait_confirmed_in_db(event.id, &[first_id].into()).await;
     assert_eq!(stored.len(), 1);
-    assert_eq!(app.rows_with_key(&key).await, 1);
+    assert_eq!(app.rows_with_key("alice", &key).await, 1);
 
     // A refusal is replayed too: the key's first answer stays the answer.
     let small = app.create_event(1, None).await;
@@ -191,11 +191,9 @@ pub async fn reused_idempotency_key_is_refused(target: Target) {
     let Decision::Confirmed(first) = app.settle(&first).await else {
         panic!("not confirmed")
     };
-    for (event_id, user, quantity) in [
-        (event.id, "alice", 2),
-        (event.id, "bob", 1),
-        (other.id, "alice", 1),
-    ] {
+    // Reused by its own user with another body or event. (Another user's use of the same key
+    // is another request: `the_same_key_from_two_users_books_twice`.)
+    for (event_id, user, quantity) in [(event.id, "alice", 2), (other.id, "alice", 1)] {
         let reused = app.book(event_id, user, quantity, Some(&key)).await;
         if target.stage == Stage::Kafka && reused.status == StatusCode::ACCEPTED {
             // Stage kafka's door reads no store: once the first request is decided and out of
@@ -225,6 +223,34 @@ pub async fn reused_idempotency_key_is_refused(target: Target) {
     if target.stage != Stage::Kafka {
         assert_eq!(app.bookings_in_db(other.id).await, 0);
     }
+}
+
+/// A key belongs to its user: the same `Idempotency-Key` from two users is two requests, so
+/// nobody can take another user's key first (or read its answer by replaying it).
+pub async fn the_same_key_from_two_users_books_twice(target: Target) {
+    let app = TestApp::spawn(target).await;
+    let event = app.create_event(10, None).await;
+    let key = format!("shared-{}", Uuid::new_v4());
+    let alice = app.book(event.id, "alice", 1, Some(&key)).await;
+    let bob = app.book(event.id, "bob", 2, Some(&key)).await;
+    let (Decision::Confirmed(alice), Decision::Confirmed(bob)) =
+        (app.settle(&alice).await, app.settle(&bob).await)
+    else {
+        panic!("both must be confirmed")
+    };
+    assert_ne!(alice.id, bob.id);
+    assert_eq!(
+        (alice.user_id.as_str(), bob.user_id.as_str()),
+        ("alice", "bob")
+    );
+    // Each user's retry still replays that user's own booking.
+    let again = app.book(event.id, "bob", 2, Some(&key)).await;
+    assert_eq!(again.booking().id, bob.id, "{}", again.body);
+    assert_eq!(app.event(event.id).await.remaining, 7);
+    app.wait_confirmed_in_db(event.id, &[alice.id, bob.id].into())
+        .await;
+    assert_eq!(app.rows_with_key("alice", &key).await, 1);
+    assert_eq!(app.rows_with_key("bob", &key).await, 1);
 }
 
 pub async fn operations_endpoints_answer(target: Target) {

@@ -166,7 +166,9 @@ pub async fn concurrent_bookings_never_oversell(target: Target) {
     );
     app.assert_store_consistent(event.id).await;
     for attempt in attempts.iter().filter(|a| a.key.is_some()) {
-        let rows = app.rows_with_key(attempt.key.as_deref().unwrap()).await;
+        let rows = app
+            .rows_with_key(&attempt.user, attempt.key.as_deref().unwrap())
+            .await;
         assert!(rows <= 1, "key {:?} stored {rows} times", attempt.key);
     }
 }

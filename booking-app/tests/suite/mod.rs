@@ -29,6 +29,7 @@ macro_rules! stage_suite {
                 api::booking_status_streams_as_server_sent_events,
                 api::idempotent_retries_book_once,
                 api::reused_idempotency_key_is_refused,
+                api::the_same_key_from_two_users_books_twice,
                 api::operations_endpoints_answer,
                 api::every_documented_route_is_served,
                 auth::requests_without_a_token_are_401,
