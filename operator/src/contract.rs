@@ -21,6 +21,8 @@ pub const KAFKA_TOPIC: &str = "KAFKA_TOPIC";
 pub const KAFKA_PARTITIONS: &str = "KAFKA_PARTITIONS";
 /// Consumer group of the workers: per sale, like the topic.
 pub const KAFKA_CONSUMER_GROUP: &str = "KAFKA_CONSUMER_GROUP";
+/// API pods at stage kafka: most bytes of the queue's view a pod keeps (sized from its memory).
+pub const KAFKA_MAX_QUEUED_BYTES: &str = "KAFKA_MAX_QUEUED_BYTES";
 pub const MIGRATE_ON_START: &str = "MIGRATE_ON_START";
 /// Runs the stage's worker inside `serve`; the operator runs a worker Deployment instead.
 pub const RUN_WORKER: &str = "RUN_WORKER";
@@ -38,7 +40,7 @@ pub const SALE_EVENT_PER_USER_LIMIT: &str = "SALE_EVENT_PER_USER_LIMIT";
 pub const AUTH_HS256_SECRET_FILE: &str = "AUTH_HS256_SECRET_FILE";
 
 /// Every variable above: what the operator may set on a booking-app container.
-pub const ENV_VARS: [&str; 21] = [
+pub const ENV_VARS: [&str; 22] = [
     STAGE,
     LISTEN_ADDR,
     METRICS_LISTEN_ADDR,
@@ -50,6 +52,7 @@ pub const ENV_VARS: [&str; 21] = [
     KAFKA_TOPIC,
     KAFKA_PARTITIONS,
     KAFKA_CONSUMER_GROUP,
+    KAFKA_MAX_QUEUED_BYTES,
     MIGRATE_ON_START,
     RUN_WORKER,
     LOG_FORMAT,

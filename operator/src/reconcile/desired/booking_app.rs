@@ -103,6 +103,9 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
             Store::External(r) => env_from_secret(contract::KAFKA_BROKERS, &r.name, &r.key),
         });
         vars.push(env(contract::KAFKA_TOPIC, sale.kafka_topic.clone()));
+        if let Some(bytes) = kafka_view_bytes(sale) {
+            vars.push(env(contract::KAFKA_MAX_QUEUED_BYTES, bytes.to_string()));
+        }
         vars.push(env(
             contract::KAFKA_PARTITIONS,
             sizing.kafka_partitions.to_string(),
@@ -113,6 +116,19 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
         ));
     }
     vars
+}
+
+/// Share of an API pod's memory limit its view of the kafka queue may take (booking-app's own
+/// default, 64 MiB, is this share of the default 512Mi); the rest is the process, its
+/// connections and librdkafka's bounded buffers. A floor keeps tiny pods able to queue at all.
+const KAFKA_VIEW_SHARE: u64 = 8;
+const KAFKA_VIEW_FLOOR: u64 = 4 << 20;
+
+/// KAFKA_MAX_QUEUED_BYTES for the sale's API pods, from their memory limit (if it parses).
+fn kafka_view_bytes(sale: &Sale) -> Option<u64> {
+    let resources = pod_resources(sale.spec.booking_app.resources.as_ref());
+    let limit = resources.limits.as_ref()?.get("memory")?;
+    Some((super::pod::quantity_bytes(limit)? / KAFKA_VIEW_SHARE).max(KAFKA_VIEW_FLOOR))
 }
 
 /// A booking-app container running `args`; probes only for long-running ones.
@@ -373,6 +389,11 @@ mod tests {
             Some("s-kafka.ns.svc:9092")
         );
         assert_eq!(env["KAFKA_TOPIC"].value.as_deref(), Some("s"));
+        // The queue's view: an eighth of the default 512Mi limit.
+        assert_eq!(
+            env["KAFKA_MAX_QUEUED_BYTES"].value.as_deref(),
+            Some("67108864")
+        );
         assert_eq!(
             env["KAFKA_CONSUMER_GROUP"].value.as_deref(),
             Some("s-workers")

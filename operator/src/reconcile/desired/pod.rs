@@ -89,6 +89,26 @@ pub fn pod_resources(given: Option<&ResourceRequirements>) -> ResourceRequiremen
     resources(given, ("1", "256Mi"), ("1", "512Mi"))
 }
 
+/// Bytes of a memory quantity (`512Mi`, `1G`, `1048576`), if it is one of the plain forms.
+pub fn quantity_bytes(quantity: &Quantity) -> Option<u64> {
+    let s = quantity.0.trim();
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let scale: u64 = match &s[digits.len()..] {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    let bytes = digits.parse::<f64>().ok().filter(|n| *n > 0.0)? * scale as f64;
+    Some(bytes as u64)
+}
+
 pub fn resources(
     spec: Option<&ResourceRequirements>,
     requests: (&str, &str),

@@ -21,22 +21,7 @@ const MAXMEMORY_SHARE: (u64, u64) = (3, 4);
 
 /// `maxmemory` for a container limited to `limit` (a Kubernetes quantity), if it parses.
 fn maxmemory(limit: &Quantity) -> Option<u64> {
-    let s = limit.0.trim();
-    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let scale: u64 = match &s[digits.len()..] {
-        "" => 1,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        _ => return None,
-    };
-    let bytes = digits.parse::<f64>().ok().filter(|n| *n > 0.0)? * scale as f64;
-    Some(bytes as u64 / MAXMEMORY_SHARE.1 * MAXMEMORY_SHARE.0)
+    Some(super::pod::quantity_bytes(limit)? / MAXMEMORY_SHARE.1 * MAXMEMORY_SHARE.0)
 }
 
 pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
