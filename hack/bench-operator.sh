@@ -74,7 +74,7 @@ NS_CREATED=1
 
 # Limited to this namespace: other tests' sales on the same control plane are not in the count.
 # Its leader Lease lives there too: a Lease left by an earlier, killed run would hold it back.
-KUBECONFIG="$KUBECONFIG" WATCH_NAMESPACE="$NS" LEASE_NAMESPACE="$NS" HTTP_ADDR="127.0.0.1:$PORT" LOG_FORMAT=text NO_COLOR=1 \
+KUBECONFIG="$KUBECONFIG" WATCH_NAMESPACE="$NS" LEASE_NAMESPACE="$NS" LISTEN_ADDR="127.0.0.1:$PORT" LOG_FORMAT=text NO_COLOR=1 \
   RUST_LOG="warn" "$OPERATOR" run >"$WORK/operator.log" 2>&1 &
 OPERATOR_PID=$!
 wait_until 60 "operator /readyz on 127.0.0.1:$PORT" "$OPERATOR_PID" curl -sf "http://127.0.0.1:$PORT/readyz"

@@ -366,7 +366,7 @@ free_port() {
 check "negative control: the operator with a ServiceAccount the chart did not bind is refused (forbidden)"
 kubectl create serviceaccount nobody --namespace "$NS" >/dev/null
 token_kubeconfig nobody "$WORK/nobody.kubeconfig"
-if KUBECONFIG="$WORK/nobody.kubeconfig" WATCH_NAMESPACE="$NS" HTTP_ADDR="127.0.0.1:$(free_port)" \
+if KUBECONFIG="$WORK/nobody.kubeconfig" WATCH_NAMESPACE="$NS" LISTEN_ADDR="127.0.0.1:$(free_port)" \
   timeout 60 "$OPERATOR" run >"$WORK/nobody.log" 2>&1; then
   fail "the operator ran without any permission"
 fi
@@ -380,7 +380,7 @@ check "the real operator, authenticated as the chart's ServiceAccount, reconcile
 token_kubeconfig "$FULLNAME" "$WORK/operator.kubeconfig"
 PORT="$(free_port)"
 # Limited to the test namespace: other tests' sales are not this operator's business.
-KUBECONFIG="$WORK/operator.kubeconfig" WATCH_NAMESPACE="$NS" HTTP_ADDR="127.0.0.1:$PORT" LOG_FORMAT=text NO_COLOR=1 \
+KUBECONFIG="$WORK/operator.kubeconfig" WATCH_NAMESPACE="$NS" LISTEN_ADDR="127.0.0.1:$PORT" LOG_FORMAT=text NO_COLOR=1 \
   LEASE_NAME="$FULLNAME" LEASE_NAMESPACE="$NS" \
   RUST_LOG="info,flashsale_operator=debug" "$OPERATOR" run >"$WORK/operator.log" 2>&1 &
 OPERATOR_PID=$!
@@ -494,7 +494,7 @@ WATCH_NSD="$(objects_json "$WORK/nsd-manifest.yaml" |
   jq -r '.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].env[] | select(.name == "WATCH_NAMESPACE") | .value')"
 [[ "$WATCH_NSD" == "$NS_WATCHED" ]] || fail "the namespaced Deployment sets WATCH_NAMESPACE=$WATCH_NSD, not $NS_WATCHED"
 PORT_NSD="$(free_port)"
-KUBECONFIG="$WORK/nsd.kubeconfig" WATCH_NAMESPACE="$WATCH_NSD" HTTP_ADDR="127.0.0.1:$PORT_NSD" LOG_FORMAT=text NO_COLOR=1 \
+KUBECONFIG="$WORK/nsd.kubeconfig" WATCH_NAMESPACE="$WATCH_NSD" LISTEN_ADDR="127.0.0.1:$PORT_NSD" LOG_FORMAT=text NO_COLOR=1 \
   LEASE_NAME="$FULLNAME_NSD" LEASE_NAMESPACE="$NS" \
   RUST_LOG="info,flashsale_operator=debug" "$OPERATOR" run >"$WORK/operator-nsd.log" 2>&1 &
 OPERATOR_NSD_PID=$!
@@ -527,7 +527,7 @@ nsd_no_forbidden
 log "  tour-postgres in $NS_OTHER: no status, no children"
 
 check "the namespaced operator pointed at $NS_OTHER is refused (forbidden)"
-if KUBECONFIG="$WORK/nsd.kubeconfig" WATCH_NAMESPACE="$NS_OTHER" HTTP_ADDR="127.0.0.1:$(free_port)" LEASE_NAME="$FULLNAME_NSD" \
+if KUBECONFIG="$WORK/nsd.kubeconfig" WATCH_NAMESPACE="$NS_OTHER" LISTEN_ADDR="127.0.0.1:$(free_port)" LEASE_NAME="$FULLNAME_NSD" \
   timeout 60 "$OPERATOR" run >"$WORK/nsd-other.log" 2>&1; then
   fail "the namespaced operator ran in $NS_OTHER"
 fi

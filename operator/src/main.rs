@@ -41,8 +41,14 @@ struct RunArgs {
     #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
     namespaces: Vec<String>,
     /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
-    http_addr: SocketAddr,
+    /// (`LISTEN_ADDR`, the name booking-app uses too; `--http-addr` is still accepted.)
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        alias = "http-addr",
+        default_value = "0.0.0.0:8080"
+    )]
+    listen_addr: SocketAddr,
     /// booking-app image for sales that do not name one.
     #[arg(long, env = "BOOKING_APP_IMAGE", default_value_t = Defaults::default().booking_app_image)]
     booking_app_image: String,
@@ -128,7 +134,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let http = tokio::spawn(server::serve(
-        args.http_addr,
+        args.listen_addr,
         state.clone(),
         shutdown.clone(),
     ));

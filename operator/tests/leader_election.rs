@@ -77,7 +77,7 @@ fn spawn_operator_with_lease(
         .env("LEASE_DURATION_SECONDS", duration_seconds.to_string())
         .env("LEASE_GRACE_SECONDS", grace_seconds.to_string())
         .env("POD_NAME", identity)
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("BOOKING_APP_IMAGE", "flashsale/booking-app:test")
         .env("LOG_FORMAT", "text")
         .env("NO_COLOR", "1")
