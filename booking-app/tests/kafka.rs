@@ -584,6 +584,13 @@ async fn two_workers_share_the_partitions_and_decide_each_request_once() {
             .map(|o| w.decisions(o))
             .sum::<f64>()
     };
+    // A worker counts a batch's decisions after its commit: Postgres can show them a moment
+    // before the counters do.
+    let (first_ref, second_ref) = (&first, &second);
+    eventually("the workers counted every decision", || async move {
+        (decided_by(first_ref) + decided_by(second_ref) >= total as f64).then_some(())
+    })
+    .await;
     let (a, b) = (decided_by(&first), decided_by(&second));
     eprintln!("decisions: first worker {a}, second worker {b}, of {total}");
     assert!(
