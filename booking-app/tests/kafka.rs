@@ -438,20 +438,8 @@ async fn read_records(
     config: &booking_app::config::Config,
     n: usize,
 ) -> Vec<booking_app::stage::kafka::record::BookingRecord> {
-    use rdkafka::ClientConfig;
-    use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::Message;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            config.kafka.kafka_brokers.as_deref().unwrap(),
-        )
-        .set("group.id", format!("reader-{}", Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&config.kafka.kafka_topic]).unwrap();
+    let consumer = kafka_support::topic_reader(config, &config.kafka.kafka_topic);
     let mut records = Vec::new();
     while records.len() < n {
         let message = tokio::time::timeout(common::EVENTUAL, consumer.recv())

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use booking_app::stage::kafka::client::KafkaSettings;
 use booking_app::stage::kafka::record::{BookingRecord, RECORD_VERSION};
 use booking_app::worker::kafka_consumer::dead_letter::{REASON_HEADER, SOURCE_HEADER};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::FutureRecord;
 use reqwest::StatusCode;
@@ -151,17 +149,7 @@ async fn read_dead_letters(
     topic: &str,
     n: usize,
 ) -> Vec<(String, String, Vec<u8>)> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            config.kafka.kafka_brokers.as_deref().unwrap(),
-        )
-        .set("group.id", format!("reader-{}", Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
+    let consumer = kafka_support::topic_reader(config, topic);
     let mut letters = Vec::new();
     while letters.len() < n {
         let message = tokio::time::timeout(common::EVENTUAL, consumer.recv())

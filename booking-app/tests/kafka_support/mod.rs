@@ -42,6 +42,24 @@ pub fn kafka_config(test: &str) -> Config {
 
 static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
+/// A consumer of `topic` from its first offset, in a group of its own that commits nothing: it
+/// reads what the test produced (or the worker dead-lettered) without disturbing anyone.
+pub fn topic_reader(config: &Config, topic: &str) -> rdkafka::consumer::StreamConsumer {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+        .set(
+            "bootstrap.servers",
+            config.kafka.kafka_brokers.as_deref().unwrap(),
+        )
+        .set("group.id", format!("reader-{}", Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
 pub async fn pool(config: &Config) -> PgPool {
     let pool = db::connect(&config.postgres)
         .await
