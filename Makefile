@@ -56,17 +56,22 @@ build: ## build the workspace
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: services-up ## lint (fmt, clippy, module cycles), services up, control plane up, every test of the workspace, the fuzz run, the chart's checks
+test: services-up ## lint (fmt, clippy, module cycles), services up, control plane up, every test of the workspace, the fuzz run, the README's local commands and make demo per stage, the chart's checks
 	$(MAKE) --no-print-directory lint
 	$(CONTROL_PLANE_UP)
 	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
 	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory test-demo
 	$(MAKE) --no-print-directory test-faults
 	FLASHSALE_OPERATOR="$${CARGO_TARGET_DIR:-target}/debug/flashsale-operator" hack/test-chart.sh
 
 .PHONY: fuzz
 fuzz: services-up ## schemathesis (pinned, from PyPI) drives booking-app from its own /openapi.json; zero failures (hack/fuzz.sh)
 	hack/fuzz.sh
+
+.PHONY: test-demo
+test-demo: services-up ## the README's "Run booking-app locally" block and `make demo STAGE=...` for each stage, summaries checked (hack/test-demo.sh; TEST_DEMO_*)
+	hack/test-demo.sh
 
 .PHONY: test-faults
 # --workspace rather than -p booking-app: the main run's feature set, so nothing is rebuilt.
