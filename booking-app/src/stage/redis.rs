@@ -68,11 +68,9 @@ impl RedisInventory {
         pool: PgPool,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StageError> {
-        let url = config.redis_url.as_deref().ok_or_else(|| {
-            StageError::Internal("stage redis needs REDIS_URL (--redis-url)".into())
-        })?;
+        let client = connection::client(config, "stage redis")?;
         let bookings =
-            Pool::connect(url, config.response_timeout(), config.redis_connections).await?;
+            Pool::connect(&client, config.response_timeout(), config.redis_connections).await?;
         let mut redis = bookings.get();
         let keys = Keys::new(config.redis_key_prefix.clone());
         let booking_script = redis::Script::new(BOOKING_SCRIPT);

@@ -9,6 +9,7 @@ pub mod checks;
 pub mod client;
 pub mod process;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,7 +119,9 @@ pub struct TestApp {
     worker: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+/// The databases (by URL) this test binary has migrated.
+static MIGRATED: tokio::sync::Mutex<BTreeSet<String>> =
+    tokio::sync::Mutex::const_new(BTreeSet::new());
 
 impl TestApp {
     pub async fn spawn(target: impl Into<Target>) -> TestApp {
@@ -134,13 +137,24 @@ impl TestApp {
         let mut config = test_config(stage);
         configure(&mut config);
         customize(&mut config);
+        Self::spawn_config(config).await
+    }
+
+    /// A booking-app of `config.stage` with exactly `config` (e.g. stores a test started itself).
+    pub async fn spawn_config(config: Config) -> TestApp {
+        let stage = config.stage;
         let pool = db::connect(&config.postgres)
             .await
             .expect("connect to Postgres at DATABASE_URL (is `hack/services.sh up` running?)");
-        // Once per test binary: concurrent first-time migrations would race on the catalog.
-        MIGRATED
-            .get_or_init(|| async { db::migrate(&pool).await.expect("migrations apply") })
-            .await;
+        {
+            // Once per database and test binary: concurrent first-time migrations would race
+            // on the catalog.
+            let mut migrated = MIGRATED.lock().await;
+            if !migrated.contains(&config.postgres.database_url) {
+                db::migrate(&pool).await.expect("migrations apply");
+                migrated.insert(config.postgres.database_url.clone());
+            }
+        }
         let metrics = Arc::new(Metrics::new());
         let authenticator = auth::authenticator(&config).await;
         let inventory = stage::build_inventory(&config, pool.clone(), metrics.clone())

@@ -49,8 +49,8 @@ impl Isolated {
         )
         .await
         .expect("stage redis connects");
-        let url = config.redis.redis_url.clone().expect("REDIS_URL");
-        let redis = connection::connect(&url, Duration::from_secs(5))
+        let client = connection::client(&config.redis, "the test").expect("REDIS_URL");
+        let redis = connection::connect(&client, Duration::from_secs(5))
             .await
             .expect("connect to Redis");
         let keys = Keys::new(config.redis.redis_key_prefix.clone());
