@@ -38,7 +38,14 @@ usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; 
 
 rotate_log() { if [[ -f $1 ]] && (( $(stat -c %s "$1") > 20000000 )); then mv -f "$1" "$1.1"; fi; }
 
-install_all() { local svc; for svc in "${SERVICES[@]}"; do "${svc}_install"; done; }
+# Beside the services: `make test` brings them up before it builds, and the build and the TLS
+# tests need OpenSSL too: rdkafka-sys builds librdkafka's SSL/SASL against the system's
+# (found with pkg-config), and booking-app/tests/store_tls.rs makes its certificates with the CLI.
+install_all() {
+  local svc
+  apt_install libssl-dev pkg-config openssl
+  for svc in "${SERVICES[@]}"; do "${svc}_install"; done
+}
 
 # svc_pid SERVICE: print the server's PID and succeed if it runs (a recycled PID does not count).
 svc_pid() {

@@ -3,6 +3,7 @@
 //! store, so a stage adds its settings next to its store's.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -80,6 +81,26 @@ pub struct Config {
     pub sale_event: SaleEventConfig,
     #[command(flatten)]
     pub auth: crate::auth::AuthConfig,
+    #[command(flatten)]
+    pub idempotency: IdempotencyConfig,
+}
+
+/// How long what a key's first use left behind is kept (`stage::retention`).
+#[derive(Debug, Clone, Args)]
+pub struct IdempotencyConfig {
+    /// How long a stored refusal (and, at stage redis, a key's claim on its event) is kept, e.g.
+    /// `24h`, `30m`, `90s`: a retry after it is a new request. `serve` deletes older refusals
+    /// from Postgres; a confirmed booking is never deleted and keeps its key.
+    #[arg(long, env = "IDEMPOTENCY_RETENTION", default_value = "24h",
+          value_parser = crate::loadgen::args::parse_duration)]
+    pub idempotency_retention: Duration,
+}
+
+impl IdempotencyConfig {
+    /// At least a second: Redis expires in whole seconds.
+    pub fn retention(&self) -> Duration {
+        self.idempotency_retention.max(Duration::from_secs(1))
+    }
 }
 
 /// Limits of the HTTP layer.
@@ -123,9 +144,26 @@ impl HttpConfig {
 /// PostgreSQL: the source of truth of every stage.
 #[derive(Debug, Clone, Args)]
 pub struct PostgresConfig {
-    /// postgres://user:password@host:port/database
+    /// postgres://user:password@host:port/database; may carry `sslmode` and `sslrootcert`.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+
+    /// TLS to Postgres, as libpq's `sslmode`; overrides the URL's. `verify-full` checks the
+    /// server's certificate against DB_SSL_ROOT_CERT (or the system's roots) and its host name.
+    #[arg(long, env = "DB_SSL_MODE", value_enum)]
+    pub db_ssl_mode: Option<DbSslMode>,
+
+    /// PEM file of the CA(s) the Postgres server's certificate must chain to (`sslrootcert`).
+    #[arg(long, env = "DB_SSL_ROOT_CERT")]
+    pub db_ssl_root_cert: Option<PathBuf>,
+
+    /// PEM file of this client's certificate, for a server that asks for one (`sslcert`).
+    #[arg(long, env = "DB_SSL_CLIENT_CERT", requires = "db_ssl_client_key")]
+    pub db_ssl_client_cert: Option<PathBuf>,
+
+    /// PEM file of that certificate's private key (`sslkey`).
+    #[arg(long, env = "DB_SSL_CLIENT_KEY", requires = "db_ssl_client_cert")]
+    pub db_ssl_client_key: Option<PathBuf>,
 
     /// Connections this process keeps open (per pod: the operator divides max_connections).
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
@@ -169,6 +207,17 @@ pub enum PostgresDecide {
     PerBooking,
 }
 
+/// libpq's `sslmode` values (booking-app's Postgres client is sqlx over rustls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DbSslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
 impl PostgresConfig {
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.db_acquire_timeout_ms)
@@ -178,9 +227,23 @@ impl PostgresConfig {
 /// Redis (stage redis).
 #[derive(Debug, Clone, Args)]
 pub struct RedisConfig {
-    /// redis://host:port/db — required by stage redis.
+    /// redis://host:port/db, or rediss://… for TLS — required by stage redis.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// With a rediss:// URL: PEM file of the CA(s) the server's certificate must chain to
+    /// (default: the system's roots).
+    #[arg(long, env = "REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+
+    /// With a rediss:// URL: PEM file of this client's certificate, for a server that asks for
+    /// one (`tls-auth-clients`).
+    #[arg(long, env = "REDIS_TLS_CERT_FILE", requires = "redis_tls_key_file")]
+    pub redis_tls_cert_file: Option<PathBuf>,
+
+    /// PEM file of that certificate's private key.
+    #[arg(long, env = "REDIS_TLS_KEY_FILE", requires = "redis_tls_cert_file")]
+    pub redis_tls_key_file: Option<PathBuf>,
 
     /// Prefix of every Redis key, so several deployments can share one Redis.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "flashsale")]
@@ -247,6 +310,47 @@ pub struct KafkaConfig {
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
 
+    /// How every Kafka client (producer, consumers, admin) talks to the brokers, as librdkafka's
+    /// `security.protocol`: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, ignore_case = true,
+        default_value_t = KafkaSecurityProtocol::Plaintext)]
+    pub kafka_security_protocol: KafkaSecurityProtocol,
+
+    /// SSL, SASL_SSL: PEM file of the CA(s) the brokers' certificates must chain to (default:
+    /// the system's roots). Broker host names are verified either way.
+    #[arg(long, env = "KAFKA_SSL_CA_FILE")]
+    pub kafka_ssl_ca_file: Option<PathBuf>,
+
+    /// SSL, SASL_SSL: PEM file of this client's certificate, for brokers that ask for one.
+    #[arg(long, env = "KAFKA_SSL_CERT_FILE", requires = "kafka_ssl_key_file")]
+    pub kafka_ssl_cert_file: Option<PathBuf>,
+
+    /// PEM file of that certificate's private key.
+    #[arg(long, env = "KAFKA_SSL_KEY_FILE", requires = "kafka_ssl_cert_file")]
+    pub kafka_ssl_key_file: Option<PathBuf>,
+
+    /// SASL_PLAINTEXT, SASL_SSL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_enum, ignore_case = true)]
+    pub kafka_sasl_mechanism: Option<KafkaSaslMechanism>,
+
+    /// SASL user name.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+
+    /// SASL password (prefer KAFKA_SASL_PASSWORD_FILE: a file is not in the process's
+    /// environment).
+    #[arg(
+        long,
+        env = "KAFKA_SASL_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "kafka_sasl_password_file"
+    )]
+    pub kafka_sasl_password: Option<String>,
+
+    /// File holding the SASL password (one trailing newline is ignored).
+    #[arg(long, env = "KAFKA_SASL_PASSWORD_FILE")]
+    pub kafka_sasl_password_file: Option<PathBuf>,
+
     /// Topic booking requests are queued on.
     #[arg(long, env = "KAFKA_TOPIC", default_value = "booking-requests")]
     pub kafka_topic: String,
@@ -291,6 +395,62 @@ pub struct KafkaConfig {
     /// API: how often a pod reads the group's committed offsets (status, place in line, push).
     #[arg(long, env = "KAFKA_STATUS_REFRESH_MS", default_value_t = 200)]
     pub kafka_status_refresh_ms: u64,
+}
+
+/// librdkafka's `security.protocol` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KafkaSecurityProtocol {
+    #[value(name = "PLAINTEXT")]
+    Plaintext,
+    #[value(name = "SSL")]
+    Ssl,
+    #[value(name = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    #[value(name = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl KafkaSecurityProtocol {
+    /// The value librdkafka takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// librdkafka's `sasl.mechanism` values booking-app supports (GSSAPI and OAUTHBEARER are not
+/// built in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KafkaSaslMechanism {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl KafkaSaslMechanism {
+    /// The value librdkafka takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
 }
 
 /// The sale's own event, created by `serve` if absent (`stage::sale_event`); the operator sets
@@ -444,6 +604,61 @@ mod tests {
             documented, read,
             "README table (left) vs. the binary's settings (right)"
         );
+    }
+
+    #[test]
+    fn kafka_security_takes_librdkafka_names_in_any_case() {
+        let parse = |protocol: &str, mechanism: &str| {
+            Config::try_parse_from([
+                "booking-app",
+                "--database-url",
+                "x",
+                "--kafka-security-protocol",
+                protocol,
+                "--kafka-sasl-mechanism",
+                mechanism,
+            ])
+            .map(|c| {
+                (
+                    c.kafka.kafka_security_protocol,
+                    c.kafka.kafka_sasl_mechanism,
+                )
+            })
+        };
+        assert_eq!(
+            parse("SASL_SSL", "SCRAM-SHA-512").unwrap(),
+            (
+                KafkaSecurityProtocol::SaslSsl,
+                Some(KafkaSaslMechanism::ScramSha512)
+            )
+        );
+        assert_eq!(
+            parse("sasl_plaintext", "plain").unwrap(),
+            (
+                KafkaSecurityProtocol::SaslPlaintext,
+                Some(KafkaSaslMechanism::Plain)
+            )
+        );
+        assert!(parse("TLS", "PLAIN").is_err());
+        assert!(parse("SSL", "GSSAPI").is_err());
+    }
+
+    /// A certificate without its key (or a key alone) is refused at parse time, for every store.
+    #[test]
+    fn a_client_certificate_needs_its_key() {
+        for (cert, key) in [
+            ("--db-ssl-client-cert", "--db-ssl-client-key"),
+            ("--redis-tls-cert-file", "--redis-tls-key-file"),
+            ("--kafka-ssl-cert-file", "--kafka-ssl-key-file"),
+        ] {
+            for alone in [cert, key] {
+                let parsed =
+                    Config::try_parse_from(["booking-app", "--database-url", "x", alone, "/f"]);
+                assert!(parsed.is_err(), "{alone} without its pair was accepted");
+            }
+            Config::try_parse_from(["booking-app", "--database-url", "x", cert, "/c", key, "/k"])
+                .unwrap_or_else(|e| panic!("{cert} with {key}: {e}"));
+        }
     }
 
     #[test]

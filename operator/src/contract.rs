@@ -38,9 +38,15 @@ pub const SALE_EVENT_TICKETS: &str = "SALE_EVENT_TICKETS";
 pub const SALE_EVENT_PER_USER_LIMIT: &str = "SALE_EVENT_PER_USER_LIMIT";
 /// File holding the HS256 secret bearer tokens are verified (API) and signed (loadgen) with.
 pub const AUTH_HS256_SECRET_FILE: &str = "AUTH_HS256_SECRET_FILE";
+/// `spec.auth.jwks`: the identity provider's keys, as a URL or a file (a mounted ConfigMap key).
+pub const AUTH_JWKS_URL: &str = "AUTH_JWKS_URL";
+pub const AUTH_JWKS_FILE: &str = "AUTH_JWKS_FILE";
+/// `spec.auth.issuer` / `audience`: required of every token, and carried by minted ones.
+pub const AUTH_ISSUER: &str = "AUTH_ISSUER";
+pub const AUTH_AUDIENCE: &str = "AUTH_AUDIENCE";
 
 /// Every variable above: what the operator may set on a booking-app container.
-pub const ENV_VARS: [&str; 22] = [
+pub const ENV_VARS: [&str; 26] = [
     STAGE,
     LISTEN_ADDR,
     METRICS_LISTEN_ADDR,
@@ -63,6 +69,10 @@ pub const ENV_VARS: [&str; 22] = [
     SALE_EVENT_TICKETS,
     SALE_EVENT_PER_USER_LIMIT,
     AUTH_HS256_SECRET_FILE,
+    AUTH_JWKS_URL,
+    AUTH_JWKS_FILE,
+    AUTH_ISSUER,
+    AUTH_AUDIENCE,
 ];
 
 /// Subcommands of the `booking-app` binary the operator runs.

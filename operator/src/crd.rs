@@ -102,6 +102,72 @@ pub struct FlashSaleSpec {
     /// names.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+
+    /// How the booking API verifies its users' bearer tokens. Absent: HS256 tokens signed with
+    /// the secret the operator generates into the sale's credentials Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+/// The identity provider the sale trusts. With a JWKS source the sale's API pods verify only
+/// tokens its keys signed (and carrying this issuer and audience): the generated HS256 secret is
+/// not given to them, so whoever can read the sale's Secret cannot mint a token the sale accepts.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("!has(self.jwks) || (has(self.issuer) && has(self.audience))").message("auth.jwks needs auth.issuer and auth.audience: without them a token the identity provider issued for any other application would be accepted")
+)]
+pub struct AuthSpec {
+    /// Required `iss` of every token; the tokens calibration mints carry it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub issuer: Option<String>,
+    /// Required `aud` of every token; the tokens calibration mints carry it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub audience: Option<String>,
+    /// The identity provider's public keys (ES256/ES384/RS256/RS384/RS512). Absent: the
+    /// generated HS256 secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<JwksSource>,
+}
+
+/// Where the JWKS is: exactly one of `url` and `configMapRef`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    cel,
+    validation = Rule::new("has(self.url) != has(self.configMapRef)").message("auth.jwks: set exactly one of url and configMapRef")
+)]
+pub struct JwksSource {
+    /// The identity provider's JWKS endpoint, fetched by every API pod at start, every 5 minutes
+    /// and when a token names an unknown key. https only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') && size(self) > 8").message("auth.jwks.url must be an https:// URL: keys fetched over plain http could be replaced on the way"))]
+    pub url: Option<String>,
+    /// A ConfigMap key holding the JWKS document, mounted into the API pods as a file (read at
+    /// start: a changed key set takes effect as the pods restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ConfigMapKeyRef>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// ConfigMap in the FlashSale's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the JWKS (`{"keys": [...]}`).
+    #[serde(default = "default_jwks_key")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')").message("auth.jwks.configMapRef.key must be a ConfigMap key (letters, digits, '-', '_', '.')"))]
+    pub key: String,
+}
+
+fn default_jwks_key() -> String {
+    "jwks.json".into()
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -166,6 +166,102 @@ fn a_bad_topic_name_is_refused() {
     assert!(refusal(&fs).contains("kafka.topic"), "{}", refusal(&fs));
 }
 
+fn with_auth(issuer: bool, audience: bool, jwks: Option<JwksSource>) -> FlashSale {
+    let mut fs = valid();
+    fs.spec.auth = Some(AuthSpec {
+        issuer: issuer.then(|| "https://id.example.com/".into()),
+        audience: audience.then(|| "tickets".into()),
+        jwks,
+    });
+    fs
+}
+
+fn jwks_url(url: &str) -> Option<JwksSource> {
+    Some(JwksSource {
+        url: Some(url.into()),
+        config_map_ref: None,
+    })
+}
+
+fn jwks_config_map(key: &str) -> Option<JwksSource> {
+    Some(JwksSource {
+        url: None,
+        config_map_ref: Some(ConfigMapKeyRef {
+            name: "idp-keys".into(),
+            key: key.into(),
+        }),
+    })
+}
+
+#[test]
+fn an_identity_providers_jwks_by_https_url_or_config_map_passes() {
+    for jwks in [
+        jwks_url("https://id.example.com/.well-known/jwks.json"),
+        jwks_config_map("jwks.json"),
+    ] {
+        let fs = with_auth(true, true, jwks);
+        assert_eq!(refusal(&fs), "", "{:?}", fs.spec.auth);
+    }
+    // Issuer and audience alone: the generated secret, with those claims checked.
+    assert_eq!(refusal(&with_auth(true, true, None)), "");
+    assert_eq!(refusal(&with_auth(false, false, None)), "");
+}
+
+#[test]
+fn a_jwks_url_that_is_not_https_is_refused() {
+    for bad in [
+        "http://id.example.com/jwks.json",
+        "id.example.com/jwks.json",
+        "https://",
+    ] {
+        let message = refusal(&with_auth(true, true, jwks_url(bad)));
+        assert!(
+            message.contains("auth.jwks.url must be an https:// URL"),
+            "{bad}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_jwks_source_names_exactly_one_of_url_and_config_map() {
+    let both = Some(JwksSource {
+        url: Some("https://id.example.com/jwks.json".into()),
+        ..jwks_config_map("jwks.json").unwrap()
+    });
+    let neither = Some(JwksSource::default());
+    for jwks in [both, neither] {
+        let message = refusal(&with_auth(true, true, jwks));
+        assert!(
+            message.contains("set exactly one of url and configMapRef"),
+            "{message}"
+        );
+    }
+    let message = refusal(&with_auth(true, true, jwks_config_map("../etc")));
+    assert!(message.contains("configMapRef.key"), "{message}");
+}
+
+#[test]
+fn a_jwks_without_issuer_and_audience_is_refused() {
+    for (issuer, audience) in [(false, true), (true, false), (false, false)] {
+        let message = refusal(&with_auth(
+            issuer,
+            audience,
+            jwks_url("https://id.example.com/jwks.json"),
+        ));
+        assert!(
+            message.contains("auth.jwks needs auth.issuer and auth.audience"),
+            "{issuer} {audience}: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_config_map_ref_defaults_its_key() {
+    let source: JwksSource =
+        serde_json::from_value(serde_json::json!({"configMapRef": {"name": "idp-keys"}})).unwrap();
+    assert_eq!(source.config_map_ref.unwrap().key, "jwks.json");
+}
+
 /// Every `format` in the schema is one the API server knows (an unknown one is a warning on
 /// every apply), and unsigned fields keep their bounds.
 #[test]

@@ -30,6 +30,7 @@ impl FlashSaleBuilder {
             redis: Default::default(),
             kafka: Default::default(),
             network_policy: Default::default(),
+            auth: None,
         };
         let mut fs = FlashSale::new(name, spec);
         fs.metadata = ObjectMeta {

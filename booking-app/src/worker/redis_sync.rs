@@ -126,11 +126,10 @@ pub struct Syncer {
 impl Syncer {
     pub async fn connect(config: &RedisConfig, pool: PgPool) -> Result<Self, StageError> {
         let settings = SyncSettings::from_config(config);
-        let url = config.redis_url.as_deref().ok_or_else(|| {
-            StageError::Internal("the redis syncer needs REDIS_URL (--redis-url)".into())
-        })?;
-        let redis = connection::connect(url, settings.block + config.response_timeout()).await?;
-        let acks = connection::connect(url, config.response_timeout()).await?;
+        let client = connection::client(config, "the redis syncer")?;
+        let redis =
+            connection::connect(&client, settings.block + config.response_timeout()).await?;
+        let acks = connection::connect(&client, config.response_timeout()).await?;
         let mut syncer = Self::new(
             redis,
             pool,
@@ -455,7 +454,10 @@ pub async fn run_from_config(
     let pool = PgPoolOptions::new()
         .max_connections(config.postgres.db_pool_size.clamp(1, 2))
         .acquire_timeout(config.postgres.acquire_timeout())
-        .connect(&config.postgres.database_url)
+        .connect_with(
+            crate::db::connect_options(&config.postgres)
+                .map_err(crate::stage::records::pg_error)?,
+        )
         .await
         .map_err(crate::stage::records::pg_error)?;
     let syncer = Syncer::connect(&config.redis, pool)

@@ -9,6 +9,7 @@ pub mod checks;
 pub mod client;
 pub mod process;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,7 +119,9 @@ pub struct TestApp {
     worker: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
-static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+/// The databases (by URL) this test binary has migrated.
+static MIGRATED: tokio::sync::Mutex<BTreeSet<String>> =
+    tokio::sync::Mutex::const_new(BTreeSet::new());
 
 impl TestApp {
     pub async fn spawn(target: impl Into<Target>) -> TestApp {
@@ -134,19 +137,37 @@ impl TestApp {
         let mut config = test_config(stage);
         configure(&mut config);
         customize(&mut config);
+        Self::spawn_config(config).await
+    }
+
+    /// A booking-app of `config.stage` with exactly `config` (e.g. stores a test started itself).
+    pub async fn spawn_config(config: Config) -> TestApp {
+        let stage = config.stage;
         let pool = db::connect(&config.postgres)
             .await
             .expect("connect to Postgres at DATABASE_URL (is `hack/services.sh up` running?)");
-        // Once per test binary: concurrent first-time migrations would race on the catalog.
-        MIGRATED
-            .get_or_init(|| async { db::migrate(&pool).await.expect("migrations apply") })
-            .await;
+        {
+            // Once per database and test binary: concurrent first-time migrations would race
+            // on the catalog.
+            let mut migrated = MIGRATED.lock().await;
+            if !migrated.contains(&config.postgres.database_url) {
+                db::migrate(&pool).await.expect("migrations apply");
+                migrated.insert(config.postgres.database_url.clone());
+            }
+        }
         let metrics = Arc::new(Metrics::new());
         let authenticator = auth::authenticator(&config).await;
         let inventory = stage::build_inventory(&config, pool.clone(), metrics.clone())
             .await
             .unwrap_or_else(|err| panic!("build stage {stage}: {err}"));
         let shutdown = CancellationToken::new();
+        // As `serve` runs it: stored refusals expire.
+        tokio::spawn(booking_app::stage::retention::run(
+            pool.clone(),
+            config.idempotency.retention(),
+            metrics.clone(),
+            shutdown.child_token(),
+        ));
         // Hook for asynchronous stages: their worker runs beside the server, stopped with it.
         let worker = worker::needed(stage)
             .then(|| tokio::spawn(worker::run(config.clone(), shutdown.child_token())));
@@ -224,6 +245,43 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A database of its own on the test server, migrated, for a test whose app changes rows other
+/// tests wrote (a short `IDEMPOTENCY_RETENTION` deletes every old refusal it finds). Returns its
+/// URL; `drop_database` removes it.
+pub async fn own_database(purpose: &str) -> String {
+    require_services(Stage::Postgres);
+    let shared = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let name = format!("test_{purpose}_{}", uuid::Uuid::new_v4().simple());
+    let admin = PgPool::connect(&shared)
+        .await
+        .expect("connect to Postgres at DATABASE_URL");
+    // The name is ours: a fixed purpose and a UUID.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    admin.close().await;
+    let mut url = reqwest::Url::parse(&shared).expect("DATABASE_URL is a URL");
+    url.set_path(&name);
+    let pool = PgPool::connect(url.as_str()).await.expect("connect to it");
+    db::migrate(&pool).await.expect("migrations apply");
+    pool.close().await;
+    url.to_string()
+}
+
+/// Removes a database `own_database` made (its connections are closed first).
+pub async fn drop_database(url: &str) {
+    let name = reqwest::Url::parse(url).expect("a URL").path()[1..].to_string();
+    let shared = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let admin = PgPool::connect(&shared).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap_or_else(|e| panic!("DROP DATABASE {name}: {e}"));
 }
 
 /// Logs of the app under test go to the test's captured output (`RUST_LOG` to adjust).

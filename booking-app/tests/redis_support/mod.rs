@@ -41,11 +41,16 @@ impl Isolated {
             .expect("connect to Postgres at DATABASE_URL");
         db::migrate(&pool).await.expect("migrations apply");
         let metrics = Arc::new(Metrics::new());
-        let inventory = RedisInventory::connect(&config.redis, pool.clone(), metrics.clone())
-            .await
-            .expect("stage redis connects");
-        let url = config.redis.redis_url.clone().expect("REDIS_URL");
-        let redis = connection::connect(&url, Duration::from_secs(5))
+        let inventory = RedisInventory::connect(
+            &config.redis,
+            config.idempotency.retention(),
+            pool.clone(),
+            metrics.clone(),
+        )
+        .await
+        .expect("stage redis connects");
+        let client = connection::client(&config.redis, "the test").expect("REDIS_URL");
+        let redis = connection::connect(&client, Duration::from_secs(5))
             .await
             .expect("connect to Redis");
         let keys = Keys::new(config.redis.redis_key_prefix.clone());

@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod bad_input;
 pub mod concurrency;
+pub mod retention;
 
 /// One `#[tokio::test]` per suite function for `$stage`, in module `$name`; `$configure` (a
 /// `fn(&mut Config)`) selects one form of a stage that has several (stage postgres: batched or
@@ -27,6 +28,7 @@ macro_rules! stage_suite {
                 api::event_round_trip_and_booking_read_back,
                 api::refusals_are_409_with_their_reason,
                 api::booking_status_streams_as_server_sent_events,
+                api::booking_events_match_the_openapi_booking_schema,
                 api::idempotent_retries_book_once,
                 api::reused_idempotency_key_is_refused,
                 api::the_same_key_from_two_users_books_twice,
@@ -44,6 +46,7 @@ macro_rules! stage_suite {
                 concurrency::concurrent_bookings_never_oversell,
                 concurrency::last_ticket_is_sold_once,
                 concurrency::per_user_limit_holds_under_concurrency,
+                retention::a_refused_key_is_a_new_request_after_the_retention,
             );
         }
     };

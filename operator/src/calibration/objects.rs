@@ -17,6 +17,7 @@ use super::{
     LOADGEN_CONTAINER, Run, TERMINATION_MESSAGE_PATH, attempt_digest, job_name, server_name,
 };
 use crate::contract;
+use crate::reconcile::desired::auth::{self, Tokens};
 use crate::reconcile::desired::booking_app;
 use crate::reconcile::desired::labels::{self, Component};
 use crate::reconcile::desired::names;
@@ -57,8 +58,16 @@ pub fn build(sale: &Sale, run: &Run, sizing: &Sizing) -> (Deployment, Service, O
         attempt_digest(&run.key, run.attempt),
     )]);
 
-    let container =
-        booking_app::container(sale, stage, sizing, vec![contract::CMD_SERVE.into()], true);
+    // It serves loadgen's tokens, which are signed with the generated secret: never the sale's
+    // JWKS, whose private keys only the identity provider holds.
+    let container = booking_app::container(
+        sale,
+        stage,
+        sizing,
+        vec![contract::CMD_SERVE.into()],
+        true,
+        Tokens::Generated,
+    );
     let mut deployment = booking_app::deployment(
         sale,
         name.clone(),
@@ -104,8 +113,15 @@ pub fn build(sale: &Sale, run: &Run, sizing: &Sizing) -> (Deployment, Service, O
 fn loadgen_job(sale: &Sale, run: &Run, sizing: &Sizing) -> Job {
     let stage = run.key.stage;
     // Image, pull policy and entrypoint as every booking-app container has them; nothing else.
-    let base = booking_app::container(sale, stage, sizing, vec![CMD_LOADGEN.into()], false);
-    let container = Container {
+    let base = booking_app::container(
+        sale,
+        stage,
+        sizing,
+        vec![CMD_LOADGEN.into()],
+        false,
+        Tokens::None,
+    );
+    let mut container = Container {
         name: LOADGEN_CONTAINER.into(),
         image: base.image,
         image_pull_policy: base.image_pull_policy,
@@ -139,6 +155,8 @@ fn loadgen_job(sale: &Sale, run: &Run, sizing: &Sizing) -> Job {
         security_context: Some(container_security(true)),
         ..Container::default()
     };
+    // Its simulated users' tokens, signed as the scratch pod verifies them.
+    auth::configure(sale, Tokens::Generated, &mut container);
     let name = job_name(&sale.name, &run.key, run.attempt);
     Job {
         metadata: meta(sale, name, Component::CalibrationLoad, Some(stage)),
@@ -258,10 +276,65 @@ mod tests {
             args.contains("--termination-message-path /dev/termination-log"),
             "{args}"
         );
-        assert!(
-            c.env.as_ref().is_none_or(Vec::is_empty),
-            "loadgen needs no store credentials"
+        let env: Vec<_> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            env,
+            [contract::AUTH_HS256_SECRET_FILE],
+            "loadgen needs no store credentials, only the secret its tokens are signed with"
         );
+        let mount = &c.volume_mounts.as_ref().unwrap()[0];
+        assert!(
+            pod.volumes
+                .iter()
+                .flatten()
+                .any(|v| v.name == mount.name && v.secret.is_some()),
+            "the secret is mounted"
+        );
+    }
+
+    /// With the sale's users verified by an identity provider, calibration still mints its own
+    /// tokens: the scratch pod verifies the generated secret (never the JWKS, whose private keys
+    /// it cannot have) and loadgen signs with it, both with the sale's issuer and audience.
+    #[test]
+    fn calibration_mints_and_verifies_its_own_tokens_whatever_the_sale_trusts() {
+        let mut fs = crate::fixtures::FlashSaleBuilder::new("s", Stage::Redis).build();
+        fs.spec.auth = Some(crate::crd::AuthSpec {
+            issuer: Some("https://id.example.com/".into()),
+            audience: Some("tickets".into()),
+            jwks: Some(crate::crd::JwksSource {
+                url: Some("https://id.example.com/jwks.json".into()),
+                config_map_ref: None,
+            }),
+        });
+        let sale = crate::fixtures::sale_from(&fs);
+        let (deployment, _, job) = build(&sale, &run(true), &sizing(3));
+        let scratch = deployment.spec.unwrap().template.spec.unwrap();
+        let loadgen = job.unwrap().spec.unwrap().template.spec.unwrap();
+        for (what, pod) in [("scratch pod", &scratch), ("loadgen", &loadgen)] {
+            let env: BTreeMap<_, _> = pod.containers[0]
+                .env
+                .clone()
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.name, e.value))
+                .collect();
+            assert!(env.contains_key(contract::AUTH_HS256_SECRET_FILE), "{what}");
+            assert!(!env.contains_key(contract::AUTH_JWKS_URL), "{what}");
+            assert_eq!(
+                env[contract::AUTH_ISSUER].as_deref(),
+                Some("https://id.example.com/"),
+                "{what}"
+            );
+            assert_eq!(
+                env[contract::AUTH_AUDIENCE].as_deref(),
+                Some("tickets"),
+                "{what}"
+            );
+            assert!(
+                pod.volumes.iter().flatten().any(|v| v.secret.is_some()),
+                "{what} mounts the secret"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! Kafka clients of stage kafka, configured in one place: the idempotent producer of the API, the
 //! worker's group consumer, the API's tail and offset readers, and the topics they need (created
 //! when missing). librdkafka calls that block are run on tokio's blocking pool.
+//! Every client gets the same security settings (`KafkaSecurity`): TLS through librdkafka's
+//! OpenSSL (broker host names verified), SASL PLAIN or SCRAM. They are checked once, at start,
+//! so a half-configured client (a CA with PLAINTEXT, SASL without a password) never runs.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, KafkaSaslMechanism, KafkaSecurityProtocol};
 use crate::stage::StageError;
 
 /// Consumers (the API's tail, the workers) ask the broker for at least this much per fetch...
@@ -64,6 +68,154 @@ pub struct KafkaSettings {
     pub batch_linger: Duration,
     /// How often API pods read the group's committed offsets (status, position, push).
     pub status_refresh: Duration,
+    /// How every client reaches the brokers.
+    pub security: KafkaSecurity,
+}
+
+/// `security.protocol` and what it needs, as librdkafka properties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaSecurity {
+    pub protocol: KafkaSecurityProtocol,
+    /// SSL and SASL_SSL only.
+    pub tls: Option<KafkaTls>,
+    /// SASL_PLAINTEXT and SASL_SSL only.
+    pub sasl: Option<KafkaSasl>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KafkaTls {
+    /// None: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, for brokers that ask for one.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct KafkaSasl {
+    pub mechanism: KafkaSaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for KafkaSasl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSasl")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSecurity {
+    /// The settings of `config`, refused when they do not fit the protocol: TLS files without
+    /// TLS, SASL settings without SASL, or SASL without its mechanism, user or password.
+    pub fn from_config(config: &KafkaConfig) -> Result<Self, StageError> {
+        let protocol = config.kafka_security_protocol;
+        let invalid = |detail: &str| {
+            StageError::Invalid(format!(
+                "KAFKA_SECURITY_PROTOCOL={}: {detail}",
+                protocol.as_str()
+            ))
+        };
+        let tls_files = config.kafka_ssl_ca_file.is_some() || config.kafka_ssl_cert_file.is_some();
+        if tls_files && !protocol.uses_tls() {
+            return Err(invalid("KAFKA_SSL_* files need SSL or SASL_SSL"));
+        }
+        let sasl_set = config.kafka_sasl_mechanism.is_some()
+            || config.kafka_sasl_username.is_some()
+            || config.kafka_sasl_password.is_some()
+            || config.kafka_sasl_password_file.is_some();
+        if sasl_set && !protocol.uses_sasl() {
+            return Err(invalid(
+                "KAFKA_SASL_* settings need SASL_PLAINTEXT or SASL_SSL",
+            ));
+        }
+        let tls = protocol.uses_tls().then(|| KafkaTls {
+            ca_file: config.kafka_ssl_ca_file.clone(),
+            client: config
+                .kafka_ssl_cert_file
+                .clone()
+                .zip(config.kafka_ssl_key_file.clone()),
+        });
+        if let Some(tls) = &tls {
+            let files = tls.ca_file.iter().map(|f| ("KAFKA_SSL_CA_FILE", f)).chain(
+                tls.client.iter().flat_map(|(cert, key)| {
+                    [("KAFKA_SSL_CERT_FILE", cert), ("KAFKA_SSL_KEY_FILE", key)]
+                }),
+            );
+            for (setting, path) in files {
+                std::fs::File::open(path).map_err(|e| {
+                    StageError::Invalid(format!("{setting} {}: {e}", path.display()))
+                })?;
+            }
+        }
+        let sasl = if protocol.uses_sasl() {
+            let mechanism = config
+                .kafka_sasl_mechanism
+                .ok_or_else(|| invalid("needs KAFKA_SASL_MECHANISM"))?;
+            let username = config
+                .kafka_sasl_username
+                .clone()
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| invalid("needs KAFKA_SASL_USERNAME"))?;
+            let password = match (
+                &config.kafka_sasl_password,
+                &config.kafka_sasl_password_file,
+            ) {
+                (Some(password), _) => password.clone(),
+                (None, Some(path)) => read_password(path)?,
+                (None, None) => {
+                    return Err(invalid(
+                        "needs KAFKA_SASL_PASSWORD_FILE (or KAFKA_SASL_PASSWORD)",
+                    ));
+                }
+            };
+            Some(KafkaSasl {
+                mechanism,
+                username,
+                password,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            protocol,
+            tls,
+            sasl,
+        })
+    }
+
+    /// Sets these properties on a client's configuration.
+    pub fn apply(&self, config: &mut ClientConfig) {
+        config.set("security.protocol", self.protocol.as_str());
+        if let Some(tls) = &self.tls {
+            // librdkafka's default since 2.0, stated so no build or version can turn it off.
+            config.set("ssl.endpoint.identification.algorithm", "https");
+            if let Some(ca) = &tls.ca_file {
+                config.set("ssl.ca.location", ca.to_string_lossy());
+            }
+            if let Some((cert, key)) = &tls.client {
+                config
+                    .set("ssl.certificate.location", cert.to_string_lossy())
+                    .set("ssl.key.location", key.to_string_lossy());
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            config
+                .set("sasl.mechanism", sasl.mechanism.as_str())
+                .set("sasl.username", &sasl.username)
+                .set("sasl.password", &sasl.password);
+        }
+    }
+}
+
+/// A password file as Secrets and `echo` write it: one trailing newline is not part of it.
+fn read_password(path: &std::path::Path) -> Result<String, StageError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        StageError::Invalid(format!("KAFKA_SASL_PASSWORD_FILE {}: {e}", path.display()))
+    })?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_owned())
 }
 
 impl KafkaSettings {
@@ -92,6 +244,7 @@ impl KafkaSettings {
             batch_size: config.kafka_batch_size.max(1),
             batch_linger: Duration::from_millis(config.kafka_batch_linger_ms),
             status_refresh: Duration::from_millis(config.kafka_status_refresh_ms.max(10)),
+            security: KafkaSecurity::from_config(config)?,
         })
     }
 
@@ -104,6 +257,7 @@ impl KafkaSettings {
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "1000")
             .set("log_level", "4");
+        self.security.apply(&mut config);
         config
     }
 
@@ -306,6 +460,94 @@ pub fn undecided(committed: Option<i64>, low: i64, high: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    fn kafka_config(args: &[&str]) -> KafkaConfig {
+        let base = [
+            "booking-app",
+            "--database-url",
+            "x",
+            "--kafka-brokers",
+            "b:9092",
+        ];
+        crate::config::Config::try_parse_from(base.iter().chain(args))
+            .expect("parses")
+            .kafka
+    }
+
+    fn refusal(args: &[&str]) -> String {
+        KafkaSecurity::from_config(&kafka_config(args))
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn plaintext_is_the_default_and_sets_no_tls_or_sasl() {
+        let security = KafkaSecurity::from_config(&kafka_config(&[])).unwrap();
+        assert_eq!(security.protocol, KafkaSecurityProtocol::Plaintext);
+        let mut config = ClientConfig::new();
+        security.apply(&mut config);
+        assert_eq!(config.get("security.protocol"), Some("PLAINTEXT"));
+        assert_eq!(config.get("sasl.mechanism"), None);
+        assert_eq!(config.get("ssl.ca.location"), None);
+    }
+
+    #[test]
+    fn sasl_ssl_sets_every_property_and_reads_the_password_file() {
+        let dir = std::env::temp_dir().join(format!("kafka-sec-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, password) = (dir.join("ca.crt"), dir.join("password"));
+        std::fs::write(&ca, "pem").unwrap();
+        std::fs::write(&password, "s3cret\n").unwrap();
+        let settings = KafkaSettings::from_config(&kafka_config(&[
+            "--kafka-security-protocol",
+            "SASL_SSL",
+            "--kafka-ssl-ca-file",
+            ca.to_str().unwrap(),
+            "--kafka-sasl-mechanism",
+            "SCRAM-SHA-512",
+            "--kafka-sasl-username",
+            "booking",
+            "--kafka-sasl-password-file",
+            password.to_str().unwrap(),
+        ]))
+        .unwrap();
+        // Every client is built from `base`, so every client carries them.
+        let config = settings.base("any");
+        assert_eq!(config.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(config.get("ssl.ca.location"), ca.to_str());
+        assert_eq!(
+            config.get("ssl.endpoint.identification.algorithm"),
+            Some("https")
+        );
+        assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(config.get("sasl.username"), Some("booking"));
+        assert_eq!(config.get("sasl.password"), Some("s3cret"));
+        assert!(
+            !format!("{settings:?}").contains("s3cret"),
+            "the password is never printed"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn settings_that_do_not_fit_the_protocol_are_refused() {
+        assert!(refusal(&["--kafka-ssl-ca-file", "/ca.crt"]).contains("need SSL or SASL_SSL"));
+        assert!(refusal(&["--kafka-sasl-username", "u"]).contains("need SASL_PLAINTEXT"));
+        let sasl = ["--kafka-security-protocol", "SASL_SSL"];
+        assert!(refusal(&sasl).contains("KAFKA_SASL_MECHANISM"));
+        let with_mechanism = [&sasl[..], &["--kafka-sasl-mechanism", "PLAIN"]].concat();
+        assert!(refusal(&with_mechanism).contains("KAFKA_SASL_USERNAME"));
+        let with_user = [&with_mechanism[..], &["--kafka-sasl-username", "u"]].concat();
+        assert!(refusal(&with_user).contains("KAFKA_SASL_PASSWORD_FILE"));
+        let missing_ca = [
+            "--kafka-security-protocol",
+            "SSL",
+            "--kafka-ssl-ca-file",
+            "/nope",
+        ];
+        assert!(refusal(&missing_ca).contains("KAFKA_SSL_CA_FILE /nope"));
+    }
 
     #[test]
     fn undecided_counts_from_the_committed_offset() {

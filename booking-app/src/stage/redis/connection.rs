@@ -1,23 +1,70 @@
 //! Connecting to Redis and telling "Redis is down or busy, retry" (503) apart from real faults.
+//! TLS is the URL's business (`rediss://`), with the CA and client certificate from the
+//! REDIS_TLS_* files; rustls on ring, the process's one crypto provider.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, RedisError, ServerErrorKind};
+use redis::{ClientTlsConfig, ErrorKind, RedisError, ServerErrorKind, TlsCertificates};
 
+use crate::config::RedisConfig;
 use crate::stage::StageError;
+
+/// The client of `config`'s Redis (`what` names the caller in the error: stage redis, the
+/// syncer). TLS files given with a `redis://` URL are refused: they would go unused and the
+/// connection be plain text.
+pub fn client(config: &RedisConfig, what: &str) -> Result<redis::Client, StageError> {
+    let url = config
+        .redis_url
+        .as_deref()
+        .ok_or_else(|| StageError::Internal(format!("{what} needs REDIS_URL (--redis-url)")))?;
+    let invalid = |detail: String| StageError::Invalid(format!("REDIS_URL: {detail}"));
+    let tls_files = config.redis_tls_ca_file.is_some() || config.redis_tls_cert_file.is_some();
+    if !url.starts_with("rediss://") {
+        if tls_files {
+            return Err(invalid(
+                "REDIS_TLS_* files need a rediss:// URL (TLS); this one is plain text".into(),
+            ));
+        }
+        return redis::Client::open(url).map_err(|e| invalid(e.to_string()));
+    }
+    let client_tls = match (&config.redis_tls_cert_file, &config.redis_tls_key_file) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read("REDIS_TLS_CERT_FILE", cert)?,
+            client_key: read("REDIS_TLS_KEY_FILE", key)?,
+        }),
+        _ => None,
+    };
+    let root_cert = match &config.redis_tls_ca_file {
+        Some(ca) => Some(read("REDIS_TLS_CA_FILE", ca)?),
+        None => None,
+    };
+    redis::Client::build_with_tls(
+        url,
+        TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| invalid(e.to_string()))
+}
+
+fn read(setting: &str, path: &Path) -> Result<Vec<u8>, StageError> {
+    std::fs::read(path)
+        .map_err(|e| StageError::Invalid(format!("{setting} {}: {e}", path.display())))
+}
 
 /// A self-healing multiplexed connection. While Redis is down, a command fails after at most
 /// about a second (two quick reconnect attempts) instead of queueing behind the reconnects, so
 /// callers answer 503 and clients retry with their idempotency key.
 pub async fn connect(
-    url: &str,
+    client: &redis::Client,
     response_timeout: Duration,
 ) -> Result<ConnectionManager, StageError> {
-    let client =
-        redis::Client::open(url).map_err(|e| StageError::Internal(format!("REDIS_URL: {e}")))?;
+    let client = client.clone();
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(1)))
         .set_response_timeout(Some(response_timeout))
@@ -43,13 +90,14 @@ pub struct Pool {
 impl Pool {
     /// `size` connections (at least one), each self-healing as `connect` describes.
     pub async fn connect(
-        url: &str,
+        client: &redis::Client,
         response_timeout: Duration,
         size: usize,
     ) -> Result<Self, StageError> {
-        let connections =
-            futures::future::try_join_all((0..size.max(1)).map(|_| connect(url, response_timeout)))
-                .await?;
+        let connections = futures::future::try_join_all(
+            (0..size.max(1)).map(|_| connect(client, response_timeout)),
+        )
+        .await?;
         Ok(Self {
             connections: connections.into(),
             next: Arc::new(AtomicUsize::new(0)),

@@ -1,6 +1,7 @@
 //! booking-app's API Deployment (one per stage, see `names::booking_deployment`) and the
 //! Service in front of the serving stage's pods; `app_env` is the configuration contract
-//! (`crate::contract`) filled in for a stage, shared with the worker and the drain Job.
+//! (`crate::contract`) filled in for a stage, shared with the worker and the drain Job (the
+//! identity settings, which differ by container, come from `auth`).
 
 use std::collections::BTreeMap;
 
@@ -8,12 +9,13 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath, PodSpec, PodTemplateSpec,
-    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, PodSpec, PodTemplateSpec, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::auth::{self, Tokens};
 use super::kafka;
 use super::labels::{self, Component};
 use super::names::{self, secret_keys};
@@ -28,11 +30,6 @@ use crate::{capacity, contract};
 
 /// UUID v5 namespace of sale event ids (a fixed random UUID: ids never collide with other v5 uses).
 const SALE_EVENT_NAMESPACE: uuid::Uuid = uuid::uuid!("6c1f9a52-3d4e-4b8a-9f0e-2a7d5c8b1e43");
-
-/// Where the sale's token signing secret is mounted in every booking-app container.
-const AUTH_DIR: &str = "/var/run/flashsale/auth";
-const AUTH_FILE: &str = "hs256-secret";
-const AUTH_VOLUME: &str = "auth";
 
 /// UID booking-app images run as (the distroless `nonroot` user).
 pub const UID: i64 = 65532;
@@ -70,10 +67,6 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
         // The worker runs in its own Deployment, sized on its own.
         env(contract::RUN_WORKER, "false"),
         env(contract::LOG_FORMAT, contract::LOG_FORMAT_JSON),
-        env(
-            contract::AUTH_HS256_SECRET_FILE,
-            format!("{AUTH_DIR}/{AUTH_FILE}"),
-        ),
         // `serve` creates the sale's event if absent; an existing one (partly sold) is kept.
         env(contract::SALE_EVENT_ID, sale_event_id(sale).to_string()),
         env(contract::SALE_EVENT_NAME, sale.spec.event.name.clone()),
@@ -131,13 +124,15 @@ fn kafka_view_bytes(sale: &Sale) -> Option<u64> {
     Some((super::pod::quantity_bytes(limit)? / KAFKA_VIEW_SHARE).max(KAFKA_VIEW_FLOOR))
 }
 
-/// A booking-app container running `args`; probes only for long-running ones.
+/// A booking-app container running `args`, dealing in `tokens`; probes only for long-running
+/// ones.
 pub fn container(
     sale: &Sale,
     stage: Stage,
     sizing: &Sizing,
     args: Vec<String>,
     probes: bool,
+    tokens: Tokens,
 ) -> Container {
     let spec = &sale.spec.booking_app;
     let resources = pod_resources(
@@ -153,7 +148,7 @@ pub fn container(
     } else {
         contract::HEALTHZ_PATH
     };
-    Container {
+    let mut container = Container {
         name: "booking-app".into(),
         image: Some(sale.booking_image.clone()),
         image_pull_policy: sale.pull_policy.map(|p| match p {
@@ -187,25 +182,25 @@ pub fn container(
         // CPU request = limit: calibration measures a pod of exactly this size.
         resources: Some(resources),
         security_context: Some(container_security(true)),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: AUTH_VOLUME.into(),
-                mount_path: AUTH_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        }]),
         ..Container::default()
-    }
+    };
+    auth::configure(sale, tokens, &mut container);
+    container
 }
 
-/// The pod of a booking-app `container`: its scratch space and the sale's signing secret.
+/// The pod of a booking-app `container`: its scratch space and the key material it mounts.
 pub fn pod_spec(sale: &Sale, container: Container, restart_policy: Option<&str>) -> PodSpec {
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    volumes.extend(auth::pod_volumes(sale, &container));
     PodSpec {
         containers: vec![container],
         restart_policy: restart_policy.map(Into::into),
@@ -213,28 +208,7 @@ pub fn pod_spec(sale: &Sale, container: Container, restart_policy: Option<&str>)
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(30),
-        volumes: Some(vec![
-            Volume {
-                name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            },
-            Volume {
-                name: AUTH_VOLUME.into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(names::credentials_secret(&sale.name)),
-                    items: Some(vec![KeyToPath {
-                        key: secret_keys::AUTH_HS256_SECRET.into(),
-                        path: AUTH_FILE.into(),
-                        ..KeyToPath::default()
-                    }]),
-                    // Readable by the non-root UID without an fsGroup; the container is its only reader.
-                    default_mode: Some(0o444),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-        ]),
+        volumes: Some(volumes),
         ..PodSpec::default()
     }
 }
@@ -293,7 +267,14 @@ pub fn deployment(
 /// within the SLO (`capacity::in_flight_limit`) and shed the rest; the calibration's scratch pod
 /// keeps booking-app's generous default, so a new measurement is never capped by the last one.
 pub fn api_deployment(sale: &Sale, stage: Stage, replicas: i32, sizing: &Sizing) -> Deployment {
-    let mut container = container(sale, stage, sizing, vec![contract::CMD_SERVE.into()], true);
+    let mut container = container(
+        sale,
+        stage,
+        sizing,
+        vec![contract::CMD_SERVE.into()],
+        true,
+        Tokens::Sale,
+    );
     if let Some(per_pod_rps) = sizing.per_pod_rps {
         let slo = sale.spec.capacity.slo_p99_ms;
         let vars = container.env.get_or_insert_with(Vec::new);
@@ -470,6 +451,7 @@ mod tests {
             &sizing(1),
             vec!["serve".into()],
             true,
+            Tokens::Sale,
         ));
         let id = env["SALE_EVENT_ID"].value.clone().unwrap();
         assert_eq!(id.parse::<uuid::Uuid>().unwrap().get_version_num(), 5);
@@ -486,6 +468,7 @@ mod tests {
             &sizing(3),
             vec!["serve".into()],
             true,
+            Tokens::Sale,
         ));
         assert_eq!(again["SALE_EVENT_ID"].value.as_deref(), Some(id.as_str()));
         // Another FlashSale (another uid), another event.
@@ -544,6 +527,7 @@ mod tests {
             &sizing(1),
             vec!["serve".into()],
             true,
+            Tokens::Sale,
         ));
         let db = env["DATABASE_URL"]
             .value_from
@@ -569,6 +553,171 @@ mod tests {
             Some("flashsale:ns:s"),
             "per sale: sales may share a Redis"
         );
+    }
+
+    fn with_auth(auth: crate::crd::AuthSpec) -> Sale {
+        let mut fs = FlashSaleBuilder::new("s", Stage::Redis).build();
+        fs.spec.auth = Some(auth);
+        sale_from(&fs)
+    }
+
+    fn jwks(url: Option<&str>, config_map: Option<(&str, &str)>) -> crate::crd::AuthSpec {
+        crate::crd::AuthSpec {
+            issuer: Some("https://id.example.com/".into()),
+            audience: Some("tickets".into()),
+            jwks: Some(crate::crd::JwksSource {
+                url: url.map(Into::into),
+                config_map_ref: config_map.map(|(name, key)| crate::crd::ConfigMapKeyRef {
+                    name: name.into(),
+                    key: key.into(),
+                }),
+            }),
+        }
+    }
+
+    fn api_pod(sale: &Sale) -> PodSpec {
+        api_deployment(sale, Stage::Redis, 2, &sizing(2))
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+    }
+
+    /// The file a variable names lies in a directory the container mounts from `volume`.
+    fn mounted_file(pod: &PodSpec, var: &str) -> (String, Volume) {
+        let c = &pod.containers[0];
+        let path = env_of(c)[var].value.clone().unwrap();
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| path.starts_with(&format!("{}/", m.mount_path)))
+            .unwrap_or_else(|| panic!("{var}={path} is in no mounted directory"));
+        assert_eq!(mount.read_only, Some(true));
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .unwrap_or_else(|| panic!("the pod has no volume {}", mount.name))
+            .clone();
+        let file = path[mount.mount_path.len() + 1..].to_string();
+        (file, volume)
+    }
+
+    /// Whether any volume or variable of the pod reads the generated signing secret.
+    fn holds_generated_secret(pod: &PodSpec) -> bool {
+        let volume = pod.volumes.iter().flatten().any(|v| {
+            v.secret.as_ref().is_some_and(|s| {
+                s.items
+                    .iter()
+                    .flatten()
+                    .any(|i| i.key == secret_keys::AUTH_HS256_SECRET)
+            })
+        });
+        volume || env_of(&pod.containers[0]).contains_key(contract::AUTH_HS256_SECRET_FILE)
+    }
+
+    #[test]
+    fn by_default_api_pods_verify_the_generated_secret() {
+        let pod = api_pod(&sale("s", Stage::Redis));
+        let (file, volume) = mounted_file(&pod, contract::AUTH_HS256_SECRET_FILE);
+        let secret = volume.secret.unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("s-credentials"));
+        let item = &secret.items.unwrap()[0];
+        assert_eq!(
+            (item.key.as_str(), item.path.as_str()),
+            (secret_keys::AUTH_HS256_SECRET, file.as_str())
+        );
+        let env = env_of(&pod.containers[0]);
+        for absent in [
+            contract::AUTH_JWKS_URL,
+            contract::AUTH_JWKS_FILE,
+            contract::AUTH_ISSUER,
+            contract::AUTH_AUDIENCE,
+        ] {
+            assert!(!env.contains_key(absent), "{absent} without spec.auth");
+        }
+    }
+
+    #[test]
+    fn issuer_and_audience_alone_keep_the_generated_secret() {
+        let sale = with_auth(crate::crd::AuthSpec {
+            issuer: Some("flashsale".into()),
+            audience: Some("s".into()),
+            jwks: None,
+        });
+        let pod = api_pod(&sale);
+        assert!(holds_generated_secret(&pod));
+        let env = env_of(&pod.containers[0]);
+        assert_eq!(env["AUTH_ISSUER"].value.as_deref(), Some("flashsale"));
+        assert_eq!(env["AUTH_AUDIENCE"].value.as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn with_a_jwks_url_api_pods_verify_only_the_identity_providers_keys() {
+        let sale = with_auth(jwks(Some("https://id.example.com/jwks.json"), None));
+        let pod = api_pod(&sale);
+        let env = env_of(&pod.containers[0]);
+        assert_eq!(
+            env["AUTH_JWKS_URL"].value.as_deref(),
+            Some("https://id.example.com/jwks.json")
+        );
+        assert_eq!(
+            env["AUTH_ISSUER"].value.as_deref(),
+            Some("https://id.example.com/")
+        );
+        assert_eq!(env["AUTH_AUDIENCE"].value.as_deref(), Some("tickets"));
+        assert!(!env.contains_key("AUTH_JWKS_FILE"));
+        assert!(
+            !holds_generated_secret(&pod),
+            "the live sale must not accept tokens minted with the Secret"
+        );
+        let volumes: Vec<_> = pod.volumes.iter().flatten().map(|v| &v.name).collect();
+        assert_eq!(volumes, ["tmp"], "no key material to mount");
+        assert!(
+            env.keys().all(|k| contract::ENV_VARS.contains(&k.as_str())),
+            "only contract variables"
+        );
+    }
+
+    #[test]
+    fn a_jwks_config_map_is_mounted_as_the_jwks_file() {
+        let sale = with_auth(jwks(None, Some(("idp-keys", "keys.json"))));
+        let pod = api_pod(&sale);
+        let (file, volume) = mounted_file(&pod, contract::AUTH_JWKS_FILE);
+        let config_map = volume.config_map.unwrap();
+        assert_eq!(config_map.name, "idp-keys");
+        assert_eq!(config_map.optional, Some(false));
+        let item = &config_map.items.unwrap()[0];
+        assert_eq!(
+            (item.key.as_str(), item.path.as_str()),
+            ("keys.json", file.as_str())
+        );
+        let env = env_of(&pod.containers[0]);
+        assert!(!env.contains_key("AUTH_JWKS_URL"));
+        assert_eq!(env["AUTH_AUDIENCE"].value.as_deref(), Some("tickets"));
+        assert!(!holds_generated_secret(&pod));
+    }
+
+    #[test]
+    fn workers_get_no_identity_settings_or_keys() {
+        for sale in [
+            sale("s", Stage::Redis),
+            with_auth(jwks(None, Some(("idp-keys", "jwks.json")))),
+        ] {
+            let d = super::super::worker::worker_deployment(&sale, Stage::Redis, &sizing(1));
+            let pod = d.spec.unwrap().template.spec.unwrap();
+            assert!(
+                env_of(&pod.containers[0])
+                    .keys()
+                    .all(|k| !k.starts_with("AUTH_")),
+                "a worker verifies no token"
+            );
+            let volumes: Vec<_> = pod.volumes.iter().flatten().map(|v| &v.name).collect();
+            assert_eq!(volumes, ["tmp"]);
+        }
     }
 
     #[test]

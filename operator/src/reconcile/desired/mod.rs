@@ -2,6 +2,7 @@
 //! validated sale, the stage plan, the sizing and the credentials. The applier applies exactly
 //! this set and deletes the sale's children that are not in it.
 
+pub mod auth;
 pub mod booking_app;
 pub mod credentials;
 pub mod kafka;

@@ -7,6 +7,7 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::auth::Tokens;
 use super::booking_app::{container, deployment, pod_spec};
 use super::labels::{self, Component};
 use super::names;
@@ -20,7 +21,14 @@ use crate::stage::Stage;
 const DRAIN_BACKOFF_LIMIT: i32 = 6;
 
 pub fn worker_deployment(sale: &Sale, stage: Stage, sizing: &Sizing) -> Deployment {
-    let container = container(sale, stage, sizing, vec![contract::CMD_WORKER.into()], true);
+    let container = container(
+        sale,
+        stage,
+        sizing,
+        vec![contract::CMD_WORKER.into()],
+        true,
+        Tokens::None,
+    );
     deployment(
         sale,
         names::worker_deployment(&sale.name, stage),
@@ -36,7 +44,7 @@ pub fn drain_job(sale: &Sale, stage: Stage, sizing: &Sizing) -> Job {
         contract::CMD_WORKER.into(),
         contract::WORKER_DRAIN_FLAG.into(),
     ];
-    let container = container(sale, stage, sizing, args, false);
+    let container = container(sale, stage, sizing, args, false, Tokens::None);
     Job {
         metadata: meta(
             sale,
