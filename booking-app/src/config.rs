@@ -92,7 +92,7 @@ pub struct IdempotencyConfig {
     /// `24h`, `30m`, `90s`: a retry after it is a new request. `serve` deletes older refusals
     /// from Postgres; a confirmed booking is never deleted and keeps its key.
     #[arg(long, env = "IDEMPOTENCY_RETENTION", default_value = "24h",
-          value_parser = crate::loadgen::args::parse_duration)]
+          value_parser = crate::duration::parse_duration)]
     pub idempotency_retention: Duration,
 }
 

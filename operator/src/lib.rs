@@ -9,6 +9,7 @@ pub mod contract;
 pub mod controller;
 pub mod crd;
 pub mod crdgen;
+pub mod duration;
 pub mod error;
 pub mod fixtures;
 pub mod leader;

@@ -9,7 +9,7 @@ use crate::capacity::{
     CapacityError, DEFAULT_MAX_CONNECTIONS_CEILING, DEFAULT_TARGET_UTILIZATION, MAX_REPLICAS,
     SizingRequest, size_replicas,
 };
-use crate::schedule::parse_duration;
+use crate::duration::parse_duration;
 use crate::stage::Stage;
 
 #[derive(Debug, Clone, clap::Args)]

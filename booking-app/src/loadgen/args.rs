@@ -45,10 +45,10 @@ pub struct LoadgenArgs {
     #[arg(long)]
     pub rate: Option<f64>,
     /// Measured time (per step with --find-capacity), e.g. `30s`, `1500ms`, `2m`.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse_duration)]
     pub duration: Duration,
     /// Load before measuring (connections, caches, JIT of the stores); not in the report.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::duration::parse_duration)]
     pub warmup: Duration,
     /// Print one JSON document on stdout instead of tables.
     #[arg(long)]
@@ -74,10 +74,10 @@ pub struct LoadgenArgs {
     /// After the run, pending (202) bookings are followed until decided; give up (and report
     /// them unresolved) once none has been decided for this long. A backlog that drains slowly
     /// is waited for; one that stalls is not.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::duration::parse_duration)]
     pub pending_timeout: Duration,
     /// Per-request timeout; a timed-out request counts as an error.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse_duration)]
     pub request_timeout: Duration,
     /// Skip the invariant check (e.g. against a bare endpoint that books nothing).
     #[arg(long)]
@@ -119,42 +119,5 @@ impl LoadgenArgs {
             return Err("--max-rate must be at least 1".into());
         }
         Ok(())
-    }
-}
-
-/// Parses `250ms`, `10s`, `2m`, or a bare number of seconds (`1.5`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("not a duration: {text:?} (try 10s, 500ms, 2m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit in {text:?}: use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("not a duration: {text:?}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_or_without_units() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
-        assert!(parse_duration("-1s").is_err());
     }
 }
