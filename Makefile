@@ -46,17 +46,18 @@ fmt: ## format the workspace (rustfmt.toml); make test fails on unformatted code
 	$(CARGO) fmt --all
 
 .PHONY: lint
-lint: ## rustfmt check, clippy with warnings as errors, and no module cycle (hack/module-cycles.py)
+lint: ## rustfmt check, clippy with warnings as errors, no module cycle (hack/module-cycles.py), the unit tests of hack's Python scripts
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	python3 hack/module-cycles.py operator/src booking-app/src
+	python3 -m unittest discover --start-directory hack --pattern '*_test.py'
 
 .PHONY: build
 build: ## build the workspace
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: services-up ## lint (fmt, clippy, module cycles), services up, control plane up, every test of the workspace, the fuzz run, the README's local commands and make demo per stage, the chart's checks
+test: services-up ## lint (fmt, clippy, module cycles, hack's Python tests), services up, control plane up, every test of the workspace, the fuzz run, the README's local commands and make demo per stage, the chart's checks
 	$(MAKE) --no-print-directory lint
 	$(CONTROL_PLANE_UP)
 	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
