@@ -81,6 +81,26 @@ pub struct Config {
     pub sale_event: SaleEventConfig,
     #[command(flatten)]
     pub auth: crate::auth::AuthConfig,
+    #[command(flatten)]
+    pub idempotency: IdempotencyConfig,
+}
+
+/// How long what a key's first use left behind is kept (`stage::retention`).
+#[derive(Debug, Clone, Args)]
+pub struct IdempotencyConfig {
+    /// How long a stored refusal (and, at stage redis, a key's claim on its event) is kept, e.g.
+    /// `24h`, `30m`, `90s`: a retry after it is a new request. `serve` deletes older refusals
+    /// from Postgres; a confirmed booking is never deleted and keeps its key.
+    #[arg(long, env = "IDEMPOTENCY_RETENTION", default_value = "24h",
+          value_parser = crate::loadgen::args::parse_duration)]
+    pub idempotency_retention: Duration,
+}
+
+impl IdempotencyConfig {
+    /// At least a second: Redis expires in whole seconds.
+    pub fn retention(&self) -> Duration {
+        self.idempotency_retention.max(Duration::from_secs(1))
+    }
 }
 
 /// Limits of the HTTP layer.

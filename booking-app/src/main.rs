@@ -53,10 +53,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         db::migrate(&pool).await.context("migrating")?;
     }
     let metrics = Arc::new(Metrics::new());
-    let inventory = stage::build_inventory(&config, pool, metrics.clone())
+    let inventory = stage::build_inventory(&config, pool.clone(), metrics.clone())
         .await
         .context("building the stage")?;
     let shutdown = server::shutdown_on_signal();
+    // Stored refusals expire (IDEMPOTENCY_RETENTION); every API pod sweeps, skipping each
+    // other's rows.
+    tokio::spawn(stage::retention::run(
+        pool,
+        config.idempotency.retention(),
+        metrics.clone(),
+        shutdown.child_token(),
+    ));
     let worker = (config.run_worker && worker::needed(config.stage)).then(|| {
         tokio::spawn(worker::run_with_metrics(
             config.clone(),

@@ -797,3 +797,109 @@ async fn a_batch_with_a_key_taken_in_postgres_is_written_without_that_key() {
     assert_eq!(remaining, 8);
     fx.cleanup().await;
 }
+
+/// A refusal kept for its key lives in the key's claim, with the claim's expiry
+/// (IDEMPOTENCY_RETENTION), not in the event's idempotency hash, whose fields cannot expire: the
+/// hash holds only confirmed answers. After Redis lost the event and the claim, the rebuild puts
+/// the refusal (from Postgres) back into the claim for what is left of its retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refusal_is_kept_in_its_expiring_claim_and_restored_after_a_loss() {
+    common::init_logs();
+    let fx = Isolated::new("refusal-claim").await;
+    let event = fx.event(1, None).await;
+    let key = format!("refused-{}", event.id);
+    let refused = fx.book(event.id, "alice", 2, Some(&key)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StageError::Rejected {
+                reason: RejectReason::SoldOut,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let confirmed = fx
+        .book(event.id, "bob", 1, Some(&format!("ok-{}", event.id)))
+        .await
+        .expect("bob books the ticket");
+
+    let mut redis = fx.redis.clone();
+    let claim = fx.keys.key_claim(&key);
+    let claim_state = |mut redis: redis::aio::ConnectionManager| {
+        let claim = claim.clone();
+        async move {
+            let value: Option<String> = redis::cmd("GET")
+                .arg(&claim)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            let ttl: i64 = redis::cmd("TTL")
+                .arg(&claim)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            (value, ttl)
+        }
+    };
+    let (value, ttl) = claim_state(redis.clone()).await;
+    let value = value.expect("the key is claimed");
+    let (bound, answer) = value.split_once(' ').expect("`<event> <refusal>`");
+    assert_eq!(bound, event.id.to_string());
+    let answer: Booking = serde_json::from_str(answer).unwrap();
+    assert_eq!(
+        (answer.status, answer.reason),
+        (
+            booking_app::domain::BookingStatus::Rejected,
+            Some(RejectReason::SoldOut)
+        )
+    );
+    assert!(
+        (24 * 3600 - 60..=24 * 3600).contains(&ttl),
+        "the refusal expires with the claim (24 h by default), TTL is {ttl}"
+    );
+    let answers: Vec<String> = redis::cmd("HKEYS")
+        .arg(fx.keys.event(event.id).idempotency)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        answers,
+        [format!("ok-{}", event.id)],
+        "the hash keeps only the confirmed answer"
+    );
+
+    // Written behind, then Redis loses the event and the claim.
+    let mut syncer = fx.syncer("refusal-claim", 10);
+    fx.sync_until(&mut syncer, event.id, &[confirmed.id].into())
+        .await;
+    fx.lose_event(event.id, true).await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(&claim)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    fx.inventory.get_event(event.id).await.expect("reloads");
+    let (restored, ttl) = claim_state(redis.clone()).await;
+    assert_eq!(
+        restored.as_deref().map(|v| v.split_once(' ').unwrap().0),
+        Some(event.id.to_string().as_str()),
+        "the rebuild restores the refusal into its claim: {restored:?}"
+    );
+    assert!((1..=24 * 3600).contains(&ttl), "TTL {ttl}");
+    let replay = fx.book(event.id, "alice", 2, Some(&key)).await;
+    let Err(StageError::Rejected { detail, .. }) = replay else {
+        panic!("the refusal is replayed: {replay:?}")
+    };
+    assert!(detail.contains(&answer.id.to_string()), "{detail}");
+    let answers: i64 = redis::cmd("HLEN")
+        .arg(fx.keys.event(event.id).idempotency)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        answers, 1,
+        "the rebuild put only the confirmation in the hash"
+    );
+    fx.cleanup().await;
+}

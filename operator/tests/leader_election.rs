@@ -45,12 +45,19 @@ impl OperatorProcess {
     }
 }
 
-/// A free port of this test's range (18300-18399).
+/// A port for an operator's HTTP server, chosen by the kernel (an ephemeral port, not a fixed
+/// range: the tests of this file run at once, and a fixed range's first free port was picked by
+/// two of them, or taken by another process of the machine).
 fn free_port(skip: &[u16]) -> u16 {
-    (18300..18400)
-        .filter(|p| !skip.contains(p))
-        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        .expect("a free port in 18300-18399")
+    loop {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .expect("an ephemeral port on 127.0.0.1")
+            .port();
+        if !skip.contains(&port) {
+            return port;
+        }
+    }
 }
 
 const TEST_LEASE: &str = "flashsale-operator-test";

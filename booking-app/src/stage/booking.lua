@@ -11,13 +11,18 @@
 -- server). A call without a key passes only KEYS[1..5] and touches no claim.
 --
 -- KEYS[1] event hash (remaining, limit, ...)   KEYS[2] holdings hash (user -> tickets)
--- KEYS[3] idempotency hash (key -> answer)     KEYS[4] stream of decisions not yet in Postgres
+-- KEYS[3] idempotency hash (key -> confirmed answer)
+-- KEYS[4] stream of decisions not yet in Postgres
 -- KEYS[5] unsynced hash (booking id -> booking, for reads until the syncer has written it)
--- KEYS[6] only with a key: string, the event the key was first used for (its claim)
+-- KEYS[6] only with a key: string, its claim: the event the key was first used for, and after a
+--         refusal `<event id> <refusal JSON>`. It expires ARGV[7] seconds after the key's first
+--         use (IDEMPOTENCY_RETENTION), and the refusal with it: Redis 7.0 cannot expire a hash
+--         field, and refusals, unlike confirmations (at most one per ticket), have no bound.
 -- ARGV[1] user id   ARGV[2] quantity (>= 1)   ARGV[3] idempotency key ('' for none)
 -- ARGV[4] the booking as JSON, status confirmed (stored, replayed, streamed; a refusal stores a
 --         copy with status and reason changed)   ARGV[5] the booking's id
--- ARGV[6] the event's id (the claim's value)     ARGV[7] the claim's time to live, seconds
+-- ARGV[6] the event's id (the claim's value; 36 characters)
+-- ARGV[7] the claim's time to live, seconds
 --
 -- Answers (arrays of strings, first element the verdict):
 --   {'reused'}                             the key is bound to another event: nothing done
@@ -41,7 +46,7 @@ end
 
 -- Then the key's claim: a key bound to another event is refused whatever this event's state.
 -- The first use binds it for `claim_ttl`; later uses for the same event leave it (and its
--- expiry) as it is.
+-- expiry) as it is, and get the refusal it holds, if any. Once it has expired, the key is new.
 if key ~= '' then
   local claim = KEYS[6]
   if not claim then
@@ -50,8 +55,10 @@ if key ~= '' then
   local bound = redis.call('GET', claim)
   if not bound then
     redis.call('SET', claim, event_id, 'EX', claim_ttl)
-  elseif bound ~= event_id then
+  elseif string.sub(bound, 1, #event_id) ~= event_id then
     return {'reused'}
+  elseif #bound > #event_id then
+    return {'replay', string.sub(bound, #event_id + 2)}
   end
 end
 
@@ -63,7 +70,8 @@ if key ~= '' then
 end
 
 -- A refusal changes no inventory. Without a key it is not kept; with one it is the key's first
--- answer, and goes to Postgres through the stream like a booking (as stage postgres stores it).
+-- answer, kept in the key's claim (expiring with it), and goes to Postgres through the stream
+-- like a booking (as stage postgres stores it; Postgres deletes it after the same retention).
 local function refuse(reason, count)
   if key ~= '' then
     local refused = cjson.decode(answer)
@@ -71,7 +79,7 @@ local function refuse(reason, count)
     refused['reason'] = reason
     local encoded = cjson.encode(refused)
     redis.call('XADD', stream, '*', 'booking', encoded, 'key', key)
-    redis.call('HSET', idempotency, key, encoded)
+    redis.call('SET', KEYS[6], event_id .. ' ' .. encoded, 'KEEPTTL')
   end
   return {'rejected', reason, tostring(count)}
 end

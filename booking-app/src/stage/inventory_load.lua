@@ -5,7 +5,8 @@
 -- KEYS[1] event hash   KEYS[2] holdings hash   KEYS[3] idempotency hash   KEYS[4] booking stream
 -- ARGV[1] name  ARGV[2] tickets  ARGV[3] per-user limit (-1: none)  ARGV[4] created_at (RFC 3339)
 -- ARGV[5] remaining  ARGV[6] syncer consumer group  ARGV[7] n, the number of holdings
--- then n pairs (user, tickets), then pairs (idempotency key, answer) up to the end.
+-- then n pairs (user, tickets), then pairs (idempotency key, confirmed answer) up to the end
+-- (the loader puts refusals back into their keys' claims, where the booking script keeps them).
 -- Returns 1 when this call loaded the event, 0 when it was loaded already.
 
 local event, holdings, idempotency, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]

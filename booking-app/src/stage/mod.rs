@@ -83,6 +83,7 @@ pub mod kafka;
 pub mod postgres;
 pub mod records;
 pub mod redis;
+pub mod retention;
 pub mod sale_event;
 
 /// Builds the stage `config.stage` names over an open Postgres pool (every stage keeps its
@@ -99,7 +100,13 @@ pub async fn build_inventory(
             postgres::PostgresInventory::from_config(&config.postgres, pool, &metrics)?,
         )),
         Stage::Redis => Ok(std::sync::Arc::new(
-            redis::RedisInventory::connect(&config.redis, pool, metrics.clone()).await?,
+            redis::RedisInventory::connect(
+                &config.redis,
+                config.idempotency.retention(),
+                pool,
+                metrics.clone(),
+            )
+            .await?,
         )),
         Stage::Kafka => {
             let settings = kafka::client::KafkaSettings::from_config(&config.kafka)?;

@@ -3,7 +3,8 @@
 //! Postgres. No Postgres call on the booking path once the event is loaded.
 //!
 //! A booking is one round trip to Redis, keyed or not: the script also claims the
-//! `Idempotency-Key` (binds it to its event for a day), because with `appendfsync always` every
+//! `Idempotency-Key` (binds it to its event for IDEMPOTENCY_RETENTION, and keeps a refusal's
+//! answer in that claim, so the refusal expires with it), because with `appendfsync always` every
 //! writing round trip waits for its own fsync, and a separate claim command doubled the fsyncs
 //! of keyed bookings. The claim key is global (keys are unique across events), so a keyed
 //! script touches a slot outside its event's: stage redis assumes a single Redis primary, not
@@ -39,10 +40,6 @@ use crate::metrics::Metrics;
 /// The booking decision (see the script's header for its keys, arguments and answers).
 pub const BOOKING_SCRIPT: &str = include_str!("booking.lua");
 
-/// How long an `Idempotency-Key` stays bound to the event it was first used for (the booking
-/// script's claim). Within one event a key is honoured as long as the event is in Redis (and
-/// forever in Postgres).
-const KEY_CLAIM_TTL_SECS: u64 = 24 * 60 * 60;
 /// How often the stream-lag gauge is refreshed.
 const LAG_SAMPLE_PERIOD: Duration = Duration::from_secs(2);
 
@@ -54,6 +51,9 @@ pub struct RedisInventory {
     pool: PgPool,
     keys: Keys,
     booking_script: redis::Script,
+    /// How long a key's claim (and a refusal's answer in it) lives: IDEMPOTENCY_RETENTION. A
+    /// confirmed answer stays in the event's idempotency hash as long as the event is in Redis.
+    claim_ttl_secs: u64,
     loader: Loader,
     /// Stops the lag sampler when the stage is dropped.
     sampler: CancellationToken,
@@ -64,6 +64,7 @@ impl RedisInventory {
     /// cache gets them again on NOSCRIPT), and starts the stream-lag gauge.
     pub async fn connect(
         config: &RedisConfig,
+        retention: Duration,
         pool: PgPool,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StageError> {
@@ -78,7 +79,8 @@ impl RedisInventory {
             .load_async(&mut redis)
             .await
             .map_err(classify)?;
-        let loader = Loader::new(redis.clone(), pool.clone(), keys.clone());
+        let claim_ttl_secs = retention.as_secs().max(1);
+        let loader = Loader::new(redis.clone(), pool.clone(), keys.clone(), claim_ttl_secs);
         loader.prepare(&mut redis).await?;
 
         let lag = Gauge::default();
@@ -101,6 +103,7 @@ impl RedisInventory {
             pool,
             keys,
             booking_script,
+            claim_ttl_secs,
             loader,
             sampler,
         })
@@ -119,7 +122,13 @@ impl RedisInventory {
         booking: &Booking,
         key: &str,
     ) -> Result<Verdict, StageError> {
-        let call = booking_call(&self.keys, self.booking_script.get_hash(), booking, key)?;
+        let call = booking_call(
+            &self.keys,
+            self.booking_script.get_hash(),
+            booking,
+            key,
+            self.claim_ttl_secs,
+        )?;
         let mut redis = self.bookings.get();
         let reply: redis::Value = match call.query_async(&mut redis).await {
             Err(err)
@@ -153,6 +162,7 @@ fn booking_call(
     script_hash: &str,
     booking: &Booking,
     key: &str,
+    claim_ttl_secs: u64,
 ) -> Result<redis::Cmd, StageError> {
     let mut call = redis::Cmd::with_capacity(16, 1024);
     call.arg("EVALSHA")
@@ -167,7 +177,7 @@ fn booking_call(
         .map_err(|e| StageError::Internal(e.to_string()))?;
     call.write_arg_fmt(booking.id);
     call.write_arg_fmt(booking.event_id);
-    call.arg(KEY_CLAIM_TTL_SECS);
+    call.arg(claim_ttl_secs);
     Ok(call)
 }
 
@@ -452,8 +462,8 @@ mod tests {
                 .arg(serde_json::to_string(&booking).unwrap())
                 .arg(booking.id.to_string())
                 .arg(booking.event_id.to_string())
-                .arg(KEY_CLAIM_TTL_SECS);
-            let built = booking_call(&keys, script.get_hash(), &booking, key).unwrap();
+                .arg(86_400);
+            let built = booking_call(&keys, script.get_hash(), &booking, key, 86_400).unwrap();
             assert_eq!(
                 built.get_packed_command(),
                 expected.get_packed_command(),

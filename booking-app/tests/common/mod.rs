@@ -161,6 +161,13 @@ impl TestApp {
             .await
             .unwrap_or_else(|err| panic!("build stage {stage}: {err}"));
         let shutdown = CancellationToken::new();
+        // As `serve` runs it: stored refusals expire.
+        tokio::spawn(booking_app::stage::retention::run(
+            pool.clone(),
+            config.idempotency.retention(),
+            metrics.clone(),
+            shutdown.child_token(),
+        ));
         // Hook for asynchronous stages: their worker runs beside the server, stopped with it.
         let worker = worker::needed(stage)
             .then(|| tokio::spawn(worker::run(config.clone(), shutdown.child_token())));
@@ -238,6 +245,43 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// A database of its own on the test server, migrated, for a test whose app changes rows other
+/// tests wrote (a short `IDEMPOTENCY_RETENTION` deletes every old refusal it finds). Returns its
+/// URL; `drop_database` removes it.
+pub async fn own_database(purpose: &str) -> String {
+    require_services(Stage::Postgres);
+    let shared = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let name = format!("test_{purpose}_{}", uuid::Uuid::new_v4().simple());
+    let admin = PgPool::connect(&shared)
+        .await
+        .expect("connect to Postgres at DATABASE_URL");
+    // The name is ours: a fixed purpose and a UUID.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    admin.close().await;
+    let mut url = reqwest::Url::parse(&shared).expect("DATABASE_URL is a URL");
+    url.set_path(&name);
+    let pool = PgPool::connect(url.as_str()).await.expect("connect to it");
+    db::migrate(&pool).await.expect("migrations apply");
+    pool.close().await;
+    url.to_string()
+}
+
+/// Removes a database `own_database` made (its connections are closed first).
+pub async fn drop_database(url: &str) {
+    let name = reqwest::Url::parse(url).expect("a URL").path()[1..].to_string();
+    let shared = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let admin = PgPool::connect(&shared).await.expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap_or_else(|e| panic!("DROP DATABASE {name}: {e}"));
 }
 
 /// Logs of the app under test go to the test's captured output (`RUST_LOG` to adjust).

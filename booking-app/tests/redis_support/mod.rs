@@ -41,9 +41,14 @@ impl Isolated {
             .expect("connect to Postgres at DATABASE_URL");
         db::migrate(&pool).await.expect("migrations apply");
         let metrics = Arc::new(Metrics::new());
-        let inventory = RedisInventory::connect(&config.redis, pool.clone(), metrics.clone())
-            .await
-            .expect("stage redis connects");
+        let inventory = RedisInventory::connect(
+            &config.redis,
+            config.idempotency.retention(),
+            pool.clone(),
+            metrics.clone(),
+        )
+        .await
+        .expect("stage redis connects");
         let client = connection::client(&config.redis, "the test").expect("REDIS_URL");
         let redis = connection::connect(&client, Duration::from_secs(5))
             .await

@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod bad_input;
 pub mod concurrency;
+pub mod retention;
 
 /// One `#[tokio::test]` per suite function for `$stage`, in module `$name`; `$configure` (a
 /// `fn(&mut Config)`) selects one form of a stage that has several (stage postgres: batched or
@@ -44,6 +45,7 @@ macro_rules! stage_suite {
                 concurrency::concurrent_bookings_never_oversell,
                 concurrency::last_ticket_is_sold_once,
                 concurrency::per_user_limit_holds_under_concurrency,
+                retention::a_refused_key_is_a_new_request_after_the_retention,
             );
         }
     };

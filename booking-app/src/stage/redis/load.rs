@@ -23,6 +23,8 @@ pub struct Loader {
     pool: PgPool,
     keys: Keys,
     script: redis::Script,
+    /// The booking script's claim TTL: a refusal restored into its claim lives what is left of it.
+    claim_ttl_secs: u64,
 }
 
 /// A booking found in the stream: decided in Redis, maybe not yet in Postgres.
@@ -62,17 +64,18 @@ struct Snapshot {
     /// Which of the stream's booking ids Postgres already has.
     synced: HashSet<Uuid>,
     holdings: HashMap<String, i64>,
-    /// Idempotency key -> its first answer.
+    /// Idempotency key -> its first answer (confirmed, or a refusal kept for its key).
     answers: Vec<(String, Booking)>,
 }
 
 impl Loader {
-    pub fn new(redis: ConnectionManager, pool: PgPool, keys: Keys) -> Self {
+    pub fn new(redis: ConnectionManager, pool: PgPool, keys: Keys, claim_ttl_secs: u64) -> Self {
         Self {
             redis,
             pool,
             keys,
             script: redis::Script::new(LOAD_SCRIPT),
+            claim_ttl_secs,
         }
     }
 
@@ -174,6 +177,39 @@ impl Loader {
             .query_async(&mut redis)
             .await
             .map_err(classify)?;
+
+        // Refusals go back into their keys' claims, as the booking script keeps them, for what is
+        // left of their retention (older ones Postgres deletes; a retry of one is a new request).
+        // Before the event is loaded, so no booking can claim such a key first; NX keeps a claim
+        // that exists.
+        let (refusals, answers): (Vec<_>, Vec<_>) = std::mem::take(&mut snapshot.answers)
+            .into_iter()
+            .partition(|(_, booking)| booking.status == BookingStatus::Rejected);
+        snapshot.answers = answers;
+        let mut restore = redis::pipe();
+        let now = Utc::now();
+        for (key, booking) in &refusals {
+            let age = (now - booking.created_at)
+                .num_seconds()
+                .max(0)
+                .unsigned_abs();
+            let Some(ttl) = self.claim_ttl_secs.checked_sub(age).filter(|t| *t > 0) else {
+                continue;
+            };
+            let answer =
+                serde_json::to_string(booking).map_err(|e| StageError::Internal(e.to_string()))?;
+            restore
+                .cmd("SET")
+                .arg(self.keys.key_claim(key))
+                .arg(format!("{id} {answer}"))
+                .arg("EX")
+                .arg(ttl)
+                .arg("NX")
+                .ignore();
+        }
+        if !refusals.is_empty() {
+            let () = restore.query_async(&mut redis).await.map_err(classify)?;
+        }
 
         let event = &snapshot.event;
         let mut invocation = self.script.prepare_invoke();

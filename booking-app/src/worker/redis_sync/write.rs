@@ -47,6 +47,13 @@ WITH batch AS (
 )
 SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM sold), (SELECT count(*) FROM inventory)";
 
+/// A refusal in Postgres that still holds a key of the batch gives it up: Redis decided the key
+/// anew, so its claim, where the refusal was kept, has expired (IDEMPOTENCY_RETENTION; Postgres
+/// deletes such refusals too, but its sweep may not have come by yet). The refusal stays.
+const REFUSALS_RELEASE_KEYS: &str = "
+UPDATE bookings SET idempotency_key = NULL
+WHERE idempotency_key = ANY($1::text[]) AND status = 'rejected' AND NOT (id = ANY($2::uuid[]))";
+
 /// Bookings of the batch whose key belongs to another booking already (the key was used for
 /// another event after Redis forgot its claim): their tickets are real, the key cannot be theirs.
 /// Asked only after the batch's insert hit such a key.
@@ -137,6 +144,12 @@ async fn insert_dropping_taken_keys(
     mut rows: Rows<'_>,
 ) -> Result<Written, StageError> {
     let mut tx = pool.begin().await.map_err(pg_error)?;
+    sqlx::query(REFUSALS_RELEASE_KEYS)
+        .bind(&rows.keys)
+        .bind(&rows.ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_error)?;
     let taken: Vec<Uuid> = sqlx::query_scalar(KEYS_TAKEN)
         .bind(&rows.ids)
         .bind(&rows.keys)
