@@ -128,6 +128,130 @@ pub async fn booking_status_streams_as_server_sent_events(target: Target) {
     assert_eq!(unknown.error_code(), "not_found");
 }
 
+/// Every event of a booking's status stream, read to its end: (event name, data as JSON).
+async fn sse_events(app: &TestApp, id: Uuid) -> Vec<(String, Value)> {
+    let mut response = app
+        .http
+        .get(app.url(&format!("/bookings/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut text = String::new();
+    while let Some(chunk) = response.chunk().await.expect("stream chunk") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // Events are separated by a blank line; keep-alive comments (`:`) carry no event.
+    text.split("\n\n")
+        .filter_map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+            };
+            let data = field("data:")?;
+            let name = field("event:").unwrap_or_else(|| "message".into());
+            let json = serde_json::from_str(&data)
+                .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {data:?}"));
+            Some((name, json))
+        })
+        .collect()
+}
+
+/// The schema the document the app serves at `/openapi.json` gives the events of
+/// `GET /bookings/{id}/events` (its `Booking`), references resolved inside that document.
+async fn booking_schema(app: &TestApp) -> (jsonschema::Validator, Value) {
+    let doc = app.get("/openapi.json").await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let stream = &doc.body["paths"]["/bookings/{id}/events"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"]["schema"];
+    let reference = stream["$ref"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the event stream's schema is no reference: {stream}"));
+    assert_eq!(reference, "#/components/schemas/Booking");
+    let schemas = &doc.body["components"]["schemas"];
+    let booking = schemas["Booking"].clone();
+    assert!(booking.is_object(), "no Booking schema in {schemas}");
+    // The document is the schema's only resource: `#/components/schemas/...` resolves in it.
+    let root = json!({"$ref": reference, "components": doc.body["components"]});
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("the document's Booking schema does not compile: {e}"));
+    (validator, booking)
+}
+
+/// The payload is a `Booking` as the document states it: valid against the schema (types,
+/// formats, enums, required), and no property the schema does not name.
+fn assert_matches_booking_schema(schema: &(jsonschema::Validator, Value), payload: &Value) {
+    let (validator, booking) = schema;
+    let errors: Vec<String> = validator
+        .iter_errors(payload)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{payload} does not match the OpenAPI Booking schema: {errors:?}"
+    );
+    let declared = booking["properties"]
+        .as_object()
+        .expect("Booking properties");
+    for field in payload.as_object().expect("a JSON object").keys() {
+        assert!(
+            declared.contains_key(field),
+            "{payload}: `{field}` is not in the OpenAPI Booking schema"
+        );
+    }
+}
+
+/// The `booking` events of `GET /bookings/{id}/events` are the document's own `Booking`
+/// (`GET /bookings/{id}` too): a client generated from `/openapi.json` reads what is sent. At
+/// stage kafka the stream may carry queued states (with `position`) first, and a request over
+/// the per-user limit (which its door cannot know) streams a refusal with its `reason`.
+pub async fn booking_events_match_the_openapi_booking_schema(target: Target) {
+    let app = TestApp::spawn(target).await;
+    let schema = booking_schema(&app).await;
+    // The validator is not a pushover: a wrong status, a missing field, a stray one fail it.
+    let event = app.create_event(10, Some(1)).await;
+    let answer = app.book(event.id, "alice", 1, None).await;
+    let Decision::Confirmed(confirmed) = app.settle(&answer).await else {
+        panic!("not confirmed: {}", answer.body)
+    };
+    let read = app.get(&format!("/bookings/{}", confirmed.id)).await;
+    assert_matches_booking_schema(&schema, &read.body);
+    let mut bad = read.body.clone();
+    bad["status"] = json!("maybe");
+    assert!(!schema.0.is_valid(&bad), "status outside the enum passed");
+    let mut bad = read.body.clone();
+    bad.as_object_mut().unwrap().remove("created_at");
+    assert!(!schema.0.is_valid(&bad), "a missing required field passed");
+    for (field, value) in [("created_at", json!("yesterday")), ("id", json!("b-1"))] {
+        let mut bad = read.body.clone();
+        bad[field] = value;
+        assert!(!schema.0.is_valid(&bad), "formats are checked: {bad}");
+    }
+
+    let mut ids = vec![confirmed.id];
+    if target.stage == Stage::Kafka {
+        // alice holds her 1 of 1: queued, then decided as refused.
+        let refused = app.book(event.id, "alice", 1, None).await;
+        assert_eq!(refused.status, StatusCode::ACCEPTED, "{}", refused.body);
+        ids.push(refused.booking().id);
+    }
+    for id in ids {
+        let events = sse_events(&app, id).await;
+        assert!(!events.is_empty(), "no event for booking {id}");
+        for (name, payload) in &events {
+            assert_eq!(name, "booking", "{payload}");
+            assert_matches_booking_schema(&schema, payload);
+        }
+        let last = &events.last().unwrap().1;
+        assert_ne!(last["status"], "pending", "the stream ends decided: {last}");
+    }
+}
+
 pub async fn idempotent_retries_book_once(target: Target) {
     let app = TestApp::spawn(target).await;
     let event = app.create_event(10, None).await;

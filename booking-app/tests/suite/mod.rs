@@ -28,6 +28,7 @@ macro_rules! stage_suite {
                 api::event_round_trip_and_booking_read_back,
                 api::refusals_are_409_with_their_reason,
                 api::booking_status_streams_as_server_sent_events,
+                api::booking_events_match_the_openapi_booking_schema,
                 api::idempotent_retries_book_once,
                 api::reused_idempotency_key_is_refused,
                 api::the_same_key_from_two_users_books_twice,
