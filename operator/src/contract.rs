@@ -45,8 +45,27 @@ pub const AUTH_JWKS_FILE: &str = "AUTH_JWKS_FILE";
 pub const AUTH_ISSUER: &str = "AUTH_ISSUER";
 pub const AUTH_AUDIENCE: &str = "AUTH_AUDIENCE";
 
+/// TLS to Postgres (libpq's `sslmode`, overriding the URL's) and the files it reads.
+pub const DB_SSL_MODE: &str = "DB_SSL_MODE";
+pub const DB_SSL_ROOT_CERT: &str = "DB_SSL_ROOT_CERT";
+pub const DB_SSL_CLIENT_CERT: &str = "DB_SSL_CLIENT_CERT";
+pub const DB_SSL_CLIENT_KEY: &str = "DB_SSL_CLIENT_KEY";
+/// With a `rediss://` URL: the CA and client certificate files.
+pub const REDIS_TLS_CA_FILE: &str = "REDIS_TLS_CA_FILE";
+pub const REDIS_TLS_CERT_FILE: &str = "REDIS_TLS_CERT_FILE";
+pub const REDIS_TLS_KEY_FILE: &str = "REDIS_TLS_KEY_FILE";
+/// librdkafka's `security.protocol` of every Kafka client, and what SSL and SASL read.
+pub const KAFKA_SECURITY_PROTOCOL: &str = "KAFKA_SECURITY_PROTOCOL";
+pub const KAFKA_SSL_CA_FILE: &str = "KAFKA_SSL_CA_FILE";
+pub const KAFKA_SSL_CERT_FILE: &str = "KAFKA_SSL_CERT_FILE";
+pub const KAFKA_SSL_KEY_FILE: &str = "KAFKA_SSL_KEY_FILE";
+pub const KAFKA_SASL_MECHANISM: &str = "KAFKA_SASL_MECHANISM";
+pub const KAFKA_SASL_USERNAME: &str = "KAFKA_SASL_USERNAME";
+/// The SASL password as a file (the operator never puts it in a variable's value).
+pub const KAFKA_SASL_PASSWORD_FILE: &str = "KAFKA_SASL_PASSWORD_FILE";
+
 /// Every variable above: what the operator may set on a booking-app container.
-pub const ENV_VARS: [&str; 26] = [
+pub const ENV_VARS: [&str; 40] = [
     STAGE,
     LISTEN_ADDR,
     METRICS_LISTEN_ADDR,
@@ -73,6 +92,20 @@ pub const ENV_VARS: [&str; 26] = [
     AUTH_JWKS_FILE,
     AUTH_ISSUER,
     AUTH_AUDIENCE,
+    DB_SSL_MODE,
+    DB_SSL_ROOT_CERT,
+    DB_SSL_CLIENT_CERT,
+    DB_SSL_CLIENT_KEY,
+    REDIS_TLS_CA_FILE,
+    REDIS_TLS_CERT_FILE,
+    REDIS_TLS_KEY_FILE,
+    KAFKA_SECURITY_PROTOCOL,
+    KAFKA_SSL_CA_FILE,
+    KAFKA_SSL_CERT_FILE,
+    KAFKA_SSL_KEY_FILE,
+    KAFKA_SASL_MECHANISM,
+    KAFKA_SASL_USERNAME,
+    KAFKA_SASL_PASSWORD_FILE,
 ];
 
 /// Subcommands of the `booking-app` binary the operator runs.
@@ -97,6 +130,38 @@ pub const METRICS_PATH: &str = "/metrics";
 
 /// Values booking-app parses.
 pub const LOG_FORMAT_JSON: &str = "json";
+pub const DB_SSL_MODE_VERIFY_FULL: &str = "verify-full";
+pub const KAFKA_SECURITY_SSL: &str = "SSL";
+pub const KAFKA_SECURITY_SASL_SSL: &str = "SASL_SSL";
+
+/// Keys an external store's Secret (`spec.<store>.external.secretRef`) may carry beside its URL
+/// key, named as cert-manager and `kubernetes.io/tls` Secrets name them and, for Kafka, as
+/// librdkafka names its properties. The operator mounts the files and sets the variables above
+/// (README "TLS and authentication to external stores").
+pub mod external_secret {
+    /// PEM CA bundle the store's server certificate must chain to.
+    pub const CA: &str = "ca.crt";
+    /// PEM client certificate and its key (mutual TLS).
+    pub const TLS_CERT: &str = "tls.crt";
+    pub const TLS_KEY: &str = "tls.key";
+    /// Kafka: `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL` (derived when absent).
+    pub const KAFKA_SECURITY_PROTOCOL: &str = "security.protocol";
+    /// Kafka: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub const KAFKA_SASL_MECHANISM: &str = "sasl.mechanism";
+    pub const KAFKA_SASL_USERNAME: &str = "sasl.username";
+    pub const KAFKA_SASL_PASSWORD: &str = "sasl.password";
+
+    /// Every key the operator looks for.
+    pub const KEYS: [&str; 7] = [
+        CA,
+        TLS_CERT,
+        TLS_KEY,
+        KAFKA_SECURITY_PROTOCOL,
+        KAFKA_SASL_MECHANISM,
+        KAFKA_SASL_USERNAME,
+        KAFKA_SASL_PASSWORD,
+    ];
+}
 
 #[cfg(test)]
 mod tests {

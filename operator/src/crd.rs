@@ -364,6 +364,9 @@ pub struct WorkerSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ExternalStore {
     /// The Secret key holding the store's connection URL, passed to booking-app as its URL setting.
+    /// The same Secret may carry ca.crt (the CA to verify the server against), tls.crt and tls.key
+    /// (a client certificate) and, for Kafka, security.protocol, sasl.mechanism, sasl.username and
+    /// sasl.password; they are mounted as files into the pods.
     pub secret_ref: SecretKeyRef,
 }
 

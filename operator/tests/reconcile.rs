@@ -234,6 +234,21 @@ async fn changing_target_and_stage_updates_children_and_removes_stale_ones() {
     assert!(reasons.iter().any(|r| r == "Draining"), "{reasons:?}");
 }
 
+/// `spec.auth` trusting an identity provider: its JWKS by URL or ConfigMap.
+fn idp(url: Option<&str>, config_map: Option<&str>) -> flashsale_operator::crd::AuthSpec {
+    flashsale_operator::crd::AuthSpec {
+        issuer: Some("https://id.example.com/".into()),
+        audience: Some("tickets".into()),
+        jwks: Some(flashsale_operator::crd::JwksSource {
+            url: url.map(Into::into),
+            config_map_ref: config_map.map(|name| flashsale_operator::crd::ConfigMapKeyRef {
+                name: name.into(),
+                key: "jwks.json".into(),
+            }),
+        }),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_sales_are_refused_by_the_api_server_with_the_cel_message() {
     let client = client().await;
@@ -289,6 +304,27 @@ async fn invalid_sales_are_refused_by_the_api_server_with_the_cel_message() {
             Box::new(|fs| fs.spec.booking_app.service.node_port = Some(30080)),
             "nodePort needs type NodePort or LoadBalancer",
         ),
+        (
+            "jwks-http",
+            Box::new(|fs| fs.spec.auth = Some(idp(Some("http://id.example.com/jwks"), None))),
+            "auth.jwks.url must be an https:// URL",
+        ),
+        (
+            "jwks-both",
+            Box::new(|fs| {
+                fs.spec.auth = Some(idp(Some("https://id.example.com/jwks"), Some("idp-keys")))
+            }),
+            "auth.jwks: set exactly one of url and configMapRef",
+        ),
+        (
+            "jwks-anyone",
+            Box::new(|fs| {
+                let mut auth = idp(None, Some("idp-keys"));
+                auth.audience = None;
+                fs.spec.auth = Some(auth);
+            }),
+            "auth.jwks needs auth.issuer and auth.audience",
+        ),
     ];
     for (name, mutate, message) in cases {
         let mut fs = small_sale(name, Stage::Postgres, &ns.name);
@@ -309,13 +345,23 @@ async fn invalid_sales_are_refused_by_the_api_server_with_the_cel_message() {
     long.metadata.name = Some("a".repeat(41));
     let err = api.create(&PostParams::default(), &long).await.unwrap_err();
     assert!(err.to_string().contains("at most 40 characters"), "{err}");
-    // And a valid one is accepted.
+    // And a valid one is accepted, an identity provider's sale too.
     api.create(
         &PostParams::default(),
         &small_sale("fine", Stage::Postgres, &ns.name),
     )
     .await
     .expect("valid sale accepted");
+    let mut idp_sale = small_sale("idp", Stage::Postgres, &ns.name);
+    idp_sale.spec.auth = Some(idp(Some("https://id.example.com/jwks"), None));
+    let created = api
+        .create(&PostParams::default(), &idp_sale)
+        .await
+        .expect("a sale trusting an https JWKS is accepted");
+    assert_eq!(
+        created.spec.auth, idp_sale.spec.auth,
+        "spec.auth is kept whole"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

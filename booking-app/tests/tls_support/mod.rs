@@ -45,7 +45,7 @@ fn fresh_dir(name: &str) -> PathBuf {
 }
 
 /// A CA, a server certificate it signed for `localhost` and 127.0.0.1, a client certificate it
-/// signed, and a second CA that signed nothing here (the "wrong CA").
+/// signed, and a second CA that signed nothing here (the "wrong CA"); removed when dropped.
 pub struct Pki {
     pub dir: PathBuf,
 }
@@ -145,6 +145,12 @@ impl Pki {
 
     pub fn client_key(&self) -> PathBuf {
         self.file("client.key")
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

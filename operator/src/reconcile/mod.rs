@@ -56,7 +56,7 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
     if !teardown::has_finalizer(fs) {
         teardown::add(&ctx.client, fs).await?;
     }
-    let sale = match validate::validate(fs, &ctx.defaults) {
+    let mut sale = match validate::validate(fs, &ctx.defaults) {
         Ok(sale) => sale,
         Err(e @ Error::InvalidSpec(_)) => {
             warn!(error = %e, "spec cannot be served");
@@ -79,6 +79,8 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
         }
         Err(e) => return Err(e),
     };
+    // What the external stores' Secrets carry decides the pods' TLS files and settings.
+    sale.external_keys = observed.external_keys.clone();
     let drain = previous
         .stage
         .and_then(|s| observed.job(&desired::names::drain_job(&sale.name, s)));
@@ -155,7 +157,7 @@ async fn teardown_sale(
     let now = crate::schedule::to_time(now_utc);
     let name = fs.name_any();
     let namespace = fs.namespace().unwrap_or_default();
-    let sale = match validate::validate(fs, &ctx.defaults) {
+    let mut sale = match validate::validate(fs, &ctx.defaults) {
         Ok(sale) => sale,
         Err(e) => {
             // Without a valid spec no drain Job can be built: the sale goes as Kubernetes would
@@ -167,6 +169,8 @@ async fn teardown_sale(
         }
     };
     let observed = observe::observe(&ctx.client, &sale, previous.stage, true).await?;
+    // The drain Job reaches the stores as the sale's pods do.
+    sale.external_keys = observed.external_keys.clone();
     let step = match previous.stage {
         Some(stage) => teardown::plan(
             Some(stage),

@@ -6,6 +6,8 @@
 //! store's Secret without the opt-in label `flashsale.dev/allow-reference: "true"` refuses the
 //! sale (InvalidSpec).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -18,8 +20,10 @@ use serde::de::DeserializeOwned;
 use super::desired::credentials::Credentials;
 use super::desired::labels::{self, Component};
 use super::desired::names;
+use super::desired::store_tls::{self, StoreKind};
 use super::transition::JobState;
 use super::validate::{Sale, Store};
+use crate::contract::external_secret;
 use crate::error::{Error, Result};
 use crate::stage::Stage;
 
@@ -38,6 +42,9 @@ pub struct Observed {
     pub serving_pods: usize,
     /// External store Secrets (or keys) that do not exist: "secret/key".
     pub missing_external: Vec<String>,
+    /// The optional TLS and SASL keys (`contract::external_secret`) each needed external
+    /// store's Secret carries, by Secret name (see `Sale::external_keys`).
+    pub external_keys: BTreeMap<String, BTreeSet<String>>,
     /// Objects holding a child's name that are not the sale's: found by the applier, which then
     /// applied nothing.
     pub conflicts: Vec<super::ownership::Conflict>,
@@ -219,11 +226,19 @@ pub async fn observe(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let stages = [Some(sale.spec.stage), serving];
     let needed = [
-        (true, &sale.postgres),
-        (stages.iter().flatten().any(|s| s.uses_redis()), &sale.redis),
-        (stages.iter().flatten().any(|s| s.uses_kafka()), &sale.kafka),
+        (true, &sale.postgres, StoreKind::Postgres),
+        (
+            stages.iter().flatten().any(|s| s.uses_redis()),
+            &sale.redis,
+            StoreKind::Redis,
+        ),
+        (
+            stages.iter().flatten().any(|s| s.uses_kafka()),
+            &sale.kafka,
+            StoreKind::Kafka,
+        ),
     ];
-    for (_, store) in needed.into_iter().filter(|(needed, _)| *needed) {
+    for (_, store, kind) in needed.into_iter().filter(|(needed, ..)| *needed) {
         if let Store::External(r) = store {
             let secret = secrets.get_opt(&r.name).await?;
             if let Some(s) = &secret
@@ -235,15 +250,29 @@ pub async fn observe(
                     labels::ALLOW_REFERENCE
                 )));
             }
-            let present = secret.is_some_and(|s| {
-                s.data.is_some_and(|d| d.contains_key(&r.key))
-                    || s.string_data.is_some_and(|d| d.contains_key(&r.key))
-            });
-            if !present {
+            let keys: BTreeSet<String> = secret
+                .iter()
+                .flat_map(|s| {
+                    let data = s.data.iter().flat_map(|d| d.keys());
+                    data.chain(s.string_data.iter().flat_map(|d| d.keys()))
+                })
+                .cloned()
+                .collect();
+            if !keys.contains(&r.key) {
                 observed
                     .missing_external
                     .push(format!("{}/{}", r.name, r.key));
             }
+            for lacking in store_tls::incomplete(kind, &keys) {
+                observed
+                    .missing_external
+                    .push(format!("{}/{lacking}", r.name));
+            }
+            let optional: BTreeSet<String> = keys
+                .into_iter()
+                .filter(|k| external_secret::KEYS.contains(&k.as_str()))
+                .collect();
+            observed.external_keys.insert(r.name.clone(), optional);
         }
     }
     Ok(observed)

@@ -2,6 +2,8 @@
 //! (defaults applied, in-cluster or external store decided) or refuse it with a reason a user
 //! can act on. Pure: what needs the API (do referenced Secrets exist?) is `observe`'s job.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -90,6 +92,10 @@ pub struct Sale {
     pub window: Option<crate::schedule::SaleWindow>,
     /// The scrapers admitted to the metrics ports (from `Defaults`).
     pub metrics_from: Vec<NetworkPolicyPeer>,
+    /// The optional keys (`contract::external_secret`: CA, client certificate, SASL) each
+    /// external store's Secret carries, by Secret name. Empty from `validate`; set from
+    /// `Observed::external_keys` before anything is built (`desired::store_tls`).
+    pub external_keys: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Where a store runs.
@@ -218,6 +224,7 @@ pub fn validate(fs: &FlashSale, defaults: &Defaults) -> Result<Sale> {
         redis,
         kafka,
         metrics_from: defaults.metrics_from.clone(),
+        external_keys: BTreeMap::new(),
     })
 }
 

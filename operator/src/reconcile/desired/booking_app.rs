@@ -22,6 +22,7 @@ use super::names::{self, secret_keys};
 use super::pod::{
     container_security, env, env_from_secret, http_probe, meta, pod_resources, pod_security,
 };
+use super::store_tls;
 use crate::crd::{PullPolicy, ServiceType};
 use crate::reconcile::sizing::Sizing;
 use crate::reconcile::validate::{Sale, Store};
@@ -190,6 +191,7 @@ pub fn container(
         ..Container::default()
     };
     auth::configure(sale, tokens, &mut container);
+    store_tls::configure(sale, stage, &mut container);
     container
 }
 
@@ -201,6 +203,7 @@ pub fn pod_spec(sale: &Sale, container: Container, restart_policy: Option<&str>)
         ..Volume::default()
     }];
     volumes.extend(auth::pod_volumes(sale, &container));
+    volumes.extend(store_tls::pod_volumes(sale, &container));
     PodSpec {
         containers: vec![container],
         restart_policy: restart_policy.map(Into::into),

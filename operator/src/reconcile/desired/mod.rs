@@ -14,6 +14,7 @@ pub mod pod;
 pub mod postgres;
 pub mod redis;
 pub mod store;
+pub mod store_tls;
 pub mod worker;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
