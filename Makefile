@@ -62,7 +62,7 @@ test: services-up ## lint (fmt, clippy, module cycles, hack's Python tests), ser
 	$(CONTROL_PLANE_UP)
 	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
 	$(MAKE) --no-print-directory fuzz
-	$(MAKE) --no-print-directory test-demo
+	FLASHSALE_OPERATOR="$${CARGO_TARGET_DIR:-target}/debug/flashsale-operator" $(MAKE) --no-print-directory test-demo
 	$(MAKE) --no-print-directory test-faults
 	FLASHSALE_OPERATOR="$${CARGO_TARGET_DIR:-target}/debug/flashsale-operator" hack/test-chart.sh
 
@@ -71,7 +71,7 @@ fuzz: services-up ## schemathesis (pinned, from PyPI) drives booking-app from it
 	hack/fuzz.sh
 
 .PHONY: test-demo
-test-demo: services-up ## the README's "Run booking-app locally" block and `make demo STAGE=...` for each stage, summaries checked (hack/test-demo.sh; TEST_DEMO_*)
+test-demo: services-up ## the README's plan transcripts, its "Run booking-app locally" block and `make demo STAGE=...` for each stage, results checked (hack/test-demo.sh; TEST_DEMO_*)
 	hack/test-demo.sh
 
 .PHONY: test-faults

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # `make test-demo` (a step of `make test`): the README's no-cluster commands, run as a newcomer
 # runs them, and their results checked.
+#   0. Every `$ flashsale-operator plan ...` transcript in README.md: the command run
+#      (FLASHSALE_OPERATOR, which make test points at the binary `cargo test --workspace` built;
+#      else a debug build), each line the README shows (`…` elides) found in its output, in order.
 #   1. README "Run booking-app locally": its code block extracted from README.md and run (the
 #      server line in the background, the client lines after it once it is ready); the booking
 #      it makes must come back `confirmed`.
@@ -99,6 +102,38 @@ EOF
   log "README '$heading': ok ($((SECONDS - START)) s so far)"
 }
 
+# --- 0. the `plan` transcripts
+check_plan_transcripts() {
+  local operator="${FLASHSALE_OPERATOR:-}" n=0 cmd
+  if [[ -z "$operator" ]]; then
+    log "building flashsale-operator (debug) for the plan transcripts"
+    (cd "$REPO_ROOT" && cargo build --quiet -p flashsale-operator --bin flashsale-operator)
+    operator="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/flashsale-operator"
+  fi
+  [[ -x "$operator" ]] || die "no flashsale-operator binary at $operator"
+  # Each transcript becomes WORK/plan-N.cmd (the command) and WORK/plan-N.want (what it shows).
+  awk -v dir="$WORK" '
+    /^```/ { if (inside) { inside = 0; close(want) } else { fence = 1 }; next }
+    fence { fence = 0; if ($0 ~ /^\$ flashsale-operator plan /) { n++; inside = 1;
+              print substr($0, 3) > (dir "/plan-" n ".cmd"); close(dir "/plan-" n ".cmd");
+              want = dir "/plan-" n ".want"; printf "" > want }; next }
+    inside { print > want }' "$REPO_ROOT/README.md"
+  for cmd in "$WORK"/plan-*.cmd; do
+    [[ -e "$cmd" ]] || die "README.md has no \`\$ flashsale-operator plan\` transcript"
+    n=$((n + 1))
+    read -r -a argv <"$cmd"
+    "$operator" "${argv[@]:1}" >"${cmd%.cmd}.got" || die "README: '$(cat "$cmd")' failed"
+    # Every shown line, in order (a "…" line stands for lines left out).
+    awk 'NR == FNR { if ($0 != "…") want[++w] = $0; next }
+         i < w && $0 == want[i + 1] { i++ }
+         END { if (i < w) { print "missing from the output: " want[i + 1]; exit 1 } }' \
+      "${cmd%.cmd}.want" "${cmd%.cmd}.got" >"${cmd%.cmd}.diff" ||
+      die "README: '$(cat "$cmd")' prints something else; $(cat "${cmd%.cmd}.diff"); it printed:
+$(cat "${cmd%.cmd}.got")"
+  done
+  log "README: $n flashsale-operator plan transcripts match"
+}
+
 # --- 2. make demo STAGE=<stage>
 # check_demo STAGE OUTPUT RESULT_JSON: what the summary says, and what the result behind it says.
 check_demo() {
@@ -138,6 +173,7 @@ run_demo() {
   log "make demo STAGE=$stage: ok in $((SECONDS - t0)) s"
 }
 
+check_plan_transcripts
 if [[ "$README_BLOCK" == 1 ]]; then run_readme_block; fi
 for stage in $STAGES; do run_demo "$stage"; done
 log "README's local commands and make demo (${STAGES// /, }): ok in $((SECONDS - START)) s"
