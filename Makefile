@@ -49,7 +49,7 @@ fmt: ## format the workspace (rustfmt.toml); make test fails on unformatted code
 lint: ## rustfmt check, clippy with warnings as errors, no module cycle (hack/module-cycles.py), the unit tests of hack's Python scripts
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	python3 hack/module-cycles.py operator/src booking-app/src
+	python3 hack/module-cycles.py operator/src booking-app/src contract/src
 	python3 -m unittest discover --start-directory hack --pattern '*_test.py'
 
 .PHONY: build

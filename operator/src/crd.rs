@@ -9,7 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::stage::Stage;
+pub use flashsale_contract::Stage;
 pub use status::{CalibrationAttempt, CalibrationRecord, FlashSaleStatus, Phase, SizingStatus};
 
 mod status;

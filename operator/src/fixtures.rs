@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::crd::{EventSpec, ExternalStore, FlashSale, FlashSaleSpec, SecretKeyRef};
 use crate::reconcile::sizing::{self, Sizing};
 use crate::reconcile::validate::{Defaults, Sale, validate};
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 pub struct FlashSaleBuilder {
     fs: FlashSale,

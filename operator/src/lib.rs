@@ -20,4 +20,3 @@ pub mod sale_metrics;
 pub mod scaling;
 pub mod schedule;
 pub mod server;
-pub mod stage;

@@ -10,7 +10,7 @@ use crate::capacity::{
     SizingRequest, size_replicas,
 };
 use crate::duration::parse_duration;
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {

@@ -4,11 +4,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
-use crate::calibration::CalibrationResult;
 use crate::crd::{CalibrationRecord, FlashSale, SizingStatus, WindowSpec};
 use crate::fixtures::{FlashSaleBuilder, sale_from};
 use crate::schedule::to_time;
-use crate::stage::Stage;
+use flashsale_contract::CalibrationResult;
+use flashsale_contract::Stage;
 
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use common::*;
+use flashsale_contract::Stage;
 use flashsale_operator::autoscale::scrape::{LoadObserver, PodTarget, RequestCounter, ScrapeError};
 use flashsale_operator::calibration::CalibrationKey;
 use flashsale_operator::calibration::{LOADGEN_CONTAINER, job_name};
@@ -24,7 +25,6 @@ use flashsale_operator::reconcile::reconcile_by_name;
 use flashsale_operator::reconcile::validate::{Defaults, validate};
 use flashsale_operator::scaling::calibration_key;
 use flashsale_operator::schedule::{ManualClock, to_time};
-use flashsale_operator::stage::Stage;
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;

@@ -1,8 +1,10 @@
 //! `booking-app loadgen` flags, with the defaults and constraints documented where they are set.
+//! Those the operator's calibration Job passes are named by the contract crate (`flag::*`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use flashsale_contract::flag;
 use uuid::Uuid;
 
 /// Drive a flash sale against a running booking-app and measure it.
@@ -19,7 +21,7 @@ pub struct LoadgenArgs {
     #[command(flatten)]
     pub auth: crate::auth::AuthConfig,
     /// booking-app base URL (plain HTTP: loopback or in-cluster).
-    #[arg(long, env = "LOADGEN_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long = flag::URL, env = "LOADGEN_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// Book against this existing event instead of creating one. The invariant check then
     /// assumes loadgen is the only client booking it during the run.
@@ -57,10 +59,10 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Search the highest open-loop rate that meets --slo-p99-ms and --max-error-rate.
-    #[arg(long)]
+    #[arg(long = flag::FIND_CAPACITY)]
     pub find_capacity: bool,
     /// SLO on the p99 latency, in milliseconds (with --find-capacity).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long = flag::SLO_P99_MS, default_value_t = 100)]
     pub slo_p99_ms: u64,
     /// SLO on the share of requests that fail (5xx, timeouts, unsent) (with --find-capacity).
     #[arg(long, default_value_t = 0.01)]
@@ -69,7 +71,7 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = 1_000_000.0)]
     pub max_rate: f64,
     /// Write the calibration result here as compact JSON (a Kubernetes termination message).
-    #[arg(long, requires = "find_capacity")]
+    #[arg(long = flag::TERMINATION_MESSAGE_PATH, requires = "find_capacity")]
     pub termination_message_path: Option<PathBuf>,
     /// After the run, pending (202) bookings are followed until decided; give up (and report
     /// them unresolved) once none has been decided for this long. A backlog that drains slowly
@@ -86,7 +88,7 @@ pub struct LoadgenArgs {
     #[arg(long)]
     pub no_idempotency_keys: bool,
     /// No live progress line.
-    #[arg(long)]
+    #[arg(long = flag::NO_PROGRESS)]
     pub no_progress: bool,
 }
 

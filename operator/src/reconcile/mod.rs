@@ -254,7 +254,7 @@ async fn write_status(
 async fn patch_status_stage(
     ctx: &Context,
     fs: &FlashSale,
-    stage: crate::stage::Stage,
+    stage: flashsale_contract::Stage,
 ) -> Result<()> {
     let api: Api<FlashSale> =
         Api::namespaced(ctx.client.clone(), &fs.namespace().unwrap_or_default());

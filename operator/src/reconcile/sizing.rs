@@ -88,7 +88,7 @@ mod tests {
     use super::*;
     use crate::crd::FlashSale;
     use crate::fixtures::{FlashSaleBuilder, sale_from};
-    use crate::stage::Stage;
+    use flashsale_contract::Stage;
 
     fn size(fs: &FlashSale) -> Sizing {
         decide(

@@ -13,7 +13,7 @@ use super::transition::{LeaveStep, StagePlan};
 use super::validate::Sale;
 use crate::crd::{FlashSaleStatus, Phase, SizingStatus};
 use crate::error::Error;
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 pub mod types {
     pub const READY: &str = "Ready";

@@ -26,8 +26,8 @@ use super::store_tls;
 use crate::crd::{PullPolicy, ServiceType};
 use crate::reconcile::sizing::Sizing;
 use crate::reconcile::validate::{Sale, Store};
-use crate::stage::Stage;
 use crate::{capacity, contract};
+use flashsale_contract::Stage;
 
 /// UUID v5 namespace of sale event ids (a fixed random UUID: ids never collide with other v5 uses).
 const SALE_EVENT_NAMESPACE: uuid::Uuid = uuid::uuid!("6c1f9a52-3d4e-4b8a-9f0e-2a7d5c8b1e43");

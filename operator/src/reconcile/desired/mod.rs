@@ -147,7 +147,7 @@ mod tests {
     use super::*;
     use crate::fixtures::{FlashSaleBuilder, sale, sale_from, sizing};
     use crate::reconcile::transition::{JobState, plan};
-    use crate::stage::Stage;
+    use flashsale_contract::Stage;
 
     fn names<T: kube::Resource>(objects: &[T]) -> Vec<String> {
         objects

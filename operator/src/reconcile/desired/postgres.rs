@@ -106,7 +106,7 @@ pub fn build(sale: &Sale, store: &InCluster, sizing: &Sizing) -> (StatefulSet, S
 mod tests {
     use super::*;
     use crate::fixtures::{sale, sizing};
-    use crate::stage::Stage;
+    use flashsale_contract::Stage;
 
     #[test]
     fn postgres_is_one_hardened_replica_with_generated_password_and_kept_data() {
