@@ -17,6 +17,5 @@ pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod sale_metrics;
-pub mod scaling;
 pub mod schedule;
 pub mod server;

@@ -49,7 +49,10 @@ pub fn build(sale: &Sale, store: &InCluster, sizing: &Sizing) -> (StatefulSet, S
         image: Some(store.image.clone()),
         args: Some(vec![
             "-c".into(),
-            format!("max_connections={}", sizing.postgres_max_connections),
+            format!(
+                "max_connections={}",
+                sizing.derived.connections.max_connections
+            ),
         ]),
         env: Some(vec![
             env("POSTGRES_USER", POSTGRES_USER),
@@ -131,7 +134,7 @@ mod tests {
         let c = &pod.containers[0];
         assert_eq!(
             c.args.as_ref().unwrap()[1],
-            format!("max_connections={}", sz.postgres_max_connections)
+            format!("max_connections={}", sz.derived.connections.max_connections)
         );
         let password = c
             .env
