@@ -62,7 +62,7 @@ test: services-up ## lint (fmt, clippy, module cycles, hack's Python tests), ser
 	$(CONTROL_PLANE_UP)
 	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
 	$(MAKE) --no-print-directory fuzz
-	FLASHSALE_OPERATOR="$${CARGO_TARGET_DIR:-target}/debug/flashsale-operator" $(MAKE) --no-print-directory test-demo
+	FLASHSALE_OPERATOR="$${CARGO_TARGET_DIR:-target}/debug/flashsale-operator" FLASHSALE_BOOKING_APP="$${CARGO_TARGET_DIR:-target}/debug/booking-app" $(MAKE) --no-print-directory test-demo
 	$(MAKE) --no-print-directory test-faults
 	FLASHSALE_OPERATOR="$${CARGO_TARGET_DIR:-target}/debug/flashsale-operator" hack/test-chart.sh
 

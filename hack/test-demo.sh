@@ -17,7 +17,8 @@
 # README block's server and each demo's booking-app, the worker on the next port),
 # TEST_DEMO_DURATION (3s, DEMO_DURATION of each demo; the demo's 5,000 tickets sell out in well
 # under a second here), TEST_DEMO_README (1; 0 skips step 1), TEST_DEMO_TIMEOUT (900 s per run:
-# the first demo builds booking-app in release, minutes when cold).
+# the first demo builds booking-app in release, minutes when cold, unless FLASHSALE_BOOKING_APP
+# names a binary: make test passes the debug one its `cargo test` built).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
