@@ -15,8 +15,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use flashsale_contract::{CalibrationResult, Stage};
+use flashsale_contract::CalibrationResult;
 
+pub use crate::crd::CalibrationKey;
 use crate::crd::{CalibrationAttempt, CalibrationRecord};
 use crate::schedule::{from_time, to_time};
 
@@ -85,45 +86,29 @@ pub fn read_result(message: &str, slo_p99_ms: u32) -> Result<CalibrationResult, 
     Ok(result)
 }
 
-/// What a measurement is valid for: another stage, image, pod size or SLO measures another pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CalibrationKey {
-    pub stage: Stage,
-    pub image: String,
-    /// The measured pod's requests and limits (`describe_resources`), and at stage kafka the
-    /// workers' too: a bigger pod serves more, bigger workers drain faster.
-    pub resources: String,
-    pub slo_p99_ms: u32,
-    /// The `flashsale.dev/recalibrate` annotation's value when asked.
-    pub recalibrate: Option<String>,
-}
-
 impl CalibrationKey {
     /// The record measured this stage, image, pod size and SLO (whatever recalibration asked for).
     pub fn same_pod(&self, record: &CalibrationRecord) -> bool {
+        let measured = &record.key;
         self.same_stage(record)
-            && record.image == self.image
-            && record.resources.as_deref() == Some(self.resources.as_str())
-            && record.slo_p99_ms == self.slo_p99_ms
+            && measured.image == self.image
+            && measured.resources == self.resources
+            && measured.slo_p99_ms == self.slo_p99_ms
     }
 
     /// The record measured this stage (with any image, pod size or SLO): while a new measurement
     /// runs it sizes the sale provisionally, which beats dropping a live sale to minReplicas.
     pub fn same_stage(&self, record: &CalibrationRecord) -> bool {
-        record.stage == self.stage && record.per_pod_rps.is_finite() && record.per_pod_rps > 0.0
+        record.key.stage == self.stage && record.per_pod_rps.is_finite() && record.per_pod_rps > 0.0
     }
 
     /// The record answers this key, including the latest recalibration request.
     pub fn matches_record(&self, record: &CalibrationRecord) -> bool {
-        self.same_pod(record) && record.recalibrate == self.recalibrate
+        self.same_pod(record) && record.key.recalibrate == self.recalibrate
     }
 
     pub fn matches_attempt(&self, attempt: &CalibrationAttempt) -> bool {
-        attempt.stage == self.stage
-            && attempt.image == self.image
-            && attempt.resources.as_deref() == Some(self.resources.as_str())
-            && attempt.slo_p99_ms == self.slo_p99_ms
-            && attempt.recalibrate == self.recalibrate
+        attempt.key == *self
     }
 
     /// 8 hex digits naming the calibration objects of this key. FNV-1a: stable across Rust
@@ -136,7 +121,7 @@ impl CalibrationKey {
             self.image,
             self.slo_p99_ms,
             self.recalibrate.as_deref().unwrap_or(""),
-            self.resources
+            self.resources.as_deref().unwrap_or("")
         );
         for byte in text.bytes() {
             hash ^= u64::from(byte);
@@ -294,7 +279,7 @@ pub fn assess(inputs: &Inputs<'_>) -> Assessment {
     if let Some(record) = inputs.record.filter(|r| key.matches_record(r)) {
         let message = format!(
             "{} rps per pod at p99 <= {} ms, measured {} at stage {}",
-            record.per_pod_rps, record.slo_p99_ms, record.measured_at.0, record.stage
+            record.per_pod_rps, record.key.slo_p99_ms, record.measured_at.0, record.key.stage
         );
         return settled(Some(record.per_pod_rps), kept, "Measured", message);
     }
@@ -382,15 +367,11 @@ pub fn assess(inputs: &Inputs<'_>) -> Assessment {
     let failure = match &inputs.observation.job {
         JobState::Succeeded(result) => {
             let record = CalibrationRecord {
-                stage: key.stage,
-                image: key.image.clone(),
-                resources: Some(key.resources.clone()),
-                slo_p99_ms: key.slo_p99_ms,
+                key: key.clone(),
                 per_pod_rps: result.per_pod_rps,
                 drain_rps: result.drain_rps,
                 measured_at: to_time(inputs.now),
                 job: Some(job_name(inputs.sale, key, number)),
-                recalibrate: key.recalibrate.clone(),
             };
             let drain = result.drain_rps.map_or_else(String::new, |d| {
                 format!("; the queue drains at {d:.0} decisions/s")
@@ -451,11 +432,7 @@ pub fn assess(inputs: &Inputs<'_>) -> Assessment {
 
 fn fresh_attempt(key: &CalibrationKey) -> CalibrationAttempt {
     CalibrationAttempt {
-        stage: key.stage,
-        image: key.image.clone(),
-        resources: Some(key.resources.clone()),
-        slo_p99_ms: key.slo_p99_ms,
-        recalibrate: key.recalibrate.clone(),
+        key: key.clone(),
         failures: 0,
         started_at: None,
         retry_at: None,

@@ -10,7 +10,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use flashsale_contract::Stage;
-pub use status::{CalibrationAttempt, CalibrationRecord, FlashSaleStatus, Phase, SizingStatus};
+pub use status::{
+    CalibrationAttempt, CalibrationKey, CalibrationRecord, FlashSaleStatus, Phase, SizingStatus,
+};
 
 mod status;
 

@@ -424,3 +424,67 @@ fn every_crd_field_has_a_description() {
         "CRD fields without a description (add a doc comment in crd.rs / crd/status.rs): {missing:?}"
     );
 }
+
+/// A status written before the calibration key was one flattened struct (the shape every
+/// operator so far has stored) reads into the key, and is written back field for field: a
+/// running sale keeps its measurement and its attempt's backoff across the upgrade.
+#[test]
+fn a_stored_calibration_status_of_the_earlier_shape_still_reads() {
+    let stored = serde_json::json!({
+        "calibration": {
+            "stage": "redis",
+            "image": "booking-app:1",
+            "resources": "requests cpu=1,memory=256Mi; limits cpu=1,memory=512Mi",
+            "sloP99Ms": 200,
+            "perPodRps": 4210.5,
+            "drainRps": 786.5,
+            "measuredAt": "2026-12-01T08:00:00Z",
+            "job": "s-cal-0a1b2c3d-lg",
+            "recalibrate": "1"
+        },
+        "calibrationAttempt": {
+            "stage": "kafka",
+            "image": "booking-app:2",
+            "sloP99Ms": 150,
+            "failures": 2,
+            "retryAt": "2026-12-01T09:02:00Z",
+            "lastError": "the loadgen container ended without a termination message"
+        }
+    });
+    let status: FlashSaleStatus = serde_json::from_value(stored.clone()).unwrap();
+    let record = status.calibration.as_ref().unwrap();
+    assert_eq!(
+        record.key,
+        CalibrationKey {
+            stage: Stage::Redis,
+            image: "booking-app:1".into(),
+            resources: Some("requests cpu=1,memory=256Mi; limits cpu=1,memory=512Mi".into()),
+            slo_p99_ms: 200,
+            recalibrate: Some("1".into()),
+        }
+    );
+    assert_eq!(
+        (record.per_pod_rps, record.drain_rps, record.job.as_deref()),
+        (4210.5, Some(786.5), Some("s-cal-0a1b2c3d-lg"))
+    );
+    let attempt = status.calibration_attempt.as_ref().unwrap();
+    // An attempt stored before pod sizes were recorded: no resources, no recalibration.
+    assert_eq!(
+        attempt.key,
+        CalibrationKey {
+            stage: Stage::Kafka,
+            image: "booking-app:2".into(),
+            resources: None,
+            slo_p99_ms: 150,
+            recalibrate: None,
+        }
+    );
+    assert_eq!(attempt.failures, 2);
+    assert!(attempt.started_at.is_none() && attempt.retry_at.is_some());
+    let mut written = serde_json::to_value(&status).unwrap();
+    // Written with the fields the struct always carries (empty conditions, zero replicas).
+    for always in ["conditions", "replicas", "desiredReplicas"] {
+        written.as_object_mut().unwrap().remove(always);
+    }
+    assert_eq!(written, stored);
+}

@@ -236,12 +236,16 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     assert_eq!(status.measured_per_pod_rps, Some(1000.0));
     let record = status.calibration.clone().expect("calibration record");
     assert_eq!(
-        (record.stage, record.image.as_str(), record.slo_p99_ms),
+        (
+            record.key.stage,
+            record.key.image.as_str(),
+            record.key.slo_p99_ms
+        ),
         (Stage::Postgres, IMAGE, 200)
     );
     assert_eq!(
-        record.resources.as_deref(),
-        Some(key(&fs).resources.as_str()),
+        record.key.resources,
+        key(&fs).resources,
         "the measured pod size is recorded"
     );
     assert_eq!(record.job.as_deref(), Some(job.as_str()));
@@ -355,7 +359,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     assert_eq!(
         (
             status.measured_per_pod_rps,
-            status.calibration.as_ref().map(|r| r.stage)
+            status.calibration.as_ref().map(|r| r.key.stage)
         ),
         (Some(5000.0), Some(Stage::Kafka))
     );

@@ -184,7 +184,7 @@ mod tests {
         let key = CalibrationKey {
             stage: Stage::Redis,
             image: "img:1".into(),
-            resources: "requests cpu=1; limits cpu=1".into(),
+            resources: Some("requests cpu=1; limits cpu=1".into()),
             slo_p99_ms: 150,
             recalibrate: None,
         };

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use flashsale_contract::CalibrationResult;
+use flashsale_contract::{CalibrationResult, Stage};
 
 use super::*;
 
@@ -16,7 +16,7 @@ fn key(stage: Stage) -> CalibrationKey {
     CalibrationKey {
         stage,
         image: "booking-app:1".into(),
-        resources: POD.into(),
+        resources: Some(POD.into()),
         slo_p99_ms: 200,
         recalibrate: None,
     }
@@ -24,15 +24,11 @@ fn key(stage: Stage) -> CalibrationKey {
 
 fn record(stage: Stage, rps: f64) -> CalibrationRecord {
     CalibrationRecord {
-        stage,
-        image: "booking-app:1".into(),
-        resources: Some(POD.into()),
-        slo_p99_ms: 200,
+        key: key(stage),
         per_pod_rps: rps,
         drain_rps: None,
         measured_at: to_time(at("2026-12-01T08:00:00Z")),
         job: Some("s-cal-00000000-lg".into()),
-        recalibrate: None,
     }
 }
 
@@ -218,7 +214,7 @@ fn image_pod_size_or_slo_change_recalibrates_sizing_with_the_old_number_meanwhil
         ..key(Stage::Postgres)
     };
     let bigger = CalibrationKey {
-        resources: "requests cpu=2,memory=1Gi; limits cpu=2,memory=1Gi".into(),
+        resources: Some("requests cpu=2,memory=1Gi; limits cpu=2,memory=1Gi".into()),
         ..key(Stage::Postgres)
     };
     let slo = CalibrationKey {
@@ -246,7 +242,10 @@ fn image_pod_size_or_slo_change_recalibrates_sizing_with_the_old_number_meanwhil
     }
     // A record from before pod sizes were recorded is measured again.
     let legacy = CalibrationRecord {
-        resources: None,
+        key: CalibrationKey {
+            resources: None,
+            ..r.key.clone()
+        },
         ..r
     };
     assert!(!key(Stage::Postgres).same_pod(&legacy));
@@ -287,10 +286,15 @@ fn success_records_the_measurement_for_this_stage_image_and_request() {
     );
     let r = a.record.unwrap();
     assert_eq!(
-        (r.stage, r.image.as_str(), r.slo_p99_ms, r.per_pod_rps),
+        (
+            r.key.stage,
+            r.key.image.as_str(),
+            r.key.slo_p99_ms,
+            r.per_pod_rps
+        ),
         (Stage::Redis, "booking-app:1", 200, 5200.0)
     );
-    assert_eq!(r.recalibrate.as_deref(), Some("2"));
+    assert_eq!(r.key.recalibrate.as_deref(), Some("2"));
     assert_eq!(r.measured_at, to_time(at(NOW)));
     assert_eq!(r.job, Some(job_name("s", &k, 1)));
     assert!(k.matches_record(&r), "the next pass sees it as valid");
@@ -435,7 +439,7 @@ fn digest_is_stable_and_tells_keys_apart() {
     assert_ne!(
         k.digest(),
         CalibrationKey {
-            resources: "requests cpu=2".into(),
+            resources: Some("requests cpu=2".into()),
             ..k.clone()
         }
         .digest()
@@ -465,7 +469,7 @@ fn no_calibration_starts_inside_the_window_and_a_run_under_way_stops() {
 fn a_held_calibration_keeps_the_last_measurement_of_the_stage() {
     let key = key(Stage::Redis);
     let mut record = record(Stage::Redis, 900.0);
-    record.image = "older-image".into();
+    record.key.image = "older-image".into();
     let a = assess(&Inputs {
         record: Some(&record),
         hold: Some(Hold::StageChange),

@@ -86,17 +86,33 @@ pub struct FlashSaleStatus {
     pub observed_generation: Option<i64>,
 }
 
+/// What a measurement is valid for: another stage, image, pod size or SLO measures another pod.
+/// The reconcile computes it from the spec (`sizing::calibration_key`); flattened into
+/// `calibration` and `calibrationAttempt`, whose fields it was before it was one struct.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CalibrationKey {
+    pub stage: Stage,
+    /// The booking-app image measured.
+    pub image: String,
+    /// Requests and limits of the measured pod (and of the workers, at stage kafka): a bigger
+    /// pod serves more, bigger workers drain faster. Absent only in records from before pod sizes
+    /// were recorded, which no sale's key matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<String>,
+    /// The p99 latency bound (ms) the measured rate stays within.
+    pub slo_p99_ms: u32,
+    /// The `flashsale.dev/recalibrate` annotation value answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibrate: Option<String>,
+}
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CalibrationRecord {
-    pub stage: Stage,
-    /// The booking-app image that was measured.
-    pub image: String,
-    /// Requests and limits of the measured pod (and of the workers, at stage kafka).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<String>,
-    /// The p99 latency bound (ms) the measured rate stayed within.
-    pub slo_p99_ms: u32,
+    /// What was measured.
+    #[serde(flatten)]
+    pub key: CalibrationKey,
     /// Requests per second one booking-app pod served within the SLO.
     pub per_pod_rps: f64,
     /// Stage kafka: decisions per second the queue was drained at.
@@ -106,26 +122,15 @@ pub struct CalibrationRecord {
     /// The Job that measured it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
-    /// The `flashsale.dev/recalibrate` annotation value this measurement answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recalibrate: Option<String>,
 }
 
 /// A calibration under way or failing, carried between reconciles for its retry backoff.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CalibrationAttempt {
-    pub stage: Stage,
-    /// The booking-app image being measured.
-    pub image: String,
-    /// Requests and limits of the pod being measured (and of the workers, at stage kafka).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<String>,
-    /// The p99 latency bound (ms) the measurement must stay within.
-    pub slo_p99_ms: u32,
-    /// The `flashsale.dev/recalibrate` annotation value being answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recalibrate: Option<String>,
+    /// What is being measured.
+    #[serde(flatten)]
+    pub key: CalibrationKey,
     /// Failed attempts so far; the current attempt is number failures + 1.
     #[serde(default)]
     pub failures: u32,

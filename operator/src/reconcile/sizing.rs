@@ -126,7 +126,7 @@ pub fn calibration_key(sale: &Sale, recalibrate: Option<String>) -> CalibrationK
     CalibrationKey {
         stage: sale.spec.stage,
         image: sale.booking_image.clone(),
-        resources,
+        resources: Some(resources),
         slo_p99_ms: sale.spec.capacity.slo_p99_ms,
         recalibrate,
     }

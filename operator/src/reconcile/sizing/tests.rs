@@ -25,15 +25,17 @@ fn measured(fs: &FlashSale, rps: f64) -> FlashSaleStatus {
     let sale = sale_from(fs);
     FlashSaleStatus {
         calibration: Some(CalibrationRecord {
-            stage: fs.spec.stage,
-            image: sale.booking_image.clone(),
-            resources: Some(calibration_key(&sale, None).resources),
-            slo_p99_ms: fs.spec.capacity.slo_p99_ms,
+            key: CalibrationKey {
+                stage: fs.spec.stage,
+                image: sale.booking_image.clone(),
+                resources: calibration_key(&sale, None).resources,
+                slo_p99_ms: fs.spec.capacity.slo_p99_ms,
+                recalibrate: None,
+            },
             per_pod_rps: rps,
             drain_rps: None,
             measured_at: to_time(at("2026-12-01T08:00:00Z")),
             job: None,
-            recalibrate: None,
         }),
         ..FlashSaleStatus::default()
     }
@@ -208,8 +210,11 @@ fn a_bigger_pod_is_measured_again_while_the_old_number_keeps_the_sale_sized() {
     );
     let run = s.calibration.run.expect("a calibration runs");
     assert!(
-        run.key.resources.starts_with("requests cpu=2,memory=1Gi"),
-        "{}",
+        run.key
+            .resources
+            .as_deref()
+            .is_some_and(|r| r.starts_with("requests cpu=2,memory=1Gi")),
+        "{:?}",
         run.key.resources
     );
     assert!(!s.calibration.calibrated);
