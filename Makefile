@@ -46,27 +46,33 @@ fmt: ## format the workspace (rustfmt.toml); make test fails on unformatted code
 	$(CARGO) fmt --all
 
 .PHONY: lint
-lint: ## rustfmt check, clippy with warnings as errors, and no module cycle (hack/module-cycles.py)
+lint: ## rustfmt check, clippy with warnings as errors, no module cycle (hack/module-cycles.py), the unit tests of hack's Python scripts
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	python3 hack/module-cycles.py operator/src booking-app/src
+	python3 hack/module-cycles.py operator/src booking-app/src contract/src
+	python3 -m unittest discover --start-directory hack --pattern '*_test.py'
 
 .PHONY: build
 build: ## build the workspace
 	$(CARGO) build --workspace --all-targets
 
 .PHONY: test
-test: services-up ## lint (fmt, clippy, module cycles), services up, control plane up, every test of the workspace, the fuzz run, the chart's checks
+test: services-up ## lint (fmt, clippy, module cycles, hack's Python tests), services up, control plane up, every test of the workspace, the fuzz run, the README's local commands and make demo per stage, the chart's checks
 	$(MAKE) --no-print-directory lint
 	$(CONTROL_PLANE_UP)
 	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
 	$(MAKE) --no-print-directory fuzz
+	FLASHSALE_OPERATOR="$${CARGO_TARGET_DIR:-target}/debug/flashsale-operator" FLASHSALE_BOOKING_APP="$${CARGO_TARGET_DIR:-target}/debug/booking-app" $(MAKE) --no-print-directory test-demo
 	$(MAKE) --no-print-directory test-faults
 	FLASHSALE_OPERATOR="$${CARGO_TARGET_DIR:-target}/debug/flashsale-operator" hack/test-chart.sh
 
 .PHONY: fuzz
 fuzz: services-up ## schemathesis (pinned, from PyPI) drives booking-app from its own /openapi.json; zero failures (hack/fuzz.sh)
 	hack/fuzz.sh
+
+.PHONY: test-demo
+test-demo: services-up ## the README's plan transcripts, its "Run booking-app locally" block and `make demo STAGE=...` for each stage, results checked (hack/test-demo.sh; TEST_DEMO_*)
+	hack/test-demo.sh
 
 .PHONY: test-faults
 # --workspace rather than -p booking-app: the main run's feature set, so nothing is rebuilt.

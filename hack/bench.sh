@@ -12,8 +12,9 @@
 #                stage's); stage kafka's worker drain measured on its own (queue, then one worker)
 #   4. calibration  loadgen --find-capacity against each stage, next to the bench's rate
 #   5. operator  hack/bench-operator.sh: N FlashSales applied at once on the test control plane
-# Writes bench/results.{md,json,svg} (hack/bench_report.py) and prints the table. Exits 1 if a
-# sale's invariants were violated (after writing the report).
+# Writes bench/results.{md,json,svg} and bench/capacity.svg (the calibration searches: p99 against
+# offered rate, the SLO, the capacity chosen) with hack/bench_report.py, and prints the table.
+# Exits 1 if a sale's invariants were violated (after writing the report).
 #
 # Knobs (environment), defaults in brackets:
 #   BENCH_SECONDS [10] measured seconds per closed-loop run   BENCH_WARMUP [2] warm-up seconds

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Turns hack/bench.sh's results.json into bench/results.md (tables: each ratio beside its target,
-met or not) and bench/results.svg (the ladder: req/s per rung at the flash-sale concurrency beside
-the bare floor and each store's limit; drawn by hand, standard library only).
+met or not), bench/results.svg (the ladder: req/s per rung at the flash-sale concurrency beside
+the bare floor and each store's limit) and, when the calibration rows carry each step's p99,
+capacity.svg beside it (hack/plot_capacity.py: p99 against offered rate per stage, the SLO and the
+chosen capacity); drawn by hand, standard library only.
 
 Usage: bench_report.py RESULTS_JSON OUT_MD OUT_SVG [PREVIOUS_RESULTS_JSON]
 The previous run's results (the committed ones, before this run replaced them) give the c=16
@@ -9,8 +11,12 @@ history rows a column to compare with."""
 
 import json
 import math
+import os
 import sys
 from html import escape
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import plot_capacity  # noqa: E402
 
 
 def fmt(value, digits=1):
@@ -287,6 +293,21 @@ def calibration_table(rows):
             "|---|---:|---:|---:|---:|---:|---|---|---|"] + out
 
 
+def capacity_panels(rows):
+    """The calibration rows as plot_capacity panels: (label, capacity result), for the rows whose
+    steps carry their p99 (runs before the chart existed recorded only rate and verdict)."""
+    panels = []
+    for r in rows.rows:
+        steps = r.get("step_rates") or []
+        if r.get("kind") != "calibration" or not steps or not all("p99_ms" in s for s in steps):
+            continue
+        panels.append((stage_label(r), plot_capacity.load_capacity({
+            "slo": {"p99_ms": r.get("slo_p99_ms")},
+            "capacity_rps": r.get("per_pod_rps") or None,
+            "steps": steps})))
+    return panels
+
+
 def applied_by(r):
     """How the bench applied the sales (runs before `appliers` was recorded used one kubectl)."""
     k = r.get("appliers")
@@ -399,7 +420,10 @@ def markdown(doc, previous):
         ("History: c=16 (the concurrency of earlier runs)", history_table(rows, previous), ""),
         ("Calibration agreement: loadgen --find-capacity against the same setup", calibration_table(rows),
          f"SLO p99 ≤ {p.get('calibrate_slo_p99_ms', 200)} ms, error rate ≤ 1%, {p.get('calibrate_seconds', 5)} s "
-         "per step. How to read it: bench/README.md."),
+         "per step. How to read it: bench/README.md."
+         + ("\n\nEvery step of each search, p99 against the offered rate, with the SLO and the capacity "
+            "chosen (capacity.svg):\n\n![p99 against offered rate per stage](capacity.svg)"
+            if capacity_panels(rows) else "")),
         ("Operator at scale", operator_table(rows), ""),
         ("Cores kept busy on average while each run's client ran", cores_table(rows),
          "CPU seconds / wall seconds; the client's warm-up and its wait for stage kafka's decisions included. "
@@ -501,6 +525,11 @@ def main(argv):
         f.write(markdown(doc, previous))
     with open(argv[3], "w") as f:
         f.write(svg(doc))
+    panels = capacity_panels(Rows(doc))
+    if panels:
+        with open(os.path.join(os.path.dirname(os.path.abspath(argv[3])), "capacity.svg"), "w") as f:
+            f.write(plot_capacity.svg(panels, f"make bench, calibration agreement ({doc['date']}): "
+                                      "p99 against offered rate per stage"))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 # demo started is stopped at the end (the shared services stay up: `make services-down`).
 #
 # Knobs (environment): STAGE (redis), DEMO_TICKETS (5000), DEMO_PER_USER_LIMIT (4),
-# DEMO_USERS (20000), DEMO_CONCURRENCY (32), DEMO_DURATION (10s), DEMO_PORT (18080).
+# DEMO_USERS (20000), DEMO_CONCURRENCY (32), DEMO_DURATION (10s), DEMO_PORT (18080; its worker
+# the next port), DEMO_RESULT (also write loadgen's JSON result, the summary's source, to this file).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 command -v jq >/dev/null || apt_install jq # the summary below is read with jq
@@ -39,6 +40,7 @@ set +e
 rc=$?
 set -e
 [[ -s "$WORK/sale.json" ]] || die "loadgen exited $rc without a result"
+if [[ -n "${DEMO_RESULT:-}" ]]; then cp "$WORK/sale.json" "$DEMO_RESULT"; fi
 
 jq -r --arg stage "$STAGE" '.run as $r | $r.report as $p | $r.invariants as $i |
   "",

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Fails when the modules of a crate depend on each other in a circle.
 
-Usage: hack/module-cycles.py CRATE_SRC_DIR...   (`make lint` runs it on operator/src and
-booking-app/src).
+Usage: hack/module-cycles.py CRATE_SRC_DIR...   (`make lint` runs it on operator/src,
+booking-app/src and contract/src).
 
 A module is one source file (`a.rs` or `a/mod.rs` is `a`, `a/b.rs` is `a::b`). A file depends on
 another when it names it: `use crate::x::y`, `super::x`, `self::x`, or a `crate::x::y` path in

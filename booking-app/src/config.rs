@@ -1,12 +1,15 @@
 //! Every setting of booking-app, each a flag and an environment variable: this is the contract
 //! the operator writes into pods (README "Configuration contract"). One struct, one sub-struct per
-//! store, so a stage adds its settings next to its store's.
+//! store, so a stage adds its settings next to its store's. A setting the operator writes is
+//! named by the `flashsale-contract` crate (`env = env::NAME`, `long = flag::NAME`), which the
+//! operator builds its pods from; the others are named here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use flashsale_contract::{env, flag};
 
 use crate::domain::Stage;
 
@@ -27,14 +30,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (migrates first unless MIGRATE_ON_START=false).
+    #[command(name = flashsale_contract::CMD_SERVE)]
     Serve(Config),
     /// Run the stage's background worker (stage redis: write-behind syncer; stage kafka: consumer).
+    #[command(name = flashsale_contract::CMD_WORKER)]
     Worker(Config),
     /// Apply the embedded database migrations and exit.
     Migrate(MigrateConfig),
     /// Print bearer tokens signed with AUTH_HS256_SECRET_FILE (local use, scripts).
     Token(crate::auth::TokenArgs),
     /// Drive load against a running booking-app and check the sale afterwards.
+    #[command(name = flashsale_contract::CMD_LOADGEN)]
     Loadgen(crate::loadgen::LoadgenArgs),
     /// The benchmark's floor: an axum endpoint that books nothing (`make bench`; never a service).
     #[command(hide = true)]
@@ -46,27 +52,28 @@ pub enum Command {
 #[command(name = "booking-app")]
 pub struct Config {
     /// Which inventory implementation decides bookings.
-    #[arg(long, env = "STAGE", value_enum, default_value_t = Stage::Postgres)]
+    #[arg(long, env = env::STAGE, value_enum, default_value_t = Stage::Postgres)]
     pub stage: Stage,
 
     /// Address the HTTP API listens on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = env::LISTEN_ADDR,
+          default_value_t = SocketAddr::from(([0, 0, 0, 0], flashsale_contract::HTTP_PORT)))]
     pub listen_addr: SocketAddr,
 
     /// Apply the embedded migrations before serving.
-    #[arg(long, env = "MIGRATE_ON_START", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = env::MIGRATE_ON_START, default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate_on_start: bool,
 
     /// Also run the stage's background worker inside `serve` (stages redis and kafka), so one
     /// `serve` is a complete deployment. The operator sets it to false and runs a worker
     /// Deployment instead.
-    #[arg(long, env = "RUN_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = env::RUN_WORKER, default_value_t = true, action = clap::ArgAction::Set)]
     pub run_worker: bool,
 
     /// `worker` only: work off the stage's backlog, then exit 0 (stage redis: every stream entry
     /// written to Postgres and acknowledged; stage kafka: the group's committed offsets at the end of
     /// every partition). The operator's drain Job before a stage change.
-    #[arg(long, default_value_t = false)]
+    #[arg(long = flag::DRAIN, default_value_t = false)]
     pub drain: bool,
 
     #[command(flatten)]
@@ -92,7 +99,7 @@ pub struct IdempotencyConfig {
     /// `24h`, `30m`, `90s`: a retry after it is a new request. `serve` deletes older refusals
     /// from Postgres; a confirmed booking is never deleted and keeps its key.
     #[arg(long, env = "IDEMPOTENCY_RETENTION", default_value = "24h",
-          value_parser = crate::loadgen::args::parse_duration)]
+          value_parser = crate::duration::parse_duration)]
     pub idempotency_retention: Duration,
 }
 
@@ -117,11 +124,11 @@ pub struct HttpConfig {
     /// Most API requests inside the stage at once; as many more may wait ADMISSION_WAIT_MS for a
     /// place, the rest are answered 503 + Retry-After at once. Default per stage (postgres 512,
     /// redis 1024, kafka 2048); the operator sets it from the calibrated capacity and the SLO.
-    #[arg(long, env = "MAX_IN_FLIGHT", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = env::MAX_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: Option<u32>,
 
     /// How long a request past MAX_IN_FLIGHT waits for a place before it is answered 503.
-    #[arg(long, env = "ADMISSION_WAIT_MS", default_value_t = 100)]
+    #[arg(long, env = env::ADMISSION_WAIT_MS, default_value_t = 100)]
     pub admission_wait_ms: u64,
 
     /// Most status streams (`GET /bookings/{id}/events`) open at once; more are answered 503.
@@ -131,7 +138,7 @@ pub struct HttpConfig {
     /// Serve `/metrics` (and `/healthz`) on this address of its own, and no longer on
     /// LISTEN_ADDR: a NetworkPolicy can then open the API to clients and the metrics only to the
     /// scrapers. Unset: `/metrics` is on LISTEN_ADDR beside the API.
-    #[arg(long, env = "METRICS_LISTEN_ADDR")]
+    #[arg(long, env = env::METRICS_LISTEN_ADDR)]
     pub metrics_listen_addr: Option<SocketAddr>,
 }
 
@@ -145,28 +152,28 @@ impl HttpConfig {
 #[derive(Debug, Clone, Args)]
 pub struct PostgresConfig {
     /// postgres://user:password@host:port/database; may carry `sslmode` and `sslrootcert`.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = env::DATABASE_URL, hide_env_values = true)]
     pub database_url: String,
 
     /// TLS to Postgres, as libpq's `sslmode`; overrides the URL's. `verify-full` checks the
     /// server's certificate against DB_SSL_ROOT_CERT (or the system's roots) and its host name.
-    #[arg(long, env = "DB_SSL_MODE", value_enum)]
+    #[arg(long, env = env::DB_SSL_MODE, value_enum)]
     pub db_ssl_mode: Option<DbSslMode>,
 
     /// PEM file of the CA(s) the Postgres server's certificate must chain to (`sslrootcert`).
-    #[arg(long, env = "DB_SSL_ROOT_CERT")]
+    #[arg(long, env = env::DB_SSL_ROOT_CERT)]
     pub db_ssl_root_cert: Option<PathBuf>,
 
     /// PEM file of this client's certificate, for a server that asks for one (`sslcert`).
-    #[arg(long, env = "DB_SSL_CLIENT_CERT", requires = "db_ssl_client_key")]
+    #[arg(long, env = env::DB_SSL_CLIENT_CERT, requires = "db_ssl_client_key")]
     pub db_ssl_client_cert: Option<PathBuf>,
 
     /// PEM file of that certificate's private key (`sslkey`).
-    #[arg(long, env = "DB_SSL_CLIENT_KEY", requires = "db_ssl_client_cert")]
+    #[arg(long, env = env::DB_SSL_CLIENT_KEY, requires = "db_ssl_client_cert")]
     pub db_ssl_client_key: Option<PathBuf>,
 
     /// Connections this process keeps open (per pod: the operator divides max_connections).
-    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
+    #[arg(long, env = env::DB_POOL_SIZE, default_value_t = 16)]
     pub db_pool_size: u32,
 
     /// How long a request waits for a free connection before it is answered 503.
@@ -228,25 +235,25 @@ impl PostgresConfig {
 #[derive(Debug, Clone, Args)]
 pub struct RedisConfig {
     /// redis://host:port/db, or rediss://… for TLS — required by stage redis.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    #[arg(long, env = env::REDIS_URL, hide_env_values = true)]
     pub redis_url: Option<String>,
 
     /// With a rediss:// URL: PEM file of the CA(s) the server's certificate must chain to
     /// (default: the system's roots).
-    #[arg(long, env = "REDIS_TLS_CA_FILE")]
+    #[arg(long, env = env::REDIS_TLS_CA_FILE)]
     pub redis_tls_ca_file: Option<PathBuf>,
 
     /// With a rediss:// URL: PEM file of this client's certificate, for a server that asks for
     /// one (`tls-auth-clients`).
-    #[arg(long, env = "REDIS_TLS_CERT_FILE", requires = "redis_tls_key_file")]
+    #[arg(long, env = env::REDIS_TLS_CERT_FILE, requires = "redis_tls_key_file")]
     pub redis_tls_cert_file: Option<PathBuf>,
 
     /// PEM file of that certificate's private key.
-    #[arg(long, env = "REDIS_TLS_KEY_FILE", requires = "redis_tls_cert_file")]
+    #[arg(long, env = env::REDIS_TLS_KEY_FILE, requires = "redis_tls_cert_file")]
     pub redis_tls_key_file: Option<PathBuf>,
 
     /// Prefix of every Redis key, so several deployments can share one Redis.
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "flashsale")]
+    #[arg(long, env = env::REDIS_KEY_PREFIX, default_value = "flashsale")]
     pub redis_key_prefix: String,
 
     /// A Redis command unanswered this long fails (503); with `appendfsync always` a write waits
@@ -307,34 +314,34 @@ impl RedisConfig {
 #[derive(Debug, Clone, Args)]
 pub struct KafkaConfig {
     /// Comma-separated bootstrap servers host:port — required by stage kafka.
-    #[arg(long, env = "KAFKA_BROKERS")]
+    #[arg(long, env = env::KAFKA_BROKERS)]
     pub kafka_brokers: Option<String>,
 
     /// How every Kafka client (producer, consumers, admin) talks to the brokers, as librdkafka's
     /// `security.protocol`: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
-    #[arg(long, env = "KAFKA_SECURITY_PROTOCOL", value_enum, ignore_case = true,
+    #[arg(long, env = env::KAFKA_SECURITY_PROTOCOL, value_enum, ignore_case = true,
         default_value_t = KafkaSecurityProtocol::Plaintext)]
     pub kafka_security_protocol: KafkaSecurityProtocol,
 
     /// SSL, SASL_SSL: PEM file of the CA(s) the brokers' certificates must chain to (default:
     /// the system's roots). Broker host names are verified either way.
-    #[arg(long, env = "KAFKA_SSL_CA_FILE")]
+    #[arg(long, env = env::KAFKA_SSL_CA_FILE)]
     pub kafka_ssl_ca_file: Option<PathBuf>,
 
     /// SSL, SASL_SSL: PEM file of this client's certificate, for brokers that ask for one.
-    #[arg(long, env = "KAFKA_SSL_CERT_FILE", requires = "kafka_ssl_key_file")]
+    #[arg(long, env = env::KAFKA_SSL_CERT_FILE, requires = "kafka_ssl_key_file")]
     pub kafka_ssl_cert_file: Option<PathBuf>,
 
     /// PEM file of that certificate's private key.
-    #[arg(long, env = "KAFKA_SSL_KEY_FILE", requires = "kafka_ssl_cert_file")]
+    #[arg(long, env = env::KAFKA_SSL_KEY_FILE, requires = "kafka_ssl_cert_file")]
     pub kafka_ssl_key_file: Option<PathBuf>,
 
     /// SASL_PLAINTEXT, SASL_SSL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
-    #[arg(long, env = "KAFKA_SASL_MECHANISM", value_enum, ignore_case = true)]
+    #[arg(long, env = env::KAFKA_SASL_MECHANISM, value_enum, ignore_case = true)]
     pub kafka_sasl_mechanism: Option<KafkaSaslMechanism>,
 
     /// SASL user name.
-    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    #[arg(long, env = env::KAFKA_SASL_USERNAME)]
     pub kafka_sasl_username: Option<String>,
 
     /// SASL password (prefer KAFKA_SASL_PASSWORD_FILE: a file is not in the process's
@@ -348,19 +355,19 @@ pub struct KafkaConfig {
     pub kafka_sasl_password: Option<String>,
 
     /// File holding the SASL password (one trailing newline is ignored).
-    #[arg(long, env = "KAFKA_SASL_PASSWORD_FILE")]
+    #[arg(long, env = env::KAFKA_SASL_PASSWORD_FILE)]
     pub kafka_sasl_password_file: Option<PathBuf>,
 
     /// Topic booking requests are queued on.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "booking-requests")]
+    #[arg(long, env = env::KAFKA_TOPIC, default_value = "booking-requests")]
     pub kafka_topic: String,
 
     /// Partitions of that topic when booking-app creates it (>= worker replicas).
-    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
+    #[arg(long, env = env::KAFKA_PARTITIONS, default_value_t = 6)]
     pub kafka_partitions: i32,
 
     /// Consumer group of the workers (API pods read its committed offsets, never join it).
-    #[arg(long, env = "KAFKA_CONSUMER_GROUP", default_value = "booking-workers")]
+    #[arg(long, env = env::KAFKA_CONSUMER_GROUP, default_value = "booking-workers")]
     pub kafka_consumer_group: String,
 
     /// How long the API waits for the broker to acknowledge a request before answering 503.
@@ -381,7 +388,7 @@ pub struct KafkaConfig {
     /// API: most bytes (estimated) of undecided requests this pod keeps in its view of the queue;
     /// the default is an eighth of the operator's default 512Mi pod limit. At the bound the door
     /// sheds (503) and the tail stops reading until decisions make room.
-    #[arg(long, env = "KAFKA_MAX_QUEUED_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = env::KAFKA_MAX_QUEUED_BYTES, default_value_t = 64 * 1024 * 1024)]
     pub kafka_max_queued_bytes: usize,
 
     /// Worker: most requests decided in one Postgres transaction.
@@ -458,19 +465,19 @@ impl KafkaSaslMechanism {
 #[derive(Debug, Clone, Args)]
 pub struct SaleEventConfig {
     /// Id (UUID) of the sale's event; an existing event with this id is never changed.
-    #[arg(long, env = "SALE_EVENT_ID")]
+    #[arg(long, env = env::SALE_EVENT_ID)]
     pub sale_event_id: Option<uuid::Uuid>,
 
     /// Name of the sale's event.
-    #[arg(long, env = "SALE_EVENT_NAME")]
+    #[arg(long, env = env::SALE_EVENT_NAME)]
     pub sale_event_name: Option<String>,
 
     /// Tickets of the sale's event (when it is created).
-    #[arg(long, env = "SALE_EVENT_TICKETS")]
+    #[arg(long, env = env::SALE_EVENT_TICKETS)]
     pub sale_event_tickets: Option<i64>,
 
     /// Most tickets one user may book of the sale's event; unlimited when absent.
-    #[arg(long, env = "SALE_EVENT_PER_USER_LIMIT")]
+    #[arg(long, env = env::SALE_EVENT_PER_USER_LIMIT)]
     pub sale_event_per_user_limit: Option<i32>,
 }
 
@@ -484,7 +491,7 @@ pub struct MigrateConfig {
 /// How logs are written. `RUST_LOG` filters them (default `info`).
 #[derive(Debug, Clone, Args)]
 pub struct LogConfig {
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
 }
 
@@ -604,6 +611,108 @@ mod tests {
             documented, read,
             "README table (left) vs. the binary's settings (right)"
         );
+    }
+
+    /// Every variable the operator may set is one `serve`/`worker` reads (or the global log
+    /// setting), and the values it writes parse: the names are shared constants, so this catches
+    /// a setting removed here while the operator still writes it.
+    #[test]
+    fn every_contract_variable_is_a_setting_of_serve_and_worker() {
+        use clap::CommandFactory;
+        let serve = Config::command();
+        let log = LogConfig::augment_args(clap::Command::new("log"));
+        let declared: Vec<&str> = serve
+            .get_arguments()
+            .chain(log.get_arguments())
+            .filter_map(|a| a.get_env()?.to_str())
+            .collect();
+        for name in env::ENV_VARS {
+            assert!(
+                declared.contains(&name),
+                "the operator sets {name}, which booking-app does not read"
+            );
+        }
+        let config = Cli::try_parse_from([
+            "booking-app",
+            "--log-format",
+            env::LOG_FORMAT_JSON,
+            flashsale_contract::CMD_WORKER,
+            "--database-url",
+            "x",
+            "--db-ssl-mode",
+            env::DB_SSL_MODE_VERIFY_FULL,
+            "--kafka-security-protocol",
+            env::KAFKA_SECURITY_SASL_SSL,
+            &flag::arg(flag::DRAIN),
+        ])
+        .unwrap();
+        assert_eq!(config.log.log_format, LogFormat::Json);
+        let Command::Worker(worker) = config.command else {
+            panic!("expected worker")
+        };
+        assert!(worker.drain);
+        assert_eq!(worker.postgres.db_ssl_mode, Some(DbSslMode::VerifyFull));
+        assert_eq!(
+            worker.kafka.kafka_security_protocol,
+            KafkaSecurityProtocol::SaslSsl
+        );
+        let ssl = Config::try_parse_from([
+            "booking-app",
+            "--database-url",
+            "x",
+            "--kafka-security-protocol",
+            env::KAFKA_SECURITY_SSL,
+        ])
+        .unwrap();
+        assert_eq!(
+            ssl.kafka.kafka_security_protocol,
+            KafkaSecurityProtocol::Ssl
+        );
+        assert_eq!(
+            Config::try_parse_from(["booking-app", "--database-url", "x"])
+                .unwrap()
+                .listen_addr
+                .port(),
+            flashsale_contract::HTTP_PORT
+        );
+    }
+
+    /// The calibration Job's command line, as the operator writes it, is a loadgen run.
+    #[test]
+    fn the_calibration_command_line_parses() {
+        let cli = Cli::try_parse_from([
+            "booking-app",
+            flashsale_contract::CMD_LOADGEN,
+            &flag::arg(flag::URL),
+            "http://s-cal-0.ns.svc:8080",
+            &flag::arg(flag::FIND_CAPACITY),
+            &flag::arg(flag::SLO_P99_MS),
+            "200",
+            &flag::arg(flag::TERMINATION_MESSAGE_PATH),
+            "/dev/termination-log",
+            &flag::arg(flag::NO_PROGRESS),
+        ])
+        .unwrap();
+        let Command::Loadgen(args) = cli.command else {
+            panic!("expected loadgen")
+        };
+        assert!(args.find_capacity && args.no_progress);
+        assert_eq!(args.slo_p99_ms, 200);
+        assert_eq!(
+            args.termination_message_path.as_deref(),
+            Some(std::path::Path::new("/dev/termination-log"))
+        );
+        assert!(matches!(
+            Cli::try_parse_from([
+                "booking-app",
+                flashsale_contract::CMD_SERVE,
+                "--database-url",
+                "x"
+            ])
+            .unwrap()
+            .command,
+            Command::Serve(_)
+        ));
     }
 
     #[test]

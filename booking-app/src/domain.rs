@@ -25,36 +25,9 @@ pub const MAX_QUANTITY: i32 = 100;
 /// Largest `tickets` an event may have.
 pub const MAX_TICKETS: i64 = 100_000_000;
 
-/// Which inventory implementation decides bookings. Configuration, not a build.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// Postgres decides under the inventory row's lock (`FOR UPDATE`): one transaction per batch
-    /// of an event's waiting bookings, or per booking (`POSTGRES_DECIDE`).
-    Postgres,
-    /// A Lua script in Redis decides; a syncer writes behind to Postgres.
-    Redis,
-    /// Requests are queued in Kafka and decided in order by workers.
-    Kafka,
-}
-
-impl Stage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Postgres => "postgres",
-            Stage::Redis => "redis",
-            Stage::Kafka => "kafka",
-        }
-    }
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Which inventory implementation decides bookings: configuration, not a build. Defined by the
+/// contract crate, which the operator writes `STAGE` from.
+pub use flashsale_contract::Stage;
 
 /// `POST /events` body.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

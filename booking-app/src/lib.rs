@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod duration;
 pub mod http;
 pub mod loadgen;
 pub mod metrics;

@@ -13,8 +13,9 @@ use prometheus_client::registry::{Metric, Registry};
 
 use crate::domain::Stage;
 
-/// Prefix of every series this process exports (`booking_http_requests_total`, ...).
-pub const METRICS_PREFIX: &str = "booking";
+// The prefix of every series this process exports, and the request counter the operator's
+// load observer scrapes (`booking_http_requests_total`): named by the contract crate.
+use flashsale_contract::{HTTP_REQUESTS, METRICS_PREFIX};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -58,7 +59,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix(METRICS_PREFIX);
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
-            "http_requests",
+            HTTP_REQUESTS,
             "HTTP requests by route and status",
             http_requests.clone(),
         );

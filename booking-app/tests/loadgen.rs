@@ -8,9 +8,10 @@ use booking_app::domain::{NewEvent, Stage};
 use booking_app::loadgen::client::{Answer, Refusal, booking_body};
 use booking_app::loadgen::invariants::{Attempt, Ledger, Violation};
 use booking_app::loadgen::settle::{Baseline, SettleOptions, settle};
-use booking_app::loadgen::{CalibrationResult, LoadgenArgs, Session};
+use booking_app::loadgen::{LoadgenArgs, Session};
 use clap::Parser;
 use common::TestApp;
+use flashsale_contract::CalibrationResult;
 
 #[derive(Parser)]
 struct Cli {

@@ -25,7 +25,7 @@ bench_calibration() {
     '.result as $r | {per_pod_rps: $r.calibration.perPodRps, p99_ms: $r.calibration.p99Ms,
       error_rate: $r.calibration.errorRate, drain_rps: ($r.calibration.drainRps // null),
       slo_p99_ms: $r.calibration.sloP99Ms, steps: ($r.capacity.steps | length),
-      step_rates: [$r.capacity.steps[] | {rate: (.rate | floor), pass, breach}],
+      step_rates: [$r.capacity.steps[] | {rate: (.rate | floor), p99_ms, pass, breach}],
       invariants_ok: ([$r.runs[].invariants.ok // true] | all),
       bench_rps: $sustained, bench_p99_ms: $bench_p99,
       difference: (if $sustained > 0 then ($r.calibration.perPodRps - $sustained) / $sustained else null end),

@@ -2,8 +2,9 @@
 //! spec pins no `capacity.perPodRps` and status holds no measurement for the current stage, image,
 //! pod resources and SLO (or `flashsale.dev/recalibrate` changed), the operator runs one scratch
 //! booking-app pod and a Job running `booking-app loadgen --find-capacity` against it; the Job's
-//! pod returns a `CalibrationResult` in its termination message. At stage kafka the sale's own
-//! workers decide the scratch pod's requests, so the same result carries their drain rate.
+//! pod returns a `CalibrationResult` (defined in the contract crate, which loadgen writes it
+//! from) in its termination message. At stage kafka the sale's own workers decide the scratch
+//! pod's requests, so the same result carries their drain rate.
 //! This file decides (pure) and names the objects; `objects` builds the pod, Service and Job;
 //! `observe` reads the Job.
 
@@ -11,14 +12,13 @@ pub mod objects;
 pub mod observe;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
-
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use flashsale_contract::{CalibrationResult, Stage};
+
 use crate::crd::{CalibrationAttempt, CalibrationRecord};
 use crate::schedule::{from_time, to_time};
-use crate::stage::Stage;
 
 /// Changing this annotation's value asks for a new measurement (e.g. `kubectl annotate fs/x
 /// flashsale.dev/recalibrate="$(date +%s)" --overwrite`).
@@ -30,28 +30,6 @@ pub const MAX_BACKOFF: TimeDelta = TimeDelta::minutes(30);
 
 /// How long the scratch pod may take to become Ready before the attempt counts as failed.
 pub const SERVER_READY_TIMEOUT: TimeDelta = TimeDelta::minutes(10);
-
-/// What `booking-app loadgen --find-capacity --termination-message-path /dev/termination-log`
-/// writes (booking-app/src/loadgen/mod.rs has the writer's copy; a test here checks the two agree):
-/// one JSON object, `{"perPodRps":4210.5,"sloP99Ms":200,"p99Ms":183.2,"errorRate":0.001}`.
-/// Kubernetes keeps at most 4096 bytes of a termination message; this is under 100.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CalibrationResult {
-    /// Highest arrival rate one pod sustained within the SLO (0 when none did).
-    pub per_pod_rps: f64,
-    /// The SLO the search used (echoed, so a mismatch is caught).
-    pub slo_p99_ms: u64,
-    /// p99 latency at that rate.
-    pub p99_ms: f64,
-    /// Share of failed requests at that rate.
-    #[serde(default)]
-    pub error_rate: f64,
-    /// Stage kafka: decisions per second the queue behind the pod was emptied at (one event is
-    /// one partition, decided in order by one worker). Absent at the other stages.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drain_rps: Option<f64>,
-}
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ResultError {
@@ -69,43 +47,42 @@ pub enum ResultError {
     AboveSlo { p99_ms: f64, slo_p99_ms: u32 },
 }
 
-impl CalibrationResult {
-    /// Reads and checks a termination message; anything doubtful is an error, never a guess.
-    pub fn parse(message: &str, slo_p99_ms: u32) -> Result<Self, ResultError> {
-        let message = message.trim();
-        if message.is_empty() {
-            return Err(ResultError::Missing);
-        }
-        let result: CalibrationResult =
-            serde_json::from_str(message).map_err(|e| ResultError::Unreadable(e.to_string()))?;
-        if result.slo_p99_ms != u64::from(slo_p99_ms) {
-            return Err(ResultError::SloMismatch {
-                got: result.slo_p99_ms,
-                want: slo_p99_ms,
-            });
-        }
-        if !(result.per_pod_rps.is_finite() && result.per_pod_rps > 0.0) {
-            return Err(ResultError::NoCapacity {
-                p99_ms: result.p99_ms,
-                error_rate: result.error_rate,
-            });
-        }
-        if !(result.p99_ms.is_finite()
-            && result.p99_ms >= 0.0
-            && result.p99_ms <= f64::from(slo_p99_ms))
-        {
-            return Err(ResultError::AboveSlo {
-                p99_ms: result.p99_ms,
-                slo_p99_ms,
-            });
-        }
-        if let Some(drain) = result.drain_rps.filter(|d| !(d.is_finite() && *d > 0.0)) {
-            return Err(ResultError::Unreadable(format!(
-                "drainRps {drain} is not a positive rate"
-            )));
-        }
-        Ok(result)
+/// Reads and checks the loadgen container's termination message (a `CalibrationResult`);
+/// anything doubtful is an error, never a guess.
+pub fn read_result(message: &str, slo_p99_ms: u32) -> Result<CalibrationResult, ResultError> {
+    let message = message.trim();
+    if message.is_empty() {
+        return Err(ResultError::Missing);
     }
+    let result: CalibrationResult =
+        serde_json::from_str(message).map_err(|e| ResultError::Unreadable(e.to_string()))?;
+    if result.slo_p99_ms != u64::from(slo_p99_ms) {
+        return Err(ResultError::SloMismatch {
+            got: result.slo_p99_ms,
+            want: slo_p99_ms,
+        });
+    }
+    if !(result.per_pod_rps.is_finite() && result.per_pod_rps > 0.0) {
+        return Err(ResultError::NoCapacity {
+            p99_ms: result.p99_ms,
+            error_rate: result.error_rate,
+        });
+    }
+    if !(result.p99_ms.is_finite()
+        && result.p99_ms >= 0.0
+        && result.p99_ms <= f64::from(slo_p99_ms))
+    {
+        return Err(ResultError::AboveSlo {
+            p99_ms: result.p99_ms,
+            slo_p99_ms,
+        });
+    }
+    if let Some(drain) = result.drain_rps.filter(|d| !(d.is_finite() && *d > 0.0)) {
+        return Err(ResultError::Unreadable(format!(
+            "drainRps {drain} is not a positive rate"
+        )));
+    }
+    Ok(result)
 }
 
 /// What a measurement is valid for: another stage, image, pod size or SLO measures another pod.

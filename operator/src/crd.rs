@@ -9,7 +9,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::stage::Stage;
+pub use flashsale_contract::Stage;
 pub use status::{CalibrationAttempt, CalibrationRecord, FlashSaleStatus, Phase, SizingStatus};
 
 mod status;
@@ -228,10 +228,11 @@ pub struct WindowSpec {
     pub starts_at: Time,
     /// When the sale closes (RFC 3339).
     pub ends_at: Time,
-    /// How long before `startsAt` to be at full size, as a Go duration ("10m", "1h30m").
+    /// How long before `startsAt` to be at full size: a duration such as 10m, 1h30m, 1h 30m or
+    /// 90s (humantime's syntax, the one every flashsale duration is written in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("window.warmup must be a duration such as 10m or 1h30m"))]
+    #[x_kube(validation = Rule::new(crate::duration::WARMUP_RULE).message("window.warmup must be a duration such as 10m, 1h30m or 90s"))]
     pub warmup: Option<String>,
 }
 

@@ -80,6 +80,75 @@ fn a_warmup_that_is_not_a_duration_is_refused() {
     );
 }
 
+/// Whether the CRD's rule admits `text` as `window.warmup`.
+fn rule_admits(text: &str) -> bool {
+    let mut fs = valid();
+    fs.spec.window = window(1_000, 2_000, Some(text));
+    !refusal(&fs).contains("window.warmup must be a duration")
+}
+
+#[test]
+fn the_warmup_rule_admits_what_the_operator_parses() {
+    use crate::duration::parse_duration;
+    for text in [
+        "10m",
+        "1h30m",
+        "1h 30m",
+        "90s",
+        "250ms",
+        "1.5s",
+        "0",
+        "0s",
+        " 10m ",
+        "2 hours",
+        "1day",
+        "3w",
+        "1M",
+        "1y",
+        "7us",
+        "7µs",
+        "1min30s",
+        "1 h 30 m",
+        "10 mins",
+        "1hr",
+        "",
+        "10",
+        "00",
+        "m",
+        "1.m",
+        ".5s",
+        "-1m",
+        "1h30",
+        "1e3s",
+        "ten minutes",
+        "5x",
+        "1h r",
+        "1h,30m",
+    ] {
+        assert_eq!(
+            rule_admits(text),
+            parse_duration(text).is_ok(),
+            "{text:?}: rule and parser disagree"
+        );
+    }
+    // Where they differ, the rule is the stricter in form: digits split by a space and
+    // non-ASCII spaces are the parser's leniency, refused at the door.
+    for text in ["1 0m", "10\u{a0}m"] {
+        assert!(
+            !rule_admits(text) && parse_duration(text).is_ok(),
+            "{text:?}"
+        );
+    }
+    // And a regular expression cannot tell which fractions are exact: these pass the rule and
+    // the operator reports them (InvalidSpec, from SaleWindow::from_spec).
+    for text in ["1.5ns", "0.0001h"] {
+        assert!(
+            rule_admits(text) && parse_duration(text).is_err(),
+            "{text:?}"
+        );
+    }
+}
+
 #[test]
 fn utilization_outside_zero_to_one_is_refused() {
     for bad in [0.0, -0.5, 1.01] {

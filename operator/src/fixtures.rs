@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::crd::{EventSpec, ExternalStore, FlashSale, FlashSaleSpec, SecretKeyRef};
 use crate::reconcile::sizing::{self, Sizing};
 use crate::reconcile::validate::{Defaults, Sale, validate};
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 pub struct FlashSaleBuilder {
     fs: FlashSale,
@@ -105,7 +105,7 @@ pub fn sale_from(fs: &FlashSale) -> Sale {
 pub fn sizing(replicas: i32) -> Sizing {
     let mut s = sized(&sale("s", Stage::Kafka));
     s.booking_replicas = replicas;
-    s.calibration_run = None;
+    s.calibration.run = None;
     s
 }
 
@@ -114,6 +114,6 @@ pub fn sized(sale: &Sale) -> Sizing {
     sizing::decide(
         sale,
         &Default::default(),
-        &crate::scaling::Inputs::at(chrono::DateTime::UNIX_EPOCH),
+        &sizing::Inputs::at(chrono::DateTime::UNIX_EPOCH),
     )
 }

@@ -9,8 +9,8 @@ use crate::capacity::{
     CapacityError, DEFAULT_MAX_CONNECTIONS_CEILING, DEFAULT_TARGET_UTILIZATION, MAX_REPLICAS,
     SizingRequest, size_replicas,
 };
-use crate::schedule::parse_duration;
-use crate::stage::Stage;
+use crate::duration::parse_duration;
+use flashsale_contract::Stage;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PlanArgs {

@@ -2,16 +2,13 @@
 //! the sale runs at its computed size or at minReplicas, and the next instant that changes, so the
 //! reconciler requeues exactly then instead of polling. Time comes from a `Clock` so tests can hold it.
 
-mod duration;
-
 use std::sync::Mutex;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-pub use duration::{DurationError, parse_duration};
-
 use crate::crd::WindowSpec;
+use crate::duration::{DurationError, parse_duration};
 
 /// Where "now" comes from: the system in production, a hand-moved clock in tests.
 pub trait Clock: Send + Sync + 'static {

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
+use flashsale_contract::Stage;
 use flashsale_operator::crd::FlashSale;
-use flashsale_operator::stage::Stage;
 use kube::Client;
 use kube::api::Api;
 

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::*;
+use flashsale_contract::Stage;
 use flashsale_operator::crd::{FlashSale, Phase};
 use flashsale_operator::fixtures::FlashSaleBuilder;
 use flashsale_operator::reconcile::desired::{labels, names};
 use flashsale_operator::reconcile::reconcile_by_name;
 use flashsale_operator::reconcile::teardown::{self, FINALIZER};
 use flashsale_operator::schedule::ManualClock;
-use flashsale_operator::stage::Stage;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};

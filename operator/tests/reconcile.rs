@@ -7,10 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
+use flashsale_contract::Stage;
 use flashsale_operator::crd::{FlashSale, Phase};
 use flashsale_operator::reconcile::desired::{labels, names};
 use flashsale_operator::reconcile::reconcile_by_name;
-use flashsale_operator::stage::Stage;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, Secret, Service};

@@ -7,11 +7,11 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
+use flashsale_contract::Stage;
 use flashsale_operator::crd::{FlashSale, Phase};
 use flashsale_operator::fixtures::FlashSaleBuilder;
 use flashsale_operator::reconcile::desired::{labels, names};
 use flashsale_operator::reconcile::status::{FOREIGN_OBJECT, types};
-use flashsale_operator::stage::Stage;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, Secret, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

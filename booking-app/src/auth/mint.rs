@@ -19,7 +19,7 @@ pub struct TokenArgs {
     #[arg(long)]
     pub admin: bool,
     /// How long the token is valid, e.g. `1h`, `30m`, `90s`.
-    #[arg(long, default_value = "1h", value_parser = crate::loadgen::args::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = crate::duration::parse_duration)]
     pub ttl: Duration,
     /// Mint one token for each of N users instead of one for --user.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use flashsale_contract::env;
 
 use super::AuthSetupError;
 
@@ -16,16 +17,16 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub struct AuthConfig {
     /// File holding the shared HS256 secret (local use, and the operator's generated default).
     /// `booking-app token` and loadgen sign with it.
-    #[arg(long, env = "AUTH_HS256_SECRET_FILE")]
+    #[arg(long, env = env::AUTH_HS256_SECRET_FILE)]
     pub auth_hs256_secret_file: Option<PathBuf>,
 
     /// File holding a JWKS (`{"keys":[...]}`, ES256/ES384/RS256/RS384/RS512 public keys).
-    #[arg(long, env = "AUTH_JWKS_FILE")]
+    #[arg(long, env = env::AUTH_JWKS_FILE)]
     pub auth_jwks_file: Option<PathBuf>,
 
     /// URL of the identity provider's JWKS; fetched at start, every
     /// AUTH_JWKS_REFRESH_SECS, and when a token names an unknown `kid`.
-    #[arg(long, env = "AUTH_JWKS_URL")]
+    #[arg(long, env = env::AUTH_JWKS_URL)]
     pub auth_jwks_url: Option<String>,
 
     /// How often AUTH_JWKS_URL is fetched again (keys rotate).
@@ -33,11 +34,11 @@ pub struct AuthConfig {
     pub auth_jwks_refresh_secs: u64,
 
     /// Required `iss` of every token (not checked when absent).
-    #[arg(long, env = "AUTH_ISSUER")]
+    #[arg(long, env = env::AUTH_ISSUER)]
     pub auth_issuer: Option<String>,
 
     /// Required `aud` of every token (not checked when absent).
-    #[arg(long, env = "AUTH_AUDIENCE")]
+    #[arg(long, env = env::AUTH_AUDIENCE)]
     pub auth_audience: Option<String>,
 
     /// Verify no token: every booking names its user in `user_id`, anyone may create events.

@@ -88,10 +88,12 @@ mod tests {
             text.contains(r#"booking_bookings_total{stage="postgres",outcome="sold_out"} 1"#),
             "{text}"
         );
+        // The series the operator's load observer reads, under the contract's name.
         assert!(
-            text.contains(
-                r#"booking_http_requests_total{method="GET",route="/events/{id}",status="200"} 1"#
-            ),
+            text.contains(&format!(
+                r#"{}{{method="GET",route="/events/{{id}}",status="200"}} 1"#,
+                flashsale_contract::REQUEST_COUNTER
+            )),
             "{text}"
         );
         assert!(

@@ -93,9 +93,10 @@ mod tests {
         ("post", "/events/{id}/bookings"),
         ("get", "/bookings/{id}"),
         ("get", "/bookings/{id}/events"),
-        ("get", "/healthz"),
-        ("get", "/readyz"),
-        ("get", "/metrics"),
+        // The probe and scrape paths the operator configures.
+        ("get", flashsale_contract::HEALTHZ_PATH),
+        ("get", flashsale_contract::READYZ_PATH),
+        ("get", flashsale_contract::METRICS_PATH),
         ("get", "/openapi.json"),
     ];
 

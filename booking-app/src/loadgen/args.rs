@@ -1,8 +1,10 @@
 //! `booking-app loadgen` flags, with the defaults and constraints documented where they are set.
+//! Those the operator's calibration Job passes are named by the contract crate (`flag::*`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use flashsale_contract::flag;
 use uuid::Uuid;
 
 /// Drive a flash sale against a running booking-app and measure it.
@@ -19,7 +21,7 @@ pub struct LoadgenArgs {
     #[command(flatten)]
     pub auth: crate::auth::AuthConfig,
     /// booking-app base URL (plain HTTP: loopback or in-cluster).
-    #[arg(long, env = "LOADGEN_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long = flag::URL, env = "LOADGEN_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// Book against this existing event instead of creating one. The invariant check then
     /// assumes loadgen is the only client booking it during the run.
@@ -45,10 +47,10 @@ pub struct LoadgenArgs {
     #[arg(long)]
     pub rate: Option<f64>,
     /// Measured time (per step with --find-capacity), e.g. `30s`, `1500ms`, `2m`.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::duration::parse_duration)]
     pub duration: Duration,
     /// Load before measuring (connections, caches, JIT of the stores); not in the report.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::duration::parse_duration)]
     pub warmup: Duration,
     /// Print one JSON document on stdout instead of tables.
     #[arg(long)]
@@ -57,10 +59,10 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Search the highest open-loop rate that meets --slo-p99-ms and --max-error-rate.
-    #[arg(long)]
+    #[arg(long = flag::FIND_CAPACITY)]
     pub find_capacity: bool,
     /// SLO on the p99 latency, in milliseconds (with --find-capacity).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long = flag::SLO_P99_MS, default_value_t = 100)]
     pub slo_p99_ms: u64,
     /// SLO on the share of requests that fail (5xx, timeouts, unsent) (with --find-capacity).
     #[arg(long, default_value_t = 0.01)]
@@ -69,15 +71,15 @@ pub struct LoadgenArgs {
     #[arg(long, default_value_t = 1_000_000.0)]
     pub max_rate: f64,
     /// Write the calibration result here as compact JSON (a Kubernetes termination message).
-    #[arg(long, requires = "find_capacity")]
+    #[arg(long = flag::TERMINATION_MESSAGE_PATH, requires = "find_capacity")]
     pub termination_message_path: Option<PathBuf>,
     /// After the run, pending (202) bookings are followed until decided; give up (and report
     /// them unresolved) once none has been decided for this long. A backlog that drains slowly
     /// is waited for; one that stalls is not.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = crate::duration::parse_duration)]
     pub pending_timeout: Duration,
     /// Per-request timeout; a timed-out request counts as an error.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse_duration)]
     pub request_timeout: Duration,
     /// Skip the invariant check (e.g. against a bare endpoint that books nothing).
     #[arg(long)]
@@ -86,7 +88,7 @@ pub struct LoadgenArgs {
     #[arg(long)]
     pub no_idempotency_keys: bool,
     /// No live progress line.
-    #[arg(long)]
+    #[arg(long = flag::NO_PROGRESS)]
     pub no_progress: bool,
 }
 
@@ -119,42 +121,5 @@ impl LoadgenArgs {
             return Err("--max-rate must be at least 1".into());
         }
         Ok(())
-    }
-}
-
-/// Parses `250ms`, `10s`, `2m`, or a bare number of seconds (`1.5`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("not a duration: {text:?} (try 10s, 500ms, 2m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit in {text:?}: use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("not a duration: {text:?}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_or_without_units() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
-        assert!(parse_duration("-1s").is_err());
     }
 }

@@ -179,7 +179,7 @@ impl ApiClient {
     }
 
     /// The `Authorization` value user index `user` books with (None: no tokens).
-    pub fn bearer(&self, user: u32) -> Option<&str> {
+    pub fn bearer(&self, user: u32) -> Option<std::borrow::Cow<'_, str>> {
         self.tokens.as_deref().map(|t| t.user(user))
     }
 

@@ -310,7 +310,7 @@ impl WorkerOutput {
             .map(|prefix| idempotency_key(prefix, index));
         shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         let bearer = target.client.bearer(attempt.user);
-        let answer = booker.book(&body, key.as_deref(), bearer).await;
+        let answer = booker.book(&body, key.as_deref(), bearer.as_deref()).await;
         let done = Instant::now();
         shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         shared.counters.count(&answer);

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
+use flashsale_contract::CalibrationResult;
+use serde::Serialize;
 use uuid::Uuid;
 
 pub use args::LoadgenArgs;
@@ -78,38 +79,17 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
     )
 }
 
-/// The calibration Job's answer to the operator, written to `--termination-message-path`.
-/// The field names are the contract with `operator/src/calibration.rs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CalibrationResult {
-    /// Highest arrival rate one pod sustained within the SLO (0 when none did).
-    pub per_pod_rps: f64,
-    pub slo_p99_ms: u64,
-    /// p99 latency measured at that rate.
-    pub p99_ms: f64,
-    pub error_rate: f64,
-    /// Stage kafka: the fastest the queue behind the pod was emptied (decisions per second,
-    /// from the first 202 to the last decision of a step), over every step. A step offered
-    /// faster than the workers decide builds a backlog they drain flat out, so this is their
-    /// rate; when every step was slower it is a lower bound. Absent where nothing is queued.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drain_rps: Option<f64>,
-}
-
-impl CalibrationResult {
-    /// The answer of a search, and the drain rates its runs measured (one per run, if any).
-    pub fn from_capacity(
-        result: &CapacityResult,
-        drain_rates: impl IntoIterator<Item = f64>,
-    ) -> Self {
+impl CapacityResult {
+    /// The calibration Job's answer to the operator (written to `--termination-message-path`):
+    /// this search's result, and the drain rates its runs measured (one per run, if any).
+    pub fn calibration(&self, drain_rates: impl IntoIterator<Item = f64>) -> CalibrationResult {
         // With no passing step, report the lowest rate tried so the operator can say why.
-        let step = result
+        let step = self
             .best()
-            .or_else(|| result.steps.iter().min_by(|a, b| a.rate.total_cmp(&b.rate)));
-        Self {
-            per_pod_rps: result.capacity_rps.unwrap_or(0.0),
-            slo_p99_ms: result.slo.p99_ms,
+            .or_else(|| self.steps.iter().min_by(|a, b| a.rate.total_cmp(&b.rate)));
+        CalibrationResult {
+            per_pod_rps: self.capacity_rps.unwrap_or(0.0),
+            slo_p99_ms: self.slo.p99_ms,
             p99_ms: step.map_or(0.0, |s| s.measured.p99_ms),
             error_rate: step.map_or(0.0, |s| s.measured.error_rate),
             drain_rps: drain_rates
@@ -299,7 +279,7 @@ impl Session {
         .await?;
         let runs = runs.into_inner().expect("no panics while holding it");
         let drain_rates = runs.iter().filter_map(|r| r.invariants.as_ref()?.drain_rps);
-        let calibration = CalibrationResult::from_capacity(&capacity, drain_rates);
+        let calibration = capacity.calibration(drain_rates);
         Ok(CapacityRun {
             capacity,
             calibration,
@@ -421,17 +401,13 @@ mod tests {
                 step(1600.0, 900.0, false),
             ],
         };
-        let json = serde_json::to_value(CalibrationResult::from_capacity(&result, [])).unwrap();
+        let json = serde_json::to_value(result.calibration([])).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"perPodRps": 800.0, "sloP99Ms": 50, "p99Ms": 9.5, "errorRate": 0.0})
         );
         // Stage kafka: the fastest drain of any step (a backlog drained flat out).
-        let json = serde_json::to_value(CalibrationResult::from_capacity(
-            &result,
-            [390.0, 640.5, 610.0],
-        ))
-        .unwrap();
+        let json = serde_json::to_value(result.calibration([390.0, 640.5, 610.0])).unwrap();
         assert_eq!(json["drainRps"], 640.5);
     }
 
@@ -445,7 +421,7 @@ mod tests {
             capacity_rps: None,
             steps: vec![step(100.0, 80.0, false), step(50.0, 40.0, false)],
         };
-        let calibration = CalibrationResult::from_capacity(&result, [f64::NAN, 0.0]);
+        let calibration = result.calibration([f64::NAN, 0.0]);
         assert_eq!(calibration.per_pod_rps, 0.0);
         assert_eq!(calibration.drain_rps, None, "no real drain rate, no field");
         assert_eq!(calibration.p99_ms, 40.0);

@@ -105,7 +105,10 @@ async fn replay_uncertain(
                 let key = idempotency_key(prefix, attempt.index);
                 let body = booking_body(user_id(attempt.user), attempt.quantity);
                 let bearer = client.bearer(attempt.user);
-                (attempt, client.book(url, body, Some(&key), bearer).await)
+                (
+                    attempt,
+                    client.book(url, body, Some(&key), bearer.as_deref()).await,
+                )
             }
         })
         .buffer_unordered(concurrency.max(1))

@@ -13,9 +13,8 @@ use k8s_openapi::api::core::v1::Pod;
 use super::{CounterSample, ObservedLoad, observed_load};
 use crate::contract;
 
-/// booking-app's request counter (booking-app/src/http/metrics.rs: prefix `booking`, counter
-/// `http_requests`, which prometheus-client exposes with the `_total` suffix).
-pub const REQUEST_COUNTER: &str = "booking_http_requests_total";
+/// booking-app's request counter, as the contract crate names it for both sides.
+pub use flashsale_contract::REQUEST_COUNTER;
 
 /// One scrape must not hold a reconcile up: a pod that does not answer in time is left out.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -11,8 +11,8 @@ use crate::reconcile::observe::{Observed, find};
 use crate::reconcile::validate::Sale;
 
 use super::{
-    CalibrationKey, CalibrationResult, JobState, LOADGEN_CONTAINER, Observation, ResultError,
-    job_name, server_name,
+    CalibrationKey, JobState, LOADGEN_CONTAINER, Observation, ResultError, job_name, read_result,
+    server_name,
 };
 
 /// Label the Job controller puts on its pods.
@@ -108,7 +108,7 @@ fn loadgen_terminated(pod: &Pod) -> Option<&ContainerStateTerminated> {
 
 fn ended(terminated: &ContainerStateTerminated, slo_p99_ms: u32) -> JobState {
     let message = terminated.message.as_deref().unwrap_or_default();
-    let parsed = CalibrationResult::parse(message, slo_p99_ms);
+    let parsed = read_result(message, slo_p99_ms);
     if terminated.exit_code == 0 {
         return match parsed {
             Ok(result) => JobState::Succeeded(result),

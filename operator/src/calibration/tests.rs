@@ -2,6 +2,8 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use flashsale_contract::CalibrationResult;
+
 use super::*;
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -66,7 +68,7 @@ fn result(rps: f64) -> CalibrationResult {
 
 #[test]
 fn result_format_is_what_loadgen_writes() {
-    let parsed = CalibrationResult::parse(
+    let parsed = read_result(
         r#"{"perPodRps":4210.5,"sloP99Ms":200,"p99Ms":183.2,"errorRate":0.001}"#,
         200,
     )
@@ -87,55 +89,19 @@ fn result_format_is_what_loadgen_writes() {
     );
     // Stage kafka adds the drain rate of the workers behind the pod.
     let kafka = r#"{"perPodRps":900,"sloP99Ms":200,"p99Ms":80,"errorRate":0,"drainRps":786.5}"#;
-    assert_eq!(
-        CalibrationResult::parse(kafka, 200).unwrap().drain_rps,
-        Some(786.5)
-    );
-}
-
-#[test]
-fn loadgen_declares_the_same_fields() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../booking-app/src/loadgen/mod.rs"
-    );
-    let source = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    let start = source
-        .find("pub struct CalibrationResult")
-        .expect("loadgen defines CalibrationResult");
-    let body = &source[start..start + source[start..].find('}').unwrap()];
-    assert!(
-        body.contains("camelCase")
-            || source[..start].ends_with("#[serde(rename_all = \"camelCase\")]\n"),
-        "{body}"
-    );
-    for field in [
-        "pub per_pod_rps: f64",
-        "pub slo_p99_ms: u64",
-        "pub p99_ms: f64",
-        "pub error_rate: f64",
-        "pub drain_rps: Option<f64>",
-    ] {
-        assert!(
-            body.contains(field),
-            "loadgen's CalibrationResult lacks `{field}`: {body}"
-        );
-    }
+    assert_eq!(read_result(kafka, 200).unwrap().drain_rps, Some(786.5));
 }
 
 #[test]
 fn doubtful_results_are_refused() {
-    assert_eq!(
-        CalibrationResult::parse("  \n", 200),
-        Err(ResultError::Missing)
-    );
+    assert_eq!(read_result("  \n", 200), Err(ResultError::Missing));
     assert!(matches!(
-        CalibrationResult::parse("capacity: 4000 req/s", 200),
+        read_result("capacity: 4000 req/s", 200),
         Err(ResultError::Unreadable(_))
     ));
     let other_slo = r#"{"perPodRps":4000,"sloP99Ms":100,"p99Ms":80}"#;
     assert_eq!(
-        CalibrationResult::parse(other_slo, 200),
+        read_result(other_slo, 200),
         Err(ResultError::SloMismatch {
             got: 100,
             want: 200
@@ -143,16 +109,16 @@ fn doubtful_results_are_refused() {
     );
     for rps in ["0", "-5", "1e999"] {
         let text = format!(r#"{{"perPodRps":{rps},"sloP99Ms":200,"p99Ms":80}}"#);
-        assert!(CalibrationResult::parse(&text, 200).is_err(), "{text}");
+        assert!(read_result(&text, 200).is_err(), "{text}");
     }
     let slow = r#"{"perPodRps":4000,"sloP99Ms":200,"p99Ms":201}"#;
     assert!(matches!(
-        CalibrationResult::parse(slow, 200),
+        read_result(slow, 200),
         Err(ResultError::AboveSlo { .. })
     ));
     let no_drain = r#"{"perPodRps":4000,"sloP99Ms":200,"p99Ms":80,"drainRps":0}"#;
     assert!(matches!(
-        CalibrationResult::parse(no_drain, 200),
+        read_result(no_drain, 200),
         Err(ResultError::Unreadable(_))
     ));
 }

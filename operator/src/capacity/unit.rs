@@ -9,7 +9,7 @@ use super::{
     ConnectionPlan, ConnectionRequest, DEFAULT_PARTITIONS, ReplicaPlan, SizingLimit,
     kafka_partitions, plan_connections, whole,
 };
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 /// Pool each pod asks for when the spec does not pin one. Stage postgres holds a connection
 /// for every booking in flight (16 is booking-app's default and where the hot-row transaction

@@ -75,7 +75,7 @@ pub fn transitions(previous: &FlashSaleStatus, next: &FlashSaleStatus) -> Vec<Ev
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stage::Stage;
+    use flashsale_contract::Stage;
 
     #[test]
     fn no_change_no_event() {

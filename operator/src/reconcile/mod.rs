@@ -1,6 +1,7 @@
 //! One reconcile of a FlashSale, as a pipeline:
 //! `validate -> observe -> plan (stage transition) + size -> build -> apply -> status`.
-//! Only `observe`, `apply` and the status write do I/O; `validate`, `transition::plan`,
+//! Only `observe` (with `sizing::observe`: the calibration attempt's Job and pods, the API pods'
+//! request counters), `apply` and the status write do I/O; `validate`, `transition::plan`,
 //! `sizing::decide`, `desired::build` and `status::compute` are pure and unit-tested.
 //! A sale being deleted takes the same pipeline with `teardown::plan` in place of the stage
 //! transition: its API stopped, its backlog drained, then its finalizer removed.
@@ -109,7 +110,7 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
         .get(crate::calibration::RECALIBRATE_ANNOTATION)
         .cloned();
     let load = ctx.load_observer.as_ref();
-    let mut inputs = crate::scaling::observe(
+    let mut inputs = sizing::observe::observe(
         &ctx.client,
         &sale,
         &previous,
@@ -142,7 +143,7 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
     let requeue = if !observed.conflicts.is_empty() {
         WAIT_FOR_CONFLICT
     } else if observed.missing_external.is_empty() {
-        sizing.requeue_after.unwrap_or(RESYNC)
+        sizing.requeue_after(now_utc).unwrap_or(RESYNC)
     } else {
         WAIT_FOR_EXTERNAL
     };
@@ -213,8 +214,8 @@ async fn teardown_sale(
             step: leave,
         }),
     };
-    let mut sizing = sizing::decide(&sale, previous, &crate::scaling::Inputs::at(now_utc));
-    sizing.calibration_run = None;
+    let mut sizing = sizing::decide(&sale, previous, &sizing::Inputs::at(now_utc));
+    sizing.calibration.run = None;
     let credentials = observed
         .credentials(&sale)
         .unwrap_or_else(Credentials::generate);
@@ -264,7 +265,7 @@ async fn write_status(
 async fn patch_status_stage(
     ctx: &Context,
     fs: &FlashSale,
-    stage: crate::stage::Stage,
+    stage: flashsale_contract::Stage,
 ) -> Result<()> {
     let api: Api<FlashSale> =
         Api::namespaced(ctx.client.clone(), &fs.namespace().unwrap_or_default());

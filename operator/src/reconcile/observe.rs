@@ -35,7 +35,7 @@ use super::transition::JobState;
 use super::validate::{Sale, Store};
 use crate::contract::external_secret;
 use crate::error::{Error, Result};
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 /// Everything a reconcile knows about the cluster, taken before it changes anything.
 #[derive(Clone, Debug, Default)]

@@ -11,9 +11,10 @@ use super::observe::Observed;
 use super::sizing::Sizing;
 use super::transition::{LeaveStep, StagePlan};
 use super::validate::Sale;
+use crate::capacity::queue::QueuePlan;
 use crate::crd::{FlashSaleStatus, Phase, SizingStatus};
 use crate::error::Error;
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 pub mod types {
     pub const READY: &str = "Ready";
@@ -116,11 +117,11 @@ pub fn compute(
         stage: Some(plan.serving),
         replicas: api.map_or(0, |w| w.ready),
         desired_replicas: sizing.booking_replicas,
-        per_pod_rps: sizing.per_pod_rps,
-        measured_per_pod_rps: sizing.measured_per_pod_rps,
-        measured_drain_rps: sizing.measured_drain_rps,
-        calibration: sizing.calibration.clone(),
-        calibration_attempt: sizing.calibration_attempt.clone(),
+        per_pod_rps: sizing.calibration.per_pod_rps,
+        measured_per_pod_rps: sizing.measured().map(|r| r.per_pod_rps),
+        measured_drain_rps: sizing.measured().and_then(|r| r.drain_rps),
+        calibration: sizing.calibration.record.clone(),
+        calibration_attempt: sizing.calibration.attempt.clone(),
         // Whole rps: finer digits would rewrite the status on every reading for nothing.
         observed_rps: sizing.observed.map(|o| o.total_rps.round()),
         observed_per_pod_rps: sizing.observed.map(|o| o.per_pod_rps().round()),
@@ -128,7 +129,7 @@ pub fn compute(
             reason: sizing.reason.clone(),
             message: sizing.message.clone(),
             planned_rps: sizing.planned_rps.map(f64::round),
-            queue: sizing.queue.clone(),
+            queue: sizing.queue.as_ref().map(QueuePlan::message),
             last_scale_time,
         }),
         endpoint: Some(booking_app::endpoint(sale)),
@@ -336,9 +337,9 @@ fn stage_settled(sale: &Sale, plan: &StagePlan) -> Option<Check> {
 fn calibrated(sizing: &Sizing) -> Option<Check> {
     Some((
         types::CALIBRATED,
-        sizing.calibrated,
-        sizing.calibration_reason.clone(),
-        sizing.calibration_message.clone(),
+        sizing.calibration.calibrated,
+        sizing.calibration.reason.into(),
+        sizing.calibration.message.clone(),
     ))
 }
 

@@ -9,7 +9,7 @@ use super::*;
 use crate::fixtures::{FlashSaleBuilder, sale, sale_from};
 use crate::reconcile::desired::{self, credentials::Credentials};
 use crate::reconcile::transition::{JobState, plan};
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 fn at(seconds: i64) -> Time {
     Time(Timestamp::from_second(seconds).unwrap())

@@ -19,7 +19,7 @@ use super::desired::names;
 use super::transition::JobState;
 use crate::crd::FlashSale;
 use crate::error::Result;
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 /// Held on every sale until its stage is drained.
 pub const FINALIZER: &str = "flashsale.dev/drain";

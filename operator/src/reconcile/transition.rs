@@ -5,7 +5,7 @@
 //! (`booking-app worker --stage <old> --drain`, which exits 0 once the backlog is empty), and
 //! only then start the new stage's pods. Pure: the observations come in as arguments.
 
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 /// Which stage serves now, and where a stage change stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

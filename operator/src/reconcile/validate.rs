@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{FlashSale, FlashSaleSpec, PullPolicy, SecretKeyRef, ServiceSpec};
 use crate::error::{Error, Result};
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:17";
 pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4";

@@ -11,12 +11,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flashsale_contract::Stage;
 use flashsale_operator::context::Context;
 use flashsale_operator::crd::FlashSale;
 use flashsale_operator::fixtures::FlashSaleBuilder;
 use flashsale_operator::metrics::Metrics;
 use flashsale_operator::reconcile::validate::Defaults;
-use flashsale_operator::stage::Stage;
 use k8s_openapi::api::core::v1::{
     HostPathVolumeSource, Namespace, ObjectReference, PersistentVolume, PersistentVolumeSpec,
     ResourceRequirements,

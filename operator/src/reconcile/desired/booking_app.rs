@@ -26,8 +26,8 @@ use super::store_tls;
 use crate::crd::{PullPolicy, ServiceType};
 use crate::reconcile::sizing::Sizing;
 use crate::reconcile::validate::{Sale, Store};
-use crate::stage::Stage;
 use crate::{capacity, contract};
+use flashsale_contract::Stage;
 
 /// UUID v5 namespace of sale event ids (a fixed random UUID: ids never collide with other v5 uses).
 const SALE_EVENT_NAMESPACE: uuid::Uuid = uuid::uuid!("6c1f9a52-3d4e-4b8a-9f0e-2a7d5c8b1e43");
@@ -63,7 +63,10 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
             &sale.postgres,
             secret_keys::DATABASE_URL,
         ),
-        env(contract::DB_POOL_SIZE, sizing.db_pool_size.to_string()),
+        env(
+            contract::DB_POOL_SIZE,
+            sizing.derived.connections.pool.to_string(),
+        ),
         env(contract::MIGRATE_ON_START, "true"),
         // The worker runs in its own Deployment, sized on its own.
         env(contract::RUN_WORKER, "false"),
@@ -102,7 +105,7 @@ pub fn app_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> Vec<EnvVar> {
         }
         vars.push(env(
             contract::KAFKA_PARTITIONS,
-            sizing.kafka_partitions.to_string(),
+            sizing.kafka_partitions().to_string(),
         ));
         vars.push(env(
             contract::KAFKA_CONSUMER_GROUP,
@@ -278,7 +281,7 @@ pub fn api_deployment(sale: &Sale, stage: Stage, replicas: i32, sizing: &Sizing)
         true,
         Tokens::Sale,
     );
-    if let Some(per_pod_rps) = sizing.per_pod_rps {
+    if let Some(per_pod_rps) = sizing.calibration.per_pod_rps {
         let slo = sale.spec.capacity.slo_p99_ms;
         let vars = container.env.get_or_insert_with(Vec::new);
         vars.push(env(
@@ -408,7 +411,7 @@ mod tests {
     fn api_pods_admit_what_their_measured_capacity_answers_within_the_slo() {
         let sale = sale("s", Stage::Redis);
         let mut sized = sizing(3);
-        sized.per_pod_rps = Some(4000.0);
+        sized.calibration.per_pod_rps = Some(4000.0);
         let d = api_deployment(&sale, Stage::Redis, 3, &sized);
         let env = env_of(&d.spec.unwrap().template.spec.unwrap().containers[0]);
         let slo = sale.spec.capacity.slo_p99_ms;
@@ -422,7 +425,7 @@ mod tests {
             Some((slo / 4).to_string().as_str())
         );
         // Nothing measured yet: booking-app's own default.
-        sized.per_pod_rps = None;
+        sized.calibration.per_pod_rps = None;
         let d = api_deployment(&sale, Stage::Redis, 3, &sized);
         assert!(
             !env_of(&d.spec.unwrap().template.spec.unwrap().containers[0])

@@ -112,7 +112,7 @@ pub fn secret(sale: &Sale, creds: &Credentials) -> Secret {
 mod tests {
     use super::*;
     use crate::fixtures::sale;
-    use crate::stage::Stage;
+    use flashsale_contract::Stage;
 
     #[test]
     fn secret_round_trips_its_passwords() {

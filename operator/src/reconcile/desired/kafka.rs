@@ -141,7 +141,7 @@ pub fn cluster_id(uid: &str) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::sale;
-    use crate::stage::Stage;
+    use flashsale_contract::Stage;
 
     #[test]
     fn cluster_id_is_the_uid_in_kafka_base64() {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 pub const NAME: &str = "app.kubernetes.io/name";
 pub const INSTANCE: &str = "app.kubernetes.io/instance";

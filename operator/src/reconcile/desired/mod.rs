@@ -133,7 +133,7 @@ pub fn build(sale: &Sale, plan: &StagePlan, sizing: &Sizing, creds: &Credentials
     }
     // While calibrating: the scratch pod, its Service and (once it is Ready) the loadgen Job.
     // When calibration ends they are no longer desired, so the applier deletes them.
-    if let Some(run) = &sizing.calibration_run {
+    if let Some(run) = &sizing.calibration.run {
         let (deployment, service, job) = crate::calibration::objects::build(sale, run, sizing);
         children.deployments.push(deployment);
         children.services.push(service);
@@ -147,7 +147,7 @@ mod tests {
     use super::*;
     use crate::fixtures::{FlashSaleBuilder, sale, sale_from, sizing};
     use crate::reconcile::transition::{JobState, plan};
-    use crate::stage::Stage;
+    use flashsale_contract::Stage;
 
     fn names<T: kube::Resource>(objects: &[T]) -> Vec<String> {
         objects

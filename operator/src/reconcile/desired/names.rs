@@ -2,7 +2,7 @@
 //! the status computation, the applier and the tests agree. The CRD limits the sale's name to 40
 //! characters so the longest (`<sale>-booking-app-postgres`) stays a valid DNS label.
 
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 pub fn credentials_secret(sale: &str) -> String {
     format!("{sale}-credentials")

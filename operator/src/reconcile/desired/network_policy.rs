@@ -152,7 +152,7 @@ fn policy(
 mod tests {
     use super::*;
     use crate::fixtures::sale;
-    use crate::stage::Stage;
+    use flashsale_contract::Stage;
 
     fn ports(rule: &NetworkPolicyIngressRule) -> Vec<i32> {
         rule.ports

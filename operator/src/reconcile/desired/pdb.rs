@@ -9,7 +9,7 @@ use super::labels::{self, Component};
 use super::names;
 use super::pod::meta;
 use crate::reconcile::validate::Sale;
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 pub fn build(sale: &Sale, serving: Stage) -> PodDisruptionBudget {
     PodDisruptionBudget {

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::labels::{self, Component};
 use crate::reconcile::validate::Sale;
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 /// Metadata of a child: name, namespace, labels and the controller owner reference, so
 /// deleting the FlashSale garbage-collects it and changes to it wake the controller.

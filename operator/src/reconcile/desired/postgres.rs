@@ -49,7 +49,10 @@ pub fn build(sale: &Sale, store: &InCluster, sizing: &Sizing) -> (StatefulSet, S
         image: Some(store.image.clone()),
         args: Some(vec![
             "-c".into(),
-            format!("max_connections={}", sizing.postgres_max_connections),
+            format!(
+                "max_connections={}",
+                sizing.derived.connections.max_connections
+            ),
         ]),
         env: Some(vec![
             env("POSTGRES_USER", POSTGRES_USER),
@@ -106,7 +109,7 @@ pub fn build(sale: &Sale, store: &InCluster, sizing: &Sizing) -> (StatefulSet, S
 mod tests {
     use super::*;
     use crate::fixtures::{sale, sizing};
-    use crate::stage::Stage;
+    use flashsale_contract::Stage;
 
     #[test]
     fn postgres_is_one_hardened_replica_with_generated_password_and_kept_data() {
@@ -131,7 +134,7 @@ mod tests {
         let c = &pod.containers[0];
         assert_eq!(
             c.args.as_ref().unwrap()[1],
-            format!("max_connections={}", sz.postgres_max_connections)
+            format!("max_connections={}", sz.derived.connections.max_connections)
         );
         let password = c
             .env

@@ -113,7 +113,7 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
 mod tests {
     use super::*;
     use crate::fixtures::sale;
-    use crate::stage::Stage;
+    use flashsale_contract::Stage;
 
     #[test]
     fn redis_fsyncs_every_write_and_requires_the_generated_password() {

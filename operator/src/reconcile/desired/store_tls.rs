@@ -18,7 +18,7 @@ use super::pod::{env, env_from_secret};
 use crate::contract::{self, external_secret as key};
 use crate::crd::SecretKeyRef;
 use crate::reconcile::validate::{Sale, Store};
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 /// An external store, and how its files and variables are named in booking-app's contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use super::pod::meta;
 use crate::contract;
 use crate::reconcile::sizing::Sizing;
 use crate::reconcile::validate::Sale;
-use crate::stage::Stage;
+use flashsale_contract::Stage;
 
 /// Retries of the drain pod before the Job is Failed (and the stage change stops, visibly).
 const DRAIN_BACKOFF_LIMIT: i32 = 6;
@@ -42,7 +42,7 @@ pub fn worker_deployment(sale: &Sale, stage: Stage, sizing: &Sizing) -> Deployme
 pub fn drain_job(sale: &Sale, stage: Stage, sizing: &Sizing) -> Job {
     let args = vec![
         contract::CMD_WORKER.into(),
-        contract::WORKER_DRAIN_FLAG.into(),
+        contract::flag::arg(contract::flag::DRAIN),
     ];
     let container = container(sale, stage, sizing, args, false, Tokens::None);
     Job {

@@ -1,27 +1,28 @@
-//! The three inventory stages and what each one needs from the cluster: which stores, whether a
-//! worker Deployment runs beside the API, and whether leaving it needs a drain.
+//! The three inventory stages and what each one needs: which stores, whether a worker runs
+//! beside the API, and whether leaving it needs a drain.
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// How booking-app decides a booking (booking-app's `--stage` / `STAGE`).
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
-    /// One Postgres transaction per booking, inventory row locked.
+    /// Postgres decides under the inventory row's lock (`FOR UPDATE`): one transaction per batch
+    /// of an event's waiting bookings, or per booking (`POSTGRES_DECIDE`).
     Postgres,
-    /// Lua counter in Redis, bookings written behind to Postgres by a syncer.
+    /// A Lua script in Redis decides; a syncer writes behind to Postgres.
     Redis,
-    /// Requests queued in Kafka, decided in order by consumer workers.
+    /// Requests are queued in Kafka and decided in order by workers.
     Kafka,
 }
 
 impl Stage {
     pub const ALL: [Stage; 3] = [Stage::Postgres, Stage::Redis, Stage::Kafka];
 
-    /// The value booking-app expects in `STAGE` and `--stage`.
+    /// The value of `STAGE` and `--stage` (and of the serialized form).
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Postgres => "postgres",
@@ -63,7 +64,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn serialized_names_are_what_booking_app_parses() {
+    fn serialized_names_are_the_setting_values() {
         for stage in Stage::ALL {
             let json = serde_json::to_value(stage).unwrap();
             assert_eq!(json, serde_json::Value::String(stage.as_str().into()));

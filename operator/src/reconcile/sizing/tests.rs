@@ -1,14 +1,15 @@
-//! Unit tests of `scaling::decide`: calibration, target, window and observed load together.
+//! Unit tests of `sizing::decide`: calibration, target, window and observed load together, and
+//! the values the builders read.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
-use crate::calibration::CalibrationResult;
 use crate::crd::{CalibrationRecord, FlashSale, SizingStatus, WindowSpec};
 use crate::fixtures::{FlashSaleBuilder, sale_from};
 use crate::schedule::to_time;
-use crate::stage::Stage;
+use flashsale_contract::CalibrationResult;
+use flashsale_contract::Stage;
 
 fn at(s: &str) -> DateTime<Utc> {
     s.parse().unwrap()
@@ -434,4 +435,95 @@ fn stores_of_the_new_stage_gate_calibration() {
         (s.calibration.reason, s.calibration.run),
         ("WaitingForStores", None)
     );
+}
+
+fn size(fs: &FlashSale) -> Sizing {
+    decide(
+        &sale_from(fs),
+        &FlashSaleStatus::default(),
+        &Inputs::at(chrono::DateTime::UNIX_EPOCH),
+    )
+}
+
+#[test]
+fn pinned_per_pod_rps_gives_the_roadmap_formula() {
+    let fs = FlashSaleBuilder::new("s", Stage::Postgres)
+        .target_rps(10_000)
+        .per_pod_rps(1_000.0)
+        .replicas(1, 100)
+        .build();
+    let sizing = size(&fs);
+    // 10000 / (1000 × 0.7) = 14.28 → 15
+    assert_eq!(
+        (sizing.booking_replicas, sizing.reason.as_str()),
+        (15, "SizedForTarget")
+    );
+    assert_eq!(
+        (sizing.calibration.calibrated, sizing.calibration.reason),
+        (true, "Pinned")
+    );
+    assert_eq!(sizing.requeue_after(chrono::DateTime::UNIX_EPOCH), None);
+}
+
+#[test]
+fn clamped_to_max_says_how_much_the_sale_gets() {
+    let fs = FlashSaleBuilder::new("s", Stage::Postgres)
+        .target_rps(1_000_000)
+        .per_pod_rps(1_000.0)
+        .replicas(2, 10)
+        .build();
+    let sizing = size(&fs);
+    assert_eq!(
+        (sizing.booking_replicas, sizing.reason.as_str()),
+        (10, "ClampedByMaxReplicas")
+    );
+    assert!(
+        sizing.message.contains("only 7000 rps"),
+        "{}",
+        sizing.message
+    );
+}
+
+#[test]
+fn without_capacity_it_runs_min_replicas_and_calibrates() {
+    let sizing = size(
+        &FlashSaleBuilder::new("s", Stage::Redis)
+            .replicas(3, 10)
+            .build(),
+    );
+    assert_eq!(
+        (sizing.booking_replicas, sizing.reason.as_str()),
+        (3, "NotCalibrated")
+    );
+    assert_eq!(
+        (sizing.calibration.calibrated, sizing.calibration.reason),
+        (false, "Calibrating")
+    );
+    assert!(sizing.calibration.run.is_some());
+    assert!(sizing.calibration.attempt.is_some());
+    assert_eq!(sizing.worker_replicas, 1);
+}
+
+#[test]
+fn pools_fit_max_connections_at_max_replicas_through_a_rollout() {
+    let fs = FlashSaleBuilder::new("s", Stage::Postgres)
+        .target_rps(100_000)
+        .per_pod_rps(1_000.0)
+        .replicas(1, 60)
+        .build();
+    let sizing = size(&fs);
+    // 60 API pods (stage postgres has no worker) + 25% surge, plus the reserve.
+    let peak = (60 + 15) * sizing.derived.connections.pool + crate::capacity::RESERVED_CONNECTIONS;
+    assert!(
+        peak <= sizing.derived.connections.max_connections,
+        "{peak} > {}",
+        sizing.derived.connections.max_connections
+    );
+}
+
+#[test]
+fn kafka_partitions_cover_the_workers() {
+    let mut fs = FlashSaleBuilder::new("s", Stage::Kafka).build();
+    fs.spec.booking_app.worker.replicas = Some(9);
+    assert_eq!(size(&fs).kafka_partitions(), 9);
 }
