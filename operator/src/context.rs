@@ -2,6 +2,7 @@
 //! the per-sale failure counts behind the exponential backoff.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use crate::autoscale::scrape::LoadObserver;
 use crate::metrics::Metrics;
 use crate::reconcile::applied::Applied;
+use crate::reconcile::observe::ChildStores;
 use crate::reconcile::validate::Defaults;
 use crate::schedule::{Clock, SystemClock};
 
@@ -40,6 +42,28 @@ pub struct Context {
     pub applied: Applied,
     /// Reconciles running at once (`CONCURRENCY` unless set).
     pub concurrency: u16,
+    /// The caches of the sales' children each running controller keeps (one per watched
+    /// namespace, or one for all), by a number of their own; `observe` reads them instead of
+    /// listing.
+    child_stores: Mutex<Vec<(u64, ChildStores)>>,
+    next_stores: AtomicU64,
+}
+
+/// Keeps a controller's caches in the `Context` while it lives: a controller that stops (the
+/// Lease lost, shutdown) takes its caches, which nothing updates any more, with it.
+pub struct ChildStoresGuard {
+    ctx: Arc<Context>,
+    id: u64,
+}
+
+impl Drop for ChildStoresGuard {
+    fn drop(&mut self) {
+        self.ctx
+            .child_stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _)| *id != self.id);
+    }
 }
 
 impl Context {
@@ -59,7 +83,34 @@ impl Context {
             load_observer: None,
             applied: Applied::default(),
             concurrency: CONCURRENCY,
+            child_stores: Mutex::default(),
+            next_stores: AtomicU64::new(0),
         }
+    }
+
+    /// A controller's caches, read by the reconciles of sales in the namespaces they cover
+    /// until the guard is dropped.
+    pub fn add_child_stores(self: &Arc<Self>, stores: ChildStores) -> ChildStoresGuard {
+        let id = self.next_stores.fetch_add(1, Ordering::Relaxed);
+        self.child_stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, stores));
+        ChildStoresGuard {
+            ctx: self.clone(),
+            id,
+        }
+    }
+
+    /// The caches covering `namespace`, if a controller keeps them.
+    pub fn child_stores(&self, namespace: &str) -> Option<ChildStores> {
+        self.child_stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.cover(namespace))
+            .cloned()
     }
 
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {

@@ -1,11 +1,12 @@
 //! The kube-runtime Controller: watches FlashSales (through `DeserializeGuard`, so one malformed
 //! object cannot break the watch) and the children they own, runs the reconcile pipeline, and
-//! retries failures with exponential backoff.
+//! retries failures with exponential backoff. The children's watches also fill the caches
+//! (`observe::ChildStores`) the reconciles read instead of listing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -15,13 +16,16 @@ use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::crd::FlashSale;
 use crate::error::{Error, Result};
+use crate::reconcile::observe::ChildStores;
 use crate::reconcile::{self, desired::labels};
 
 pub use crate::context::CONCURRENCY;
@@ -118,6 +122,34 @@ pub async fn run_controllers(ctx: Arc<Context>, namespaces: &[String]) {
     .await;
 }
 
+/// A watch of the children of kind `K` that keeps them in a store: the stream triggers their
+/// owners' reconciles, each object written to the store before it is passed on. Managed fields
+/// are dropped (nothing reads them; they are a good part of an object's size).
+fn cached<K>(
+    api: Api<K>,
+    config: &watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = watcher(api, config.clone())
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
+    (store, events)
+}
+
 /// Run the controller until `shutdown_on_signal` (SIGTERM/SIGINT) or the future is dropped.
 /// `namespace` limits it to one namespace (tests run one controller per namespace).
 pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
@@ -133,20 +165,36 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     }
     // Children are watched by the operator's label only: no cache of every Secret in the cluster.
     let owned = watcher::Config::default().labels(&labels::managed());
+    let (stateful_sets, stateful_set_events) =
+        cached(api::<StatefulSet>(&client, namespace), &owned);
+    let (deployments, deployment_events) = cached(api::<Deployment>(&client, namespace), &owned);
+    let (services, service_events) = cached(api::<Service>(&client, namespace), &owned);
+    let (secrets, secret_events) = cached(api::<Secret>(&client, namespace), &owned);
+    let (jobs, job_events) = cached(api::<Job>(&client, namespace), &owned);
+    let (pdbs, pdb_events) = cached(api::<PodDisruptionBudget>(&client, namespace), &owned);
+    let (network_policies, network_policy_events) =
+        cached(api::<NetworkPolicy>(&client, namespace), &owned);
+    let _stores_in_context = ctx.add_child_stores(ChildStores {
+        namespace: namespace.map(str::to_string),
+        secrets,
+        services,
+        stateful_sets,
+        pdbs,
+        deployments,
+        jobs,
+        network_policies,
+    });
     let controller = Controller::new(
         api::<DeserializeGuard<FlashSale>>(&client, namespace),
         watcher::Config::default(),
     )
-    .owns(api::<StatefulSet>(&client, namespace), owned.clone())
-    .owns(api::<Deployment>(&client, namespace), owned.clone())
-    .owns(api::<Service>(&client, namespace), owned.clone())
-    .owns(api::<Secret>(&client, namespace), owned.clone())
-    .owns(api::<Job>(&client, namespace), owned.clone())
-    .owns(
-        api::<PodDisruptionBudget>(&client, namespace),
-        owned.clone(),
-    )
-    .owns(api::<NetworkPolicy>(&client, namespace), owned)
+    .owns_stream(stateful_set_events)
+    .owns_stream(deployment_events)
+    .owns_stream(service_events)
+    .owns_stream(secret_events)
+    .owns_stream(job_events)
+    .owns_stream(pdb_events)
+    .owns_stream(network_policy_events)
     .with_config(
         Config::default()
             .concurrency(ctx.concurrency)

@@ -59,14 +59,22 @@ pub async fn apply(
     } = children;
     let ns = sale.namespace.as_str();
     let uid = sale.owner.uid.as_str();
-    let mut conflicts = vec![];
-    conflicts.extend(foreign(client, sale, &secrets, &observed.secrets).await?);
-    conflicts.extend(foreign(client, sale, &services, &observed.services).await?);
-    conflicts.extend(foreign(client, sale, &stateful_sets, &observed.stateful_sets).await?);
-    conflicts.extend(foreign(client, sale, &pdbs, &observed.pdbs).await?);
-    conflicts.extend(foreign(client, sale, &deployments, &observed.deployments).await?);
-    conflicts.extend(foreign(client, sale, &jobs, &observed.jobs).await?);
-    conflicts.extend(foreign(client, sale, &network_policies, &observed.network_policies).await?);
+    // The look-ups of a new sale's names (a dozen) go out together, not one after another.
+    let found = futures::try_join!(
+        foreign(client, sale, &secrets, &observed.secrets),
+        foreign(client, sale, &services, &observed.services),
+        foreign(client, sale, &stateful_sets, &observed.stateful_sets),
+        foreign(client, sale, &pdbs, &observed.pdbs),
+        foreign(client, sale, &deployments, &observed.deployments),
+        foreign(client, sale, &jobs, &observed.jobs),
+        foreign(client, sale, &network_policies, &observed.network_policies),
+    )?;
+    let conflicts: Vec<Conflict> = [
+        found.0, found.1, found.2, found.3, found.4, found.5, found.6,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if !conflicts.is_empty() {
         // Half a sale (its Deployment beside someone else's Service of the name its clients
         // resolve) would be worse than none: nothing is applied until the names are free.
@@ -137,19 +145,21 @@ async fn foreign<K: Child>(
     observed: &[K],
 ) -> Result<Vec<Conflict>> {
     let api: Api<K> = Api::namespaced(client.clone(), &sale.namespace);
-    let mut conflicts = vec![];
-    for object in objects {
-        let name = object.name_any();
-        if observe::find(observed, &name).is_some() {
-            continue;
-        }
-        if let Some(existing) = api.get_metadata_opt(&name).await?
-            && !ownership::accepts_meta(&existing.metadata, &sale.owner.uid, &sale.name)
-        {
-            conflicts.push(Conflict::new(kind_of::<K>(), &existing.metadata));
-        }
-    }
-    Ok(conflicts)
+    let lookups = objects
+        .iter()
+        .map(|o| o.name_any())
+        .filter(|name| observe::find(observed, name).is_none())
+        .map(|name| {
+            let api = api.clone();
+            async move { api.get_metadata_opt(&name).await }
+        });
+    let existing = futures::future::try_join_all(lookups).await?;
+    Ok(existing
+        .into_iter()
+        .flatten()
+        .filter(|e| !ownership::accepts_meta(&e.metadata, &sale.owner.uid, &sale.name))
+        .map(|e| Conflict::new(kind_of::<K>(), &e.metadata))
+        .collect())
 }
 
 async fn apply_all<K: Child>(
@@ -163,27 +173,36 @@ async fn apply_all<K: Child>(
     // force: this operator is the only rightful owner of the fields it sets.
     let params = PatchParams::apply(MANAGER).force();
     let kind = kind_of::<K>();
-    for object in objects {
-        let name = object.name_any();
-        let hash = applied::hash_of(object);
-        let current = observed
-            .iter()
-            .find(|o| o.meta().name.as_deref() == Some(name.as_str()))
-            .map(|o| o.meta());
-        if applied.is_current(kind, ns, &name, hash, current) {
-            debug!(%kind, %name, "unchanged since applied");
-            continue;
-        }
-        match api.patch(&name, &params, &Patch::Apply(object)).await {
-            Ok(answer) => applied.record(kind, ns, &name, hash, answer.meta()),
-            Err(e) => {
-                applied.forget(kind, ns, &name);
-                return Err(e.into());
+    // The objects of one kind do not depend on each other: applied together (the order that
+    // matters is between kinds, kept by the caller).
+    let applies = objects.iter().map(|object| {
+        let (api, params) = (&api, &params);
+        async move {
+            let name = object.name_any();
+            let hash = applied::hash_of(object);
+            let current = observed
+                .iter()
+                .find(|o| o.meta().name.as_deref() == Some(name.as_str()))
+                .map(|o| o.meta());
+            if applied.is_current(kind, ns, &name, hash, current) {
+                debug!(%kind, %name, "unchanged since applied");
+                return Ok(());
             }
+            match api.patch(&name, params, &Patch::Apply(object)).await {
+                Ok(answer) => applied.record(kind, ns, &name, hash, answer.meta()),
+                Err(e) => {
+                    applied.forget(kind, ns, &name);
+                    return Err(Error::from(e));
+                }
+            }
+            debug!(%kind, %name, "applied");
+            Ok(())
         }
-        debug!(%kind, %name, "applied");
-    }
-    Ok(())
+    });
+    futures::future::join_all(applies)
+        .await
+        .into_iter()
+        .collect::<Result<()>>()
 }
 
 /// `K::kind`, as the `&'static str` the memory of applies is keyed by.

@@ -69,7 +69,15 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
     };
 
     let changing = previous.stage.is_some_and(|s| s != sale.spec.stage);
-    let mut observed = match observe::observe(&ctx.client, &sale, previous.stage, changing).await {
+    let stores = ctx.child_stores(&sale.namespace);
+    let observed = observe::observe(
+        &ctx.client,
+        stores.as_ref(),
+        &sale,
+        previous.stage,
+        changing,
+    );
+    let mut observed = match observed.await {
         Ok(observed) => observed,
         // An external store's Secret without the opt-in label: not watched, so look again.
         Err(e @ Error::InvalidSpec(_)) => {
@@ -169,7 +177,9 @@ async fn teardown_sale(
             return Ok(Action::await_change());
         }
     };
-    let observed = observe::observe(&ctx.client, &sale, previous.stage, true).await?;
+    let stores = ctx.child_stores(&sale.namespace);
+    let observed =
+        observe::observe(&ctx.client, stores.as_ref(), &sale, previous.stage, true).await?;
     // The drain Job reaches the stores as the sale's pods do.
     sale.external_keys = observed.external_keys.clone();
     let step = match previous.stage {
