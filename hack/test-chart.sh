@@ -270,10 +270,10 @@ while read -r name; do
   case "$name" in
     flashsale_operator_*)
       base="${name#flashsale_operator_}"
-      grep -rqE "\"${base%_total}\"" "$REPO_ROOT/operator/src" || fail "$name: the operator registers no \"${base%_total}\"" ;;
+      grep -rqE "\"${base%_total}\"" "$REPO_ROOT/operator/src" "$REPO_ROOT/contract/src" || fail "$name: the operator registers no \"${base%_total}\"" ;;
     booking_*)
       base="${name#booking_}"; base="${base%_bucket}"
-      grep -rqE "\"(${base}|${base%_total})\"" "$REPO_ROOT/booking-app/src" || fail "$name: booking-app registers no \"$base\"" ;;
+      grep -rqE "\"(${base}|${base%_total})\"" "$REPO_ROOT/booking-app/src" "$REPO_ROOT/contract/src" || fail "$name: booking-app registers no \"$base\"" ;;
   esac
 done <"$WORK/metric-names"
 log "  $(wc -l <"$WORK/metric-names") metric names checked: $(tr '\n' ' ' <"$WORK/metric-names")"

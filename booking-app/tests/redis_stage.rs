@@ -903,3 +903,79 @@ async fn a_refusal_is_kept_in_its_expiring_claim_and_restored_after_a_loss() {
     );
     fx.cleanup().await;
 }
+
+/// An event whose bookings Postgres refuses (here: Redis holds an event this database has no
+/// row for, as when two databases share a Redis under one key prefix) does not stop the
+/// write-behind of the other events; its entries stay in its stream, and are written once the
+/// event row exists. The syncer runs as `worker` runs it (`Syncer::run`, retrying failed passes),
+/// and the refused event is first in the index (a small set keeps insertion order), so its batch
+/// comes first in every read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_postgres_refuses_does_not_stop_the_others() {
+    common::init_logs();
+    let fx = Isolated::new("parked").await;
+    let orphan = Uuid::new_v4();
+    let mut redis = fx.redis.clone();
+    let _: i64 = redis::cmd("SADD")
+        .arg(fx.keys.event_index())
+        .arg(orphan.to_string())
+        .query_async(&mut redis)
+        .await
+        .expect("SADD");
+    let good = fx.event(100, None).await;
+    let confirmed = sell(&fx, good.id, 4).await;
+
+    // A decision for the event Postgres does not know.
+    let mut refused = confirmed.values().next().expect("a booking").clone();
+    refused.id = Uuid::now_v7();
+    refused.event_id = orphan;
+    let _: String = redis::cmd("XADD")
+        .arg(fx.keys.event(orphan).stream)
+        .arg("*")
+        .arg("booking")
+        .arg(serde_json::to_string(&refused).unwrap())
+        .query_async(&mut redis)
+        .await
+        .expect("XADD");
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let syncer = tokio::spawn(fx.syncer("parked", 100).run(stop.clone()));
+    let in_db = |event: Uuid, want: usize| {
+        let pool = fx.pool.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                let stored = confirmed_in_db(&pool, event).await;
+                if stored.len() >= want {
+                    return stored;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "event {event}: Postgres has {} of {want} bookings after 20 s",
+                    stored.len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let stored = in_db(good.id, confirmed.len()).await;
+    assert_eq!(
+        stored.keys().copied().collect::<BTreeSet<_>>(),
+        confirmed.keys().copied().collect::<BTreeSet<_>>()
+    );
+    assert_eq!(fx.stream_len(orphan).await, 1, "the refused entry is kept");
+
+    // Mended: the event row appears. After its backoff the parked entry is written.
+    sqlx::query(
+        "INSERT INTO events (id, name, tickets, remaining, per_user_limit) VALUES ($1, 'late', 10, 10, NULL)",
+    )
+    .bind(orphan)
+    .execute(&fx.pool)
+    .await
+    .expect("insert the missing event");
+    let stored = in_db(orphan, 1).await;
+    assert!(stored.contains_key(&refused.id));
+    stop.cancel();
+    syncer.await.expect("syncer task");
+    fx.cleanup().await;
+}

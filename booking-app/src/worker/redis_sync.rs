@@ -2,7 +2,7 @@
 //! writes each batch to Postgres in one idempotent transaction, and only then acknowledges (and
 //! deletes) the entries. A crash anywhere re-delivers the batch; writing it twice changes nothing.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,11 @@ use crate::stage::redis::connection::{self, classify};
 use crate::stage::redis::keys::{Keys, SYNC_GROUP};
 use crate::stage::redis::load::{StreamBooking, parse_entry};
 
+mod park;
 mod watch;
 mod write;
+
+use park::Parked;
 
 pub use write::{Written, write_batch};
 
@@ -63,6 +66,9 @@ pub struct SyncMetrics {
     pub failures: Counter,
     /// Entries in the streams, i.e. decisions not yet in Postgres.
     pub lag: Gauge,
+    /// Events whose batch Postgres refused (not a store outage): skipped for a while, their
+    /// entries kept, so one event cannot stop the write-behind of every other (`park`).
+    pub parked: Gauge,
 }
 
 impl SyncMetrics {
@@ -87,6 +93,11 @@ impl SyncMetrics {
             "redis_stream_lag",
             "Confirmed bookings in Redis not yet written to Postgres",
             m.lag.clone(),
+        );
+        metrics.register(
+            "redis_sync_parked_events",
+            "Events whose bookings Postgres refused; retried with backoff, their entries kept",
+            m.parked.clone(),
         );
         m
     }
@@ -116,6 +127,8 @@ pub struct Syncer {
     settings: SyncSettings,
     /// Events whose stream has the group (created idempotently, once per process).
     grouped: HashSet<Uuid>,
+    /// Events whose last batch Postgres refused, and until when they are skipped (`park`).
+    parked: HashMap<Uuid, Parked>,
     /// Entries may be delivered to this consumer and not acknowledged (start, failure, claim).
     own_pending: bool,
     last_claim: Option<Instant>,
@@ -150,6 +163,7 @@ impl Syncer {
             keys,
             settings,
             grouped: HashSet::new(),
+            parked: HashMap::new(),
             own_pending: true,
             last_claim: None,
             metrics: SyncMetrics::default(),
@@ -237,6 +251,7 @@ impl Syncer {
     /// (every `claim_idle / 2`), then new entries. Returns the number of bookings written.
     pub async fn pass(&mut self) -> Result<usize, StageError> {
         let events = self.events().await?;
+        let events = self.unparked(events);
         if events.is_empty() {
             tokio::time::sleep(self.settings.block).await;
             return Ok(0);
@@ -271,10 +286,20 @@ impl Syncer {
     /// replies 64 KB per iteration, so a batch's acknowledgement and the next batch take several
     /// iterations each; one after the other they halved what the syncer kept up with). Only
     /// committed batches are acknowledged, and at most one acknowledgement is on its way.
+    /// A batch Postgres refuses, while Postgres answers, parks its event and the others go on;
+    /// Postgres unavailable fails the pass.
     async fn sync(&mut self, batches: Vec<Batch>) -> Result<usize, StageError> {
         let mut written = 0;
         for batch in batches.into_iter().filter(|b| !b.entry_ids.is_empty()) {
-            let outcome = write_batch(&self.pool, &batch).await?;
+            let outcome = match write_batch(&self.pool, &batch).await {
+                Ok(outcome) => outcome,
+                Err(err @ StageError::Unavailable { .. }) => return Err(err),
+                Err(err) => {
+                    self.park(batch.event_id, &err);
+                    continue;
+                }
+            };
+            self.unpark(batch.event_id);
             written += outcome.inserted;
             self.metrics.batches.inc();
             self.metrics.written.inc_by(outcome.inserted as u64);
