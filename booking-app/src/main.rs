@@ -46,12 +46,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("setting up bearer-token verification")?,
     );
-    let pool = db::connect(&config.postgres)
-        .await
-        .context("connecting to Postgres")?;
-    if config.migrate_on_start {
-        db::migrate(&pool).await.context("migrating")?;
-    }
+    let pool = open_database(&config).await?;
     let metrics = Arc::new(Metrics::new());
     let inventory = stage::build_inventory(&config, pool.clone(), metrics.clone())
         .await
@@ -91,12 +86,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn run_worker(config: Config) -> anyhow::Result<()> {
-    let pool = db::connect(&config.postgres)
-        .await
-        .context("connecting to Postgres")?;
-    if config.migrate_on_start {
-        db::migrate(&pool).await.context("migrating")?;
-    }
+    // Postgres answers and is migrated before the worker starts (it opens pools of its own).
+    drop(open_database(&config).await?);
     // A standalone worker serves /healthz and /metrics on LISTEN_ADDR for its pod's probes.
     let metrics = Arc::new(Metrics::new());
     let shutdown = server::shutdown_on_signal();
@@ -114,4 +105,15 @@ async fn migrate(config: booking_app::config::MigrateConfig) -> anyhow::Result<(
         "schema up to date"
     );
     Ok(())
+}
+
+/// The pool to Postgres, migrated first when MIGRATE_ON_START says so.
+async fn open_database(config: &Config) -> anyhow::Result<sqlx::PgPool> {
+    let pool = db::connect(&config.postgres)
+        .await
+        .context("connecting to Postgres")?;
+    if config.migrate_on_start {
+        db::migrate(&pool).await.context("migrating")?;
+    }
+    Ok(pool)
 }

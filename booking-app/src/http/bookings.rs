@@ -6,21 +6,21 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
-use super::AppState;
 use super::admission::Admission;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
+use super::{AppState, Located, located};
 use crate::domain::{Booking, BookingBody, BookingOutcome, BookingRequest};
 use crate::stage::StageError;
 use crate::stage::idempotency;
-use crate::validation::{validate_booking_request, validate_idempotency_key};
+use crate::validation::validate_idempotency_key;
 
 /// Header carrying the client's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -57,20 +57,12 @@ pub async fn create_booking(
     Path(event_id): Path<Uuid>,
     headers: HeaderMap,
     Json(body): Json<BookingBody>,
-) -> Result<
-    (
-        StatusCode,
-        [(header::HeaderName, String); 1],
-        axum::Json<BookingAnswer>,
-    ),
-    ApiError,
-> {
+) -> Result<Located<BookingAnswer>, ApiError> {
     let key = idempotency_key(&headers)?;
     let request = BookingRequest {
         user_id: caller.booking_user(body.user_id)?,
         quantity: body.quantity,
     };
-    validate_booking_request(&request).map_err(|e| ApiError::invalid(e.to_string()))?;
     // Keys are the user's own: the stages see the key scoped to who asks.
     let key = key.map(|k| idempotency::scoped(&request.user_id, &k));
     let stage = state.inventory.stage();
@@ -92,11 +84,7 @@ pub async fn create_booking(
     };
     state.metrics.record_booking(stage, booking.status.as_str());
     let answer = BookingAnswer::new(booking);
-    Ok((
-        status,
-        [(header::LOCATION, answer.status_url.clone())],
-        axum::Json(answer),
-    ))
+    Ok(located(status, answer.status_url.clone(), answer))
 }
 
 /// The answer to a booking request: the booking, and where to follow it (what a client of a
@@ -136,16 +124,30 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// The refusals both reads of one booking share, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: only its `IntoResponses` description is used
+enum BookingReadRefusals {
+    #[response(status = 400, description = "The id is not a UUID")]
+    NotAUuid(ErrorBody),
+    #[response(status = 401, description = "No, expired or invalid bearer token")]
+    Unauthenticated(ErrorBody),
+    #[response(
+        status = 403,
+        description = "Another user's booking (only its owner or an admin reads it)"
+    )]
+    NotTheOwner(ErrorBody),
+    #[response(status = 404, description = "No such booking")]
+    NotFound(ErrorBody),
+}
+
 /// `GET /bookings/{id}`
 #[utoipa::path(get, path = "/bookings/{id}", tag = "bookings",
     params(("id" = Uuid, Path, description = "Booking id")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The booking; `reason` when rejected, `position` while queued", body = Booking),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 401, description = "No, expired or invalid bearer token", body = ErrorBody),
-        (status = 403, description = "Another user's booking (only its owner or an admin reads it)", body = ErrorBody),
-        (status = 404, description = "No such booking", body = ErrorBody),
+        BookingReadRefusals,
     ))]
 pub async fn get_booking(
     State(state): State<AppState>,
@@ -166,10 +168,7 @@ pub async fn get_booking(
                                       the stream ends after the first confirmed or rejected state \
                                       (or after REQUEST_TIMEOUT_MS: reconnect)",
             content_type = "text/event-stream", body = Booking),
-        (status = 400, description = "The id is not a UUID", body = ErrorBody),
-        (status = 401, description = "No, expired or invalid bearer token", body = ErrorBody),
-        (status = 403, description = "Another user's booking", body = ErrorBody),
-        (status = 404, description = "No such booking", body = ErrorBody),
+        BookingReadRefusals,
         (status = 503, description = "Too many open streams on this pod (`overloaded`); poll instead", body = ErrorBody),
     ))]
 pub async fn watch_booking(

@@ -1,13 +1,13 @@
 //! `/events`: create an event with its inventory, read it back with `remaining`.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use uuid::Uuid;
 
-use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{Json, Path};
+use super::{AppState, Located, located};
 use crate::domain::{Event, NewEvent};
 use crate::validation::validate_new_event;
 
@@ -29,23 +29,12 @@ pub async fn create_event(
     State(state): State<AppState>,
     caller: Caller,
     Json(new): Json<NewEvent>,
-) -> Result<
-    (
-        StatusCode,
-        [(header::HeaderName, String); 1],
-        axum::Json<Event>,
-    ),
-    ApiError,
-> {
+) -> Result<Located<Event>, ApiError> {
     caller.require_admin()?;
     validate_new_event(&new).map_err(|e| ApiError::invalid(e.to_string()))?;
     let event = state.inventory.create_event(new).await?;
     let location = format!("/events/{}", event.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        axum::Json(event),
-    ))
+    Ok(located(StatusCode::CREATED, location, event))
 }
 
 /// `GET /events/{id}`

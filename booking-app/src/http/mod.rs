@@ -27,6 +27,13 @@ use crate::stage::Inventory;
 pub use error::ApiError;
 pub use metrics::Metrics;
 
+/// An answer that names where its resource now lives: `201`/`202` with a `Location` header.
+pub type Located<T> = (StatusCode, [(header::HeaderName, String); 1], axum::Json<T>);
+
+pub fn located<T>(status: StatusCode, location: String, body: T) -> Located<T> {
+    (status, [(header::LOCATION, location)], axum::Json(body))
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {

@@ -30,12 +30,9 @@ use self::client::{KafkaSettings, partition_count, unavailable, watermarks};
 use self::metrics::GroupMetrics;
 use self::record::{BookingRecord, RECORD_VERSION, booking_id};
 use super::records::{self, pg_error};
-use super::{IdempotencyKey, Inventory, StageError, idempotency};
-use crate::domain::{
-    Booking, BookingOutcome, BookingRequest, BookingStatus, Event, NewEvent, RejectReason, Stage,
-};
+use super::{CheckedBooking, Inventory, StageError, idempotency};
+use crate::domain::{Booking, BookingOutcome, BookingStatus, Event, NewEvent, RejectReason, Stage};
 use crate::metrics::Metrics;
-use crate::validation::validate_booking_request;
 
 /// Longest a status read waits for this pod's tail to reach what other pods acknowledged.
 const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(3);
@@ -216,14 +213,9 @@ impl Inventory for KafkaInventory {
         records::fetch_event(&self.inner.pool, id).await
     }
 
-    async fn book(
-        &self,
-        event_id: Uuid,
-        request: BookingRequest,
-        idempotency_key: Option<IdempotencyKey>,
-    ) -> Result<BookingOutcome, StageError> {
+    async fn book_checked(&self, booking: CheckedBooking) -> Result<BookingOutcome, StageError> {
+        let (event_id, request, idempotency_key) = booking.into_parts();
         let inner = &self.inner;
-        validate_booking_request(&request)?;
         inner.require_event(event_id).await?;
         let key = idempotency_key.as_deref();
         let id = booking_id(key, event_id, &request.user_id, request.quantity);

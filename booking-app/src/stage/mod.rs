@@ -48,10 +48,45 @@ pub enum StageError {
     Internal(String),
 }
 
-/// A stage re-checks what it is given (a caller other than the HTTP layer may skip the check).
+/// A value `Inventory::book` refuses before any stage sees it: 422 `invalid`.
 impl From<crate::validation::ValidationError> for StageError {
     fn from(error: crate::validation::ValidationError) -> Self {
         StageError::Invalid(error.to_string())
+    }
+}
+
+/// A booking request whose values were checked (`crate::validation`): the only form a stage
+/// decides. `Inventory::book` is the one place that builds it, so every stage, and every caller
+/// (the HTTP layer, loadgen's in-process runs, the tests), gets the same check once; a stage that
+/// batches can trust each row not to fail its whole batch.
+#[derive(Debug)]
+pub struct CheckedBooking {
+    event_id: Uuid,
+    request: BookingRequest,
+    /// Already scoped to its user by the HTTP layer (`idempotency::scoped`).
+    key: Option<IdempotencyKey>,
+}
+
+impl CheckedBooking {
+    fn new(
+        event_id: Uuid,
+        request: BookingRequest,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Self, crate::validation::ValidationError> {
+        crate::validation::validate_booking_request(&request)?;
+        if let Some(key) = &key {
+            crate::validation::validate_idempotency_key(key)?;
+        }
+        Ok(Self {
+            event_id,
+            request,
+            key,
+        })
+    }
+
+    /// The event, the request and its (scoped) idempotency key.
+    pub fn into_parts(self) -> (Uuid, BookingRequest, Option<IdempotencyKey>) {
+        (self.event_id, self.request, self.key)
     }
 }
 
@@ -64,12 +99,19 @@ pub trait Inventory: Send + Sync + 'static {
     async fn create_event(&self, new: NewEvent) -> Result<Event, StageError>;
     /// The event as the stage's source of truth sees it (`remaining` included).
     async fn get_event(&self, id: Uuid) -> Result<Event, StageError>;
+    /// Checks the request's values (`Invalid`, a 422, before any store is asked), then has the
+    /// stage decide it (`book_checked`). Stages do not override it.
     async fn book(
         &self,
         event_id: Uuid,
         request: BookingRequest,
         idempotency_key: Option<IdempotencyKey>,
-    ) -> Result<BookingOutcome, StageError>;
+    ) -> Result<BookingOutcome, StageError> {
+        let booking = CheckedBooking::new(event_id, request, idempotency_key)?;
+        self.book_checked(booking).await
+    }
+    /// Decides a checked request: confirmed, pending (stage kafka), or refused.
+    async fn book_checked(&self, booking: CheckedBooking) -> Result<BookingOutcome, StageError>;
     async fn get_booking(&self, id: Uuid) -> Result<Booking, StageError>;
     /// A stream of the booking's states, ending after the first final one (confirmed/rejected).
     /// Stages that decide at once yield the booking and end.

@@ -30,7 +30,7 @@ use uuid::Uuid;
 use self::connection::{Pool, classify};
 use self::keys::Keys;
 use self::load::Loader;
-use super::{IdempotencyKey, Inventory, StageError, idempotency, records};
+use super::{CheckedBooking, Inventory, StageError, idempotency, records};
 use crate::config::RedisConfig;
 use crate::domain::{
     Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage,
@@ -274,17 +274,10 @@ impl Inventory for RedisInventory {
         )))
     }
 
-    async fn book(
-        &self,
-        event_id: Uuid,
-        request: BookingRequest,
-        idempotency_key: Option<IdempotencyKey>,
-    ) -> Result<BookingOutcome, StageError> {
-        crate::validation::validate_booking_request(&request)?;
-        let key = idempotency_key.unwrap_or_default();
-        if !key.is_empty() {
-            crate::validation::validate_idempotency_key(&key)?;
-        }
+    async fn book_checked(&self, booking: CheckedBooking) -> Result<BookingOutcome, StageError> {
+        let (event_id, request, key) = booking.into_parts();
+        // The script takes "" for no key (a checked key is never empty).
+        let key = key.unwrap_or_default();
         // A time-ordered id (UUIDv7): the syncer's inserts then append to the primary key's
         // btree instead of dirtying a random leaf page per booking (and, after each checkpoint,
         // writing each such page whole to the WAL).

@@ -17,13 +17,12 @@ use uuid::Uuid;
 use self::batch::{BatchSettings, Batcher};
 use self::decide::Ask;
 use super::records::{self, IDEMPOTENCY_KEY_CONSTRAINT, pg_error, violates};
-use super::{IdempotencyKey, Inventory, StageError, idempotency};
+use super::{CheckedBooking, IdempotencyKey, Inventory, StageError, idempotency};
 use crate::config::{PostgresConfig, PostgresDecide};
 use crate::domain::{
     Booking, BookingOutcome, BookingRequest, Event, NewEvent, RejectReason, Stage,
 };
 use crate::metrics::Metrics;
-use crate::validation::{validate_booking_request, validate_idempotency_key};
 
 pub struct PostgresInventory {
     pool: PgPool,
@@ -217,20 +216,11 @@ impl Inventory for PostgresInventory {
         records::fetch_event(&self.pool, id).await
     }
 
-    async fn book(
-        &self,
-        event_id: Uuid,
-        request: BookingRequest,
-        idempotency_key: Option<IdempotencyKey>,
-    ) -> Result<BookingOutcome, StageError> {
+    async fn book_checked(&self, booking: CheckedBooking) -> Result<BookingOutcome, StageError> {
+        let (event_id, request, idempotency_key) = booking.into_parts();
         let Some(batcher) = &self.batcher else {
             return self.book_alone(event_id, request, idempotency_key).await;
         };
-        // Checked here, not only by the HTTP layer: one invalid row would fail its whole batch.
-        validate_booking_request(&request)?;
-        if let Some(key) = &idempotency_key {
-            validate_idempotency_key(key)?;
-        }
         // No key lookup before the batch: the batch reads every key after the lock anyway, so a
         // retry costs no more than its place in the batch, and the hot path reads Postgres once.
         batcher
