@@ -1,5 +1,6 @@
-//! The one place request values are checked, before any stage sees them: the HTTP layer calls
-//! these, and a stage or worker that receives requests another way (a Kafka record) can too.
+//! The one place request values are checked, before any stage sees them: `Inventory::book`
+//! checks every booking request (`stage::CheckedBooking`), the HTTP layer its headers and new
+//! events, and the stage kafka worker each record it reads.
 
 use crate::domain::{BookingRequest, MAX_QUANTITY, MAX_TICKETS, MAX_USER_ID_LEN, NewEvent};
 pub use crate::domain::{MAX_EVENT_NAME_LEN, TEXT_PATTERN};
