@@ -29,6 +29,45 @@ fn services(action: &str) {
     );
 }
 
+/// Deletes the `test-…` topics earlier runs left on the shared broker (every test makes its own,
+/// with 3 partitions, and never deletes it). A broker killed with -9 loads every partition's log
+/// before it serves again; on a machine that had run the suite a few dozen times, thousands of
+/// them made that recovery outlast this test's wait. This test runs alone (`make test-faults`,
+/// after every other test binary), so no other test is using them.
+async fn delete_leftover_test_topics(brokers: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("kafka admin client");
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, std::time::Duration::from_secs(30))
+        .expect("kafka metadata");
+    let leftovers: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|name| name.starts_with("test-"))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(60)));
+    for chunk in leftovers.chunks(200) {
+        let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        for result in admin
+            .delete_topics(&names, &options)
+            .await
+            .expect("delete the leftover test topics")
+        {
+            // A topic another cleanup deleted first is as good as deleted.
+            if let Err((topic, code)) = result {
+                eprintln!("leftover topic {topic} not deleted: {code}");
+            }
+        }
+    }
+    eprintln!("deleted {} leftover test topics", leftovers.len());
+}
+
 /// Puts the broker back even when an assertion fails halfway, so later runs find it up.
 struct BrokerGuard {
     stopped: bool,
@@ -47,6 +86,14 @@ impl Drop for BrokerGuard {
 async fn broker_down_answers_503_and_recovery_loses_no_acknowledged_request() {
     common::init_logs();
     let mut config = kafka_config("broker");
+    delete_leftover_test_topics(
+        config
+            .kafka
+            .kafka_brokers
+            .as_deref()
+            .expect("KAFKA_BROKERS"),
+    )
+    .await;
     config.kafka.kafka_produce_timeout_ms = 2_000;
     let pool = pool(&config).await;
     let pod = Pod::start(&config, pool.clone()).await;
