@@ -1,7 +1,8 @@
 //! The kube-runtime Controller: watches FlashSales (through `DeserializeGuard`, so one malformed
 //! object cannot break the watch) and the children they own, runs the reconcile pipeline, and
 //! retries failures with exponential backoff. The children's watches also fill the caches
-//! (`observe::ChildStores`) the reconciles read instead of listing.
+//! (`observe::ChildStores`) the reconciles read instead of listing. Only events that change what
+//! a reconcile reads trigger one (see `triggers`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ use crate::crd::FlashSale;
 use crate::error::{Error, Result};
 use crate::reconcile::observe::ChildStores;
 use crate::reconcile::{self, desired::labels};
+use crate::triggers::{self, Digest};
 
 pub use crate::context::CONCURRENCY;
 /// A sale's children change in bursts (a Deployment's status moves a few times as its pods
@@ -122,9 +124,10 @@ pub async fn run_controllers(ctx: Arc<Context>, namespaces: &[String]) {
     .await;
 }
 
-/// A watch of the children of kind `K` that keeps them in a store: the stream triggers their
-/// owners' reconciles, each object written to the store before it is passed on. Managed fields
-/// are dropped (nothing reads them; they are a good part of an object's size).
+/// A watch of the objects of kind `K` that keeps them in a store: the stream triggers
+/// reconciles (of their owners, for children) when what a reconcile reads of them changed (see
+/// `triggers`), each object written to the store before it is passed on. Managed fields are
+/// dropped (nothing reads them; they are a good part of an object's size).
 fn cached<K>(
     api: Api<K>,
     config: &watcher::Config,
@@ -134,6 +137,7 @@ fn cached<K>(
 )
 where
     K: Resource<DynamicType = ()>
+        + Digest
         + Clone
         + DeserializeOwned
         + std::fmt::Debug
@@ -145,9 +149,8 @@ where
     let events = watcher(api, config.clone())
         .default_backoff()
         .modify(|o| o.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects();
-    (store, events)
+        .reflect(writer);
+    (store, triggers::changed(events))
 }
 
 /// Run the controller until `shutdown_on_signal` (SIGTERM/SIGINT) or the future is dropped.
@@ -184,22 +187,25 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
         jobs,
         network_policies,
     });
-    let controller = Controller::new(
+    // The sales themselves: the operator's own status writes come back as events and change
+    // nothing it acts on, so they trigger nothing.
+    let (sales, sale_events) = cached(
         api::<DeserializeGuard<FlashSale>>(&client, namespace),
-        watcher::Config::default(),
-    )
-    .owns_stream(stateful_set_events)
-    .owns_stream(deployment_events)
-    .owns_stream(service_events)
-    .owns_stream(secret_events)
-    .owns_stream(job_events)
-    .owns_stream(pdb_events)
-    .owns_stream(network_policy_events)
-    .with_config(
-        Config::default()
-            .concurrency(ctx.concurrency)
-            .debounce(DEBOUNCE),
+        &watcher::Config::default(),
     );
+    let controller = Controller::for_stream(sale_events, sales)
+        .owns_stream(stateful_set_events)
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .owns_stream(secret_events)
+        .owns_stream(job_events)
+        .owns_stream(pdb_events)
+        .owns_stream(network_policy_events)
+        .with_config(
+            Config::default()
+                .concurrency(ctx.concurrency)
+                .debounce(DEBOUNCE),
+        );
     let _cached_sales_in_metrics = ctx.metrics.sales.watch(controller.store());
     controller
         .shutdown_on_signal()

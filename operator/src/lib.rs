@@ -19,3 +19,4 @@ pub mod reconcile;
 pub mod sale_metrics;
 pub mod schedule;
 pub mod server;
+pub mod triggers;

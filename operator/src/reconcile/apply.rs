@@ -1,6 +1,6 @@
 //! Step 4 of a reconcile: make the cluster match the desired children. Server-side apply with
-//! one field manager, in a fixed order (credentials and Services before the workloads that use
-//! them), then delete what this sale owns but no longer wants (e.g. Kafka after moving back to
+//! one field manager, in two waves (policies, credentials and Services before the workloads that
+//! use them; the objects of a wave at once), then delete what this sale owns but no longer wants (e.g. Kafka after moving back to
 //! stage redis). Jobs are created once and never patched: their pod template is immutable.
 //! A child whose desired object is the one applied last time, onto the object as it was left
 //! (see `applied`), is not applied again: most passes are triggered by the children's status
@@ -83,23 +83,30 @@ pub async fn apply(
         }
         return Ok(conflicts);
     }
-    // Policies first: a store is isolated before it starts.
-    apply_all(
-        client,
-        applied,
-        ns,
-        &network_policies,
-        &observed.network_policies,
-    )
-    .await?;
-    apply_all(client, applied, ns, &secrets, &observed.secrets).await?;
-    apply_all(client, applied, ns, &services, &observed.services).await?;
-    apply_all(client, applied, ns, &stateful_sets, &observed.stateful_sets)
-        .await
-        .map_err(immutable_as_invalid_spec)?;
-    apply_all(client, applied, ns, &pdbs, &observed.pdbs).await?;
-    apply_all(client, applied, ns, &deployments, &observed.deployments).await?;
-    create_missing(client, ns, &jobs, &observed.jobs).await?;
+    // Two waves, each applied at once: what the workloads need (policies, so a store is isolated
+    // before it starts; credentials; Services; disruption budgets), then the workloads. One wave
+    // per kind made a new sale's first pass seven round trips instead of two.
+    futures::try_join!(
+        apply_all(
+            client,
+            applied,
+            ns,
+            &network_policies,
+            &observed.network_policies,
+        ),
+        apply_all(client, applied, ns, &secrets, &observed.secrets),
+        apply_all(client, applied, ns, &services, &observed.services),
+        apply_all(client, applied, ns, &pdbs, &observed.pdbs),
+    )?;
+    futures::try_join!(
+        async {
+            apply_all(client, applied, ns, &stateful_sets, &observed.stateful_sets)
+                .await
+                .map_err(immutable_as_invalid_spec)
+        },
+        apply_all(client, applied, ns, &deployments, &observed.deployments),
+        create_missing(client, ns, &jobs, &observed.jobs),
+    )?;
 
     delete_orphans(client, applied, ns, uid, &observed.jobs, &jobs).await?;
     delete_orphans(
@@ -174,7 +181,7 @@ async fn apply_all<K: Child>(
     let params = PatchParams::apply(MANAGER).force();
     let kind = kind_of::<K>();
     // The objects of one kind do not depend on each other: applied together (the order that
-    // matters is between kinds, kept by the caller).
+    // matters is between the waves, kept by the caller).
     let applies = objects.iter().map(|object| {
         let (api, params) = (&api, &params);
         async move {
