@@ -178,6 +178,7 @@ mod tests {
     use super::*;
     use crate::calibration::CalibrationKey;
     use crate::fixtures::{sale, sizing};
+    use crate::reconcile::desired::testing::{container, pod};
     use flashsale_contract::Stage;
 
     fn run(with_job: bool) -> Run {
@@ -212,10 +213,10 @@ mod tests {
         let sale = sale("s", Stage::Redis);
         let (deployment, service, job) = build(&sale, &run(false), &sizing(3));
         assert!(job.is_none(), "loadgen waits for a Ready pod");
-        let spec = deployment.spec.unwrap();
+        let spec = deployment.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(1));
-        let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
-        let container = &spec.template.spec.unwrap().containers[0];
+        let pod_labels = spec.template.metadata.clone().unwrap().labels.unwrap();
+        let container = container(&deployment);
         assert_eq!(container.args.as_deref(), Some(&["serve".to_string()][..]));
         let env: BTreeMap<_, _> = container
             .env
@@ -251,9 +252,8 @@ mod tests {
             job.metadata.name.as_deref(),
             Some(job_name("s", &run(true).key, 1).as_str())
         );
-        let spec = job.spec.unwrap();
-        assert_eq!(spec.backoff_limit, Some(0));
-        let pod = spec.template.spec.unwrap();
+        assert_eq!(job.spec.as_ref().unwrap().backoff_limit, Some(0));
+        let pod = pod(&job);
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         let c = &pod.containers[0];
         assert_eq!(c.name, LOADGEN_CONTAINER);
@@ -300,9 +300,8 @@ mod tests {
         });
         let sale = crate::fixtures::sale_from(&fs);
         let (deployment, _, job) = build(&sale, &run(true), &sizing(3));
-        let scratch = deployment.spec.unwrap().template.spec.unwrap();
-        let loadgen = job.unwrap().spec.unwrap().template.spec.unwrap();
-        for (what, pod) in [("scratch pod", &scratch), ("loadgen", &loadgen)] {
+        let job = job.unwrap();
+        for (what, pod) in [("scratch pod", pod(&deployment)), ("loadgen", pod(&job))] {
             let env: BTreeMap<_, _> = pod.containers[0]
                 .env
                 .clone()

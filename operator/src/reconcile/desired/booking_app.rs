@@ -350,6 +350,7 @@ pub fn endpoint(sale: &Sale) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::{FlashSaleBuilder, sale, sale_from, sizing};
+    use crate::reconcile::desired::testing::{self, mount_of, pod};
 
     fn env_of(c: &Container) -> BTreeMap<String, EnvVar> {
         c.env
@@ -364,9 +365,8 @@ mod tests {
     fn api_pods_get_the_contract_for_their_stage() {
         let sale = sale("s", Stage::Kafka);
         let d = api_deployment(&sale, Stage::Kafka, 7, &sizing(7));
-        let spec = d.spec.unwrap();
-        assert_eq!(spec.replicas, Some(7));
-        let c = &spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(d.spec.as_ref().unwrap().replicas, Some(7));
+        let c = testing::container(&d);
         assert_eq!(c.args.as_deref(), Some(&["serve".to_string()][..]));
         let env = env_of(c);
         assert_eq!(env["STAGE"].value.as_deref(), Some("kafka"));
@@ -413,7 +413,7 @@ mod tests {
         let mut sized = sizing(3);
         sized.calibration.per_pod_rps = Some(4000.0);
         let d = api_deployment(&sale, Stage::Redis, 3, &sized);
-        let env = env_of(&d.spec.unwrap().template.spec.unwrap().containers[0]);
+        let env = env_of(testing::container(&d));
         let slo = sale.spec.capacity.slo_p99_ms;
         let expected = (4000.0 * f64::from(slo) / 2000.0).ceil() as u32;
         assert_eq!(
@@ -427,10 +427,7 @@ mod tests {
         // Nothing measured yet: booking-app's own default.
         sized.calibration.per_pod_rps = None;
         let d = api_deployment(&sale, Stage::Redis, 3, &sized);
-        assert!(
-            !env_of(&d.spec.unwrap().template.spec.unwrap().containers[0])
-                .contains_key("MAX_IN_FLIGHT")
-        );
+        assert!(!env_of(testing::container(&d)).contains_key("MAX_IN_FLIGHT"));
         assert_eq!(
             capacity::in_flight_limit(10.0, 200),
             capacity::MIN_IN_FLIGHT
@@ -487,7 +484,7 @@ mod tests {
     fn api_pods_are_probed_hardened_and_sized() {
         let sale = sale("s", Stage::Postgres);
         let d = api_deployment(&sale, Stage::Postgres, 2, &sizing(2));
-        let pod = d.spec.unwrap().template.spec.unwrap();
+        let pod = pod(&d);
         let c = &pod.containers[0];
         let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
             p.as_ref()
@@ -507,9 +504,12 @@ mod tests {
             sc.capabilities.as_ref().unwrap().drop.as_deref(),
             Some(&["ALL".to_string()][..])
         );
-        let psc = pod.security_context.unwrap();
+        let psc = pod.security_context.as_ref().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
-        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
         assert!(
             c.resources
                 .as_ref()
@@ -582,34 +582,14 @@ mod tests {
     }
 
     fn api_pod(sale: &Sale) -> PodSpec {
-        api_deployment(sale, Stage::Redis, 2, &sizing(2))
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
+        pod(&api_deployment(sale, Stage::Redis, 2, &sizing(2))).clone()
     }
 
     /// The file a variable names lies in a directory the container mounts from `volume`.
     fn mounted_file(pod: &PodSpec, var: &str) -> (String, Volume) {
-        let c = &pod.containers[0];
-        let path = env_of(c)[var].value.clone().unwrap();
-        let mount = c
-            .volume_mounts
-            .iter()
-            .flatten()
-            .find(|m| path.starts_with(&format!("{}/", m.mount_path)))
-            .unwrap_or_else(|| panic!("{var}={path} is in no mounted directory"));
-        assert_eq!(mount.read_only, Some(true));
-        let volume = pod
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == mount.name)
-            .unwrap_or_else(|| panic!("the pod has no volume {}", mount.name))
-            .clone();
-        let file = path[mount.mount_path.len() + 1..].to_string();
-        (file, volume)
+        let path = env_of(&pod.containers[0])[var].value.clone().unwrap();
+        let (_, volume, file) = mount_of(pod, &path);
+        (file, volume.clone())
     }
 
     /// Whether any volume or variable of the pod reads the generated signing secret.
@@ -714,7 +694,7 @@ mod tests {
             with_auth(jwks(None, Some(("idp-keys", "jwks.json")))),
         ] {
             let d = super::super::worker::worker_deployment(&sale, Stage::Redis, &sizing(1));
-            let pod = d.spec.unwrap().template.spec.unwrap();
+            let pod = pod(&d);
             assert!(
                 env_of(&pod.containers[0])
                     .keys()

@@ -15,6 +15,8 @@ pub mod postgres;
 pub mod redis;
 pub mod store;
 pub mod store_tls;
+#[cfg(test)]
+pub mod testing;
 pub mod worker;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
