@@ -98,26 +98,14 @@ pub fn build(sale: &Sale, run: &Run, sizing: &Sizing) -> (Deployment, Service, O
         ..Service::default()
     };
 
-    let job = run.with_job.then(|| loadgen_job(sale, run, sizing));
+    let job = run.with_job.then(|| loadgen_job(sale, run));
     (deployment, service, job)
 }
 
-fn loadgen_job(sale: &Sale, run: &Run, sizing: &Sizing) -> Job {
+fn loadgen_job(sale: &Sale, run: &Run) -> Job {
     let stage = run.key.stage;
-    // Image, pull policy and entrypoint as every booking-app container has them; nothing else.
-    let base = booking_app::container(
-        sale,
-        stage,
-        sizing,
-        vec![contract::CMD_LOADGEN.into()],
-        false,
-        Tokens::None,
-    );
     let mut container = Container {
         name: LOADGEN_CONTAINER.into(),
-        image: base.image,
-        image_pull_policy: base.image_pull_policy,
-        command: base.command,
         args: Some(vec![
             contract::CMD_LOADGEN.into(),
             flag::arg(flag::URL),
@@ -145,7 +133,8 @@ fn loadgen_job(sale: &Sale, run: &Run, sizing: &Sizing) -> Job {
             ..ResourceRequirements::default()
         }),
         security_context: Some(container_security(true)),
-        ..Container::default()
+        // Image, pull policy and entrypoint of booking-app; nothing else of its containers.
+        ..booking_app::program(sale)
     };
     // Its simulated users' tokens, signed as the scratch pod verifies them.
     auth::configure(sale, Tokens::Generated, &mut container);
