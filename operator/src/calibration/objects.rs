@@ -167,7 +167,7 @@ mod tests {
     use super::*;
     use crate::calibration::CalibrationKey;
     use crate::fixtures::{sale, sizing};
-    use crate::reconcile::desired::testing::{container, pod};
+    use crate::reconcile::desired::testing::{container, env_of, pod};
     use flashsale_contract::Stage;
 
     fn run(with_job: bool) -> Run {
@@ -207,14 +207,7 @@ mod tests {
         let pod_labels = spec.template.metadata.clone().unwrap().labels.unwrap();
         let container = container(&deployment);
         assert_eq!(container.args.as_deref(), Some(&["serve".to_string()][..]));
-        let env: BTreeMap<_, _> = container
-            .env
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.name, e.value))
-            .collect();
-        assert_eq!(env["STAGE"].as_deref(), Some("redis"));
+        assert_eq!(env_of(container)["STAGE"].value.as_deref(), Some("redis"));
         let api_selector = labels::selector("s", Component::BookingApi, Some(Stage::Redis));
         assert!(
             !api_selector
@@ -291,22 +284,16 @@ mod tests {
         let (deployment, _, job) = build(&sale, &run(true), &sizing(3));
         let job = job.unwrap();
         for (what, pod) in [("scratch pod", pod(&deployment)), ("loadgen", pod(&job))] {
-            let env: BTreeMap<_, _> = pod.containers[0]
-                .env
-                .clone()
-                .unwrap()
-                .into_iter()
-                .map(|e| (e.name, e.value))
-                .collect();
+            let env = env_of(&pod.containers[0]);
             assert!(env.contains_key(contract::AUTH_HS256_SECRET_FILE), "{what}");
             assert!(!env.contains_key(contract::AUTH_JWKS_URL), "{what}");
             assert_eq!(
-                env[contract::AUTH_ISSUER].as_deref(),
+                env[contract::AUTH_ISSUER].value.as_deref(),
                 Some("https://id.example.com/"),
                 "{what}"
             );
             assert_eq!(
-                env[contract::AUTH_AUDIENCE].as_deref(),
+                env[contract::AUTH_AUDIENCE].value.as_deref(),
                 Some("tickets"),
                 "{what}"
             );

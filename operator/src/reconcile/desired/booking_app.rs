@@ -357,16 +357,7 @@ pub fn endpoint(sale: &Sale) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::{FlashSaleBuilder, sale, sale_from, sizing};
-    use crate::reconcile::desired::testing::{self, mount_of, pod};
-
-    fn env_of(c: &Container) -> BTreeMap<String, EnvVar> {
-        c.env
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.name.clone(), e))
-            .collect()
-    }
+    use crate::reconcile::desired::testing::{self, env_of, mount_of, pod};
 
     /// The environment of an API container of `sale` at `stage`.
     fn serve_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> BTreeMap<String, EnvVar> {

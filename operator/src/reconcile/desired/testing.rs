@@ -1,9 +1,13 @@
 //! Test helpers for the built children: the pod and first container of a workload, and where a
 //! file a container is told about is mounted from.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+};
 
 /// A built object that runs pods from a template.
 pub trait Workload {
@@ -36,6 +40,12 @@ pub fn pod(workload: &impl Workload) -> &PodSpec {
 /// The first container of the workload's pod template.
 pub fn container(workload: &impl Workload) -> &Container {
     &pod(workload).containers[0]
+}
+
+/// The container's variables by name (it must have some).
+pub fn env_of(container: &Container) -> BTreeMap<String, EnvVar> {
+    let vars = container.env.as_ref().expect("the container has variables");
+    vars.iter().map(|e| (e.name.clone(), e.clone())).collect()
 }
 
 /// The read-only mount of the first container that `path` lies under, the pod's volume behind
