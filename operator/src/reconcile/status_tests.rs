@@ -53,20 +53,13 @@ impl Case {
 
     /// What the cluster holds after the children were applied, every workload `ready` pods ready.
     fn observed(&self, ready: i32) -> Observed {
-        let c = desired::build(
+        let mut children = desired::build(
             &self.sale,
             &self.plan,
             &self.sizing,
             &Credentials::generate(),
         );
-        let mut o = Observed {
-            secrets: c.secrets,
-            services: c.services,
-            pdbs: c.pdbs,
-            jobs: c.jobs,
-            ..Observed::default()
-        };
-        for mut sts in c.stateful_sets {
+        for sts in &mut children.stateful_sets {
             sts.metadata.generation = Some(1);
             sts.status = Some(StatefulSetStatus {
                 observed_generation: Some(1),
@@ -74,9 +67,8 @@ impl Case {
                 updated_replicas: Some(ready.min(1)),
                 ..Default::default()
             });
-            o.stateful_sets.push(sts);
         }
-        for mut d in c.deployments {
+        for d in &mut children.deployments {
             let want = d.spec.as_ref().unwrap().replicas.unwrap();
             d.metadata.generation = Some(1);
             d.status = Some(DeploymentStatus {
@@ -85,9 +77,11 @@ impl Case {
                 updated_replicas: Some(ready.min(want)),
                 ..Default::default()
             });
-            o.deployments.push(d);
         }
-        o
+        Observed {
+            children,
+            ..Observed::default()
+        }
     }
 }
 
@@ -187,7 +181,7 @@ fn losing_readiness_after_ready_is_degraded() {
     let c = Case::settled(pinned(Stage::Postgres));
     let ready = c.first_status(10);
     let mut observed = c.observed(10);
-    observed.deployments[0]
+    observed.children.deployments[0]
         .status
         .as_mut()
         .unwrap()
@@ -229,7 +223,7 @@ fn a_drain_shows_as_draining_with_the_job_named() {
     );
     let c = Case::with_plan(pinned(Stage::Postgres), drain);
     let mut observed = c.observed(10);
-    observed.jobs[0].status = Some(JobStatus {
+    observed.children.jobs[0].status = Some(JobStatus {
         active: Some(1),
         ..Default::default()
     });
