@@ -7,12 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
 use kube::api::{Api, ListParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config, Controller};
@@ -26,6 +22,7 @@ use tracing::{info, warn};
 use crate::context::Context;
 use crate::crd::FlashSale;
 use crate::error::{Error, Result};
+use crate::reconcile::kinds::{Cached, Child, KindStep, Nothing, PerKind};
 use crate::reconcile::observe::ChildStores;
 use crate::reconcile::{self, desired::labels};
 use crate::triggers::{self, Digest};
@@ -124,6 +121,34 @@ pub async fn run_controllers(ctx: Arc<Context>, namespaces: &[String]) {
     .await;
 }
 
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Watches every kind of child: the cache of each, and its events made triggers of the
+/// owning sales' reconciles in `controller`.
+struct WatchChildren<'a> {
+    client: &'a Client,
+    namespace: Option<&'a str>,
+    owned: watcher::Config,
+    controller: Option<Controller<DeserializeGuard<FlashSale>>>,
+}
+
+impl<'a> KindStep<'a, Nothing, Nothing> for WatchChildren<'_> {
+    type Out = Cached;
+    fn run<K: Child>(&mut self, _: &'a (), _: &'a ()) -> BoxFuture<'a, Result<Option<Store<K>>>> {
+        let (cache, events) = cached(api::<K>(self.client, self.namespace), &self.owned);
+        self.controller = self.controller.take().map(|c| c.owns_stream(events));
+        futures::future::ready(Ok(Some(cache))).boxed()
+    }
+}
+
 /// A watch of the objects of kind `K` that keeps them in a store: the stream triggers
 /// reconciles (of their owners, for children) when what a reconcile reads of them changed (see
 /// `triggers`), each object written to the store before it is passed on. Managed fields are
@@ -157,50 +182,32 @@ where
 /// `namespace` limits it to one namespace (tests run one controller per namespace).
 pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     let client = ctx.client.clone();
-    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-    {
-        match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
-    // Children are watched by the operator's label only: no cache of every Secret in the cluster.
-    let owned = watcher::Config::default().labels(&labels::managed());
-    let (stateful_sets, stateful_set_events) =
-        cached(api::<StatefulSet>(&client, namespace), &owned);
-    let (deployments, deployment_events) = cached(api::<Deployment>(&client, namespace), &owned);
-    let (services, service_events) = cached(api::<Service>(&client, namespace), &owned);
-    let (secrets, secret_events) = cached(api::<Secret>(&client, namespace), &owned);
-    let (jobs, job_events) = cached(api::<Job>(&client, namespace), &owned);
-    let (pdbs, pdb_events) = cached(api::<PodDisruptionBudget>(&client, namespace), &owned);
-    let (network_policies, network_policy_events) =
-        cached(api::<NetworkPolicy>(&client, namespace), &owned);
-    let _stores_in_context = ctx.add_child_stores(ChildStores {
-        namespace: namespace.map(str::to_string),
-        secrets,
-        services,
-        stateful_sets,
-        pdbs,
-        deployments,
-        jobs,
-        network_policies,
-    });
     // The sales themselves: the operator's own status writes come back as events and change
     // nothing it acts on, so they trigger nothing.
     let (sales, sale_events) = cached(
         api::<DeserializeGuard<FlashSale>>(&client, namespace),
         &watcher::Config::default(),
     );
-    let controller = Controller::for_stream(sale_events, sales)
-        .owns_stream(stateful_set_events)
-        .owns_stream(deployment_events)
-        .owns_stream(service_events)
-        .owns_stream(secret_events)
-        .owns_stream(job_events)
-        .owns_stream(pdb_events)
-        .owns_stream(network_policy_events)
+    let sales = Controller::for_stream(sale_events, sales);
+    let mut watch = WatchChildren {
+        client: &client,
+        namespace,
+        // By the operator's label only: no cache of every Secret in the cluster.
+        owned: watcher::Config::default().labels(&labels::managed()),
+        controller: Some(sales),
+    };
+    let every = PerKind::every();
+    let caches = every
+        .try_zip(&every, &mut watch)
+        .await
+        .expect("starting a watch does not fail");
+    let _stores_in_context = ctx.add_child_stores(ChildStores {
+        namespace: namespace.map(str::to_string),
+        caches,
+    });
+    let controller = watch
+        .controller
+        .expect("WatchChildren keeps the controller")
         .with_config(
             Config::default()
                 .concurrency(ctx.concurrency)

@@ -416,69 +416,63 @@ impl InClusterStore {
     }
 }
 
-/// The CEL rule of each store: `external` or in-cluster settings, not both.
-macro_rules! external_or_in_cluster {
-    ($store:literal, $managed:literal) => {
-        concat!(
-            $store,
-            ": use either external (",
-            $managed,
-            ") or in-cluster settings (image, storage, storageClassName, resources), not both"
-        )
-    };
-}
 const EXTERNAL_OR_IN_CLUSTER: &str = "!has(self.external) || !(has(self.image) || has(self.storage) || has(self.storageClassName) || has(self.resources))";
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(
-    cel,
-    validation = Rule::new(EXTERNAL_OR_IN_CLUSTER).message(external_or_in_cluster!("postgres", "a managed database"))
-)]
-pub struct PostgresSpec {
-    /// Use this database instead of deploying one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external: Option<ExternalStore>,
-    #[serde(flatten)]
-    pub in_cluster: InClusterStore,
+/// The spec of one store: `external` (described by the doc comments given) or the in-cluster
+/// settings, not both (a CEL rule naming `$store` and what `$managed` one it would be), then the
+/// store's own fields. Written once for the three stores; a macro rather than a generic struct
+/// because each store's schema carries its own descriptions and rule message.
+macro_rules! store_spec {
+    (
+        $(#[$external_doc:meta])*
+        $name:ident, $store:literal, $managed:literal { $($own:tt)* }
+    ) => {
+        #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+        #[serde(rename_all = "camelCase")]
+        #[x_kube(
+            cel,
+            validation = Rule::new(EXTERNAL_OR_IN_CLUSTER).message(concat!(
+                $store,
+                ": use either external (",
+                $managed,
+                ") or in-cluster settings (image, storage, storageClassName, resources), not both"
+            ))
+        )]
+        pub struct $name {
+            $(#[$external_doc])*
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub external: Option<ExternalStore>,
+            #[serde(flatten)]
+            pub in_cluster: InClusterStore,
+            $($own)*
+        }
+    };
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(
-    cel,
-    validation = Rule::new(EXTERNAL_OR_IN_CLUSTER).message(external_or_in_cluster!("redis", "a managed Redis"))
-)]
-pub struct RedisSpec {
+store_spec! {
+    /// Use this database instead of deploying one.
+    PostgresSpec, "postgres", "a managed database" {}
+}
+
+store_spec! {
     /// Use this Redis instead of deploying one: a single primary (not Redis Cluster), persisting
     /// with AOF `appendfsync always`, or a crash can lose bookings the client was told are confirmed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external: Option<ExternalStore>,
-    #[serde(flatten)]
-    pub in_cluster: InClusterStore,
+    RedisSpec, "redis", "a managed Redis" {}
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(
-    cel,
-    validation = Rule::new(EXTERNAL_OR_IN_CLUSTER).message(external_or_in_cluster!("kafka", "a managed cluster"))
-)]
-pub struct KafkaSpec {
+store_spec! {
     /// Use these brokers instead of deploying one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external: Option<ExternalStore>,
-    #[serde(flatten)]
-    pub in_cluster: InClusterStore,
-    /// Topic the booking requests go to (default: the sale's name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 249))]
-    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9._-]{1,249}$')").message("kafka.topic may only contain letters, digits, '.', '_' and '-' (at most 249)"))]
-    pub topic: Option<String>,
-    /// Partitions of the topic; at least the worker replicas (derived when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub partitions: Option<i32>,
+    KafkaSpec, "kafka", "a managed cluster" {
+        /// Topic the booking requests go to (default: the sale's name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(length(max = 249))]
+        #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9._-]{1,249}$')").message("kafka.topic may only contain letters, digits, '.', '_' and '-' (at most 249)"))]
+        pub topic: Option<String>,
+        /// Partitions of the topic; at least the worker replicas (derived when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        pub partitions: Option<i32>,
+    }
 }
 
 impl FlashSale {

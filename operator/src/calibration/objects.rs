@@ -98,26 +98,14 @@ pub fn build(sale: &Sale, run: &Run, sizing: &Sizing) -> (Deployment, Service, O
         ..Service::default()
     };
 
-    let job = run.with_job.then(|| loadgen_job(sale, run, sizing));
+    let job = run.with_job.then(|| loadgen_job(sale, run));
     (deployment, service, job)
 }
 
-fn loadgen_job(sale: &Sale, run: &Run, sizing: &Sizing) -> Job {
+fn loadgen_job(sale: &Sale, run: &Run) -> Job {
     let stage = run.key.stage;
-    // Image, pull policy and entrypoint as every booking-app container has them; nothing else.
-    let base = booking_app::container(
-        sale,
-        stage,
-        sizing,
-        vec![contract::CMD_LOADGEN.into()],
-        false,
-        Tokens::None,
-    );
     let mut container = Container {
         name: LOADGEN_CONTAINER.into(),
-        image: base.image,
-        image_pull_policy: base.image_pull_policy,
-        command: base.command,
         args: Some(vec![
             contract::CMD_LOADGEN.into(),
             flag::arg(flag::URL),
@@ -145,7 +133,8 @@ fn loadgen_job(sale: &Sale, run: &Run, sizing: &Sizing) -> Job {
             ..ResourceRequirements::default()
         }),
         security_context: Some(container_security(true)),
-        ..Container::default()
+        // Image, pull policy and entrypoint of booking-app; nothing else of its containers.
+        ..booking_app::program(sale)
     };
     // Its simulated users' tokens, signed as the scratch pod verifies them.
     auth::configure(sale, Tokens::Generated, &mut container);
@@ -178,6 +167,7 @@ mod tests {
     use super::*;
     use crate::calibration::CalibrationKey;
     use crate::fixtures::{sale, sizing};
+    use crate::reconcile::desired::testing::{container, env_of, pod};
     use flashsale_contract::Stage;
 
     fn run(with_job: bool) -> Run {
@@ -212,19 +202,12 @@ mod tests {
         let sale = sale("s", Stage::Redis);
         let (deployment, service, job) = build(&sale, &run(false), &sizing(3));
         assert!(job.is_none(), "loadgen waits for a Ready pod");
-        let spec = deployment.spec.unwrap();
+        let spec = deployment.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(1));
-        let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
-        let container = &spec.template.spec.unwrap().containers[0];
+        let pod_labels = spec.template.metadata.clone().unwrap().labels.unwrap();
+        let container = container(&deployment);
         assert_eq!(container.args.as_deref(), Some(&["serve".to_string()][..]));
-        let env: BTreeMap<_, _> = container
-            .env
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.name, e.value))
-            .collect();
-        assert_eq!(env["STAGE"].as_deref(), Some("redis"));
+        assert_eq!(env_of(container)["STAGE"].value.as_deref(), Some("redis"));
         let api_selector = labels::selector("s", Component::BookingApi, Some(Stage::Redis));
         assert!(
             !api_selector
@@ -251,9 +234,8 @@ mod tests {
             job.metadata.name.as_deref(),
             Some(job_name("s", &run(true).key, 1).as_str())
         );
-        let spec = job.spec.unwrap();
-        assert_eq!(spec.backoff_limit, Some(0));
-        let pod = spec.template.spec.unwrap();
+        assert_eq!(job.spec.as_ref().unwrap().backoff_limit, Some(0));
+        let pod = pod(&job);
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         let c = &pod.containers[0];
         assert_eq!(c.name, LOADGEN_CONTAINER);
@@ -300,25 +282,18 @@ mod tests {
         });
         let sale = crate::fixtures::sale_from(&fs);
         let (deployment, _, job) = build(&sale, &run(true), &sizing(3));
-        let scratch = deployment.spec.unwrap().template.spec.unwrap();
-        let loadgen = job.unwrap().spec.unwrap().template.spec.unwrap();
-        for (what, pod) in [("scratch pod", &scratch), ("loadgen", &loadgen)] {
-            let env: BTreeMap<_, _> = pod.containers[0]
-                .env
-                .clone()
-                .unwrap()
-                .into_iter()
-                .map(|e| (e.name, e.value))
-                .collect();
+        let job = job.unwrap();
+        for (what, pod) in [("scratch pod", pod(&deployment)), ("loadgen", pod(&job))] {
+            let env = env_of(&pod.containers[0]);
             assert!(env.contains_key(contract::AUTH_HS256_SECRET_FILE), "{what}");
             assert!(!env.contains_key(contract::AUTH_JWKS_URL), "{what}");
             assert_eq!(
-                env[contract::AUTH_ISSUER].as_deref(),
+                env[contract::AUTH_ISSUER].value.as_deref(),
                 Some("https://id.example.com/"),
                 "{what}"
             );
             assert_eq!(
-                env[contract::AUTH_AUDIENCE].as_deref(),
+                env[contract::AUTH_AUDIENCE].value.as_deref(),
                 Some("tickets"),
                 "{what}"
             );

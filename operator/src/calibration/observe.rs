@@ -31,11 +31,11 @@ pub async fn observe(
     attempt: u32,
 ) -> Result<Observation, kube::Error> {
     let server = find(
-        &observed.deployments,
+        &observed.children.deployments,
         &server_name(&sale.name, key, attempt),
     );
     let name = job_name(&sale.name, key, attempt);
-    let job = find(&observed.jobs, &name);
+    let job = find(&observed.children.jobs, &name);
     let job_pods = match job {
         Some(_) => {
             let pods: Api<Pod> = Api::namespaced(client.clone(), &sale.namespace);

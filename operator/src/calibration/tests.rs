@@ -52,6 +52,35 @@ fn inputs<'a>(key: &'a CalibrationKey, observation: &'a Observation) -> Inputs<'
     }
 }
 
+/// A pass that finds `record` in status, nothing observed.
+fn with_record<'a>(key: &'a CalibrationKey, record: &'a CalibrationRecord) -> Inputs<'a> {
+    Inputs {
+        record: Some(record),
+        ..inputs(key, &NOTHING)
+    }
+}
+
+/// The next pass `after` the first: `attempt` carried over, nothing observed.
+fn next_pass<'a>(
+    key: &'a CalibrationKey,
+    attempt: &'a CalibrationAttempt,
+    after: TimeDelta,
+) -> Inputs<'a> {
+    Inputs {
+        attempt: Some(attempt),
+        now: at(NOW) + after,
+        ..inputs(key, &NOTHING)
+    }
+}
+
+/// The scratch pod is Ready and the Job is in `job`.
+fn pod_ready(job: JobState) -> Observation {
+    Observation {
+        server_ready: true,
+        job,
+    }
+}
+
 fn result(rps: f64) -> CalibrationResult {
     CalibrationResult {
         per_pod_rps: rps,
@@ -137,10 +166,7 @@ fn pinned_capacity_needs_no_calibration() {
 fn a_valid_measurement_is_reused_whatever_the_target() {
     let k = key(Stage::Postgres);
     let r = record(Stage::Postgres, 3100.0);
-    let a = assess(&Inputs {
-        record: Some(&r),
-        ..inputs(&k, &NOTHING)
-    });
+    let a = assess(&with_record(&k, &r));
     assert_eq!(
         (a.per_pod_rps, a.calibrated, a.reason),
         (Some(3100.0), true, "Measured")
@@ -169,10 +195,7 @@ fn new_sale_starts_a_scratch_pod_then_the_job_once_it_is_ready() {
     assert_eq!(attempt.started_at, Some(to_time(at(NOW))));
     assert_eq!(a.requeue_at, Some(at(NOW) + SERVER_READY_TIMEOUT));
 
-    let ready = Observation {
-        server_ready: true,
-        job: JobState::Absent,
-    };
+    let ready = pod_ready(JobState::Absent);
     let later = Inputs {
         attempt: Some(&attempt),
         now: at(NOW) + TimeDelta::seconds(20),
@@ -198,10 +221,7 @@ fn new_sale_starts_a_scratch_pod_then_the_job_once_it_is_ready() {
 fn a_stage_change_invalidates_the_measurement() {
     let k = key(Stage::Kafka);
     let r = record(Stage::Postgres, 3100.0);
-    let a = assess(&Inputs {
-        record: Some(&r),
-        ..inputs(&k, &NOTHING)
-    });
+    let a = assess(&with_record(&k, &r));
     assert_eq!((a.per_pod_rps, a.reason), (None, "Calibrating"));
     assert_eq!(a.record, Some(r), "the old record stays until replaced");
 }
@@ -222,10 +242,7 @@ fn image_pod_size_or_slo_change_recalibrates_sizing_with_the_old_number_meanwhil
         ..key(Stage::Postgres)
     };
     for k in [image, bigger, slo] {
-        let a = assess(&Inputs {
-            record: Some(&r),
-            ..inputs(&k, &NOTHING)
-        });
+        let a = assess(&with_record(&k, &r));
         assert_eq!(
             (a.per_pod_rps, a.calibrated, a.reason),
             (Some(3100.0), false, "Calibrating"),
@@ -258,10 +275,7 @@ fn recalibration_on_request_keeps_the_old_number_meanwhile() {
         ..key(Stage::Postgres)
     };
     let r = record(Stage::Postgres, 3100.0);
-    let a = assess(&Inputs {
-        record: Some(&r),
-        ..inputs(&k, &NOTHING)
-    });
+    let a = assess(&with_record(&k, &r));
     assert_eq!(
         (a.per_pod_rps, a.calibrated, a.reason),
         (Some(3100.0), false, "Calibrating")
@@ -275,10 +289,7 @@ fn success_records_the_measurement_for_this_stage_image_and_request() {
         recalibrate: Some("2".into()),
         ..key(Stage::Redis)
     };
-    let done = Observation {
-        server_ready: true,
-        job: JobState::Succeeded(result(5200.0)),
-    };
+    let done = pod_ready(JobState::Succeeded(result(5200.0)));
     let a = assess(&inputs(&k, &done));
     assert_eq!(
         (a.per_pod_rps, a.calibrated, a.reason),
@@ -308,10 +319,7 @@ fn success_records_the_measurement_for_this_stage_image_and_request() {
 #[test]
 fn failure_is_reported_and_retried_with_growing_backoff() {
     let k = key(Stage::Postgres);
-    let failed = Observation {
-        server_ready: true,
-        job: JobState::Failed("loadgen exited with code 1: boom".into()),
-    };
+    let failed = pod_ready(JobState::Failed("loadgen exited with code 1: boom".into()));
     let a = assess(&inputs(&k, &failed));
     assert_eq!(
         (a.per_pod_rps, a.calibrated, a.reason),
@@ -324,20 +332,12 @@ fn failure_is_reported_and_retried_with_growing_backoff() {
     assert_eq!(a.requeue_at, Some(at(NOW) + FIRST_BACKOFF));
 
     // During the backoff: nothing runs, the same status is written again.
-    let waiting = assess(&Inputs {
-        attempt: Some(&attempt),
-        now: at(NOW) + TimeDelta::seconds(10),
-        ..inputs(&k, &NOTHING)
-    });
+    let waiting = assess(&next_pass(&k, &attempt, TimeDelta::seconds(10)));
     assert_eq!((waiting.run, waiting.reason), (None, "CalibrationFailed"));
     assert_eq!(waiting.attempt.as_ref(), Some(&attempt));
 
     // After it: attempt 2, with new object names.
-    let retry = assess(&Inputs {
-        attempt: Some(&attempt),
-        now: at(NOW) + FIRST_BACKOFF,
-        ..inputs(&k, &NOTHING)
-    });
+    let retry = assess(&next_pass(&k, &attempt, FIRST_BACKOFF));
     assert_eq!(
         retry.run,
         Some(Run {
@@ -356,17 +356,9 @@ fn failure_is_reported_and_retried_with_growing_backoff() {
 fn a_scratch_pod_that_never_gets_ready_fails_the_attempt() {
     let k = key(Stage::Postgres);
     let started = assess(&inputs(&k, &NOTHING)).attempt.unwrap();
-    let still = assess(&Inputs {
-        attempt: Some(&started),
-        now: at(NOW) + TimeDelta::minutes(9),
-        ..inputs(&k, &NOTHING)
-    });
+    let still = assess(&next_pass(&k, &started, TimeDelta::minutes(9)));
     assert_eq!(still.reason, "Calibrating");
-    let late = assess(&Inputs {
-        attempt: Some(&started),
-        now: at(NOW) + SERVER_READY_TIMEOUT,
-        ..inputs(&k, &NOTHING)
-    });
+    let late = assess(&next_pass(&k, &started, SERVER_READY_TIMEOUT));
     assert_eq!(late.reason, "CalibrationFailed");
     assert!(late.message.contains("not Ready"), "{}", late.message);
 }
@@ -389,17 +381,11 @@ fn calibration_waits_for_the_stores() {
 #[test]
 fn an_attempt_for_other_inputs_is_dropped() {
     let k = key(Stage::Redis);
-    let failed = Observation {
-        server_ready: true,
-        job: JobState::Failed("x".into()),
-    };
+    let failed = pod_ready(JobState::Failed("x".into()));
     let old = assess(&inputs(&key(Stage::Postgres), &failed))
         .attempt
         .unwrap();
-    let a = assess(&Inputs {
-        attempt: Some(&old),
-        ..inputs(&k, &NOTHING)
-    });
+    let a = assess(&next_pass(&k, &old, TimeDelta::zero()));
     assert_eq!(
         a.run,
         Some(Run {
@@ -450,10 +436,7 @@ fn digest_is_stable_and_tells_keys_apart() {
 fn no_calibration_starts_inside_the_window_and_a_run_under_way_stops() {
     let key = key(Stage::Redis);
     let until = at("2026-12-01T12:00:00Z");
-    let ready = Observation {
-        server_ready: true,
-        job: JobState::Running,
-    };
+    let ready = pod_ready(JobState::Running);
     let a = assess(&Inputs {
         hold: Some(Hold::Window { until }),
         ..inputs(&key, &ready)

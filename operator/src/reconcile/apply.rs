@@ -8,37 +8,20 @@
 //! Before anything is applied, every desired child's name is checked (see `ownership`): when one
 //! is taken by an object that is not this sale's, nothing is applied and the conflicts are returned.
 
-use k8s_openapi::NamespaceResourceScope;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
-use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::{Client, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::applied::{self, Applied};
 use super::desired::Children;
 use super::desired::labels::MANAGER;
+use super::kinds::{Child, KindStep, Objects, Same};
 use super::observe::{self, Observed};
 use super::ownership::{self, Conflict};
 use super::validate::Sale;
 use crate::error::{Error, Result};
-
-trait Child:
-    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-    + Clone
-    + Serialize
-    + DeserializeOwned
-    + std::fmt::Debug
-{
-}
-impl<K> Child for K where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug
-{
-}
 
 /// Apply `children`, or nothing when a name is taken: then the objects in the way.
 pub async fn apply(
@@ -48,33 +31,13 @@ pub async fn apply(
     children: Children,
     observed: &Observed,
 ) -> Result<Vec<Conflict>> {
-    let Children {
-        secrets,
-        services,
-        stateful_sets,
-        pdbs,
-        deployments,
-        jobs,
-        network_policies,
-    } = children;
     let ns = sale.namespace.as_str();
     let uid = sale.owner.uid.as_str();
+    let (want, have) = (&children, &observed.children);
     // The look-ups of a new sale's names (a dozen) go out together, not one after another.
-    let found = futures::try_join!(
-        foreign(client, sale, &secrets, &observed.secrets),
-        foreign(client, sale, &services, &observed.services),
-        foreign(client, sale, &stateful_sets, &observed.stateful_sets),
-        foreign(client, sale, &pdbs, &observed.pdbs),
-        foreign(client, sale, &deployments, &observed.deployments),
-        foreign(client, sale, &jobs, &observed.jobs),
-        foreign(client, sale, &network_policies, &observed.network_policies),
-    )?;
-    let conflicts: Vec<Conflict> = [
-        found.0, found.1, found.2, found.3, found.4, found.5, found.6,
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let mut check = ForeignNames { client, sale };
+    let found = want.try_zip(have, &mut check).await?;
+    let conflicts: Vec<Conflict> = found.into_vec().concat();
     if !conflicts.is_empty() {
         // Half a sale (its Deployment beside someone else's Service of the name its clients
         // resolve) would be worse than none: nothing is applied until the names are free.
@@ -91,55 +54,78 @@ pub async fn apply(
             client,
             applied,
             ns,
-            &network_policies,
-            &observed.network_policies,
+            &want.network_policies,
+            &have.network_policies,
         ),
-        apply_all(client, applied, ns, &secrets, &observed.secrets),
-        apply_all(client, applied, ns, &services, &observed.services),
-        apply_all(client, applied, ns, &pdbs, &observed.pdbs),
+        apply_all(client, applied, ns, &want.secrets, &have.secrets),
+        apply_all(client, applied, ns, &want.services, &have.services),
+        apply_all(client, applied, ns, &want.pdbs, &have.pdbs),
     )?;
     futures::try_join!(
         async {
-            apply_all(client, applied, ns, &stateful_sets, &observed.stateful_sets)
-                .await
-                .map_err(immutable_as_invalid_spec)
+            apply_all(
+                client,
+                applied,
+                ns,
+                &want.stateful_sets,
+                &have.stateful_sets,
+            )
+            .await
+            .map_err(immutable_as_invalid_spec)
         },
-        apply_all(client, applied, ns, &deployments, &observed.deployments),
-        create_missing(client, ns, &jobs, &observed.jobs),
+        apply_all(client, applied, ns, &want.deployments, &have.deployments),
+        create_missing(client, ns, &want.jobs, &have.jobs),
     )?;
 
-    delete_orphans(client, applied, ns, uid, &observed.jobs, &jobs).await?;
+    delete_orphans(client, applied, ns, uid, &have.jobs, &want.jobs).await?;
     delete_orphans(
         client,
         applied,
         ns,
         uid,
-        &observed.deployments,
-        &deployments,
+        &have.deployments,
+        &want.deployments,
     )
     .await?;
-    delete_orphans(client, applied, ns, uid, &observed.pdbs, &pdbs).await?;
+    delete_orphans(client, applied, ns, uid, &have.pdbs, &want.pdbs).await?;
     delete_orphans(
         client,
         applied,
         ns,
         uid,
-        &observed.stateful_sets,
-        &stateful_sets,
+        &have.stateful_sets,
+        &want.stateful_sets,
     )
     .await?;
-    delete_orphans(client, applied, ns, uid, &observed.services, &services).await?;
-    delete_orphans(client, applied, ns, uid, &observed.secrets, &secrets).await?;
+    delete_orphans(client, applied, ns, uid, &have.services, &want.services).await?;
+    delete_orphans(client, applied, ns, uid, &have.secrets, &want.secrets).await?;
     delete_orphans(
         client,
         applied,
         ns,
         uid,
-        &observed.network_policies,
-        &network_policies,
+        &have.network_policies,
+        &want.network_policies,
     )
     .await?;
     Ok(conflicts)
+}
+
+/// Finds, for every kind, the desired names held by objects that are not the sale's (`foreign`).
+struct ForeignNames<'a> {
+    client: &'a Client,
+    sale: &'a Sale,
+}
+
+impl<'a> KindStep<'a, Objects, Objects> for ForeignNames<'a> {
+    type Out = Same<Vec<Conflict>>;
+    fn run<K: Child>(
+        &mut self,
+        desired: &'a Vec<K>,
+        observed: &'a Vec<K>,
+    ) -> BoxFuture<'a, Result<Vec<Conflict>>> {
+        foreign(self.client, self.sale, desired, observed).boxed()
+    }
 }
 
 /// The desired `objects` whose name an object not accepted by the sale holds. `observed`

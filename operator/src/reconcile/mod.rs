@@ -10,6 +10,7 @@ pub mod applied;
 pub mod apply;
 pub mod desired;
 pub mod events;
+pub mod kinds;
 pub mod observe;
 pub mod ownership;
 pub mod sizing;

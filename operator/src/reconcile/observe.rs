@@ -17,20 +17,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::FutureExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::Store as Cache;
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 
+use super::desired::Children;
 use super::desired::credentials::Credentials;
 use super::desired::labels::{self, Component};
 use super::desired::names;
 use super::desired::store_tls::{self, StoreKind};
+use super::kinds::{Cached, Child, KindStep, Nothing, Objects, PerKind};
 use super::transition::JobState;
 use super::validate::{Sale, Store};
 use crate::contract::external_secret;
@@ -40,13 +38,8 @@ use flashsale_contract::Stage;
 /// Everything a reconcile knows about the cluster, taken before it changes anything.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
-    pub secrets: Vec<Secret>,
-    pub services: Vec<Service>,
-    pub stateful_sets: Vec<StatefulSet>,
-    pub pdbs: Vec<PodDisruptionBudget>,
-    pub deployments: Vec<Deployment>,
-    pub jobs: Vec<Job>,
-    pub network_policies: Vec<NetworkPolicy>,
+    /// The sale's children, by kind.
+    pub children: Children,
     /// API pods of the stage in status.stage, terminating ones included (only counted while the
     /// sale is moving to another stage).
     pub serving_pods: usize,
@@ -84,12 +77,15 @@ pub(crate) fn find<'a, T: Resource>(objects: &'a [T], name: &str) -> Option<&'a 
 
 impl Observed {
     pub fn credentials(&self, sale: &Sale) -> Option<Credentials> {
-        find(&self.secrets, &names::credentials_secret(&sale.name))
-            .and_then(Credentials::from_secret)
+        find(
+            &self.children.secrets,
+            &names::credentials_secret(&sale.name),
+        )
+        .and_then(Credentials::from_secret)
     }
 
     pub fn deployment(&self, name: &str) -> Option<Workload> {
-        let d = find(&self.deployments, name)?;
+        let d = find(&self.children.deployments, name)?;
         let status = d.status.clone().unwrap_or_default();
         Some(Workload {
             desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
@@ -100,7 +96,7 @@ impl Observed {
     }
 
     pub fn stateful_set(&self, name: &str) -> Option<Workload> {
-        let s = find(&self.stateful_sets, name)?;
+        let s = find(&self.children.stateful_sets, name)?;
         let status = s.status.clone().unwrap_or_default();
         Some(Workload {
             desired: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
@@ -111,7 +107,10 @@ impl Observed {
     }
 
     pub fn job(&self, name: &str) -> Option<JobState> {
-        let status = find(&self.jobs, name)?.status.clone().unwrap_or_default();
+        let status = find(&self.children.jobs, name)?
+            .status
+            .clone()
+            .unwrap_or_default();
         let has = |type_: &str| {
             status
                 .conditions
@@ -137,7 +136,7 @@ impl Observed {
         };
         match store {
             Store::External(_) => true,
-            _ => find(&self.stateful_sets, &name).is_some(),
+            _ => find(&self.children.stateful_sets, &name).is_some(),
         }
     }
 
@@ -180,7 +179,7 @@ impl Observed {
 
     /// Nothing of the sale exists yet.
     pub fn is_empty(&self) -> bool {
-        self.stateful_sets.is_empty() && self.deployments.is_empty()
+        self.children.stateful_sets.is_empty() && self.children.deployments.is_empty()
     }
 }
 
@@ -189,13 +188,7 @@ impl Observed {
 #[derive(Clone)]
 pub struct ChildStores {
     pub namespace: Option<String>,
-    pub secrets: Cache<Secret>,
-    pub services: Cache<Service>,
-    pub stateful_sets: Cache<StatefulSet>,
-    pub pdbs: Cache<PodDisruptionBudget>,
-    pub deployments: Cache<Deployment>,
-    pub jobs: Cache<Job>,
-    pub network_policies: Cache<NetworkPolicy>,
+    pub caches: PerKind<Cached>,
 }
 
 impl ChildStores {
@@ -205,21 +198,32 @@ impl ChildStores {
     }
 }
 
+/// Reads the sale's children of every kind (see `children`).
+struct ReadChildren<'a> {
+    client: &'a Client,
+    sale: &'a Sale,
+    selector: &'a str,
+}
+
+impl<'a> KindStep<'a, Cached, Nothing> for ReadChildren<'a> {
+    type Out = Objects;
+    fn run<K: Child>(
+        &mut self,
+        cache: &'a Option<Cache<K>>,
+        _: &'a (),
+    ) -> BoxFuture<'a, Result<Vec<K>>> {
+        children(self.client, cache.as_ref(), self.sale, self.selector).boxed()
+    }
+}
+
 /// The sale's children of kind `K`: from `store` once it holds its first full list, else listed.
 /// Sorted by name either way, as a list answers.
-async fn children<K>(
+async fn children<K: Child>(
     client: &Client,
     store: Option<&Cache<K>>,
     sale: &Sale,
     selector: &str,
-) -> Result<Vec<K>>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + 'static,
-{
+) -> Result<Vec<K>> {
     let filled = |s: &&Cache<K>| {
         s.wait_until_ready()
             .now_or_never()
@@ -266,24 +270,17 @@ pub async fn observe(
 ) -> Result<Observed> {
     let ns = sale.namespace.as_str();
     let selector = labels::children_of(&sale.name);
-    let stores = stores.filter(|s| s.cover(ns));
-    let (secrets, services, stateful_sets, pdbs, deployments, jobs, network_policies) = futures::try_join!(
-        children(client, stores.map(|s| &s.secrets), sale, &selector),
-        children(client, stores.map(|s| &s.services), sale, &selector),
-        children(client, stores.map(|s| &s.stateful_sets), sale, &selector),
-        children(client, stores.map(|s| &s.pdbs), sale, &selector),
-        children(client, stores.map(|s| &s.deployments), sale, &selector),
-        children(client, stores.map(|s| &s.jobs), sale, &selector),
-        children(client, stores.map(|s| &s.network_policies), sale, &selector),
-    )?;
+    let caches = match stores.filter(|s| s.cover(ns)) {
+        Some(stores) => stores.caches.clone(),
+        None => PerKind::default(),
+    };
+    let mut read = ReadChildren {
+        client,
+        sale,
+        selector: &selector,
+    };
     let mut observed = Observed {
-        secrets,
-        services,
-        stateful_sets,
-        pdbs,
-        deployments,
-        jobs,
-        network_policies,
+        children: caches.try_zip(&PerKind::every(), &mut read).await?,
         ..Observed::default()
     };
     if let Some(old) = serving.filter(|_| count_serving_pods) {

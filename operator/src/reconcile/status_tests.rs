@@ -15,38 +15,74 @@ fn at(seconds: i64) -> Time {
     Time(Timestamp::from_second(seconds).unwrap())
 }
 
-/// What the cluster holds after the children were applied, every workload `ready` pods ready.
-fn observed_with(sale: &Sale, plan: &StagePlan, sizing: &Sizing, ready: i32) -> Observed {
-    let c = desired::build(sale, plan, sizing, &Credentials::generate());
-    let mut o = Observed {
-        secrets: c.secrets,
-        services: c.services,
-        pdbs: c.pdbs,
-        jobs: c.jobs,
-        ..Observed::default()
-    };
-    for mut sts in c.stateful_sets {
-        sts.metadata.generation = Some(1);
-        sts.status = Some(StatefulSetStatus {
-            observed_generation: Some(1),
-            ready_replicas: Some(ready.min(1)),
-            updated_replicas: Some(ready.min(1)),
-            ..Default::default()
-        });
-        o.stateful_sets.push(sts);
+/// A sale with its stage plan and sizing: what `compute` is given besides the observations.
+struct Case {
+    sale: Sale,
+    plan: StagePlan,
+    sizing: Sizing,
+}
+
+impl Case {
+    /// `sale` settled on its stage: nothing to leave, no drain.
+    fn settled(sale: Sale) -> Self {
+        let plan = plan(sale.spec.stage, None, 0, None);
+        Self::with_plan(sale, plan)
     }
-    for mut d in c.deployments {
-        let want = d.spec.as_ref().unwrap().replicas.unwrap();
-        d.metadata.generation = Some(1);
-        d.status = Some(DeploymentStatus {
-            observed_generation: Some(1),
-            ready_replicas: Some(ready.min(want)),
-            updated_replicas: Some(ready.min(want)),
-            ..Default::default()
-        });
-        o.deployments.push(d);
+
+    fn with_plan(sale: Sale, plan: StagePlan) -> Self {
+        let sizing = crate::fixtures::sized(&sale);
+        Case { sale, plan, sizing }
     }
-    o
+
+    /// The status computed after `previous` from `observed`, at second `t`.
+    fn status(&self, previous: &FlashSaleStatus, observed: &Observed, t: i64) -> FlashSaleStatus {
+        compute(
+            previous,
+            &self.sale,
+            &self.plan,
+            &self.sizing,
+            observed,
+            &at(t),
+        )
+    }
+
+    /// The first status (at second 1), every workload `ready` pods ready.
+    fn first_status(&self, ready: i32) -> FlashSaleStatus {
+        self.status(&Default::default(), &self.observed(ready), 1)
+    }
+
+    /// What the cluster holds after the children were applied, every workload `ready` pods ready.
+    fn observed(&self, ready: i32) -> Observed {
+        let mut children = desired::build(
+            &self.sale,
+            &self.plan,
+            &self.sizing,
+            &Credentials::generate(),
+        );
+        for sts in &mut children.stateful_sets {
+            sts.metadata.generation = Some(1);
+            sts.status = Some(StatefulSetStatus {
+                observed_generation: Some(1),
+                ready_replicas: Some(ready.min(1)),
+                updated_replicas: Some(ready.min(1)),
+                ..Default::default()
+            });
+        }
+        for d in &mut children.deployments {
+            let want = d.spec.as_ref().unwrap().replicas.unwrap();
+            d.metadata.generation = Some(1);
+            d.status = Some(DeploymentStatus {
+                observed_generation: Some(1),
+                ready_replicas: Some(ready.min(want)),
+                updated_replicas: Some(ready.min(want)),
+                ..Default::default()
+            });
+        }
+        Observed {
+            children,
+            ..Observed::default()
+        }
+    }
 }
 
 fn cond<'a>(s: &'a FlashSaleStatus, t: &str) -> &'a Condition {
@@ -68,17 +104,8 @@ fn pinned(stage: Stage) -> Sale {
 
 #[test]
 fn nothing_created_yet_is_pending() {
-    let sale = pinned(Stage::Postgres);
-    let p = plan(Stage::Postgres, None, 0, None);
-    let sz = crate::fixtures::sized(&sale);
-    let s = compute(
-        &Default::default(),
-        &sale,
-        &p,
-        &sz,
-        &Observed::default(),
-        &at(1),
-    );
+    let c = Case::settled(pinned(Stage::Postgres));
+    let s = c.status(&Default::default(), &Observed::default(), 1);
     assert_eq!(s.phase, Some(Phase::Pending));
     assert_eq!(cond(&s, types::READY).status, "False");
     assert_eq!(s.stage, Some(Stage::Postgres));
@@ -87,17 +114,8 @@ fn nothing_created_yet_is_pending() {
 
 #[test]
 fn starting_stores_mean_provisioning_with_a_reason() {
-    let sale = pinned(Stage::Redis);
-    let p = plan(Stage::Redis, None, 0, None);
-    let sz = crate::fixtures::sized(&sale);
-    let s = compute(
-        &Default::default(),
-        &sale,
-        &p,
-        &sz,
-        &observed_with(&sale, &p, &sz, 0),
-        &at(1),
-    );
+    let c = Case::settled(pinned(Stage::Redis));
+    let s = c.first_status(0);
     assert_eq!(s.phase, Some(Phase::Provisioning));
     let stores = cond(&s, types::STORES_READY);
     assert_eq!(
@@ -114,19 +132,10 @@ fn starting_stores_mean_provisioning_with_a_reason() {
 
 #[test]
 fn everything_ready_and_pinned_is_ready() {
-    let sale = pinned(Stage::Kafka);
-    let p = plan(Stage::Kafka, None, 0, None);
-    let sz = crate::fixtures::sized(&sale);
+    let c = Case::settled(pinned(Stage::Kafka));
     // 1000 / (500 × 0.7) = 2.86 → 3
-    assert_eq!(sz.booking_replicas, 3);
-    let s = compute(
-        &Default::default(),
-        &sale,
-        &p,
-        &sz,
-        &observed_with(&sale, &p, &sz, 10),
-        &at(1),
-    );
+    assert_eq!(c.sizing.booking_replicas, 3);
+    let s = c.first_status(10);
     assert_eq!(s.phase, Some(Phase::Ready));
     assert_eq!((s.replicas, s.desired_replicas), (3, 3));
     assert_eq!(s.per_pod_rps, Some(500.0));
@@ -146,40 +155,22 @@ fn everything_ready_and_pinned_is_ready() {
     );
     assert_eq!(
         s.event_id,
-        Some(booking_app::sale_event_id(&sale).to_string()),
+        Some(booking_app::sale_event_id(&c.sale).to_string()),
         "clients find the sale's event here"
     );
 }
 
 #[test]
 fn stage_without_worker_has_no_worker_condition() {
-    let sale = pinned(Stage::Postgres);
-    let p = plan(Stage::Postgres, None, 0, None);
-    let sz = crate::fixtures::sized(&sale);
-    let s = compute(
-        &Default::default(),
-        &sale,
-        &p,
-        &sz,
-        &observed_with(&sale, &p, &sz, 10),
-        &at(1),
-    );
+    let c = Case::settled(pinned(Stage::Postgres));
+    let s = c.first_status(10);
     assert!(s.conditions.iter().all(|c| c.type_ != types::WORKER_READY));
 }
 
 #[test]
 fn running_but_uncalibrated_is_calibrating() {
-    let sale = sale("s", Stage::Postgres);
-    let p = plan(Stage::Postgres, None, 0, None);
-    let sz = crate::fixtures::sized(&sale);
-    let s = compute(
-        &Default::default(),
-        &sale,
-        &p,
-        &sz,
-        &observed_with(&sale, &p, &sz, 10),
-        &at(1),
-    );
+    let c = Case::settled(sale("s", Stage::Postgres));
+    let s = c.first_status(10);
     assert_eq!(s.phase, Some(Phase::Calibrating));
     assert_eq!(cond(&s, types::CALIBRATED).reason, "Calibrating");
     assert_eq!(s.sizing.as_ref().unwrap().reason, "NotCalibrated");
@@ -187,24 +178,15 @@ fn running_but_uncalibrated_is_calibrating() {
 
 #[test]
 fn losing_readiness_after_ready_is_degraded() {
-    let sale = pinned(Stage::Postgres);
-    let p = plan(Stage::Postgres, None, 0, None);
-    let sz = crate::fixtures::sized(&sale);
-    let ready = compute(
-        &Default::default(),
-        &sale,
-        &p,
-        &sz,
-        &observed_with(&sale, &p, &sz, 10),
-        &at(1),
-    );
-    let mut observed = observed_with(&sale, &p, &sz, 10);
-    observed.deployments[0]
+    let c = Case::settled(pinned(Stage::Postgres));
+    let ready = c.first_status(10);
+    let mut observed = c.observed(10);
+    observed.children.deployments[0]
         .status
         .as_mut()
         .unwrap()
         .ready_replicas = Some(1);
-    let s = compute(&ready, &sale, &p, &sz, &observed, &at(2));
+    let s = c.status(&ready, &observed, 2);
     assert_eq!(s.phase, Some(Phase::Degraded));
     let app = cond(&s, types::BOOKING_APP_READY);
     assert_eq!(
@@ -215,37 +197,14 @@ fn losing_readiness_after_ready_is_degraded() {
 
 #[test]
 fn last_transition_time_moves_only_when_the_status_flips() {
-    let sale = pinned(Stage::Postgres);
-    let p = plan(Stage::Postgres, None, 0, None);
-    let sz = crate::fixtures::sized(&sale);
-    let first = compute(
-        &Default::default(),
-        &sale,
-        &p,
-        &sz,
-        &observed_with(&sale, &p, &sz, 0),
-        &at(1),
-    );
-    let same = compute(
-        &first,
-        &sale,
-        &p,
-        &sz,
-        &observed_with(&sale, &p, &sz, 0),
-        &at(2),
-    );
+    let c = Case::settled(pinned(Stage::Postgres));
+    let first = c.first_status(0);
+    let same = c.status(&first, &c.observed(0), 2);
     assert_eq!(
         first, same,
         "an unchanged sale must produce an identical status"
     );
-    let flipped = compute(
-        &same,
-        &sale,
-        &p,
-        &sz,
-        &observed_with(&sale, &p, &sz, 10),
-        &at(3),
-    );
+    let flipped = c.status(&same, &c.observed(10), 3);
     assert_eq!(cond(&flipped, types::READY).last_transition_time, at(3));
     assert_eq!(
         cond(&flipped, types::STAGE_SETTLED).last_transition_time,
@@ -256,20 +215,19 @@ fn last_transition_time_moves_only_when_the_status_flips() {
 
 #[test]
 fn a_drain_shows_as_draining_with_the_job_named() {
-    let sale = pinned(Stage::Postgres);
-    let p = plan(
+    let drain = plan(
         Stage::Postgres,
         Some(Stage::Redis),
         0,
         Some(JobState::Running),
     );
-    let sz = crate::fixtures::sized(&sale);
-    let mut observed = observed_with(&sale, &p, &sz, 10);
-    observed.jobs[0].status = Some(JobStatus {
+    let c = Case::with_plan(pinned(Stage::Postgres), drain);
+    let mut observed = c.observed(10);
+    observed.children.jobs[0].status = Some(JobStatus {
         active: Some(1),
         ..Default::default()
     });
-    let s = compute(&Default::default(), &sale, &p, &sz, &observed, &at(1));
+    let s = c.status(&Default::default(), &observed, 1);
     assert_eq!(s.phase, Some(Phase::Draining));
     assert_eq!(s.stage, Some(Stage::Redis));
     let settled = cond(&s, types::STAGE_SETTLED);
@@ -288,16 +246,14 @@ fn a_drain_shows_as_draining_with_the_job_named() {
 
 #[test]
 fn a_missing_external_secret_is_named() {
-    let sale = sale_from(
+    let c = Case::settled(sale_from(
         &FlashSaleBuilder::new("s", Stage::Postgres)
             .external_postgres("pg", "url")
             .build(),
-    );
-    let p = plan(Stage::Postgres, None, 0, None);
-    let sz = crate::fixtures::sized(&sale);
-    let mut observed = observed_with(&sale, &p, &sz, 10);
+    ));
+    let mut observed = c.observed(10);
     observed.missing_external.push("pg/url".into());
-    let s = compute(&Default::default(), &sale, &p, &sz, &observed, &at(1));
+    let s = c.status(&Default::default(), &observed, 1);
     let stores = cond(&s, types::STORES_READY);
     assert_eq!(stores.reason, "ExternalSecretMissing");
     assert!(stores.message.contains("pg/url"));
@@ -305,17 +261,8 @@ fn a_missing_external_secret_is_named() {
 
 #[test]
 fn an_invalid_spec_keeps_the_last_status_and_says_why() {
-    let sale = pinned(Stage::Postgres);
-    let p = plan(Stage::Postgres, None, 0, None);
-    let sz = crate::fixtures::sized(&sale);
-    let ready = compute(
-        &Default::default(),
-        &sale,
-        &p,
-        &sz,
-        &observed_with(&sale, &p, &sz, 10),
-        &at(1),
-    );
+    let c = Case::settled(pinned(Stage::Postgres));
+    let ready = c.first_status(10);
     let err = Error::InvalidSpec("postgres.storage cannot change".into());
     let s = compute_invalid(&ready, Some(2), &err, &at(2));
     assert_eq!(s.phase, Some(Phase::Degraded));
@@ -330,11 +277,9 @@ fn an_invalid_spec_keeps_the_last_status_and_says_why() {
 
 #[test]
 fn a_conflict_is_a_true_condition_and_keeps_the_sale_from_ready() {
-    let sale = pinned(Stage::Postgres);
-    let p = plan(Stage::Postgres, None, 0, None);
-    let sz = crate::fixtures::sized(&sale);
-    let mut observed = observed_with(&sale, &p, &sz, 10);
-    let ready = compute(&Default::default(), &sale, &p, &sz, &observed, &at(1));
+    let c = Case::settled(pinned(Stage::Postgres));
+    let mut observed = c.observed(10);
+    let ready = c.status(&Default::default(), &observed, 1);
     assert_eq!(ready.phase, Some(Phase::Ready));
     assert!(ready.conditions.iter().all(|c| c.type_ != types::CONFLICT));
 
@@ -345,7 +290,7 @@ fn a_conflict_is_a_true_condition_and_keeps_the_sale_from_ready() {
     observed.conflicts = vec![crate::reconcile::ownership::Conflict::new(
         "Service", &taken,
     )];
-    let s = compute(&ready, &sale, &p, &sz, &observed, &at(2));
+    let s = c.status(&ready, &observed, 2);
     assert_eq!(s.phase, Some(Phase::Degraded));
     let conflict = cond(&s, types::CONFLICT);
     assert_eq!(

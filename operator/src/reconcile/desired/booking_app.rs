@@ -128,6 +128,21 @@ fn kafka_view_bytes(sale: &Sale) -> Option<u64> {
     Some((super::pod::quantity_bytes(limit)? / KAFKA_VIEW_SHARE).max(KAFKA_VIEW_FLOOR))
 }
 
+/// The booking-app program as every container of it runs it: image, pull policy, entrypoint.
+pub fn program(sale: &Sale) -> Container {
+    Container {
+        name: "booking-app".into(),
+        image: Some(sale.booking_image.clone()),
+        image_pull_policy: sale.pull_policy.map(|p| match p {
+            PullPolicy::Always => "Always".into(),
+            PullPolicy::IfNotPresent => "IfNotPresent".into(),
+            PullPolicy::Never => "Never".into(),
+        }),
+        command: Some(vec!["booking-app".into()]),
+        ..Container::default()
+    }
+}
+
 /// A booking-app container running `args`, dealing in `tokens`; probes only for long-running
 /// ones.
 pub fn container(
@@ -153,14 +168,6 @@ pub fn container(
         contract::HEALTHZ_PATH
     };
     let mut container = Container {
-        name: "booking-app".into(),
-        image: Some(sale.booking_image.clone()),
-        image_pull_policy: sale.pull_policy.map(|p| match p {
-            PullPolicy::Always => "Always".into(),
-            PullPolicy::IfNotPresent => "IfNotPresent".into(),
-            PullPolicy::Never => "Never".into(),
-        }),
-        command: Some(vec!["booking-app".into()]),
         args: Some(args),
         env: Some(app_env(sale, stage, sizing)),
         ports: probes.then(|| {
@@ -191,7 +198,7 @@ pub fn container(
             mount_path: "/tmp".into(),
             ..VolumeMount::default()
         }]),
-        ..Container::default()
+        ..program(sale)
     };
     auth::configure(sale, tokens, &mut container);
     store_tls::configure(sale, stage, &mut container);
@@ -350,55 +357,56 @@ pub fn endpoint(sale: &Sale) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::{FlashSaleBuilder, sale, sale_from, sizing};
+    use crate::reconcile::desired::testing::{self, env_of, mount_of, pod};
 
-    fn env_of(c: &Container) -> BTreeMap<String, EnvVar> {
-        c.env
-            .clone()
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.name.clone(), e))
-            .collect()
+    /// The environment of an API container of `sale` at `stage`.
+    fn serve_env(sale: &Sale, stage: Stage, sizing: &Sizing) -> BTreeMap<String, EnvVar> {
+        let args = vec![contract::CMD_SERVE.into()];
+        env_of(&container(sale, stage, sizing, args, true, Tokens::Sale))
+    }
+
+    /// Each `(variable, value)` of `expected` is set to that value.
+    fn assert_values(env: &BTreeMap<String, EnvVar>, expected: &[(&str, &str)]) {
+        for &(var, value) in expected {
+            assert_eq!(env[var].value.as_deref(), Some(value), "{var}");
+        }
+    }
+
+    /// The Secret and key `var` is read from.
+    fn secret_ref<'a>(env: &'a BTreeMap<String, EnvVar>, var: &str) -> (&'a str, &'a str) {
+        let from = env[var].value_from.as_ref();
+        let r = from.and_then(|f| f.secret_key_ref.as_ref());
+        let r = r.unwrap_or_else(|| panic!("{var} is not read from a Secret"));
+        (r.name.as_str(), r.key.as_str())
     }
 
     #[test]
     fn api_pods_get_the_contract_for_their_stage() {
         let sale = sale("s", Stage::Kafka);
         let d = api_deployment(&sale, Stage::Kafka, 7, &sizing(7));
-        let spec = d.spec.unwrap();
-        assert_eq!(spec.replicas, Some(7));
-        let c = &spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(d.spec.as_ref().unwrap().replicas, Some(7));
+        let c = testing::container(&d);
         assert_eq!(c.args.as_deref(), Some(&["serve".to_string()][..]));
         let env = env_of(c);
-        assert_eq!(env["STAGE"].value.as_deref(), Some("kafka"));
-        assert_eq!(env["LISTEN_ADDR"].value.as_deref(), Some("0.0.0.0:8080"));
-        assert_eq!(
-            env["KAFKA_BROKERS"].value.as_deref(),
-            Some("s-kafka.ns.svc:9092")
+        assert_values(
+            &env,
+            &[
+                ("STAGE", "kafka"),
+                ("LISTEN_ADDR", "0.0.0.0:8080"),
+                ("KAFKA_BROKERS", "s-kafka.ns.svc:9092"),
+                ("KAFKA_TOPIC", "s"),
+                // The queue's view: an eighth of the default 512Mi limit.
+                ("KAFKA_MAX_QUEUED_BYTES", "67108864"),
+                ("KAFKA_CONSUMER_GROUP", "s-workers"),
+                ("RUN_WORKER", "false"),
+            ],
         );
-        assert_eq!(env["KAFKA_TOPIC"].value.as_deref(), Some("s"));
-        // The queue's view: an eighth of the default 512Mi limit.
-        assert_eq!(
-            env["KAFKA_MAX_QUEUED_BYTES"].value.as_deref(),
-            Some("67108864")
-        );
-        assert_eq!(
-            env["KAFKA_CONSUMER_GROUP"].value.as_deref(),
-            Some("s-workers")
-        );
-        assert_eq!(env["RUN_WORKER"].value.as_deref(), Some("false"));
         assert!(
             !env.contains_key("REDIS_URL"),
             "stage kafka does not use redis"
         );
-        let db = env["DATABASE_URL"]
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
         assert_eq!(
-            (db.name.as_str(), db.key.as_str()),
+            secret_ref(&env, "DATABASE_URL"),
             ("s-credentials", "database-url")
         );
         assert!(
@@ -413,24 +421,20 @@ mod tests {
         let mut sized = sizing(3);
         sized.calibration.per_pod_rps = Some(4000.0);
         let d = api_deployment(&sale, Stage::Redis, 3, &sized);
-        let env = env_of(&d.spec.unwrap().template.spec.unwrap().containers[0]);
+        let env = env_of(testing::container(&d));
         let slo = sale.spec.capacity.slo_p99_ms;
         let expected = (4000.0 * f64::from(slo) / 2000.0).ceil() as u32;
-        assert_eq!(
-            env["MAX_IN_FLIGHT"].value.as_deref(),
-            Some(expected.max(16).to_string().as_str())
-        );
-        assert_eq!(
-            env["ADMISSION_WAIT_MS"].value.as_deref(),
-            Some((slo / 4).to_string().as_str())
+        assert_values(
+            &env,
+            &[
+                ("MAX_IN_FLIGHT", &expected.max(16).to_string()),
+                ("ADMISSION_WAIT_MS", &(slo / 4).to_string()),
+            ],
         );
         // Nothing measured yet: booking-app's own default.
         sized.calibration.per_pod_rps = None;
         let d = api_deployment(&sale, Stage::Redis, 3, &sized);
-        assert!(
-            !env_of(&d.spec.unwrap().template.spec.unwrap().containers[0])
-                .contains_key("MAX_IN_FLIGHT")
-        );
+        assert!(!env_of(testing::container(&d)).contains_key("MAX_IN_FLIGHT"));
         assert_eq!(
             capacity::in_flight_limit(10.0, 200),
             capacity::MIN_IN_FLIGHT
@@ -451,31 +455,22 @@ mod tests {
             per_user_limit: 4,
         };
         let sale = sale_from(&fs);
-        let env = env_of(&container(
-            &sale,
-            Stage::Redis,
-            &sizing(1),
-            vec!["serve".into()],
-            true,
-            Tokens::Sale,
-        ));
+        let env = serve_env(&sale, Stage::Redis, &sizing(1));
         let id = env["SALE_EVENT_ID"].value.clone().unwrap();
         assert_eq!(id.parse::<uuid::Uuid>().unwrap().get_version_num(), 5);
         assert_eq!(id, sale_event_id(&sale).to_string());
-        assert_eq!(env["SALE_EVENT_NAME"].value.as_deref(), Some("Tour 2026"));
-        assert_eq!(env["SALE_EVENT_TICKETS"].value.as_deref(), Some("5000"));
-        assert_eq!(env["SALE_EVENT_PER_USER_LIMIT"].value.as_deref(), Some("4"));
+        assert_values(
+            &env,
+            &[
+                ("SALE_EVENT_NAME", "Tour 2026"),
+                ("SALE_EVENT_TICKETS", "5000"),
+                ("SALE_EVENT_PER_USER_LIMIT", "4"),
+            ],
+        );
         // Same FlashSale, same id: at every stage, every reconcile, with any spec change.
         let mut changed = fs.clone();
         changed.spec.event.tickets = 10;
-        let again = env_of(&container(
-            &sale_from(&changed),
-            Stage::Kafka,
-            &sizing(3),
-            vec!["serve".into()],
-            true,
-            Tokens::Sale,
-        ));
+        let again = serve_env(&sale_from(&changed), Stage::Kafka, &sizing(3));
         assert_eq!(again["SALE_EVENT_ID"].value.as_deref(), Some(id.as_str()));
         // Another FlashSale (another uid), another event.
         let mut other = fs.clone();
@@ -487,7 +482,7 @@ mod tests {
     fn api_pods_are_probed_hardened_and_sized() {
         let sale = sale("s", Stage::Postgres);
         let d = api_deployment(&sale, Stage::Postgres, 2, &sizing(2));
-        let pod = d.spec.unwrap().template.spec.unwrap();
+        let pod = pod(&d);
         let c = &pod.containers[0];
         let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
             p.as_ref()
@@ -507,9 +502,12 @@ mod tests {
             sc.capabilities.as_ref().unwrap().drop.as_deref(),
             Some(&["ALL".to_string()][..])
         );
-        let psc = pod.security_context.unwrap();
+        let psc = pod.security_context.as_ref().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
-        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
         assert!(
             c.resources
                 .as_ref()
@@ -527,31 +525,10 @@ mod tests {
             .external_postgres("managed-pg", "uri")
             .build();
         let sale = sale_from(&fs);
-        let env = env_of(&container(
-            &sale,
-            Stage::Redis,
-            &sizing(1),
-            vec!["serve".into()],
-            true,
-            Tokens::Sale,
-        ));
-        let db = env["DATABASE_URL"]
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
-        assert_eq!((db.name.as_str(), db.key.as_str()), ("managed-pg", "uri"));
-        let redis = env["REDIS_URL"]
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
+        let env = serve_env(&sale, Stage::Redis, &sizing(1));
+        assert_eq!(secret_ref(&env, "DATABASE_URL"), ("managed-pg", "uri"));
         assert_eq!(
-            (redis.name.as_str(), redis.key.as_str()),
+            secret_ref(&env, "REDIS_URL"),
             ("s-credentials", "redis-url")
         );
         assert_eq!(
@@ -582,34 +559,14 @@ mod tests {
     }
 
     fn api_pod(sale: &Sale) -> PodSpec {
-        api_deployment(sale, Stage::Redis, 2, &sizing(2))
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
+        pod(&api_deployment(sale, Stage::Redis, 2, &sizing(2))).clone()
     }
 
     /// The file a variable names lies in a directory the container mounts from `volume`.
     fn mounted_file(pod: &PodSpec, var: &str) -> (String, Volume) {
-        let c = &pod.containers[0];
-        let path = env_of(c)[var].value.clone().unwrap();
-        let mount = c
-            .volume_mounts
-            .iter()
-            .flatten()
-            .find(|m| path.starts_with(&format!("{}/", m.mount_path)))
-            .unwrap_or_else(|| panic!("{var}={path} is in no mounted directory"));
-        assert_eq!(mount.read_only, Some(true));
-        let volume = pod
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == mount.name)
-            .unwrap_or_else(|| panic!("the pod has no volume {}", mount.name))
-            .clone();
-        let file = path[mount.mount_path.len() + 1..].to_string();
-        (file, volume)
+        let path = env_of(&pod.containers[0])[var].value.clone().unwrap();
+        let (_, volume, file) = mount_of(pod, &path);
+        (file, volume.clone())
     }
 
     /// Whether any volume or variable of the pod reads the generated signing secret.
@@ -657,8 +614,10 @@ mod tests {
         let pod = api_pod(&sale);
         assert!(holds_generated_secret(&pod));
         let env = env_of(&pod.containers[0]);
-        assert_eq!(env["AUTH_ISSUER"].value.as_deref(), Some("flashsale"));
-        assert_eq!(env["AUTH_AUDIENCE"].value.as_deref(), Some("s"));
+        assert_values(
+            &env,
+            &[("AUTH_ISSUER", "flashsale"), ("AUTH_AUDIENCE", "s")],
+        );
     }
 
     #[test]
@@ -666,15 +625,14 @@ mod tests {
         let sale = with_auth(jwks(Some("https://id.example.com/jwks.json"), None));
         let pod = api_pod(&sale);
         let env = env_of(&pod.containers[0]);
-        assert_eq!(
-            env["AUTH_JWKS_URL"].value.as_deref(),
-            Some("https://id.example.com/jwks.json")
+        assert_values(
+            &env,
+            &[
+                ("AUTH_JWKS_URL", "https://id.example.com/jwks.json"),
+                ("AUTH_ISSUER", "https://id.example.com/"),
+                ("AUTH_AUDIENCE", "tickets"),
+            ],
         );
-        assert_eq!(
-            env["AUTH_ISSUER"].value.as_deref(),
-            Some("https://id.example.com/")
-        );
-        assert_eq!(env["AUTH_AUDIENCE"].value.as_deref(), Some("tickets"));
         assert!(!env.contains_key("AUTH_JWKS_FILE"));
         assert!(
             !holds_generated_secret(&pod),
@@ -714,7 +672,7 @@ mod tests {
             with_auth(jwks(None, Some(("idp-keys", "jwks.json")))),
         ] {
             let d = super::super::worker::worker_deployment(&sale, Stage::Redis, &sizing(1));
-            let pod = d.spec.unwrap().template.spec.unwrap();
+            let pod = pod(&d);
             assert!(
                 env_of(&pod.containers[0])
                     .keys()

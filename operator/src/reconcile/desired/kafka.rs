@@ -3,10 +3,10 @@
 //! creates the topic (KAFKA_TOPIC, KAFKA_PARTITIONS) when it starts.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Service, VolumeMount};
+use k8s_openapi::api::core::v1::{Container, Service};
 
 use super::labels::Component;
-use super::names::{self, DATA_VOLUME};
+use super::names;
 use super::pod::{container_security, env, resources, tcp_probe};
 use super::store::{StoreShape, stateful_set};
 use super::{KAFKA_CONTROLLER_PORT, KAFKA_PORT};
@@ -67,18 +67,6 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
         name: "kafka".into(),
         image: Some(store.image.clone()),
         env: Some(settings.iter().map(|(k, v)| env(k, v.clone())).collect()),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("kafka".into()),
-                container_port: KAFKA_PORT,
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("controller".into()),
-                container_port: KAFKA_CONTROLLER_PORT,
-                ..ContainerPort::default()
-            },
-        ]),
         readiness_probe: Some(tcp_probe("kafka", 5, 3)),
         liveness_probe: Some(tcp_probe("controller", 15, 8)),
         resources: Some(resources(
@@ -88,11 +76,6 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
         )),
         // The image's start script writes server.properties under /opt/kafka/config.
         security_context: Some(container_security(false)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATA_VOLUME.into(),
-            mount_path: DATA_DIR.into(),
-            ..VolumeMount::default()
-        }]),
         ..Container::default()
     };
     stateful_set(
@@ -104,6 +87,7 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
             container,
             ports: vec![("kafka", KAFKA_PORT), ("controller", KAFKA_CONTROLLER_PORT)],
             uid: UID,
+            data_dir: DATA_DIR,
             extra_volumes: vec![],
             keep_data: false,
         },
@@ -141,6 +125,7 @@ pub fn cluster_id(uid: &str) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::sale;
+    use crate::reconcile::desired::testing::container;
     use flashsale_contract::Stage;
 
     #[test]
@@ -161,15 +146,7 @@ mod tests {
     fn kafka_is_a_single_kraft_node_advertising_its_service() {
         let sale = sale("s", Stage::Kafka);
         let (sts, svc) = build(&sale, sale.kafka.in_cluster().unwrap());
-        let c = &sts
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0];
+        let c = container(&sts);
         let get = |k: &str| {
             c.env
                 .as_ref()

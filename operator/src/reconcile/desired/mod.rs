@@ -15,14 +15,14 @@ pub mod postgres;
 pub mod redis;
 pub mod store;
 pub mod store_tls;
+#[cfg(test)]
+pub mod testing;
 pub mod worker;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Service;
 
+use crate::reconcile::kinds::{Objects, PerKind};
 use crate::reconcile::sizing::Sizing;
 use crate::reconcile::transition::StagePlan;
 use crate::reconcile::validate::Sale;
@@ -36,18 +36,8 @@ pub const REDIS_PORT: i32 = 6379;
 pub const KAFKA_PORT: i32 = 9092;
 pub const KAFKA_CONTROLLER_PORT: i32 = 9093;
 
-/// The desired children, by kind. The applier destructures it without `..`, so a new kind
-/// that is built but not applied does not compile.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Children {
-    pub secrets: Vec<Secret>,
-    pub services: Vec<Service>,
-    pub stateful_sets: Vec<StatefulSet>,
-    pub pdbs: Vec<PodDisruptionBudget>,
-    pub deployments: Vec<Deployment>,
-    pub jobs: Vec<Job>,
-    pub network_policies: Vec<NetworkPolicy>,
-}
+/// The children of a sale, by kind: what `build` wants, and what `observe` finds.
+pub type Children = PerKind<Objects>;
 
 pub fn build(sale: &Sale, plan: &StagePlan, sizing: &Sizing, creds: &Credentials) -> Children {
     let mut children = Children::default();

@@ -3,13 +3,11 @@
 //! rescaling booking-app never restarts it.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, Service, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, Service, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::labels::Component;
-use super::names::{self, DATA_VOLUME, secret_keys};
+use super::names::{self, secret_keys};
 use super::pod::{container_security, env, env_from_secret, exec_probe, resources};
 use super::store::{StoreShape, stateful_set};
 use super::{POSTGRES_DATABASE, POSTGRES_PORT, POSTGRES_USER};
@@ -65,11 +63,6 @@ pub fn build(sale: &Sale, store: &InCluster, sizing: &Sizing) -> (StatefulSet, S
             // A subdirectory: the volume's root may hold lost+found, which initdb refuses.
             env("PGDATA", format!("{DATA_DIR}/pgdata")),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("postgres".into()),
-            container_port: POSTGRES_PORT,
-            ..ContainerPort::default()
-        }]),
         readiness_probe: Some(exec_probe(&ready, 5, 3)),
         liveness_probe: Some(exec_probe(&ready, 15, 6)),
         resources: Some(resources(
@@ -79,7 +72,6 @@ pub fn build(sale: &Sale, store: &InCluster, sizing: &Sizing) -> (StatefulSet, S
         )),
         security_context: Some(container_security(true)),
         volume_mounts: Some(vec![
-            mount(DATA_VOLUME, DATA_DIR),
             mount("run", "/var/run/postgresql"),
             mount("tmp", "/tmp"),
             mount("shm", "/dev/shm"),
@@ -95,6 +87,7 @@ pub fn build(sale: &Sale, store: &InCluster, sizing: &Sizing) -> (StatefulSet, S
             container,
             ports: vec![("postgres", POSTGRES_PORT)],
             uid: UID,
+            data_dir: DATA_DIR,
             extra_volumes: vec![
                 empty_dir("run", None),
                 empty_dir("tmp", None),
@@ -109,6 +102,7 @@ pub fn build(sale: &Sale, store: &InCluster, sizing: &Sizing) -> (StatefulSet, S
 mod tests {
     use super::*;
     use crate::fixtures::{sale, sizing};
+    use crate::reconcile::desired::testing::pod;
     use flashsale_contract::Stage;
 
     #[test]
@@ -116,17 +110,18 @@ mod tests {
         let sale = sale("s", Stage::Postgres);
         let sz = sizing(2);
         let (sts, svc) = build(&sale, sale.postgres.in_cluster().unwrap(), &sz);
-        let spec = sts.spec.unwrap();
+        let spec = sts.spec.as_ref().unwrap();
         assert_eq!(sts.metadata.name.as_deref(), Some("s-postgres"));
         assert_eq!(spec.replicas, Some(1));
         assert_eq!(
             spec.persistent_volume_claim_retention_policy
+                .as_ref()
                 .unwrap()
                 .when_deleted
                 .as_deref(),
             Some("Retain")
         );
-        let pod = spec.template.spec.unwrap();
+        let pod = pod(&sts);
         assert_eq!(
             pod.security_context.as_ref().unwrap().run_as_user,
             Some(999)
@@ -162,7 +157,7 @@ mod tests {
             Some(true)
         );
         assert!(c.readiness_probe.as_ref().unwrap().exec.is_some());
-        let claim = &spec.volume_claim_templates.unwrap()[0];
+        let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
         assert_eq!(
             claim
                 .spec

@@ -2,18 +2,19 @@
 //! lose a booking the client was told is confirmed (README, "Redis persistence").
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Service, VolumeMount};
+use k8s_openapi::api::core::v1::{Container, Service};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::REDIS_PORT;
 use super::labels::Component;
-use super::names::{self, DATA_VOLUME, secret_keys};
+use super::names::{self, secret_keys};
 use super::pod::{container_security, env_from_secret, exec_probe, resources};
 use super::store::{StoreShape, stateful_set};
 use crate::reconcile::validate::{InCluster, Sale};
 
 /// UID of `redis` in the official image.
 const UID: i64 = 999;
+const DATA_DIR: &str = "/data";
 
 /// Share of the container's memory limit Redis may use for data (`maxmemory`): the rest is its
 /// own overhead, the AOF rewrite's copy-on-write and the buffers of its clients.
@@ -38,7 +39,7 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
         "--port",
         &REDIS_PORT.to_string(),
         "--dir",
-        "/data",
+        DATA_DIR,
         "--appendonly",
         "yes",
         "--appendfsync",
@@ -70,11 +71,6 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
             // redis-cli (the probes) reads the password from here, not from argv.
             env_from_secret("REDISCLI_AUTH", &secret, secret_keys::REDIS_PASSWORD),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("redis".into()),
-            container_port: REDIS_PORT,
-            ..ContainerPort::default()
-        }]),
         readiness_probe: Some(exec_probe(
             &["redis-cli", "-p", &REDIS_PORT.to_string(), "ping"],
             5,
@@ -87,11 +83,6 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
         )),
         resources: Some(resources),
         security_context: Some(container_security(true)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATA_VOLUME.into(),
-            mount_path: "/data".into(),
-            ..VolumeMount::default()
-        }]),
         ..Container::default()
     };
     stateful_set(
@@ -103,6 +94,7 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
             container,
             ports: vec![("redis", REDIS_PORT)],
             uid: UID,
+            data_dir: DATA_DIR,
             extra_volumes: vec![],
             keep_data: false,
         },
@@ -113,25 +105,23 @@ pub fn build(sale: &Sale, store: &InCluster) -> (StatefulSet, Service) {
 mod tests {
     use super::*;
     use crate::fixtures::sale;
+    use crate::reconcile::desired::testing::container;
     use flashsale_contract::Stage;
 
     #[test]
     fn redis_fsyncs_every_write_and_requires_the_generated_password() {
         let sale = sale("s", Stage::Redis);
         let (sts, svc) = build(&sale, sale.redis.in_cluster().unwrap());
-        let spec = sts.spec.unwrap();
-        let args = spec.template.spec.as_ref().unwrap().containers[0]
-            .args
-            .clone()
-            .unwrap()
-            .join(" ");
+        let args = container(&sts).args.clone().unwrap().join(" ");
         assert!(
             args.contains("--appendonly yes --appendfsync always"),
             "{args}"
         );
         assert!(args.contains("--requirepass $(REDIS_PASSWORD)"), "{args}");
         assert_eq!(
-            spec.persistent_volume_claim_retention_policy
+            sts.spec
+                .unwrap()
+                .persistent_volume_claim_retention_policy
                 .unwrap()
                 .when_deleted
                 .as_deref(),

@@ -7,8 +7,9 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Service,
-    ServicePort, ServiceSpec, Volume, VolumeResourceRequirements,
+    Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -18,13 +19,18 @@ use super::names::DATA_VOLUME;
 use super::pod::{meta, pod_security};
 use crate::reconcile::validate::{InCluster, Sale};
 
+/// What differs between the stores' pods. The container is given without its ports and its
+/// mount of the data volume: `stateful_set` adds both, from `ports` and `data_dir`.
 pub struct StoreShape {
     pub name: String,
     pub component: Component,
     pub container: Container,
+    /// Named ports of the container, served by the Service too.
     pub ports: Vec<(&'static str, i32)>,
     /// UID the image's server runs as.
     pub uid: i64,
+    /// Where the container mounts the data volume.
+    pub data_dir: &'static str,
     pub extra_volumes: Vec<Volume>,
     /// Whether the data volume outlives the StatefulSet. Postgres keeps it (the bookings);
     /// Redis and Kafka hold nothing once drained, and stale counters must not come back.
@@ -35,6 +41,25 @@ pub fn stateful_set(sale: &Sale, store: &InCluster, shape: StoreShape) -> (State
     let selector = labels::selector(&sale.name, shape.component, None);
     let pod_labels = labels::labels(&sale.name, shape.component, None);
     let retention = if shape.keep_data { "Retain" } else { "Delete" };
+    let mut container = shape.container;
+    container.ports = Some(
+        shape
+            .ports
+            .iter()
+            .map(|(name, port)| ContainerPort {
+                name: Some((*name).into()),
+                container_port: *port,
+                ..ContainerPort::default()
+            })
+            .collect(),
+    );
+    let data = VolumeMount {
+        name: DATA_VOLUME.into(),
+        mount_path: shape.data_dir.into(),
+        ..VolumeMount::default()
+    };
+    let other_mounts = container.volume_mounts.take().into_iter().flatten();
+    container.volume_mounts = Some(std::iter::once(data).chain(other_mounts).collect());
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(DATA_VOLUME.into()),
@@ -73,7 +98,7 @@ pub fn stateful_set(sale: &Sale, store: &InCluster, shape: StoreShape) -> (State
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![shape.container],
+                    containers: vec![container],
                     security_context: Some(pod_security(shape.uid, true)),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),

@@ -267,6 +267,7 @@ mod tests {
     use crate::fixtures::{FlashSaleBuilder, sale_from, sizing};
     use crate::reconcile::desired::auth::Tokens;
     use crate::reconcile::desired::booking_app;
+    use crate::reconcile::desired::testing::mount_of;
     use k8s_openapi::api::core::v1::PodSpec;
 
     fn keys(list: &[&str]) -> BTreeSet<String> {
@@ -328,22 +329,9 @@ mod tests {
     /// The file `var` names is a key of `secret` mounted at that path, read-only.
     fn assert_mounted(pod: &PodSpec, var: &str, secret: &str, key: &str) {
         let path = value(pod, var).unwrap_or_else(|| panic!("{var} not set"));
-        let mount = pod.containers[0]
-            .volume_mounts
-            .iter()
-            .flatten()
-            .find(|m| path.starts_with(&format!("{}/", m.mount_path)))
-            .unwrap_or_else(|| panic!("{path} is in no mount"));
-        assert_eq!(mount.read_only, Some(true));
-        let volume = pod
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == mount.name)
-            .unwrap();
+        let (_, volume, file) = mount_of(pod, &path);
         let source = volume.secret.as_ref().unwrap();
         assert_eq!(source.secret_name.as_deref(), Some(secret));
-        let file = &path[mount.mount_path.len() + 1..];
         assert!(
             source
                 .items

@@ -71,6 +71,7 @@ pub fn drain_job(sale: &Sale, stage: Stage, sizing: &Sizing) -> Job {
 mod tests {
     use super::*;
     use crate::fixtures::{sale, sizing};
+    use crate::reconcile::desired::testing::{container, pod};
 
     #[test]
     fn worker_runs_the_worker_subcommand_for_its_stage() {
@@ -79,9 +80,9 @@ mod tests {
         sz.worker_replicas = 4;
         let d = worker_deployment(&sale, Stage::Kafka, &sz);
         assert_eq!(d.metadata.name.as_deref(), Some("s-worker-kafka"));
-        let spec = d.spec.unwrap();
+        let spec = d.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(4));
-        let c = &spec.template.spec.unwrap().containers[0];
+        let c = container(&d);
         assert_eq!(c.args.as_deref(), Some(&["worker".to_string()][..]));
         let ready = c
             .readiness_probe
@@ -98,7 +99,7 @@ mod tests {
             "a worker serves /healthz, not /readyz"
         );
         assert_eq!(
-            spec.selector.match_labels.unwrap()[labels::COMPONENT],
+            spec.selector.match_labels.as_ref().unwrap()[labels::COMPONENT],
             "worker"
         );
     }
@@ -108,7 +109,7 @@ mod tests {
         let sale = sale("s", Stage::Redis);
         let job = drain_job(&sale, Stage::Redis, &sizing(1));
         assert_eq!(job.metadata.name.as_deref(), Some("s-drain-redis"));
-        let pod = job.spec.unwrap().template.spec.unwrap();
+        let pod = pod(&job);
         assert_eq!(pod.restart_policy.as_deref(), Some("OnFailure"));
         let c = &pod.containers[0];
         assert_eq!(
