@@ -19,11 +19,10 @@ use flashsale_operator::calibration::{LOADGEN_CONTAINER, job_name};
 use flashsale_operator::context::Context;
 use flashsale_operator::crd::FlashSale;
 use flashsale_operator::fixtures::FlashSaleBuilder;
-use flashsale_operator::metrics::Metrics;
 use flashsale_operator::reconcile::desired::{labels, names};
 use flashsale_operator::reconcile::reconcile_by_name;
 use flashsale_operator::reconcile::sizing::calibration_key;
-use flashsale_operator::reconcile::validate::{Defaults, validate};
+use flashsale_operator::reconcile::validate::validate;
 use flashsale_operator::schedule::{ManualClock, to_time};
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -34,8 +33,6 @@ use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-const IMAGE: &str = "flashsale/booking-app:test";
-
 /// An uncalibrated sale sized for kwok's nodes.
 fn sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
     with_tiny_resources(
@@ -44,18 +41,6 @@ fn sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
             .target_rps(7_000)
             .replicas(2, 50)
             .build_for_apply(),
-    )
-}
-
-/// A Context of its own, to drive `reconcile_by_name` step by step (and hold a clock).
-fn step_context(client: &Client) -> Context {
-    Context::new(
-        client.clone(),
-        Arc::new(Metrics::default()),
-        Defaults {
-            booking_app_image: IMAGE.into(),
-            ..Defaults::default()
-        },
     )
 }
 
@@ -93,42 +78,37 @@ async fn reconcile_until_calibration_job(
 
 /// The calibration key the operator uses for `fs` with this file's defaults.
 fn key(fs: &FlashSale) -> CalibrationKey {
-    let sale = validate(
-        fs,
-        &Defaults {
-            booking_app_image: IMAGE.into(),
-            ..Defaults::default()
-        },
-    )
-    .expect("a valid sale");
+    let sale = validate(fs, &defaults()).expect("a valid sale");
     calibration_key(&sale, None)
 }
 
-/// The calibration Jobs of the sale (by their component label).
-async fn calibration_jobs(client: &Client, ns: &str, sale: &str) -> Vec<Job> {
+/// The sale's children of one component (by their component label).
+async fn components<K>(client: &Client, ns: &str, sale: &str, component: &str) -> Vec<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
     let selector = format!(
-        "{},{}=calibration-loadgen",
+        "{},{}={component}",
         labels::children_of(sale),
         labels::COMPONENT
     );
-    Api::<Job>::namespaced(client.clone(), ns)
+    Api::<K>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&selector))
         .await
-        .expect("list Jobs")
+        .unwrap_or_else(|e| panic!("list {component}: {e}"))
         .items
 }
 
+/// The calibration Jobs of the sale.
+async fn calibration_jobs(client: &Client, ns: &str, sale: &str) -> Vec<Job> {
+    components(client, ns, sale, "calibration-loadgen").await
+}
+
+/// The scratch booking-app Deployments the calibration Jobs load.
 async fn calibration_servers(client: &Client, ns: &str, sale: &str) -> Vec<Deployment> {
-    let selector = format!(
-        "{},{}=calibration",
-        labels::children_of(sale),
-        labels::COMPONENT
-    );
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .expect("list")
-        .items
+    components(client, ns, sale, "calibration").await
 }
 
 /// Stand in for the kubelet: the Job's pod ends with `message` as its termination message.
@@ -181,10 +161,8 @@ async fn finish_job_pod(client: &Client, ns: &str, job: &str, message: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibrates() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "calibrate").await;
-    let ctx = step_context(&client);
+    let (client, ns) = setup("calibrate").await;
+    let ctx = plain_context(&client);
     let name = "cal-sale";
     let mut volumes = vec![
         volume_for(
@@ -391,12 +369,10 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_future_window_holds_min_replicas_until_startsat_minus_warmup() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "window").await;
+    let (client, ns) = setup("window").await;
     let now: DateTime<Utc> = "2026-12-01T16:00:00Z".parse().unwrap();
     let clock = Arc::new(ManualClock::new(now));
-    let ctx = step_context(&client).with_clock(clock.clone());
+    let ctx = plain_context(&client).with_clock(clock.clone());
     let name = "window-sale";
     let mut fs = sale(name, Stage::Postgres, &ns.name);
     fs.spec.capacity.per_pod_rps = Some(1000.0);
@@ -495,13 +471,11 @@ impl RequestCounter for FakeCounters {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observed_load_above_plan_adds_pods() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "observe").await;
+    let (client, ns) = setup("observe").await;
     let start: DateTime<Utc> = "2026-12-01T18:00:00Z".parse().unwrap();
     let clock = Arc::new(ManualClock::new(start));
     let counters = Arc::new(FakeCounters::default());
-    let ctx = step_context(&client)
+    let ctx = plain_context(&client)
         .with_clock(clock.clone())
         .with_load_observer(LoadObserver::new(counters.clone()));
     let name = "busy-sale";
