@@ -54,7 +54,7 @@ async fn reconcile_until_calibration_job(
 ) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        reconcile_by_name(ctx, ns, name).await.expect("reconcile");
+        pass(ctx, ns, name).await;
         let jobs = calibration_jobs(&ctx.client, ns, name).await;
         if let Some(job) = jobs
             .iter()
@@ -74,6 +74,16 @@ async fn reconcile_until_calibration_job(
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// One reconcile pass of the sale, as the controller would run it.
+async fn pass(ctx: &Context, ns: &str, name: &str) -> Action {
+    reconcile_by_name(ctx, ns, name).await.expect("reconcile")
+}
+
+/// The replicas Deployment `name` asks for now.
+async fn replicas_now(deployments: &Api<Deployment>, name: &str) -> Option<i32> {
+    replicas(&deployments.get(name).await.unwrap())
 }
 
 /// The calibration key the operator uses for `fs` with this file's defaults.
@@ -193,10 +203,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
         "{calibrated:?}"
     );
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(2)
-    );
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(2));
 
     // The Job's pod ends with loadgen's result; the next pass records it and sizes from it.
     finish_job_pod(
@@ -206,9 +213,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
         r#"{"perPodRps":1000.0,"sloP99Ms":200,"p99Ms":120.5,"errorRate":0.0}"#,
     )
     .await;
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
+    pass(&ctx, &ns.name, name).await;
     let fs_seen = sales.get(name).await.unwrap();
     let status = fs_seen.status.clone().unwrap();
     assert_eq!(status.measured_per_pod_rps, Some(1000.0));
@@ -235,10 +240,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     );
     // ceil(7000 / (1000 × 0.7)) = 10
     assert_eq!(status.desired_replicas, 10);
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(10)
-    );
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(10));
     wait_gone(&Api::<Job>::namespaced(client.clone(), &ns.name), &job).await;
     assert!(
         calibration_servers(&client, &ns.name, name)
@@ -249,12 +251,8 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
 
     // A new target resizes from the same measurement: no new calibration.
     patch_spec(&client, &ns.name, name, json!({ "targetRps": 14_000 })).await;
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
+    pass(&ctx, &ns.name, name).await;
+    pass(&ctx, &ns.name, name).await;
     let status = sales.get(name).await.unwrap().status.unwrap();
     assert_eq!(status.desired_replicas, 20);
     assert_eq!(
@@ -263,10 +261,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
         "not measured again"
     );
     assert_eq!(status.calibration_attempt, None);
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(20)
-    );
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(20));
     assert!(calibration_jobs(&client, &ns.name, name).await.is_empty());
 
     // A bigger pod serves more: measured again, and sized with the old number meanwhile.
@@ -302,9 +297,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
         r#"{"perPodRps":2000.0,"sloP99Ms":200,"p99Ms":90.0,"errorRate":0.0}"#,
     )
     .await;
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
+    pass(&ctx, &ns.name, name).await;
     let status = sales.get(name).await.unwrap().status.unwrap();
     // ceil(14000 / (2000 × 0.7)) = 10
     assert_eq!(
@@ -327,12 +320,8 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     let result =
         r#"{"perPodRps":5000.0,"sloP99Ms":200,"p99Ms":80.0,"errorRate":0.0,"drainRps":800.0}"#;
     finish_job_pod(&client, &ns.name, &job, result).await;
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
+    pass(&ctx, &ns.name, name).await;
+    pass(&ctx, &ns.name, name).await;
     let status = sales.get(name).await.unwrap().status.unwrap();
     assert_eq!(
         (
@@ -345,10 +334,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     // ceil(14000 / (5000 × 0.7)) = 4
     assert_eq!(status.desired_replicas, 4);
     let kafka_api = names::booking_deployment(name, Stage::Kafka);
-    assert_eq!(
-        replicas(&deployments.get(&kafka_api).await.unwrap()),
-        Some(4)
-    );
+    assert_eq!(replicas_now(&deployments, &kafka_api).await, Some(4));
     let queue = status
         .sizing
         .and_then(|s| s.queue)
@@ -358,7 +344,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
         "1 worker decides the event in order at 800 rps; at the target of 14000 rps the queue grows by 13200 rps (792000 per minute)"
     );
     let workers = names::worker_deployment(name, Stage::Kafka);
-    assert_eq!(replicas(&deployments.get(&workers).await.unwrap()), Some(1));
+    assert_eq!(replicas_now(&deployments, &workers).await, Some(1));
 
     for pv in volumes {
         let _ = Api::<PersistentVolume>::all(client.clone())
@@ -388,14 +374,9 @@ async fn a_future_window_holds_min_replicas_until_startsat_minus_warmup() {
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
 
     // Hours before: minReplicas, and the next look is exactly at startsAt − warmup.
-    let action = reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
+    let action = pass(&ctx, &ns.name, name).await;
     assert_eq!(action, Action::requeue(Duration::from_secs(110 * 60)));
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(2)
-    );
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(2));
     let sizing = sales
         .get(name)
         .await
@@ -409,36 +390,21 @@ async fn a_future_window_holds_min_replicas_until_startsat_minus_warmup() {
     // A second before, still held.
     clock.set("2026-12-01T17:49:59Z".parse().unwrap());
     assert_eq!(
-        reconcile_by_name(&ctx, &ns.name, name)
-            .await
-            .expect("reconcile"),
+        pass(&ctx, &ns.name, name).await,
         Action::requeue(Duration::from_secs(1))
     );
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(2)
-    );
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(2));
 
     // At startsAt − warmup: the computed size, ceil(7000 / 700) = 10; next look when the doors open.
     clock.advance(TimeDelta::seconds(1));
-    let action = reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
+    let action = pass(&ctx, &ns.name, name).await;
     assert_eq!(action, Action::requeue(Duration::from_secs(10 * 60)));
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(10)
-    );
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(10));
 
     // After endsAt: back to minReplicas.
     clock.set("2026-12-01T20:00:00Z".parse().unwrap());
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(2)
-    );
+    pass(&ctx, &ns.name, name).await;
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(2));
     assert_eq!(
         sales
             .get(name)
@@ -488,9 +454,7 @@ async fn observed_load_above_plan_adds_pods() {
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
 
     // Sized for the target: ceil(2100 / 700) = 3 pods, which kwok makes Ready.
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
+    pass(&ctx, &ns.name, name).await;
     wait_for(&deployments, &api_deployment, "3 ready pods", |d| {
         d.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)
     })
@@ -498,26 +462,16 @@ async fn observed_load_above_plan_adds_pods() {
 
     // A round of readings (the first pass, with no pod ready yet, read none): no rate yet.
     clock.advance(TimeDelta::seconds(15));
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(3)
-    );
+    pass(&ctx, &ns.name, name).await;
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(3));
     let read = counters.read_ips.lock().unwrap().clone();
     assert_eq!(read.len(), 3, "one read per ready pod: {read:?}");
 
     // 15 s later each pod has served 1400 rps, twice what a pod is planned for: 6 pods.
     *counters.served.lock().unwrap() = 1400.0 * 15.0;
     clock.advance(TimeDelta::seconds(15));
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(6)
-    );
+    pass(&ctx, &ns.name, name).await;
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(6));
     let status = sales.get(name).await.unwrap().status.unwrap();
     assert_eq!(
         (status.observed_rps, status.observed_per_pod_rps),
