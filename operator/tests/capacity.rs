@@ -17,7 +17,7 @@ use flashsale_operator::autoscale::scrape::{LoadObserver, PodTarget, RequestCoun
 use flashsale_operator::calibration::CalibrationKey;
 use flashsale_operator::calibration::{LOADGEN_CONTAINER, job_name};
 use flashsale_operator::context::Context;
-use flashsale_operator::crd::FlashSale;
+use flashsale_operator::crd::{FlashSale, FlashSaleStatus};
 use flashsale_operator::fixtures::FlashSaleBuilder;
 use flashsale_operator::reconcile::desired::{labels, names};
 use flashsale_operator::reconcile::reconcile_by_name;
@@ -86,6 +86,11 @@ async fn replicas_now(deployments: &Api<Deployment>, name: &str) -> Option<i32> 
     replicas(&deployments.get(name).await.unwrap())
 }
 
+/// The sale's status as the API server has it now.
+async fn status_of(sales: &Api<FlashSale>, name: &str) -> FlashSaleStatus {
+    sales.get(name).await.unwrap().status.unwrap()
+}
+
 /// The calibration key the operator uses for `fs` with this file's defaults.
 fn key(fs: &FlashSale) -> CalibrationKey {
     let sale = validate(fs, &defaults()).expect("a valid sale");
@@ -121,9 +126,10 @@ async fn calibration_servers(client: &Client, ns: &str, sale: &str) -> Vec<Deplo
     components(client, ns, sale, "calibration").await
 }
 
-/// Stand in for the kubelet: the Job's pod ends with `message` as its termination message.
-async fn finish_job_pod(client: &Client, ns: &str, job: &str, message: &str) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+/// Stand in for the kubelet: the Job's pod ends with `message` as its termination message; then
+/// one reconcile pass of `sale` reads it.
+async fn finish_job_pod(ctx: &Context, ns: &str, sale: &str, job: &str, message: &str) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let selector = format!("batch.kubernetes.io/job-name={job}");
     let pod = wait_until(&format!("a pod of Job {job}"), || async {
         pods.list(&ListParams::default().labels(&selector))
@@ -167,6 +173,7 @@ async fn finish_job_pod(client: &Client, ns: &str, job: &str, message: &str) {
         (terminated.message.as_deref() == Some(message)).then_some(())
     })
     .await;
+    pass(ctx, ns, sale).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,14 +213,8 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(2));
 
     // The Job's pod ends with loadgen's result; the next pass records it and sizes from it.
-    finish_job_pod(
-        &client,
-        &ns.name,
-        &job,
-        r#"{"perPodRps":1000.0,"sloP99Ms":200,"p99Ms":120.5,"errorRate":0.0}"#,
-    )
-    .await;
-    pass(&ctx, &ns.name, name).await;
+    let result = r#"{"perPodRps":1000.0,"sloP99Ms":200,"p99Ms":120.5,"errorRate":0.0}"#;
+    finish_job_pod(&ctx, &ns.name, name, &job, result).await;
     let fs_seen = sales.get(name).await.unwrap();
     let status = fs_seen.status.clone().unwrap();
     assert_eq!(status.measured_per_pod_rps, Some(1000.0));
@@ -253,7 +254,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     patch_spec(&client, &ns.name, name, json!({ "targetRps": 14_000 })).await;
     pass(&ctx, &ns.name, name).await;
     pass(&ctx, &ns.name, name).await;
-    let status = sales.get(name).await.unwrap().status.unwrap();
+    let status = status_of(&sales, name).await;
     assert_eq!(status.desired_replicas, 20);
     assert_eq!(
         status.calibration.as_ref().map(|r| &r.measured_at),
@@ -290,15 +291,9 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
             .contains("sized meanwhile with the previous measurement"),
         "{calibrated:?}"
     );
-    finish_job_pod(
-        &client,
-        &ns.name,
-        &job,
-        r#"{"perPodRps":2000.0,"sloP99Ms":200,"p99Ms":90.0,"errorRate":0.0}"#,
-    )
-    .await;
-    pass(&ctx, &ns.name, name).await;
-    let status = sales.get(name).await.unwrap().status.unwrap();
+    let result = r#"{"perPodRps":2000.0,"sloP99Ms":200,"p99Ms":90.0,"errorRate":0.0}"#;
+    finish_job_pod(&ctx, &ns.name, name, &job, result).await;
+    let status = status_of(&sales, name).await;
     // ceil(14000 / (2000 × 0.7)) = 10
     assert_eq!(
         (status.measured_per_pod_rps, status.desired_replicas),
@@ -312,17 +307,16 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     fs.spec.stage = Stage::Kafka;
     let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Kafka).await;
     assert_eq!(job, job_name(name, &key(&fs), 1));
-    let status = sales.get(name).await.unwrap().status.unwrap();
+    let status = status_of(&sales, name).await;
     assert_eq!(
         (status.desired_replicas, status.measured_per_pod_rps),
         (2, None)
     );
     let result =
         r#"{"perPodRps":5000.0,"sloP99Ms":200,"p99Ms":80.0,"errorRate":0.0,"drainRps":800.0}"#;
-    finish_job_pod(&client, &ns.name, &job, result).await;
+    finish_job_pod(&ctx, &ns.name, name, &job, result).await;
     pass(&ctx, &ns.name, name).await;
-    pass(&ctx, &ns.name, name).await;
-    let status = sales.get(name).await.unwrap().status.unwrap();
+    let status = status_of(&sales, name).await;
     assert_eq!(
         (
             status.measured_per_pod_rps,
@@ -472,7 +466,7 @@ async fn observed_load_above_plan_adds_pods() {
     clock.advance(TimeDelta::seconds(15));
     pass(&ctx, &ns.name, name).await;
     assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(6));
-    let status = sales.get(name).await.unwrap().status.unwrap();
+    let status = status_of(&sales, name).await;
     assert_eq!(
         (status.observed_rps, status.observed_per_pod_rps),
         (Some(4_200.0), Some(1400.0))
