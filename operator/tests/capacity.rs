@@ -45,13 +45,15 @@ fn sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
 }
 
 /// Reconcile again and again (kwok readies pods between passes) until the sale has a
-/// calibration Job for `stage`; returns its name.
+/// calibration Job for its stage, the first attempt at its calibration key; returns the Job's
+/// name and the sale as it is then.
 async fn reconcile_until_calibration_job(
     ctx: &Context,
     ns: &str,
-    name: &str,
-    stage: Stage,
-) -> String {
+    fs: &FlashSale,
+) -> (String, FlashSale) {
+    let (name, stage) = (fs.name_any(), fs.spec.stage);
+    let name = name.as_str();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         pass(ctx, ns, name).await;
@@ -60,7 +62,12 @@ async fn reconcile_until_calibration_job(
             .iter()
             .find(|j| j.labels().get(labels::STAGE).map(String::as_str) == Some(stage.as_str()))
         {
-            return job.name_any();
+            assert_eq!(job.name_any(), job_name(name, &key(fs), 1));
+            let seen = Api::<FlashSale>::namespaced(ctx.client.clone(), ns)
+                .get(name)
+                .await
+                .expect("get FlashSale");
+            return (job.name_any(), seen);
         }
         if tokio::time::Instant::now() > deadline {
             let fs = Api::<FlashSale>::namespaced(ctx.client.clone(), ns)
@@ -195,9 +202,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
 
     // Uncalibrated: minReplicas while the scratch pod starts, then the loadgen Job.
-    let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Postgres).await;
-    assert_eq!(job, job_name(name, &key(&fs), 1));
-    let fs_seen = sales.get(name).await.unwrap();
+    let (job, fs_seen) = reconcile_until_calibration_job(&ctx, &ns.name, &fs).await;
     let status = fs_seen.status.clone().unwrap();
     assert_eq!(
         (status.desired_replicas, status.measured_per_pod_rps),
@@ -275,9 +280,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     )
     .await;
     fs.spec.booking_app.resources = Some(serde_json::from_value(bigger).unwrap());
-    let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Postgres).await;
-    assert_eq!(job, job_name(name, &key(&fs), 1));
-    let fs_seen = sales.get(name).await.unwrap();
+    let (job, fs_seen) = reconcile_until_calibration_job(&ctx, &ns.name, &fs).await;
     let status = fs_seen.status.clone().unwrap();
     assert_eq!(
         (status.desired_replicas, status.measured_per_pod_rps),
@@ -305,8 +308,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     volumes.push(volume_for(&client, &ns.name, &names::data_claim(&names::kafka(name))).await);
     patch_spec(&client, &ns.name, name, json!({ "stage": "kafka" })).await;
     fs.spec.stage = Stage::Kafka;
-    let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Kafka).await;
-    assert_eq!(job, job_name(name, &key(&fs), 1));
+    let (job, _) = reconcile_until_calibration_job(&ctx, &ns.name, &fs).await;
     let status = status_of(&sales, name).await;
     assert_eq!(
         (status.desired_replicas, status.measured_per_pod_rps),
