@@ -373,14 +373,7 @@ async fn a_future_window_holds_min_replicas_until_startsat_minus_warmup() {
     let action = pass(&ctx, &ns.name, name).await;
     assert_eq!(action, Action::requeue(Duration::from_secs(110 * 60)));
     assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(2));
-    let sizing = sales
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .sizing
-        .unwrap();
+    let sizing = status_of(&sales, name).await.sizing.unwrap();
     assert_eq!(sizing.reason, "BeforeWindow", "{}", sizing.message);
 
     // A second before, still held.
@@ -402,15 +395,7 @@ async fn a_future_window_holds_min_replicas_until_startsat_minus_warmup() {
     pass(&ctx, &ns.name, name).await;
     assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(2));
     assert_eq!(
-        sales
-            .get(name)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .sizing
-            .unwrap()
-            .reason,
+        status_of(&sales, name).await.sizing.unwrap().reason,
         "AfterWindow"
     );
 }
