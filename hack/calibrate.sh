@@ -17,14 +17,10 @@
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-STAGES="${CALIBRATE_STAGES:-postgres redis kafka}"
-SLO_P99_MS="${CALIBRATE_SLO_P99_MS:-200}"
-TARGET_RPS="${CALIBRATE_TARGET_RPS:-50000}"
-UTILIZATION="${CALIBRATE_UTILIZATION:-0.7}"
-DURATION="${CALIBRATE_DURATION:-10s}"
-CPU="${CALIBRATE_CPU-0}"
-OUT="${CALIBRATE_OUT:-$REPO_ROOT/target/calibrate}"
-APP_PORT="${CALIBRATE_PORT:-18281}"
+knobs CALIBRATE STAGES="postgres redis kafka" SLO_P99_MS=200 TARGET_RPS=50000 UTILIZATION=0.7 \
+  DURATION=10s OUT="$REPO_ROOT/target/calibrate" PORT=18281
+CPU="${CALIBRATE_CPU-0}" # set but empty: not pinned
+APP_PORT="$PORT"
 WORKER_PORT=$((APP_PORT + 1))
 
 command -v jq >/dev/null || apt_install jq

@@ -13,12 +13,8 @@
 command -v jq >/dev/null || apt_install jq # the summary below is read with jq
 
 STAGE="${STAGE:-redis}"
-TICKETS="${DEMO_TICKETS:-5000}"
-PER_USER_LIMIT="${DEMO_PER_USER_LIMIT:-4}"
-USERS="${DEMO_USERS:-20000}"
-CONCURRENCY="${DEMO_CONCURRENCY:-32}"
-DURATION="${DEMO_DURATION:-10s}"
-APP_PORT="${DEMO_PORT:-18080}"
+knobs DEMO TICKETS=5000 PER_USER_LIMIT=4 USERS=20000 CONCURRENCY=32 DURATION=10s PORT=18080
+APP_PORT="$PORT"
 WORKER_PORT=$((APP_PORT + 1))
 
 case "$STAGE" in postgres | redis | kafka) ;; *) die "STAGE must be postgres, redis or kafka (got '$STAGE')" ;; esac

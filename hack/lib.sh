@@ -15,6 +15,17 @@ export PATH="$FLASHSALE_BIN:$PATH"
 log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "$(basename "${0}")" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# knobs PREFIX NAME=DEFAULT...: sets each NAME to the environment's PREFIX_NAME, or to DEFAULT
+# where that is unset or empty (a script's settings, as `NAME="${PREFIX_NAME:-DEFAULT}"` would).
+knobs() {
+  local prefix="$1" pair var
+  shift
+  for pair in "$@"; do
+    var="${prefix}_${pair%%=*}"
+    printf -v "${pair%%=*}" '%s' "${!var:-${pair#*=}}"
+  done
+}
+
 # heartbeat EVERY_SECONDS WHAT CMD...: runs CMD and, while it runs, logs "WHAT: Ns so far" every
 # EVERY_SECONDS, so a long silent build still shows it is alive. Returns CMD's status.
 heartbeat() {

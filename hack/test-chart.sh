@@ -357,6 +357,22 @@ current-context: test
 EOF
 }
 
+# start_operator NAME SERVICEACCOUNT WATCH_NAMESPACE PID_VAR PORT_VAR: the real operator in the
+# background, authenticated as SERVICEACCOUNT ($WORK/NAME.kubeconfig; its lease named after it),
+# watching WATCH_NAMESPACE, logging to $WORK/NAME.log; sets PID_VAR (before the wait, so cleanup
+# stops it whatever happens) and PORT_VAR, and waits for its /readyz.
+start_operator() {
+  local name="$1" sa="$2" watch="$3" pid_var="$4" port_var="$5" port
+  token_kubeconfig "$sa" "$WORK/$name.kubeconfig"
+  port="$(free_port)"
+  printf -v "$port_var" '%s' "$port"
+  KUBECONFIG="$WORK/$name.kubeconfig" WATCH_NAMESPACE="$watch" LISTEN_ADDR="127.0.0.1:$port" LOG_FORMAT=text NO_COLOR=1 \
+    LEASE_NAME="$sa" LEASE_NAMESPACE="$NS" \
+    RUST_LOG="info,flashsale_operator=debug" "$OPERATOR" run >"$WORK/$name.log" 2>&1 &
+  printf -v "$pid_var" '%s' "$!"
+  wait_until 60 "$name /readyz on 127.0.0.1:$port" "${!pid_var}" curl -sf "http://127.0.0.1:$port/readyz"
+}
+
 free_port() {
   local p
   for p in $(seq 18480 18499); do port_busy "$p" || { echo "$p"; return 0; }; done
@@ -377,14 +393,8 @@ helm install "$RELEASE" "$CHART" --namespace "$NS" --set replicaCount=0 --set cr
   --wait --timeout 2m >"$WORK/install.out" 2>&1 || { cat "$WORK/install.out" >&2; fail "helm install"; }
 
 check "the real operator, authenticated as the chart's ServiceAccount, reconciles sales without a forbidden"
-token_kubeconfig "$FULLNAME" "$WORK/operator.kubeconfig"
-PORT="$(free_port)"
 # Limited to the test namespace: other tests' sales are not this operator's business.
-KUBECONFIG="$WORK/operator.kubeconfig" WATCH_NAMESPACE="$NS" LISTEN_ADDR="127.0.0.1:$PORT" LOG_FORMAT=text NO_COLOR=1 \
-  LEASE_NAME="$FULLNAME" LEASE_NAMESPACE="$NS" \
-  RUST_LOG="info,flashsale_operator=debug" "$OPERATOR" run >"$WORK/operator.log" 2>&1 &
-OPERATOR_PID=$!
-wait_until 60 "operator /readyz on 127.0.0.1:$PORT" "$OPERATOR_PID" curl -sf "http://127.0.0.1:$PORT/readyz"
+start_operator operator "$FULLNAME" "$NS" OPERATOR_PID PORT
 
 # The examples as they are, but with ClusterIP Services: node port 30080 is cluster-wide and
 # not this test's to take.
@@ -488,17 +498,11 @@ for q in "list secrets --namespace $NS_WATCHED" "patch statefulsets --namespace 
 done
 
 check "the namespaced operator reconciles a sale in $NS_WATCHED and leaves one in $NS_OTHER alone"
-token_kubeconfig "$FULLNAME_NSD" "$WORK/nsd.kubeconfig"
 helm get manifest "$RELEASE_NSD" --namespace "$NS" >"$WORK/nsd-manifest.yaml"
 WATCH_NSD="$(objects_json "$WORK/nsd-manifest.yaml" |
   jq -r '.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].env[] | select(.name == "WATCH_NAMESPACE") | .value')"
 [[ "$WATCH_NSD" == "$NS_WATCHED" ]] || fail "the namespaced Deployment sets WATCH_NAMESPACE=$WATCH_NSD, not $NS_WATCHED"
-PORT_NSD="$(free_port)"
-KUBECONFIG="$WORK/nsd.kubeconfig" WATCH_NAMESPACE="$WATCH_NSD" LISTEN_ADDR="127.0.0.1:$PORT_NSD" LOG_FORMAT=text NO_COLOR=1 \
-  LEASE_NAME="$FULLNAME_NSD" LEASE_NAMESPACE="$NS" \
-  RUST_LOG="info,flashsale_operator=debug" "$OPERATOR" run >"$WORK/operator-nsd.log" 2>&1 &
-OPERATOR_NSD_PID=$!
-wait_until 60 "namespaced operator /readyz on 127.0.0.1:$PORT_NSD" "$OPERATOR_NSD_PID" curl -sf "http://127.0.0.1:$PORT_NSD/readyz"
+start_operator operator-nsd "$FULLNAME_NSD" "$WATCH_NSD" OPERATOR_NSD_PID PORT_NSD
 for ns in "$NS_WATCHED" "$NS_OTHER"; do
   as_json "$REPO_ROOT/examples/postgres.yaml" | jq 'if .kind == "FlashSale" then del(.spec.bookingApp.service) else . end' |
     kubectl apply --namespace "$ns" -f - >/dev/null
@@ -527,7 +531,7 @@ nsd_no_forbidden
 log "  tour-postgres in $NS_OTHER: no status, no children"
 
 check "the namespaced operator pointed at $NS_OTHER is refused (forbidden)"
-if KUBECONFIG="$WORK/nsd.kubeconfig" WATCH_NAMESPACE="$NS_OTHER" LISTEN_ADDR="127.0.0.1:$(free_port)" LEASE_NAME="$FULLNAME_NSD" \
+if KUBECONFIG="$WORK/operator-nsd.kubeconfig" WATCH_NAMESPACE="$NS_OTHER" LISTEN_ADDR="127.0.0.1:$(free_port)" LEASE_NAME="$FULLNAME_NSD" \
   timeout 60 "$OPERATOR" run >"$WORK/nsd-other.log" 2>&1; then
   fail "the namespaced operator ran in $NS_OTHER"
 fi

@@ -17,13 +17,12 @@ use flashsale_operator::autoscale::scrape::{LoadObserver, PodTarget, RequestCoun
 use flashsale_operator::calibration::CalibrationKey;
 use flashsale_operator::calibration::{LOADGEN_CONTAINER, job_name};
 use flashsale_operator::context::Context;
-use flashsale_operator::crd::FlashSale;
+use flashsale_operator::crd::{FlashSale, FlashSaleStatus};
 use flashsale_operator::fixtures::FlashSaleBuilder;
-use flashsale_operator::metrics::Metrics;
 use flashsale_operator::reconcile::desired::{labels, names};
 use flashsale_operator::reconcile::reconcile_by_name;
 use flashsale_operator::reconcile::sizing::calibration_key;
-use flashsale_operator::reconcile::validate::{Defaults, validate};
+use flashsale_operator::reconcile::validate::validate;
 use flashsale_operator::schedule::{ManualClock, to_time};
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -33,8 +32,6 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-
-const IMAGE: &str = "flashsale/booking-app:test";
 
 /// An uncalibrated sale sized for kwok's nodes.
 fn sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
@@ -47,35 +44,30 @@ fn sale(name: &str, stage: Stage, ns: &str) -> FlashSale {
     )
 }
 
-/// A Context of its own, to drive `reconcile_by_name` step by step (and hold a clock).
-fn step_context(client: &Client) -> Context {
-    Context::new(
-        client.clone(),
-        Arc::new(Metrics::default()),
-        Defaults {
-            booking_app_image: IMAGE.into(),
-            ..Defaults::default()
-        },
-    )
-}
-
 /// Reconcile again and again (kwok readies pods between passes) until the sale has a
-/// calibration Job for `stage`; returns its name.
+/// calibration Job for its stage, the first attempt at its calibration key; returns the Job's
+/// name and the sale as it is then.
 async fn reconcile_until_calibration_job(
     ctx: &Context,
     ns: &str,
-    name: &str,
-    stage: Stage,
-) -> String {
+    fs: &FlashSale,
+) -> (String, FlashSale) {
+    let (name, stage) = (fs.name_any(), fs.spec.stage);
+    let name = name.as_str();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        reconcile_by_name(ctx, ns, name).await.expect("reconcile");
+        pass(ctx, ns, name).await;
         let jobs = calibration_jobs(&ctx.client, ns, name).await;
         if let Some(job) = jobs
             .iter()
             .find(|j| j.labels().get(labels::STAGE).map(String::as_str) == Some(stage.as_str()))
         {
-            return job.name_any();
+            assert_eq!(job.name_any(), job_name(name, &key(fs), 1));
+            let seen = Api::<FlashSale>::namespaced(ctx.client.clone(), ns)
+                .get(name)
+                .await
+                .expect("get FlashSale");
+            return (job.name_any(), seen);
         }
         if tokio::time::Instant::now() > deadline {
             let fs = Api::<FlashSale>::namespaced(ctx.client.clone(), ns)
@@ -91,49 +83,60 @@ async fn reconcile_until_calibration_job(
     }
 }
 
+/// One reconcile pass of the sale, as the controller would run it.
+async fn pass(ctx: &Context, ns: &str, name: &str) -> Action {
+    reconcile_by_name(ctx, ns, name).await.expect("reconcile")
+}
+
+/// The replicas Deployment `name` asks for now.
+async fn replicas_now(deployments: &Api<Deployment>, name: &str) -> Option<i32> {
+    replicas(&deployments.get(name).await.unwrap())
+}
+
+/// The sale's status as the API server has it now.
+async fn status_of(sales: &Api<FlashSale>, name: &str) -> FlashSaleStatus {
+    sales.get(name).await.unwrap().status.unwrap()
+}
+
 /// The calibration key the operator uses for `fs` with this file's defaults.
 fn key(fs: &FlashSale) -> CalibrationKey {
-    let sale = validate(
-        fs,
-        &Defaults {
-            booking_app_image: IMAGE.into(),
-            ..Defaults::default()
-        },
-    )
-    .expect("a valid sale");
+    let sale = validate(fs, &defaults()).expect("a valid sale");
     calibration_key(&sale, None)
 }
 
-/// The calibration Jobs of the sale (by their component label).
+/// The sale's children of one component (by their component label).
+async fn components<K>(client: &Client, ns: &str, sale: &str, component: &str) -> Vec<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let selector = format!(
+        "{},{}={component}",
+        labels::children_of(sale),
+        labels::COMPONENT
+    );
+    Api::<K>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap_or_else(|e| panic!("list {component}: {e}"))
+        .items
+}
+
+/// The calibration Jobs of the sale.
 async fn calibration_jobs(client: &Client, ns: &str, sale: &str) -> Vec<Job> {
-    let selector = format!(
-        "{},{}=calibration-loadgen",
-        labels::children_of(sale),
-        labels::COMPONENT
-    );
-    Api::<Job>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .expect("list Jobs")
-        .items
+    components(client, ns, sale, "calibration-loadgen").await
 }
 
+/// The scratch booking-app Deployments the calibration Jobs load.
 async fn calibration_servers(client: &Client, ns: &str, sale: &str) -> Vec<Deployment> {
-    let selector = format!(
-        "{},{}=calibration",
-        labels::children_of(sale),
-        labels::COMPONENT
-    );
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .expect("list")
-        .items
+    components(client, ns, sale, "calibration").await
 }
 
-/// Stand in for the kubelet: the Job's pod ends with `message` as its termination message.
-async fn finish_job_pod(client: &Client, ns: &str, job: &str, message: &str) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+/// Stand in for the kubelet: the Job's pod ends with `message` as its termination message; then
+/// one reconcile pass of `sale` reads it.
+async fn finish_job_pod(ctx: &Context, ns: &str, sale: &str, job: &str, message: &str) {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let selector = format!("batch.kubernetes.io/job-name={job}");
     let pod = wait_until(&format!("a pod of Job {job}"), || async {
         pods.list(&ListParams::default().labels(&selector))
@@ -177,14 +180,13 @@ async fn finish_job_pod(client: &Client, ns: &str, job: &str, message: &str) {
         (terminated.message.as_deref() == Some(message)).then_some(())
     })
     .await;
+    pass(ctx, ns, sale).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibrates() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "calibrate").await;
-    let ctx = step_context(&client);
+    let (client, ns) = setup("calibrate").await;
+    let ctx = plain_context(&client);
     let name = "cal-sale";
     let mut volumes = vec![
         volume_for(
@@ -200,9 +202,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
 
     // Uncalibrated: minReplicas while the scratch pod starts, then the loadgen Job.
-    let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Postgres).await;
-    assert_eq!(job, job_name(name, &key(&fs), 1));
-    let fs_seen = sales.get(name).await.unwrap();
+    let (job, fs_seen) = reconcile_until_calibration_job(&ctx, &ns.name, &fs).await;
     let status = fs_seen.status.clone().unwrap();
     assert_eq!(
         (status.desired_replicas, status.measured_per_pod_rps),
@@ -215,22 +215,11 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
         "{calibrated:?}"
     );
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(2)
-    );
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(2));
 
     // The Job's pod ends with loadgen's result; the next pass records it and sizes from it.
-    finish_job_pod(
-        &client,
-        &ns.name,
-        &job,
-        r#"{"perPodRps":1000.0,"sloP99Ms":200,"p99Ms":120.5,"errorRate":0.0}"#,
-    )
-    .await;
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
+    let result = r#"{"perPodRps":1000.0,"sloP99Ms":200,"p99Ms":120.5,"errorRate":0.0}"#;
+    finish_job_pod(&ctx, &ns.name, name, &job, result).await;
     let fs_seen = sales.get(name).await.unwrap();
     let status = fs_seen.status.clone().unwrap();
     assert_eq!(status.measured_per_pod_rps, Some(1000.0));
@@ -257,10 +246,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     );
     // ceil(7000 / (1000 × 0.7)) = 10
     assert_eq!(status.desired_replicas, 10);
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(10)
-    );
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(10));
     wait_gone(&Api::<Job>::namespaced(client.clone(), &ns.name), &job).await;
     assert!(
         calibration_servers(&client, &ns.name, name)
@@ -271,13 +257,9 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
 
     // A new target resizes from the same measurement: no new calibration.
     patch_spec(&client, &ns.name, name, json!({ "targetRps": 14_000 })).await;
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
-    let status = sales.get(name).await.unwrap().status.unwrap();
+    pass(&ctx, &ns.name, name).await;
+    pass(&ctx, &ns.name, name).await;
+    let status = status_of(&sales, name).await;
     assert_eq!(status.desired_replicas, 20);
     assert_eq!(
         status.calibration.as_ref().map(|r| &r.measured_at),
@@ -285,10 +267,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
         "not measured again"
     );
     assert_eq!(status.calibration_attempt, None);
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(20)
-    );
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(20));
     assert!(calibration_jobs(&client, &ns.name, name).await.is_empty());
 
     // A bigger pod serves more: measured again, and sized with the old number meanwhile.
@@ -301,9 +280,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     )
     .await;
     fs.spec.booking_app.resources = Some(serde_json::from_value(bigger).unwrap());
-    let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Postgres).await;
-    assert_eq!(job, job_name(name, &key(&fs), 1));
-    let fs_seen = sales.get(name).await.unwrap();
+    let (job, fs_seen) = reconcile_until_calibration_job(&ctx, &ns.name, &fs).await;
     let status = fs_seen.status.clone().unwrap();
     assert_eq!(
         (status.desired_replicas, status.measured_per_pod_rps),
@@ -317,17 +294,9 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
             .contains("sized meanwhile with the previous measurement"),
         "{calibrated:?}"
     );
-    finish_job_pod(
-        &client,
-        &ns.name,
-        &job,
-        r#"{"perPodRps":2000.0,"sloP99Ms":200,"p99Ms":90.0,"errorRate":0.0}"#,
-    )
-    .await;
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
-    let status = sales.get(name).await.unwrap().status.unwrap();
+    let result = r#"{"perPodRps":2000.0,"sloP99Ms":200,"p99Ms":90.0,"errorRate":0.0}"#;
+    finish_job_pod(&ctx, &ns.name, name, &job, result).await;
+    let status = status_of(&sales, name).await;
     // ceil(14000 / (2000 × 0.7)) = 10
     assert_eq!(
         (status.measured_per_pod_rps, status.desired_replicas),
@@ -339,23 +308,17 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     volumes.push(volume_for(&client, &ns.name, &names::data_claim(&names::kafka(name))).await);
     patch_spec(&client, &ns.name, name, json!({ "stage": "kafka" })).await;
     fs.spec.stage = Stage::Kafka;
-    let job = reconcile_until_calibration_job(&ctx, &ns.name, name, Stage::Kafka).await;
-    assert_eq!(job, job_name(name, &key(&fs), 1));
-    let status = sales.get(name).await.unwrap().status.unwrap();
+    let (job, _) = reconcile_until_calibration_job(&ctx, &ns.name, &fs).await;
+    let status = status_of(&sales, name).await;
     assert_eq!(
         (status.desired_replicas, status.measured_per_pod_rps),
         (2, None)
     );
     let result =
         r#"{"perPodRps":5000.0,"sloP99Ms":200,"p99Ms":80.0,"errorRate":0.0,"drainRps":800.0}"#;
-    finish_job_pod(&client, &ns.name, &job, result).await;
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
-    let status = sales.get(name).await.unwrap().status.unwrap();
+    finish_job_pod(&ctx, &ns.name, name, &job, result).await;
+    pass(&ctx, &ns.name, name).await;
+    let status = status_of(&sales, name).await;
     assert_eq!(
         (
             status.measured_per_pod_rps,
@@ -367,10 +330,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
     // ceil(14000 / (5000 × 0.7)) = 4
     assert_eq!(status.desired_replicas, 4);
     let kafka_api = names::booking_deployment(name, Stage::Kafka);
-    assert_eq!(
-        replicas(&deployments.get(&kafka_api).await.unwrap()),
-        Some(4)
-    );
+    assert_eq!(replicas_now(&deployments, &kafka_api).await, Some(4));
     let queue = status
         .sizing
         .and_then(|s| s.queue)
@@ -380,7 +340,7 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
         "1 worker decides the event in order at 800 rps; at the target of 14000 rps the queue grows by 13200 rps (792000 per minute)"
     );
     let workers = names::worker_deployment(name, Stage::Kafka);
-    assert_eq!(replicas(&deployments.get(&workers).await.unwrap()), Some(1));
+    assert_eq!(replicas_now(&deployments, &workers).await, Some(1));
 
     for pv in volumes {
         let _ = Api::<PersistentVolume>::all(client.clone())
@@ -391,12 +351,10 @@ async fn calibration_result_sizes_the_sale_and_only_a_new_pod_or_stage_recalibra
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_future_window_holds_min_replicas_until_startsat_minus_warmup() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "window").await;
+    let (client, ns) = setup("window").await;
     let now: DateTime<Utc> = "2026-12-01T16:00:00Z".parse().unwrap();
     let clock = Arc::new(ManualClock::new(now));
-    let ctx = step_context(&client).with_clock(clock.clone());
+    let ctx = plain_context(&client).with_clock(clock.clone());
     let name = "window-sale";
     let mut fs = sale(name, Stage::Postgres, &ns.name);
     fs.spec.capacity.per_pod_rps = Some(1000.0);
@@ -412,67 +370,32 @@ async fn a_future_window_holds_min_replicas_until_startsat_minus_warmup() {
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
 
     // Hours before: minReplicas, and the next look is exactly at startsAt − warmup.
-    let action = reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
+    let action = pass(&ctx, &ns.name, name).await;
     assert_eq!(action, Action::requeue(Duration::from_secs(110 * 60)));
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(2)
-    );
-    let sizing = sales
-        .get(name)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .sizing
-        .unwrap();
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(2));
+    let sizing = status_of(&sales, name).await.sizing.unwrap();
     assert_eq!(sizing.reason, "BeforeWindow", "{}", sizing.message);
 
     // A second before, still held.
     clock.set("2026-12-01T17:49:59Z".parse().unwrap());
     assert_eq!(
-        reconcile_by_name(&ctx, &ns.name, name)
-            .await
-            .expect("reconcile"),
+        pass(&ctx, &ns.name, name).await,
         Action::requeue(Duration::from_secs(1))
     );
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(2)
-    );
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(2));
 
     // At startsAt − warmup: the computed size, ceil(7000 / 700) = 10; next look when the doors open.
     clock.advance(TimeDelta::seconds(1));
-    let action = reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
+    let action = pass(&ctx, &ns.name, name).await;
     assert_eq!(action, Action::requeue(Duration::from_secs(10 * 60)));
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(10)
-    );
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(10));
 
     // After endsAt: back to minReplicas.
     clock.set("2026-12-01T20:00:00Z".parse().unwrap());
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
+    pass(&ctx, &ns.name, name).await;
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(2));
     assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(2)
-    );
-    assert_eq!(
-        sales
-            .get(name)
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .sizing
-            .unwrap()
-            .reason,
+        status_of(&sales, name).await.sizing.unwrap().reason,
         "AfterWindow"
     );
 }
@@ -495,13 +418,11 @@ impl RequestCounter for FakeCounters {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observed_load_above_plan_adds_pods() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "observe").await;
+    let (client, ns) = setup("observe").await;
     let start: DateTime<Utc> = "2026-12-01T18:00:00Z".parse().unwrap();
     let clock = Arc::new(ManualClock::new(start));
     let counters = Arc::new(FakeCounters::default());
-    let ctx = step_context(&client)
+    let ctx = plain_context(&client)
         .with_clock(clock.clone())
         .with_load_observer(LoadObserver::new(counters.clone()));
     let name = "busy-sale";
@@ -514,9 +435,7 @@ async fn observed_load_above_plan_adds_pods() {
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
 
     // Sized for the target: ceil(2100 / 700) = 3 pods, which kwok makes Ready.
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
+    pass(&ctx, &ns.name, name).await;
     wait_for(&deployments, &api_deployment, "3 ready pods", |d| {
         d.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)
     })
@@ -524,27 +443,17 @@ async fn observed_load_above_plan_adds_pods() {
 
     // A round of readings (the first pass, with no pod ready yet, read none): no rate yet.
     clock.advance(TimeDelta::seconds(15));
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(3)
-    );
+    pass(&ctx, &ns.name, name).await;
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(3));
     let read = counters.read_ips.lock().unwrap().clone();
     assert_eq!(read.len(), 3, "one read per ready pod: {read:?}");
 
     // 15 s later each pod has served 1400 rps, twice what a pod is planned for: 6 pods.
     *counters.served.lock().unwrap() = 1400.0 * 15.0;
     clock.advance(TimeDelta::seconds(15));
-    reconcile_by_name(&ctx, &ns.name, name)
-        .await
-        .expect("reconcile");
-    assert_eq!(
-        replicas(&deployments.get(&api_deployment).await.unwrap()),
-        Some(6)
-    );
-    let status = sales.get(name).await.unwrap().status.unwrap();
+    pass(&ctx, &ns.name, name).await;
+    assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(6));
+    let status = status_of(&sales, name).await;
     assert_eq!(
         (status.observed_rps, status.observed_per_pod_rps),
         (Some(4_200.0), Some(1400.0))

@@ -122,9 +122,7 @@ async fn reconciled_generation(sales: &Api<FlashSale>, generation: i64) -> Flash
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_operators_one_leads_and_a_kill_9_hands_over_within_seconds() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "leader").await;
+    let (client, ns) = setup("leader").await;
     let port_a = free_port(&[]);
     let a = spawn_operator("op-a", &ns.name, port_a);
     wait_until("op-a leading", || async {
@@ -137,12 +135,7 @@ async fn two_operators_one_leads_and_a_kill_9_hands_over_within_seconds() {
     })
     .await;
 
-    let fs = apply_sale(
-        &client,
-        &ns.name,
-        &small_sale("le", Stage::Postgres, &ns.name),
-    )
-    .await;
+    let fs = apply_small_sale(&client, &ns.name, "le", Stage::Postgres).await;
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     reconciled_generation(&sales, fs.metadata.generation.unwrap()).await;
     assert_eq!(
@@ -206,9 +199,7 @@ async fn two_operators_one_leads_and_a_kill_9_hands_over_within_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_stopped_by_sigterm_releases_the_lease_and_the_standby_takes_it_at_once() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "handover").await;
+    let (client, ns) = setup("handover").await;
     // A 30 s Lease: a standby that waited for it to expire would take 30 s.
     let port_a = free_port(&[]);
     let a = spawn_operator_with_lease("op-a", &ns.name, port_a, 30, 5);

@@ -57,9 +57,7 @@ async fn pods(client: &Client, ns: &str, sale: &str) -> Vec<Pod> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stage_gets_network_policies_the_api_server_accepts() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "netpol").await;
+    let (client, ns) = setup("netpol").await;
     let _controller = start_controller(&client, &ns.name);
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns.name);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
@@ -69,7 +67,7 @@ async fn every_stage_gets_network_policies_the_api_server_accepts() {
         (Stage::Kafka, Some(9092)),
     ] {
         let name = format!("np-{stage}");
-        apply_sale(&client, &ns.name, &small_sale(&name, stage, &ns.name)).await;
+        apply_small_sale(&client, &ns.name, &name, stage).await;
         let api_deployment = names::booking_deployment(&name, stage);
         wait_for(&deployments, &api_deployment, "created", |_| true).await;
         let postgres = wait_for(&policies, &names::postgres(&name), "created", |_| true).await;
@@ -144,7 +142,7 @@ async fn every_stage_gets_network_policies_the_api_server_accepts() {
         assert!(api_spec.ingress.unwrap()[0].from.is_none());
         // Metrics on their own port.
         let d = deployments.get(&api_deployment).await.unwrap();
-        let container = &d.spec.unwrap().template.spec.unwrap().containers[0];
+        let container = first_container(&d);
         assert!(
             container
                 .ports
@@ -169,9 +167,7 @@ async fn every_stage_gets_network_policies_the_api_server_accepts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_redis_sale_drains_it_first_then_keeps_only_the_volume_and_recreating_it_gets_ready()
  {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "delete").await;
+    let (client, ns) = setup("delete").await;
     let name = "gone";
     let claim = teardown::postgres_claim(name);
     let pv = volume_for(&client, &ns.name, &claim).await;
@@ -184,7 +180,7 @@ async fn deleting_a_redis_sale_drains_it_first_then_keeps_only_the_volume_and_re
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns.name);
 
-    apply_sale(&client, &ns.name, &small_sale(name, Stage::Redis, &ns.name)).await;
+    apply_small_sale(&client, &ns.name, name, Stage::Redis).await;
     let first = wait_for(&sales, name, "Ready", |s| {
         s.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)
     })
@@ -224,10 +220,7 @@ async fn deleting_a_redis_sale_drains_it_first_then_keeps_only_the_volume_and_re
             .unwrap()
             .is_some()
     );
-    let args = job.spec.unwrap().template.spec.unwrap().containers[0]
-        .args
-        .clone()
-        .unwrap();
+    let args = first_container(&job).args.clone().unwrap();
     assert_eq!(args, ["worker", "--drain"]);
 
     // kwok completes the drain Job's pod; then the sale goes and garbage collection takes its
@@ -259,7 +252,7 @@ async fn deleting_a_redis_sale_drains_it_first_then_keeps_only_the_volume_and_re
     );
 
     // The same name again: the kept credentials are adopted (the database's password), Ready.
-    apply_sale(&client, &ns.name, &small_sale(name, Stage::Redis, &ns.name)).await;
+    apply_small_sale(&client, &ns.name, name, Stage::Redis).await;
     let second = wait_for(&sales, name, "Ready again", |s| {
         s.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)
     })
@@ -284,14 +277,12 @@ async fn deleting_a_redis_sale_drains_it_first_then_keeps_only_the_volume_and_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_whose_store_is_gone_is_released_at_once() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "storegone").await;
+    let (client, ns) = setup("storegone").await;
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
     let controller = start_controller(&client, &ns.name);
     let name = "orphaned";
-    apply_sale(&client, &ns.name, &small_sale(name, Stage::Kafka, &ns.name)).await;
+    apply_small_sale(&client, &ns.name, name, Stage::Kafka).await;
     wait_for(&sales, name, "serving kafka", |s| {
         s.status.as_ref().and_then(|s| s.stage) == Some(Stage::Kafka)
             && s.finalizers().iter().any(|f| f == FINALIZER)
@@ -317,9 +308,7 @@ async fn a_sale_whose_store_is_gone_is_released_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calibration_waits_for_the_window_to_end_even_when_its_key_changes() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "calhold").await;
+    let (client, ns) = setup("calhold").await;
     let name = "held";
     let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
     let clock = Arc::new(ManualClock::new(at("2026-12-01T18:30:00Z")));

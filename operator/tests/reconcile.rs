@@ -29,26 +29,14 @@ fn owned_by(obj: &impl Resource, owner: &FlashSale) -> bool {
 }
 
 fn env_value(d: &Deployment, var: &str) -> Option<String> {
-    let c = &d.spec.as_ref()?.template.spec.as_ref()?.containers[0];
-    c.env
-        .iter()
-        .flatten()
-        .find(|e| e.name == var)
-        .and_then(|e| e.value.clone())
+    env_of(d).remove(var)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applying_a_sale_creates_every_child_owned_by_it() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "children").await;
+    let (client, ns) = setup("children").await;
     let _controller = start_controller(&client, &ns.name);
-    let fs = apply_sale(
-        &client,
-        &ns.name,
-        &small_sale("tour", Stage::Kafka, &ns.name),
-    )
-    .await;
+    let fs = apply_small_sale(&client, &ns.name, "tour", Stage::Kafka).await;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let api = wait_for(&deployments, "tour-booking-app-kafka", "created", |_| true).await;
@@ -61,17 +49,7 @@ async fn applying_a_sale_creates_every_child_owned_by_it() {
     );
     let worker = wait_for(&deployments, "tour-worker-kafka", "created", |_| true).await;
     assert_eq!(
-        worker
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .args
-            .as_deref(),
+        first_container(&worker).args.as_deref(),
         Some(&["worker".to_string()][..])
     );
 
@@ -126,16 +104,9 @@ async fn applying_a_sale_creates_every_child_owned_by_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_target_and_stage_updates_children_and_removes_stale_ones() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "stages").await;
+    let (client, ns) = setup("stages").await;
     let _controller = start_controller(&client, &ns.name);
-    apply_sale(
-        &client,
-        &ns.name,
-        &small_sale("sale", Stage::Postgres, &ns.name),
-    )
-    .await;
+    apply_small_sale(&client, &ns.name, "sale", Stage::Postgres).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
@@ -179,10 +150,7 @@ async fn changing_target_and_stage_updates_children_and_removes_stale_ones() {
     })
     .await;
     let job = wait_for(&jobs, "sale-drain-redis", "created", |_| true).await;
-    let args = job.spec.unwrap().template.spec.unwrap().containers[0]
-        .args
-        .clone()
-        .unwrap();
+    let args = first_container(&job).args.clone().unwrap();
     assert_eq!(args, ["worker", "--drain"]);
     // kwok completes the Job's pod; then the sale switches and the redis stage is removed.
     wait_for(
@@ -251,9 +219,7 @@ fn idp(url: Option<&str>, config_map: Option<&str>) -> flashsale_operator::crd::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_sales_are_refused_by_the_api_server_with_the_cel_message() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "invalid").await;
+    let (client, ns) = setup("invalid").await;
     let api: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     type Mutation = Box<dyn Fn(&mut FlashSale)>;
     let cases: Vec<(&str, Mutation, &str)> = vec![
@@ -366,16 +332,9 @@ async fn invalid_sales_are_refused_by_the_api_server_with_the_cel_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_sale_garbage_collects_its_children() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "gc").await;
+    let (client, ns) = setup("gc").await;
     let controller = start_controller(&client, &ns.name);
-    apply_sale(
-        &client,
-        &ns.name,
-        &small_sale("gone", Stage::Redis, &ns.name),
-    )
-    .await;
+    apply_small_sale(&client, &ns.name, "gone", Stage::Redis).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
@@ -456,17 +415,10 @@ async fn versions(client: &Client, ns: &str, sale: &str) -> BTreeMap<String, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_becomes_ready_and_a_second_reconcile_changes_nothing() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "ready").await;
+    let (client, ns) = setup("ready").await;
     let pv = volume_for(&client, &ns.name, &names::data_claim("ready-sale-postgres")).await;
     let controller = start_controller(&client, &ns.name);
-    apply_sale(
-        &client,
-        &ns.name,
-        &small_sale("ready-sale", Stage::Postgres, &ns.name),
-    )
-    .await;
+    apply_small_sale(&client, &ns.name, "ready-sale", Stage::Postgres).await;
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     let sale = wait_for(&sales, "ready-sale", "Ready", |s| {
         s.status.as_ref().and_then(|s| s.phase) == Some(Phase::Ready)

@@ -62,27 +62,16 @@ async fn foreign_objects(client: &Client, ns: &str, sale: &str) -> (Service, Sec
 }
 
 fn conflict_message(fs: &FlashSale) -> Option<String> {
-    let status = fs.status.as_ref()?;
-    let c = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == types::CONFLICT && c.status == "True")?;
-    (c.reason == FOREIGN_OBJECT).then(|| c.message.clone())
+    let c = fs.condition(types::CONFLICT)?;
+    (c.status == "True" && c.reason == FOREIGN_OBJECT).then(|| c.message.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_service_and_secret_of_a_childs_name_are_left_untouched() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "takeover").await;
+    let (client, ns) = setup("takeover").await;
     let (service, secret) = foreign_objects(&client, &ns.name, "f0").await;
     let _controller = start_controller(&client, &ns.name);
-    apply_sale(
-        &client,
-        &ns.name,
-        &small_sale("f0", Stage::Postgres, &ns.name),
-    )
-    .await;
+    apply_small_sale(&client, &ns.name, "f0", Stage::Postgres).await;
 
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     let fs = wait_for(&sales, "f0", "reporting the conflict", |fs| {
@@ -97,11 +86,7 @@ async fn a_foreign_service_and_secret_of_a_childs_name_are_left_untouched() {
     );
     let status = fs.status.as_ref().unwrap();
     assert_eq!(status.phase, Some(Phase::Degraded));
-    let ready = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == types::READY)
-        .unwrap();
+    let ready = fs.condition(types::READY).unwrap();
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", FOREIGN_OBJECT)
@@ -173,47 +158,62 @@ async fn a_foreign_service_and_secret_of_a_childs_name_are_left_untouched() {
 }
 
 fn ready_condition(fs: &FlashSale) -> Option<(String, String)> {
-    let c = fs
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == types::READY)?;
+    let c = fs.condition(types::READY)?;
     Some((c.reason.clone(), c.message.clone()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_external_secret_is_referenced_only_with_its_owners_label() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "secretref").await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    let secret = Secret {
+/// An external Postgres's Secret: its URL under "url" and the `more` keys; labelled as its owner's
+/// consent to be referenced if `allow_reference`.
+fn store_secret(name: &str, allow_reference: bool, more: &[(&str, &str)]) -> Secret {
+    let url = ("url", "postgres://u:p@db.example:5432/d");
+    Secret {
         metadata: ObjectMeta {
-            name: Some("team-db".into()),
+            name: Some(name.into()),
+            labels: allow_reference
+                .then(|| BTreeMap::from([(labels::ALLOW_REFERENCE.into(), "true".into())])),
             ..Default::default()
         },
-        string_data: Some(BTreeMap::from([(
-            "url".into(),
-            "postgres://u:p@db.example:5432/d".into(),
-        )])),
+        string_data: Some(
+            std::iter::once(&url)
+                .chain(more)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
         ..Default::default()
-    };
+    }
+}
+
+/// `secret` created, the controller started, and sale `name` applied with the Secret's "url" as
+/// its external Postgres (and no in-cluster settings: a CEL rule).
+async fn sale_on_external_postgres(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    secret: Secret,
+) -> (Api<Secret>, RunningController) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     secrets
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    let _controller = start_controller(&client, &ns.name);
+    let controller = start_controller(client, ns);
     let mut fs = with_tiny_resources(
-        FlashSaleBuilder::new("ext", Stage::Postgres)
-            .namespace(&ns.name)
+        FlashSaleBuilder::new(name, Stage::Postgres)
+            .namespace(ns)
             .per_pod_rps(100.0)
-            .external_postgres("team-db", "url")
+            .external_postgres(&secret.name_any(), "url")
             .build_for_apply(),
     );
-    // An external store has no in-cluster settings (a CEL rule).
     fs.spec.postgres.in_cluster.resources = None;
-    apply_sale(&client, &ns.name, &fs).await;
+    apply_sale(client, ns, &fs).await;
+    (secrets, controller)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_secret_is_referenced_only_with_its_owners_label() {
+    let (client, ns) = setup("secretref").await;
+    let secret = store_secret("team-db", false, &[]);
+    let (secrets, _controller) = sale_on_external_postgres(&client, &ns.name, "ext", secret).await;
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     let refused = wait_for(&sales, "ext", "refused for the Secret", |fs| {
         ready_condition(fs).is_some_and(|(reason, _)| reason == "InvalidSpec")
@@ -262,53 +262,16 @@ async fn an_external_secret_is_referenced_only_with_its_owners_label() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_secrets_tls_keys_are_mounted_and_a_half_given_pair_is_named() {
     use flashsale_operator::contract::{self, external_secret};
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "storetls").await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some("managed-db".into()),
-            labels: Some(BTreeMap::from([(
-                labels::ALLOW_REFERENCE.into(),
-                "true".into(),
-            )])),
-            ..Default::default()
-        },
-        string_data: Some(BTreeMap::from([
-            ("url".into(), "postgres://u:p@db.example:5432/d".into()),
-            (
-                external_secret::CA.into(),
-                "-----BEGIN CERTIFICATE-----".into(),
-            ),
-            (
-                external_secret::TLS_CERT.into(),
-                "-----BEGIN CERTIFICATE-----".into(),
-            ),
-        ])),
-        ..Default::default()
-    };
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let _controller = start_controller(&client, &ns.name);
-    let mut fs = with_tiny_resources(
-        FlashSaleBuilder::new("tls", Stage::Postgres)
-            .namespace(&ns.name)
-            .per_pod_rps(100.0)
-            .external_postgres("managed-db", "url")
-            .build_for_apply(),
-    );
-    fs.spec.postgres.in_cluster.resources = None;
-    apply_sale(&client, &ns.name, &fs).await;
+    let (client, ns) = setup("storetls").await;
+    let pair_half = [
+        (external_secret::CA, "-----BEGIN CERTIFICATE-----"),
+        (external_secret::TLS_CERT, "-----BEGIN CERTIFICATE-----"),
+    ];
+    let secret = store_secret("managed-db", true, &pair_half);
+    let (secrets, _controller) = sale_on_external_postgres(&client, &ns.name, "tls", secret).await;
     let sales: Api<FlashSale> = Api::namespaced(client.clone(), &ns.name);
     let stores = |fs: &FlashSale| {
-        fs.status
-            .as_ref()?
-            .conditions
-            .iter()
-            .find(|c| c.type_ == types::STORES_READY)
+        fs.condition(types::STORES_READY)
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     };
     let lacking = wait_for(&sales, "tls", "the missing tls.key named", |fs| {
@@ -333,21 +296,6 @@ async fn an_external_secrets_tls_keys_are_mounted_and_a_half_given_pair_is_named
         .unwrap();
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), &ns.name);
-    let env_of = |d: &k8s_openapi::api::apps::v1::Deployment| -> BTreeMap<String, String> {
-        d.spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .env
-            .iter()
-            .flatten()
-            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
-            .collect()
-    };
     // The Secret is not watched: the pair arrives at the sale's next look (30 s while a key is
     // missing).
     let deployment = wait_for(
@@ -362,7 +310,7 @@ async fn an_external_secrets_tls_keys_are_mounted_and_a_half_given_pair_is_named
         env[contract::DB_SSL_MODE],
         contract::DB_SSL_MODE_VERIFY_FULL
     );
-    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let pod = pod_spec(&deployment);
     let volume = pod
         .volumes
         .iter()
@@ -386,7 +334,7 @@ async fn an_external_secrets_tls_keys_are_mounted_and_a_half_given_pair_is_named
             external_secret::TLS_KEY
         ]
     );
-    let mount = pod.containers[0]
+    let mount = first_container(&deployment)
         .volume_mounts
         .iter()
         .flatten()
@@ -412,9 +360,7 @@ async fn an_external_secrets_tls_keys_are_mounted_and_a_half_given_pair_is_named
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_outside_the_allowlist_is_refused() {
-    let client = client().await;
-    install_crd(&client).await;
-    let ns = namespace(&client, "allowlist").await;
+    let (client, ns) = setup("allowlist").await;
     let ctx = std::sync::Arc::new(flashsale_operator::context::Context::new(
         client.clone(),
         std::sync::Arc::new(flashsale_operator::metrics::Metrics::default()),
@@ -431,12 +377,7 @@ async fn an_image_outside_the_allowlist_is_refused() {
     outside.spec.booking_app.image = Some("docker.io/someone/booking-app:1".into());
     apply_sale(&client, &ns.name, &outside).await;
     // The operator's own default image is not the author's choice: a sale naming none goes ahead.
-    apply_sale(
-        &client,
-        &ns.name,
-        &small_sale("inside", Stage::Postgres, &ns.name),
-    )
-    .await;
+    apply_small_sale(&client, &ns.name, "inside", Stage::Postgres).await;
 
     let refused = wait_for(&sales, "outside", "refused for its image", |fs| {
         ready_condition(fs).is_some_and(|(reason, _)| reason == "InvalidSpec")

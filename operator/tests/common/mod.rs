@@ -1,7 +1,7 @@
 //! Shared harness of the integration tests: a client for the control plane that
 //! `hack/control-plane.sh up` runs on loopback, the CRD installed, one fresh namespace and one
-//! in-process controller per test, sales sized for kwok's nodes, pre-bound volumes, and polling
-//! helpers that fail with the last state seen.
+//! in-process controller per test, sales sized for kwok's nodes, pre-bound volumes, polling
+//! helpers that fail with the last state seen, and readers of the pods a workload runs.
 
 #![allow(dead_code)]
 
@@ -17,9 +17,11 @@ use flashsale_operator::crd::FlashSale;
 use flashsale_operator::fixtures::FlashSaleBuilder;
 use flashsale_operator::metrics::Metrics;
 use flashsale_operator::reconcile::validate::Defaults;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, Namespace, ObjectReference, PersistentVolume, PersistentVolumeSpec,
-    ResourceRequirements,
+    Container, HostPathVolumeSource, Namespace, ObjectReference, PersistentVolume,
+    PersistentVolumeSpec, PodSpec, PodTemplateSpec, ResourceRequirements,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -28,6 +30,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, CustomResourceExt, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+
+/// The booking-app image the tests' operator defaults to.
+pub const IMAGE: &str = "flashsale/booking-app:test";
 
 /// Long enough for a loaded 2-core machine; a wait that runs out fails the test with context.
 pub const WAIT: Duration = Duration::from_secs(120);
@@ -145,6 +150,14 @@ impl Drop for TestNamespace {
     }
 }
 
+/// What every test starts with: a client, the CRD served, and a fresh namespace named after `test`.
+pub async fn setup(test: &str) -> (Client, TestNamespace) {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, test).await;
+    (client, ns)
+}
+
 pub async fn namespace(client: &Client, test: &str) -> TestNamespace {
     let suffix: u32 = rand::random::<u32>() % 1_000_000;
     let name = format!("fs-{test}-{suffix}");
@@ -166,16 +179,17 @@ pub fn context(client: &Client) -> Arc<Context> {
     Arc::new(plain_context(client))
 }
 
+/// The operator's defaults in these tests: booking-app is `IMAGE`.
+pub fn defaults() -> Defaults {
+    Defaults {
+        booking_app_image: IMAGE.into(),
+        ..Defaults::default()
+    }
+}
+
 /// A Context of its own (e.g. to drive `reconcile_by_name` step by step, with a clock).
 pub fn plain_context(client: &Client) -> Context {
-    Context::new(
-        client.clone(),
-        Arc::new(Metrics::default()),
-        Defaults {
-            booking_app_image: "flashsale/booking-app:test".into(),
-            ..Defaults::default()
-        },
-    )
+    Context::new(client.clone(), Arc::new(Metrics::default()), defaults())
 }
 
 /// The controller, watching only `namespace`, until the handle is dropped.
@@ -295,6 +309,11 @@ pub async fn apply_sale(client: &Client, ns: &str, fs: &FlashSale) -> FlashSale 
     .expect("apply FlashSale")
 }
 
+/// `small_sale(name, stage, ns)`, applied.
+pub async fn apply_small_sale(client: &Client, ns: &str, name: &str, stage: Stage) -> FlashSale {
+    apply_sale(client, ns, &small_sale(name, stage, ns)).await
+}
+
 pub async fn patch_spec(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
     let api: Api<FlashSale> = Api::namespaced(client.clone(), ns);
     api.patch(
@@ -342,6 +361,46 @@ pub async fn volume_for(client: &Client, ns: &str, claim: &str) -> String {
 }
 
 /// The replicas a Deployment asks for.
-pub fn replicas(d: &k8s_openapi::api::apps::v1::Deployment) -> Option<i32> {
+pub fn replicas(d: &Deployment) -> Option<i32> {
     d.spec.as_ref()?.replicas
+}
+
+/// A child that runs pods from a template. The API server fills in its spec and the template's,
+/// so an object read back always has both.
+pub trait Workload {
+    fn pod_template(&self) -> &PodTemplateSpec;
+}
+
+macro_rules! workload {
+    ($($kind:ty),*) => {$(
+        impl Workload for $kind {
+            fn pod_template(&self) -> &PodTemplateSpec {
+                &self.spec.as_ref().expect(concat!(stringify!($kind), " without a spec")).template
+            }
+        }
+    )*};
+}
+workload!(Deployment, Job);
+
+/// The pod a workload runs.
+pub fn pod_spec(w: &impl Workload) -> &PodSpec {
+    w.pod_template()
+        .spec
+        .as_ref()
+        .expect("a pod template without a spec")
+}
+
+/// The first (for our children: the only) container of the pod a workload runs.
+pub fn first_container(w: &impl Workload) -> &Container {
+    &pod_spec(w).containers[0]
+}
+
+/// The first container's environment: each variable with a literal value, by name.
+pub fn env_of(w: &impl Workload) -> BTreeMap<String, String> {
+    first_container(w)
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect()
 }
