@@ -93,9 +93,9 @@ cmd_images() {
   use_engine
   local e="$ENGINE"
   log "building $BOOKING_IMAGE and $OPERATOR_IMAGE with $e (a cold Rust release build: several minutes)"
-  # One Dockerfile, one target per image; the second reuses the first's build stage.
-  "$e" build --target booking-app -t "$BOOKING_IMAGE" "$REPO_ROOT"
-  "$e" build --target operator -t "$OPERATOR_IMAGE" "$REPO_ROOT"
+  # One Dockerfile (hack/Dockerfile), one target per image; the second reuses the first's build stage.
+  "$e" build -f "$REPO_ROOT/hack/Dockerfile" --target booking-app -t "$BOOKING_IMAGE" "$REPO_ROOT"
+  "$e" build -f "$REPO_ROOT/hack/Dockerfile" --target operator -t "$OPERATOR_IMAGE" "$REPO_ROOT"
 }
 
 # Through an archive: `kind load docker-image` asks the docker CLI, which podman users lack.
