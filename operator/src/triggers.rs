@@ -62,32 +62,25 @@ impl Digest for DeserializeGuard<FlashSale> {
     }
 }
 
-/// A workload: its replicas and how many are updated and ready (`observe::Workload`).
-impl Digest for Deployment {
-    fn digest(&self) -> u64 {
-        let status = self.status.as_ref();
-        hash_of((
-            metadata(&self.metadata),
-            self.spec.as_ref().and_then(|s| s.replicas),
-            status.and_then(|s| s.observed_generation),
-            status.and_then(|s| s.ready_replicas),
-            status.and_then(|s| s.updated_replicas),
-        ))
-    }
+/// A workload (Deployment, StatefulSet: the same fields): its replicas and how many are updated
+/// and ready (`observe::Workload`).
+macro_rules! workload {
+    ($($kind:ty),*) => {$(
+        impl Digest for $kind {
+            fn digest(&self) -> u64 {
+                let status = self.status.as_ref();
+                hash_of((
+                    metadata(&self.metadata),
+                    self.spec.as_ref().and_then(|s| s.replicas),
+                    status.and_then(|s| s.observed_generation),
+                    status.and_then(|s| s.ready_replicas),
+                    status.and_then(|s| s.updated_replicas),
+                ))
+            }
+        }
+    )*};
 }
-
-impl Digest for StatefulSet {
-    fn digest(&self) -> u64 {
-        let status = self.status.as_ref();
-        hash_of((
-            metadata(&self.metadata),
-            self.spec.as_ref().and_then(|s| s.replicas),
-            status.and_then(|s| s.observed_generation),
-            status.and_then(|s| s.ready_replicas),
-            status.and_then(|s| s.updated_replicas),
-        ))
-    }
-}
+workload!(Deployment, StatefulSet);
 
 /// A Job: whether it is running, done or failed, and why (its conditions without their times).
 impl Digest for Job {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::admission::Admission;
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, JsonWriteRefusals};
 use super::extract::{Json, Path};
 use super::{AppState, Located, located};
 use crate::domain::{Booking, BookingBody, BookingOutcome, BookingRequest};
@@ -41,12 +41,10 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 202, description = "Queued; poll `status_url` or stream `events_url` (stage kafka)",
             body = BookingAnswer, headers(("Location" = String, description = "/bookings/{id}"))),
         (status = 400, description = "Malformed JSON, id or header", body = ErrorBody),
-        (status = 401, description = "No, expired or invalid bearer token", body = ErrorBody),
+        JsonWriteRefusals,
         (status = 403, description = "`user_id` is not the token's subject", body = ErrorBody),
         (status = 404, description = "No such event", body = ErrorBody),
         (status = 409, description = "`sold_out` or `per_user_limit`", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Invalid values, or `idempotency_key_reused`", body = ErrorBody),
         (status = 503, description = "At capacity (`overloaded`) or a store is unavailable (`unavailable`); \
                                       retry after `Retry-After` seconds", body = ErrorBody),

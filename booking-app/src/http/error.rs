@@ -25,6 +25,19 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// The refusals every write with a JSON body shares (its own 400 and 422 say what of it is
+/// malformed or invalid), for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: only its `IntoResponses` description is used
+pub enum JsonWriteRefusals {
+    #[response(status = 401, description = "No, expired or invalid bearer token")]
+    Unauthenticated(ErrorBody),
+    #[response(status = 413, description = "Body too large")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "Not application/json")]
+    NotJson(ErrorBody),
+}
+
 /// An error answer: status, stable code, message.
 #[derive(Debug, Clone)]
 pub struct ApiError {

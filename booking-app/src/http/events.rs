@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, JsonWriteRefusals};
 use super::extract::{Json, Path};
 use super::{AppState, Located, located};
 use crate::domain::{Event, NewEvent};
@@ -19,10 +19,8 @@ use crate::validation::validate_new_event;
         (status = 201, description = "Created", body = Event,
             headers(("Location" = String, description = "/events/{id}"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 401, description = "No, expired or invalid bearer token", body = ErrorBody),
+        JsonWriteRefusals,
         (status = 403, description = "The token lacks the `flashsale:admin` scope or role", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Invalid values", body = ErrorBody),
     ))]
 pub async fn create_event(

@@ -33,18 +33,19 @@ pub trait Child:
     + 'static
 {
 }
-impl<K> Child for K where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug
-        + crate::triggers::Digest
-        + Send
-        + Sync
-        + 'static
-{
+/// The kinds, by name (a blanket impl would repeat the bounds above: Rust has no trait aliases).
+macro_rules! child_kinds {
+    ($($kind:ty),*) => {$( impl Child for $kind {} )*};
 }
+child_kinds!(
+    Secret,
+    Service,
+    StatefulSet,
+    PodDisruptionBudget,
+    Deployment,
+    Job,
+    NetworkPolicy
+);
 
 /// What a `PerKind` holds for each kind `K`.
 pub trait Family {
