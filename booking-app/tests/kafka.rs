@@ -14,15 +14,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use kafka_support::{ChildWorker, Pod, Worker, eventually, kafka_config, metric, pool};
-
-fn id_of(body: &Value) -> Uuid {
-    body["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {body}"))
-        .parse()
-        .unwrap()
-}
+use kafka_support::{ChildWorker, Pod, Worker, eventually, id_of, kafka_config, metric, pool};
 
 /// Reads server-sent events until the stream ends, calling `on_event` with each `data` JSON.
 async fn read_sse(mut response: reqwest::Response, mut on_event: impl FnMut(&Value)) -> Vec<Value> {
@@ -632,24 +624,11 @@ async fn worker_drain_decides_the_whole_queue_then_exits() {
 
     // The same process ChildWorker starts, with `--drain`; it inherits DATABASE_URL and
     // KAFKA_BROKERS from the test's environment.
-    let mut command = tokio::process::Command::new(kafka_support::binary());
-    command
-        .args(["worker", "--drain"])
-        .env("STAGE", "kafka")
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("MIGRATE_ON_START", "false")
-        .env("KAFKA_TOPIC", &config.kafka.kafka_topic)
-        .env("KAFKA_CONSUMER_GROUP", &config.kafka.kafka_consumer_group)
-        .env(
-            "KAFKA_PARTITIONS",
-            config.kafka.kafka_partitions.to_string(),
-        )
-        .env(
-            "KAFKA_BATCH_SIZE",
-            config.kafka.kafka_batch_size.to_string(),
-        )
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true);
+    let mut command = kafka_support::kafka_process(&["worker", "--drain"], &config, "127.0.0.1:0");
+    command.env(
+        "KAFKA_BATCH_SIZE",
+        config.kafka.kafka_batch_size.to_string(),
+    );
     let status = tokio::time::timeout(common::EVENTUAL, command.status())
         .await
         .expect("worker --drain exits once the queue is decided")

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use kafka_support::{Pod, Worker, eventually, kafka_config, pool};
+use kafka_support::{Pod, Worker, eventually, id_of, kafka_config, pool};
 
 /// `hack/services.sh ACTION kafka`, from the repository root.
 fn services(action: &str) {
@@ -186,12 +186,4 @@ async fn broker_down_answers_503_and_recovery_loses_no_acknowledged_request() {
     );
     worker.stop().await;
     pod.stop().await;
-}
-
-fn id_of(body: &Value) -> Uuid {
-    body["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {body}"))
-        .parse()
-        .unwrap()
 }

@@ -8,21 +8,19 @@ mod common;
 mod kafka_support;
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use booking_app::domain::NewEvent;
 use booking_app::stage::kafka::backlog::footprint;
 use booking_app::stage::kafka::client::KafkaSettings;
 use booking_app::stage::kafka::record::{BookingRecord, RECORD_VERSION, booking_id};
-use common::process::{free_port, wait_ready};
+use common::process::{admin_client, free_port, wait_ready};
 use futures::StreamExt;
 use rdkafka::producer::FutureRecord;
 use reqwest::StatusCode;
-use tokio::process::Command;
 use uuid::Uuid;
 
-use kafka_support::{Worker, binary, kafka_config, pool};
+use kafka_support::{Worker, kafka_config, kafka_process, pool};
 
 /// Requests queued by "other pods" (produced straight to the topic) while this pod runs.
 const BACKLOG: usize = 150_000;
@@ -87,25 +85,13 @@ async fn a_backlog_beyond_the_cap_sheds_at_the_door_stays_under_the_memory_limit
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(binary())
-        .arg("serve")
-        .env("STAGE", "kafka")
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("MIGRATE_ON_START", "false")
+    let mut child = kafka_process(&["serve"], &config, &format!("127.0.0.1:{port}"))
         // As the operator runs API pods next to a worker Deployment: this pod only queues.
         .env("RUN_WORKER", "false")
         .env("DB_POOL_SIZE", "4")
-        .env("KAFKA_TOPIC", &config.kafka.kafka_topic)
-        .env("KAFKA_CONSUMER_GROUP", &config.kafka.kafka_consumer_group)
-        .env(
-            "KAFKA_PARTITIONS",
-            config.kafka.kafka_partitions.to_string(),
-        )
         .env("KAFKA_MAX_QUEUED_BYTES", MAX_QUEUED_BYTES.to_string())
         .env("LOG_FORMAT", "json")
         .envs(common::auth::env())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("start booking-app serve");
     let pid = child.id().expect("pid");
@@ -116,11 +102,7 @@ async fn a_backlog_beyond_the_cap_sheds_at_the_door_stays_under_the_memory_limit
         idle + uncapped as u64 > POD_MEMORY_LIMIT,
         "an uncapped view of the backlog must not fit the limit for this test to mean anything"
     );
-    let http = reqwest::Client::builder()
-        .default_headers(common::auth::default_headers())
-        .no_proxy()
-        .build()
-        .unwrap();
+    let http = admin_client();
     let book = |user: String| {
         http.post(format!("{base}/events/{event}/bookings"))
             .header(

@@ -14,18 +14,8 @@ use booking_app::stage::kafka::client::KafkaSettings;
 use booking_app::stage::kafka::record::{BookingRecord, RECORD_VERSION, booking_id};
 use rdkafka::producer::FutureRecord;
 use reqwest::StatusCode;
-use serde_json::Value;
-use uuid::Uuid;
 
-use kafka_support::{Pod, Worker, eventually, kafka_config, pool};
-
-fn id_of(body: &Value) -> Uuid {
-    body["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {body}"))
-        .parse()
-        .unwrap()
-}
+use kafka_support::{Pod, Worker, eventually, id_of, kafka_config, pool};
 
 /// Longest a decided booking may still read `pending` (the status refresh is 200 ms).
 const DECISION_VISIBLE_WITHIN: Duration = Duration::from_secs(10);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::process::{free_port, wait_ready};
+use common::process::{admin_client, free_port, wait_ready};
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -41,11 +41,7 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
     let base = format!("http://127.0.0.1:{port}");
     let mut child = serve(port);
     wait_ready(&mut child, &base).await;
-    let client = reqwest::Client::builder()
-        .default_headers(common::auth::default_headers())
-        .no_proxy()
-        .build()
-        .unwrap();
+    let client = admin_client();
     let event: serde_json::Value = client
         .post(format!("{base}/events"))
         .json(&serde_json::json!({"name": "shutdown", "tickets": 5}))

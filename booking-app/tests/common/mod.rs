@@ -26,6 +26,18 @@ use tokio_util::sync::CancellationToken;
 /// Only bounds a hang; never asserted as a performance number.
 pub const EVENTUAL: Duration = Duration::from_secs(60);
 
+/// The client the harnesses send requests with: as the harness's admin, no proxy, keeping up
+/// to `idle` connections per host, each request bounded by `EVENTUAL`.
+pub fn harness_client(idle: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(auth::default_headers())
+        .no_proxy()
+        .pool_max_idle_per_host(idle)
+        .timeout(EVENTUAL)
+        .build()
+        .expect("HTTP client")
+}
+
 /// The environment variable each stage needs from `hack/.services.env`.
 pub fn required_env(stage: Stage) -> &'static [&'static str] {
     match stage {
@@ -187,13 +199,7 @@ impl TestApp {
             shutdown.clone().cancelled_owned(),
         ));
         // Requests that name no user come from the harness's admin (`auth::DEFAULT_USER`).
-        let http = reqwest::Client::builder()
-            .default_headers(auth::default_headers())
-            .no_proxy()
-            .pool_max_idle_per_host(512)
-            .timeout(EVENTUAL)
-            .build()
-            .expect("HTTP client");
+        let http = harness_client(512);
         TestApp {
             stage,
             config,

@@ -14,6 +14,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A client for a `booking-app` process, as the harness's admin (`auth::DEFAULT_USER`), no
+/// proxy, no timeout.
+pub fn admin_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .default_headers(super::auth::default_headers())
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
 /// Waits until `base`/readyz answers 2xx; panics if the child exits first or after `EVENTUAL`.
 pub async fn wait_ready(child: &mut Child, base: &str) {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();

@@ -21,13 +21,43 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::common::{EVENTUAL, auth, test_config};
+use crate::common::{EVENTUAL, auth, harness_client, test_config};
 
 /// The binary under test; `BOOKING_APP_BIN` overrides it (a copy taken out of a target
 /// directory that other builds share).
 pub fn binary() -> String {
     std::env::var("BOOKING_APP_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_booking-app").to_owned())
+}
+
+/// The booking id in a response body; panics, showing the body, if it has none.
+pub fn id_of(body: &Value) -> Uuid {
+    body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {body}"))
+        .parse()
+        .unwrap()
+}
+
+/// The booking-app binary run as `args` on stage kafka, listening on `listen`, on `config`'s
+/// topic, consumer group and partitions; no migrations (the harness ran them), stdout dropped,
+/// killed with its handle.
+pub fn kafka_process(args: &[&str], config: &Config, listen: &str) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env("STAGE", "kafka")
+        .env("LISTEN_ADDR", listen)
+        .env("MIGRATE_ON_START", "false")
+        .env("KAFKA_TOPIC", &config.kafka.kafka_topic)
+        .env("KAFKA_CONSUMER_GROUP", &config.kafka.kafka_consumer_group)
+        .env(
+            "KAFKA_PARTITIONS",
+            config.kafka.kafka_partitions.to_string(),
+        )
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    command
 }
 
 /// The stage kafka test configuration on a topic and group of its own.
@@ -117,13 +147,7 @@ impl Pod {
             router,
             shutdown.clone().cancelled_owned(),
         ));
-        let http = reqwest::Client::builder()
-            .default_headers(auth::default_headers())
-            .no_proxy()
-            .pool_max_idle_per_host(256)
-            .timeout(EVENTUAL)
-            .build()
-            .unwrap();
+        let http = harness_client(256);
         Pod {
             base_url,
             http,
@@ -291,25 +315,13 @@ impl ChildWorker {
             .local_addr()
             .unwrap()
             .port();
-        let mut command = Command::new(binary());
+        let mut command = kafka_process(&["worker"], config, &format!("127.0.0.1:{port}"));
         command
-            .arg("worker")
-            .env("STAGE", "kafka")
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("MIGRATE_ON_START", "false")
-            .env("KAFKA_TOPIC", &config.kafka.kafka_topic)
-            .env("KAFKA_CONSUMER_GROUP", &config.kafka.kafka_consumer_group)
-            .env(
-                "KAFKA_PARTITIONS",
-                config.kafka.kafka_partitions.to_string(),
-            )
             .env(
                 "KAFKA_BATCH_SIZE",
                 config.kafka.kafka_batch_size.to_string(),
             )
-            .env("LOG_FORMAT", "json")
-            .stdout(Stdio::null())
-            .kill_on_drop(true);
+            .env("LOG_FORMAT", "json");
         for (k, v) in extra_env {
             command.env(k, v);
         }
