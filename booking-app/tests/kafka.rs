@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use kafka_support::{ChildWorker, Pod, Worker, eventually, id_of, kafka_config, metric, pool};
+use kafka_support::{ChildWorker, Pod, Worker, eventually, id_of, kafka_config, metric, start_pod};
 
 /// Reads server-sent events until the stream ends, calling `on_event` with each `data` JSON.
 async fn read_sse(mut response: reqwest::Response, mut on_event: impl FnMut(&Value)) -> Vec<Value> {
@@ -36,10 +36,7 @@ async fn read_sse(mut response: reqwest::Response, mut on_event: impl FnMut(&Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pending_with_place_in_line_until_a_worker_decides_and_the_push_delivers_it() {
-    common::init_logs();
-    let config = kafka_config("line");
-    let pool = pool(&config).await;
-    let pod = Pod::start(&config, pool.clone()).await;
+    let (config, pool, pod) = start_pod(kafka_config("line")).await;
     let event = pod.create_event(10, None).await;
 
     // No worker yet: everything stays pending, in line behind the requests before it.
@@ -151,13 +148,8 @@ async fn pending_with_place_in_line_until_a_worker_decides_and_the_push_delivers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_booking_acknowledged_by_one_pod_is_found_by_every_pod() {
-    common::init_logs();
-    let config = kafka_config("pods");
-    let pool = pool(&config).await;
-    let (a, b) = (
-        Pod::start(&config, pool.clone()).await,
-        Pod::start(&config, pool.clone()).await,
-    );
+    let (config, pool, a) = start_pod(kafka_config("pods")).await;
+    let b = Pod::start(&config, pool.clone()).await;
     let event = a.create_event(100, None).await;
     let mut ids = Vec::new();
     for i in 0..20 {
@@ -198,13 +190,8 @@ async fn a_booking_acknowledged_by_one_pod_is_found_by_every_pod() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_sold_out_event_is_refused_at_the_door_of_every_pod() {
-    common::init_logs();
-    let config = kafka_config("door");
-    let pool = pool(&config).await;
-    let (a, b) = (
-        Pod::start(&config, pool.clone()).await,
-        Pod::start(&config, pool.clone()).await,
-    );
+    let (config, pool, a) = start_pod(kafka_config("door")).await;
+    let b = Pod::start(&config, pool.clone()).await;
     let worker = Worker::start(&config, pool.clone());
     let event = a.create_event(3, None).await;
     for user in ["ann", "bea", "cat"] {
@@ -387,10 +374,8 @@ async fn book_many(pod: &Arc<Pod>, event: Uuid, n: usize, users: usize) -> BTree
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_redelivered_after_its_database_commit_changes_nothing() {
-    common::init_logs();
-    let config = kafka_config("redelivery");
-    let pool = pool(&config).await;
-    let pod = Arc::new(Pod::start(&config, pool.clone()).await);
+    let (config, pool, pod) = start_pod(kafka_config("redelivery")).await;
+    let pod = Arc::new(pod);
     let event = pod.create_event(50, Some(3)).await;
     let ids = book_many(&pod, event, 60, 25).await;
 
@@ -447,11 +432,10 @@ async fn read_records(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_process_killed_mid_sale_loses_nothing_and_decides_nothing_twice() {
-    common::init_logs();
     let mut config = kafka_config("kill");
     config.kafka.kafka_batch_size = 10;
-    let pool = pool(&config).await;
-    let pod = Arc::new(Pod::start(&config, pool.clone()).await);
+    let (config, pool, pod) = start_pod(config).await;
+    let pod = Arc::new(pod);
     let (tickets, limit) = (300, 3);
     let event = pod.create_event(tickets, Some(limit)).await;
     let ids = book_many(&pod, event, 400, 150).await;
@@ -516,10 +500,8 @@ async fn a_worker_process_killed_mid_sale_loses_nothing_and_decides_nothing_twic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_workers_share_the_partitions_and_decide_each_request_once() {
-    common::init_logs();
-    let config = kafka_config("share");
-    let pool = pool(&config).await;
-    let pod = Arc::new(Pod::start(&config, pool.clone()).await);
+    let (config, pool, pod) = start_pod(kafka_config("share")).await;
+    let pod = Arc::new(pod);
     let (first, second) = (
         Worker::start(&config, pool.clone()),
         Worker::start(&config, pool.clone()),
@@ -608,11 +590,10 @@ fn stable_members(brokers: &str, group: &str) -> Option<usize> {
 /// the group, then exits 0 by itself; every acknowledged request is then decided in Postgres.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_drain_decides_the_whole_queue_then_exits() {
-    common::init_logs();
     let mut config = kafka_config("drain");
     config.kafka.kafka_batch_size = 25;
-    let pool = pool(&config).await;
-    let pod = Arc::new(Pod::start(&config, pool.clone()).await);
+    let (config, pool, pod) = start_pod(config).await;
+    let pod = Arc::new(pod);
     let (tickets, limit) = (150, 2);
     let event = pod.create_event(tickets, Some(limit)).await;
     let ids = book_many(&pod, event, 200, 120).await;

@@ -10,10 +10,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use reqwest::StatusCode;
-use serde_json::Value;
 use uuid::Uuid;
 
-use kafka_support::{Pod, Worker, eventually, id_of, kafka_config, pool};
+use kafka_support::{Worker, eventually, id_of, kafka_config, start_pod};
 
 /// `hack/services.sh ACTION kafka`, from the repository root.
 fn services(action: &str) {
@@ -95,8 +94,7 @@ async fn broker_down_answers_503_and_recovery_loses_no_acknowledged_request() {
     )
     .await;
     config.kafka.kafka_produce_timeout_ms = 2_000;
-    let pool = pool(&config).await;
-    let pod = Pod::start(&config, pool.clone()).await;
+    let (config, pool, pod) = start_pod(config).await;
     let worker = Worker::start(&config, pool.clone());
     let event = pod.create_event(10_000, None).await;
     let mut acknowledged = BTreeSet::new();

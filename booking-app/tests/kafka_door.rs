@@ -15,18 +15,16 @@ use booking_app::stage::kafka::record::{BookingRecord, RECORD_VERSION, booking_i
 use rdkafka::producer::FutureRecord;
 use reqwest::StatusCode;
 
-use kafka_support::{Pod, Worker, eventually, id_of, kafka_config, pool};
+use kafka_support::{Pod, Worker, eventually, id_of, kafka_config, start_pod};
 
 /// Longest a decided booking may still read `pending` (the status refresh is 200 ms).
 const DECISION_VISIBLE_WITHIN: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_202_of_a_sell_out_is_followed_to_its_decision_within_seconds() {
-    common::init_logs();
-    let config = kafka_config("followed");
-    let pool = pool(&config).await;
+    let (config, pool, first) = start_pod(kafka_config("followed")).await;
     let pods = [
-        Arc::new(Pod::start(&config, pool.clone()).await),
+        Arc::new(first),
         Arc::new(Pod::start(&config, pool.clone()).await),
     ];
     let worker = Worker::start(&config, pool.clone());
@@ -109,10 +107,7 @@ async fn every_202_of_a_sell_out_is_followed_to_its_decision_within_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_the_sell_out_a_new_key_is_refused_at_once_and_a_retry_gets_its_decision() {
-    common::init_logs();
-    let config = kafka_config("keyed-door");
-    let pool = pool(&config).await;
-    let pod = Pod::start(&config, pool.clone()).await;
+    let (config, pool, pod) = start_pod(kafka_config("keyed-door")).await;
     let worker = Worker::start(&config, pool.clone());
     let event = pod.create_event(1, None).await;
 
@@ -178,10 +173,7 @@ async fn after_the_sell_out_a_new_key_is_refused_at_once_and_a_retry_gets_its_de
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_reused_for_another_request_is_decided_as_rejected_and_the_first_stands() {
-    common::init_logs();
-    let config = kafka_config("reused");
-    let pool = pool(&config).await;
-    let pod = Pod::start(&config, pool.clone()).await;
+    let (config, pool, pod) = start_pod(kafka_config("reused")).await;
     let event = pod.create_event(10, None).await;
     // Keys are unique across events and runs share the database: one of this run's own.
     let reused_key = format!("reused-{event}");
@@ -234,10 +226,7 @@ async fn a_key_reused_for_another_request_is_decided_as_rejected_and_the_first_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_no_api_produced_are_skipped_and_the_next_booking_is_decided_within_seconds() {
-    common::init_logs();
-    let config = kafka_config("poison");
-    let pool = pool(&config).await;
-    let pod = Pod::start(&config, pool.clone()).await;
+    let (config, pool, pod) = start_pod(kafka_config("poison")).await;
     let worker = Worker::start(&config, pool.clone());
     let event = pod.create_event(10, None).await;
 
@@ -307,11 +296,9 @@ async fn records_no_api_produced_are_skipped_and_the_next_booking_is_decided_wit
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn past_its_cap_the_pods_view_of_the_queue_sheds_and_loses_nothing() {
-    common::init_logs();
     let mut config = kafka_config("capped");
     config.kafka.kafka_max_queued = 20;
-    let pool = pool(&config).await;
-    let pod = Pod::start(&config, pool.clone()).await;
+    let (config, pool, pod) = start_pod(config).await;
     let event = pod.create_event(1_000, None).await;
 
     // No worker: the view fills up to its cap, then the door sheds instead of growing.

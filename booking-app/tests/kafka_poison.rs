@@ -17,7 +17,7 @@ use rdkafka::producer::FutureRecord;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use kafka_support::{Pod, Worker, eventually, kafka_config, metric, pool};
+use kafka_support::{Worker, eventually, kafka_config, metric, start_pod};
 
 /// "Within seconds": how long the valid booking behind the poison may take to be decided.
 const DECIDED_WITHIN: Duration = Duration::from_secs(10);
@@ -36,10 +36,7 @@ fn record(event: Uuid, user: &str, quantity: i32) -> BookingRecord {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_records_are_dead_lettered_and_the_booking_behind_them_is_decided() {
-    common::init_logs();
-    let config = kafka_config("poison");
-    let pool = pool(&config).await;
-    let pod = Pod::start(&config, pool.clone()).await;
+    let (config, pool, pod) = start_pod(kafka_config("poison")).await;
     let worker = Worker::start(&config, pool.clone());
     let event = pod.create_event(10, Some(2)).await;
 

@@ -30,6 +30,14 @@ pub fn binary() -> String {
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_booking-app").to_owned())
 }
 
+/// A test's start on `config`: logs on, its pool (migrated), and one API pod on it.
+pub async fn start_pod(config: Config) -> (Config, PgPool, Pod) {
+    crate::common::init_logs();
+    let pool = pool(&config).await;
+    let pod = Pod::start(&config, pool.clone()).await;
+    (config, pool, pod)
+}
+
 /// The booking id in a response body; panics, showing the body, if it has none.
 pub fn id_of(body: &Value) -> Uuid {
     body["id"]
