@@ -8,7 +8,7 @@ use booking_app::domain::{NewEvent, Stage};
 use booking_app::loadgen::client::{Answer, Refusal, booking_body};
 use booking_app::loadgen::invariants::{Attempt, Ledger, Violation};
 use booking_app::loadgen::settle::{Baseline, SettleOptions, settle};
-use booking_app::loadgen::{LoadgenArgs, Session};
+use booking_app::loadgen::{LoadgenArgs, RunResult, Session};
 use clap::Parser;
 use common::TestApp;
 use flashsale_contract::CalibrationResult;
@@ -40,12 +40,28 @@ fn args(app: &TestApp, extra: &[&str]) -> LoadgenArgs {
     .args
 }
 
+/// A sale with `extra` flags against a fresh app on `stage`; panics unless its invariants were
+/// checked and hold.
+async fn sale_holding_invariants(stage: Stage, extra: &[&str]) -> RunResult {
+    let app = TestApp::spawn(stage).await;
+    let run = Session::new(args(&app, extra))
+        .unwrap()
+        .sale()
+        .await
+        .unwrap();
+    let inv = run
+        .invariants
+        .as_ref()
+        .expect("invariants are checked by default");
+    assert!(inv.ok, "{inv}");
+    run
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_closed_loop_sale_sells_out_and_holds_the_invariants() {
-    let app = TestApp::spawn(Stage::Postgres).await;
     // 200 users x limit 4 can ask for 800 tickets: the 300 sell out within the run.
-    let session = Session::new(args(
-        &app,
+    let run = sale_holding_invariants(
+        Stage::Postgres,
         &[
             "--tickets",
             "300",
@@ -60,14 +76,9 @@ async fn a_closed_loop_sale_sells_out_and_holds_the_invariants() {
             "--duration",
             "3s",
         ],
-    ))
-    .unwrap();
-    let run = session.sale().await.unwrap();
-    let inv = run
-        .invariants
-        .as_ref()
-        .expect("invariants are checked by default");
-    assert!(inv.ok, "{inv}");
+    )
+    .await;
+    let inv = run.invariants.as_ref().unwrap();
     assert!(run.report.requests > 0);
     assert!(
         run.report.answers.contains_key("201 confirmed"),
@@ -84,9 +95,8 @@ async fn a_closed_loop_sale_sells_out_and_holds_the_invariants() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_open_loop_sale_holds_the_invariants() {
-    let app = TestApp::spawn(Stage::Postgres).await;
-    let session = Session::new(args(
-        &app,
+    let run = sale_holding_invariants(
+        Stage::Postgres,
         &[
             "--tickets",
             "100000",
@@ -97,11 +107,9 @@ async fn an_open_loop_sale_holds_the_invariants() {
             "--duration",
             "2s",
         ],
-    ))
-    .unwrap();
-    let run = session.sale().await.unwrap();
+    )
+    .await;
     let inv = run.invariants.as_ref().unwrap();
-    assert!(inv.ok, "{inv}");
     assert_eq!(run.report.offered_rate(), Some(200.0));
     // Every due request was sent or counted as missed: 2 s at 200/s is 401 due sends.
     assert_eq!(run.report.requests + run.report.missed_sends, 401);
@@ -257,9 +265,8 @@ async fn find_capacity_at_stage_kafka_also_measures_the_drain_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_kafka_sale_follows_every_pending_booking_to_its_decision() {
-    let app = TestApp::spawn(Stage::Kafka).await;
-    let session = Session::new(args(
-        &app,
+    let run = sale_holding_invariants(
+        Stage::Kafka,
         &[
             "--tickets",
             "200",
@@ -272,11 +279,9 @@ async fn a_kafka_sale_follows_every_pending_booking_to_its_decision() {
             "--duration",
             "2s",
         ],
-    ))
-    .unwrap();
-    let run = session.sale().await.unwrap();
+    )
+    .await;
     let inv = run.invariants.as_ref().unwrap();
-    assert!(inv.ok, "{inv}");
     assert!(
         inv.pending_total > 0,
         "stage kafka answers 202: {:?}",
