@@ -157,6 +157,16 @@ impl TestApp {
         .await
     }
 
+    /// Settles `answer`; fails the test, showing its body, unless it was refused as `sold_out`.
+    pub async fn assert_sold_out(&self, answer: &Answer) {
+        assert_eq!(
+            self.settle(answer).await,
+            Decision::Rejected("sold_out".into()),
+            "{}",
+            answer.body
+        );
+    }
+
     /// The final decision behind a booking answer: 201 is confirmed, 409 rejected, and 202 is
     /// polled through `GET /bookings/{id}` until decided. Any other status fails the test.
     pub async fn settle(&self, answer: &Answer) -> Decision {
