@@ -79,13 +79,7 @@ pub async fn booking_status_streams_as_server_sent_events(target: Target) {
     let answer = app.book(event.id, "alice", 1, None).await;
     let id = answer.booking().id;
 
-    let mut response = app
-        .http
-        .get(app.url(&format!("/bookings/{id}/events")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let mut response = open_sse(&app, id).await;
     assert!(
         response.headers()[reqwest::header::CONTENT_TYPE]
             .to_str()
@@ -120,15 +114,21 @@ pub async fn booking_status_streams_as_server_sent_events(target: Target) {
     assert_eq!(unknown.error_code(), "not_found");
 }
 
-/// Every event of a booking's status stream, read to its end: (event name, data as JSON).
-async fn sse_events(app: &TestApp, id: Uuid) -> Vec<(String, Value)> {
-    let mut response = app
+/// A booking's status stream, opened: fails the test unless it answers 200.
+async fn open_sse(app: &TestApp, id: Uuid) -> reqwest::Response {
+    let response = app
         .http
         .get(app.url(&format!("/bookings/{id}/events")))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    response
+}
+
+/// Every event of a booking's status stream, read to its end: (event name, data as JSON).
+async fn sse_events(app: &TestApp, id: Uuid) -> Vec<(String, Value)> {
+    let mut response = open_sse(app, id).await;
     let mut text = String::new();
     while let Some(chunk) = response.chunk().await.expect("stream chunk") {
         text.push_str(&String::from_utf8_lossy(&chunk));
