@@ -14,7 +14,7 @@ use booking_app::domain::NewEvent;
 use booking_app::stage::kafka::backlog::footprint;
 use booking_app::stage::kafka::client::KafkaSettings;
 use booking_app::stage::kafka::record::{BookingRecord, RECORD_VERSION, booking_id};
-use common::process::{admin_client, free_port, wait_ready};
+use common::process::{admin_client, free_port, json_of, wait_ready};
 use futures::StreamExt;
 use rdkafka::producer::FutureRecord;
 use reqwest::StatusCode;
@@ -215,14 +215,7 @@ async fn a_backlog_beyond_the_cap_sheds_at_the_door_stays_under_the_memory_limit
         drain_started.elapsed()
     );
     for id in &accepted {
-        let booking: serde_json::Value = http
-            .get(format!("{base}/bookings/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let booking = json_of(http.get(format!("{base}/bookings/{id}"))).await;
         assert_eq!(booking["status"], "confirmed", "{booking}");
     }
     let (peak, _) = memory_of(pid);

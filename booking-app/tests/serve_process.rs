@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::process::{admin_client, free_port, wait_ready};
+use common::process::{admin_client, free_port, json_of, wait_ready};
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -42,15 +42,12 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
     let mut child = serve(port);
     wait_ready(&mut child, &base).await;
     let client = admin_client();
-    let event: serde_json::Value = client
-        .post(format!("{base}/events"))
-        .json(&serde_json::json!({"name": "shutdown", "tickets": 5}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let event = json_of(
+        client
+            .post(format!("{base}/events"))
+            .json(&serde_json::json!({"name": "shutdown", "tickets": 5})),
+    )
+    .await;
     let event_id = event["id"].as_str().unwrap();
 
     // A booking in flight: headers sent, and `100 Continue` proves the handler is reading the

@@ -24,6 +24,11 @@ pub fn admin_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Sends `request` and reads its answer as JSON; panics if either fails.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// Waits until `base`/readyz answers 2xx; panics if the child exits first or after `EVENTUAL`.
 pub async fn wait_ready(child: &mut Child, base: &str) {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
