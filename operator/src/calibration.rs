@@ -221,7 +221,7 @@ pub enum Hold {
 
 /// Everything `assess` needs.
 #[derive(Debug, Clone, Copy)]
-pub struct Inputs<'a> {
+pub struct Evidence<'a> {
     /// The FlashSale's name (object names derive from it).
     pub sale: &'a str,
     pub key: &'a CalibrationKey,
@@ -265,7 +265,7 @@ pub struct Run {
 
 /// Decides this pass. Every value written to status is stable between passes while nothing
 /// changes (no "now" in it unless something happened), so a status write never wakes a loop.
-pub fn assess(inputs: &Inputs<'_>) -> Assessment {
+pub fn assess(inputs: &Evidence<'_>) -> Assessment {
     let key = inputs.key;
     let kept = inputs.record.cloned();
     if let Some(pinned) = inputs.pinned {

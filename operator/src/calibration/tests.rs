@@ -38,8 +38,8 @@ const NOTHING: Observation = Observation {
     job: JobState::Absent,
 };
 
-fn inputs<'a>(key: &'a CalibrationKey, observation: &'a Observation) -> Inputs<'a> {
-    Inputs {
+fn inputs<'a>(key: &'a CalibrationKey, observation: &'a Observation) -> Evidence<'a> {
+    Evidence {
         sale: "s",
         key,
         pinned: None,
@@ -53,8 +53,8 @@ fn inputs<'a>(key: &'a CalibrationKey, observation: &'a Observation) -> Inputs<'
 }
 
 /// A pass that finds `record` in status, nothing observed.
-fn with_record<'a>(key: &'a CalibrationKey, record: &'a CalibrationRecord) -> Inputs<'a> {
-    Inputs {
+fn with_record<'a>(key: &'a CalibrationKey, record: &'a CalibrationRecord) -> Evidence<'a> {
+    Evidence {
         record: Some(record),
         ..inputs(key, &NOTHING)
     }
@@ -65,8 +65,8 @@ fn next_pass<'a>(
     key: &'a CalibrationKey,
     attempt: &'a CalibrationAttempt,
     after: TimeDelta,
-) -> Inputs<'a> {
-    Inputs {
+) -> Evidence<'a> {
+    Evidence {
         attempt: Some(attempt),
         now: at(NOW) + after,
         ..inputs(key, &NOTHING)
@@ -151,7 +151,7 @@ fn doubtful_results_are_refused() {
 #[test]
 fn pinned_capacity_needs_no_calibration() {
     let k = key(Stage::Postgres);
-    let a = assess(&Inputs {
+    let a = assess(&Evidence {
         pinned: Some(4000.0),
         ..inputs(&k, &NOTHING)
     });
@@ -196,7 +196,7 @@ fn new_sale_starts_a_scratch_pod_then_the_job_once_it_is_ready() {
     assert_eq!(a.requeue_at, Some(at(NOW) + SERVER_READY_TIMEOUT));
 
     let ready = pod_ready(JobState::Absent);
-    let later = Inputs {
+    let later = Evidence {
         attempt: Some(&attempt),
         now: at(NOW) + TimeDelta::seconds(20),
         ..inputs(&k, &ready)
@@ -366,7 +366,7 @@ fn a_scratch_pod_that_never_gets_ready_fails_the_attempt() {
 #[test]
 fn calibration_waits_for_the_stores() {
     let k = key(Stage::Kafka);
-    let a = assess(&Inputs {
+    let a = assess(&Evidence {
         stores_ready: false,
         ..inputs(&k, &NOTHING)
     });
@@ -437,7 +437,7 @@ fn no_calibration_starts_inside_the_window_and_a_run_under_way_stops() {
     let key = key(Stage::Redis);
     let until = at("2026-12-01T12:00:00Z");
     let ready = pod_ready(JobState::Running);
-    let a = assess(&Inputs {
+    let a = assess(&Evidence {
         hold: Some(Hold::Window { until }),
         ..inputs(&key, &ready)
     });
@@ -453,7 +453,7 @@ fn a_held_calibration_keeps_the_last_measurement_of_the_stage() {
     let key = key(Stage::Redis);
     let mut record = record(Stage::Redis, 900.0);
     record.key.image = "older-image".into();
-    let a = assess(&Inputs {
+    let a = assess(&Evidence {
         record: Some(&record),
         hold: Some(Hold::StageChange),
         ..inputs(&key, &NOTHING)
@@ -472,7 +472,7 @@ fn a_held_calibration_keeps_the_last_measurement_of_the_stage() {
 fn a_valid_measurement_is_used_whatever_the_hold() {
     let key = key(Stage::Redis);
     let record = record(Stage::Redis, 700.0);
-    let a = assess(&Inputs {
+    let a = assess(&Evidence {
         record: Some(&record),
         hold: Some(Hold::StageChange),
         ..inputs(&key, &NOTHING)

@@ -29,7 +29,7 @@ use super::desired::labels::{self, Component};
 use super::desired::names;
 use super::desired::store_tls::{self, StoreKind};
 use super::kinds::{Cached, Child, KindStep, Nothing, Objects, PerKind};
-use super::transition::JobState;
+use super::transition::DrainState;
 use super::validate::{Sale, Store};
 use crate::contract::external_secret;
 use crate::error::{Error, Result};
@@ -106,7 +106,7 @@ impl Observed {
         })
     }
 
-    pub fn job(&self, name: &str) -> Option<JobState> {
+    pub fn job(&self, name: &str) -> Option<DrainState> {
         let status = find(&self.children.jobs, name)?
             .status
             .clone()
@@ -119,11 +119,11 @@ impl Observed {
                 .any(|c| c.type_ == type_ && c.status == "True")
         };
         Some(if has("Complete") || status.succeeded.unwrap_or(0) > 0 {
-            JobState::Succeeded
+            DrainState::Succeeded
         } else if has("Failed") {
-            JobState::Failed
+            DrainState::Failed
         } else {
-            JobState::Running
+            DrainState::Running
         })
     }
 

@@ -160,7 +160,7 @@ pub fn decide(sale: &Sale, previous: &FlashSaleStatus, inputs: &Inputs) -> Sizin
     let key = calibration_key(sale, inputs.recalibrate.clone());
     let window = schedule::decide(sale.window.as_ref(), inputs.now);
     let hold = calibration_hold(sale, &window, inputs.stage_changing);
-    let calibration = calibration::assess(&calibration::Inputs {
+    let calibration = calibration::assess(&calibration::Evidence {
         sale: &sale.name,
         key: &key,
         pinned: cap.per_pod_rps,

@@ -8,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::*;
 use crate::fixtures::{FlashSaleBuilder, sale, sale_from};
 use crate::reconcile::desired::{self, credentials::Credentials};
-use crate::reconcile::transition::{JobState, plan};
+use crate::reconcile::transition::{DrainState, plan};
 use flashsale_contract::Stage;
 
 fn at(seconds: i64) -> Time {
@@ -219,7 +219,7 @@ fn a_drain_shows_as_draining_with_the_job_named() {
         Stage::Postgres,
         Some(Stage::Redis),
         0,
-        Some(JobState::Running),
+        Some(DrainState::Running),
     );
     let c = Case::with_plan(pinned(Stage::Postgres), drain);
     let mut observed = c.observed(10);

@@ -16,7 +16,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::desired::names;
-use super::transition::JobState;
+use super::transition::DrainState;
 use crate::crd::FlashSale;
 use crate::error::Result;
 use flashsale_contract::Stage;
@@ -71,7 +71,7 @@ pub fn plan(
     serving: Option<Stage>,
     api_pods: usize,
     store_exists: bool,
-    drain: Option<JobState>,
+    drain: Option<DrainState>,
 ) -> Teardown {
     let Some(stage) = serving else {
         return Teardown::Release(Released::NeverServed);
@@ -89,9 +89,9 @@ pub fn plan(
         };
     }
     match drain {
-        Some(JobState::Succeeded) => Teardown::Release(Released::Drained),
-        Some(JobState::Failed) => Teardown::DrainFailed { stage },
-        Some(JobState::Running) | None => Teardown::Draining { stage },
+        Some(DrainState::Succeeded) => Teardown::Release(Released::Drained),
+        Some(DrainState::Failed) => Teardown::DrainFailed { stage },
+        Some(DrainState::Running) | None => Teardown::Draining { stage },
     }
 }
 
@@ -243,11 +243,11 @@ mod tests {
                 Teardown::Draining { stage }
             );
             assert_eq!(
-                plan(Some(stage), 0, true, Some(JobState::Running)),
+                plan(Some(stage), 0, true, Some(DrainState::Running)),
                 Teardown::Draining { stage }
             );
             assert_eq!(
-                plan(Some(stage), 0, true, Some(JobState::Succeeded)),
+                plan(Some(stage), 0, true, Some(DrainState::Succeeded)),
                 Teardown::Release(Released::Drained)
             );
         }
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn a_failed_drain_keeps_the_sale() {
-        let t = plan(Some(Redis), 0, true, Some(JobState::Failed));
+        let t = plan(Some(Redis), 0, true, Some(DrainState::Failed));
         assert_eq!(t, Teardown::DrainFailed { stage: Redis });
         assert!(!t.condition().0);
     }

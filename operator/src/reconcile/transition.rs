@@ -34,7 +34,7 @@ pub enum LeaveStep {
 
 /// What the drain Job of a stage reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobState {
+pub enum DrainState {
     Running,
     Succeeded,
     Failed,
@@ -46,7 +46,7 @@ pub fn plan(
     target: Stage,
     serving: Option<Stage>,
     old_pods: usize,
-    drain: Option<JobState>,
+    drain: Option<DrainState>,
 ) -> StagePlan {
     let steady = StagePlan {
         serving: target,
@@ -72,9 +72,9 @@ pub fn plan(
         return steady;
     }
     match drain {
-        Some(JobState::Succeeded) => steady,
-        Some(JobState::Failed) => leaving(LeaveStep::DrainFailed),
-        Some(JobState::Running) | None => leaving(LeaveStep::Draining),
+        Some(DrainState::Succeeded) => steady,
+        Some(DrainState::Failed) => leaving(LeaveStep::DrainFailed),
+        Some(DrainState::Running) | None => leaving(LeaveStep::Draining),
     }
 }
 
@@ -122,7 +122,7 @@ mod tests {
         );
         assert_eq!(stopping.drain_job(), None);
 
-        let draining = plan(Kafka, Some(Redis), 0, Some(JobState::Running));
+        let draining = plan(Kafka, Some(Redis), 0, Some(DrainState::Running));
         assert_eq!(draining.leaving.unwrap().step, LeaveStep::Draining);
         assert_eq!(draining.drain_job(), Some(Redis));
         assert_eq!(draining.stages(), vec![Redis, Kafka]);
@@ -133,7 +133,7 @@ mod tests {
             "job not created yet"
         );
         assert_eq!(
-            plan(Kafka, Some(Redis), 0, Some(JobState::Succeeded)),
+            plan(Kafka, Some(Redis), 0, Some(DrainState::Succeeded)),
             StagePlan {
                 serving: Kafka,
                 leaving: None
@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn a_failed_drain_never_switches() {
-        let p = plan(Postgres, Some(Redis), 0, Some(JobState::Failed));
+        let p = plan(Postgres, Some(Redis), 0, Some(DrainState::Failed));
         assert_eq!(p.serving, Redis);
         assert_eq!(p.leaving.unwrap().step, LeaveStep::DrainFailed);
     }
@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn changing_back_mid_drain_resumes_the_old_stage() {
         assert_eq!(
-            plan(Redis, Some(Redis), 0, Some(JobState::Running)),
+            plan(Redis, Some(Redis), 0, Some(DrainState::Running)),
             StagePlan {
                 serving: Redis,
                 leaving: None

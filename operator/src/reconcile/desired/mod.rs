@@ -136,7 +136,7 @@ pub fn build(sale: &Sale, plan: &StagePlan, sizing: &Sizing, creds: &Credentials
 mod tests {
     use super::*;
     use crate::fixtures::{FlashSaleBuilder, sale, sale_from, sizing};
-    use crate::reconcile::transition::{JobState, plan};
+    use crate::reconcile::transition::{DrainState, plan};
     use flashsale_contract::Stage;
 
     fn names<T: kube::Resource>(objects: &[T]) -> Vec<String> {
@@ -258,7 +258,12 @@ mod tests {
     #[test]
     fn leaving_redis_stops_its_api_keeps_its_syncer_and_drains() {
         let sale = sale("s", Stage::Kafka);
-        let p = plan(Stage::Kafka, Some(Stage::Redis), 0, Some(JobState::Running));
+        let p = plan(
+            Stage::Kafka,
+            Some(Stage::Redis),
+            0,
+            Some(DrainState::Running),
+        );
         let c = build(&sale, &p, &sizing(4), &Credentials::generate());
         assert_eq!(
             names(&c.deployments),
@@ -289,7 +294,7 @@ mod tests {
             Stage::Postgres,
             Some(Stage::Redis),
             0,
-            Some(JobState::Succeeded),
+            Some(DrainState::Succeeded),
         );
         let c = build(&sale, &p, &sizing(2), &Credentials::generate());
         assert_eq!(names(&c.deployments), ["s-booking-app-postgres"]);
