@@ -67,7 +67,7 @@ BENCH_PERF="${BENCH_PERF:-0}"
 # of a billion) asking for one ticket: the runs measure booking work, not 409s.
 BENCH_TICKETS=100000000
 BENCH_USERS=1000000000
-APP_PORT=18181
+APP_PORT="${BENCH_APP_PORT:-18181}"
 WORKER_PORT=18182
 BARE_PORT=18190
 BENCH_C_HIGH=$(tr ' ' '\n' <<<"$BENCH_CONCURRENCIES" | grep . | sort -n | tail -1)

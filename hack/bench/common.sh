@@ -161,5 +161,8 @@ profile_report() {
     perf report -i "$WORK/perf-$1.data" --no-children -g none --sort comm --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -10 || true
     echo "## by function (self time)"
     perf report -i "$WORK/perf-$1.data" --no-children -g none --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -40 || true
+    echo "## samples: $(perf report -i "$WORK/perf-$1.data" --stdio --header-only 2>/dev/null | sed -n 's/^# Samples: //p' | head -1) at 499 Hz"
   } >"$BENCH_OUT/profile-$1.txt"
+  # The samples themselves, with call graphs, for `perf report -i ... -G` (git-ignored).
+  mv "$WORK/perf-$1.data" "$BENCH_OUT/perf-$1.data"
 }
