@@ -203,9 +203,6 @@ oom_score = 0
 [grpc]
   address = "$CTRD_SOCK"
 
-[ttrpc]
-  address = ""
-
 [debug]
   address = ""
 
