@@ -218,6 +218,9 @@ cmd_up() {
   exec 8>"$STATE/lock"
   flock -w 600 8 || die "another control-plane.sh holds $STATE/lock"
 
+  # Before the health check: a certificate added to pki.sh (or one whose SANs changed) is issued
+  # even into a running control plane's directory (the apiserver reloads its serving cert).
+  ensure_pki "$PKI"
   if healthy; then
     write_env
     log "already running and healthy at $APISERVER_URL; KUBECONFIG=$KUBECONFIG_FILE"
@@ -232,7 +235,6 @@ cmd_up() {
     stop_all
   fi
   check_ports_free
-  ensure_pki "$PKI"
   write_kubeconfig
   # Nothing of ours runs: state left from an older run would only confuse tests.
   rm -rf "$ETCD_DATA"

@@ -50,6 +50,9 @@ GATEWAY=198.18.0.1
 RESERVED_CIDR=198.18.0.0/15
 SERVICE_CIDR=198.19.0.0/16
 CLUSTER_DNS="$GATEWAY"
+# The kubelet refuses a loopback node IP; the gateway is on this host only, inside 198.18.0.0/15.
+# The API server dials the kubelet there (--kubelet-preferred-address-types=InternalIP).
+NODE_IP="$GATEWAY"
 KUBELET_PORT=10250
 KUBELET_HEALTHZ_PORT=10248
 PROXY_METRICS_PORT=10249
@@ -292,7 +295,7 @@ write_kubelet_config() {
 # Written by hack/node.sh.
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: $NODE_IP
 port: $KUBELET_PORT
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -614,10 +617,10 @@ cmd_up() {
     log "kubelet runs but $NODE_NAME is not registered (new control plane?): restarting it"
     stop_component kubelet
   fi
-  check_ports_free kubelet "$KUBELET_PORT" "$KUBELET_HEALTHZ_PORT"
+  check_ports_free kubelet "$KUBELET_HEALTHZ_PORT"
   ensure_component kubelet "$FLASHSALE_BIN/kubelet" --config="$CONF/kubelet.yaml" \
     --kubeconfig="$CONF/kubelet.kubeconfig" --root-dir="$KUBELET_DIR" --cert-dir="$KUBELET_DIR/pki" \
-    --node-ip=127.0.0.1 --hostname-override="$NODE_NAME" --node-labels="$TAINT_KEY=true" --v=1
+    --node-ip="$NODE_IP" --hostname-override="$NODE_NAME" --node-labels="$TAINT_KEY=true" --v=1
   wait_component kubelet 60 "kubelet healthz" kubelet_healthy
 
   check_ports_free kube-proxy "$PROXY_METRICS_PORT" "$PROXY_HEALTHZ_PORT"

@@ -10,6 +10,8 @@
 PKI_DAYS=3650
 # The real node's name (hack/node.sh uses the same).
 PKI_NODE_NAME="${PKI_NODE_NAME:-flashsale-node-0}"
+# Its IP (hack/node.sh: the gateway of its pod bridge).
+PKI_NODE_IP="${PKI_NODE_IP:-198.18.0.1}"
 # The first IP of --service-cluster-ip-range (control-plane.sh): the `kubernetes` Service.
 PKI_KUBERNETES_SERVICE_IP="${PKI_KUBERNETES_SERVICE_IP:-198.19.0.1}"
 
@@ -39,24 +41,25 @@ ensure_pki() {
     # host clients use 127.0.0.1. Reissued when the Service range (so that IP) changed.
     local sans="IP:127.0.0.1,IP:$PKI_KUBERNETES_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default"
     sans+=",DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-    [[ "$(cat apiserver.sans 2>/dev/null)" == "$sans" ]] || rm -f apiserver.crt
     issue_missing apiserver "/CN=kube-apiserver" serverAuth "$sans"
-    echo "$sans" >apiserver.sans
     issue_missing admin "/O=system:masters/CN=flashsale-admin" clientAuth ""
     # What the apiserver presents to kubelets (logs, exec, port-forward).
     issue_missing apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" clientAuth ""
     issue_missing kubelet-client "/O=system:nodes/CN=system:node:$PKI_NODE_NAME" clientAuth ""
+    # The kubelet serves on the node's IP, the bridge's gateway (a kubelet refuses a loopback one).
     issue_missing kubelet-serving "/O=system:nodes/CN=system:node:$PKI_NODE_NAME" serverAuth \
-      "IP:127.0.0.1,DNS:$PKI_NODE_NAME,DNS:localhost"
+      "IP:$PKI_NODE_IP,IP:127.0.0.1,DNS:$PKI_NODE_NAME,DNS:localhost"
     issue_missing kube-proxy "/CN=system:kube-proxy" clientAuth ""
   ) || die "certificate generation failed"
 }
 
-# issue_missing NAME SUBJECT EXTENDED_KEY_USAGE SANS: issue NAME unless its certificate exists.
+# issue_missing NAME SUBJECT EXTENDED_KEY_USAGE SANS: issue NAME unless its certificate exists
+# with these SANs (a changed Service range or node IP reissues it).
 issue_missing() {
-  [[ -f "$1.crt" && -f "$1.key" ]] && return 0
+  if [[ -f "$1.crt" && -f "$1.key" && "$(cat "$1.sans" 2>/dev/null)" == "$4" ]]; then return 0; fi
   log "issuing certificate $1 ($2)"
   issue "$@"
+  printf '%s\n' "$4" >"$1.sans"
 }
 
 # issue NAME SUBJECT EXTENDED_KEY_USAGE SANS: a key and a CA-signed certificate in the current dir.
