@@ -623,6 +623,9 @@ cmd_up() {
     --node-ip="$NODE_IP" --hostname-override="$NODE_NAME" --node-labels="$TAINT_KEY=true" --v=1
   wait_component kubelet 60 "kubelet healthz" kubelet_healthy
 
+  wait_component kubelet 90 "node $NODE_NAME Ready" node_ready
+
+  # After the node has its InternalIP: kube-proxy reads it at start and exits when it changes.
   check_ports_free kube-proxy "$PROXY_METRICS_PORT" "$PROXY_HEALTHZ_PORT"
   # Masquerade only what kube-proxy must (hairpin traffic, inside the bridge); no conntrack sysctls.
   ensure_component kube-proxy "$FLASHSALE_BIN/kube-proxy" --kubeconfig="$CONF/kube-proxy.kubeconfig" \
@@ -631,8 +634,6 @@ cmd_up() {
     --metrics-bind-address="127.0.0.1:$PROXY_METRICS_PORT" --healthz-bind-address="127.0.0.1:$PROXY_HEALTHZ_PORT" \
     --conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 --v=1
   wait_component kube-proxy 60 "kube-proxy healthz" proxy_healthy
-
-  wait_component kubelet 90 "node $NODE_NAME Ready" node_ready
   kubectl uncordon "$NODE_NAME" >/dev/null
   apply_storage
   log "node $NODE_NAME up in $((SECONDS - start))s; pods need the toleration $TAINT_KEY=true:NoSchedule"
