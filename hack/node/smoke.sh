@@ -100,6 +100,7 @@ cmd_smoke() {
   kubectl delete namespace "$SMOKE_NS" --ignore-not-found --wait=true --timeout=90s >/dev/null
   recycle_pvs
   smoke_manifest | kubectl apply -f - >/dev/null
+  start=$SECONDS
   kubectl wait --for=condition=Ready pod/web pod/client -n "$SMOKE_NS" --timeout=120s >/dev/null ||
     smoke_fail "pods not Ready within 120s"
   log "pods Ready after $((SECONDS - start))s"
@@ -136,8 +137,11 @@ cmd_smoke() {
   out="$(curl -sf --max-time 5 "http://$ip/")" || smoke_fail "host could not fetch http://$ip/"
   [[ "$out" == "flashsale-node ok" ]] || smoke_fail "host fetched '$out'"
   log "ok: host resolved $name via $GATEWAY and fetched http://$ip/"
-  kubectl logs -n "$SMOKE_NS" web 2>&1 | grep -q 'GET /' || smoke_fail "kubectl logs web shows no request"
-  log "ok: kubectl logs and exec reach the kubelet"
+  # httpd -v logs each client: the pod's request came from its own IP (no masquerade).
+  local client_ip; client_ip="$(kubectl get pod client -n "$SMOKE_NS" -o jsonpath='{.status.podIP}')"
+  out="$(kubectl logs -n "$SMOKE_NS" web 2>&1)" || smoke_fail "kubectl logs web: $out"
+  grep -q "$client_ip\]:[0-9]*: response:200" <<<"$out" || smoke_fail "web's log shows no request from $client_ip: $out"
+  log "ok: kubectl logs and exec reach the kubelet; web saw the client's own IP $client_ip (not masqueraded)"
 
   # Each container is real: its id is a running containerd task on our socket.
   local pod
@@ -149,7 +153,8 @@ cmd_smoke() {
   kubectl get pods -n "$SMOKE_NS" -o custom-columns='NAME:.metadata.name,STATUS:.status.phase,NODE:.spec.nodeName,IP:.status.podIP,USER:.spec.securityContext.runAsUser,CONTAINER-ID:.status.containerStatuses[0].containerID'
   # Nothing is masqueraded off the machine: kube-proxy's MASQUERADE acts on marked Service
   # traffic only, which goes into the bridge; pods have no route out.
-  log "nat MASQUERADE rules:"; iptables -t nat -S | grep MASQUERADE | sed 's/^/  /' >&2 || true
+  log "kube-proxy's nat POSTROUTING (MASQUERADE only for marked Service traffic):"
+  iptables -w 5 -t nat -S KUBE-POSTROUTING 2>/dev/null | sed 's/^/  /' >&2 || true
   log "route to $ip: $(ip route get "$ip" | head -1)"
   ip route get "$ip" | grep -q "dev $BRIDGE" || smoke_fail "Service IPs are not routed into $BRIDGE"
   out="$(kubectl exec -n "$SMOKE_NS" client -- cat /proc/net/route)"
