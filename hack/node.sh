@@ -413,7 +413,11 @@ teardown_network() {
   for chain in "$FWD_CHAIN" "$OUT_CHAIN"; do
     if "${ipt[@]}" -F "$chain" 2>/dev/null; then "${ipt[@]}" -X "$chain" 2>/dev/null || true; fi
   done
-  # The kubelet's canary chains (it watches them to notice a flushed firewall).
+  # The kubelet's KUBE-FIREWALL (drops outside connections to 127.0.0.0/8 when route_localnet is
+  # on), and its canary chains (it watches them to notice a flushed firewall).
+  while "${ipt[@]}" -D INPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+  while "${ipt[@]}" -D OUTPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+  if "${ipt[@]}" -F KUBE-FIREWALL 2>/dev/null; then "${ipt[@]}" -X KUBE-FIREWALL 2>/dev/null || true; fi
   for table in mangle nat filter; do
     for chain in KUBE-KUBELET-CANARY KUBE-PROXY-CANARY KUBE-IPTABLES-HINT; do
       if "${ipt[@]}" -t "$table" -F "$chain" 2>/dev/null; then
@@ -531,13 +535,15 @@ for n in (spec.get("linux") or {}).get("namespaces") or []:
     [[ -n "$ns" ]] && netns+=("$ns")
     ctr_ containers delete "$id" >/dev/null 2>&1 || log "could not delete container $id"
   done
+  local removed=0
   for ns in "${netns[@]}"; do
     # Only the namespaces containerd's CRI made for our sandboxes (/var/run/netns/cni-*).
     [[ "$ns" == /var/run/netns/cni-* || "$ns" == /run/netns/cni-* ]] || continue
+    [[ -e "$ns" ]] || continue
     umount "$ns" 2>/dev/null || true
-    rm -f "$ns"
+    rm -f "$ns" && removed=$((removed + 1))
   done
-  ((${#netns[@]})) && log "removed ${#netns[@]} pod network namespace(s) through containerd"
+  ((removed == 0)) || log "removed $removed pod network namespace(s) left by containerd"
   return 0
 }
 
@@ -545,7 +551,7 @@ for n in (spec.get("linux") or {}).get("namespaces") or []:
 kill_leftover_shims() {
   local p cmd pids=()
   for p in /proc/[0-9]*; do
-    cmd="$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" || continue
+    cmd="$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" || continue
     [[ "$cmd" == *containerd-shim* && "$cmd" == *"-address $CTRD_SOCK "* ]] && pids+=("${p#/proc/}")
   done
   ((${#pids[@]})) || return 0
@@ -657,6 +663,12 @@ cmd_down() {
   # Nothing of ours is left: the allocations and CNI's result cache only describe dead pods.
   rm -rf "$CNI_IPAM_DIR"
   rm -f /var/lib/cni/results/"$CNI_NAME"-* 2>/dev/null || true
+  rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
+  # The kubelet's (now empty) pod cgroups: kubepods in each cgroup v1 hierarchy.
+  local cg
+  for cg in /sys/fs/cgroup/*/kubepods; do
+    if [[ -d "$cg" ]]; then find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+  done
   if [[ -f "$ADMIN_KUBECONFIG" ]] && kubectl get node "$NODE_NAME" >/dev/null 2>&1; then
     kubectl delete pv -l app.kubernetes.io/managed-by=flashsale-node --wait=false >/dev/null 2>&1 || true
     kubectl delete node "$NODE_NAME" >/dev/null && log "deleted Node $NODE_NAME"
