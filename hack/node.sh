@@ -75,6 +75,7 @@ PKI="$CP_STATE/pki"
 ADMIN_KUBECONFIG="$CP_STATE/admin.kubeconfig"
 # Start order; `down` stops in reverse.
 COMPONENTS=(containerd coredns kubelet kube-proxy)
+CLUSTER_ID=""
 
 kubectl() { "$FLASHSALE_BIN/kubectl" --kubeconfig="$ADMIN_KUBECONFIG" --request-timeout=10s "$@"; }
 ctr_() { ctr --address "$CTRD_SOCK" --namespace k8s.io "$@"; }
@@ -111,16 +112,19 @@ stop_component() {
 }
 
 # ensure_component NAME CMD...: start NAME unless it already runs with this command line and
-# config (the stamp); restart it when either changed.
+# config (the stamp); restart it when either changed. Those that watch the API server (all but
+# containerd) also restart when the control plane is a new one (CLUSTER_ID): its etcd starts
+# empty, and their watches would wait for resource versions it will not reach for a long time.
 ensure_component() {
-  local name="$1" stamp; shift
-  stamp="$( { printf '%s\n' "$@"; cat "$CONF/$name".* 2>/dev/null || true; } | sha256sum | awk '{print $1}')"
+  local name="$1" stamp cluster=""; shift
+  [[ "$name" == containerd ]] || cluster="$CLUSTER_ID"
+  stamp="$( { printf '%s\n' "$@" "$cluster"; cat "$CONF/$name".* 2>/dev/null || true; } | sha256sum | awk '{print $1}')"
   if pid_of "$name" >/dev/null; then
     if [[ "$(cat "$RUN/$name.stamp" 2>/dev/null)" == "$stamp" ]]; then
       log "$name already running (pid $(pid_of "$name"))"
       return 0
     fi
-    log "$name runs with another configuration: restarting it"
+    log "$name runs with another configuration or control plane: restarting it"
     stop_component "$name"
   fi
   : >"$LOGS/$name.log"
@@ -598,6 +602,9 @@ cmd_up() {
   nice -n 19 ionice -c3 "$REPO_ROOT/hack/tools.sh"
   nice -n 19 ionice -c3 "$REPO_ROOT/hack/tools.sh" node
   "$REPO_ROOT/hack/control-plane.sh" up
+  # Each `up` of a stopped control plane starts from an empty etcd: kube-system's uid tells them apart.
+  CLUSTER_ID="$(kubectl get namespace kube-system -o jsonpath='{.metadata.uid}')" ||
+    die "cannot read the control plane's kube-system namespace"
   mkdir -p "$RUN" "$LOGS" "$CONF"
   exec 7>"$NODE/lock"
   flock -w 600 7 || die "another hack/node.sh holds $NODE/lock"
@@ -617,12 +624,6 @@ cmd_up() {
   ensure_component coredns "$FLASHSALE_BIN/coredns" -conf "$CONF/coredns.Corefile"
   wait_component coredns 30 "coredns $GATEWAY:53" coredns_ready
 
-  # A kubelet that registered with an earlier control plane (etcd is wiped by each `up` of it)
-  # does not register again: restart it when its Node object is gone.
-  if pid_of kubelet >/dev/null && ! kubectl get node "$NODE_NAME" >/dev/null 2>&1; then
-    log "kubelet runs but $NODE_NAME is not registered (new control plane?): restarting it"
-    stop_component kubelet
-  fi
   check_ports_free kubelet "$KUBELET_HEALTHZ_PORT"
   ensure_component kubelet "$FLASHSALE_BIN/kubelet" --config="$CONF/kubelet.yaml" \
     --kubeconfig="$CONF/kubelet.kubeconfig" --root-dir="$KUBELET_DIR" --cert-dir="$KUBELET_DIR/pki" \
