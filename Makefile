@@ -46,9 +46,10 @@ node-smoke: ## restricted pods, a Service, DNS and a volume on the real node (ha
 # The cache of hack/lib.sh (FLASHSALE_CACHE): tools, Go modules, the services' data.
 FLASHSALE_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flashsale
 .PHONY: clean-local
-clean-local: ## stop the services and the control plane, remove the cache (~/.cache/flashsale) and the env files; keeps target/ and the apt packages
+clean-local: ## stop the services, the control plane and (as root) the real node, remove the cache (~/.cache/flashsale) and the env files; keeps target/ and the apt packages
 	hack/services.sh down
 	hack/control-plane.sh down
+	[ "$$(id -u)" != 0 ] || hack/node.sh down
 	chmod -R u+w "$(FLASHSALE_CACHE)" 2>/dev/null || true
 	rm -rf "$(FLASHSALE_CACHE)"
 	rm -f $(SERVICES_ENV) $(CONTROL_PLANE_ENV)

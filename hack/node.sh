@@ -408,10 +408,12 @@ setup_network() {
   "${ipt[@]}" -C OUTPUT -j "$OUT_CHAIN" 2>/dev/null || "${ipt[@]}" -I OUTPUT 1 -j "$OUT_CHAIN"
 }
 
-teardown_network() {
+teardown_iptables() {
   local ipt=(iptables -w 5) table chain
-  "$FLASHSALE_BIN/kube-proxy" --cleanup --proxy-mode=iptables >>"$LOGS/kube-proxy.log" 2>&1 ||
-    log "kube-proxy --cleanup reported errors (see $LOGS/kube-proxy.log)"
+  if [[ -x "$FLASHSALE_BIN/kube-proxy" ]]; then
+    "$FLASHSALE_BIN/kube-proxy" --cleanup --proxy-mode=iptables >>"$LOGS/kube-proxy.log" 2>&1 ||
+      log "kube-proxy --cleanup reported errors (see $LOGS/kube-proxy.log)"
+  fi
   while "${ipt[@]}" -D FORWARD -j "$FWD_CHAIN" 2>/dev/null; do :; done
   while "${ipt[@]}" -D OUTPUT -j "$OUT_CHAIN" 2>/dev/null; do :; done
   for chain in "$FWD_CHAIN" "$OUT_CHAIN"; do
@@ -429,6 +431,10 @@ teardown_network() {
       fi
     done
   done
+}
+
+teardown_network() {
+  if command -v iptables >/dev/null; then teardown_iptables; fi
   if ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link del "$BRIDGE" && log "removed bridge $BRIDGE"
   fi
