@@ -161,6 +161,15 @@ cmd_smoke() {
   awk 'NR > 1 && $2 == "00000000" { found = 1 } END { exit !found }' <<<"$out" &&
     smoke_fail "the pod has a default route: $out"
   log "ok: the pod has no default route"
+  out="$(kubectl exec -n "$SMOKE_NS" client -- nc -w 2 8.8.8.8 53 2>&1 </dev/null)" && smoke_fail "a pod reached 8.8.8.8"
+  grep -q "unreachable" <<<"$out" || smoke_fail "a pod connecting to 8.8.8.8 got: $out"
+  # Inside 198.18.0.0/15 but off the bridge: routed to the host, dropped by the FORWARD guard.
+  local before after
+  before="$(iptables -w 5 -L "$FWD_CHAIN" -v -n -x 2>/dev/null | awk '$3 == "DROP" { print $1 }')"
+  kubectl exec -n "$SMOKE_NS" client -- nc -w 2 198.18.200.1 80 </dev/null >/dev/null 2>&1 && smoke_fail "a pod reached 198.18.200.1"
+  after="$(iptables -w 5 -L "$FWD_CHAIN" -v -n -x 2>/dev/null | awk '$3 == "DROP" { print $1 }')"
+  ((after > before)) || smoke_fail "the FORWARD guard did not drop the pod's packets to 198.18.200.1 ($before -> $after)"
+  log "ok: from a pod, 8.8.8.8 is unreachable and 198.18.200.1 dropped by $FWD_CHAIN ($((after - before)) packets)"
 
   kubectl delete namespace "$SMOKE_NS" --wait=true --timeout=90s >/dev/null
   recycle_pvs
