@@ -31,12 +31,25 @@ control-plane-up: ## start the Kubernetes control plane on loopback (hack/contro
 control-plane-down: ## stop it (hack/control-plane.sh down)
 	hack/control-plane.sh down
 
+.PHONY: node-up
+node-up: ## join one real node (containerd, kubelet, kube-proxy, CoreDNS; root) to the control plane (hack/node.sh up)
+	hack/node.sh up
+
+.PHONY: node-down
+node-down: ## remove it: pods, processes, bridge, iptables rules, Node object (hack/node.sh down)
+	hack/node.sh down
+
+.PHONY: node-smoke
+node-smoke: ## restricted pods, a Service, DNS and a volume on the real node (hack/node.sh smoke)
+	hack/node.sh smoke
+
 # The cache of hack/lib.sh (FLASHSALE_CACHE): tools, Go modules, the services' data.
 FLASHSALE_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flashsale
 .PHONY: clean-local
-clean-local: ## stop the services and the control plane, remove the cache (~/.cache/flashsale) and the env files; keeps target/ and the apt packages
+clean-local: ## stop the services, the control plane and (as root) the real node, remove the cache (~/.cache/flashsale) and the env files; keeps target/ and the apt packages
 	hack/services.sh down
 	hack/control-plane.sh down
+	[ "$$(id -u)" != 0 ] || hack/node.sh down
 	chmod -R u+w "$(FLASHSALE_CACHE)" 2>/dev/null || true
 	rm -rf "$(FLASHSALE_CACHE)"
 	rm -f $(SERVICES_ENV) $(CONTROL_PLANE_ENV)

@@ -27,6 +27,54 @@ KUBECONFIG_FILE="$STATE/admin.kubeconfig"
 KWOK_DIR="$FLASHSALE_CACHE/kwok"
 ENV_FILE="$REPO_ROOT/hack/.control-plane.env"
 
+# The Service range lies inside 198.18.0.0/15 (set aside for benchmarks, never routed off the
+# machine), so the real node's kube-proxy (hack/node.sh) can serve ClusterIPs without touching
+# anyone's network. Its first IP is the `kubernetes` Service (in the apiserver's certificate).
+SERVICE_CIDR=198.19.0.0/16
+export PKI_KUBERNETES_SERVICE_IP=198.19.0.1
+
+ETCD_ARGS=(--name=flashsale --data-dir="$ETCD_DATA"
+  --listen-client-urls="$ETCD_URL" --advertise-client-urls="$ETCD_URL"
+  --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT"
+  --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT"
+  --initial-cluster="flashsale=http://127.0.0.1:$ETCD_PEER_PORT"
+  --unsafe-no-fsync --log-level=warn)
+# --endpoint-reconciler-type=none: the default reconciler refuses a loopback advertise address.
+# The kubelet flags serve the real node (hack/node.sh): the apiserver dials it at its InternalIP
+# (127.0.0.1, not the VM's hostname), with a client cert the kubelet's webhook authorizes, and
+# checks the kubelet's serving cert against our CA.
+# shellcheck disable=SC2054 # the comma in Node,RBAC is part of one flag
+APISERVER_ARGS=(--etcd-servers="$ETCD_URL"
+  --bind-address=127.0.0.1 --secure-port="$APISERVER_PORT" --advertise-address=127.0.0.1
+  --endpoint-reconciler-type=none --cert-dir="$STATE/apiserver-certs"
+  --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key"
+  --client-ca-file="$PKI/ca.crt"
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local
+  --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key"
+  --authorization-mode=Node,RBAC --service-cluster-ip-range="$SERVICE_CIDR" --allow-privileged=true
+  --kubelet-preferred-address-types=InternalIP
+  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
+  --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
+  --kubelet-certificate-authority="$PKI/ca.crt")
+# Without --authentication/authorization-kubeconfig: they only add recurring errors here.
+CONTROLLER_MANAGER_ARGS=(--kubeconfig="$KUBECONFIG_FILE" --leader-elect=false
+  --bind-address=127.0.0.1 --secure-port="$CONTROLLER_MANAGER_PORT"
+  --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt"
+  --use-service-account-credentials=false
+  --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key")
+SCHEDULER_ARGS=(--kubeconfig="$KUBECONFIG_FILE" --leader-elect=false
+  --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT")
+# --node-ip=127.0.0.1: anything that tries to reach a "kubelet" stays on loopback.
+KWOK_ARGS=(--kubeconfig="$KUBECONFIG_FILE" --config="$KWOK_DIR/stages.yaml"
+  --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake
+  --node-ip=127.0.0.1 --node-lease-duration-seconds=40)
+# What the running components were started with: `up` restarts them when this changes.
+FLAGS_STAMP="$RUN/flags"
+flags_stamp() {
+  printf '%s\n' "${ETCD_ARGS[@]}" -- "${APISERVER_ARGS[@]}" -- "${CONTROLLER_MANAGER_ARGS[@]}" -- \
+    "${SCHEDULER_ARGS[@]}" -- "${KWOK_ARGS[@]}" | sha256sum | awk '{print $1}'
+}
+
 # shellcheck source=control-plane/pki.sh
 . "$REPO_ROOT/hack/control-plane/pki.sh"
 
@@ -57,8 +105,11 @@ nodes_ready() {
   [[ "$ready" == "${#NODES[@]}" ]]
 }
 
+flags_current() { [[ -f "$FLAGS_STAMP" && "$(cat "$FLAGS_STAMP")" == "$(flags_stamp)" ]]; }
+
 healthy() {
   local c
+  flags_current || return 1
   for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
   apiserver_ready && nodes_ready
 }
@@ -102,6 +153,7 @@ stop_all() {
     fi
     rm -f "$RUN/$name.pid"
   done
+  rm -f "$FLAGS_STAMP"
 }
 
 check_ports_free() {
@@ -166,52 +218,35 @@ cmd_up() {
   exec 8>"$STATE/lock"
   flock -w 600 8 || die "another control-plane.sh holds $STATE/lock"
 
+  # Before the health check: a certificate added to pki.sh (or one whose SANs changed) is issued
+  # even into a running control plane's directory (the apiserver reloads its serving cert).
+  ensure_pki "$PKI"
   if healthy; then
     write_env
     log "already running and healthy at $APISERVER_URL; KUBECONFIG=$KUBECONFIG_FILE"
     return
   fi
   if any_running; then
-    log "control plane partly running or unhealthy: restarting it"
+    if flags_current; then
+      log "control plane partly running or unhealthy: restarting it"
+    else
+      log "control plane runs with other flags (an older hack/control-plane.sh?): restarting it"
+    fi
     stop_all
   fi
   check_ports_free
-  ensure_pki "$PKI"
   write_kubeconfig
   # Nothing of ours runs: state left from an older run would only confuse tests.
   rm -rf "$ETCD_DATA"
 
-  start etcd --name=flashsale --data-dir="$ETCD_DATA" \
-    --listen-client-urls="$ETCD_URL" --advertise-client-urls="$ETCD_URL" \
-    --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster="flashsale=http://127.0.0.1:$ETCD_PEER_PORT" \
-    --unsafe-no-fsync --log-level=warn
+  start etcd "${ETCD_ARGS[@]}"
   wait_started etcd 30 "etcd $ETCD_URL" curl -sf --max-time 2 "$ETCD_URL/health"
-
-  # --endpoint-reconciler-type=none: the default reconciler refuses a loopback advertise address.
-  start kube-apiserver --etcd-servers="$ETCD_URL" \
-    --bind-address=127.0.0.1 --secure-port="$APISERVER_PORT" --advertise-address=127.0.0.1 \
-    --endpoint-reconciler-type=none --cert-dir="$STATE/apiserver-certs" \
-    --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
-    --client-ca-file="$PKI/ca.crt" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-    --authorization-mode=Node,RBAC --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true
+  start kube-apiserver "${APISERVER_ARGS[@]}"
   wait_started kube-apiserver 90 "kube-apiserver $APISERVER_URL/readyz" apiserver_ready
-
-  # Without --authentication/authorization-kubeconfig: they only add recurring errors here.
-  start kube-controller-manager --kubeconfig="$KUBECONFIG_FILE" --leader-elect=false \
-    --bind-address=127.0.0.1 --secure-port="$CONTROLLER_MANAGER_PORT" \
-    --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
-    --use-service-account-credentials=false \
-    --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key"
-  start kube-scheduler --kubeconfig="$KUBECONFIG_FILE" --leader-elect=false \
-    --bind-address=127.0.0.1 --secure-port="$SCHEDULER_PORT"
-  # --node-ip=127.0.0.1: anything that tries to reach a "kubelet" stays on loopback.
-  start kwok --kubeconfig="$KUBECONFIG_FILE" --config="$KWOK_DIR/stages.yaml" \
-    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --node-ip=127.0.0.1 --node-lease-duration-seconds=40
+  start kube-controller-manager "${CONTROLLER_MANAGER_ARGS[@]}"
+  start kube-scheduler "${SCHEDULER_ARGS[@]}"
+  start kwok "${KWOK_ARGS[@]}"
+  flags_stamp >"$FLAGS_STAMP"
 
   apply_nodes
   kubectl apply -f "$KWOK_DIR/storage-class.yaml" >/dev/null

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Go tools the tests need into $FLASHSALE_BIN, from their Go modules, once per version:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok (hack/control-plane/
-# go.mod) and helm. Versions live in hack/control-plane/versions.env; a stamp file per group
-# records what was built, so a second run is a no-op. Usage: hack/tools.sh [--force]
+# go.mod) and helm; with `node`, what the real node of hack/node.sh runs instead: kubelet and
+# kube-proxy (the same module, so the same Kubernetes version as the apiserver) and CoreDNS
+# (hack/node/coredns/go.mod). Versions live in hack/control-plane/versions.env; a stamp file per
+# group records what was built, so a second run is a no-op. Usage: hack/tools.sh [--force] [node]
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=control-plane/versions.env
@@ -20,8 +22,19 @@ export GOMODCACHE="$FLASHSALE_CACHE/go/mod" GOCACHE="$FLASHSALE_CACHE/go/cache"
 # A go.mod asking for a newer Go must fail loudly, not fetch a toolchain.
 export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
 
-force=false
-[[ "${1:-}" == "--force" ]] && force=true
+NODE_TOOLS=(kubelet kube-proxy)
+NODE_STAMP="$FLASHSALE_BIN/.node.stamp"
+COREDNS_DIR="$REPO_ROOT/hack/node/coredns"
+COREDNS_STAMP="$FLASHSALE_BIN/.coredns.stamp"
+
+force=false group=control-plane
+for arg in "$@"; do
+  case "$arg" in
+    --force) force=true ;;
+    node) group=node ;;
+    *) die "usage: $0 [--force] [node]" ;;
+  esac
+done
 
 command -v go >/dev/null || die "go is not installed (need Go >= $(awk '$1=="go"{print $2}' "$MODULE_DIR/go.mod"))"
 
@@ -141,8 +154,57 @@ build_helm() {
   log "helm built in $((SECONDS - start))s"
 }
 
+# kubelet and kube-proxy from the control plane's module with the same flags: a warm build cache
+# from build_control_plane makes this about a minute.
+build_node() {
+  local content bins=() t
+  content="$(k8s_stamp_content)"
+  for t in "${NODE_TOOLS[@]}"; do bins+=("$FLASHSALE_BIN/$t"); done
+  if up_to_date "$NODE_STAMP" "$content" "${bins[@]}"; then
+    log "kubelet and kube-proxy up to date ($KUBERNETES_VERSION)"
+    return
+  fi
+  log "building kubelet and kube-proxy $KUBERNETES_VERSION into $FLASHSALE_BIN (1-3 min after the control plane)"
+  local out="$FLASHSALE_CACHE/build-node.tmp" start=$SECONDS
+  rm -rf "$out"; mkdir -p "$out"
+  (cd "$MODULE_DIR" && go mod download) || die "go mod download failed (is the Go module proxy reachable?)"
+  (cd "$MODULE_DIR" && heartbeat 60 "compiling kubelet and kube-proxy" go build -trimpath -ldflags "$(k8s_ldflags)" \
+    -o "$out/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy) ||
+    die "go build of kubelet and kube-proxy failed"
+  for t in "${NODE_TOOLS[@]}"; do
+    [[ -x "$out/$t" ]] || die "go build produced no $t in $out"
+    mv -f "$out/$t" "$FLASHSALE_BIN/$t"
+  done
+  rmdir "$out"
+  printf '%s\n' "$content" >"$NODE_STAMP"
+  log "kubelet and kube-proxy built in $((SECONDS - start))s"
+}
+
+# CoreDNS from its own module (it pins its own client-go), with only the plugins we use.
+build_coredns() {
+  local content
+  content="$(cd "$COREDNS_DIR" && awk '{ for (i = 1; i < NF; i++) if ($i == "github.com/coredns/coredns") print "coredns=" $(i + 1) }' go.mod
+    sha256sum go.mod go.sum main.go | awk '{print $1}')"
+  if up_to_date "$COREDNS_STAMP" "$content" "$FLASHSALE_BIN/coredns"; then
+    log "coredns up to date (${content%%$'\n'*})"
+    return
+  fi
+  log "building ${content%%$'\n'*} into $FLASHSALE_BIN (1-3 min cold)"
+  local start=$SECONDS
+  (cd "$COREDNS_DIR" && heartbeat 60 "compiling coredns" go build -trimpath -ldflags "-s -w" \
+    -o "$FLASHSALE_BIN/coredns.tmp" .) || die "go build of coredns failed"
+  mv -f "$FLASHSALE_BIN/coredns.tmp" "$FLASHSALE_BIN/coredns"
+  printf '%s\n' "$content" >"$COREDNS_STAMP"
+  log "coredns built in $((SECONDS - start))s"
+}
+
 # Several scripts (make test, control-plane.sh) may call this at once: build one at a time.
 exec 9>"$FLASHSALE_CACHE/tools.lock"
 flock 9
-build_control_plane
-build_helm
+if [[ "$group" == node ]]; then
+  build_node
+  build_coredns
+else
+  build_control_plane
+  build_helm
+fi

@@ -32,7 +32,8 @@ log "Kubernetes $KUBERNETES_VERSION: $(wc -w <<<"$staging") staging modules -> $
   grep -E '^(go|godebug) ' "$k8s_mod"
   echo
   echo "tool ("
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  # kubelet and kube-proxy: the real node of hack/node.sh (built by `hack/tools.sh node`).
+  for cmd in kube-apiserver kube-controller-manager kube-proxy kube-scheduler kubectl kubelet; do
     echo "	k8s.io/kubernetes/cmd/$cmd"
   done
   echo "	go.etcd.io/etcd/server/v3"

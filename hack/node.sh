@@ -1,0 +1,718 @@
+#!/usr/bin/env bash
+# One real Kubernetes node, flashsale-node-0, joined to the test control plane of
+# hack/control-plane.sh: containerd + runc run real containers, next to the kwok fake nodes.
+# Usage: hack/node.sh up|down|status|smoke   (needs root: it creates a bridge and iptables rules)
+#
+# What runs, all on this machine, each started detached with a pid file under $NODE/run:
+# - containerd (Debian's), with its own config, root, state and socket under
+#   $FLASHSALE_CACHE/node; its CRI sandbox image is our own static pause (hack/node/pause.c),
+#   imported from a docker-archive tarball (hack/node/oci_image.py); no registry is reachable, so
+#   pods use images imported the same way (a busybox one is provided: flashsale.local/busybox:1).
+# - kubelet and kube-proxy, built from hack/control-plane/go.mod (the apiserver's version) by
+#   `hack/tools.sh node`. The node is labelled node.flashsale.dev/real=true and tainted
+#   node.flashsale.dev/real=true:NoSchedule, so only pods that ask for it land there; the kwok
+#   tests are not affected. kube-proxy (iptables mode) serves ClusterIPs to pods and to the host.
+# - CoreDNS (hack/node/coredns), on the host, not as a pod: it listens on the bridge's gateway
+#   198.18.0.1:53, answers cluster.local from the API server (admin kubeconfig), and the kubelet
+#   gives pods that address as their nameserver (clusterDNS). There is no kube-dns Service and no
+#   upstream: other names fail, as nothing off the machine may be reached.
+# Network: pods on the bridge flashsale0, 198.18.0.0/24 (host-local IPAM), Services in
+# 198.19.0.0/16; both inside 198.18.0.0/15, which is never routed off the machine. Pods have
+# routes only to 198.18.0.0/15 (no default route), no masquerade, and a FORWARD guard drops
+# anything from the bridge that is not going back into it; an OUTPUT guard refuses host
+# connections that a Service would redirect outside 198.18.0.0/15.
+# Storage: StorageClass flashsale-local (WaitForFirstConsumer) with static hostPath PVs under
+# $NODE/pv (mode 0777), pinned to this node; `up` makes Released ones Available again (wiped).
+# `down` removes pods (through the API when it answers, else through containerd), stops
+# everything by PID, removes leftover shims of our containerd, mounts under $NODE, the bridge,
+# our iptables rules and kube-proxy's, and the Node object.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+NODE_NAME=flashsale-node-0
+NODE="$FLASHSALE_CACHE/node"
+RUN="$NODE/run"
+LOGS="$NODE/logs"
+CONF="$NODE/conf"
+CTRD_SOCK="$RUN/containerd.sock"
+CTRD_ROOT="$NODE/containerd/root"
+CTRD_STATE="$NODE/containerd/state"
+CNI_CONF_DIR="$NODE/cni/net.d"
+CNI_IPAM_DIR="$NODE/cni/ipam"
+CNI_NAME=flashsale-node
+KUBELET_DIR="$NODE/kubelet"
+PV_DIR="$NODE/pv"
+IMAGES="$NODE/images"
+
+BRIDGE=flashsale0
+POD_CIDR=198.18.0.0/24
+GATEWAY=198.18.0.1
+RESERVED_CIDR=198.18.0.0/15
+SERVICE_CIDR=198.19.0.0/16
+CLUSTER_DNS="$GATEWAY"
+# The kubelet refuses a loopback node IP; the gateway is on this host only, inside 198.18.0.0/15.
+# The API server dials the kubelet there (--kubelet-preferred-address-types=InternalIP).
+NODE_IP="$GATEWAY"
+KUBELET_PORT=10250
+KUBELET_HEALTHZ_PORT=10248
+PROXY_METRICS_PORT=10249
+PROXY_HEALTHZ_PORT=10256
+COREDNS_HEALTH_PORT=18054
+COREDNS_READY_PORT=18181
+PAUSE_IMAGE=flashsale.local/pause:1
+BUSYBOX_IMAGE=flashsale.local/busybox:1
+PV_COUNT=6
+# hostPath does not enforce a size: this is what a claim may ask for (the operator's defaults are
+# postgres 10Gi, redis 2Gi, kafka 10Gi). All PVs share the disk under $PV_DIR.
+PV_SIZE=10Gi
+STORAGE_CLASS=flashsale-local
+TAINT_KEY=node.flashsale.dev/real
+FWD_CHAIN=FLASHSALE-NODE-FWD
+OUT_CHAIN=FLASHSALE-NODE-OUT
+
+CP_STATE="$FLASHSALE_CACHE/control-plane"
+PKI="$CP_STATE/pki"
+ADMIN_KUBECONFIG="$CP_STATE/admin.kubeconfig"
+# Start order; `down` stops in reverse.
+COMPONENTS=(containerd coredns kubelet kube-proxy)
+CLUSTER_ID=""
+
+kubectl() { "$FLASHSALE_BIN/kubectl" --kubeconfig="$ADMIN_KUBECONFIG" --request-timeout=10s "$@"; }
+ctr_() { ctr --address "$CTRD_SOCK" --namespace k8s.io "$@"; }
+
+binary_of() {
+  case "$1" in
+    containerd) command -v containerd ;;
+    *) echo "$FLASHSALE_BIN/$1" ;;
+  esac
+}
+
+# pid_of NAME: the PID of our running NAME (pid file checked against the binary), or fail.
+pid_of() {
+  local name="$1" pid exe
+  [[ -f "$RUN/$name.pid" ]] || return 1
+  pid="$(cat "$RUN/$name.pid")"
+  [[ -n "$pid" ]] && pid_alive "$pid" || return 1
+  exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
+  [[ "${exe% (deleted)}" == "$(binary_of "$name")" ]] || return 1
+  echo "$pid"
+}
+
+stop_component() {
+  local name="$1" pid
+  if pid="$(pid_of "$name")"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone 20 "$pid"; then
+      log "$name ($pid) ignored SIGTERM for 20s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true
+      wait_gone 5 "$pid" || log "$name ($pid) still alive after SIGKILL"
+    fi
+    log "stopped $name ($pid)"
+  fi
+  rm -f "$RUN/$name.pid" "$RUN/$name.stamp"
+}
+
+# ensure_component NAME CMD...: start NAME unless it already runs with this command line and
+# config (the stamp); restart it when either changed. Those that watch the API server (all but
+# containerd) also restart when the control plane is a new one (CLUSTER_ID): its etcd starts
+# empty, and their watches would wait for resource versions it will not reach for a long time.
+ensure_component() {
+  local name="$1" stamp cluster=""; shift
+  [[ "$name" == containerd ]] || cluster="$CLUSTER_ID"
+  stamp="$( { printf '%s\n' "$@" "$cluster"; cat "$CONF/$name".* 2>/dev/null || true; } | sha256sum | awk '{print $1}')"
+  if pid_of "$name" >/dev/null; then
+    if [[ "$(cat "$RUN/$name.stamp" 2>/dev/null)" == "$stamp" ]]; then
+      log "$name already running (pid $(pid_of "$name"))"
+      return 0
+    fi
+    log "$name runs with another configuration or control plane: restarting it"
+    stop_component "$name"
+  fi
+  : >"$LOGS/$name.log"
+  spawn_daemon "$RUN/$name.pid" "$LOGS/$name.log" "$@"
+  echo "$stamp" >"$RUN/$name.stamp"
+  log "started $name (pid $(cat "$RUN/$name.pid"), log $LOGS/$name.log)"
+}
+
+# wait_component NAME TIMEOUT WHAT CMD...: wait for CMD, with NAME's log if NAME dies or is slow.
+wait_component() {
+  local name="$1" timeout="$2" what="$3"; shift 3
+  local pid; pid="$(cat "$RUN/$name.pid")"
+  if ! (wait_until "$timeout" "$what" "$pid" "$@"); then
+    log "last lines of $LOGS/$name.log:"; tail -n 25 "$LOGS/$name.log" >&2 || true
+    die "$name did not get ready (full log: $LOGS/$name.log; hack/node.sh down cleans up)"
+  fi
+}
+
+need_root() { [[ $(id -u) -eq 0 ]] || die "hack/node.sh needs root (bridge, iptables, mounts, containerd)"; }
+
+# --- installation and images -------------------------------------------------------------
+
+install_packages() {
+  apt_install containerd runc containernetworking-plugins iptables conntrack busybox-static
+  local t
+  for t in containerd containerd-shim-runc-v2 ctr runc iptables conntrack busybox; do
+    command -v "$t" >/dev/null || die "$t not found after installing the Debian packages"
+  done
+  [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] ||
+    die "CNI plugins missing from /usr/lib/cni (containernetworking-plugins)"
+  command -v cc >/dev/null || die "cc is needed to build the pause binary (apt-get install gcc libc6-dev)"
+}
+
+# build_images: the pause (sandbox) image and a busybox one, rebuilt when their inputs change.
+build_images() {
+  mkdir -p "$IMAGES"
+  local stamp
+  stamp="$({ sha256sum "$REPO_ROOT/hack/node/pause.c" "$REPO_ROOT/hack/node/oci_image.py" /bin/busybox; cc --version | head -1; } | sha256sum | awk '{print $1}')"
+  if [[ -f "$IMAGES/pause.tar" && -f "$IMAGES/busybox.tar" && "$(cat "$IMAGES/stamp" 2>/dev/null)" == "$stamp" ]]; then
+    return 0
+  fi
+  log "building images $PAUSE_IMAGE and $BUSYBOX_IMAGE"
+  cc -static -O2 -s -o "$IMAGES/pause" "$REPO_ROOT/hack/node/pause.c" || die "cc -static of pause.c failed (libc6-dev?)"
+  python3 "$REPO_ROOT/hack/node/oci_image.py" --tag "$PAUSE_IMAGE" --out "$IMAGES/pause.tar" \
+    --entrypoint /pause --user 65535:65535 --file "$IMAGES/pause:/pause" >/dev/null
+  local args=() applet
+  # The applets the smoke test and simple test pods use; every one is /bin/busybox.
+  for applet in sh cat echo env hostname httpd id ls mkdir nc nslookup ps rm sleep test touch wget; do
+    args+=(--symlink "/bin/$applet:busybox")
+  done
+  printf 'flashsale-node ok\n' >"$IMAGES/index.html"
+  python3 "$REPO_ROOT/hack/node/oci_image.py" --tag "$BUSYBOX_IMAGE" --out "$IMAGES/busybox.tar" \
+    --cmd sh --user 65532:65532 --file /bin/busybox:/bin/busybox --file "$IMAGES/index.html:/www/index.html:644" \
+    --dir /tmp:1777 "${args[@]}" >/dev/null
+  echo "$stamp" >"$IMAGES/stamp"
+}
+
+import_images() {
+  local tar name
+  for tar in pause busybox; do
+    name="$PAUSE_IMAGE"; [[ $tar == busybox ]] && name="$BUSYBOX_IMAGE"
+    # Same tarball, same config digest: import only when the stored image differs.
+    local want have
+    want="$(tar -xOf "$IMAGES/$tar.tar" manifest.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Config"][:-5])')"
+    have="$(ctr_ images ls 2>/dev/null | awk -v n="$name" '$1 == n { print $3 }')" || true
+    if [[ -n "$have" ]] && ctr_ content get "$have" 2>/dev/null | grep -q "$want"; then continue; fi
+    ctr_ images import "$IMAGES/$tar.tar" >/dev/null || die "ctr images import $IMAGES/$tar.tar failed"
+    log "imported $name"
+  done
+}
+
+# --- configuration -----------------------------------------------------------------------
+
+write_containerd_config() {
+  mkdir -p "$CTRD_ROOT" "$CTRD_STATE" "$CNI_CONF_DIR" "$CNI_IPAM_DIR"
+  cat >"$CONF/containerd.toml.tmp" <<EOF
+# Written by hack/node.sh: containerd for the test node only (its own root, state and socket).
+version = 2
+root = "$CTRD_ROOT"
+state = "$CTRD_STATE"
+oom_score = 0
+
+[grpc]
+  address = "$CTRD_SOCK"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  # This VM forbids lowering oom_score_adj: without this every sandbox fails to start
+  # ("runc create failed: can't get final child's PID from pipe: EOF").
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  max_container_log_line_size = 16384
+
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$CNI_CONF_DIR"
+    max_conf_num = 1
+
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = ""
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$NODE/containerd/opt"
+EOF
+  mv "$CONF/containerd.toml.tmp" "$CONF/containerd.toml"
+
+  # Routes only inside 198.18.0.0/15: no default route, so a pod cannot even try the outside.
+  cat >"$CNI_CONF_DIR/10-$CNI_NAME.conflist" <<EOF
+{
+  "cniVersion": "0.4.0",
+  "name": "$CNI_NAME",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$BRIDGE",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{ "subnet": "$POD_CIDR", "gateway": "$GATEWAY" }]],
+        "routes": [{ "dst": "$RESERVED_CIDR" }],
+        "dataDir": "$CNI_IPAM_DIR"
+      }
+    }
+  ]
+}
+EOF
+  # The CNI config is read by containerd at each pod: part of its stamp all the same.
+  cp "$CNI_CONF_DIR/10-$CNI_NAME.conflist" "$CONF/containerd.cni"
+}
+
+# kubeconfig FILE USER CERT KEY: a kubeconfig for the control plane with a client certificate.
+write_kubeconfig() {
+  local file="$1" user="$2" cert="$3" key="$4" server
+  server="$("$FLASHSALE_BIN/kubectl" --kubeconfig="$ADMIN_KUBECONFIG" config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
+  local k=("$FLASHSALE_BIN/kubectl" --kubeconfig="$file.tmp")
+  rm -f "$file.tmp"
+  "${k[@]}" config set-cluster flashsale-test --server="$server" \
+    --certificate-authority="$PKI/ca.crt" --embed-certs=true >/dev/null
+  "${k[@]}" config set-credentials "$user" --client-certificate="$cert" --client-key="$key" --embed-certs=true >/dev/null
+  "${k[@]}" config set-context flashsale-test --cluster=flashsale-test --user="$user" >/dev/null
+  "${k[@]}" config use-context flashsale-test >/dev/null
+  chmod 600 "$file.tmp"; mv "$file.tmp" "$file"
+}
+
+write_kubelet_config() {
+  mkdir -p "$KUBELET_DIR" "$LOGS/pods"
+  write_kubeconfig "$CONF/kubelet.kubeconfig" "system:node:$NODE_NAME" "$PKI/kubelet-client.crt" "$PKI/kubelet-client.key"
+  # dnsPolicy Default pods get this, not the VM's resolver (which is off the machine).
+  printf 'nameserver %s\n' "$CLUSTER_DNS" >"$CONF/resolv.conf"
+  cat >"$CONF/kubelet.yaml" <<EOF
+# Written by hack/node.sh.
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $NODE_IP
+port: $KUBELET_PORT
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: $KUBELET_HEALTHZ_PORT
+tlsCertFile: $PKI/kubelet-serving.crt
+tlsPrivateKeyFile: $PKI/kubelet-serving.key
+rotateCertificates: false
+serverTLSBootstrap: false
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: true
+  x509:
+    clientCAFile: $PKI/ca.crt
+authorization:
+  mode: Webhook
+containerRuntimeEndpoint: unix://$CTRD_SOCK
+# This VM has cgroup v1 hierarchies; kubelet 1.35+ refuses them unless told not to.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+enforceNodeAllocatable: []
+failSwapOn: false
+clusterDNS:
+  - $CLUSTER_DNS
+clusterDomain: cluster.local
+resolvConf: $CONF/resolv.conf
+podLogsDir: $LOGS/pods
+volumePluginDir: $KUBELET_DIR/volume-plugins
+registerNode: true
+registerWithTaints:
+  - key: $TAINT_KEY
+    value: "true"
+    effect: NoSchedule
+maxPods: 110
+serializeImagePulls: false
+# Nothing can be pulled again here: never collect images, never evict for a nearly full disk.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 1%
+  nodefs.inodesFree: 1%
+  imagefs.available: 1%
+shutdownGracePeriod: 0s
+EOF
+}
+
+write_proxy_config() {
+  write_kubeconfig "$CONF/kube-proxy.kubeconfig" system:kube-proxy "$PKI/kube-proxy.crt" "$PKI/kube-proxy.key"
+}
+
+write_corefile() {
+  cat >"$CONF/coredns.Corefile" <<EOF
+# Written by hack/node.sh: cluster.local for the test node's pods and the host. No forward: no
+# upstream resolver may be reached from here.
+.:53 {
+    bind $GATEWAY
+    errors
+    health 127.0.0.1:$COREDNS_HEALTH_PORT
+    ready 127.0.0.1:$COREDNS_READY_PORT
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $ADMIN_KUBECONFIG flashsale-test
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 5
+    }
+    cache 5
+    loadbalance
+}
+EOF
+}
+
+# --- network -----------------------------------------------------------------------------
+
+saved_sysctl() { cat "$RUN/ip_forward.saved" 2>/dev/null || true; }
+
+setup_network() {
+  # Bridged pod-to-pod replies must pass through iptables, or ClusterIP replies are not un-DNATed.
+  [[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]] || modprobe br_netfilter 2>/dev/null ||
+    die "br_netfilter is not available (/proc/sys/net/bridge missing)"
+  echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
+  # Pods reach ClusterIPs through the host (DNAT, then back into the bridge): forwarding is needed.
+  # The FORWARD guard below keeps pod traffic inside the bridge; `down` restores the old value.
+  [[ -f "$RUN/ip_forward.saved" ]] || cat /proc/sys/net/ipv4/ip_forward >"$RUN/ip_forward.saved"
+  echo 1 >/proc/sys/net/ipv4/ip_forward
+
+  # The bridge exists before any pod so CoreDNS can bind its gateway address; the CNI bridge
+  # plugin adopts it.
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge
+  fi
+  ip addr replace "$GATEWAY/${POD_CIDR#*/}" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  # Host connections to ClusterIPs need a route before kube-proxy's DNAT: into the bridge, never
+  # the default route.
+  ip route replace "$SERVICE_CIDR" dev "$BRIDGE" src "$GATEWAY"
+
+  local ipt=(iptables -w 5)
+  "${ipt[@]}" -N "$FWD_CHAIN" 2>/dev/null || "${ipt[@]}" -F "$FWD_CHAIN"
+  "${ipt[@]}" -A "$FWD_CHAIN" -i "$BRIDGE" -o "$BRIDGE" -j RETURN
+  "${ipt[@]}" -A "$FWD_CHAIN" -i "$BRIDGE" -j DROP
+  "${ipt[@]}" -C FORWARD -j "$FWD_CHAIN" 2>/dev/null || "${ipt[@]}" -I FORWARD 1 -j "$FWD_CHAIN"
+  "${ipt[@]}" -N "$OUT_CHAIN" 2>/dev/null || "${ipt[@]}" -F "$OUT_CHAIN"
+  "${ipt[@]}" -A "$OUT_CHAIN" -m conntrack --ctstate DNAT ! -d "$RESERVED_CIDR" ! -o lo -j REJECT
+  "${ipt[@]}" -C OUTPUT -j "$OUT_CHAIN" 2>/dev/null || "${ipt[@]}" -I OUTPUT 1 -j "$OUT_CHAIN"
+}
+
+teardown_iptables() {
+  local ipt=(iptables -w 5) table chain
+  if [[ -x "$FLASHSALE_BIN/kube-proxy" ]]; then
+    "$FLASHSALE_BIN/kube-proxy" --cleanup --proxy-mode=iptables >>"$LOGS/kube-proxy.log" 2>&1 ||
+      log "kube-proxy --cleanup reported errors (see $LOGS/kube-proxy.log)"
+  fi
+  while "${ipt[@]}" -D FORWARD -j "$FWD_CHAIN" 2>/dev/null; do :; done
+  while "${ipt[@]}" -D OUTPUT -j "$OUT_CHAIN" 2>/dev/null; do :; done
+  for chain in "$FWD_CHAIN" "$OUT_CHAIN"; do
+    if "${ipt[@]}" -F "$chain" 2>/dev/null; then "${ipt[@]}" -X "$chain" 2>/dev/null || true; fi
+  done
+  # The kubelet's KUBE-FIREWALL (drops outside connections to 127.0.0.0/8 when route_localnet is
+  # on), and its canary chains (it watches them to notice a flushed firewall).
+  while "${ipt[@]}" -D INPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+  while "${ipt[@]}" -D OUTPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+  if "${ipt[@]}" -F KUBE-FIREWALL 2>/dev/null; then "${ipt[@]}" -X KUBE-FIREWALL 2>/dev/null || true; fi
+  for table in mangle nat filter; do
+    for chain in KUBE-KUBELET-CANARY KUBE-PROXY-CANARY KUBE-IPTABLES-HINT; do
+      if "${ipt[@]}" -t "$table" -F "$chain" 2>/dev/null; then
+        "${ipt[@]}" -t "$table" -X "$chain" 2>/dev/null || true
+      fi
+    done
+  done
+}
+
+teardown_network() {
+  if command -v iptables >/dev/null; then teardown_iptables; fi
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link del "$BRIDGE" && log "removed bridge $BRIDGE"
+  fi
+  local saved; saved="$(saved_sysctl)"
+  if [[ -n "$saved" ]]; then
+    echo "$saved" >/proc/sys/net/ipv4/ip_forward
+    rm -f "$RUN/ip_forward.saved"
+  fi
+}
+
+# --- storage -----------------------------------------------------------------------------
+
+apply_storage() {
+  local i
+  {
+    cat <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: $STORAGE_CLASS
+  labels: {app.kubernetes.io/managed-by: flashsale-node}
+provisioner: kubernetes.io/no-provisioner
+reclaimPolicy: Retain
+volumeBindingMode: WaitForFirstConsumer
+EOF
+    for ((i = 0; i < PV_COUNT; i++)); do
+      mkdir -p "$PV_DIR/pv-$i"; chmod 0777 "$PV_DIR/pv-$i"
+      cat <<EOF
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: $NODE_NAME-pv-$i
+  labels: {app.kubernetes.io/managed-by: flashsale-node}
+spec:
+  capacity: {storage: $PV_SIZE}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: $STORAGE_CLASS
+  volumeMode: Filesystem
+  hostPath: {path: "$PV_DIR/pv-$i", type: Directory}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {key: kubernetes.io/hostname, operator: In, values: [$NODE_NAME]}
+EOF
+    done
+  } | kubectl apply -f - >/dev/null
+  recycle_pvs
+}
+
+# recycle_pvs: a Released PV (its claim deleted) is wiped and made Available again.
+recycle_pvs() {
+  local pv i
+  for pv in $(kubectl get pv -l app.kubernetes.io/managed-by=flashsale-node \
+    -o jsonpath='{range .items[?(@.status.phase=="Released")]}{.metadata.name}{"\n"}{end}'); do
+    i="${pv##*-}"
+    [[ -d "$PV_DIR/pv-$i" ]] || continue
+    find "$PV_DIR/pv-$i" -mindepth 1 -delete
+    kubectl patch pv "$pv" --type=json -p '[{"op":"remove","path":"/spec/claimRef"}]' >/dev/null
+    log "recycled $pv (wiped $PV_DIR/pv-$i)"
+  done
+}
+
+# --- cleanup of pods and processes -------------------------------------------------------
+
+# Pods of this node through the API: the kubelet stops their sandboxes (CNI DEL included).
+drain_through_api() {
+  kubectl get node "$NODE_NAME" >/dev/null 2>&1 || return 0
+  pid_of kubelet >/dev/null || return 0
+  kubectl cordon "$NODE_NAME" >/dev/null 2>&1 || true
+  local pods
+  pods="$(kubectl get pods -A --field-selector "spec.nodeName=$NODE_NAME" -o name 2>/dev/null | wc -l)"
+  if ((pods > 0)); then
+    log "deleting $pods pod(s) of $NODE_NAME through the API"
+    kubectl delete pods -A --field-selector "spec.nodeName=$NODE_NAME" --grace-period=5 --wait=false >/dev/null 2>&1 || true
+    local start=$SECONDS
+    while ((SECONDS - start < 60)); do
+      pods="$(kubectl get pods -A --field-selector "spec.nodeName=$NODE_NAME" -o name 2>/dev/null | wc -l)"
+      ((pods == 0)) && break
+      sleep 1
+    done
+    ((pods == 0)) || log "$pods pod(s) still on $NODE_NAME after 60s: containerd cleanup follows"
+  fi
+  # Sandboxes the kubelet has stopped but not yet removed keep nothing running.
+  local start=$SECONDS
+  while ((SECONDS - start < 30)) && [[ -n "$(running_tasks)" ]]; do sleep 1; done
+}
+
+running_tasks() { ctr_ tasks ls 2>/dev/null | awk 'NR > 1 && $3 == "RUNNING" { print $1 }'; }
+
+# What is left in containerd: kill the tasks, delete containers, remove their network namespaces.
+cleanup_containerd() {
+  pid_of containerd >/dev/null || return 0
+  local id netns=() ns
+  for id in $(running_tasks); do ctr_ tasks kill --signal SIGKILL "$id" >/dev/null 2>&1 || true; done
+  local start=$SECONDS
+  while ((SECONDS - start < 15)) && [[ -n "$(running_tasks)" ]]; do sleep 0.5; done
+  for id in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks delete --force "$id" >/dev/null 2>&1 || true; done
+  for id in $(ctr_ containers ls -q 2>/dev/null); do
+    ns="$(ctr_ containers info "$id" 2>/dev/null | python3 -c '
+import json, sys
+spec = json.load(sys.stdin).get("Spec") or {}
+for n in (spec.get("linux") or {}).get("namespaces") or []:
+    if n.get("type") == "network" and n.get("path"):
+        print(n["path"])' 2>/dev/null)" || true
+    [[ -n "$ns" ]] && netns+=("$ns")
+    ctr_ containers delete "$id" >/dev/null 2>&1 || log "could not delete container $id"
+  done
+  local removed=0
+  for ns in "${netns[@]}"; do
+    # Only the namespaces containerd's CRI made for our sandboxes (/var/run/netns/cni-*).
+    [[ "$ns" == /var/run/netns/cni-* || "$ns" == /run/netns/cni-* ]] || continue
+    [[ -e "$ns" ]] || continue
+    umount "$ns" 2>/dev/null || true
+    rm -f "$ns" && removed=$((removed + 1))
+  done
+  ((removed == 0)) || log "removed $removed pod network namespace(s) left by containerd"
+  return 0
+}
+
+# Shims of our containerd outlive it by design: find them by the socket on their command line.
+kill_leftover_shims() {
+  local p cmd pids=()
+  for p in /proc/[0-9]*; do
+    cmd="$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" || continue
+    [[ "$cmd" == *containerd-shim* && "$cmd" == *"-address $CTRD_SOCK "* ]] && pids+=("${p#/proc/}")
+  done
+  ((${#pids[@]})) || return 0
+  log "killing ${#pids[@]} leftover shim(s) of our containerd: ${pids[*]}"
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+  wait_gone 5 "${pids[@]}" || log "shims still alive: ${pids[*]}"
+}
+
+unmount_ours() {
+  local m
+  # Deepest first; only mount points under our own directory.
+  while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
+  done < <(awk -v root="$NODE/" 'index($2, root) == 1 { print $2 }' /proc/self/mounts | sort -r)
+}
+
+# --- health ------------------------------------------------------------------------------
+
+containerd_ready() { ctr --address "$CTRD_SOCK" version >/dev/null 2>&1; }
+coredns_ready() { curl -sf --max-time 2 "http://127.0.0.1:$COREDNS_READY_PORT/ready" >/dev/null; }
+kubelet_healthy() { curl -sf --max-time 2 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" >/dev/null; }
+proxy_healthy() { curl -sf --max-time 2 "http://127.0.0.1:$PROXY_HEALTHZ_PORT/healthz" >/dev/null; }
+node_ready() {
+  [[ "$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
+}
+
+check_ports_free() {
+  local name="$1" port; shift
+  pid_of "$name" >/dev/null && return 0
+  for port in "$@"; do
+    port_busy "$port" && die "port 127.0.0.1:$port (for $name) is in use by another process: $(port_owner "$port")"
+  done
+  return 0
+}
+
+# --- commands ----------------------------------------------------------------------------
+
+cmd_up() {
+  local start=$SECONDS
+  need_root
+  install_packages
+  # Builds first, at the lowest priority (the machine is shared); then control-plane.sh finds its
+  # tools up to date.
+  nice -n 19 ionice -c3 "$REPO_ROOT/hack/tools.sh"
+  nice -n 19 ionice -c3 "$REPO_ROOT/hack/tools.sh" node
+  "$REPO_ROOT/hack/control-plane.sh" up
+  # Each `up` of a stopped control plane starts from an empty etcd: kube-system's uid tells them apart.
+  CLUSTER_ID="$(kubectl get namespace kube-system -o jsonpath='{.metadata.uid}')" ||
+    die "cannot read the control plane's kube-system namespace"
+  mkdir -p "$RUN" "$LOGS" "$CONF"
+  exec 7>"$NODE/lock"
+  flock -w 600 7 || die "another hack/node.sh holds $NODE/lock"
+
+  build_images
+  setup_network
+  write_containerd_config
+  write_kubelet_config
+  write_proxy_config
+  write_corefile
+
+  ensure_component containerd "$(binary_of containerd)" --config "$CONF/containerd.toml"
+  wait_component containerd 30 "containerd $CTRD_SOCK" containerd_ready
+  import_images
+
+  check_ports_free coredns "$COREDNS_HEALTH_PORT" "$COREDNS_READY_PORT"
+  ensure_component coredns "$FLASHSALE_BIN/coredns" -conf "$CONF/coredns.Corefile"
+  wait_component coredns 30 "coredns $GATEWAY:53" coredns_ready
+
+  check_ports_free kubelet "$KUBELET_HEALTHZ_PORT"
+  ensure_component kubelet "$FLASHSALE_BIN/kubelet" --config="$CONF/kubelet.yaml" \
+    --kubeconfig="$CONF/kubelet.kubeconfig" --root-dir="$KUBELET_DIR" --cert-dir="$KUBELET_DIR/pki" \
+    --node-ip="$NODE_IP" --hostname-override="$NODE_NAME" --node-labels="$TAINT_KEY=true" --v=1
+  wait_component kubelet 60 "kubelet healthz" kubelet_healthy
+
+  wait_component kubelet 90 "node $NODE_NAME Ready" node_ready
+
+  # After the node has its InternalIP: kube-proxy reads it at start and exits when it changes.
+  check_ports_free kube-proxy "$PROXY_METRICS_PORT" "$PROXY_HEALTHZ_PORT"
+  # Masquerade only what kube-proxy must (hairpin traffic, inside the bridge); no conntrack sysctls.
+  ensure_component kube-proxy "$FLASHSALE_BIN/kube-proxy" --kubeconfig="$CONF/kube-proxy.kubeconfig" \
+    --hostname-override="$NODE_NAME" --proxy-mode=iptables --cluster-cidr="$POD_CIDR" \
+    --masquerade-all=false --nodeport-addresses="$GATEWAY/32" \
+    --metrics-bind-address="127.0.0.1:$PROXY_METRICS_PORT" --healthz-bind-address="127.0.0.1:$PROXY_HEALTHZ_PORT" \
+    --conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 --v=1
+  wait_component kube-proxy 60 "kube-proxy healthz" proxy_healthy
+  kubectl uncordon "$NODE_NAME" >/dev/null
+  apply_storage
+  log "node $NODE_NAME up in $((SECONDS - start))s; pods need the toleration $TAINT_KEY=true:NoSchedule"
+  log "  and nodeSelector $TAINT_KEY=true, images imported into containerd (e.g. $BUSYBOX_IMAGE)"
+}
+
+cmd_down() {
+  need_root
+  mkdir -p "$RUN" "$LOGS"
+  exec 7>"$NODE/lock"
+  flock -w 600 7 || die "another hack/node.sh holds $NODE/lock"
+  drain_through_api
+  stop_component kube-proxy
+  stop_component kubelet
+  cleanup_containerd
+  stop_component coredns
+  stop_component containerd
+  kill_leftover_shims
+  unmount_ours
+  teardown_network
+  # Nothing of ours is left: the allocations and CNI's result cache only describe dead pods.
+  rm -rf "$CNI_IPAM_DIR"
+  rm -f /var/lib/cni/results/"$CNI_NAME"-* 2>/dev/null || true
+  rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true
+  # The kubelet's (now empty) pod cgroups: kubepods in each cgroup v1 hierarchy.
+  local cg
+  for cg in /sys/fs/cgroup/*/kubepods; do
+    if [[ -d "$cg" ]]; then find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+  done
+  if [[ -f "$ADMIN_KUBECONFIG" ]] && kubectl get node "$NODE_NAME" >/dev/null 2>&1; then
+    kubectl delete pv -l app.kubernetes.io/managed-by=flashsale-node --wait=false >/dev/null 2>&1 || true
+    kubectl delete node "$NODE_NAME" >/dev/null && log "deleted Node $NODE_NAME"
+  fi
+  log "node $NODE_NAME down"
+}
+
+cmd_status() {
+  local c pid rc=0
+  for c in "${COMPONENTS[@]}"; do
+    if pid="$(pid_of "$c")"; then
+      printf '%-12s running  pid %-8s log %s\n' "$c" "$pid" "$LOGS/$c.log"
+    else
+      printf '%-12s stopped\n' "$c"; rc=1
+    fi
+  done
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then
+    printf '%-12s %s\n' bridge "$(ip -br addr show "$BRIDGE" | awk '{print $1, $2, $3}')"
+  else
+    printf '%-12s absent\n' bridge
+  fi
+  if [[ -f "$ADMIN_KUBECONFIG" ]] && kubectl get node "$NODE_NAME" -o wide 2>/dev/null; then
+    node_ready || rc=1
+  else
+    echo "node $NODE_NAME not registered (or control plane down)"; rc=1
+  fi
+  return "$rc"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  smoke)
+    # shellcheck source=node/smoke.sh
+    . "$REPO_ROOT/hack/node/smoke.sh"
+    cmd_smoke
+    ;;
+  *) echo "usage: $0 up|down|status|smoke" >&2; exit 2 ;;
+esac
