@@ -4,7 +4,7 @@
     oci_image.py build --rootfs DIR [--add SRC:DEST[:MODE[:UID:GID]]]... --tag NAME:TAG
                        [--entrypoint JSON] [--cmd JSON] [--user U[:G]] [--env K=V]...
                        [--expose PORT[/PROTO]]... [--workdir DIR] [--volume DIR]...
-                       [--label K=V]... --output FILE.tar
+                       [--stop-signal SIG] [--label K=V]... --output FILE.tar
     oci_image.py inspect FILE.tar        the tag, config and layer size as JSON
     oci_image.py unpack FILE.tar DIR     the layer extracted (ownership and modes kept)
     oci_image.py runc-config FILE.tar --rootfs DIR [--command JSON] [--args JSON] [--env K=V]...
@@ -147,6 +147,8 @@ def image_config(args, diff_id, mtime):
         config["User"] = args.user
     if args.workdir:
         config["WorkingDir"] = args.workdir
+    if args.stop_signal:
+        config["StopSignal"] = args.stop_signal
     if args.expose:
         config["ExposedPorts"] = {(p if "/" in p else f"{p}/tcp"): {} for p in args.expose}
     if args.volume:
@@ -383,6 +385,7 @@ def parser():
     b.add_argument("--env", action="append", default=[])
     b.add_argument("--expose", action="append", default=[])
     b.add_argument("--workdir")
+    b.add_argument("--stop-signal", help="e.g. SIGINT (what a runtime sends to stop the container)")
     b.add_argument("--volume", action="append", default=[])
     b.add_argument("--label", action="append", default=[])
     b.add_argument("--architecture", default="amd64")

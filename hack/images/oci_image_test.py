@@ -71,6 +71,8 @@ class BuildTest(unittest.TestCase):
             "/data",
             "--volume",
             "/data",
+            "--stop-signal",
+            "SIGINT",
             "--output",
             out,
             *extra,
@@ -103,6 +105,7 @@ class BuildTest(unittest.TestCase):
         self.assertEqual(c["ExposedPorts"], {"8080/tcp": {}, "9093/tcp": {}})
         self.assertEqual(c["WorkingDir"], "/data")
         self.assertEqual(c["Volumes"], {"/data": {}})
+        self.assertEqual(c["StopSignal"], "SIGINT")
         self.assertEqual((config["os"], config["architecture"]), ("linux", "amd64"))
         repos = json.load(outer.extractfile("repositories"))
         self.assertEqual(repos, {"flashsale/test": {"local": diff_id}})
