@@ -4,6 +4,7 @@
 #
 #   hack/images.sh build [NAME...]   build (default: all) into $FLASHSALE_CACHE/images/NAME.tar
 #   hack/images.sh list              the tarballs built, their tags and sizes
+#   hack/images.sh verify [NAME...]  run each with runc as the operator's pods would, and check it
 #
 # NAME: booking-app operator postgres redis kafka, tagged flashsale/NAME:local.
 # Knobs (environment): CONTAINERD_ADDRESS (a containerd socket: each image built is imported
@@ -27,7 +28,7 @@ RECIPE_VERSION=1
 set -E
 trap 'log "ERROR: line $LINENO: \"$BASH_COMMAND\" failed"' ERR
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 niced() { nice -n 19 ionice -c3 "$@"; }
 
@@ -161,6 +162,10 @@ postgres_finish() {
   sed -ri "s!^#?(listen_addresses)\s*=\s*\S+.*!\1 = '*'!" "$d/usr/share/postgresql/$PG_MAJOR/postgresql.conf.sample"
   grep -q "^listen_addresses = '\*'" "$d/usr/share/postgresql/$PG_MAJOR/postgresql.conf.sample" ||
     die "postgres: listen_addresses not found in postgresql.conf.sample"
+  # JIT compilation (llvmjit.so, which alone needs libLLVM and libz3: 130 MB) left out, as
+  # postgres does when its provider cannot be loaded: jit is simply unavailable.
+  rm -rf "$d/usr/lib/postgresql/$PG_MAJOR/lib/llvmjit"* "$d/usr/lib/postgresql/$PG_MAJOR/lib/bitcode" \
+    "$d"/usr/lib/x86_64-linux-gnu/libLLVM-* "$d"/usr/lib/x86_64-linux-gnu/libz3.so*
   install -d -o 999 -g 999 -m 3777 "$d/var/run/postgresql"
   install -d -o 999 -g 999 -m 1777 "$d/var/lib/postgresql/data"
   install -d -m 755 "$d/docker-entrypoint-initdb.d"
@@ -276,7 +281,7 @@ build_image() {
     echo "$tag" "$(<"$ROOTFS_DIR/$base/.flashsale-stamp")" "$(sha256sum "$OCI_IMAGE" | cut -c1-16)"
     printf '%s\n' "${args[@]}"
     for ((i = 0; i < ${#args[@]}; i++)); do
-      [[ ${args[i]} == --add ]] && sha256sum "${args[i + 1]%%:*}"
+      if [[ ${args[i]} == --add ]]; then sha256sum "${args[i + 1]%%:*}"; fi
     done
   } | sha256sum | cut -c1-32)
   if [[ -f $out && -f $out.key && $(<"$out.key") == "$key" ]]; then
@@ -322,12 +327,16 @@ PY
   done
 }
 
+# shellcheck source=images/verify.sh
+. "$FILES/verify.sh"
+
 cmd=${1:-}
 [[ -n $cmd ]] || usage
 shift
 case $cmd in
   build) cmd_build "$@" ;;
   list) export OCI_IMAGE; cmd_list ;;
+  verify) export OCI_IMAGE; cmd_verify "$@" ;;
   base) base_rootfs ;;
   *) usage ;;
 esac

@@ -347,7 +347,6 @@ def runc_config(args):
             "env": merged_env(image, args.env),
             "cwd": image.get("WorkingDir") or "/",
             "capabilities": {k: [] for k in ("bounding", "effective", "inheritable", "permitted", "ambient")},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 65536, "soft": 65536}],
             "noNewPrivileges": True,
         },
         "root": {"path": os.path.abspath(args.rootfs), "readonly": args.readonly},
