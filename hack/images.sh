@@ -166,8 +166,10 @@ postgres_finish() {
   # postgres does when its provider cannot be loaded: jit is simply unavailable.
   rm -rf "$d/usr/lib/postgresql/$PG_MAJOR/lib/llvmjit"* "$d/usr/lib/postgresql/$PG_MAJOR/lib/bitcode" \
     "$d"/usr/lib/x86_64-linux-gnu/libLLVM-* "$d"/usr/lib/x86_64-linux-gnu/libz3.so*
-  install -d -o 999 -g 999 -m 3777 "$d/var/run/postgresql"
-  install -d -o 999 -g 999 -m 1777 "$d/var/lib/postgresql/data"
+  # Modes as the official image sets them (postgresql-common made the first one 2775).
+  install -d -o 999 -g 999 "$d/run/postgresql" "$d/var/lib/postgresql/data"
+  chmod 3777 "$d/run/postgresql"
+  chmod 1777 "$d/var/lib/postgresql/data"
   install -d -m 755 "$d/docker-entrypoint-initdb.d"
 }
 
