@@ -139,8 +139,10 @@ rootfs() {
 # add_user ROOT NAME UID HOME: a system user and group NAME with fixed ids, as the official images
 # make them before their packages do (which would otherwise pick the next free id).
 add_user() {
-  in_root "$1" groupadd --system --gid "$3" "$2"
-  in_root "$1" useradd --system --uid "$3" --gid "$3" --home-dir "$4" --no-create-home --shell /bin/bash "$2"
+  local system=()
+  (( $3 < 1000 )) && system=(--system)
+  in_root "$1" groupadd "${system[@]}" --gid "$3" "$2"
+  in_root "$1" useradd "${system[@]}" --uid "$3" --gid "$3" --home-dir "$4" --no-create-home --shell /bin/bash "$2"
 }
 
 # --- booking-app and operator: hack/Dockerfile's runtime stage (the base already holds

@@ -184,11 +184,12 @@ verify_kafka() {
   id=$RANDOM
   printf 'one-%s\ntwo-%s\nthree-%s\n' "$id" "$id" "$id" |
     runc_ exec fs-kafka kafka-console-producer.sh --bootstrap-server "127.0.0.1:$KAFKA_PORT" --topic verify \
-      --producer-property acks=all
+      --command-property acks=all
   out=$(container_exec kafka kafka-console-consumer.sh --bootstrap-server "127.0.0.1:$KAFKA_PORT" --topic verify \
     --from-beginning --max-messages 3 --timeout-ms 60000 --group verify | sort | tr '\n' ' ')
   [[ $out == "one-$id three-$id two-$id " ]] || die "kafka: consumed '$out'"
   log "kafka: topic created, 3 records produced and consumed back: $out"
+  log "kafka: runs as $(container_exec kafka id -u):$(container_exec kafka id -g), $(container_exec kafka java -version 2>&1 | head -n 1)"
   container_stop kafka
 }
 
