@@ -43,6 +43,17 @@ debian_mirror() {
   echo "${url:-http://deb.debian.org/debian}"
 }
 
+# The security archive apt uses (the suite SUITE-security), else security.debian.org's default.
+security_mirror() {
+  local url
+  if [[ -n ${IMAGES_SECURITY_MIRROR:-} ]]; then echo "$IMAGES_SECURITY_MIRROR"; return; fi
+  url=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
+    awk '/^URIs:/{u=$2} /^Suites:/ && $0 ~ /(^| )'"$SUITE"'-security( |$)/ {print u; exit}')
+  [[ -n $url ]] || url=$(grep -hsE "^deb +[^ ]+ +$SUITE-security +" /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+    awk '{print $2; exit}')
+  echo "${url:-http://deb.debian.org/debian-security}"
+}
+
 # stamp_ok DIR KEY: DIR was completed from the recipe KEY names.
 stamp_ok() { [[ -f $1/.flashsale-stamp && $(<"$1/.flashsale-stamp") == "$2" ]]; }
 
@@ -64,9 +75,10 @@ in_root() {
 # and zlib1g (what hack/Dockerfile's runtime stage installs into debian:bookworm-slim), apt's
 # lists kept so images can add packages. Made once.
 base_rootfs() {
-  local dir="$ROOTFS_DIR/base" key mirror start=$SECONDS
+  local dir="$ROOTFS_DIR/base" key mirror security start=$SECONDS
   mirror=$(debian_mirror)
-  key="base v$RECIPE_VERSION $SUITE $mirror"
+  security=$(security_mirror)
+  key="base v$RECIPE_VERSION $SUITE $mirror $security"
   if stamp_ok "$dir" "$key"; then return 0; fi
   command -v debootstrap >/dev/null || apt_install debootstrap
   log "base: debootstrap --variant=minbase $SUITE from $mirror"
@@ -88,8 +100,24 @@ CFG
   printf '#!/bin/sh\nexit 101\n' >"$dir.tmp/usr/sbin/policy-rc.d"
   chmod 755 "$dir.tmp/usr/sbin/policy-rc.d"
   cp /dev/null "$dir.tmp/etc/resolv.conf"
-  in_root "$dir.tmp" apt-get update -qq >>"$ROOTFS_DIR/debootstrap.log" 2>&1 ||
-    { tail -n 30 "$ROOTFS_DIR/debootstrap.log" >&2; die "apt-get update in the base failed"; }
+  # Like debian:bookworm-slim: the point releases and security updates too, applied.
+  rm -f "$dir.tmp/etc/apt/sources.list"
+  cat >"$dir.tmp/etc/apt/sources.list.d/debian.sources" <<SOURCES
+Types: deb
+URIs: $mirror
+Suites: $SUITE $SUITE-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: $security
+Suites: $SUITE-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SOURCES
+  { in_root "$dir.tmp" apt-get update -qq && in_root "$dir.tmp" apt-get upgrade -y -qq; } \
+    >>"$ROOTFS_DIR/debootstrap.log" 2>&1 ||
+    { tail -n 30 "$ROOTFS_DIR/debootstrap.log" >&2; die "apt-get update/upgrade in the base failed"; }
   echo "$key" >"$dir.tmp/.flashsale-stamp"
   mv "$dir.tmp" "$dir"
   log "base: ready in $((SECONDS - start))s ($(du -sh "$dir" | cut -f1))"
@@ -125,8 +153,12 @@ rootfs() {
   niced cp -a "$ROOTFS_DIR/base" "$dir.tmp"
   if declare -F "${name}_setup" >/dev/null; then "${name}_setup" "$dir.tmp"; fi
   if ((${#pkgs[@]})); then
+    # The base's package lists may have aged (a mirror drops superseded versions): on failure,
+    # once more after apt-get update.
     heartbeat 20 "apt-get install ${pkgs[*]}" in_root "$dir.tmp" \
       apt-get install -y -q --no-install-recommends "${pkgs[@]}" >"$ROOTFS_DIR/$name.log" 2>&1 ||
+      { in_root "$dir.tmp" apt-get update -qq && in_root "$dir.tmp" \
+        apt-get install -y -q --no-install-recommends "${pkgs[@]}"; } >>"$ROOTFS_DIR/$name.log" 2>&1 ||
       { tail -n 30 "$ROOTFS_DIR/$name.log" >&2; die "$name: apt-get install failed (log: $ROOTFS_DIR/$name.log)"; }
   fi
   if declare -F "${name}_finish" >/dev/null; then "${name}_finish" "$dir.tmp"; fi
