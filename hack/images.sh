@@ -140,8 +140,9 @@ strip_rootfs() {
 # before `apt-get install` of NAME_packages (none: the base as it is), NAME_finish DIR after.
 # The stamp covers the base, the packages and the hooks' code: changing one remakes it.
 rootfs() {
-  local name="$1" dir="$ROOTFS_DIR/$1" key hooks="" pkgs=() start=$SECONDS
+  local name="$1" dir="$ROOTFS_DIR/$1" key hooks="" pkgs=() start
   base_rootfs
+  start=$SECONDS
   if declare -F "${name}_packages" >/dev/null; then read -ra pkgs <<<"$("${name}_packages")"; fi
   for h in "${name}_setup" "${name}_finish"; do
     if declare -F "$h" >/dev/null; then hooks+=$(declare -f "$h"); fi
