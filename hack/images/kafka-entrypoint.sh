@@ -33,6 +33,7 @@ if [[ -z ${CLUSTER_ID:-} ]]; then say "CLUSTER_ID is not set (22 characters, URL
 
 config_dir="${KAFKA_CONFIG_DIR:-/opt/kafka/config}"
 props="$config_dir/server.properties"
+mkdir -p "$config_dir"
 not_properties=" KAFKA_VERSION KAFKA_HEAP_OPTS KAFKA_LOG4J_OPTS KAFKA_OPTS KAFKA_JMX_OPTS \
 KAFKA_JVM_PERFORMANCE_OPTS KAFKA_GC_LOG_OPTS KAFKA_LOG4J_ROOT_LOGLEVEL KAFKA_LOG4J_LOGGERS \
 KAFKA_TOOLS_LOG4J_LOGLEVEL KAFKA_CONFIG_DIR "

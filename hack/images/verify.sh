@@ -154,15 +154,14 @@ verify_redis() {
   container_stop redis
 }
 
-verify_kafka() {
-  local id cluster_id out
+KAFKA_CLUSTER_ID=""
+# start_kafka [FLAGS...]: the broker on its volume, as the operator runs it, plus FLAGS.
+start_kafka() {
   check_ports "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
-  fresh_volume "$VERIFY_DIR/kafka-data" 1000
-  cluster_id=$(kafka_cluster_id)
   # As operator/src/reconcile/desired/kafka.rs (its KAFKA_* env, CLUSTER_ID, uid 1000, the root
   # filesystem writable: the start script writes server.properties), on 127.0.0.1 and our ports.
-  container_start kafka kafka \
-    --env "CLUSTER_ID=$cluster_id" --env KAFKA_NODE_ID=1 --env KAFKA_PROCESS_ROLES=broker,controller \
+  container_start kafka kafka "$@" \
+    --env "CLUSTER_ID=$KAFKA_CLUSTER_ID" --env KAFKA_NODE_ID=1 --env KAFKA_PROCESS_ROLES=broker,controller \
     --env "KAFKA_LISTENERS=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT" \
     --env "KAFKA_ADVERTISED_LISTENERS=PLAINTEXT://127.0.0.1:$KAFKA_PORT" \
     --env KAFKA_CONTROLLER_LISTENER_NAMES=CONTROLLER --env KAFKA_INTER_BROKER_LISTENER_NAME=PLAINTEXT \
@@ -178,6 +177,13 @@ verify_kafka() {
   # kafka_answers (hack/services/kafka.sh) asks for Metadata on KAFKA_PORT.
   wait_until 180 "kafka: Metadata answered" "$(container_pid kafka)" env KAFKA_PORT="$KAFKA_PORT" bash -c \
     ". '$REPO_ROOT/hack/services/kafka.sh'; kafka_answers"
+}
+
+verify_kafka() {
+  local id out
+  fresh_volume "$VERIFY_DIR/kafka-data" 1000
+  KAFKA_CLUSTER_ID=$(kafka_cluster_id)
+  start_kafka
   log "kafka: server.properties as written: $(container_exec kafka grep -c . /opt/kafka/config/server.properties) lines, e.g. $(container_exec kafka grep '^controller.quorum.voters' /opt/kafka/config/server.properties)"
   container_exec kafka kafka-topics.sh --bootstrap-server "127.0.0.1:$KAFKA_PORT" --create --topic verify \
     --partitions 3 --replication-factor 1 >&2
@@ -190,6 +196,15 @@ verify_kafka() {
   [[ $out == "one-$id three-$id two-$id " ]] || die "kafka: consumed '$out'"
   log "kafka: topic created, 3 records produced and consumed back: $out"
   log "kafka: runs as $(container_exec kafka id -u):$(container_exec kafka id -g), $(container_exec kafka java -version 2>&1 | head -n 1)"
+  container_stop kafka
+  # Again on the same volume, the root filesystem read-only and server.properties on the volume:
+  # the second format is a no-op, and the records are still there.
+  start_kafka --readonly --env KAFKA_CONFIG_DIR=/var/lib/kafka/data/config \
+    --bind "$(empty_dir kafka tmp):/tmp"
+  out=$(container_exec kafka kafka-console-consumer.sh --bootstrap-server "127.0.0.1:$KAFKA_PORT" --topic verify \
+    --from-beginning --max-messages 3 --timeout-ms 60000 --group verify-again | sort | tr '\n' ' ')
+  [[ $out == "one-$id three-$id two-$id " ]] || die "kafka: after the restart, consumed '$out'"
+  log "kafka: restarted read-only (KAFKA_CONFIG_DIR on the volume), the records still there: $out"
   container_stop kafka
 }
 
