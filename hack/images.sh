@@ -10,7 +10,9 @@
 # Knobs (environment): CONTAINERD_ADDRESS (a containerd socket: each image built is imported
 # with `ctr -a $CONTAINERD_ADDRESS -n k8s.io images import`), FLASHSALE_BIN_DIR (where the
 # booking-app and flashsale-operator binaries are; default ${CARGO_TARGET_DIR:-target}/debug),
-# IMAGES_MIRROR (the Debian mirror; default: the one apt uses), IMAGES_TAG (local).
+# IMAGES_MIRROR and IMAGES_SECURITY_MIRROR (default: the ones apt uses), IMAGES_TAG (local);
+# verify: VERIFY_PG_PORT (25432), VERIFY_REDIS_PORT (26379), VERIFY_KAFKA_PORT (29092),
+# VERIFY_KAFKA_CONTROLLER_PORT (29093), VERIFY_APP_PORT (28080).
 # Needs root (debootstrap, chroot, file ownership) and debootstrap (installed when missing).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -28,7 +30,7 @@ RECIPE_VERSION=1
 set -E
 trap 'log "ERROR: line $LINENO: \"$BASH_COMMAND\" failed"' ERR
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 niced() { nice -n 19 ionice -c3 "$@"; }
 
