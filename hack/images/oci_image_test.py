@@ -1,6 +1,8 @@
 """Tests of oci_image.py: `python3 -m unittest discover --start-directory hack --pattern '*_test.py'`."""
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import sys
@@ -10,6 +12,12 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import oci_image  # noqa: E402
+
+
+def run(argv):
+    """oci_image.main, its messages kept out of the test output."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return oci_image.main(argv)
 
 
 def make_tree(root):
@@ -77,7 +85,7 @@ class BuildTest(unittest.TestCase):
             out,
             *extra,
         ]
-        self.assertEqual(oci_image.main(argv), 0)
+        self.assertEqual(run(argv), 0)
 
     def archive(self, path):
         outer = tarfile.open(path)
@@ -114,8 +122,6 @@ class BuildTest(unittest.TestCase):
         out = os.path.join(self.tmp.name, "img.tar")
         self.build(out)
         _, _, _, layer_bytes = self.archive(out)
-        import io
-
         with tarfile.open(fileobj=io.BytesIO(layer_bytes)) as layer:
             members = {m.name: m for m in layer.getmembers()}
         names = list(members)
@@ -164,7 +170,7 @@ class BuildTest(unittest.TestCase):
         self.assertEqual(len(layers), 1)
         self.assertGreater(size, 0)
         dest = os.path.join(self.tmp.name, "unpacked")
-        self.assertEqual(oci_image.main(["unpack", out, dest]), 0)
+        self.assertEqual(run(["unpack", out, dest]), 0)
         self.assertTrue(os.path.islink(os.path.join(dest, "usr/bin/alias")))
         self.assertEqual(os.stat(os.path.join(dest, "usr/local/bin/app")).st_mode & 0o7777, 0o755)
         self.assertEqual(os.stat(os.path.join(dest, "var/secret")).st_mode & 0o7777, 0o700)
@@ -176,8 +182,8 @@ class BuildTest(unittest.TestCase):
         for extra in (["--entrypoint", '"/bin/sh"'], ["--env", "NOEQUALS"], ["--add", "a:relative"]):
             with self.subTest(extra=extra):
                 argv = ["build", "--rootfs", self.root, "--tag", "x:1", "--output", out, *extra]
-                self.assertEqual(oci_image.main(argv), 1)
-        self.assertEqual(oci_image.main(["build", "--rootfs", self.root, "--tag", "x", "--output", out]), 1)
+                self.assertEqual(run(argv), 1)
+        self.assertEqual(run(["build", "--rootfs", self.root, "--tag", "x", "--output", out]), 1)
         self.assertFalse(os.path.exists(out))
 
 
@@ -206,12 +212,12 @@ class RuncConfigTest(unittest.TestCase):
             make_tree(root)
             img = os.path.join(tmp, "img.tar")
             argv = ["build", "--rootfs", root, "--tag", "t/x:1", "--entrypoint", '["/e"]', "--cmd", '["c"]']
-            self.assertEqual(oci_image.main(argv + ["--user", "999:999", "--env", "K=v", "--output", img]), 0)
+            self.assertEqual(run(argv + ["--user", "999:999", "--env", "K=v", "--output", img]), 0)
             out = os.path.join(tmp, "config.json")
             argv = ["runc-config", img, "--rootfs", root, "--args", '["-c","a=b"]', "--env", "P=q",
                     "--bind", f"{tmp}:/data", "--bind", f"{tmp}:/etc/ro:ro", "--tmpfs", "/tmp",
                     "--readonly", "--host-network", "--output", out]
-            self.assertEqual(oci_image.main(argv), 0)
+            self.assertEqual(run(argv), 0)
             with open(out) as f:
                 spec = json.load(f)
         p = spec["process"]
