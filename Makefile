@@ -111,6 +111,14 @@ down: ## delete the kind cluster
 images: ## build the booking-app and operator images (docker or podman)
 	hack/cluster.sh images
 
+.PHONY: images-local
+images-local: ## the images without Docker: booking-app, operator and stand-ins for Postgres, Redis, Kafka as ~/.cache/flashsale/images/*.tar (hack/images.sh; root; CONTAINERD_ADDRESS imports them)
+	hack/images.sh build
+
+.PHONY: images-verify
+images-verify: ## run each local image with runc as the operator's pods would, and check it answers (hack/images.sh verify)
+	hack/images.sh verify
+
 .PHONY: deploy
 deploy: ## load the images built last into the kind cluster and helm upgrade the operator
 	hack/cluster.sh deploy
