@@ -6,7 +6,7 @@
 # What runs, all on this machine, each started detached with a pid file under $NODE/run:
 # - containerd (Debian's), with its own config, root, state and socket under
 #   $FLASHSALE_CACHE/node; its CRI sandbox image is our own static pause (hack/node/pause.c),
-#   imported from a docker-archive tarball (hack/node/oci_image.py); no registry is reachable, so
+#   imported from a docker-archive tarball (hack/images/oci_image.py, shared with hack/images.sh); no registry is reachable, so
 #   pods use images imported the same way (a busybox one is provided: flashsale.local/busybox:1).
 # - kubelet and kube-proxy, built from hack/control-plane/go.mod (the apiserver's version) by
 #   `hack/tools.sh node`. The node is labelled node.flashsale.dev/real=true and tainted
@@ -43,6 +43,7 @@ CNI_NAME=flashsale-node
 KUBELET_DIR="$NODE/kubelet"
 PV_DIR="$NODE/pv"
 IMAGES="$NODE/images"
+OCI_IMAGE="$REPO_ROOT/hack/images/oci_image.py"
 
 BRIDGE=flashsale0
 POD_CIDR=198.18.0.0/24
@@ -58,7 +59,7 @@ KUBELET_HEALTHZ_PORT=10248
 PROXY_METRICS_PORT=10249
 PROXY_HEALTHZ_PORT=10256
 COREDNS_HEALTH_PORT=18054
-COREDNS_READY_PORT=18181
+COREDNS_READY_PORT=18055
 PAUSE_IMAGE=flashsale.local/pause:1
 BUSYBOX_IMAGE=flashsale.local/busybox:1
 PV_COUNT=6
@@ -162,23 +163,26 @@ install_packages() {
 build_images() {
   mkdir -p "$IMAGES"
   local stamp
-  stamp="$({ sha256sum "$REPO_ROOT/hack/node/pause.c" "$REPO_ROOT/hack/node/oci_image.py" /bin/busybox; cc --version | head -1; } | sha256sum | awk '{print $1}')"
+  stamp="$({ sha256sum "$REPO_ROOT/hack/node/pause.c" "$OCI_IMAGE" /bin/busybox; cc --version | head -1; } | sha256sum | awk '{print $1}')"
   if [[ -f "$IMAGES/pause.tar" && -f "$IMAGES/busybox.tar" && "$(cat "$IMAGES/stamp" 2>/dev/null)" == "$stamp" ]]; then
     return 0
   fi
   log "building images $PAUSE_IMAGE and $BUSYBOX_IMAGE"
-  cc -static -O2 -s -o "$IMAGES/pause" "$REPO_ROOT/hack/node/pause.c" || die "cc -static of pause.c failed (libc6-dev?)"
-  python3 "$REPO_ROOT/hack/node/oci_image.py" --tag "$PAUSE_IMAGE" --out "$IMAGES/pause.tar" \
-    --entrypoint /pause --user 65535:65535 --file "$IMAGES/pause:/pause" >/dev/null
-  local args=() applet
+  local root="$IMAGES/roots" applet
+  rm -rf "$root"; mkdir -p "$root/pause" "$root/busybox/bin" "$root/busybox/www" "$root/busybox/tmp"
+  cc -static -O2 -s -o "$root/pause/pause" "$REPO_ROOT/hack/node/pause.c" || die "cc -static of pause.c failed (libc6-dev?)"
+  python3 "$OCI_IMAGE" build --rootfs "$root/pause" --tag "$PAUSE_IMAGE" --output "$IMAGES/pause.tar" \
+    --entrypoint '["/pause"]' --user 65535:65535 >/dev/null
   # The applets the smoke test and simple test pods use; every one is /bin/busybox.
+  cp /bin/busybox "$root/busybox/bin/busybox"
   for applet in sh cat echo env hostname httpd id ls mkdir nc nslookup ps rm sleep test touch wget; do
-    args+=(--symlink "/bin/$applet:busybox")
+    ln -s busybox "$root/busybox/bin/$applet"
   done
-  printf 'flashsale-node ok\n' >"$IMAGES/index.html"
-  python3 "$REPO_ROOT/hack/node/oci_image.py" --tag "$BUSYBOX_IMAGE" --out "$IMAGES/busybox.tar" \
-    --cmd sh --user 65532:65532 --file /bin/busybox:/bin/busybox --file "$IMAGES/index.html:/www/index.html:644" \
-    --dir /tmp:1777 "${args[@]}" >/dev/null
+  printf 'flashsale-node ok\n' >"$root/busybox/www/index.html"
+  chmod 644 "$root/busybox/www/index.html"; chmod 1777 "$root/busybox/tmp"
+  python3 "$OCI_IMAGE" build --rootfs "$root/busybox" --tag "$BUSYBOX_IMAGE" --output "$IMAGES/busybox.tar" \
+    --cmd '["sh"]' --user 65532:65532 >/dev/null
+  rm -rf "$root"
   echo "$stamp" >"$IMAGES/stamp"
 }
 
