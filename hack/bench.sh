@@ -22,6 +22,8 @@
 #     the ratios' (16 keeps the history of the earlier runs)
 #   BENCH_STAGES ["postgres redis kafka"]   BENCH_POSTGRES_DECIDE ["batch per-booking"] the
 #     POSTGRES_DECIDE values stage postgres runs with (the first is the default form)
+#   BENCH_KAFKA_WORKER ["api-alone worker-alongside"] stage kafka's closed loops: its worker frozen
+#     until the load is over (the acceptance targets' row), and deciding while it runs
 #   BENCH_SPIKE [1] spikes on/off; BENCH_SPIKE_FACTOR [2]; BENCH_SPIKE_SECONDS [5];
 #     BENCH_SPIKE_IN_FLIGHT [1024] requests in flight (and connections) during a spike, raised to
 #     4 x the admission limit the API runs with there (so the server sheds, not the client)
@@ -45,6 +47,7 @@ BENCH_WARMUP="${BENCH_WARMUP:-2}"
 BENCH_CONCURRENCIES="${BENCH_CONCURRENCIES:-256 16}"
 BENCH_STAGES="${BENCH_STAGES:-postgres redis kafka}"
 BENCH_POSTGRES_DECIDE="${BENCH_POSTGRES_DECIDE:-batch per-booking}"
+BENCH_KAFKA_WORKER="${BENCH_KAFKA_WORKER:-api-alone worker-alongside}"
 BENCH_SPIKE="${BENCH_SPIKE:-1}"
 BENCH_SPIKE_FACTOR="${BENCH_SPIKE_FACTOR:-2}"
 BENCH_SPIKE_SECONDS="${BENCH_SPIKE_SECONDS:-5}"
@@ -96,7 +99,13 @@ for stage in $BENCH_STAGES; do
   case "$stage" in postgres | redis | kafka) ;; *) die "unknown stage $stage in BENCH_STAGES" ;; esac
 done
 in_stages() { [[ " $BENCH_STAGES " == *" $1 "* ]]; }
-variants_of() { if [[ $1 == postgres ]]; then echo "$BENCH_POSTGRES_DECIDE"; else echo ""; fi; }
+variants_of() {
+  case $1 in
+    postgres) echo "$BENCH_POSTGRES_DECIDE" ;;
+    kafka) echo "$BENCH_KAFKA_WORKER" ;;
+    *) echo "" ;;
+  esac
+}
 
 # A pool of BENCH_C_HIGH connections for the app, or as many pgbench clients, must fit.
 free=$(pg_headroom)
@@ -117,7 +126,8 @@ for stage in $BENCH_STAGES; do
   for variant in "${variants[@]}"; do
     log "-- stage $stage${variant:+ (POSTGRES_DECIDE=$variant)}"
     bench_stage "$stage" "$variant"
-    [[ $BENCH_WRK_STAGES == 1 ]] && bench_wrk_stage "$stage" "$variant"
+    # wrk runs stage kafka without a worker: once, next to its api-alone loop.
+    [[ $BENCH_WRK_STAGES == 1 && $variant != worker-alongside ]] && bench_wrk_stage "$stage" "$variant"
   done
   if [[ $BENCH_REFERENCES == 1 ]]; then
     case $stage in
@@ -133,7 +143,10 @@ if [[ $BENCH_CALIBRATE == 1 ]]; then
   log "== 4. calibration agreement"
   for stage in $BENCH_STAGES; do
     read -ra variants <<<"$(variants_of "$stage")"
-    bench_calibration "$stage" "${variants[0]:-}"
+    # The calibration Job measures a sale whose worker decides as it goes: compare like with like.
+    calibrated="${variants[0]:-}"
+    [[ $stage == kafka && " ${variants[*]} " == *" worker-alongside "* ]] && calibrated=worker-alongside
+    bench_calibration "$stage" "$calibrated"
   done
 fi
 

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -142,14 +140,14 @@ impl IntoResponse for Shed {
     }
 }
 
-/// The middleware: every request but the probes and scrapes holds a place while its handler runs.
-pub async fn admit(
-    State(admission): State<Arc<Admission>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if NEVER_SHED.contains(&request.uri().path()) {
-        return next.run(request).await;
+/// Runs `inner` (the handler) holding a place, unless `path` is a probe or a scrape; shed at once
+/// or after the bounded wait when there is none. Called by the route gate (`super::gate`).
+pub async fn admit<F>(admission: &Admission, path: &str, inner: F) -> Response
+where
+    F: Future<Output = Response>,
+{
+    if NEVER_SHED.contains(&path) {
+        return inner.await;
     }
     let place = match admission.enter().await {
         Ok(place) => place,
@@ -158,7 +156,7 @@ pub async fn admit(
     // A guard, not inc/dec around the await: a client that hangs up drops this future mid-way,
     // and the gauge must come down with it (as the place does).
     let _inside = InFlight::enter(&admission.in_flight);
-    let response = next.run(request).await;
+    let response = inner.await;
     drop(place);
     response
 }

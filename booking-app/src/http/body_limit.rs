@@ -8,9 +8,8 @@
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
@@ -27,8 +26,9 @@ pub struct BodyLimit {
 }
 
 /// Reads the body (at most `max_bytes`) before the handler runs, so every handler sees a body
-/// that fits and an oversized one is answered 413 after it has been drained.
-pub async fn limit(State(limit): State<BodyLimit>, request: Request, next: Next) -> Response {
+/// that fits, or the refusal to send instead: an oversized one is answered 413 after it has been
+/// drained (called by the API's edge, `super::edge`).
+pub async fn read(limit: BodyLimit, request: Request) -> Result<Request, Response> {
     let (parts, body) = request.into_parts();
     let declared = parts
         .headers
@@ -42,11 +42,8 @@ pub async fn limit(State(limit): State<BodyLimit>, request: Request, next: Next)
         }
         read_bounded(body, limit.max_bytes).await
     };
-    match tokio::time::timeout(limit.timeout, read).await {
-        Ok(Ok(bytes)) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
-        }
+    Err(match tokio::time::timeout(limit.timeout, read).await {
+        Ok(Ok(bytes)) => return Ok(Request::from_parts(parts, Body::from(bytes))),
         Ok(Err(Drained::Whole)) => too_large(limit.max_bytes, false),
         Ok(Err(Drained::Partly)) => too_large(limit.max_bytes, true),
         Ok(Err(Drained::Broken)) => ApiError::new(
@@ -65,7 +62,7 @@ pub async fn limit(State(limit): State<BodyLimit>, request: Request, next: Next)
             close(&mut answer);
             answer
         }
-    }
+    })
 }
 
 /// How an oversized body ended.
@@ -79,18 +76,30 @@ enum Drained {
 }
 
 async fn read_bounded(mut body: Body, max: usize) -> Result<Bytes, Drained> {
+    // The usual body is one frame: kept as it came, copied only once a second one arrives.
+    let mut single: Option<Bytes> = None;
     let mut buffer = Vec::new();
+    let mut len = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Drained::Broken)?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if buffer.len() + data.len() > max {
-            return Err(drain(body, (buffer.len() + data.len()) as u64).await);
+        len += data.len();
+        if len > max {
+            return Err(drain(body, len as u64).await);
         }
-        buffer.extend_from_slice(&data);
+        match single.take() {
+            None if buffer.is_empty() => single = Some(data),
+            previous => {
+                if let Some(previous) = previous {
+                    buffer.extend_from_slice(&previous);
+                }
+                buffer.extend_from_slice(&data);
+            }
+        }
     }
-    Ok(Bytes::from(buffer))
+    Ok(single.unwrap_or_else(|| Bytes::from(buffer)))
 }
 
 async fn drain(mut body: Body, mut seen: u64) -> Drained {

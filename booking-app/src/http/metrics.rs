@@ -1,12 +1,10 @@
 //! The HTTP side of the metrics (`crate::metrics`): the middleware that counts and times every
 //! routed request, and `GET /metrics`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -14,16 +12,13 @@ use super::error::ApiError;
 pub use crate::metrics::Metrics;
 use crate::metrics::{HttpLabels, RouteLabels};
 
-/// Middleware (route layer): counts and times every routed request.
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let labels = RouteLabels { method, route };
+/// Counts and times one routed request (called by the route gate, `super::gate`, once its
+/// answer is ready).
+pub fn observe(metrics: &Metrics, method: &str, route: &str, started: Instant, status: u16) {
+    let labels = RouteLabels {
+        method: method.to_owned(),
+        route: route.to_owned(),
+    };
     metrics
         .http_duration
         .get_or_create(&labels)
@@ -33,10 +28,9 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         .get_or_create(&HttpLabels {
             method: labels.method,
             route: labels.route,
-            status: response.status().as_u16(),
+            status,
         })
         .inc();
-    response
 }
 
 /// `GET /metrics`

@@ -5,9 +5,11 @@ pub mod admission;
 pub mod auth;
 pub mod body_limit;
 pub mod bookings;
+pub mod edge;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod gate;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
@@ -17,9 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use tower_http::timeout::TimeoutLayer;
+use axum::middleware;
 
 use crate::auth::Authenticator;
 use crate::config::HttpConfig;
@@ -50,68 +50,35 @@ impl axum::extract::FromRef<AppState> for Arc<Metrics> {
     }
 }
 
-/// The whole API as one router, ready to serve.
+/// The whole API as one router, ready to serve: the routes, one route layer (`gate`: timing,
+/// admission, timeout, metrics) and one layer around everything (`edge`: the body limit, the
+/// metrics port, JSON errors).
 pub fn app(state: AppState) -> Router {
     let admission = Arc::new(admission::Admission::new(
         &state.limits,
         state.inventory.stage(),
         &state.metrics,
     ));
+    let gate = Arc::new(gate::Gate {
+        admission,
+        metrics: state.metrics.clone(),
+        timeout: state.limits.request_timeout(),
+    });
+    let edge = edge::Edge {
+        metrics_elsewhere: state.limits.metrics_listen_addr,
+        body: body_limit::BodyLimit {
+            max_bytes: state.limits.max_body_bytes,
+            timeout: state.limits.request_timeout(),
+        },
+    };
     let (router, _doc) = openapi::routes().split_for_parts();
-    let metrics_elsewhere = state.limits.metrics_listen_addr;
     router
-        // Route layers see the matched route: the timeout sits inside the metrics so a timed-out
-        // request is still counted (as 503).
-        .route_layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            state.limits.request_timeout(),
-        ))
-        // Outside the timeout, inside the metrics: a shed request is counted (as 503) and never
-        // waits for the stage.
-        .route_layer(middleware::from_fn_with_state(
-            admission.clone(),
-            admission::admit,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
-            metrics::track,
-        ))
-        .layer(axum::Extension(admission))
+        .route_layer(middleware::from_fn_with_state(gate, gate::gate))
         .fallback(no_route)
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
-            metrics_only_elsewhere(metrics_elsewhere, request, next)
-        }))
+        // The extractors' own bound (axum's Bytes/Json), the same as the edge's.
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            body_limit::BodyLimit {
-                max_bytes: state.limits.max_body_bytes,
-                timeout: state.limits.request_timeout(),
-            },
-            body_limit::limit,
-        ))
-        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(edge, edge::edge))
         .with_state(state)
-}
-
-/// With METRICS_LISTEN_ADDR set, `/metrics` answers there only: the API port (open to every
-/// client) must not expose it.
-async fn metrics_only_elsewhere(
-    elsewhere: Option<std::net::SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match elsewhere {
-        Some(addr) if request.uri().path() == "/metrics" => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_route",
-            format!(
-                "/metrics is served on port {} (METRICS_LISTEN_ADDR)",
-                addr.port()
-            ),
-        )
-        .into_response(),
-        _ => next.run(request).await,
-    }
 }
 
 async fn no_route(request: Request) -> ApiError {
@@ -120,25 +87,4 @@ async fn no_route(request: Request) -> ApiError {
         "no_route",
         format!("no route for {}", request.uri().path()),
     )
-}
-
-/// Safety net for answers produced outside our handlers (405 from the router, 503 from the
-/// timeout): every error leaves this service as `{"error":{...}}`.
-async fn json_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
-        return response;
-    }
-    let (mut parts, _) = response.into_parts();
-    let mut replaced = ApiError::from_status(status).into_response();
-    parts.headers.remove(header::CONTENT_TYPE);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    replaced.headers_mut().extend(parts.headers);
-    replaced
 }
