@@ -42,7 +42,10 @@ ETCD_ARGS=(--name=flashsale --data-dir="$ETCD_DATA"
 # --endpoint-reconciler-type=none: the default reconciler refuses a loopback advertise address.
 # The kubelet flags serve the real node (hack/node.sh): the apiserver dials it at its InternalIP
 # (127.0.0.1, not the VM's hostname), with a client cert the kubelet's webhook authorizes, and
-# checks the kubelet's serving cert against our CA.
+# checks the kubelet's serving cert against our CA. PodNodeSelector and PodTolerationRestriction
+# let a namespace send all its pods to the real node (the scheduler.alpha.kubernetes.io/
+# node-selector and defaultTolerations annotations, hack/test-node.sh): the operator's pods need
+# no scheduling fields of their own, and namespaces without the annotations are untouched.
 # shellcheck disable=SC2054 # the comma in Node,RBAC is part of one flag
 APISERVER_ARGS=(--etcd-servers="$ETCD_URL"
   --bind-address=127.0.0.1 --secure-port="$APISERVER_PORT" --advertise-address=127.0.0.1
@@ -55,7 +58,8 @@ APISERVER_ARGS=(--etcd-servers="$ETCD_URL"
   --kubelet-preferred-address-types=InternalIP
   --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
   --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
-  --kubelet-certificate-authority="$PKI/ca.crt")
+  --kubelet-certificate-authority="$PKI/ca.crt"
+  --enable-admission-plugins=PodNodeSelector,PodTolerationRestriction)
 # Without --authentication/authorization-kubeconfig: they only add recurring errors here.
 CONTROLLER_MANAGER_ARGS=(--kubeconfig="$KUBECONFIG_FILE" --leader-elect=false
   --bind-address=127.0.0.1 --secure-port="$CONTROLLER_MANAGER_PORT"
