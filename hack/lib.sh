@@ -124,6 +124,13 @@ apt_install() {
   ((${#missing[@]})) || return 0
   log "installing Debian packages: ${missing[*]}"
   if [[ $(id -u) -ne 0 ]]; then die "need root (or sudo) to apt-get install ${missing[*]}"; fi
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Our scripts may install at the same moment (hack/prebuild.sh runs beside make test): one at
+  # a time, and apt itself waits for a lock held by anyone else.
+  mkdir -p "$FLASHSALE_CACHE"
+  (
+    flock -w 900 8 || die "another apt_install held $FLASHSALE_CACHE/apt.lock for 15 minutes"
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+      --no-install-recommends "${missing[@]}" >/dev/null
+  ) 8>"$FLASHSALE_CACHE/apt.lock"
 }

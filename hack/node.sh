@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One real Kubernetes node, flashsale-node-0, joined to the test control plane of
 # hack/control-plane.sh: containerd + runc run real containers, next to the kwok fake nodes.
-# Usage: hack/node.sh up|down|status|smoke   (needs root: it creates a bridge and iptables rules)
+# Usage: hack/node.sh up|down|status|smoke|e2e   (needs root: it creates a bridge and iptables rules;
+# smoke: busybox pods, a Service, DNS, a volume; e2e: the operator's sales as real containers)
 #
 # What runs, all on this machine, each started detached with a pid file under $NODE/run:
 # - containerd (Debian's), with its own config, root, state and socket under
@@ -422,5 +423,10 @@ case "${1:-}" in
     . "$REPO_ROOT/hack/node/smoke.sh"
     cmd_smoke
     ;;
-  *) echo "usage: $0 up|down|status|smoke" >&2; exit 2 ;;
+  e2e)
+    # shellcheck source=node/e2e.sh
+    . "$REPO_ROOT/hack/node/e2e.sh"
+    cmd_e2e
+    ;;
+  *) echo "usage: $0 up|down|status|smoke|e2e" >&2; exit 2 ;;
 esac

@@ -21,7 +21,9 @@ use crate::reconcile::desired::auth::{self, Tokens};
 use crate::reconcile::desired::booking_app;
 use crate::reconcile::desired::labels::{self, Component};
 use crate::reconcile::desired::names;
-use crate::reconcile::desired::pod::{container_security, meta};
+use crate::reconcile::desired::pod::{
+    container_security, meta, pod_resources, quantity_millicores,
+};
 use crate::reconcile::sizing::Sizing;
 use crate::reconcile::validate::Sale;
 
@@ -102,6 +104,20 @@ pub fn build(sale: &Sale, run: &Run, sizing: &Sizing) -> (Deployment, Service, O
     (deployment, service, job)
 }
 
+/// CPU request of the loadgen pod: twice what the scratch pod (the sale's API pod size)
+/// requests, so a small pod is measured by a generator that still fits a small node. A request
+/// in a form `pod::quantity_millicores` does not read falls back to the default pod's (2 CPUs).
+fn loadgen_cpu(sale: &Sale) -> Quantity {
+    let pod = pod_resources(sale.spec.booking_app.resources.as_ref());
+    let millis = pod
+        .requests
+        .as_ref()
+        .and_then(|r| r.get("cpu"))
+        .and_then(quantity_millicores)
+        .unwrap_or(1000);
+    Quantity(format!("{}m", millis.saturating_mul(2)))
+}
+
 fn loadgen_job(sale: &Sale, run: &Run) -> Job {
     let stage = run.key.stage;
     let mut container = Container {
@@ -119,11 +135,11 @@ fn loadgen_job(sale: &Sale, run: &Run) -> Job {
         ]),
         termination_message_path: Some(TERMINATION_MESSAGE_PATH.into()),
         termination_message_policy: Some("File".into()),
-        // The generator must not be what saturates: twice the CPU of the pod it measures, and no
-        // CPU limit so it can take more where the node has it.
+        // The generator must not be what saturates: twice the CPU the measured pod requests, and
+        // no CPU limit so it can take more where the node has it.
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("2".into())),
+                ("cpu".to_string(), loadgen_cpu(sale)),
                 ("memory".to_string(), Quantity("256Mi".into())),
             ])),
             limits: Some(BTreeMap::from([(
@@ -240,6 +256,11 @@ mod tests {
         let c = &pod.containers[0];
         assert_eq!(c.name, LOADGEN_CONTAINER);
         assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
+        assert_eq!(
+            c.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"],
+            Quantity("2000m".into()),
+            "twice the default pod's CPU"
+        );
         let args = c.args.clone().unwrap().join(" ");
         assert!(args.starts_with("loadgen --url http://s-cal-"), "{args}");
         assert!(
@@ -302,5 +323,21 @@ mod tests {
                 "{what} mounts the secret"
             );
         }
+    }
+
+    #[test]
+    fn loadgen_asks_twice_the_cpu_of_a_small_pod() {
+        let mut fs = crate::fixtures::FlashSaleBuilder::new("s", Stage::Redis).build();
+        fs.spec.booking_app.resources = Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".into(), Quantity("150m".into()))])),
+            ..ResourceRequirements::default()
+        });
+        let sale = crate::fixtures::sale_from(&fs);
+        let (_, _, job) = build(&sale, &run(true), &sizing(3));
+        let c = &pod(job.as_ref().unwrap()).containers[0];
+        assert_eq!(
+            c.resources.as_ref().unwrap().requests.as_ref().unwrap()["cpu"],
+            Quantity("300m".into())
+        );
     }
 }

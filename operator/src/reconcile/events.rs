@@ -1,6 +1,6 @@
 //! Kubernetes Events for what a user wants to see in `kubectl describe fs`: phase changes,
-//! stage switches, a stage-kafka queue that will fall behind at the target, and a child's name
-//! taken by a foreign object (Conflict). Derived from
+//! stage switches, a new calibration measurement, a stage-kafka queue that will fall behind at
+//! the target, and a child's name taken by a foreign object (Conflict). Derived from
 //! the old and new status (pure), so a reconcile that changes nothing emits nothing.
 
 use kube::runtime::events::{Event, EventType};
@@ -54,6 +54,27 @@ pub fn transitions(previous: &FlashSaleStatus, next: &FlashSaleStatus) -> Vec<Ev
             reason: "Conflict".into(),
             note: Some(message),
             action: "Apply".into(),
+            secondary: None,
+        });
+    }
+    if let Some(record) = next.calibration.as_ref().filter(|record| {
+        previous.calibration.as_ref().map(|p| &p.measured_at) != Some(&record.measured_at)
+    }) {
+        let drain = record
+            .drain_rps
+            .map(|rps| format!(", its queue drained at {rps:.0} decisions/s"))
+            .unwrap_or_default();
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "Calibrated".into(),
+            note: Some(format!(
+                "stage {}: one pod serves {:.0} requests/s within p99 {} ms{drain} (Job {})",
+                record.key.stage,
+                record.per_pod_rps,
+                record.key.slo_p99_ms,
+                record.job.as_deref().unwrap_or("unknown")
+            )),
+            action: "Calibrate".into(),
             secondary: None,
         });
     }
@@ -135,6 +156,39 @@ mod tests {
             "1 worker decides the event in order at 800 rps: the queue keeps up with the target of 500 rps",
         );
         assert!(transitions(&behind, &keeps_up).is_empty());
+    }
+
+    #[test]
+    fn a_new_measurement_is_reported_once() {
+        use crate::crd::{CalibrationKey, CalibrationRecord};
+        let measured = FlashSaleStatus {
+            calibration: Some(CalibrationRecord {
+                key: CalibrationKey {
+                    stage: Stage::Postgres,
+                    image: "flashsale/booking-app:local".into(),
+                    resources: None,
+                    slo_p99_ms: 250,
+                    recalibrate: None,
+                },
+                per_pod_rps: 812.4,
+                drain_rps: None,
+                measured_at: crate::schedule::to_time(
+                    chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+                ),
+                job: Some("s-cal-postgres-1-lg".into()),
+            }),
+            ..Default::default()
+        };
+        let events = transitions(&FlashSaleStatus::default(), &measured);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "Calibrated");
+        assert_eq!(
+            events[0].note.as_deref(),
+            Some(
+                "stage postgres: one pod serves 812 requests/s within p99 250 ms (Job s-cal-postgres-1-lg)"
+            )
+        );
+        assert!(transitions(&measured, &measured).is_empty());
     }
 
     #[test]

@@ -89,6 +89,21 @@ pub fn pod_resources(given: Option<&ResourceRequirements>) -> ResourceRequiremen
     resources(given, ("1", "256Mi"), ("1", "512Mi"))
 }
 
+/// Millicores of a CPU quantity (`2`, `500m`, `1.5`), if it is one of the plain forms.
+pub fn quantity_millicores(quantity: &Quantity) -> Option<u64> {
+    let s = quantity.0.trim();
+    let (number, scale) = match s.strip_suffix('m') {
+        Some(millis) => (millis, 1.0),
+        None => (s, 1000.0),
+    };
+    let millis = number
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n > 0.0)?
+        * scale;
+    Some(millis.ceil() as u64)
+}
+
 /// Bytes of a memory quantity (`512Mi`, `1G`, `1048576`), if it is one of the plain forms.
 pub fn quantity_bytes(quantity: &Quantity) -> Option<u64> {
     let s = quantity.0.trim();
@@ -166,5 +181,22 @@ pub fn tcp_probe(port: &str, period: i32, failures: i32) -> Probe {
         failure_threshold: Some(failures),
         timeout_seconds: Some(2),
         ..Probe::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_quantities_read_as_millicores() {
+        let m = |s: &str| quantity_millicores(&Quantity(s.into()));
+        assert_eq!(m("2"), Some(2000));
+        assert_eq!(m("500m"), Some(500));
+        assert_eq!(m("1.5"), Some(1500));
+        assert_eq!(m(" 250m "), Some(250));
+        assert_eq!(m("0"), None);
+        assert_eq!(m("2k"), None);
+        assert_eq!(m("lots"), None);
     }
 }
