@@ -414,6 +414,40 @@ cmd_status() {
   return "$rc"
 }
 
+# e2e-start: `e2e` detached in the background (make test runs it beside the steps that use
+# neither the control plane's FlashSale namespace nor the node); e2e-wait: until it ends, then
+# its log and its exit status. A background run left behind by a failed make test ends by
+# itself (and cleans up after itself) within its own timeouts.
+E2E_PIDFILE="$RUN/e2e.pid"
+E2E_RC="$RUN/e2e.rc"
+E2E_LOG="$LOGS/e2e.log"
+cmd_e2e_start() {
+  need_root
+  if [[ -f $E2E_PIDFILE ]] && pid_alive "$(cat "$E2E_PIDFILE")"; then
+    die "an e2e run is already under way (pid $(cat "$E2E_PIDFILE"), log $E2E_LOG)"
+  fi
+  mkdir -p "$RUN" "$LOGS"
+  rm -f "$E2E_RC"; : >"$E2E_LOG"
+  spawn_daemon "$E2E_PIDFILE" "$E2E_LOG" env E2E_RC_FILE="$E2E_RC" "$REPO_ROOT/hack/node.sh" e2e
+  log "e2e running in the background (pid $(cat "$E2E_PIDFILE"), log $E2E_LOG); hack/node.sh e2e-wait"
+}
+
+cmd_e2e_wait() {
+  [[ -f $E2E_PIDFILE ]] || die "no e2e run was started (hack/node.sh e2e-start)"
+  local pid start=$SECONDS rc
+  pid="$(cat "$E2E_PIDFILE")"
+  while pid_alive "$pid"; do
+    ((SECONDS - start < 1800)) || die "the e2e run (pid $pid) is still going after 30 min: see $E2E_LOG"
+    sleep 5
+    (((SECONDS - start) % 30 < 5)) && log "  e2e still running ($((SECONDS - start))s waited): $(tail -n 1 "$E2E_LOG" | cut -c1-160)"
+  done
+  log "=== the real-node e2e (pid $pid, ran in the background; log $E2E_LOG):"
+  cat "$E2E_LOG" >&2
+  rc="$(cat "$E2E_RC" 2>/dev/null)" || die "the e2e run left no exit status ($E2E_RC): it was killed"
+  [[ $rc == 0 ]] || die "the real-node e2e failed (exit $rc): see above"
+  log "the real-node e2e passed"
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
@@ -428,5 +462,7 @@ case "${1:-}" in
     . "$REPO_ROOT/hack/node/e2e.sh"
     cmd_e2e
     ;;
-  *) echo "usage: $0 up|down|status|smoke|e2e" >&2; exit 2 ;;
+  e2e-start) cmd_e2e_start ;;
+  e2e-wait) cmd_e2e_wait ;;
+  *) echo "usage: $0 up|down|status|smoke|e2e|e2e-start|e2e-wait" >&2; exit 2 ;;
 esac

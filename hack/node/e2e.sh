@@ -58,20 +58,27 @@ e2e_fail() {
   exit 1
 }
 
+# The EXIT trap: clean up, then leave the exit status where `e2e-wait` reads it.
+e2e_exit() {
+  local rc=$?
+  e2e_cleanup "$rc"
+  [[ -z ${E2E_RC_FILE:-} ]] || echo "$rc" >"$E2E_RC_FILE"
+  exit "$rc"
+}
+
 e2e_cleanup() {
-  local rc=$? p
+  local rc="$1" p
   set +e
   for p in "${E2E_BACKGROUND[@]}"; do pid_alive "$p" && kill "$p" 2>/dev/null; done
   if ((rc != 0)) && [[ ${E2E_KEEP:-0} == 1 ]]; then
     log "E2E_KEEP=1: namespace $E2E_NS and operator (pid $E2E_OPERATOR_PID) left running"
-    return "$rc"
+    return 0
   fi
   e2e_remove_namespace
   if [[ -n $E2E_OPERATOR_PID ]] && pid_alive "$E2E_OPERATOR_PID"; then
     kill "$E2E_OPERATOR_PID"
     wait_gone 15 "$E2E_OPERATOR_PID" || kill -9 "$E2E_OPERATOR_PID"
   fi
-  return "$rc"
 }
 
 # e2e_remove_namespace: the sales deleted (while the operator runs, it drains and releases them:
@@ -126,7 +133,7 @@ cmd_e2e() {
   command -v jq >/dev/null || apt_install jq
   local start=$SECONDS
   rm -rf "$E2E_WORK"; mkdir -p "$E2E_WORK"
-  trap e2e_cleanup EXIT
+  trap e2e_exit EXIT
 
   log "images from $(dirname "$E2E_APP"), imported into the node's containerd"
   CONTAINERD_ADDRESS="$CTRD_SOCK" FLASHSALE_BIN_DIR="$(dirname "$E2E_APP")" IMAGES_TAG="$IMAGES_TAG" \
