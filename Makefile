@@ -75,7 +75,7 @@ test: services-up ## lint (fmt, clippy, module cycles, hack's Python tests), ser
 	$(MAKE) --no-print-directory lint
 	. $(SERVICES_ENV); $(CARGO) test --workspace --no-run
 	$(CONTROL_PLANE_UP)
-	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) $(CARGO) test --workspace
+	. $(SERVICES_ENV); $(if $(CONTROL_PLANE_ENV),. $(CONTROL_PLANE_ENV);) CARGO=$(CARGO) hack/test-workspace.sh
 	$(MAKE) --no-print-directory test-node E2E_MODE=e2e-start
 	$(MAKE) --no-print-directory fuzz
 	FLASHSALE_OPERATOR="$${CARGO_TARGET_DIR:-target}/debug/flashsale-operator" FLASHSALE_BOOKING_APP="$${CARGO_TARGET_DIR:-target}/debug/booking-app" $(MAKE) --no-print-directory test-demo
