@@ -361,6 +361,30 @@ async fn calibration_waits_for_the_window_to_end_even_when_its_key_changes() {
             .expect("Calibrated condition")
     };
 
+    // The scratch pod needs the stores (StoresReady), which kwok makes Ready in its own time:
+    // first wait for them, so that what holds the calibration below is the window alone.
+    let stores_ready = |fs: &FlashSale| {
+        fs.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "StoresReady" && c.status == "True")
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        reconcile_by_name(&ctx, &ns.name, name)
+            .await
+            .expect("reconcile");
+        if stores_ready(&sales.get(name).await.unwrap()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stores never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // Inside the window: no scratch pod, no Job, however often it looks.
     for _ in 0..3 {
         reconcile_by_name(&ctx, &ns.name, name)
