@@ -22,14 +22,7 @@ async fn a_new_sales_first_pass_writes_its_sizing_and_creates_nothing() {
     let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
     let api_name = names::booking_deployment("fresh", Stage::Postgres);
 
-    let action = reconcile_by_name(&ctx, &ns.name, "fresh")
-        .await
-        .expect("first pass");
-    assert_eq!(
-        action,
-        kube::runtime::controller::Action::requeue(std::time::Duration::ZERO),
-        "the children are created by the next pass, at once"
-    );
+    first_pass(&ctx, &ns.name, "fresh").await;
     let sale: FlashSale = Api::namespaced(client.clone(), &ns.name)
         .get("fresh")
         .await
