@@ -47,9 +47,9 @@ const WAIT_FOR_CONFLICT: Duration = Duration::from_secs(10);
 
 /// Reconcile one FlashSale.
 ///
-/// A sale none of whose children exist yet (a new one) gets a pass of its own that writes its
-/// status and creates nothing: the sizing needs nothing from the cluster, and the conditions,
-/// computed from what was observed, say that no child is created yet (phase Pending, every child
+/// A sale with no status yet (a new one) gets a pass of its own that writes its status and
+/// creates nothing: the sizing needs nothing from the cluster, and the conditions, computed from
+/// what was observed, say what is not created yet (for a new sale phase Pending, every child
 /// `... not created yet`). The next pass, at once, creates the children; the passes woken by
 /// their events report them as they come up. As CloudNativePG registers a cluster's phase before
 /// creating its first instance. With the status written after the applies, 100 sales applied at
@@ -141,13 +141,12 @@ pub async fn reconcile_sale(fs: &FlashSale, ctx: &Context) -> Result<Action> {
     inputs.stage_changing = plan.leaving.is_some();
     let sizing = sizing::decide(&sale, &previous, &inputs);
 
-    // A new sale's first pass: its status, sizing included, before anything is created.
-    if observed.is_empty() {
+    // A new sale's first pass: its status, sizing included, before anything is created. Keyed
+    // on the status being absent, not on it differing: the next pass cannot take this way again.
+    if fs.status.is_none() {
         let status = status::compute(&previous, &sale, &plan, &sizing, &observed, &now);
-        if fs.status.as_ref() != Some(&status) {
-            write_status(ctx, fs, &previous, &status).await?;
-            return Ok(Action::requeue(Duration::ZERO));
-        }
+        write_status(ctx, fs, &previous, &status).await?;
+        return Ok(Action::requeue(Duration::ZERO));
     }
 
     let credentials = observed
