@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::autoscale::scrape::LoadObserver;
 use crate::metrics::Metrics;
@@ -20,11 +21,17 @@ use crate::schedule::{Clock, SystemClock};
 const BACKOFF_BASE: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// Reconciles running at once, by default (`--concurrency`). Unbounded (kube-runtime's default),
-/// 100 new sales meant 100 reconciles each sending its ~16 requests at the same moment, and every
-/// re-trigger by a child's status applied every child again: the API server of a small control
-/// plane slowed down for every client (a 100-sale `kubectl apply` took a minute instead of a
-/// second). A reconcile mostly waits on the API server, so a few dozen at a time keep it busy.
+/// Sales applying their children at once, by default (`--concurrency`). Unbounded, 100 new sales
+/// meant 100 reconciles each sending its ~16 requests at the same moment, and every re-trigger by
+/// a child's status applied every child again: the API server of a small control plane slowed
+/// down for every client (a 100-sale `kubectl apply` took a minute instead of a second). An apply
+/// mostly waits on the API server, so a few dozen at a time keep it busy.
+///
+/// The bound is on applies, not on reconciles (kube-runtime's own limit is left unbounded): a
+/// pass that only writes a status (a new sale's first, see `reconcile::reconcile_sale`) waits
+/// for nobody. Bounding the reconciles instead, 100 sales applied at once waited up to 17 s for
+/// their first status: the 32 slots were held by applies queued behind the API server's ClusterIP
+/// allocator, which takes one Service at a time.
 pub const CONCURRENCY: u16 = 32;
 
 pub struct Context {
@@ -40,13 +47,19 @@ pub struct Context {
     pub load_observer: Option<LoadObserver>,
     /// What was applied to each child, so an unchanged one is not applied again.
     pub applied: Applied,
-    /// Reconciles running at once (`CONCURRENCY` unless set).
-    pub concurrency: u16,
+    /// The turns of the sales applying their children at once (`CONCURRENCY` unless set;
+    /// `None`: unbounded).
+    applying: Option<Semaphore>,
     /// The caches of the sales' children each running controller keeps (one per watched
     /// namespace, or one for all), by a number of their own; `observe` reads them instead of
     /// listing.
     child_stores: Mutex<Vec<(u64, ChildStores)>>,
     next_stores: AtomicU64,
+}
+
+/// A sale's turn to read and apply its children (`Context::apply_turn`), until dropped.
+pub struct ApplyTurn<'a> {
+    _permit: Option<SemaphorePermit<'a>>,
 }
 
 /// Keeps a controller's caches in the `Context` while it lives: a controller that stops (the
@@ -82,7 +95,7 @@ impl Context {
             clock: Arc::new(SystemClock),
             load_observer: None,
             applied: Applied::default(),
-            concurrency: CONCURRENCY,
+            applying: Some(Semaphore::new(CONCURRENCY.into())),
             child_stores: Mutex::default(),
             next_stores: AtomicU64::new(0),
         }
@@ -111,6 +124,25 @@ impl Context {
             .map(|(_, s)| s)
             .find(|s| s.cover(namespace))
             .cloned()
+    }
+
+    /// At most `n` sales applying their children at once (0: unbounded).
+    pub fn with_concurrency(self, n: u16) -> Self {
+        Self {
+            applying: (n > 0).then(|| Semaphore::new(n.into())),
+            ..self
+        }
+    }
+
+    /// Wait for a turn to apply a sale's children (see `CONCURRENCY`); it lasts as long as the
+    /// `ApplyTurn`.
+    pub async fn apply_turn(&self) -> ApplyTurn<'_> {
+        let _permit = match &self.applying {
+            // Never closed: an error cannot happen, and would only mean "go ahead".
+            Some(permits) => permits.acquire().await.ok(),
+            None => None,
+        };
+        ApplyTurn { _permit }
     }
 
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {

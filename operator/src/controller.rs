@@ -208,11 +208,8 @@ pub async fn run_controller(ctx: Arc<Context>, namespace: Option<&str>) {
     let controller = watch
         .controller
         .expect("WatchChildren keeps the controller")
-        .with_config(
-            Config::default()
-                .concurrency(ctx.concurrency)
-                .debounce(DEBOUNCE),
-        );
+        // Reconciles unbounded: the applies are (`Context::apply_turn`), the status writes not.
+        .with_config(Config::default().debounce(DEBOUNCE));
     let _cached_sales_in_metrics = ctx.metrics.sales.watch(controller.store());
     controller
         .shutdown_on_signal()

@@ -85,7 +85,8 @@ struct RunArgs {
     /// Seconds before expiry the leader renews (also the clock skew tolerated between nodes).
     #[arg(long, env = "LEASE_GRACE_SECONDS", default_value_t = leader::DEFAULT_LEASE_GRACE_SECONDS)]
     lease_grace_seconds: u64,
-    /// Reconciles running at once (0: unbounded).
+    /// Sales applying their children at once (0: unbounded); a pass that only writes a status
+    /// does not wait for them.
     #[arg(long, env = "RECONCILE_CONCURRENCY", default_value_t = flashsale_operator::controller::CONCURRENCY)]
     concurrency: u16,
 }
@@ -162,7 +163,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .collect(),
         },
     );
-    ctx.concurrency = args.concurrency;
+    ctx = ctx.with_concurrency(args.concurrency);
     if args.observe_load {
         let counter = flashsale_operator::autoscale::scrape::HttpRequestCounter::new()?;
         ctx = ctx.with_load_observer(flashsale_operator::autoscale::scrape::LoadObserver::new(

@@ -370,6 +370,7 @@ async fn a_future_window_holds_min_replicas_until_startsat_minus_warmup() {
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
 
     // Hours before: minReplicas, and the next look is exactly at startsAt − warmup.
+    first_pass(&ctx, &ns.name, name).await;
     let action = pass(&ctx, &ns.name, name).await;
     assert_eq!(action, Action::requeue(Duration::from_secs(110 * 60)));
     assert_eq!(replicas_now(&deployments, &api_deployment).await, Some(2));
@@ -435,6 +436,7 @@ async fn observed_load_above_plan_adds_pods() {
     let api_deployment = names::booking_deployment(name, Stage::Postgres);
 
     // Sized for the target: ceil(2100 / 700) = 3 pods, which kwok makes Ready.
+    first_pass(&ctx, &ns.name, name).await;
     pass(&ctx, &ns.name, name).await;
     wait_for(&deployments, &api_deployment, "3 ready pods", |d| {
         d.status.as_ref().and_then(|s| s.ready_replicas) == Some(3)

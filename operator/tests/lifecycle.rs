@@ -386,6 +386,7 @@ async fn calibration_waits_for_the_window_to_end_even_when_its_key_changes() {
     }
 
     // Inside the window: no scratch pod, no Job, however often it looks.
+    first_pass(&ctx, &ns.name, name).await;
     for _ in 0..3 {
         reconcile_by_name(&ctx, &ns.name, name)
             .await

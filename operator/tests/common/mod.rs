@@ -187,6 +187,19 @@ pub fn defaults() -> Defaults {
     }
 }
 
+/// A new sale's first pass, as the controller would run it: its status only, the children
+/// created by the pass after, at once (see `reconcile::reconcile_sale`).
+pub async fn first_pass(ctx: &Context, ns: &str, name: &str) {
+    let action = flashsale_operator::reconcile::reconcile_by_name(ctx, ns, name)
+        .await
+        .expect("first reconcile");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::ZERO),
+        "a new sale's first pass writes its status and creates nothing"
+    );
+}
+
 /// A Context of its own (e.g. to drive `reconcile_by_name` step by step, with a clock).
 pub fn plain_context(client: &Client) -> Context {
     Context::new(client.clone(), Arc::new(Metrics::default()), defaults())
