@@ -385,8 +385,8 @@ async fn calibration_waits_for_the_window_to_end_even_when_its_key_changes() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // Inside the window: no scratch pod, no Job, however often it looks.
-    first_pass(&ctx, &ns.name, name).await;
+    // Inside the window: no scratch pod, no Job, however often it looks. (The loop above ran
+    // the new sale's status-only first pass.)
     for _ in 0..3 {
         reconcile_by_name(&ctx, &ns.name, name)
             .await
