@@ -32,7 +32,7 @@ e2e_check_pods() {
   # settings) may still be replacing one: give it a minute to settle.
   while :; do
     pods="$(kubectl get pods -n "$E2E_NS" -l app.kubernetes.io/instance="$sale" -o json)"
-    bad="$(e2e_pods_not_running "$pods")"
+    bad="$(e2e_pods_not_running "$pods")$(e2e_rollouts_unfinished "$sale")"
     [[ -n $bad ]] || break
     ((SECONDS - start < 60)) || e2e_fail "pods of $sale that are not running containers after 60s: $bad"
     sleep 2
@@ -47,6 +47,15 @@ e2e_check_pods() {
       .status.podIP, ((.spec.securityContext.runAsUser // .spec.containers[0].securityContext.runAsUser // "image") | tostring),
       (.status.containerStatuses[0].containerID | ltrimstr("containerd://") | .[0:13])]) | @tsv' <<<"$pods" |
     column -t | sed 's/^/    /' >&2
+}
+
+# e2e_rollouts_unfinished SALE: a line per Deployment of the sale still replacing pods (an old
+# pod about to be stopped still sits behind the Service).
+e2e_rollouts_unfinished() {
+  kubectl get deployments -n "$E2E_NS" -l app.kubernetes.io/instance="$1" -o json | jq -r '.items[] |
+    select(.status.observedGeneration != .metadata.generation or (.status.replicas // 0) != (.spec.replicas // 1)
+      or (.status.updatedReplicas // 0) != (.spec.replicas // 1) or (.status.availableReplicas // 0) != (.spec.replicas // 1)) |
+    "\(.metadata.name): rollout under way (\(.status.updatedReplicas // 0) updated, \(.status.replicas // 0) pods, \(.spec.replicas // 1) wanted)"'
 }
 
 # e2e_pods_not_running PODS_JSON: one line per pod or container that is not as it must be.
@@ -107,13 +116,26 @@ e2e_remaining() {
   jq -r .remaining <<<"${out#* }"
 }
 
+# e2e_book SALE EVENT TOKEN KEY BODY: "<status> <body>" of a booking; as a client would, no
+# answer or a 503 is retried with the same Idempotency-Key (safe: a retry gets the first answer).
+e2e_book() {
+  local i out
+  for i in 1 2 3 4 5; do
+    out="$(e2e_api "$1" POST "/events/$2/bookings" "$3" "$4" "$5")"
+    [[ $out == 000\ * || $out == 503\ * ]] || break
+    log "  booking at $1: attempt $i got ${out:0:120}; retrying with the same key"
+    sleep 2
+  done
+  echo "$out"
+}
+
 # e2e_book_confirmed SALE USER [KEY]: one booking through the Service, 201 confirmed, read back.
 # Prints the booking id.
 e2e_book_confirmed() {
   local sale="$1" user="$2" key="${3:-$2-first}" token event out id
   token="$(e2e_token "$sale" "$user")"
   event="$(fs_field "$sale" '{.status.eventId}')"
-  out="$(e2e_api "$sale" POST "/events/$event/bookings" "$token" "$key" '{"quantity":2}')"
+  out="$(e2e_book "$sale" "$event" "$token" "$key" '{"quantity":2}')"
   [[ $out == 201\ * ]] || e2e_fail "booking at $sale: expected 201, got $out"
   id="$(jq -r .id <<<"${out#* }")"
   e2e_expect_booking "$sale" "$user" "$id" confirmed
@@ -207,6 +229,7 @@ e2e_switch_to_kafka() {
   log "switching $E2E_TOUR to stage kafka (remaining $E2E_TOUR_REMAINING at stage redis)"
   e2e_sale_tour kafka | kubectl apply -f - >/dev/null
   e2e_wait_ready "$E2E_TOUR" kafka
+  e2e_check_pods "$E2E_TOUR" kafka
   jq -se --arg job "$E2E_TOUR-drain-redis" 'map(select(.metadata.name == $job and (.status.succeeded // 0) >= 1)) | length > 0' \
     "$E2E_WORK/jobs.json" >/dev/null || e2e_fail "the drain Job $E2E_TOUR-drain-redis was never seen succeeded"
   log "ok: drain Job $E2E_TOUR-drain-redis succeeded; $(kubectl get events -n "$E2E_NS" --field-selector reason=StageSwitched -o jsonpath='{.items[-1:].message}')"
@@ -217,7 +240,7 @@ e2e_switch_to_kafka() {
   log "ok: every ticket sold at stage redis is in Postgres (remaining $remaining); $E2E_TOUR_FIRST still confirmed"
   token="$(e2e_token "$E2E_TOUR" bob)"
   event="$(fs_field "$E2E_TOUR" '{.status.eventId}')"
-  out="$(e2e_api "$E2E_TOUR" POST "/events/$event/bookings" "$token" bob-kafka '{"quantity":1}')"
+  out="$(e2e_book "$E2E_TOUR" "$event" "$token" bob-kafka '{"quantity":1}')"
   [[ $out == 202\ * ]] || e2e_fail "booking at stage kafka: expected 202, got $out"
   id="$(jq -r .id <<<"${out#* }")"
   for ((i = 0; i < 60; i++)); do
