@@ -44,7 +44,7 @@ ETCD_ARGS=(--name=flashsale --data-dir="$ETCD_DATA"
 # (127.0.0.1, not the VM's hostname), with a client cert the kubelet's webhook authorizes, and
 # checks the kubelet's serving cert against our CA. PodNodeSelector and PodTolerationRestriction
 # let a namespace send all its pods to the real node (the scheduler.alpha.kubernetes.io/
-# node-selector and defaultTolerations annotations, hack/test-node.sh): the operator's pods need
+# node-selector and defaultTolerations annotations, hack/node/e2e-sales.sh): the operator's pods need
 # no scheduling fields of their own, and namespaces without the annotations are untouched.
 # shellcheck disable=SC2054 # the comma in Node,RBAC is part of one flag
 APISERVER_ARGS=(--etcd-servers="$ETCD_URL"

@@ -296,18 +296,6 @@ image_args() {
   esac
 }
 
-# imported TAR TAG: containerd at CONTAINERD_ADDRESS holds TAG as exactly this tarball's image
-# (its manifest names the tarball's config digest); importing again would take seconds per image.
-imported() {
-  local want have name
-  want="$(tar -xOf "$1" manifest.json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["Config"].split("/")[-1].removesuffix(".json"))')" || return 1
-  for name in "$2" "docker.io/$2"; do
-    have="$(ctr -a "$CONTAINERD_ADDRESS" -n k8s.io images ls "name==$name" 2>/dev/null | awk 'NR > 1 { print $3 }')" || true
-    [[ -n $have ]] && ctr -a "$CONTAINERD_ADDRESS" -n k8s.io content get "$have" 2>/dev/null | grep -q "$want" && return 0
-  done
-  return 1
-}
-
 # build_image NAME: $IMAGES_DIR/NAME.tar, unless it is already made from the same root
 # filesystem, files and settings; then imported into CONTAINERD_ADDRESS's containerd if given.
 build_image() {
@@ -346,7 +334,7 @@ build_image() {
   fi
   if [[ -n ${CONTAINERD_ADDRESS:-} ]]; then
     command -v ctr >/dev/null || die "CONTAINERD_ADDRESS is set but ctr is missing (apt-get install containerd)"
-    if imported "$out" "$tag"; then
+    if containerd_holds "$CONTAINERD_ADDRESS" "$out" "$tag"; then
       log "$tag: already in containerd at $CONTAINERD_ADDRESS"
       return 0
     fi

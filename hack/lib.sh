@@ -117,6 +117,20 @@ workspace_version() {
   awk -F'"' '/^\[workspace.package\]/{on=1} on && /^version *=/{print $2; exit}' "$REPO_ROOT/Cargo.toml"
 }
 
+# containerd_holds ADDRESS TAR TAG: the containerd at ADDRESS (namespace k8s.io) holds TAG (as
+# given, or as containerd names a Docker Hub short name: docker.io/TAG) as exactly this
+# docker-archive tarball's image: its manifest names the tarball's config digest. Importing again
+# would take seconds per image.
+containerd_holds() {
+  local address="$1" tar="$2" tag="$3" want have name
+  want="$(tar -xOf "$tar" manifest.json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["Config"].split("/")[-1].removesuffix(".json"))')" || return 1
+  for name in "$tag" "docker.io/$tag"; do
+    have="$(ctr -a "$address" -n k8s.io images ls "name==$name" 2>/dev/null | awk 'NR > 1 { print $3 }')" || true
+    [[ -n $have ]] && ctr -a "$address" -n k8s.io content get "$have" 2>/dev/null | grep -q "$want" && return 0
+  done
+  return 1
+}
+
 # apt_install PKG...: install Debian packages once (apt-get update only when needed).
 apt_install() {
   local missing=()

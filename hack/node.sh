@@ -187,15 +187,26 @@ build_images() {
   echo "$stamp" >"$IMAGES/stamp"
 }
 
+# restricted_namespace NAME: a Namespace enforcing Pod Security `restricted` (the smoke test's
+# and the e2e's); its metadata ends with the labels, so a caller may append more metadata.
+restricted_namespace() {
+  cat <<EOF
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: $1
+  labels:
+    pod-security.kubernetes.io/enforce: restricted
+    pod-security.kubernetes.io/enforce-version: latest
+EOF
+}
+
 import_images() {
   local tar name
   for tar in pause busybox; do
     name="$PAUSE_IMAGE"; [[ $tar == busybox ]] && name="$BUSYBOX_IMAGE"
     # Same tarball, same config digest: import only when the stored image differs.
-    local want have
-    want="$(tar -xOf "$IMAGES/$tar.tar" manifest.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Config"][:-5])')"
-    have="$(ctr_ images ls 2>/dev/null | awk -v n="$name" '$1 == n { print $3 }')" || true
-    if [[ -n "$have" ]] && ctr_ content get "$have" 2>/dev/null | grep -q "$want"; then continue; fi
+    containerd_holds "$CTRD_SOCK" "$IMAGES/$tar.tar" "$name" && continue
     ctr_ images import "$IMAGES/$tar.tar" >/dev/null || die "ctr images import $IMAGES/$tar.tar failed"
     log "imported $name"
   done

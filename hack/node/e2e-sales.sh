@@ -7,14 +7,8 @@
 
 # e2e_namespace: Pod Security `restricted` enforced, and the scheduling of the real node.
 e2e_namespace() {
+  restricted_namespace "$E2E_NS"
   cat <<EOF
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: $E2E_NS
-  labels:
-    pod-security.kubernetes.io/enforce: restricted
-    pod-security.kubernetes.io/enforce-version: latest
   annotations:
     scheduler.alpha.kubernetes.io/node-selector: $TAINT_KEY=true
     scheduler.alpha.kubernetes.io/defaultTolerations: '[{"key":"$TAINT_KEY","operator":"Equal","value":"true","effect":"NoSchedule"}]'

@@ -23,14 +23,8 @@ smoke_manifest() {
     runAsGroup: 65532
     seccompProfile: {type: RuntimeDefault}
   terminationGracePeriodSeconds: 2"
+  restricted_namespace "$SMOKE_NS"
   cat <<EOF
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: $SMOKE_NS
-  labels:
-    pod-security.kubernetes.io/enforce: restricted
-    pod-security.kubernetes.io/enforce-version: latest
 ---
 apiVersion: v1
 kind: Pod
