@@ -69,6 +69,15 @@ def rps(row):
     return row.get("rps") if row else None
 
 
+def served(row):
+    """What a target counts: the 2xx answers per second (a 503 shed is answered, not served);
+    the whole rate for rows that do not tell them apart (references, drains)."""
+    if not row:
+        return None
+    admitted = row.get("admitted_rps")
+    return admitted if admitted is not None else row.get("rps")
+
+
 def div(a, b):
     return a / b if a is not None and b else None
 
@@ -92,9 +101,9 @@ def targets(rows):
     def add(what, measured, value, target, ok):
         out.append((what, measured, value, target, None if value is None else ok(value)))
 
-    r = div(rps(kafka), rps(bare))
+    r = div(served(kafka), rps(bare))
     add(f"stage kafka acceptance (202/s) / bare axum, c={c}",
-        f"{fmt(rps(kafka))} / {fmt(rps(bare))} req/s", r, "≥ 0.6", lambda v: v >= 0.6)
+        f"{fmt(served(kafka))} / {fmt(rps(bare))} req/s", r, "≥ 0.6", lambda v: v >= 0.6)
     r = div(kafka and kafka.get("p99_ms"), bare and bare.get("p99_ms"))
     add(f"stage kafka p99 / bare axum p99, c={c}",
         f"{fmt(kafka and kafka.get('p99_ms'), 2)} / {fmt(bare and bare.get('p99_ms'), 2)} ms", r, "≤ 2", lambda v: v <= 2)
@@ -102,12 +111,12 @@ def targets(rows):
     add("stage kafka drain, decisions/s (one worker, queue measured on its own)",
         f"{fmt(d)} decisions/s", d, "≥ 10,000", lambda v: v >= 10_000)
     add("stage kafka drain / its acceptance",
-        f"{fmt(d)} / {fmt(rps(kafka))}", div(d, rps(kafka)), "≥ 1", lambda v: v >= 1)
+        f"{fmt(d)} / {fmt(served(kafka))}", div(d, served(kafka)), "≥ 1", lambda v: v >= 1)
     floor = min([v for v in (rps(bare), rps(rb)) if v], default=None)
     add(f"stage redis / min(bare axum, redis-benchmark booking.lua), c={c}",
-        f"{fmt(rps(redis))} / min({fmt(rps(bare))}, {fmt(rps(rb))})", div(rps(redis), floor), "≥ 0.5", lambda v: v >= 0.5)
+        f"{fmt(served(redis))} / min({fmt(rps(bare))}, {fmt(rps(rb))})", div(served(redis), floor), "≥ 0.5", lambda v: v >= 0.5)
     add(f"stage postgres POSTGRES_DECIDE=batch / per-booking, c={c}",
-        f"{fmt(rps(pg_batch))} / {fmt(rps(pg_per))} req/s", div(rps(pg_batch), rps(pg_per)), "≥ 5", lambda v: v >= 5)
+        f"{fmt(served(pg_batch))} / {fmt(served(pg_per))} req/s", div(served(pg_batch), served(pg_per)), "≥ 5", lambda v: v >= 5)
     checked = [r for r in rows.rows if r.get("kind") in ("stage", "spike", "calibration") and r.get("invariants_ok") is not None]
     broken = [r for r in checked if not r["invariants_ok"]]
     out.append(("every sale's invariants (closed loops, spikes, calibration steps): nothing oversold, nothing lost",
@@ -152,18 +161,26 @@ def ladder(rows):
     return [r for r in out if r[1]]
 
 
+def shed_and_errors(row):
+    """`503 / other errors` of a closed loop (a 503 is shedding, an answer; not a failure)."""
+    k = row.get("classes")
+    if not k:
+        return "" if row.get("errors") is None else str(row["errors"])
+    return f"{k.get('503', 0)} / {k.get('errors', 0)}"
+
+
 def ladder_table(rows):
     bare = rps(rows.find("limit", "bare", concurrency=rows.high))
     out = [
-        f"| rung (c={rows.high}) | req/s | p50 ms | p99 ms | × bare | its store's limit | limit req/s | × limit | errors | invariants |",
+        f"| rung (c={rows.high}) | 2xx/s | p50 ms | p99 ms | × bare | its store's limit | limit req/s | × limit | 503 / errors | invariants |",
         "|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for label, mine, limit_label, limit in ladder(rows):
         inv = mine.get("invariants_ok")
         out.append(
-            f"| {label} | {fmt(rps(mine))} | {fmt(mine.get('p50_ms'), 2)} | {fmt(mine.get('p99_ms'), 2)} | "
-            f"{ratio(div(rps(mine), bare))} | {limit_label or ''} | {fmt(rps(limit)) if limit_label else ''} | "
-            f"{ratio(div(rps(mine), rps(limit))) if limit_label else ''} | {mine.get('errors', '') if mine.get('errors') is not None else ''} | "
+            f"| {label} | {fmt(served(mine))} | {fmt(mine.get('p50_ms'), 2)} | {fmt(mine.get('p99_ms'), 2)} | "
+            f"{ratio(div(served(mine), bare))} | {limit_label or ''} | {fmt(rps(limit)) if limit_label else ''} | "
+            f"{ratio(div(served(mine), rps(limit))) if limit_label else ''} | {shed_and_errors(mine)} | "
             f"{'' if inv is None else ('ok' if inv else '**violated**')} |"
         )
     return out
@@ -448,8 +465,8 @@ def svg(doc):
     rows = Rows(doc)
     bare = rps(rows.find("limit", "bare", concurrency=rows.high))
     rb = rps(rows.find("limit", "redis", concurrency=rows.high))
-    per = rps(rows.find("stage", "postgres", variant="per-booking", concurrency=rows.high))
-    kafka = rps(rows.find("stage", "kafka", variant="api-alone", concurrency=rows.high)
+    per = served(rows.find("stage", "postgres", variant="per-booking", concurrency=rows.high))
+    kafka = served(rows.find("stage", "kafka", variant="api-alone", concurrency=rows.high)
                 or rows.find("stage", "kafka", concurrency=rows.high))
     bars = []  # (label, value, color, target or None)
     for label, mine, limit_label, limit in ladder(rows):
@@ -464,7 +481,7 @@ def svg(doc):
         elif mine.get("kind") == "drain":
             target = max(10_000, kafka or 0)
         color = "#444b57" if mine.get("kind") == "limit" else "#2f6db5"
-        bars.append((label, rps(mine), color, target))
+        bars.append((label, served(mine), color, target))
         if limit_label and rps(limit):
             # One limit bar per store, after the last rung it limits (both forms of stage postgres).
             bars = [b for b in bars if b[0] != limit_label]

@@ -17,25 +17,27 @@ use crate::domain::Stage;
 // load observer scrapes (`booking_http_requests_total`): named by the contract crate.
 use flashsale_contract::{HTTP_REQUESTS, METRICS_PREFIX};
 
+// Labels are `&'static str`: the hot path counts every request, and owned strings cost it
+// allocations (routes are interned by the gate, methods and outcomes are constants).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    pub method: &'static str,
     /// The route template (`/events/{id}`), never the raw path: bounded cardinality.
-    pub route: String,
+    pub route: &'static str,
     pub status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BookingLabels {
-    pub stage: String,
+    pub stage: &'static str,
     /// confirmed | pending | sold_out | per_user_limit
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -89,11 +91,11 @@ impl Metrics {
             .register(name, help, metric);
     }
 
-    pub fn record_booking(&self, stage: Stage, outcome: &str) {
+    pub fn record_booking(&self, stage: Stage, outcome: &'static str) {
         self.bookings
             .get_or_create(&BookingLabels {
-                stage: stage.as_str().to_owned(),
-                outcome: outcome.to_owned(),
+                stage: stage.as_str(),
+                outcome,
             })
             .inc();
     }

@@ -140,13 +140,14 @@ impl IntoResponse for Shed {
     }
 }
 
-/// Runs `inner` (the handler) holding a place, unless `path` is a probe or a scrape; shed at once
-/// or after the bounded wait when there is none. Called by the route gate (`super::gate`).
-pub async fn admit<F>(admission: &Admission, path: &str, inner: F) -> Response
+/// Runs `inner` (the handler) holding a place, unless `route` (the matched template) is a probe or
+/// a scrape; shed at once or after the bounded wait when there is none. Called by the route gate
+/// (`super::gate`).
+pub async fn admit<F>(admission: &Admission, route: &str, inner: F) -> Response
 where
     F: Future<Output = Response>,
 {
-    if NEVER_SHED.contains(&path) {
+    if NEVER_SHED.contains(&route) {
         return inner.await;
     }
     let place = match admission.enter().await {

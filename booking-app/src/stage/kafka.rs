@@ -18,14 +18,13 @@ use chrono::SubsecRound;
 use futures::stream::{self, BoxStream, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
-use self::backlog::{Backlog, Cap};
+use self::backlog::{Backlog, Cap, Door};
 use self::client::{KafkaSettings, partition_count, unavailable, watermarks};
 use self::metrics::GroupMetrics;
 use self::record::{BookingRecord, RECORD_VERSION, booking_id};
@@ -134,34 +133,24 @@ impl Inner {
         Ok(())
     }
 
-    /// Produces `record` and waits for the broker's acknowledgement (bounded by the producer's
-    /// `message.timeout.ms`, with a margin in case librdkafka itself stalls).
+    /// Produces `record` and waits for the broker's acknowledgement. librdkafka reports every
+    /// record within the producer's `message.timeout.ms` (KAFKA_PRODUCE_TIMEOUT_MS), success or
+    /// not, and the route gate bounds the whole request by REQUEST_TIMEOUT_MS besides: no timer
+    /// of its own here (one per request was measurable at 256 connections).
     async fn produce(&self, record: &BookingRecord) -> Result<(i32, i64), StageError> {
         let (key, payload) = (record.key(), record.encode());
-        // The id in a header too, so a pod's tail skips decoding the records it already holds.
-        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
-            key: record::ID_HEADER,
-            value: Some(record.id.as_bytes().as_slice()),
-        });
         let delivery = self
             .producer
             .send_result(
                 FutureRecord::to(&self.settings.topic)
                     .key(&key)
-                    .payload(&payload)
-                    .headers(headers),
+                    .payload(&payload),
             )
             .map_err(|(err, _)| unavailable(format!("cannot queue the request: {err}")))?;
-        let result = tokio::time::timeout(
-            self.settings.produce_timeout + Duration::from_secs(1),
-            delivery,
-        )
-        .await;
-        match result {
-            Ok(Ok(Ok(delivery))) => Ok((delivery.partition, delivery.offset)),
-            Ok(Ok(Err((err, _)))) => Err(unavailable(format!("broker did not acknowledge: {err}"))),
-            Ok(Err(_)) => Err(unavailable("producer dropped the request")),
-            Err(_) => Err(unavailable("broker acknowledgement timed out")),
+        match delivery.await {
+            Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
+            Ok(Err((err, _))) => Err(unavailable(format!("broker did not acknowledge: {err}"))),
+            Err(_) => Err(unavailable("producer dropped the request")),
         }
     }
 
@@ -224,35 +213,33 @@ impl Inventory for KafkaInventory {
         // other keyed request is queued under its deterministic id, and the worker decides a
         // retry of a decided request as the duplicate it is (the client's next read shows the
         // decision).
-        if let Some(key) = key
-            && let Some(first) = inner.backlog.pending_with_key(key)
-        {
-            return idempotency::replay(first, event_id, &request);
-        }
-        if inner.backlog.is_sold_out(event_id) {
-            // Sold out: a new request is refused at once. A keyed one may be the retry of a
-            // request decided before the sell-out, whose answer (perhaps a confirmation) must
-            // be replayed: one primary-key read of its deterministic id, only on this path.
-            if key.is_some() {
-                match records::fetch_booking(&inner.pool, id).await {
-                    Ok(first) => return idempotency::replay(first, event_id, &request),
-                    Err(StageError::BookingNotFound(_)) => {}
-                    Err(err) => return Err(err),
+        match inner.backlog.door(event_id, key) {
+            Door::Open => {}
+            Door::Replay(first) => return idempotency::replay(first, event_id, &request),
+            Door::SoldOut => {
+                // Sold out: a new request is refused at once. A keyed one may be the retry of a
+                // request decided before the sell-out, whose answer (perhaps a confirmation)
+                // must be replayed: one primary-key read of its deterministic id, only here.
+                if key.is_some() {
+                    match records::fetch_booking(&inner.pool, id).await {
+                        Ok(first) => return idempotency::replay(first, event_id, &request),
+                        Err(StageError::BookingNotFound(_)) => {}
+                        Err(err) => return Err(err),
+                    }
                 }
+                return Err(StageError::Rejected {
+                    reason: RejectReason::SoldOut,
+                    detail: "the event is sold out".into(),
+                });
             }
-            return Err(StageError::Rejected {
-                reason: RejectReason::SoldOut,
-                detail: "the event is sold out".into(),
-            });
-        }
-        // Bounded memory: past the cap the door sheds rather than the pod growing until it is
-        // killed (requests other pods queue still enter the view: they are accepted already).
-        if inner.backlog.full() {
-            let (requests, bytes) = inner.backlog.usage();
-            return Err(StageError::Overloaded(format!(
-                "{requests} undecided requests ({bytes} B) in this pod's view of the queue \
-                 (KAFKA_MAX_QUEUED, KAFKA_MAX_QUEUED_BYTES)"
-            )));
+            // Bounded memory: past the cap the door sheds rather than the pod growing until it
+            // is killed (requests other pods queue still enter the view: they are accepted).
+            Door::Full { requests, bytes } => {
+                return Err(StageError::Overloaded(format!(
+                    "{requests} undecided requests ({bytes} B) in this pod's view of the queue \
+                     (KAFKA_MAX_QUEUED, KAFKA_MAX_QUEUED_BYTES)"
+                )));
+            }
         }
         let record = BookingRecord {
             v: RECORD_VERSION,
@@ -267,12 +254,9 @@ impl Inventory for KafkaInventory {
         let (partition, offset) = inner.produce(&record).await.inspect_err(|_| {
             inner.produce_failures.inc();
         })?;
-        inner.backlog.insert(partition, offset, record.clone());
-        let booking = inner.backlog.pending(id).unwrap_or_else(|| {
-            // Decided already (a fast worker, or a retry of a decided key): still pending to the
-            // client, whose next read shows the decision.
-            record.pending_booking(None)
-        });
+        // Decided already (a fast worker, or a retry of a decided key): still pending to the
+        // client, whose next read shows the decision.
+        let booking = inner.backlog.insert_acknowledged(partition, offset, record);
         Ok(BookingOutcome::Pending(booking))
     }
 

@@ -5,9 +5,11 @@
 //! Bounded by `Cap` (requests and estimated bytes): when full, the door sheds and the tail waits
 //! for decisions to make room, so a backlog far larger than a pod's memory never enters it.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
+
+use ahash::{HashMap, HashSet};
 
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
@@ -31,6 +33,19 @@ pub const QUEUED_OVERHEAD_BYTES: usize = 256;
 pub fn footprint(record: &BookingRecord) -> usize {
     let key = record.idempotency_key.as_ref().map_or(0, String::len);
     QUEUED_OVERHEAD_BYTES + record.user_id.len() + 2 * key
+}
+
+/// What the door of stage kafka finds in this pod's view for a new request (one lock).
+#[derive(Debug)]
+pub enum Door {
+    /// Queue it.
+    Open,
+    /// Its idempotency key's first request is still queued: that request's answer.
+    Replay(Booking),
+    /// The event is sold out.
+    SoldOut,
+    /// The view is at its cap: shed.
+    Full { requests: usize, bytes: usize },
 }
 
 /// A queued request and where it sits in its partition.
@@ -61,6 +76,57 @@ struct State {
     bytes: usize,
 }
 
+impl State {
+    fn full(&self, cap: Cap) -> bool {
+        self.queued.len() >= cap.requests || self.bytes >= cap.bytes
+    }
+
+    /// `Backlog::insert` under the caller's lock; gives `record` back when it did not enter
+    /// (decided already, or a partition this view does not have).
+    fn insert(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        record: BookingRecord,
+    ) -> Option<BookingRecord> {
+        let p = partition as usize;
+        if p >= self.tailed.len() || offset < self.decided_upto[p] {
+            return Some(record);
+        }
+        self.by_offset[p].insert(offset, record.id);
+        if let Some(key) = &record.idempotency_key {
+            self.by_key.entry(key.clone()).or_insert(record.id);
+        }
+        match self.queued.entry(record.id) {
+            // The earliest place wins: the first of two records with one id is the one decided
+            // first (the second is its duplicate), so its decision is the booking's. Seen by the
+            // tail after this pod's producer reported a later place, it moves the entry back.
+            Entry::Occupied(mut queued) => {
+                if queued.get().partition == partition && offset < queued.get().offset {
+                    queued.get_mut().offset = offset;
+                }
+            }
+            Entry::Vacant(slot) => {
+                self.bytes += footprint(&record);
+                slot.insert(Queued {
+                    record,
+                    partition,
+                    offset,
+                });
+            }
+        }
+        None
+    }
+
+    /// The booking if it is still queued, with its place in line: the undecided requests ahead
+    /// of it in its partition.
+    fn pending(&self, id: Uuid) -> Option<Booking> {
+        let q = self.queued.get(&id)?;
+        let ahead = q.offset - self.decided_upto[q.partition as usize];
+        Some(q.record.pending_booking(Some(ahead.max(0))))
+    }
+}
+
 /// Shared between the stage (lookups, produced records), the tail and the refresher.
 #[derive(Debug)]
 pub struct Backlog {
@@ -79,13 +145,13 @@ impl Backlog {
         let n = partitions as usize;
         Self {
             state: Mutex::new(State {
-                queued: HashMap::new(),
+                queued: HashMap::default(),
                 by_offset: vec![BTreeMap::new(); n],
                 decided_upto: vec![0; n],
                 tailed: vec![0; n],
-                sold_out: HashSet::new(),
+                sold_out: HashSet::default(),
                 start_high: Vec::new(),
-                by_key: HashMap::new(),
+                by_key: HashMap::default(),
                 bytes: 0,
             }),
             decided: watch::Sender::new(0),
@@ -123,8 +189,7 @@ impl Backlog {
 
     /// Whether the view holds as much as its cap allows: the door sheds, the tail waits.
     pub fn full(&self) -> bool {
-        let state = self.lock();
-        state.queued.len() >= self.cap.requests || state.bytes >= self.cap.bytes
+        self.lock().full(self.cap)
     }
 
     /// Waits until the view is not `full`; the caller bounds it with a timeout.
@@ -158,43 +223,81 @@ impl Backlog {
     /// broker acknowledged it). Already decided or already known requests change nothing; a
     /// second record with the same id (an idempotent retry) keeps the first one's place.
     pub fn insert(&self, partition: i32, offset: i64, record: BookingRecord) {
+        self.lock().insert(partition, offset, record);
+    }
+
+    /// The door's checks for a request of `event_id` with idempotency `key`, under one lock: the
+    /// key's queued first request, then the sell-out, then the cap.
+    pub fn door(&self, event_id: Uuid, key: Option<&str>) -> Door {
+        let state = self.lock();
+        if let Some(key) = key
+            && let Some(first) = state.by_key.get(key).and_then(|id| state.pending(*id))
+        {
+            return Door::Replay(first);
+        }
+        if state.sold_out.contains(&event_id) {
+            return Door::SoldOut;
+        }
+        if state.full(self.cap) {
+            return Door::Full {
+                requests: state.queued.len(),
+                bytes: state.bytes,
+            };
+        }
+        Door::Open
+    }
+
+    /// This pod's producer had `record` acknowledged at (`partition`, `offset`): it enters the
+    /// view, and the answer is the booking as queued, with its place in line (one lock). A
+    /// request decided already (a fast worker, or the retry of a decided key) is still pending to
+    /// its client, whose next read shows the decision.
+    pub fn insert_acknowledged(
+        &self,
+        partition: i32,
+        offset: i64,
+        record: BookingRecord,
+    ) -> Booking {
+        let id = record.id;
         let mut state = self.lock();
-        let p = partition as usize;
-        if p >= state.tailed.len() || offset < state.decided_upto[p] {
-            return;
-        }
-        state.by_offset[p].insert(offset, record.id);
-        if let Some(key) = &record.idempotency_key {
-            state.by_key.entry(key.clone()).or_insert(record.id);
-        }
-        let state = &mut *state;
-        match state.queued.entry(record.id) {
-            // The earliest place wins: the first of two records with one id is the one decided
-            // first (the second is its duplicate), so its decision is the booking's. Seen by the
-            // tail after this pod's producer reported a later place, it moves the entry back.
-            Entry::Occupied(mut queued) => {
-                if queued.get().partition == partition && offset < queued.get().offset {
-                    queued.get_mut().offset = offset;
-                }
-            }
-            Entry::Vacant(slot) => {
-                state.bytes += footprint(&record);
-                slot.insert(Queued {
-                    record,
-                    partition,
-                    offset,
-                });
-            }
+        match state.insert(partition, offset, record) {
+            Some(decided) => decided.pending_booking(None),
+            None => state
+                .pending(id)
+                .expect("a request just inserted is queued"),
         }
     }
 
-    /// Whether `id` is queued at exactly (`partition`, `offset`): the tail's record is one this
-    /// pod inserted already when the broker acknowledged it.
-    pub fn holds(&self, partition: i32, offset: i64, id: Uuid) -> bool {
-        self.lock()
-            .queued
-            .get(&id)
-            .is_some_and(|q| q.partition == partition && q.offset == offset)
+    /// The tail read `records` (each at its partition and offset, in topic order; `None` for a
+    /// record this pod held already or could not decode): they enter the view, the tail's
+    /// position moves past the last of each partition, and waiters are woken once.
+    pub fn tailed_batch(&self, records: Vec<(i32, i64, Option<BookingRecord>)>) {
+        {
+            let mut state = self.lock();
+            for (partition, offset, record) in records {
+                if let Some(record) = record {
+                    state.insert(partition, offset, record);
+                }
+                if let Some(t) = state.tailed.get_mut(partition as usize) {
+                    *t = (*t).max(offset + 1);
+                }
+            }
+        }
+        self.tail_progress.notify_waiters();
+    }
+
+    /// For each (partition, offset) the tail read, whether this pod holds that record already:
+    /// it produced it (and entered it when the broker acknowledged it), or it is decided. A
+    /// place in a partition is one record, so the offset alone tells; no id is needed.
+    pub fn held(&self, places: &[(i32, i64)]) -> Vec<bool> {
+        let state = self.lock();
+        places
+            .iter()
+            .map(|&(partition, offset)| {
+                let p = partition as usize;
+                p < state.tailed.len()
+                    && (offset < state.decided_upto[p] || state.by_offset[p].contains_key(&offset))
+            })
+            .collect()
     }
 
     /// The tail read up to `offset` (inclusive) of `partition`.
@@ -276,10 +379,7 @@ impl Backlog {
     /// The booking if it is still queued, with its place in line: the undecided requests ahead
     /// of it in its partition.
     pub fn pending(&self, id: Uuid) -> Option<Booking> {
-        let state = self.lock();
-        let q = state.queued.get(&id)?;
-        let ahead = q.offset - state.decided_upto[q.partition as usize];
-        Some(q.record.pending_booking(Some(ahead.max(0))))
+        self.lock().pending(id)
     }
 
     pub fn queued_record(&self, id: Uuid) -> Option<BookingRecord> {
@@ -288,8 +388,8 @@ impl Backlog {
 
     /// The queued booking that first carried idempotency `key`, with its place in line.
     pub fn pending_with_key(&self, key: &str) -> Option<Booking> {
-        let id = *self.lock().by_key.get(key)?;
-        self.pending(id)
+        let state = self.lock();
+        state.pending(*state.by_key.get(key)?)
     }
 
     /// Requests this pod knows to be queued and undecided.
@@ -482,5 +582,66 @@ mod tests {
         assert!(backlog.is_sold_out(event));
         backlog.set_sold_out(event, false);
         assert!(!backlog.is_sold_out(event));
+    }
+
+    #[test]
+    fn the_door_checks_the_key_then_the_sell_out_then_the_cap() {
+        let event = Uuid::nil();
+        let backlog = Backlog::new(
+            1,
+            Cap {
+                requests: 2,
+                bytes: usize::MAX,
+            },
+        );
+        backlog.start(&[0], &[0]);
+        assert!(matches!(backlog.door(event, Some("k")), Door::Open));
+        let first = backlog.insert_acknowledged(0, 0, record(Some("k")));
+        assert_eq!(first.position, Some(0));
+        match backlog.door(event, Some("k")) {
+            Door::Replay(replayed) => assert_eq!(replayed.id, first.id),
+            other => panic!("a queued key replays its first answer, not {other:?}"),
+        }
+        backlog.set_sold_out(event, true);
+        assert!(
+            matches!(backlog.door(event, Some("k")), Door::Replay(_)),
+            "the key first"
+        );
+        assert!(matches!(backlog.door(event, Some("other")), Door::SoldOut));
+        backlog.set_sold_out(event, false);
+        backlog.insert(0, 1, record(Some("k2")));
+        assert!(matches!(
+            backlog.door(event, None),
+            Door::Full { requests: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn an_acknowledged_request_decided_already_is_still_pending_to_its_client() {
+        let backlog = Backlog::new(1, UNCAPPED);
+        backlog.start(&[5], &[5]);
+        let late = backlog.insert_acknowledged(0, 3, record(Some("k")));
+        assert_eq!(late.status, BookingStatus::Pending);
+        assert_eq!(late.position, None, "decided: no place in line");
+        assert!(backlog.is_empty());
+    }
+
+    #[test]
+    fn the_tail_skips_what_this_pod_holds_by_its_place_alone() {
+        let backlog = Backlog::new(2, UNCAPPED);
+        backlog.start(&[0, 4], &[0, 4]);
+        backlog.insert_acknowledged(0, 0, record(Some("mine")));
+        assert_eq!(
+            backlog.held(&[(0, 0), (0, 1), (1, 3), (1, 4), (7, 0)]),
+            [true, false, true, false, false],
+            "produced here, another pod's, decided, another pod's, no such partition"
+        );
+        backlog.tailed_batch(vec![(0, 0, None), (0, 1, Some(record(Some("theirs"))))]);
+        assert_eq!(backlog.len(), 2);
+        assert!(backlog.caught_up(&[2, 4]));
+        assert_eq!(
+            backlog.pending_with_key("theirs").unwrap().position,
+            Some(1)
+        );
     }
 }

@@ -10,10 +10,6 @@ use crate::domain::{Booking, BookingStatus};
 /// Version of the record layout; a worker refuses records it does not know.
 pub const RECORD_VERSION: u8 = 1;
 
-/// Message header carrying the record's booking id (16 bytes), so a reader can tell a record it
-/// already holds without decoding it. An optimisation only: the payload stays the truth.
-pub const ID_HEADER: &str = "booking-id";
-
 /// Namespace of the name-based (v5) booking ids derived from idempotency keys. Fixed forever:
 /// changing it would give a retried request a new id.
 const IDEMPOTENT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_04a7_9f0e_4c55_b1a8_2d7e_31c0_5b9a);

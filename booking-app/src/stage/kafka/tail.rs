@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -14,7 +15,7 @@ use uuid::Uuid;
 use super::backlog::Backlog;
 use super::client::{KafkaSettings, committed_offsets, watermarks};
 use super::metrics::GroupMetrics;
-use super::record::{BookingRecord, ID_HEADER};
+use super::record::BookingRecord;
 use crate::stage::StageError;
 
 /// How often the lag gauges are refreshed (a watermark round trip per partition).
@@ -79,6 +80,10 @@ pub async fn start(
     Ok(())
 }
 
+/// Most records the tail takes in one go: one lock of the view per batch rather than several per
+/// record (at a sale every API pod reads back every request the pods accept).
+const TAIL_BATCH: usize = 512;
+
 async fn tail(
     consumer: StreamConsumer,
     topic: String,
@@ -86,6 +91,8 @@ async fn tail(
     cancel: CancellationToken,
 ) {
     let mut last_warning: Option<Instant> = None;
+    // One stream for the task's life: each `recv` would register and drop a waker of its own.
+    let mut stream = consumer.stream();
     loop {
         // A full view reads no further: what is beyond it stays in the broker (and in
         // librdkafka's bounded prefetch) until decisions make room.
@@ -103,64 +110,79 @@ async fn tail(
                 }
             }
         }
-        let message = tokio::select! {
+        let first = tokio::select! {
             _ = cancel.cancelled() => return,
-            message = consumer.recv() => message,
+            message = stream.next() => message.expect("kafka streams never terminate"),
         };
-        let message = match message {
-            Ok(message) => message,
-            Err(err) => {
-                // The broker is away; librdkafka reconnects by itself.
-                if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-                    tracing::warn!(error = %err, "kafka tail: cannot read");
-                    last_warning = Some(Instant::now());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+        // What is already fetched comes along without waiting: a batch.
+        let mut messages = Vec::with_capacity(TAIL_BATCH);
+        let mut failed = None;
+        match first {
+            Ok(message) => messages.push(message),
+            Err(err) => failed = Some(err),
+        }
+        while failed.is_none() && messages.len() < TAIL_BATCH {
+            match stream.next().now_or_never().flatten() {
+                Some(Ok(message)) => messages.push(message),
+                Some(Err(err)) => failed = Some(err),
+                None => break,
             }
-        };
-        let (partition, offset) = (message.partition(), message.offset());
-        if message.topic() == topic {
-            if held_already(&message, &backlog) {
-                backlog.tailed(partition, offset);
-                continue;
+        }
+        take(&messages, &topic, &backlog);
+        if let Some(err) = failed {
+            // The broker is away; librdkafka reconnects by itself.
+            if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(error = %err, "kafka tail: cannot read");
+                last_warning = Some(Instant::now());
             }
-            match BookingRecord::decode(message.payload()) {
-                Ok(record) => backlog.insert(partition, offset, record),
-                Err(err) => {
-                    tracing::warn!(partition, offset, error = %err, "kafka tail: skipping record")
-                }
-            }
-            backlog.tailed(partition, offset);
-        } else {
-            let event = message
-                .key()
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .and_then(|k| k.parse::<Uuid>().ok());
-            match event {
-                // A tombstone (no payload) lifts the mark.
-                Some(event) => backlog.set_sold_out(event, message.payload().is_some()),
-                None => tracing::warn!(
-                    partition,
-                    offset,
-                    "kafka tail: sold-out record without an event id"
-                ),
-            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
 
-/// The record's id from its header, if this pod holds it at this place already (it produced it).
-fn held_already(message: &impl Message, backlog: &Backlog) -> bool {
-    let Some(headers) = message.headers() else {
-        return false;
-    };
-    let id = headers
+/// One batch of the tail into the view: requests this pod holds already (it produced them, the
+/// broker's acknowledgement entered them) are skipped undecoded; the others are decoded outside
+/// the view's lock and entered; sold-out marks are set or lifted.
+fn take(messages: &[impl Message], topic: &str, backlog: &Backlog) {
+    let requests: Vec<&_> = messages.iter().filter(|m| m.topic() == topic).collect();
+    let places: Vec<(i32, i64)> = requests
         .iter()
-        .find(|h| h.key == ID_HEADER)
-        .and_then(|h| h.value)
-        .and_then(|v| Uuid::from_slice(v).ok());
-    id.is_some_and(|id| backlog.holds(message.partition(), message.offset(), id))
+        .map(|m| (m.partition(), m.offset()))
+        .collect();
+    let held = backlog.held(&places);
+    let batch = requests
+        .iter()
+        .zip(held)
+        .map(|(message, held)| {
+            let (partition, offset) = (message.partition(), message.offset());
+            let record = if held {
+                None
+            } else {
+                BookingRecord::decode(message.payload())
+                    .inspect_err(|err| {
+                        tracing::warn!(partition, offset, error = %err, "kafka tail: skipping record")
+                    })
+                    .ok()
+            };
+            (partition, offset, record)
+        })
+        .collect();
+    backlog.tailed_batch(batch);
+    for message in messages.iter().filter(|m| m.topic() != topic) {
+        let event = message
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.parse::<Uuid>().ok());
+        match event {
+            // A tombstone (no payload) lifts the mark.
+            Some(event) => backlog.set_sold_out(event, message.payload().is_some()),
+            None => tracing::warn!(
+                partition = message.partition(),
+                offset = message.offset(),
+                "kafka tail: sold-out record without an event id"
+            ),
+        }
+    }
 }
 
 async fn refresh(
