@@ -31,8 +31,8 @@ struct Claims {
 pub struct Verifier {
     hs256: Option<Arc<DecodingKey>>,
     jwks: Option<Arc<Jwks>>,
-    issuer: Option<String>,
-    audience: Option<String>,
+    /// The checks of each accepted algorithm, built once (a `Validation` is several allocations).
+    validations: Vec<(Algorithm, Validation)>,
     cache: TokenCache,
 }
 
@@ -59,11 +59,16 @@ impl Verifier {
             audience = config.auth_audience.as_deref(),
             "verifying bearer tokens"
         );
+        let issuer = config.auth_issuer.as_deref();
+        let audience = config.auth_audience.as_deref();
+        let validations = std::iter::once(Algorithm::HS256)
+            .chain(JWKS_ALGORITHMS.iter().copied())
+            .map(|alg| (alg, validation(alg, issuer, audience)))
+            .collect();
         Ok(Self {
             hs256,
             jwks,
-            issuer: config.auth_issuer.clone(),
-            audience: config.auth_audience.clone(),
+            validations,
             cache: TokenCache::new(config.auth_cache_entries),
         })
     }
@@ -93,7 +98,14 @@ impl Verifier {
                 )));
             }
         };
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation(header.alg))
+        let validation = self
+            .validations
+            .iter()
+            .find_map(|(alg, validation)| (*alg == header.alg).then_some(validation))
+            .ok_or_else(|| {
+                AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg))
+            })?;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, validation)
             .map_err(from_jwt_error)?
             .claims;
         crate::validation::validate_user_id(&claims.sub)
@@ -110,26 +122,28 @@ impl Verifier {
         self.cache.insert(token, identity.clone(), claims.exp, now);
         Ok(identity)
     }
+}
 
-    fn validation(&self, alg: Algorithm) -> Validation {
-        let mut validation = Validation::new(alg);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
-        if let Some(issuer) = &self.issuer {
-            validation.set_issuer(&[issuer]);
-            required.push("iss");
-        }
-        match &self.audience {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
-        validation
+/// What a token of `alg` must carry and satisfy: signature, `exp` and `sub` always, `nbf` when
+/// present, `iss` and `aud` when configured.
+fn validation(alg: Algorithm, issuer: Option<&str>, audience: Option<&str>) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
+    let mut required = vec!["exp", "sub"];
+    if let Some(issuer) = issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
     }
+    match audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
 }
 
 fn from_jwt_error(error: jsonwebtoken::errors::Error) -> AuthError {
