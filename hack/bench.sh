@@ -150,6 +150,10 @@ if [[ $BENCH_CALIBRATE == 1 ]]; then
   done
 fi
 
+# Stage redis keeps each booking's answer and claim (a day, IDEMPOTENCY_RETENTION) and the local
+# Redis refuses writes past its maxmemory: a few runs would fill it. This run's keys go now.
+[[ " $BENCH_STAGES " == *" redis "* ]] && forget_redis_run
+
 if [[ $BENCH_OPERATOR == 1 ]]; then
   log "== 5. operator at scale (hack/bench-operator.sh)"
   BENCH_OPERATOR_OUT="$WORK/operator.json" "$REPO_ROOT/hack/bench-operator.sh" >/dev/null

@@ -21,12 +21,17 @@ APP_ENV=()
 declare -A PID_OF
 
 local_app_cleanup() {
-  local p
+  local rc=$? p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   if ((${#PIDS[@]})); then
     wait_gone 30 "${PIDS[@]}" || log "some booking-app processes did not stop: ${PIDS[*]}"
   fi
-  [[ -n "$WORK" ]] && rm -rf "$WORK"
+  # A failed run keeps its processes' logs for the reader; a good one leaves nothing behind.
+  if ((rc != 0)) && [[ -n "$WORK" ]]; then
+    log "failed (exit $rc): the processes' logs are kept in $WORK"
+  elif [[ -n "$WORK" ]]; then
+    rm -rf "$WORK"
+  fi
   return 0
 }
 

@@ -148,3 +148,14 @@ bench_kafka_drain() {
   log "  drain: $(jq -r '"\(.decided) of \(.queued) decided, \(.rps // 0 | floor) decisions/s (first to last decision), \(.wall_rps // 0 | floor)/s from worker start to exit"' <<<"$row")"
   [[ $(jq .decided <<<"$row") -ge "$queued" ]] || log "  drain: WARNING fewer decided than 202s answered"
 }
+
+# forget_redis_run: deletes this run's keys (every name starts with RUN_ID: the stage's prefix and
+# redis-benchmark's) from the local Redis, a SCAN and UNLINKs in batches.
+forget_redis_run() {
+  local host port keys="$WORK/redis-run-keys"
+  host=$(sed -E 's#^redis://([^:/]+).*#\1#' <<<"$REDIS_URL")
+  port=$(sed -E 's#^redis://[^:/]+:([0-9]+).*#\1#' <<<"$REDIS_URL")
+  redis-cli -h "$host" -p "$port" --scan --pattern "$RUN_ID*" >"$keys"
+  xargs -r -d '\n' -n 500 redis-cli -h "$host" -p "$port" UNLINK <"$keys" >/dev/null
+  log "redis: this run's $(wc -l <"$keys") keys deleted"
+}
