@@ -374,10 +374,12 @@ pub struct KafkaConfig {
     #[arg(long, env = "KAFKA_PRODUCE_TIMEOUT_MS", default_value_t = 5_000)]
     pub kafka_produce_timeout_ms: u64,
 
-    /// API: how long the producer gathers requests into one batch to the broker. Longer batches
-    /// cost the API and the broker far less CPU per request (librdkafka's broker thread wakes
-    /// per batch, not per record) at the price of this much added latency.
-    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 5)]
+    /// API: how long librdkafka waits to gather records into one request to the broker. The
+    /// requests a pod accepts together already share a record (`stage/kafka/producer.rs`), and
+    /// librdkafka batches whatever queues while a request to the broker is in flight, so the
+    /// default adds no wait: at 256 connections a wait of 5 ms was pure latency (the closed
+    /// loop's throughput fell with it).
+    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = 0)]
     pub kafka_linger_ms: u64,
 
     /// API: most undecided requests this pod keeps in its view of the queue (~300 B each); at the
@@ -391,7 +393,8 @@ pub struct KafkaConfig {
     #[arg(long, env = env::KAFKA_MAX_QUEUED_BYTES, default_value_t = 64 * 1024 * 1024)]
     pub kafka_max_queued_bytes: usize,
 
-    /// Worker: most requests decided in one Postgres transaction.
+    /// Worker: requests decided in one Postgres transaction (records are taken whole, so the
+    /// last record of a batch may carry it past this by fewer than 256 requests).
     #[arg(long, env = "KAFKA_BATCH_SIZE", default_value_t = 2_000)]
     pub kafka_batch_size: usize,
 

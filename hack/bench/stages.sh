@@ -42,9 +42,10 @@ app_down() {
 # cap (KAFKA_MAX_QUEUED, 200,000 by default: about 8 s of this machine's acceptance) is raised to
 # hold the whole run, or the door would shed for a backlog no real sale builds with its worker
 # deciding (the drain outruns acceptance): the row measures acceptance, not the cap.
+KAFKA_VIEW_WHOLE_RUN=(KAFKA_MAX_QUEUED=4000000 KAFKA_MAX_QUEUED_BYTES=$((2 * 1024 * 1024 * 1024)))
 variant_env() {
   [[ $1 == postgres && -n $2 ]] && echo "POSTGRES_DECIDE=$2"
-  [[ $1 == kafka && $2 == api-alone ]] && echo "KAFKA_MAX_QUEUED=4000000 KAFKA_MAX_QUEUED_BYTES=$((2 * 1024 * 1024 * 1024))"
+  [[ $1 == kafka && $2 == api-alone ]] && echo "${KAFKA_VIEW_WHOLE_RUN[*]}"
   return 0
 }
 
@@ -105,7 +106,8 @@ bench_stage() {
 bench_kafka_drain() {
   local topic="$RUN_ID-drain" group="$RUN_ID-drain-workers" name=kafka-drain queued event
   local saved=("${APP_ENV[@]}")
-  APP_ENV=(KAFKA_TOPIC="$topic" KAFKA_CONSUMER_GROUP="$group")
+  # No worker while it queues: the view holds the whole run (as api-alone's, variant_env).
+  APP_ENV=(KAFKA_TOPIC="$topic" KAFKA_CONSUMER_GROUP="$group" "${KAFKA_VIEW_WHOLE_RUN[@]}")
   NO_WORKER=1 app_up kafka "$BENCH_C_HIGH" "${APP_ENV[@]}"
   log "drain: queueing ${BENCH_SECONDS}s of closed-loop load at concurrency $BENCH_C_HIGH (no worker running)"
   run_loadgen "$name-queue" "$APP_PORT" --concurrency "$BENCH_C_HIGH" --duration "${BENCH_SECONDS}s" --warmup 0s --no-invariants

@@ -1,11 +1,13 @@
 //! Stage 3, the "spike absorber": a booking request is validated, given its id, produced to the
-//! requests topic (idempotent producer, `acks=all`, keyed by event) and answered 202 once the
-//! broker acknowledged it; workers decide it later (`worker::kafka_consumer`). Pending requests
+//! requests topic (idempotent producer, `acks=all`, keyed by event; in one record with the other
+//! requests of its event waiting at that moment, `producer.rs`) and answered 202 once the broker
+//! acknowledged it; workers decide it later (`worker::kafka_consumer`). Pending requests
 //! live in Kafka and in each pod's `Backlog`, never in Postgres on the hot path.
 
 pub mod backlog;
 pub mod client;
 pub mod metrics;
+pub mod producer;
 pub mod record;
 pub mod tail;
 
@@ -17,8 +19,8 @@ use async_trait::async_trait;
 use chrono::SubsecRound;
 use futures::stream::{self, BoxStream, StreamExt};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -27,6 +29,7 @@ use uuid::Uuid;
 use self::backlog::{Backlog, Cap, Door};
 use self::client::{KafkaSettings, partition_count, unavailable, watermarks};
 use self::metrics::GroupMetrics;
+use self::producer::{MAX_RECORD_REQUESTS, Place, RequestProducer};
 use self::record::{BookingRecord, RECORD_VERSION, booking_id};
 use super::records::{self, pg_error};
 use super::{CheckedBooking, Inventory, StageError, idempotency};
@@ -48,7 +51,7 @@ pub struct KafkaInventory {
 struct Inner {
     settings: KafkaSettings,
     pool: PgPool,
-    producer: FutureProducer,
+    producer: RequestProducer,
     backlog: Arc<Backlog>,
     reader: Arc<BaseConsumer>,
     /// Events known to exist (events are never deleted), so the hot path reads Postgres at most
@@ -89,8 +92,23 @@ impl KafkaInventory {
             "Booking requests answered 503 because the broker did not acknowledge them in time",
             produce_failures.clone(),
         );
+        let record_requests = Histogram::new(exponential_buckets(
+            1.0,
+            2.0,
+            MAX_RECORD_REQUESTS.ilog2() as u16 + 1,
+        ));
+        metrics.register(
+            "kafka_record_requests",
+            "Booking requests per record produced to the requests topic (accepted together)",
+            record_requests.clone(),
+        );
+        let producer = RequestProducer::start(
+            settings.producer()?,
+            settings.topic.clone(),
+            record_requests,
+        );
         let inner = Inner {
-            producer: settings.producer()?,
+            producer,
             settings,
             pool,
             backlog,
@@ -131,27 +149,6 @@ impl Inner {
         }
         known.insert(event_id);
         Ok(())
-    }
-
-    /// Produces `record` and waits for the broker's acknowledgement. librdkafka reports every
-    /// record within the producer's `message.timeout.ms` (KAFKA_PRODUCE_TIMEOUT_MS), success or
-    /// not, and the route gate bounds the whole request by REQUEST_TIMEOUT_MS besides: no timer
-    /// of its own here (one per request was measurable at 256 connections).
-    async fn produce(&self, record: &BookingRecord) -> Result<(i32, i64), StageError> {
-        let (key, payload) = (record.key(), record.encode());
-        let delivery = self
-            .producer
-            .send_result(
-                FutureRecord::to(&self.settings.topic)
-                    .key(&key)
-                    .payload(&payload),
-            )
-            .map_err(|(err, _)| unavailable(format!("cannot queue the request: {err}")))?;
-        match delivery.await {
-            Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
-            Ok(Err((err, _))) => Err(unavailable(format!("broker did not acknowledge: {err}"))),
-            Err(_) => Err(unavailable("producer dropped the request")),
-        }
     }
 
     /// The booking as known now: queued (with its place in line), decided, or unknown. A miss
@@ -251,12 +248,22 @@ impl Inventory for KafkaInventory {
             // Postgres keeps microseconds: the pending and the decided booking show the same time.
             accepted_at: chrono::Utc::now().trunc_subsecs(6),
         };
-        let (partition, offset) = inner.produce(&record).await.inspect_err(|_| {
-            inner.produce_failures.inc();
+        // No timer of its own here (one per request was measurable at 256 connections):
+        // librdkafka answers within KAFKA_PRODUCE_TIMEOUT_MS, the route gate bounds the rest.
+        let Place {
+            partition,
+            offset,
+            index,
+        } = inner.producer.produce(&record).await.inspect_err(|err| {
+            if matches!(err, StageError::Unavailable { .. }) {
+                inner.produce_failures.inc();
+            }
         })?;
         // Decided already (a fast worker, or a retry of a decided key): still pending to the
         // client, whose next read shows the decision.
-        let booking = inner.backlog.insert_acknowledged(partition, offset, record);
+        let booking = inner
+            .backlog
+            .insert_acknowledged(partition, (offset, index), record);
         Ok(BookingOutcome::Pending(booking))
     }
 

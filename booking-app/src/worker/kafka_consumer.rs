@@ -9,6 +9,7 @@ pub mod ledger;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -44,6 +45,32 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Adds one record read from the topic: its booking requests, or a dead letter when it is
+    /// not one (nothing can decide it: it is dead-lettered, counted, and committed past).
+    fn take(&mut self, message: &impl Message) {
+        self.last_offsets
+            .insert(message.partition(), message.offset());
+        match BookingRecord::decode(message.payload()) {
+            Ok(records) => {
+                let source = (message.partition(), message.offset());
+                self.sources
+                    .extend(std::iter::repeat_n(source, records.len()));
+                self.requests.extend(records);
+            }
+            Err(err) => {
+                tracing::error!(partition = message.partition(), offset = message.offset(), error = %err,
+                    "kafka worker: setting aside a record that is not a booking request");
+                self.undecodable.push(DeadLetter {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    reason: dead_letter::undecodable(&err),
+                });
+            }
+        }
+    }
+
     /// Every record of the batch that is not decided, with its reason: the undecodable ones and
     /// those `verdicts` (one per request) set aside.
     pub fn dead_letters(&self, verdicts: &[decide::Verdict]) -> Vec<DeadLetter> {
@@ -224,8 +251,9 @@ impl KafkaWorker {
         tracing::info!("kafka worker stopped");
     }
 
-    /// Waits for a first record, then takes what arrives within `batch_linger`, up to
-    /// `batch_size` records.
+    /// Waits for a first record, then takes what arrives within `batch_linger`, until the batch
+    /// holds `batch_size` requests (records are taken whole: the last one may carry it past that
+    /// by less than one record's requests, `MAX_RECORD_REQUESTS`).
     async fn next_batch(&mut self) -> Batch {
         let mut batch = Batch::default();
         let mut deadline = None;
@@ -258,25 +286,19 @@ impl KafkaWorker {
                     }
                 }
             };
-            batch
-                .last_offsets
-                .insert(message.partition(), message.offset());
-            match BookingRecord::decode(message.payload()) {
-                Ok(record) => {
-                    batch.requests.push(record);
-                    batch.sources.push((message.partition(), message.offset()));
-                }
-                Err(err) => {
-                    // Nothing can decide it: dead-lettered, counted, and committed past.
-                    tracing::error!(partition = message.partition(), offset = message.offset(), error = %err,
-                        "kafka worker: setting aside a record that is not a booking request");
-                    batch.undecodable.push(DeadLetter {
-                        partition: message.partition(),
-                        offset: message.offset(),
-                        key: message.key().map(<[u8]>::to_vec),
-                        payload: message.payload().map(<[u8]>::to_vec),
-                        reason: dead_letter::undecodable(&err),
-                    });
+            batch.take(&message);
+            // What librdkafka has fetched already joins without waiting: one stream for the run
+            // of ready records, where a `recv` per record costs a waker registration and a timer.
+            let mut ready = self.consumer.stream();
+            while batch.requests.len() + batch.undecodable.len() < self.settings.batch_size {
+                match ready.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.take(&message),
+                    Some(Some(Err(err))) => {
+                        tracing::warn!(error = %err, "kafka worker: cannot read; retrying");
+                        break;
+                    }
+                    // Nothing ready: the loop above waits, within the batch's linger.
+                    _ => break,
                 }
             }
             deadline

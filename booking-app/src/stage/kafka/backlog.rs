@@ -48,19 +48,21 @@ pub enum Door {
     Full { requests: usize, bytes: usize },
 }
 
-/// A queued request and where it sits in its partition.
+/// A queued request and where it sits in its partition: the record (offset) that carries it, and
+/// its place among that record's requests (index).
 #[derive(Debug, Clone)]
 pub struct Queued {
     pub record: BookingRecord,
     pub partition: i32,
     pub offset: i64,
+    pub index: u32,
 }
 
 #[derive(Debug)]
 struct State {
     queued: HashMap<Uuid, Queued>,
-    /// Per partition, offset → id, to drop decided requests in offset order.
-    by_offset: Vec<BTreeMap<i64, Uuid>>,
+    /// Per partition, (offset, index) → id, to drop decided requests in offset order.
+    by_offset: Vec<BTreeMap<(i64, u32), Uuid>>,
     /// Per partition, the group's committed offset: every record below it is decided (and so in
     /// Postgres, because workers commit offsets only after the database commit).
     decided_upto: Vec<i64>,
@@ -86,14 +88,14 @@ impl State {
     fn insert(
         &mut self,
         partition: i32,
-        offset: i64,
+        (offset, index): (i64, u32),
         record: BookingRecord,
     ) -> Option<BookingRecord> {
         let p = partition as usize;
         if p >= self.tailed.len() || offset < self.decided_upto[p] {
             return Some(record);
         }
-        self.by_offset[p].insert(offset, record.id);
+        self.by_offset[p].insert((offset, index), record.id);
         if let Some(key) = &record.idempotency_key {
             self.by_key.entry(key.clone()).or_insert(record.id);
         }
@@ -102,8 +104,9 @@ impl State {
             // first (the second is its duplicate), so its decision is the booking's. Seen by the
             // tail after this pod's producer reported a later place, it moves the entry back.
             Entry::Occupied(mut queued) => {
-                if queued.get().partition == partition && offset < queued.get().offset {
-                    queued.get_mut().offset = offset;
+                let q = queued.get_mut();
+                if q.partition == partition && (offset, index) < (q.offset, q.index) {
+                    (q.offset, q.index) = (offset, index);
                 }
             }
             Entry::Vacant(slot) => {
@@ -112,18 +115,24 @@ impl State {
                     record,
                     partition,
                     offset,
+                    index,
                 });
             }
         }
         None
     }
 
-    /// The booking if it is still queued, with its place in line: the undecided requests ahead
-    /// of it in its partition.
+    /// The booking if it is still queued, with its place in line: the undecided records ahead
+    /// of it in its partition, plus the requests ahead of it in its own record. Requests a pod
+    /// accepted together share a record, so under a sale this counts groups of requests ahead,
+    /// not requests: cheap (no count over the view) and, like the line, it only ever shrinks.
     fn pending(&self, id: Uuid) -> Option<Booking> {
         let q = self.queued.get(&id)?;
         let ahead = q.offset - self.decided_upto[q.partition as usize];
-        Some(q.record.pending_booking(Some(ahead.max(0))))
+        Some(
+            q.record
+                .pending_booking(Some(ahead.max(0) + i64::from(q.index))),
+        )
     }
 }
 
@@ -219,11 +228,11 @@ impl Backlog {
             .all(|(h, t)| t >= h)
     }
 
-    /// Records a request seen in the topic (by the tail, or by this pod's producer when the
-    /// broker acknowledged it). Already decided or already known requests change nothing; a
-    /// second record with the same id (an idempotent retry) keeps the first one's place.
+    /// Records a request seen alone in its record of the topic (as the tail does). Already
+    /// decided or already known requests change nothing; a second record with the same id (an
+    /// idempotent retry) keeps the first one's place.
     pub fn insert(&self, partition: i32, offset: i64, record: BookingRecord) {
-        self.lock().insert(partition, offset, record);
+        self.lock().insert(partition, (offset, 0), record);
     }
 
     /// The door's checks for a request of `event_id` with idempotency `key`, under one lock: the
@@ -247,19 +256,19 @@ impl Backlog {
         Door::Open
     }
 
-    /// This pod's producer had `record` acknowledged at (`partition`, `offset`): it enters the
-    /// view, and the answer is the booking as queued, with its place in line (one lock). A
-    /// request decided already (a fast worker, or the retry of a decided key) is still pending to
-    /// its client, whose next read shows the decision.
+    /// This pod's producer had `record` acknowledged at (`partition`, `offset`), the `index`th
+    /// request of that record: it enters the view, and the answer is the booking as queued, with
+    /// its place in line (one lock). A request decided already (a fast worker, or the retry of a
+    /// decided key) is still pending to its client, whose next read shows the decision.
     pub fn insert_acknowledged(
         &self,
         partition: i32,
-        offset: i64,
+        (offset, index): (i64, u32),
         record: BookingRecord,
     ) -> Booking {
         let id = record.id;
         let mut state = self.lock();
-        match state.insert(partition, offset, record) {
+        match state.insert(partition, (offset, index), record) {
             Some(decided) => decided.pending_booking(None),
             None => state
                 .pending(id)
@@ -267,15 +276,16 @@ impl Backlog {
         }
     }
 
-    /// The tail read `records` (each at its partition and offset, in topic order; `None` for a
-    /// record this pod held already or could not decode): they enter the view, the tail's
-    /// position moves past the last of each partition, and waiters are woken once.
-    pub fn tailed_batch(&self, records: Vec<(i32, i64, Option<BookingRecord>)>) {
+    /// The tail read `records` (each at its partition and offset, in topic order, with its
+    /// requests; none for a record this pod held already or could not decode): they enter the
+    /// view, the tail's position moves past the last of each partition, and waiters are woken
+    /// once.
+    pub fn tailed_batch(&self, records: Vec<(i32, i64, Vec<BookingRecord>)>) {
         {
             let mut state = self.lock();
-            for (partition, offset, record) in records {
-                if let Some(record) = record {
-                    state.insert(partition, offset, record);
+            for (partition, offset, requests) in records {
+                for (index, request) in (0..).zip(requests) {
+                    state.insert(partition, (offset, index), request);
                 }
                 if let Some(t) = state.tailed.get_mut(partition as usize) {
                     *t = (*t).max(offset + 1);
@@ -295,7 +305,11 @@ impl Backlog {
             .map(|&(partition, offset)| {
                 let p = partition as usize;
                 p < state.tailed.len()
-                    && (offset < state.decided_upto[p] || state.by_offset[p].contains_key(&offset))
+                    && (offset < state.decided_upto[p]
+                        || state.by_offset[p]
+                            .range((offset, 0)..=(offset, u32::MAX))
+                            .next()
+                            .is_some())
             })
             .collect()
     }
@@ -350,12 +364,11 @@ impl Backlog {
                 }
                 decided_upto[p] = committed;
                 moved = true;
-                let still_queued = by_offset[p].split_off(&committed);
-                for (offset, id) in std::mem::replace(&mut by_offset[p], still_queued) {
-                    if !queued
-                        .get(&id)
-                        .is_some_and(|q| q.partition == p as i32 && q.offset == offset)
-                    {
+                let still_queued = by_offset[p].split_off(&(committed, 0));
+                for ((offset, index), id) in std::mem::replace(&mut by_offset[p], still_queued) {
+                    if !queued.get(&id).is_some_and(|q| {
+                        q.partition == p as i32 && (q.offset, q.index) == (offset, index)
+                    }) {
                         continue;
                     }
                     let Some(decided) = queued.remove(&id) else {
@@ -596,7 +609,7 @@ mod tests {
         );
         backlog.start(&[0], &[0]);
         assert!(matches!(backlog.door(event, Some("k")), Door::Open));
-        let first = backlog.insert_acknowledged(0, 0, record(Some("k")));
+        let first = backlog.insert_acknowledged(0, (0, 0), record(Some("k")));
         assert_eq!(first.position, Some(0));
         match backlog.door(event, Some("k")) {
             Door::Replay(replayed) => assert_eq!(replayed.id, first.id),
@@ -620,7 +633,7 @@ mod tests {
     fn an_acknowledged_request_decided_already_is_still_pending_to_its_client() {
         let backlog = Backlog::new(1, UNCAPPED);
         backlog.start(&[5], &[5]);
-        let late = backlog.insert_acknowledged(0, 3, record(Some("k")));
+        let late = backlog.insert_acknowledged(0, (3, 0), record(Some("k")));
         assert_eq!(late.status, BookingStatus::Pending);
         assert_eq!(late.position, None, "decided: no place in line");
         assert!(backlog.is_empty());
@@ -630,18 +643,47 @@ mod tests {
     fn the_tail_skips_what_this_pod_holds_by_its_place_alone() {
         let backlog = Backlog::new(2, UNCAPPED);
         backlog.start(&[0, 4], &[0, 4]);
-        backlog.insert_acknowledged(0, 0, record(Some("mine")));
+        backlog.insert_acknowledged(0, (0, 1), record(Some("mine")));
         assert_eq!(
             backlog.held(&[(0, 0), (0, 1), (1, 3), (1, 4), (7, 0)]),
             [true, false, true, false, false],
             "produced here, another pod's, decided, another pod's, no such partition"
         );
-        backlog.tailed_batch(vec![(0, 0, None), (0, 1, Some(record(Some("theirs"))))]);
+        backlog.tailed_batch(vec![(0, 0, vec![]), (0, 1, vec![record(Some("theirs"))])]);
         assert_eq!(backlog.len(), 2);
         assert!(backlog.caught_up(&[2, 4]));
         assert_eq!(
             backlog.pending_with_key("theirs").unwrap().position,
             Some(1)
         );
+    }
+
+    #[test]
+    fn requests_sharing_a_record_queue_in_its_order_and_leave_with_it() {
+        let backlog = Backlog::new(1, UNCAPPED);
+        backlog.start(&[0], &[0]);
+        backlog.tailed_batch(vec![(0, 0, vec![record(Some("a0"))])]);
+        let together = vec![record(Some("b0")), record(Some("b1")), record(Some("b2"))];
+        backlog.tailed_batch(vec![(0, 1, together)]);
+        let mine = backlog.insert_acknowledged(0, (2, 1), record(Some("c1")));
+        let position = |key| backlog.pending_with_key(key).unwrap().position;
+        assert_eq!(
+            [
+                position("a0"),
+                position("b0"),
+                position("b2"),
+                mine.position
+            ],
+            [Some(0), Some(1), Some(3), Some(3)],
+            "records ahead, then requests ahead in its own record"
+        );
+        assert_eq!(backlog.held(&[(0, 1), (0, 2), (0, 3)]), [true, true, false]);
+        backlog.decided_upto(&[Some(2)]);
+        assert!(
+            backlog.pending_with_key("b2").is_none(),
+            "its record was decided"
+        );
+        assert_eq!(backlog.len(), 1);
+        assert_eq!(position("c1"), Some(1));
     }
 }

@@ -51,17 +51,17 @@ impl GroupMetrics {
         };
         metrics.register(
             "kafka_consumer_lag",
-            "Booking requests in the partition not yet decided by the worker group",
+            "Records of the partition (each the booking requests one API pod accepted together) not yet decided by the worker group",
             this.lag.clone(),
         );
         metrics.register(
             "kafka_consumer_lag_total",
-            "Booking requests in the topic not yet decided by the worker group",
+            "Records of the topic (each the booking requests one API pod accepted together) not yet decided by the worker group",
             this.lag_total.clone(),
         );
         metrics.register(
             "kafka_decision_rate",
-            "Requests per second the worker group decided (committed offsets) over the last interval",
+            "Records per second the worker group decided (committed offsets) over the last interval",
             this.rate.clone(),
         );
         this

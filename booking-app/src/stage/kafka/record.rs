@@ -1,5 +1,9 @@
 //! The queued booking request: what the API produces to the requests topic and the worker
 //! decides. JSON with a version field, keyed by event id so one event's requests stay in order.
+//! One record of the topic carries the requests of one event that one API pod accepted together
+//! (a JSON array of them, in the order they were accepted): librdkafka, the broker and every
+//! pod's tail then handle one record where a sale sends hundreds of requests. A record holding a
+//! single request as a bare object (what the first layout wrote) is read the same way.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,7 +34,7 @@ pub struct BookingRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("record has no payload")]
+    #[error("record has no payload, or no request in it")]
     Empty,
     #[error("record is not valid JSON of a booking request: {0}")]
     Malformed(#[from] serde_json::Error),
@@ -69,13 +73,36 @@ impl BookingRecord {
         serde_json::to_vec(self).expect("a BookingRecord always serializes")
     }
 
-    pub fn decode(payload: Option<&[u8]>) -> Result<Self, RecordError> {
+    /// The requests of one record of the topic, in their order: an array of requests, or one
+    /// request alone. Every request must be of a known version, and an array not empty.
+    pub fn decode(payload: Option<&[u8]>) -> Result<Vec<Self>, RecordError> {
         let payload = payload.ok_or(RecordError::Empty)?;
-        let record: Self = serde_json::from_slice(payload)?;
-        if record.v != RECORD_VERSION {
-            return Err(RecordError::UnknownVersion(record.v));
+        let records: Vec<Self> = match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'[') => serde_json::from_slice(payload)?,
+            _ => vec![serde_json::from_slice(payload)?],
+        };
+        if let Some(unknown) = records.iter().find(|r| r.v != RECORD_VERSION) {
+            return Err(RecordError::UnknownVersion(unknown.v));
         }
-        Ok(record)
+        if records.is_empty() {
+            return Err(RecordError::Empty);
+        }
+        Ok(records)
+    }
+
+    /// The payload of one record carrying `encoded` (each one request's `encode`), in order.
+    pub fn join(encoded: &[Vec<u8>]) -> Vec<u8> {
+        let len = encoded.iter().map(|e| e.len() + 1).sum::<usize>() + 1;
+        let mut payload = Vec::with_capacity(len);
+        payload.push(b'[');
+        for (i, request) in encoded.iter().enumerate() {
+            if i > 0 {
+                payload.push(b',');
+            }
+            payload.extend_from_slice(request);
+        }
+        payload.push(b']');
+        payload
     }
 
     /// The message key: the event id, so the partitioner keeps an event's requests in one
@@ -122,9 +149,23 @@ mod tests {
     }
 
     #[test]
-    fn round_trips() {
+    fn round_trips_alone_and_together() {
         let r = record();
-        assert_eq!(BookingRecord::decode(Some(&r.encode())).unwrap(), r);
+        assert_eq!(
+            BookingRecord::decode(Some(&r.encode())).unwrap(),
+            std::slice::from_ref(&r)
+        );
+        let mut second = record();
+        second.user_id = "bob".into();
+        let together = BookingRecord::join(&[r.encode(), second.encode()]);
+        assert_eq!(
+            BookingRecord::decode(Some(&together)).unwrap(),
+            [r.clone(), second]
+        );
+        assert_eq!(
+            BookingRecord::decode(Some(&BookingRecord::join(&[r.encode()]))).unwrap(),
+            [r]
+        );
     }
 
     #[test]
@@ -171,10 +212,20 @@ mod tests {
             BookingRecord::decode(Some(b"{")),
             Err(RecordError::Malformed(_))
         ));
+        assert!(matches!(
+            BookingRecord::decode(Some(b" []")),
+            Err(RecordError::Empty)
+        ));
         let mut r = record();
         r.v = 9;
         assert!(matches!(
             BookingRecord::decode(Some(&r.encode())),
+            Err(RecordError::UnknownVersion(9))
+        ));
+        // One bad request refuses its whole record: it is set aside as one, never half decided.
+        let mixed = BookingRecord::join(&[record().encode(), r.encode()]);
+        assert!(matches!(
+            BookingRecord::decode(Some(&mixed)),
             Err(RecordError::UnknownVersion(9))
         ));
     }

@@ -155,16 +155,15 @@ fn take(messages: &[impl Message], topic: &str, backlog: &Backlog) {
         .zip(held)
         .map(|(message, held)| {
             let (partition, offset) = (message.partition(), message.offset());
-            let record = if held {
-                None
+            let requests = if held {
+                Vec::new()
             } else {
-                BookingRecord::decode(message.payload())
-                    .inspect_err(|err| {
-                        tracing::warn!(partition, offset, error = %err, "kafka tail: skipping record")
-                    })
-                    .ok()
+                BookingRecord::decode(message.payload()).unwrap_or_else(|err| {
+                    tracing::warn!(partition, offset, error = %err, "kafka tail: skipping record");
+                    Vec::new()
+                })
             };
-            (partition, offset, record)
+            (partition, offset, requests)
         })
         .collect();
     backlog.tailed_batch(batch);
