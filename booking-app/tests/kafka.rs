@@ -376,6 +376,75 @@ async fn book_many(pod: &Arc<Pod>, event: Uuid, n: usize, users: usize) -> BTree
     ids
 }
 
+/// A batch where a redelivered request and a key reused from a decided booking sit among new
+/// requests: each is decided with what is known (the duplicate changes nothing, the reused key
+/// is refused and takes nothing), and the new ones are booked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_mixing_new_requests_with_decided_ids_and_keys_is_decided_with_what_is_known() {
+    use booking_app::domain::RejectReason;
+    use booking_app::stage::kafka::record::{BookingRecord, RECORD_VERSION, booking_id};
+    use booking_app::worker::kafka_consumer::decide::Verdict;
+    use booking_app::worker::kafka_consumer::ledger::decide_batch;
+    use chrono::SubsecRound;
+
+    let (_config, pool, pod) = start_pod(kafka_config("ledger-guess")).await;
+    let event = pod.create_event(10, Some(2)).await;
+    // Keys are unique across events (and runs share the database): this run's own.
+    let request = |user: &str, key: &str| {
+        let key = format!("{key}-{event}");
+        BookingRecord {
+            v: RECORD_VERSION,
+            id: booking_id(Some(&key), event, user, 1),
+            event_id: event,
+            user_id: user.into(),
+            quantity: 1,
+            idempotency_key: Some(key),
+            accepted_at: chrono::Utc::now().trunc_subsecs(6),
+        }
+    };
+    let first = [request("alice", "k-a"), request("bob", "k-b")];
+    let outcome = decide_batch(&pool, &first).await.expect("first batch");
+    assert_eq!(outcome.decided.verdicts, [Verdict::Confirmed; 2]);
+
+    let second = [
+        request("dave", "k-d"),
+        first[0].clone(),
+        request("carol", "k-b"),
+        request("erin", "k-e"),
+    ];
+    let outcome = decide_batch(&pool, &second).await.expect("second batch");
+    assert_eq!(
+        outcome.decided.verdicts,
+        [
+            Verdict::Confirmed,
+            Verdict::Duplicate,
+            Verdict::Rejected(RejectReason::IdempotencyKeyReused),
+            Verdict::Confirmed,
+        ]
+    );
+    let after = ledger(&pool, event).await;
+    assert_eq!(
+        after.remaining, 6,
+        "alice, bob, dave and erin hold one each"
+    );
+    let statuses: BTreeMap<&str, &str> = after
+        .bookings
+        .values()
+        .map(|(user, _, status)| (user.as_str(), status.as_str()))
+        .collect();
+    assert_eq!(
+        statuses,
+        BTreeMap::from([
+            ("alice", "confirmed"),
+            ("bob", "confirmed"),
+            ("carol", "rejected"),
+            ("dave", "confirmed"),
+            ("erin", "confirmed"),
+        ])
+    );
+    pod.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_redelivered_after_its_database_commit_changes_nothing() {
     let (config, pool, pod) = start_pod(kafka_config("redelivery")).await;

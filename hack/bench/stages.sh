@@ -28,10 +28,12 @@ app_up() {
 
 # app_down STAGE: the API first (no new work), then its worker.
 app_down() {
-  # A worker still frozen by DEFER_WORKER_S could not act on the SIGTERM stop sends.
-  [[ -n "${PID_OF[worker-$1]:-}" ]] && kill -CONT "${PID_OF[worker-$1]}" 2>/dev/null
+  # `if`s, not `&&`: a worker already gone (an earlier run's; NO_WORKER starts none) must not
+  # fail the step. A worker still frozen by DEFER_WORKER_S could not act on the SIGTERM.
+  local worker="${PID_OF[worker-$1]:-}"
+  if [[ -n $worker ]] && pid_alive "$worker"; then kill -CONT "$worker"; fi
   stop "app-$1"
-  [[ -n "${PID_OF[worker-$1]:-}" ]] && pid_alive "${PID_OF[worker-$1]}" && stop "worker-$1"
+  if [[ -n $worker ]] && pid_alive "$worker"; then stop "worker-$1"; fi
   WATCH=()
 }
 
