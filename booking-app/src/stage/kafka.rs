@@ -29,7 +29,7 @@ use uuid::Uuid;
 use self::backlog::{Backlog, Cap, Door};
 use self::client::{KafkaSettings, partition_count, unavailable, watermarks};
 use self::metrics::GroupMetrics;
-use self::producer::{MAX_RECORD_REQUESTS, Place, RequestProducer};
+use self::producer::{MAX_RECORD_REQUESTS, RequestProducer};
 use self::record::{BookingRecord, RECORD_VERSION, booking_id};
 use super::records::{self, pg_error};
 use super::{CheckedBooking, Inventory, StageError, idempotency};
@@ -105,6 +105,7 @@ impl KafkaInventory {
         let producer = RequestProducer::start(
             settings.producer()?,
             settings.topic.clone(),
+            backlog.clone(),
             record_requests,
         );
         let inner = Inner {
@@ -250,20 +251,14 @@ impl Inventory for KafkaInventory {
         };
         // No timer of its own here (one per request was measurable at 256 connections):
         // librdkafka answers within KAFKA_PRODUCE_TIMEOUT_MS, the route gate bounds the rest.
-        let Place {
-            partition,
-            offset,
-            index,
-        } = inner.producer.produce(&record).await.inspect_err(|err| {
+        // Acknowledged, the request is in this pod's view already; decided already (a fast
+        // worker, or a retry of a decided key), it is still pending to the client, whose next
+        // read shows the decision.
+        let booking = inner.producer.produce(record).await.inspect_err(|err| {
             if matches!(err, StageError::Unavailable { .. }) {
                 inner.produce_failures.inc();
             }
         })?;
-        // Decided already (a fast worker, or a retry of a decided key): still pending to the
-        // client, whose next read shows the decision.
-        let booking = inner
-            .backlog
-            .insert_acknowledged(partition, (offset, index), record);
         Ok(BookingOutcome::Pending(booking))
     }
 

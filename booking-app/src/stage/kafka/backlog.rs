@@ -256,24 +256,30 @@ impl Backlog {
         Door::Open
     }
 
-    /// This pod's producer had `record` acknowledged at (`partition`, `offset`), the `index`th
-    /// request of that record: it enters the view, and the answer is the booking as queued, with
-    /// its place in line (one lock). A request decided already (a fast worker, or the retry of a
-    /// decided key) is still pending to its client, whose next read shows the decision.
+    /// This pod's producer had the record carrying `requests` acknowledged at (`partition`,
+    /// `offset`): they enter the view together (one lock), and the answers are the bookings as
+    /// queued, with their places in line, in the same order. A request decided already (a fast
+    /// worker, or the retry of a decided key) is still pending to its client, whose next read
+    /// shows the decision.
     pub fn insert_acknowledged(
         &self,
         partition: i32,
-        (offset, index): (i64, u32),
-        record: BookingRecord,
-    ) -> Booking {
-        let id = record.id;
+        offset: i64,
+        requests: Vec<BookingRecord>,
+    ) -> Vec<Booking> {
         let mut state = self.lock();
-        match state.insert(partition, (offset, index), record) {
-            Some(decided) => decided.pending_booking(None),
-            None => state
-                .pending(id)
-                .expect("a request just inserted is queued"),
-        }
+        (0..)
+            .zip(requests)
+            .map(|(index, request)| {
+                let id = request.id;
+                match state.insert(partition, (offset, index), request) {
+                    Some(decided) => decided.pending_booking(None),
+                    None => state
+                        .pending(id)
+                        .expect("a request just inserted is queued"),
+                }
+            })
+            .collect()
     }
 
     /// The tail read `records` (each at its partition and offset, in topic order, with its
@@ -609,7 +615,9 @@ mod tests {
         );
         backlog.start(&[0], &[0]);
         assert!(matches!(backlog.door(event, Some("k")), Door::Open));
-        let first = backlog.insert_acknowledged(0, (0, 0), record(Some("k")));
+        let first = backlog
+            .insert_acknowledged(0, 0, vec![record(Some("k"))])
+            .remove(0);
         assert_eq!(first.position, Some(0));
         match backlog.door(event, Some("k")) {
             Door::Replay(replayed) => assert_eq!(replayed.id, first.id),
@@ -633,7 +641,9 @@ mod tests {
     fn an_acknowledged_request_decided_already_is_still_pending_to_its_client() {
         let backlog = Backlog::new(1, UNCAPPED);
         backlog.start(&[5], &[5]);
-        let late = backlog.insert_acknowledged(0, (3, 0), record(Some("k")));
+        let late = backlog
+            .insert_acknowledged(0, 3, vec![record(Some("k"))])
+            .remove(0);
         assert_eq!(late.status, BookingStatus::Pending);
         assert_eq!(late.position, None, "decided: no place in line");
         assert!(backlog.is_empty());
@@ -643,7 +653,7 @@ mod tests {
     fn the_tail_skips_what_this_pod_holds_by_its_place_alone() {
         let backlog = Backlog::new(2, UNCAPPED);
         backlog.start(&[0, 4], &[0, 4]);
-        backlog.insert_acknowledged(0, (0, 1), record(Some("mine")));
+        backlog.insert_acknowledged(0, 0, vec![record(Some("mine"))]);
         assert_eq!(
             backlog.held(&[(0, 0), (0, 1), (1, 3), (1, 4), (7, 0)]),
             [true, false, true, false, false],
@@ -665,17 +675,18 @@ mod tests {
         backlog.tailed_batch(vec![(0, 0, vec![record(Some("a0"))])]);
         let together = vec![record(Some("b0")), record(Some("b1")), record(Some("b2"))];
         backlog.tailed_batch(vec![(0, 1, together)]);
-        let mine = backlog.insert_acknowledged(0, (2, 1), record(Some("c1")));
+        let mine = backlog.insert_acknowledged(0, 2, vec![record(Some("c0")), record(Some("c1"))]);
         let position = |key| backlog.pending_with_key(key).unwrap().position;
         assert_eq!(
-            [
-                position("a0"),
-                position("b0"),
-                position("b2"),
-                mine.position
-            ],
-            [Some(0), Some(1), Some(3), Some(3)],
+            [position("a0"), position("b0"), position("b2")],
+            [Some(0), Some(1), Some(3)],
             "records ahead, then requests ahead in its own record"
+        );
+        let answered: Vec<_> = mine.iter().map(|b| b.position).collect();
+        assert_eq!(
+            answered,
+            [Some(2), Some(3)],
+            "answers in the record's order"
         );
         assert_eq!(backlog.held(&[(0, 1), (0, 2), (0, 3)]), [true, true, false]);
         backlog.decided_upto(&[Some(2)]);
@@ -683,7 +694,7 @@ mod tests {
             backlog.pending_with_key("b2").is_none(),
             "its record was decided"
         );
-        assert_eq!(backlog.len(), 1);
-        assert_eq!(position("c1"), Some(1));
+        assert_eq!(backlog.len(), 2);
+        assert_eq!([position("c0"), position("c1")], [Some(0), Some(1)]);
     }
 }

@@ -1,14 +1,20 @@
 //! The API's way into the requests topic: requests of one event that this pod accepted at the
 //! same moment travel as one record (`record::BookingRecord::join`), produced once and
 //! acknowledged once. librdkafka, the broker and every pod's tail then pay per record, not per
-//! request: at a sale's concurrency that was the largest cost of a 202.
+//! request, so the producer need not wait to batch (`KAFKA_LINGER_MS` 0): at 256 connections a
+//! 5 ms linger was most of a 202's latency, and without it one record per request doubled the
+//! broker's CPU.
 //!
 //! No timer gathers them: one task takes whatever requests are waiting when it runs, lets every
 //! other task that is ready run once, and takes what they added (up to `MAX_RECORD_REQUESTS`), so
-//! a lone request goes out at once and a crowd shares records by itself. Each request still gets its own answer: its place (partition, offset, index) once the
-//! broker acknowledged the record, or the broker's refusal (503, never a false 202).
+//! a lone request goes out at once and a crowd shares records by itself. Each request still gets
+//! its own answer: once the broker acknowledged the record, its requests enter this pod's view of
+//! the queue together (one lock, before any answer, so the tail, which skips the records this pod
+//! holds, never passes one of them by) and each is answered with its pending booking; or the
+//! broker's refusal (503, never a false 202).
 
 use std::collections::hash_map::Entry;
+use std::sync::Arc;
 
 use ahash::HashMap;
 use prometheus_client::metrics::histogram::Histogram;
@@ -16,8 +22,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::backlog::Backlog;
 use super::client::unavailable;
 use super::record::BookingRecord;
+use crate::domain::Booking;
 use crate::stage::StageError;
 
 /// Most requests one record carries: 256 of the largest requests (a 128-byte user id, a
@@ -28,18 +36,10 @@ pub const MAX_RECORD_REQUESTS: usize = 256;
 /// queue means the task is stuck, and the request is refused rather than held.
 const MAX_WAITING: usize = 16 * 1024;
 
-/// Where an acknowledged request sits: its record's partition and offset, and its index there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Place {
-    pub partition: i32,
-    pub offset: i64,
-    pub index: u32,
-}
-
-type Reply = oneshot::Sender<Result<Place, StageError>>;
+type Reply = oneshot::Sender<Result<Booking, StageError>>;
 
 struct Job {
-    event_id: Uuid,
+    record: BookingRecord,
     encoded: Vec<u8>,
     reply: Reply,
 }
@@ -50,22 +50,33 @@ pub struct RequestProducer {
 }
 
 impl RequestProducer {
-    /// Starts the task producing to `topic`; `record_requests` observes how many requests each
-    /// record carries.
-    pub fn start(producer: FutureProducer, topic: String, record_requests: Histogram) -> Self {
+    /// Starts the task producing to `topic`, entering what the broker acknowledged in
+    /// `backlog`; `record_requests` observes how many requests each record carries.
+    pub fn start(
+        producer: FutureProducer,
+        topic: String,
+        backlog: Arc<Backlog>,
+        record_requests: Histogram,
+    ) -> Self {
         let (jobs, queue) = mpsc::channel(MAX_WAITING);
-        tokio::spawn(run(producer, topic, queue, record_requests));
+        let sender = Sender {
+            producer,
+            topic,
+            backlog,
+        };
+        tokio::spawn(run(sender, queue, record_requests));
         Self { jobs }
     }
 
-    /// Produces `record` (with others of its event waiting at the same time) and waits for the
-    /// broker's acknowledgement. librdkafka reports every record within the producer's
-    /// `message.timeout.ms`, and the route gate bounds the request by REQUEST_TIMEOUT_MS besides.
-    pub async fn produce(&self, record: &BookingRecord) -> Result<Place, StageError> {
+    /// Produces `record` (with others of its event waiting at the same time), waits for the
+    /// broker's acknowledgement and answers the booking as queued. librdkafka reports every
+    /// record within the producer's `message.timeout.ms`, and the route gate bounds the request
+    /// by REQUEST_TIMEOUT_MS besides.
+    pub async fn produce(&self, record: BookingRecord) -> Result<Booking, StageError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            event_id: record.event_id,
             encoded: record.encode(),
+            record,
             reply,
         };
         self.jobs.try_send(job).map_err(|err| match err {
@@ -83,16 +94,12 @@ impl RequestProducer {
 /// The requests of one event gathered for one record, in the order they arrived.
 #[derive(Default)]
 struct Gathered {
+    records: Vec<BookingRecord>,
     encoded: Vec<Vec<u8>>,
     replies: Vec<Reply>,
 }
 
-async fn run(
-    producer: FutureProducer,
-    topic: String,
-    mut queue: mpsc::Receiver<Job>,
-    record_requests: Histogram,
-) {
+async fn run(sender: Sender, mut queue: mpsc::Receiver<Job>, record_requests: Histogram) {
     let mut jobs = Vec::with_capacity(MAX_RECORD_REQUESTS);
     // Almost always one event (a sale); the map keeps each event's requests in their order.
     let mut by_event: HashMap<Uuid, Gathered> = HashMap::default();
@@ -106,51 +113,66 @@ async fn run(
             jobs.push(job);
         }
         for job in jobs.drain(..) {
-            let gathered = match by_event.entry(job.event_id) {
+            let gathered = match by_event.entry(job.record.event_id) {
                 Entry::Occupied(entry) => entry.into_mut(),
                 Entry::Vacant(entry) => entry.insert(Gathered::default()),
             };
+            gathered.records.push(job.record);
             gathered.encoded.push(job.encoded);
             gathered.replies.push(job.reply);
         }
         for (event_id, gathered) in by_event.drain() {
             record_requests.observe(gathered.replies.len() as f64);
-            send(&producer, &topic, event_id, gathered);
+            sender.send(event_id, gathered);
         }
     }
 }
 
-/// Hands one record to librdkafka and answers its requests once the broker did.
-fn send(producer: &FutureProducer, topic: &str, event_id: Uuid, gathered: Gathered) {
-    let Gathered { encoded, replies } = gathered;
-    let payload = BookingRecord::join(&encoded);
-    let key = event_id.to_string();
-    let delivery = match producer.send_result(FutureRecord::to(topic).key(&key).payload(&payload)) {
-        Ok(delivery) => delivery,
-        Err((err, _)) => {
-            let detail = format!("cannot queue the request: {err}");
-            for reply in replies {
-                let _ = reply.send(Err(unavailable(detail.clone())));
+/// What the task needs to produce a record and enter it once acknowledged.
+struct Sender {
+    producer: FutureProducer,
+    topic: String,
+    backlog: Arc<Backlog>,
+}
+
+impl Sender {
+    /// Hands one record to librdkafka and answers its requests once the broker did.
+    fn send(&self, event_id: Uuid, gathered: Gathered) {
+        let Gathered {
+            records,
+            encoded,
+            replies,
+        } = gathered;
+        let payload = BookingRecord::join(&encoded);
+        let key = event_id.to_string();
+        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
+        let delivery = match self.producer.send_result(record) {
+            Ok(delivery) => delivery,
+            Err((err, _)) => {
+                return refuse(replies, &format!("cannot queue the request: {err}"));
             }
-            return;
-        }
-    };
-    tokio::spawn(async move {
-        let place = match delivery.await {
-            Ok(Ok(delivery)) => Ok((delivery.partition, delivery.offset)),
-            Ok(Err((err, _))) => Err(format!("broker did not acknowledge: {err}")),
-            Err(_) => Err("producer dropped the request".to_owned()),
         };
-        for (index, reply) in (0..).zip(replies) {
-            // A client that went away dropped its receiver: nothing to tell it.
-            let _ = reply.send(match &place {
-                Ok((partition, offset)) => Ok(Place {
-                    partition: *partition,
-                    offset: *offset,
-                    index,
-                }),
-                Err(detail) => Err(unavailable(detail.clone())),
-            });
-        }
-    });
+        let backlog = self.backlog.clone();
+        tokio::spawn(async move {
+            let (partition, offset) = match delivery.await {
+                Ok(Ok(delivery)) => (delivery.partition, delivery.offset),
+                Ok(Err((err, _))) => {
+                    return refuse(replies, &format!("broker did not acknowledge: {err}"));
+                }
+                Err(_) => return refuse(replies, "producer dropped the request"),
+            };
+            let bookings = backlog.insert_acknowledged(partition, offset, records);
+            for (reply, booking) in replies.into_iter().zip(bookings) {
+                // A client that went away dropped its receiver: nothing to tell it.
+                let _ = reply.send(Ok(booking));
+            }
+        });
+    }
+}
+
+/// Answers every request of a record the broker did not take: 503, nothing queued.
+fn refuse(replies: Vec<Reply>, detail: &str) {
+    for reply in replies {
+        let _ = reply.send(Err(unavailable(detail)));
+    }
 }
