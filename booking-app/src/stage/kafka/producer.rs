@@ -121,9 +121,9 @@ async fn run(sender: Sender, mut queue: mpsc::Receiver<Job>, record_requests: Hi
             gathered.encoded.push(job.encoded);
             gathered.replies.push(job.reply);
         }
-        for (event_id, gathered) in by_event.drain() {
+        for (_, gathered) in by_event.drain() {
             record_requests.observe(gathered.replies.len() as f64);
-            sender.send(event_id, gathered);
+            sender.send(gathered);
         }
     }
 }
@@ -137,14 +137,15 @@ struct Sender {
 
 impl Sender {
     /// Hands one record to librdkafka and answers its requests once the broker did.
-    fn send(&self, event_id: Uuid, gathered: Gathered) {
+    fn send(&self, gathered: Gathered) {
         let Gathered {
             records,
             encoded,
             replies,
         } = gathered;
         let payload = BookingRecord::join(&encoded);
-        let key = event_id.to_string();
+        // All of one event: the first one's key is the record's.
+        let key = records[0].key();
         let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
         let delivery = match self.producer.send_result(record) {
             Ok(delivery) => delivery,
